@@ -1,0 +1,71 @@
+//! Builders for tests of this crate and of the manager (feature `test-util`).
+
+use std::collections::BTreeMap;
+
+use crate::node::{NodeDescription, NodeSpec, NodeStatus};
+use crate::service::{ContainerSpec, TaskTemplate};
+use crate::state::Service;
+use crate::*;
+
+pub fn node(id: &str, hostname: &str) -> Node {
+    Node {
+        id: id.into(),
+        created_at: Millis(0),
+        updated_at: Millis(0),
+        spec: NodeSpec { role: NodeRole::Worker, availability: Availability::Active, labels: BTreeMap::new() },
+        description: NodeDescription { hostname: hostname.into() },
+        status: NodeStatus {
+            state: NodeState::Ready,
+            message: String::new(),
+            addr: "172.29.0.1".into(),
+            cluster_addr: "172.29.0.1:2377".into(),
+        },
+        manager_status: None,
+    }
+}
+
+pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        task_template: TaskTemplate {
+            container_spec: ContainerSpec {
+                command: vec!["sleep".into(), "1000".into()],
+                env: vec![],
+                dir: None,
+                stop_grace_period_ms: 10_000,
+            },
+            restart_policy: RestartPolicy::default(),
+            placement: Default::default(),
+            networks: vec![],
+        },
+        mode: ServiceMode::Replicated { replicas },
+        endpoint_spec: EndpointSpec::default(),
+    }
+}
+
+pub fn service(id: &str, spec: ServiceSpec) -> Service {
+    Service { id: id.into(), version: 1, created_at: Millis(0), updated_at: Millis(0), spec, endpoint: Default::default() }
+}
+
+pub fn info() -> ClusterInfo {
+    ClusterInfo {
+        id: "c0ffee".into(),
+        created_at: Millis(0),
+        worker_secret: "w".into(),
+        manager_secret: "m".into(),
+        heartbeat_period_ms: 1000,
+    }
+}
+
+/// A state with the given nodes (all Ready/Active workers) and nothing else.
+pub fn cluster(nodes: &[(&str, &str)]) -> ClusterState {
+    let mut st = ClusterState::default();
+    let mut it = nodes.iter();
+    let (id, host) = it.next().expect("at least one node");
+    st.apply(Command::InitCluster { info: info(), node: node(id, host) }).expect("init");
+    for (id, host) in it {
+        st.apply(Command::AddNode { node: node(id, host), at: Millis(0) }).expect("add node");
+    }
+    st
+}

@@ -1,0 +1,33 @@
+//! shoal's cluster model: what the Raft log stores and every component reads.
+//!
+//! # Layout
+//! - `ids`: random hex ids and their short forms.
+//! - `node`, `service`, `task`: the objects, with docker's field names when serialised.
+//! - `constraint`: placement constraints (`node.hostname==x`), parsed and matched.
+//! - `state`: [`ClusterState`] and the [`Command`]s that change it. `apply` is pure and
+//!   deterministic: ids and timestamps are chosen by the proposer, never here, so every
+//!   manager replaying the log reaches the same state.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing of Raft, gRPC or HTTP.
+#![forbid(unsafe_code)]
+
+pub mod constraint;
+pub mod ids;
+pub mod node;
+pub mod service;
+pub mod state;
+pub mod task;
+pub mod time;
+
+pub use constraint::Constraint;
+pub use ids::{new_id, short_id};
+pub use node::{Availability, Node, NodeRole, NodeState};
+pub use service::{
+    EndpointMode, EndpointSpec, NetworkAttachment, PortConfig, PublishMode, Protocol,
+    RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
+};
+pub use state::{ApplyError, ClusterInfo, ClusterState, Command, CommandResult, Service};
+pub use task::{Task, TaskState, TaskStatus};
+pub use time::Millis;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;

@@ -1,0 +1,131 @@
+//! Nodes: the hosts of the cluster. Serialised with docker's field names so that
+//! `node inspect --format '{{.Status.Addr}}'` works as a Swarm user expects.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Node {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub spec: NodeSpec,
+    pub description: NodeDescription,
+    pub status: NodeStatus,
+    /// Present on managers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager_status: Option<ManagerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeSpec {
+    pub role: NodeRole,
+    pub availability: Availability,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeDescription {
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeStatus {
+    pub state: NodeState,
+    #[serde(default)]
+    pub message: String,
+    /// The node's IP address, as docker prints it.
+    pub addr: String,
+    /// `ip:port` of the node's cluster (gRPC) listener, where managers reach its agent.
+    pub cluster_addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ManagerStatus {
+    /// The node's id in the Raft group.
+    #[serde(rename = "RaftID")]
+    pub raft_id: u64,
+    /// `ip:port` other managers and agents use.
+    pub addr: String,
+    /// Filled in when the node is read through the API; not Raft state.
+    #[serde(default)]
+    pub leader: bool,
+    #[serde(default)]
+    pub reachability: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Worker,
+    Manager,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Unknown,
+    Down,
+    Ready,
+    Disconnected,
+}
+
+impl Node {
+    pub fn hostname(&self) -> &str {
+        &self.description.hostname
+    }
+
+    pub fn is_manager(&self) -> bool {
+        self.spec.role == NodeRole::Manager
+    }
+
+    /// Ready and Active: the scheduler may place new tasks here.
+    pub fn schedulable(&self) -> bool {
+        self.status.state == NodeState::Ready && self.spec.availability == Availability::Active
+    }
+}
+
+macro_rules! display_lowercase {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $(Self::$v => $s),* })
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s.to_ascii_lowercase().as_str() {
+                    $($s => Ok(Self::$v),)*
+                    _ => Err(format!(
+                        "invalid value {s:?}: expected one of {}",
+                        [$($s),*].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+pub(crate) use display_lowercase;
+
+display_lowercase!(NodeRole { Worker => "worker", Manager => "manager" });
+display_lowercase!(Availability { Active => "active", Pause => "pause", Drain => "drain" });
+display_lowercase!(NodeState { Unknown => "unknown", Down => "down", Ready => "ready", Disconnected => "disconnected" });

@@ -1,0 +1,314 @@
+//! The replicated cluster state and the commands that change it.
+//!
+//! Every manager applies the same committed commands in the same order, so `apply` must be
+//! deterministic: it reads nothing but its arguments. Validation that depends on the state
+//! (a name already in use, a node that is not down) happens here, at apply time, so that two
+//! racing proposals cannot both succeed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::{Availability, Millis, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, TaskStatus};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub cluster: Option<ClusterInfo>,
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    /// Bumped by every command that changed something; agents and watchers compare it.
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClusterInfo {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub created_at: Millis,
+    pub worker_secret: String,
+    pub manager_secret: String,
+    /// How often agents send heartbeats; a node is Down after three missed periods.
+    pub heartbeat_period_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Service {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub version: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub spec: ServiceSpec,
+    #[serde(default)]
+    pub endpoint: Endpoint,
+}
+
+/// Filled by the allocator (networks, VIPs, published ports) in later work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Endpoint {
+    #[serde(default, rename = "VirtualIPs")]
+    pub virtual_ips: Vec<VirtualIp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VirtualIp {
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    pub addr: String,
+}
+
+/// One Raft log entry's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    InitCluster { info: ClusterInfo, node: Node },
+    AddNode { node: Node, at: Millis },
+    UpdateNodeSpec { id: String, availability: Option<Availability>, labels: Option<BTreeMap<String, String>>, at: Millis },
+    SetNodeState { id: String, state: NodeState, message: String, at: Millis },
+    RemoveNode { id: String, force: bool },
+    CreateService { service: Service },
+    UpdateService { id: String, spec: ServiceSpec, at: Millis },
+    RemoveService { id: String },
+    CreateTasks { tasks: Vec<Task> },
+    AssignTasks { assignments: Vec<(String, String)>, at: Millis },
+    SetDesiredState { tasks: Vec<String>, state: TaskState, at: Millis },
+    UpdateTaskStatus { id: String, node_id: String, status: TaskStatus },
+    DeleteTasks { tasks: Vec<String> },
+    /// Several commands in one entry. Each applies on its own; the first error is returned
+    /// but does not undo the others (used by the orchestrator, whose commands are independent).
+    Batch(Vec<Command>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Ok,
+    Err(ApplyError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ApplyError {
+    #[error("this node is already part of a cluster")]
+    AlreadyInitialized,
+    #[error("the cluster is not initialised; run `shoal init` first")]
+    NotInitialized,
+    #[error("service name {0:?} is already in use; pick another name or `shoal service rm {0}`")]
+    ServiceNameInUse(String),
+    #[error("no such service: {0}")]
+    NoSuchService(String),
+    #[error("no such node: {0}")]
+    NoSuchNode(String),
+    #[error("no such task: {0}")]
+    NoSuchTask(String),
+    #[error("node {0} is not down and can't be removed; stop its daemon or use --force")]
+    NodeNotDown(String),
+    #[error("node {0} is a manager; managers can't be removed with node rm")]
+    NodeIsManager(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClusterState {
+    /// Applies one committed command. Returns an error (and changes nothing for that
+    /// command) when the command is not valid against the current state.
+    pub fn apply(&mut self, cmd: Command) -> Result<(), ApplyError> {
+        let before = self.version;
+        let res = self.apply_inner(cmd);
+        if res.is_ok() && self.version == before {
+            self.version += 1;
+        }
+        res
+    }
+
+    fn apply_inner(&mut self, cmd: Command) -> Result<(), ApplyError> {
+        if self.cluster.is_none() && !matches!(cmd, Command::InitCluster { .. }) {
+            return Err(ApplyError::NotInitialized);
+        }
+        match cmd {
+            Command::InitCluster { info, node } => {
+                if self.cluster.is_some() {
+                    return Err(ApplyError::AlreadyInitialized);
+                }
+                self.cluster = Some(info);
+                self.nodes.insert(node.id.clone(), node);
+            }
+            Command::AddNode { mut node, at } => {
+                node.updated_at = at;
+                self.nodes.insert(node.id.clone(), node);
+            }
+            Command::UpdateNodeSpec { id, availability, labels, at } => {
+                let node = self.nodes.get_mut(&id).ok_or(ApplyError::NoSuchNode(id))?;
+                if let Some(a) = availability {
+                    node.spec.availability = a;
+                }
+                if let Some(l) = labels {
+                    node.spec.labels = l;
+                }
+                node.updated_at = at;
+            }
+            Command::SetNodeState { id, state, message, at } => {
+                let node = self.nodes.get_mut(&id).ok_or(ApplyError::NoSuchNode(id))?;
+                node.status.state = state;
+                node.status.message = message;
+                node.updated_at = at;
+            }
+            Command::RemoveNode { id, force } => {
+                let node = self.nodes.get(&id).ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
+                if node.spec.role == NodeRole::Manager {
+                    return Err(ApplyError::NodeIsManager(node.hostname().to_string()));
+                }
+                if !force && node.status.state == NodeState::Ready {
+                    return Err(ApplyError::NodeNotDown(node.hostname().to_string()));
+                }
+                self.nodes.remove(&id);
+            }
+            Command::CreateService { service } => {
+                service.spec.validate().map_err(ApplyError::Invalid)?;
+                if self.service_by_name(&service.spec.name).is_some() {
+                    return Err(ApplyError::ServiceNameInUse(service.spec.name));
+                }
+                self.services.insert(service.id.clone(), service);
+            }
+            Command::UpdateService { id, spec, at } => {
+                spec.validate().map_err(ApplyError::Invalid)?;
+                let svc = self.services.get_mut(&id).ok_or(ApplyError::NoSuchService(id))?;
+                if spec.name != svc.spec.name {
+                    return Err(ApplyError::Invalid("a service can't be renamed".into()));
+                }
+                svc.spec = spec;
+                svc.version += 1;
+                svc.updated_at = at;
+            }
+            Command::RemoveService { id } => {
+                self.services.remove(&id).ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
+                // Its tasks stay until the agents have stopped them; the orchestrator
+                // sets them to shut down and deletes them once they are terminal.
+                for t in self.tasks.values_mut().filter(|t| t.service_id == id) {
+                    t.desired_state = t.desired_state.max(TaskState::Shutdown);
+                }
+            }
+            Command::CreateTasks { tasks } => {
+                for t in tasks {
+                    if self.services.contains_key(&t.service_id) {
+                        self.tasks.insert(t.id.clone(), t);
+                    }
+                }
+            }
+            Command::AssignTasks { assignments, at } => {
+                for (task_id, node_id) in assignments {
+                    let Some(t) = self.tasks.get_mut(&task_id) else { continue };
+                    if t.node_id.is_some() || t.status.state > TaskState::Pending {
+                        continue;
+                    }
+                    t.node_id = Some(node_id);
+                    t.status = TaskStatus::new(TaskState::Assigned, at, "scheduled");
+                    t.updated_at = at;
+                }
+            }
+            Command::SetDesiredState { tasks, state, at } => {
+                for id in tasks {
+                    if let Some(t) = self.tasks.get_mut(&id) {
+                        // Desired state, too, only moves forward.
+                        if state > t.desired_state {
+                            t.desired_state = state;
+                            t.updated_at = at;
+                        }
+                    }
+                }
+            }
+            Command::UpdateTaskStatus { id, node_id, status } => {
+                let t = self.tasks.get_mut(&id).ok_or(ApplyError::NoSuchTask(id))?;
+                if t.node_id.as_deref() != Some(node_id.as_str()) {
+                    return Err(ApplyError::Invalid(format!("task {} is not assigned to node {node_id}", t.id)));
+                }
+                // A stale or repeated report (state not ahead) is ignored, not an error:
+                // agents resend after reconnecting.
+                if status.state > t.status.state {
+                    t.updated_at = status.timestamp;
+                    t.status = status;
+                }
+            }
+            Command::DeleteTasks { tasks } => {
+                for id in tasks {
+                    self.tasks.remove(&id);
+                }
+            }
+            Command::Batch(cmds) => {
+                let mut first_err = None;
+                for c in cmds {
+                    if let Err(e) = self.apply_inner(c) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                if let Some(e) = first_err {
+                    self.version += 1;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn service_by_name(&self, name: &str) -> Option<&Service> {
+        self.services.values().find(|s| s.spec.name == name)
+    }
+
+    /// Finds a service by full id, name, or unique id prefix, as docker does.
+    pub fn find_service(&self, key: &str) -> Option<&Service> {
+        if let Some(s) = self.services.get(key).or_else(|| self.service_by_name(key)) {
+            return Some(s);
+        }
+        let mut it = self.services.values().filter(|s| s.id.starts_with(key));
+        match (it.next(), it.next()) {
+            (Some(s), None) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Finds a node by id, hostname, or unique id prefix.
+    pub fn find_node(&self, key: &str) -> Option<&Node> {
+        if let Some(n) = self.nodes.get(key) {
+            return Some(n);
+        }
+        let by_host: Vec<_> = self.nodes.values().filter(|n| n.hostname() == key).collect();
+        if by_host.len() == 1 {
+            return Some(by_host[0]);
+        }
+        let mut it = self.nodes.values().filter(|n| n.id.starts_with(key));
+        match (it.next(), it.next()) {
+            (Some(n), None) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Finds a task by id, unique id prefix, full name, or `service.slot` (the live one).
+    pub fn find_task(&self, key: &str) -> Option<&Task> {
+        if let Some(t) = self.tasks.get(key) {
+            return Some(t);
+        }
+        let mut it = self.tasks.values().filter(|t| t.id.starts_with(key) || t.name() == key);
+        if let (Some(t), None) = (it.next(), it.next()) {
+            return Some(t);
+        }
+        // `vote.1`: prefer the task that is meant to run, then the newest.
+        self.tasks
+            .values()
+            .filter(|t| t.slot_name() == key)
+            .max_by_key(|t| (t.desired_state <= TaskState::Running, t.created_at))
+    }
+
+    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.values().filter(move |t| t.service_id == service_id)
+    }
+
+    pub fn leader_hint(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(|n| n.is_manager())
+    }
+}
+
+#[cfg(test)]
+mod tests;

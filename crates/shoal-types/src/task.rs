@@ -1,0 +1,108 @@
+//! Tasks: one replica of a service on one node. States only move forward (swarmkit's task
+//! model); `TaskState` is ordered so that a stale report can be recognised and dropped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::service::ContainerSpec;
+use crate::{Millis, short_id};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Task {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    /// The service's name, kept here so a task can be named without the service.
+    pub service_name: String,
+    /// Replica number (1-based) for replicated services; 0 for global ones.
+    pub slot: u64,
+    #[serde(rename = "NodeID", default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    pub desired_state: TaskState,
+    pub status: TaskStatus,
+    /// The service version this task was made from.
+    pub spec_version: u64,
+    pub spec: ContainerSpec,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskStatus {
+    pub timestamp: Millis,
+    pub state: TaskState,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub err: String,
+    #[serde(rename = "PID", default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+impl TaskStatus {
+    pub fn new(state: TaskState, at: Millis, message: impl Into<String>) -> TaskStatus {
+        TaskStatus { timestamp: at, state, message: message.into(), err: String::new(), pid: None, exit_code: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    New,
+    Pending,
+    Assigned,
+    Accepted,
+    Preparing,
+    Starting,
+    Running,
+    Complete,
+    Shutdown,
+    Failed,
+    Rejected,
+    Remove,
+    Orphaned,
+}
+
+impl TaskState {
+    /// The process is gone (or never came) and will not come back.
+    pub fn is_terminal(self) -> bool {
+        self >= TaskState::Complete
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = format!("{self:?}");
+        f.write_str(&s)
+    }
+}
+
+impl Task {
+    /// `vote.1.<id>` or, for global services, `vote.<node id>.<id>`, as docker names tasks.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.slot_name(), self.id)
+    }
+
+    /// `vote.1` (what `service ps` prints in its NAME column).
+    pub fn slot_name(&self) -> String {
+        if self.slot > 0 {
+            format!("{}.{}", self.service_name, self.slot)
+        } else {
+            format!("{}.{}", self.service_name, self.node_id.as_deref().unwrap_or(""))
+        }
+    }
+
+    /// The task's hostname inside its sandbox: its short id.
+    pub fn hostname(&self) -> &str {
+        short_id(&self.id)
+    }
+
+    /// Desired to run and not yet finished.
+    pub fn is_live(&self) -> bool {
+        self.desired_state <= TaskState::Running && !self.status.state.is_terminal()
+    }
+}
