@@ -1,0 +1,19 @@
+//! The manager's decisions, as pure functions of the cluster state and the time.
+//!
+//! # Layout
+//! - `orchestrator`: which tasks should exist (replicas, global, restarts, drain, node
+//!   failure, updates, removal, history).
+//! - `scheduler`: which node each pending task goes to (spread, constraints).
+//! - `dispatcher`: which tasks each agent is told about, and which nodes missed heartbeats.
+//!
+//! Architecture invariant: nothing here does I/O or reads a clock. Inputs are a
+//! `ClusterState` and `now`; outputs are `Command`s that the daemon proposes through Raft.
+//! The three parts talk only through the state, as swarmkit's components do.
+#![forbid(unsafe_code)]
+
+pub mod dispatcher;
+pub mod orchestrator;
+pub mod scheduler;
+
+/// How many finished tasks to keep per slot, for `service ps` history (docker's default).
+pub const TASK_HISTORY_LIMIT: usize = 5;

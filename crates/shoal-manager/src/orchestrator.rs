@@ -1,0 +1,228 @@
+//! Decides which tasks should exist: one per replica slot (replicated) or per eligible node
+//! (global); replaces tasks that ended, whose node is down or drained, or whose spec is
+//! outdated; applies the restart policy; trims history.
+//!
+//! A task that ended on its own (Complete, Failed, Rejected) is replaced per the restart
+//! policy, after its delay. A task the cluster took away (scale down, drain, node down,
+//! update) is replaced at once, wherever the scheduler finds room.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_types::{
+    ClusterState, Command, Millis, Node, NodeState, RestartCondition, Service, Task, TaskState, TaskStatus,
+};
+
+use crate::TASK_HISTORY_LIMIT;
+
+/// Returns the commands that move the state towards what the services ask for.
+/// `new_id` makes ids for new tasks (random in the daemon, predictable in tests).
+pub fn reconcile(state: &ClusterState, now: Millis, new_id: &mut dyn FnMut() -> String) -> Vec<Command> {
+    let mut out = Changes::default();
+    for service in state.services.values() {
+        let tasks: Vec<&Task> = state.tasks_of(&service.id).collect();
+        match service.spec.replicas() {
+            Some(replicas) => replicated(state, service, replicas, &tasks, now, new_id, &mut out),
+            None => global(state, service, &tasks, now, new_id, &mut out),
+        }
+    }
+    collect_garbage(state, &mut out);
+    out.into_commands(now)
+}
+
+#[derive(Default)]
+struct Changes {
+    shutdown: BTreeSet<String>,
+    create: Vec<Task>,
+    delete: Vec<String>,
+}
+
+impl Changes {
+    fn into_commands(self, now: Millis) -> Vec<Command> {
+        let mut cmds = Vec::new();
+        if !self.shutdown.is_empty() {
+            cmds.push(Command::SetDesiredState { tasks: self.shutdown.into_iter().collect(), state: TaskState::Shutdown, at: now });
+        }
+        if !self.create.is_empty() {
+            cmds.push(Command::CreateTasks { tasks: self.create });
+        }
+        if !self.delete.is_empty() {
+            cmds.push(Command::DeleteTasks { tasks: self.delete });
+        }
+        cmds
+    }
+}
+
+/// Whether a running-desired task must give way. Returns why, for logs and tests.
+fn must_replace(state: &ClusterState, service: &Service, t: &Task) -> Option<&'static str> {
+    if t.status.state.is_terminal() {
+        return Some("task ended");
+    }
+    if let Some(node_id) = &t.node_id {
+        let Some(node) = state.nodes.get(node_id) else { return Some("node removed") };
+        if node.status.state == NodeState::Down {
+            return Some("node down");
+        }
+        if !keeps_tasks(service, node) {
+            return Some("node drained or no longer satisfies constraints");
+        }
+    }
+    if t.spec_version < service.version && t.spec != service.spec.task_template.container_spec {
+        return Some("service updated");
+    }
+    None
+}
+
+/// A node may keep running this service's tasks (not drained, constraints hold).
+fn keeps_tasks(service: &Service, node: &Node) -> bool {
+    node.spec.availability != shoal_types::Availability::Drain
+        && service.spec.task_template.placement.constraints.iter().all(|c| c.matches(node))
+}
+
+/// Whether a new task may replace `last` (the newest task of a slot) now, per the
+/// restart policy. `ended` counts tasks of the slot that ended on their own.
+fn restart_allowed(service: &Service, last: Option<&Task>, ended: usize, now: Millis) -> bool {
+    let Some(last) = last else { return true };
+    let on_its_own = matches!(last.status.state, TaskState::Complete | TaskState::Failed | TaskState::Rejected);
+    if !on_its_own {
+        return true;
+    }
+    let policy = &service.spec.task_template.restart_policy;
+    match policy.condition {
+        RestartCondition::None => return false,
+        RestartCondition::OnFailure if last.status.state == TaskState::Complete => return false,
+        _ => {}
+    }
+    if policy.max_attempts > 0 && ended as u64 > policy.max_attempts {
+        return false;
+    }
+    now.since(last.status.timestamp) >= policy.delay_ms
+}
+
+fn new_task(service: &Service, slot: u64, node_id: Option<&str>, now: Millis, id: String) -> Task {
+    let status = match node_id {
+        Some(_) => TaskStatus::new(TaskState::Assigned, now, "assigned"),
+        None => TaskStatus::new(TaskState::Pending, now, "pending task scheduling"),
+    };
+    Task {
+        id,
+        service_id: service.id.clone(),
+        service_name: service.spec.name.clone(),
+        slot,
+        node_id: node_id.map(str::to_string),
+        desired_state: TaskState::Running,
+        status,
+        spec_version: service.version,
+        spec: service.spec.task_template.container_spec.clone(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn ended_on_its_own(t: &Task) -> bool {
+    matches!(t.status.state, TaskState::Complete | TaskState::Failed | TaskState::Rejected)
+}
+
+fn replicated(
+    state: &ClusterState,
+    service: &Service,
+    replicas: u64,
+    tasks: &[&Task],
+    now: Millis,
+    new_id: &mut dyn FnMut() -> String,
+    out: &mut Changes,
+) {
+    let mut by_slot: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
+    for t in tasks {
+        by_slot.entry(t.slot).or_default().push(t);
+    }
+    for slot in 1..=replicas.max(by_slot.keys().max().copied().unwrap_or(0)) {
+        let slot_tasks = by_slot.get(&slot).map(Vec::as_slice).unwrap_or(&[]);
+        let mut live: Vec<&Task> = Vec::new();
+        for t in slot_tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+            if slot > replicas || must_replace(state, service, t).is_some() {
+                out.shutdown.insert(t.id.clone());
+            } else {
+                live.push(t);
+            }
+        }
+        // Two live tasks in one slot should not happen; keep the newest.
+        live.sort_by_key(|t| t.created_at);
+        while live.len() > 1 {
+            out.shutdown.insert(live.remove(0).id.clone());
+        }
+        if slot > replicas || !live.is_empty() {
+            continue;
+        }
+        let last = slot_tasks.iter().max_by_key(|t| t.created_at).copied();
+        let ended = slot_tasks.iter().filter(|t| ended_on_its_own(t)).count();
+        if restart_allowed(service, last, ended, now) {
+            out.create.push(new_task(service, slot, None, now, new_id()));
+        }
+    }
+}
+
+fn global(
+    state: &ClusterState,
+    service: &Service,
+    tasks: &[&Task],
+    now: Millis,
+    new_id: &mut dyn FnMut() -> String,
+    out: &mut Changes,
+) {
+    let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in tasks {
+        by_node.entry(t.node_id.as_deref().unwrap_or("")).or_default().push(t);
+    }
+    for t in tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+        if t.node_id.is_none() || must_replace(state, service, t).is_some() {
+            out.shutdown.insert(t.id.clone());
+        }
+    }
+    for node in state.nodes.values() {
+        if !node.schedulable() || !keeps_tasks(service, node) {
+            continue;
+        }
+        let node_tasks = by_node.get(node.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let has_live = node_tasks
+            .iter()
+            .any(|t| t.desired_state <= TaskState::Running && !out.shutdown.contains(&t.id));
+        if has_live {
+            continue;
+        }
+        let last = node_tasks.iter().max_by_key(|t| t.created_at).copied();
+        let ended = node_tasks.iter().filter(|t| ended_on_its_own(t)).count();
+        if restart_allowed(service, last, ended, now) {
+            out.create.push(new_task(service, 0, Some(&node.id), now, new_id()));
+        }
+    }
+}
+
+/// Deletes tasks nobody will report on again, keeping `TASK_HISTORY_LIMIT` per slot.
+fn collect_garbage(state: &ClusterState, out: &mut Changes) {
+    let node_gone = |t: &Task| match t.node_id.as_deref() {
+        None => true,
+        Some(n) => state.nodes.get(n).is_none_or(|n| n.status.state == NodeState::Down),
+    };
+    let mut history: BTreeMap<(&str, u64, &str), Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        let stopped = t.desired_state > TaskState::Running || out.shutdown.contains(&t.id);
+        if !stopped || !(t.status.state.is_terminal() || node_gone(t)) {
+            continue;
+        }
+        if !state.services.contains_key(&t.service_id) || t.node_id.is_none() {
+            out.delete.push(t.id.clone());
+            continue;
+        }
+        let node = if t.slot == 0 { t.node_id.as_deref().unwrap_or("") } else { "" };
+        history.entry((t.service_id.as_str(), t.slot, node)).or_default().push(t);
+    }
+    for mut old in history.into_values() {
+        if old.len() > TASK_HISTORY_LIMIT {
+            old.sort_by_key(|t| std::cmp::Reverse(t.created_at));
+            out.delete.extend(old[TASK_HISTORY_LIMIT..].iter().map(|t| t.id.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
