@@ -1,0 +1,31 @@
+//! The agent: runs on every node, keeps a session with the Raft leader and makes the node's
+//! tasks match what the leader assigns.
+//!
+//! # Layout
+//! - `session`: connects to a manager, follows the leader, streams assignments in,
+//!   sends heartbeats and task status reports out.
+//! - `worker`: turns assignments into started and stopped task processes (through
+//!   `shoal-exec`) and reports every state change.
+//! - `logs`: the `Agent` gRPC service (task logs) that managers call.
+//!
+//! Architecture invariant: the agent never writes cluster state; it reports, and the
+//! manager decides.
+#![forbid(unsafe_code)]
+
+pub mod logs;
+pub mod session;
+pub mod worker;
+
+use std::path::PathBuf;
+
+/// What the agent needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_id: String,
+    /// Where task run directories (logs, resolv.conf) live.
+    pub run_dir: PathBuf,
+    /// Cluster addresses (ip:port) of managers to try, the leader first if known.
+    pub managers: Vec<String>,
+    /// Extra lines for every task's /etc/hosts (the lab's node names).
+    pub extra_hosts: Option<PathBuf>,
+}

@@ -1,0 +1,29 @@
+//! The `Agent` gRPC service: what managers ask of this node directly (task logs).
+
+use std::sync::Arc;
+
+use shoal_rpc::agent_server::Agent;
+use shoal_rpc::{LogsRequest, LogsResponse};
+use tonic::{Request, Response, Status};
+
+use crate::worker::Worker;
+
+pub struct AgentService {
+    pub worker: Arc<Worker>,
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn task_logs(&self, req: Request<LogsRequest>) -> Result<Response<LogsResponse>, Status> {
+        let id = req.into_inner().task_id;
+        if id.is_empty() || id.contains('/') || id.contains("..") {
+            return Err(Status::invalid_argument("invalid task id"));
+        }
+        let path = shoal_exec::log_path(&self.worker.run_dir(&id));
+        match tokio::fs::read(&path).await {
+            Ok(data) => Ok(Response::new(LogsResponse { data })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Response::new(LogsResponse { data: Vec::new() })),
+            Err(e) => Err(Status::internal(format!("failed to read {}: {e}", path.display()))),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Makes this node's task processes match the assignments, and reports each change.
+//!
+//! Every task has one tokio task that owns its process from start to exit; the worker's
+//! map says which tasks it runs and whether it asked them to stop, so that an exit can be
+//! reported as Shutdown (we stopped it) or Complete/Failed (it ended on its own).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_types::{Millis, Task, TaskState, TaskStatus};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::AgentConfig;
+
+/// A task status change for the manager: (task id, new status).
+pub type Report = (String, TaskStatus);
+
+pub struct Worker {
+    cfg: AgentConfig,
+    // Guarded by a std mutex: held only for map updates, never across an await.
+    tasks: Mutex<HashMap<String, Local>>,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+#[derive(Debug, Default)]
+struct Local {
+    /// `vote.1.<id>` and `vote.1`, so that `shoal exec` works by name on any node.
+    name: String,
+    slot_name: String,
+    pid: Option<u32>,
+    stopping: bool,
+    grace_ms: u64,
+}
+
+pub fn now() -> Millis {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Millis(d.as_millis() as u64)
+}
+
+fn status(state: TaskState, message: &str) -> TaskStatus {
+    TaskStatus::new(state, now(), message)
+}
+
+impl Worker {
+    pub fn new(cfg: AgentConfig, reports: mpsc::UnboundedSender<Report>) -> Arc<Worker> {
+        Arc::new(Worker { cfg, tasks: Mutex::new(HashMap::new()), reports })
+    }
+
+    fn report(&self, id: &str, st: TaskStatus) {
+        // The receiver lives as long as the session; if it is gone the daemon is stopping.
+        let _ = self.reports.send((id.to_string(), st));
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pid of a task this node runs, for `shoal exec`.
+    pub fn pid(&self, task_id: &str) -> Option<u32> {
+        self.locked().get(task_id).and_then(|l| l.pid)
+    }
+
+    /// The pid of a local task given by id prefix, full name or `service.slot`.
+    pub fn pid_by_key(&self, key: &str) -> Option<u32> {
+        let local = self.locked();
+        let mut hits = local
+            .iter()
+            .filter(|(id, l)| id.starts_with(key) || l.name == key || l.slot_name == key)
+            .filter_map(|(_, l)| l.pid);
+        match (hits.next(), hits.next()) {
+            (Some(pid), None) => Some(pid),
+            _ => None,
+        }
+    }
+
+    pub fn run_dir(&self, task_id: &str) -> PathBuf {
+        self.cfg.run_dir.join(task_id)
+    }
+
+    /// Reconciles with the full set of tasks assigned to this node.
+    pub fn apply(self: &Arc<Self>, assigned: Vec<Task>) {
+        let mut to_start = Vec::new();
+        let mut to_stop = Vec::new();
+        {
+            let mut local = self.locked();
+            let assigned_ids: std::collections::HashSet<&str> = assigned.iter().map(|t| t.id.as_str()).collect();
+            for t in &assigned {
+                let known = local.contains_key(&t.id);
+                if t.desired_state <= TaskState::Running {
+                    if !known && t.status.state < TaskState::Running {
+                        local.insert(
+                            t.id.clone(),
+                            Local {
+                                name: t.name(),
+                                slot_name: t.slot_name(),
+                                grace_ms: t.spec.stop_grace_period_ms,
+                                ..Default::default()
+                            },
+                        );
+                        to_start.push(t.clone());
+                    } else if !known && !t.status.state.is_terminal() {
+                        // The manager believes it runs here, but this agent has no such
+                        // process (the daemon restarted): say so, and let it be replaced.
+                        let mut st = status(TaskState::Failed, "task process lost");
+                        st.err = "the task's process is gone: the node's daemon restarted".into();
+                        self.report(&t.id, st);
+                    }
+                } else if known {
+                    to_stop.push(t.id.clone());
+                } else if !t.status.state.is_terminal() {
+                    self.report(&t.id, status(TaskState::Shutdown, "shutdown"));
+                }
+            }
+            for id in local.keys() {
+                if !assigned_ids.contains(id.as_str()) {
+                    to_stop.push(id.clone());
+                }
+            }
+        }
+        for t in to_start {
+            let w = Arc::clone(self);
+            tokio::spawn(async move { w.run(t).await });
+        }
+        for id in to_stop {
+            self.stop(&id);
+        }
+    }
+
+    /// Asks a task's process to stop (SIGTERM, then SIGKILL after its grace period).
+    fn stop(&self, id: &str) {
+        let (pid, grace) = {
+            let mut local = self.locked();
+            let Some(l) = local.get_mut(id) else { return };
+            if l.stopping {
+                return;
+            }
+            l.stopping = true;
+            (l.pid, l.grace_ms)
+        };
+        if let Some(pid) = pid {
+            info!(task = id, pid, "stopping task");
+            tokio::spawn(async move {
+                if let Err(e) = shoal_exec::stop(pid, Duration::from_millis(grace)).await {
+                    warn!(pid, "failed to stop task process: {e}");
+                }
+            });
+        }
+    }
+
+    /// Stops every task and waits for them to exit (daemon shutdown).
+    pub async fn stop_all(&self, timeout: Duration) {
+        let ids: Vec<String> = self.locked().keys().cloned().collect();
+        for id in &ids {
+            self.stop(id);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.locked().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Owns one task's process from start to exit.
+    async fn run(self: Arc<Self>, task: Task) {
+        let id = task.id.clone();
+        let spec = shoal_exec::SandboxSpec {
+            task_id: id.clone(),
+            hostname: task.hostname().to_string(),
+            command: task.spec.command.clone(),
+            env: task.spec.env.clone(),
+            workdir: task.spec.dir.clone(),
+            run_dir: self.run_dir(&id),
+            netns: None,
+            extra_hosts: self.cfg.extra_hosts.clone(),
+        };
+        self.report(&id, status(TaskState::Starting, "starting"));
+        let mut running = match shoal_exec::start(&spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(task = %task.name(), "failed to start task: {e}");
+                let mut st = status(TaskState::Failed, "starting the task failed");
+                st.err = e.to_string();
+                self.report(&id, st);
+                self.locked().remove(&id);
+                shoal_exec::cleanup(&spec).await;
+                return;
+            }
+        };
+        let pid = running.pid();
+        let stop_requested = {
+            let mut local = self.locked();
+            let l = local.entry(id.clone()).or_default();
+            l.pid = Some(pid);
+            l.stopping
+        };
+        let mut st = status(TaskState::Running, "started");
+        st.pid = Some(pid);
+        self.report(&id, st);
+        info!(task = %task.name(), pid, "task running");
+        if stop_requested {
+            // A stop arrived while the process was being created.
+            self.locked().entry(id.clone()).or_default().stopping = false;
+            self.stop(&id);
+        }
+
+        let exit = running.wait().await;
+        let stopping = self.locked().remove(&id).is_some_and(|l| l.stopping);
+        let mut st = match (stopping, exit) {
+            (true, _) => status(TaskState::Shutdown, "shutdown"),
+            (false, Some(0)) => status(TaskState::Complete, "finished"),
+            (false, code) => {
+                let mut st = status(TaskState::Failed, "task exited");
+                st.err = match code {
+                    Some(c) => format!("task: non-zero exit ({c})"),
+                    None => "task: killed by a signal".into(),
+                };
+                st
+            }
+        };
+        st.exit_code = exit;
+        info!(task = %task.name(), state = %st.state, "task ended");
+        self.report(&id, st);
+        shoal_exec::cleanup(&spec).await;
+    }
+}

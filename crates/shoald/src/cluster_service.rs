@@ -1,0 +1,215 @@
+//! The `Cluster` gRPC service that managers serve to other nodes.
+//! Everything that writes needs the leader: a follower forwards `Propose` and `Join`, and
+//! tells agents where the leader is (metadata `shoal-leader`) so their sessions move there.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use shoal_rpc::cluster_client::ClusterClient;
+use shoal_rpc::cluster_server::Cluster;
+use shoal_rpc::{
+    Assignments, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, SessionRequest, StatusAck,
+    StatusReport,
+};
+use shoal_types::node::{ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
+use shoal_types::token::JoinToken;
+use shoal_types::{Availability, Command, CommandResult, Node, NodeRole, NodeState, TaskStatus};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::manager::Manager;
+
+pub struct ClusterService {
+    pub manager: Arc<Manager>,
+}
+
+fn not_leader(manager: &Manager) -> Status {
+    let mut status = Status::unavailable("this manager is not the leader");
+    if let Some((_, addr)) = manager.store.leader()
+        && let Ok(v) = addr.parse()
+    {
+        status.metadata_mut().insert(shoal_rpc::LEADER_METADATA, v);
+    }
+    status
+}
+
+fn to_status(e: shoal_api::ApiError) -> Status {
+    match e.status {
+        400 => Status::invalid_argument(e.message),
+        404 => Status::not_found(e.message),
+        409 => Status::already_exists(e.message),
+        503 => Status::unavailable(e.message),
+        _ => Status::internal(e.message),
+    }
+}
+
+/// Cluster addresses of the managers, from the state.
+pub fn manager_addrs(state: &shoal_types::ClusterState) -> Vec<String> {
+    state.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect()
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<Assignments, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn propose(&self, req: Request<shoal_rpc::Json>) -> Result<Response<shoal_rpc::Json>, Status> {
+        let cmd: Command = serde_json::from_slice(&req.into_inner().data)
+            .map_err(|e| Status::invalid_argument(format!("command does not parse: {e}")))?;
+        let result = match self.manager.store.propose(cmd).await {
+            Ok(r) => r,
+            Err(shoal_store::StoreError::NotLeader { .. }) => return Err(not_leader(&self.manager)),
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
+        let data = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(shoal_rpc::json(data)))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let req = req.into_inner();
+        if !self.manager.store.is_leader() {
+            let Some((_, addr)) = self.manager.store.leader() else {
+                return Err(Status::unavailable("the managers have no leader right now; retry shortly"));
+            };
+            let channel = shoal_rpc::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+            return ClusterClient::new(channel).join(req).await;
+        }
+        let token = JoinToken::parse(&req.token).map_err(Status::invalid_argument)?;
+        let state = self.manager.state();
+        let cluster = state.cluster.as_ref().ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
+        let role = if token.cluster_id != cluster.id {
+            return Err(Status::permission_denied("the join token belongs to another cluster; check the token"));
+        } else if token.secret == cluster.worker_secret {
+            NodeRole::Worker
+        } else if token.secret == cluster.manager_secret {
+            NodeRole::Manager
+        } else {
+            return Err(Status::permission_denied(
+                "invalid join token: the secret does not match; run `shoal join-token worker` on a manager for a valid one",
+            ));
+        };
+        if req.node_id.len() != shoal_types::ids::ID_LEN || !shoal_types::ids::is_hex(&req.node_id) {
+            return Err(Status::invalid_argument("invalid node id"));
+        }
+        if state.nodes.contains_key(&req.node_id) {
+            return Err(Status::already_exists("a node with this id is already in the cluster"));
+        }
+        let raft_id = shoal_types::ids::raft_id_of(&req.node_id);
+        let now = shoal_agent::worker::now();
+        if role == NodeRole::Manager {
+            info!(node = %req.hostname, raft_id, "adding a manager to the raft group");
+            self.manager
+                .store
+                .add_manager(raft_id, req.cluster_addr.clone())
+                .await
+                .map_err(|e| Status::unavailable(format!("failed to add the manager to the raft group: {e}")))?;
+        }
+        let node = Node {
+            id: req.node_id.clone(),
+            created_at: now,
+            updated_at: now,
+            spec: NodeSpec { role, availability: Availability::Active, labels: Default::default() },
+            description: NodeDescription { hostname: req.hostname.clone() },
+            status: NodeStatus {
+                state: NodeState::Ready,
+                message: String::new(),
+                addr: req.addr.clone(),
+                cluster_addr: req.cluster_addr.clone(),
+            },
+            manager_status: (role == NodeRole::Manager).then(|| ManagerStatus {
+                raft_id,
+                addr: req.cluster_addr.clone(),
+                leader: false,
+                reachability: String::new(),
+            }),
+        };
+        self.manager.propose(Command::AddNode { node, at: now }).await.map_err(to_status)?;
+        info!(node = %req.hostname, %role, "node joined");
+        let state = self.manager.state();
+        Ok(Response::new(JoinResponse {
+            node_id: req.node_id,
+            role: role.to_string(),
+            raft_id: if role == NodeRole::Manager { raft_id } else { 0 },
+            managers: manager_addrs(&state),
+            cluster_id: cluster.id.clone(),
+        }))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(&self, req: Request<SessionRequest>) -> Result<Response<SessionStream>, Status> {
+        let node_id = req.into_inner().node_id;
+        if !self.manager.store.is_leader() {
+            return Err(not_leader(&self.manager));
+        }
+        if !self.manager.state().nodes.contains_key(&node_id) {
+            return Err(Status::not_found(format!("node {node_id} is not part of the cluster; it was removed")));
+        }
+        self.manager.seen(&node_id);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let manager = Arc::clone(&self.manager);
+        tokio::spawn(async move {
+            let mut state_rx = manager.store.state();
+            let mut last: Option<Vec<u8>> = None;
+            loop {
+                if !manager.store.is_leader() {
+                    let _ = tx.send(Err(not_leader(&manager))).await;
+                    return;
+                }
+                let state = state_rx.borrow_and_update().clone();
+                if !state.nodes.contains_key(&node_id) {
+                    let _ = tx.send(Err(Status::not_found("this node was removed from the cluster"))).await;
+                    return;
+                }
+                let tasks = shoal_manager::dispatcher::assignments(&state, &node_id);
+                let data = serde_json::to_vec(&tasks).unwrap_or_default();
+                if last.as_ref() != Some(&data) {
+                    let msg = Assignments {
+                        version: state.version,
+                        tasks: data.clone(),
+                        managers: manager_addrs(&state),
+                        heartbeat_period_ms: manager.heartbeat_period_ms(),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    last = Some(data);
+                }
+                // Wake on a state change, or after a while to notice a leadership loss.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), state_rx.changed()).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        if !self.manager.store.is_leader() {
+            return Err(not_leader(&self.manager));
+        }
+        let node_id = req.into_inner().node_id;
+        if !self.manager.state().nodes.contains_key(&node_id) {
+            return Err(Status::not_found("this node was removed from the cluster"));
+        }
+        self.manager.seen(&node_id);
+        Ok(Response::new(HeartbeatResponse { period_ms: self.manager.heartbeat_period_ms() }))
+    }
+
+    async fn report_status(&self, req: Request<StatusReport>) -> Result<Response<StatusAck>, Status> {
+        let req = req.into_inner();
+        let updates: Vec<(String, TaskStatus)> = serde_json::from_slice(&req.updates)
+            .map_err(|e| Status::invalid_argument(format!("status report does not parse: {e}")))?;
+        let cmds = updates
+            .into_iter()
+            .map(|(id, status)| Command::UpdateTaskStatus { id, node_id: req.node_id.clone(), status })
+            .collect();
+        match self.manager.store.propose(Command::Batch(cmds)).await {
+            // A report about a task that no longer exists is not the agent's problem.
+            Ok(CommandResult::Ok) | Ok(CommandResult::Err(_)) => Ok(Response::new(StatusAck {})),
+            Err(shoal_store::StoreError::NotLeader { .. }) => Err(not_leader(&self.manager)),
+            Err(e) => {
+                warn!("failed to record task status: {e}");
+                Err(Status::unavailable(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! shoald, the daemon that runs on every host of a shoal cluster.
+//!
+//! # Layout
+//! - `daemon`: roles and their lifecycle (`init`, `join`, `leave`, resume after restart).
+//! - `manager`: the manager role at run time (proposals, the leader's control loop).
+//! - `cluster_service`: the `Cluster` gRPC service (joins, agent sessions, reports).
+//! - `backend`: the HTTP API (`shoal-api`'s `Backend`) over the daemon.
+//! - `identity`: what a node remembers across restarts.
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod cluster_service;
+pub mod daemon;
+pub mod errors;
+pub mod identity;
+pub mod manager;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::info;
+
+#[derive(Debug, Parser)]
+#[command(name = "shoald", version, about = "The shoal daemon: run one on every host of the cluster")]
+pub struct Args {
+    /// Where the node keeps its identity, Raft log and task directories.
+    #[arg(long, default_value = "/var/lib/shoal")]
+    pub data_dir: PathBuf,
+    /// The Unix socket the `shoal` CLI talks to.
+    #[arg(long, default_value = "/run/shoal/shoal.sock")]
+    pub socket: PathBuf,
+    /// Address of the cluster (gRPC) listener that other nodes dial.
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    pub listen_addr: SocketAddr,
+    /// The IP other nodes reach this node at (default: from `init`/`join`, else the listen address).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// The node's name in `node ls` (default: the host's name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// How often agents send heartbeats when this node initialises a cluster, e.g. 1s.
+    #[arg(long, default_value = "1s", value_parser = parse_ms)]
+    pub heartbeat_period: u64,
+    /// A hosts file whose lines are added to every task's /etc/hosts (the lab's node names).
+    #[arg(long)]
+    pub extra_hosts: Option<PathBuf>,
+}
+
+fn parse_ms(s: &str) -> Result<u64, String> {
+    shoal_types::time::parse_duration_ms(s)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let hostname = match args.hostname.clone() {
+        Some(h) => h,
+        None => nix::unistd::gethostname()
+            .context("failed to read the host name; pass --hostname")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("failed to create the data dir {}", args.data_dir.display()))?;
+    let cfg = daemon::Config {
+        hostname,
+        data_dir: args.data_dir.clone(),
+        listen_addr: args.listen_addr,
+        advertise_addr: args.advertise_addr.clone(),
+        heartbeat_period_ms: args.heartbeat_period,
+        extra_hosts: args.extra_hosts.clone(),
+    };
+    let daemon = daemon::Daemon::new(cfg);
+    daemon.resume().await.context("failed to resume this node's cluster membership")?;
+
+    if let Some(dir) = args.socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    // A socket file left by a daemon that died is stale; a live daemon still answers on it.
+    if args.socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&args.socket).is_ok() {
+            anyhow::bail!("another shoald is already serving {}; stop it first", args.socket.display());
+        }
+        std::fs::remove_file(&args.socket).with_context(|| format!("failed to remove stale {}", args.socket.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(&args.socket)
+        .with_context(|| format!("failed to listen on {}", args.socket.display()))?;
+    info!(socket = %args.socket.display(), "API listening");
+    let router = shoal_api::router(Arc::new(backend::Api(Arc::clone(&daemon))));
+    let shutdown = async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    shoal_api::serve_with_shutdown(listener, router, shutdown).await.context("the API server failed")?;
+    info!("shutting down: stopping tasks");
+    daemon.shutdown().await;
+    let _ = std::fs::remove_file(&args.socket);
+    Ok(())
+}

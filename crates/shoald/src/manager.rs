@@ -1,0 +1,160 @@
+//! The manager role at run time: proposes through Raft (forwarding to the leader), runs the
+//! orchestrator and scheduler while this node leads, and serves the `Cluster` gRPC service
+//! (joins, agent sessions, heartbeats, status reports).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_api::ApiError;
+use shoal_manager::dispatcher::{self, Heartbeats};
+use shoal_manager::{orchestrator, scheduler};
+use shoal_rpc::cluster_client::ClusterClient;
+use shoal_store::{Store, StoreError};
+use shoal_types::{ClusterState, Command, CommandResult, NodeState};
+use tracing::{debug, info, warn};
+
+use crate::errors::apply_error;
+
+pub struct Manager {
+    pub store: Store,
+    /// Leader-only bookkeeping; reset whenever this node becomes leader.
+    heartbeats: Mutex<Heartbeats>,
+    started: Instant,
+}
+
+/// How long a write waits for a leader to be elected before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+impl Manager {
+    pub fn new(store: Store) -> Arc<Manager> {
+        Arc::new(Manager { store, heartbeats: Mutex::new(Heartbeats::default()), started: Instant::now() })
+    }
+
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.store.state().borrow().clone()
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn heartbeat_period_ms(&self) -> u64 {
+        self.state().cluster.as_ref().map_or(1000, |c| c.heartbeat_period_ms)
+    }
+
+    /// Commits a command through the leader; Ok once it is applied here or on the leader.
+    pub async fn propose(&self, cmd: Command) -> Result<(), ApiError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = match self.store.propose(cmd.clone()).await {
+                Ok(CommandResult::Ok) => return Ok(()),
+                Ok(CommandResult::Err(e)) => return Err(apply_error(e)),
+                Err(StoreError::NotLeader { leader }) => leader,
+                Err(e) => return Err(ApiError::new(500, format!("failed to commit the change: {e}"))),
+            };
+            if let Some((_, addr)) = leader {
+                return forward(&addr, &cmd).await;
+            }
+            if Instant::now() > deadline {
+                return Err(ApiError::new(
+                    503,
+                    "the managers have no leader (a majority of managers is unreachable); retry once they are back",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Called on every heartbeat or session start of a node.
+    pub fn seen(self: &Arc<Self>, node_id: &str) {
+        let now = self.mono_ms();
+        self.heartbeats.lock().unwrap_or_else(|p| p.into_inner()).seen(node_id, now);
+        let state = self.state();
+        if let Some(node) = state.nodes.get(node_id)
+            && node.status.state != NodeState::Ready
+        {
+            let me = Arc::clone(self);
+            let id = node_id.to_string();
+            tokio::spawn(async move {
+                let cmd = Command::SetNodeState { id: id.clone(), state: NodeState::Ready, message: String::new(), at: shoal_agent::worker::now() };
+                if let Err(e) = me.propose(cmd).await {
+                    warn!(node = %id, "failed to mark node ready: {e}");
+                }
+            });
+        }
+    }
+
+    /// Orchestrates, schedules and watches heartbeats while this node is the leader.
+    pub async fn run_leader_loop(self: Arc<Self>) {
+        let mut state_rx = self.store.state();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut was_leader = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = state_rx.changed() => if r.is_err() { return },
+            }
+            if !self.store.is_leader() {
+                was_leader = false;
+                continue;
+            }
+            let state = state_rx.borrow_and_update().clone();
+            let now = self.mono_ms();
+            let mut cmds = Vec::new();
+            {
+                let mut hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+                if !was_leader {
+                    info!("this manager is the leader");
+                    hb.reset(&state, now);
+                    was_leader = true;
+                }
+                let period = state.cluster.as_ref().map_or(1000, |c| c.heartbeat_period_ms);
+                for id in hb.expired(&state, now, period) {
+                    info!(node = %id, "node missed its heartbeats; marking it down");
+                    cmds.push(Command::SetNodeState {
+                        id,
+                        state: NodeState::Down,
+                        message: "heartbeat failure".into(),
+                        at: shoal_agent::worker::now(),
+                    });
+                }
+            }
+            let wall = shoal_agent::worker::now();
+            cmds.extend(orchestrator::reconcile(&state, wall, &mut shoal_types::new_id));
+            let plan = scheduler::schedule(&state);
+            if !plan.assignments.is_empty() {
+                cmds.push(Command::AssignTasks { assignments: plan.assignments, at: wall });
+            }
+            if cmds.is_empty() {
+                continue;
+            }
+            debug!(count = cmds.len(), "proposing orchestration");
+            if let Err(e) = self.propose(Command::Batch(cmds)).await {
+                warn!("orchestration step failed: {e}");
+                // Do not spin on a command the state keeps refusing.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// The tasks to send a node's agent.
+    pub fn assignments(&self, node_id: &str) -> Vec<shoal_types::Task> {
+        dispatcher::assignments(&self.state(), node_id)
+    }
+}
+
+/// Sends a command to the leader's `Cluster.Propose`.
+async fn forward(addr: &str, cmd: &Command) -> Result<(), ApiError> {
+    let unavailable = |e: String| ApiError::new(503, format!("cannot reach the leader at {addr}: {e}"));
+    let channel = shoal_rpc::channel(addr).map_err(|e| unavailable(e.to_string()))?;
+    let data = serde_json::to_vec(cmd).map_err(|e| ApiError::new(500, e.to_string()))?;
+    let reply = ClusterClient::new(channel)
+        .propose(shoal_rpc::json(data))
+        .await
+        .map_err(|s| unavailable(s.message().to_string()))?;
+    match serde_json::from_slice::<CommandResult>(&reply.into_inner().data) {
+        Ok(CommandResult::Ok) => Ok(()),
+        Ok(CommandResult::Err(e)) => Err(apply_error(e)),
+        Err(e) => Err(ApiError::new(500, format!("the leader's reply does not parse: {e}"))),
+    }
+}
