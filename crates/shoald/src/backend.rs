@@ -123,6 +123,9 @@ impl Backend for Api {
         let m = self.manager()?;
         let state = m.state();
         let leader = m.store.leader().map(|(id, _)| id);
+        // Only the leader knows which managers answer Raft; elsewhere, use the node state.
+        let raft: std::collections::HashMap<u64, Option<bool>> =
+            m.store.manager_status().into_iter().map(|s| (s.id, s.reachable)).collect();
         Ok(state
             .nodes
             .values()
@@ -131,7 +134,8 @@ impl Backend for Api {
                 let ready = n.status.state == NodeState::Ready;
                 if let Some(ms) = n.manager_status.as_mut() {
                     ms.leader = Some(ms.raft_id) == leader;
-                    ms.reachability = if ready { "reachable" } else { "unreachable" }.into();
+                    let reachable = raft.get(&ms.raft_id).copied().flatten().unwrap_or(ready);
+                    ms.reachability = if reachable { "reachable" } else { "unreachable" }.into();
                 }
                 n
             })
