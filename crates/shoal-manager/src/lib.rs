@@ -3,6 +3,8 @@
 //! # Layout
 //! - `orchestrator`: which tasks should exist (replicas, global, restarts, drain, node
 //!   failure, updates, removal, history).
+//! - `allocator`: addresses for new tasks on each of their networks, VIPs for services,
+//!   subnets and VXLAN ids for new networks.
 //! - `scheduler`: which node each pending task goes to (spread, constraints).
 //! - `dispatcher`: which tasks each agent is told about, and which nodes missed heartbeats.
 //!
@@ -11,6 +13,7 @@
 //! The three parts talk only through the state, as swarmkit's components do.
 #![forbid(unsafe_code)]
 
+pub mod allocator;
 pub mod dispatcher;
 pub mod orchestrator;
 pub mod scheduler;

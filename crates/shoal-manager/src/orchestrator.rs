@@ -99,10 +99,8 @@ fn restart_allowed(service: &Service, last: Option<&Task>, ended: usize, now: Mi
 }
 
 fn new_task(service: &Service, slot: u64, node_id: Option<&str>, now: Millis, id: String) -> Task {
-    let status = match node_id {
-        Some(_) => TaskStatus::new(TaskState::Assigned, now, "assigned"),
-        None => TaskStatus::new(TaskState::Pending, now, "pending task scheduling"),
-    };
+    // New: the allocator gives it addresses next (Pending), then the scheduler a node.
+    let status = TaskStatus::new(TaskState::New, now, "created");
     Task {
         id,
         service_id: service.id.clone(),
@@ -113,6 +111,7 @@ fn new_task(service: &Service, slot: u64, node_id: Option<&str>, now: Millis, id
         status,
         spec_version: service.version,
         spec: service.spec.task_template.container_spec.clone(),
+        networks: vec![],
         created_at: now,
         updated_at: now,
     }

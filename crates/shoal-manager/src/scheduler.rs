@@ -24,11 +24,19 @@ pub fn schedule(state: &ClusterState) -> Plan {
             *per_service.entry((t.service_id.as_str(), n)).or_default() += 1;
         }
     }
-    let pending = state.tasks.values().filter(|t| {
-        t.node_id.is_none() && t.desired_state == TaskState::Running && t.status.state <= TaskState::Pending
-    });
+    let pending = state
+        .tasks
+        .values()
+        .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Pending);
+    // Global tasks are made for one node: they only need to be confirmed.
+    let (preset, pending): (Vec<&Task>, Vec<&Task>) = pending.partition(|t| t.node_id.is_some());
+    for t in preset {
+        if let Some(n) = &t.node_id {
+            plan.assignments.push((t.id.clone(), n.clone()));
+        }
+    }
     // Oldest first, then by slot, so placement is stable.
-    let mut pending: Vec<&Task> = pending.collect();
+    let mut pending = pending;
     pending.sort_by_key(|t| (t.created_at, t.service_id.clone(), t.slot));
     for task in pending {
         let Some(service) = state.services.get(&task.service_id) else { continue };
@@ -82,6 +90,7 @@ mod tests {
             status: TaskStatus::new(TaskState::Pending, Millis(slot), "pending"),
             spec_version: 1,
             spec: spec(service, 1).task_template.container_spec,
+            networks: vec![],
             created_at: Millis(slot),
             updated_at: Millis(slot),
         }

@@ -69,3 +69,31 @@ pub fn cluster(nodes: &[(&str, &str)]) -> ClusterState {
     }
     st
 }
+
+pub fn network(id: &str, name: &str, subnet: &str, vni: u32) -> Network {
+    let subnet: ipnet::Ipv4Net = subnet.parse().expect("subnet");
+    let gateway = subnet.hosts().next().expect("a host");
+    Network {
+        id: id.into(),
+        name: name.into(),
+        created_at: Millis(0),
+        driver: "overlay".into(),
+        scope: "swarm".into(),
+        ingress: false,
+        attachable: false,
+        ipam: Ipam { subnet, gateway },
+        vni,
+        labels: BTreeMap::new(),
+        next_host: 0,
+    }
+}
+
+/// A spec attached to the given network ids.
+pub fn spec_on(name: &str, replicas: u64, networks: &[&str]) -> ServiceSpec {
+    let mut s = spec(name, replicas);
+    s.task_template.networks = networks
+        .iter()
+        .map(|n| crate::service::NetworkAttachment { target: n.to_string(), aliases: vec![] })
+        .collect();
+    s
+}

@@ -13,6 +13,7 @@
 
 pub mod constraint;
 pub mod ids;
+pub mod network;
 pub mod node;
 pub mod service;
 pub mod state;
@@ -22,6 +23,7 @@ pub mod token;
 
 pub use constraint::Constraint;
 pub use ids::{new_id, short_id};
+pub use network::{Attachment, Ipam, Network};
 pub use node::{Availability, Node, NodeRole, NodeState};
 pub use service::{
     EndpointMode, EndpointSpec, NetworkAttachment, PortConfig, PublishMode, Protocol,

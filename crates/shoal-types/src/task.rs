@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::service::ContainerSpec;
-use crate::{Millis, short_id};
+use crate::{Attachment, Millis, short_id};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -24,6 +24,9 @@ pub struct Task {
     /// The service version this task was made from.
     pub spec_version: u64,
     pub spec: ContainerSpec,
+    /// Its address on each of its networks, set by the allocator (New -> Pending).
+    #[serde(rename = "NetworksAttachments", default)]
+    pub networks: Vec<Attachment>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

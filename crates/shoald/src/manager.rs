@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shoal_api::ApiError;
 use shoal_manager::dispatcher::{self, Heartbeats};
-use shoal_manager::{orchestrator, scheduler};
+use shoal_manager::{allocator, orchestrator, scheduler};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
 use shoal_types::{ClusterState, Command, CommandResult, NodeState};
@@ -121,6 +121,9 @@ impl Manager {
             }
             let wall = shoal_agent::worker::now();
             cmds.extend(orchestrator::reconcile(&state, wall, &mut shoal_types::new_id));
+            // Allocation and scheduling read the state as it was; tasks created above are
+            // allocated and placed on the next pass, a moment later.
+            cmds.extend(allocator::allocate(&state, wall));
             let plan = scheduler::schedule(&state);
             if !plan.assignments.is_empty() {
                 cmds.push(Command::AssignTasks { assignments: plan.assignments, at: wall });

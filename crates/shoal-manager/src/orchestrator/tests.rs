@@ -1,4 +1,5 @@
 use super::*;
+use crate::allocator::allocate;
 use crate::scheduler::schedule;
 use shoal_types::fixtures::*;
 use shoal_types::{Availability, ServiceMode};
@@ -11,6 +12,9 @@ fn step(st: &mut ClusterState, now: u64) {
         format!("t{n:03}")
     };
     for cmd in reconcile(st, Millis(now), &mut ids) {
+        st.apply(cmd).unwrap();
+    }
+    for cmd in allocate(st, Millis(now)) {
         st.apply(cmd).unwrap();
     }
     let plan = schedule(st);

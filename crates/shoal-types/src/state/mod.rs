@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::network::{Attachment, Network};
 use crate::{Availability, Millis, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, TaskStatus};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +19,8 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<String, Service>,
     pub tasks: BTreeMap<String, Task>,
+    #[serde(default)]
+    pub networks: BTreeMap<String, Network>,
     /// Bumped by every command that changed something; agents and watchers compare it.
     pub version: u64,
 }
@@ -60,7 +63,7 @@ pub struct Endpoint {
 pub struct VirtualIp {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
-    pub addr: String,
+    pub addr: ipnet::Ipv4Net,
 }
 
 /// One Raft log entry's payload.
@@ -79,6 +82,12 @@ pub enum Command {
     SetDesiredState { tasks: Vec<String>, state: TaskState, at: Millis },
     UpdateTaskStatus { id: String, node_id: String, status: TaskStatus },
     DeleteTasks { tasks: Vec<String> },
+    CreateNetwork { network: Network },
+    RemoveNetwork { id: String },
+    /// The allocator's addresses for New tasks; moves each to Pending.
+    AllocateTasks { allocations: Vec<(String, Vec<Attachment>)>, at: Millis },
+    /// A service's VIPs, one per network it is on (vip mode).
+    SetVips { service_id: String, vips: Vec<VirtualIp> },
     /// Several commands in one entry. Each applies on its own; the first error is returned
     /// but does not undo the others (used by the orchestrator, whose commands are independent).
     Batch(Vec<Command>),
@@ -108,6 +117,14 @@ pub enum ApplyError {
     NodeNotDown(String),
     #[error("node {0} is a manager; managers can't be removed with node rm")]
     NodeIsManager(String),
+    #[error("network {0} not found; create it with `shoal network create --driver overlay {0}`")]
+    NoSuchNetwork(String),
+    #[error("network name {0:?} is already in use")]
+    NetworkNameInUse(String),
+    #[error("network {network} is in use by service(s) {services}; remove them first")]
+    NetworkInUse { network: String, services: String },
+    #[error("address {addr} on network {network} is already in use")]
+    AddressInUse { network: String, addr: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -168,6 +185,7 @@ impl ClusterState {
             }
             Command::CreateService { service } => {
                 service.spec.validate().map_err(ApplyError::Invalid)?;
+                self.check_networks(&service.spec)?;
                 if self.service_by_name(&service.spec.name).is_some() {
                     return Err(ApplyError::ServiceNameInUse(service.spec.name));
                 }
@@ -175,6 +193,7 @@ impl ClusterState {
             }
             Command::UpdateService { id, spec, at } => {
                 spec.validate().map_err(ApplyError::Invalid)?;
+                self.check_networks(&spec)?;
                 let svc = self.services.get_mut(&id).ok_or(ApplyError::NoSuchService(id))?;
                 if spec.name != svc.spec.name {
                     return Err(ApplyError::Invalid("a service can't be renamed".into()));
@@ -201,7 +220,9 @@ impl ClusterState {
             Command::AssignTasks { assignments, at } => {
                 for (task_id, node_id) in assignments {
                     let Some(t) = self.tasks.get_mut(&task_id) else { continue };
-                    if t.node_id.is_some() || t.status.state > TaskState::Pending {
+                    // Global tasks come with their node; others get one here. Only
+                    // allocated (Pending) tasks are placed.
+                    if t.node_id.as_ref().is_some_and(|n| n != &node_id) || t.status.state != TaskState::Pending {
                         continue;
                     }
                     t.node_id = Some(node_id);
@@ -237,6 +258,10 @@ impl ClusterState {
                     self.tasks.remove(&id);
                 }
             }
+            Command::CreateNetwork { network } => self.create_network(network)?,
+            Command::RemoveNetwork { id } => self.remove_network(&id)?,
+            Command::AllocateTasks { allocations, at } => self.allocate_tasks(allocations, at)?,
+            Command::SetVips { service_id, vips } => self.set_vips(&service_id, vips)?,
             Command::Batch(cmds) => {
                 let mut first_err = None;
                 for c in cmds {
@@ -309,6 +334,8 @@ impl ClusterState {
         self.nodes.values().filter(|n| n.is_manager())
     }
 }
+
+mod network;
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ fn task_status_never_moves_backwards() {
         status: TaskStatus::new(TaskState::Pending, Millis(1), "pending"),
         spec_version: 1,
         spec: spec("web", 1).task_template.container_spec,
+        networks: vec![],
         created_at: Millis(1),
         updated_at: Millis(1),
     };

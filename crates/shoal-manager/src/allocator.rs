@@ -1,0 +1,124 @@
+//! Addresses: a subnet and VXLAN id for each new network, an address on each of its
+//! networks for each new task, a VIP per network for each vip-mode service.
+//!
+//! Addresses are searched from each network's cursor (`Network::next_host`) round the
+//! subnet, so an address freed by a dead task is not handed to the next task at once:
+//! a client that cached it reaches nothing rather than the wrong service.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use shoal_types::network::FIRST_VNI;
+use shoal_types::state::VirtualIp;
+use shoal_types::{Attachment, ClusterState, Command, EndpointMode, Millis, PublishMode, Service, TaskState};
+
+/// The pool overlay subnets come from when none is given (Swarm's default).
+pub const DEFAULT_POOL: &str = "10.0.0.0/8";
+pub const DEFAULT_SUBNET_LEN: u8 = 24;
+
+/// Bookkeeping for one allocation pass: what is used and where each search resumes.
+struct Pass<'a> {
+    state: &'a ClusterState,
+    used: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    cursor: BTreeMap<String, u32>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(state: &'a ClusterState) -> Pass<'a> {
+        Pass { state, used: BTreeMap::new(), cursor: BTreeMap::new() }
+    }
+
+    /// The next free address on a network, or None when it is full.
+    fn next(&mut self, network_id: &str) -> Option<Ipv4Net> {
+        let net = self.state.networks.get(network_id)?;
+        let used = self.used.entry(network_id.to_string()).or_insert_with(|| self.state.addresses_in_use(network_id));
+        let start = *self.cursor.entry(network_id.to_string()).or_insert(net.next_host);
+        let size = 1u32.checked_shl(32 - u32::from(net.ipam.subnet.prefix_len())).unwrap_or(0);
+        let base = u32::from(net.ipam.subnet.network());
+        for i in 0..size {
+            let offset = (start + i) % size;
+            let addr = Ipv4Addr::from(base + offset);
+            if net.usable(addr) && !used.contains(&addr) {
+                used.insert(addr);
+                self.cursor.insert(network_id.to_string(), offset + 1);
+                return Ipv4Net::new(addr, net.ipam.subnet.prefix_len()).ok();
+            }
+        }
+        None
+    }
+}
+
+/// The networks a service's tasks join: its own, plus ingress when it publishes a port in
+/// ingress mode. With the aliases each network gives the service.
+pub fn service_networks(state: &ClusterState, service: &Service) -> Vec<(String, Vec<String>)> {
+    let mut nets: Vec<(String, Vec<String>)> =
+        service.spec.task_template.networks.iter().map(|a| (a.target.clone(), a.aliases.clone())).collect();
+    let ingress_ports = service.spec.endpoint_spec.ports.iter().any(|p| p.publish_mode == PublishMode::Ingress);
+    if ingress_ports && let Some(ing) = state.ingress() {
+        nets.push((ing.id.clone(), vec![]));
+    }
+    nets
+}
+
+pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
+    let mut pass = Pass::new(state);
+    let mut cmds = Vec::new();
+    for service in state.services.values() {
+        let wanted: Vec<String> = match service.spec.endpoint_spec.mode {
+            EndpointMode::Vip => service_networks(state, service).into_iter().map(|(id, _)| id).collect(),
+            EndpointMode::Dnsrr => vec![],
+        };
+        let current = &service.endpoint.virtual_ips;
+        let mut vips: Vec<VirtualIp> = current.iter().filter(|v| wanted.contains(&v.network_id)).cloned().collect();
+        for net in &wanted {
+            if !vips.iter().any(|v| &v.network_id == net)
+                && let Some(addr) = pass.next(net)
+            {
+                vips.push(VirtualIp { network_id: net.clone(), addr });
+            }
+        }
+        if &vips != current {
+            cmds.push(Command::SetVips { service_id: service.id.clone(), vips });
+        }
+    }
+    let mut allocations = Vec::new();
+    for task in state.tasks.values().filter(|t| t.status.state == TaskState::New && t.desired_state == TaskState::Running) {
+        let Some(service) = state.services.get(&task.service_id) else { continue };
+        let mut attachments = Vec::new();
+        for (network_id, aliases) in service_networks(state, service) {
+            match pass.next(&network_id) {
+                Some(addr) => attachments.push(Attachment { network_id, addr, aliases }),
+                // A full network: the task stays New until an address frees up.
+                None => break,
+            }
+        }
+        if attachments.len() == service_networks(state, service).len() {
+            allocations.push((task.id.clone(), attachments));
+        }
+    }
+    if !allocations.is_empty() {
+        cmds.push(Command::AllocateTasks { allocations, at: now });
+    }
+    cmds
+}
+
+/// The lowest VXLAN id no network uses.
+pub fn next_vni(state: &ClusterState) -> u32 {
+    let used: BTreeSet<u32> = state.networks.values().map(|n| n.vni).collect();
+    (FIRST_VNI..).find(|v| !used.contains(v)).unwrap_or(FIRST_VNI)
+}
+
+/// The first `/len` subnet of `pool` that overlaps no existing network and nothing in
+/// `avoid` (the host's own addresses, routes and resolvers, read by the caller).
+pub fn choose_subnet(state: &ClusterState, pool: Ipv4Net, len: u8, avoid: &[Ipv4Net]) -> Option<Ipv4Net> {
+    let taken: Vec<Ipv4Net> = state.networks.values().map(|n| n.ipam.subnet).chain(avoid.iter().copied()).collect();
+    pool.subnets(len).ok()?.find(|candidate| taken.iter().all(|t| !overlaps(*t, *candidate)))
+}
+
+pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+#[cfg(test)]
+mod tests;

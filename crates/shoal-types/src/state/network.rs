@@ -1,0 +1,159 @@
+//! Applying network commands: networks, task addresses and VIPs. Every address is checked
+//! against the subnet and against every address in use, so two racing allocations cannot
+//! hand out the same one.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use super::{ApplyError, ClusterState, VirtualIp};
+use crate::network::{Attachment, Network};
+use crate::{Millis, ServiceSpec, TaskState, TaskStatus};
+
+impl ClusterState {
+    /// A network by id, name, or unique id prefix.
+    pub fn find_network(&self, key: &str) -> Option<&Network> {
+        if let Some(n) = self.networks.get(key).or_else(|| self.networks.values().find(|n| n.name == key)) {
+            return Some(n);
+        }
+        let mut it = self.networks.values().filter(|n| n.id.starts_with(key));
+        match (it.next(), it.next()) {
+            (Some(n), None) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn ingress(&self) -> Option<&Network> {
+        self.networks.values().find(|n| n.ingress)
+    }
+
+    /// Addresses taken on a network: its gateway, the VIPs, and the addresses of tasks
+    /// that have not finished.
+    pub fn addresses_in_use(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
+        let mut used = BTreeSet::new();
+        if let Some(n) = self.networks.get(network_id) {
+            used.insert(n.ipam.gateway);
+        }
+        for s in self.services.values() {
+            used.extend(s.endpoint.virtual_ips.iter().filter(|v| v.network_id == network_id).map(|v| v.addr.addr()));
+        }
+        for t in self.tasks.values().filter(|t| !t.status.state.is_terminal()) {
+            used.extend(t.networks.iter().filter(|a| a.network_id == network_id).map(|a| a.addr.addr()));
+        }
+        used
+    }
+
+    /// Services name networks by id (the API resolves names); each must exist and not be
+    /// the ingress network, which only published ports join.
+    pub(super) fn check_networks(&self, spec: &ServiceSpec) -> Result<(), ApplyError> {
+        for att in &spec.task_template.networks {
+            let n = self.networks.get(&att.target).ok_or_else(|| ApplyError::NoSuchNetwork(att.target.clone()))?;
+            if n.ingress {
+                return Err(ApplyError::Invalid(
+                    "services can't be attached to the ingress network by hand; publish a port with -p instead".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn create_network(&mut self, network: Network) -> Result<(), ApplyError> {
+        crate::service::validate_name("network", &network.name).map_err(ApplyError::Invalid)?;
+        if self.networks.values().any(|n| n.name == network.name) {
+            return Err(ApplyError::NetworkNameInUse(network.name));
+        }
+        if let Some(other) = self.networks.values().find(|n| {
+            n.ipam.subnet.contains(&network.ipam.subnet.network()) || network.ipam.subnet.contains(&n.ipam.subnet.network())
+        }) {
+            return Err(ApplyError::Invalid(format!(
+                "subnet {} overlaps network {} ({}); choose another --subnet",
+                network.ipam.subnet, other.name, other.ipam.subnet
+            )));
+        }
+        if !network.ipam.subnet.contains(&network.ipam.gateway) {
+            return Err(ApplyError::Invalid(format!(
+                "gateway {} is not in subnet {}",
+                network.ipam.gateway, network.ipam.subnet
+            )));
+        }
+        if network.ingress && self.ingress().is_some() {
+            return Err(ApplyError::Invalid("the cluster already has an ingress network".into()));
+        }
+        if self.networks.values().any(|n| n.vni == network.vni) {
+            return Err(ApplyError::Invalid(format!("VXLAN id {} is already in use", network.vni)));
+        }
+        self.networks.insert(network.id.clone(), network);
+        Ok(())
+    }
+
+    pub(super) fn remove_network(&mut self, id: &str) -> Result<(), ApplyError> {
+        let network = self.networks.get(id).ok_or_else(|| ApplyError::NoSuchNetwork(id.to_string()))?;
+        if network.ingress {
+            return Err(ApplyError::Invalid("the ingress network can't be removed".into()));
+        }
+        let users: Vec<&str> = self
+            .services
+            .values()
+            .filter(|s| s.spec.task_template.networks.iter().any(|a| a.target == id))
+            .map(|s| s.spec.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(ApplyError::NetworkInUse { network: network.name.clone(), services: users.join(", ") });
+        }
+        self.networks.remove(id);
+        Ok(())
+    }
+
+    /// Checks an address for `network_id` and moves the network's search cursor past it.
+    fn claim(&mut self, network_id: &str, addr: Ipv4Addr, used: &mut BTreeSet<Ipv4Addr>) -> Result<(), ApplyError> {
+        let n = self.networks.get_mut(network_id).ok_or_else(|| ApplyError::NoSuchNetwork(network_id.to_string()))?;
+        if !n.usable(addr) || !used.insert(addr) {
+            return Err(ApplyError::AddressInUse { network: n.name.clone(), addr: addr.to_string() });
+        }
+        let offset = u32::from(addr) - u32::from(n.ipam.subnet.network());
+        n.next_host = offset + 1;
+        Ok(())
+    }
+
+    pub(super) fn allocate_tasks(&mut self, allocations: Vec<(String, Vec<Attachment>)>, at: Millis) -> Result<(), ApplyError> {
+        let mut first_err = None;
+        for (task_id, attachments) in allocations {
+            let Some(task) = self.tasks.get(&task_id) else { continue };
+            if task.status.state != TaskState::New {
+                continue;
+            }
+            let mut ok = true;
+            for a in &attachments {
+                let mut used = self.addresses_in_use(&a.network_id);
+                if let Err(e) = self.claim(&a.network_id, a.addr.addr(), &mut used) {
+                    first_err.get_or_insert(e);
+                    ok = false;
+                    break;
+                }
+            }
+            if ok && let Some(t) = self.tasks.get_mut(&task_id) {
+                t.networks = attachments;
+                t.status = TaskStatus::new(TaskState::Pending, at, "pending task scheduling");
+                t.updated_at = at;
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    pub(super) fn set_vips(&mut self, service_id: &str, vips: Vec<VirtualIp>) -> Result<(), ApplyError> {
+        let current = self
+            .services
+            .get(service_id)
+            .ok_or_else(|| ApplyError::NoSuchService(service_id.to_string()))?
+            .endpoint
+            .virtual_ips
+            .clone();
+        for v in vips.iter().filter(|v| !current.contains(v)) {
+            let mut used = self.addresses_in_use(&v.network_id);
+            self.claim(&v.network_id, v.addr.addr(), &mut used)?;
+        }
+        if let Some(s) = self.services.get_mut(service_id) {
+            s.endpoint.virtual_ips = vips;
+        }
+        Ok(())
+    }
+}
