@@ -5,9 +5,17 @@ use shoal_types::ApplyError;
 
 pub fn apply_error(e: ApplyError) -> ApiError {
     let status = match e {
-        ApplyError::NoSuchService(_) | ApplyError::NoSuchNode(_) | ApplyError::NoSuchTask(_) => 404,
-        ApplyError::ServiceNameInUse(_) | ApplyError::AlreadyInitialized | ApplyError::NodeNotDown(_)
-        | ApplyError::NodeIsManager(_) => 409,
+        ApplyError::NoSuchService(_)
+        | ApplyError::NoSuchNode(_)
+        | ApplyError::NoSuchTask(_)
+        | ApplyError::NoSuchNetwork(_) => 404,
+        ApplyError::ServiceNameInUse(_)
+        | ApplyError::AlreadyInitialized
+        | ApplyError::NodeNotDown(_)
+        | ApplyError::NodeIsManager(_)
+        | ApplyError::NetworkNameInUse(_)
+        | ApplyError::NetworkInUse { .. }
+        | ApplyError::AddressInUse { .. } => 409,
         ApplyError::NotInitialized => 503,
         ApplyError::Invalid(_) => 400,
     };
