@@ -15,6 +15,7 @@
 
 pub mod allocator;
 pub mod dispatcher;
+pub mod endpoints;
 pub mod orchestrator;
 pub mod scheduler;
 

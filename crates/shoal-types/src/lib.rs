@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod constraint;
+pub mod endpoint;
 pub mod ids;
 pub mod network;
 pub mod node;

@@ -106,11 +106,14 @@ pub struct EndpointSpec {
     pub mode: EndpointMode,
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    /// TTL of the service's DNS answers (`--dns-ttl`); defaults in `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_ttl: Option<u32>,
 }
 
 impl Default for EndpointSpec {
     fn default() -> Self {
-        EndpointSpec { mode: EndpointMode::Vip, ports: Vec::new() }
+        EndpointSpec { mode: EndpointMode::Vip, ports: Vec::new(), dns_ttl: None }
     }
 }
 
