@@ -7,7 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use shoal_rpc::cluster_client::ClusterClient;
-use shoal_rpc::{HeartbeatRequest, SessionRequest, StatusReport};
+use shoal_rpc::{EndpointAck, HeartbeatRequest, SessionRequest, StatusReport};
+use shoal_types::endpoint::{EndpointDelta, EndpointView};
 use shoal_types::{Task, TaskStatus};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -71,6 +72,8 @@ impl Session {
             .await?
             .into_inner();
         info!(manager = %addr, "session established");
+        // Each session starts from a full table (the manager's first delta is from 0).
+        let mut view = EndpointView::default();
         let mut period = Duration::from_secs(1);
         let mut beat = tokio::time::interval(period);
         loop {
@@ -87,6 +90,15 @@ impl Session {
                     match serde_json::from_slice::<Vec<Task>>(&a.tasks) {
                         Ok(tasks) => self.worker.apply(tasks),
                         Err(e) => warn!("ignoring assignments that do not parse: {e}"),
+                    }
+                    if !a.endpoints.is_empty() {
+                        let delta: EndpointDelta = serde_json::from_slice(&a.endpoints)
+                            .map_err(|e| tonic::Status::data_loss(format!("endpoint delta does not parse: {e}")))?;
+                        // A delta for another base version means we missed one: reconnect
+                        // and start again from a full table.
+                        view.apply(&delta).map_err(tonic::Status::data_loss)?;
+                        self.worker.apply_endpoints(Arc::new(view.clone())).await;
+                        client.ack_endpoints(EndpointAck { node_id: self.node_id.clone(), version: view.version }).await?;
                     }
                 }
                 _ = beat.tick() => {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shoal_types::endpoint::EndpointView;
 use shoal_types::{Millis, Task, TaskState, TaskStatus};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -20,6 +21,8 @@ pub type Report = (String, TaskStatus);
 
 pub struct Worker {
     cfg: AgentConfig,
+    /// The endpoint table as last applied; DNS and the data plane follow it.
+    endpoints: tokio::sync::watch::Sender<Arc<EndpointView>>,
     // Guarded by a std mutex: held only for map updates, never across an await.
     tasks: Mutex<HashMap<String, Local>>,
     reports: mpsc::UnboundedSender<Report>,
@@ -46,7 +49,12 @@ fn status(state: TaskState, message: &str) -> TaskStatus {
 
 impl Worker {
     pub fn new(cfg: AgentConfig, reports: mpsc::UnboundedSender<Report>) -> Arc<Worker> {
-        Arc::new(Worker { cfg, tasks: Mutex::new(HashMap::new()), reports })
+        Arc::new(Worker {
+            cfg,
+            endpoints: tokio::sync::watch::Sender::new(Arc::new(EndpointView::default())),
+            tasks: Mutex::new(HashMap::new()),
+            reports,
+        })
     }
 
     fn report(&self, id: &str, st: TaskStatus) {
@@ -56,6 +64,15 @@ impl Worker {
 
     fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a new endpoint table; returns once this node acts on it.
+    pub async fn apply_endpoints(&self, view: Arc<EndpointView>) {
+        self.endpoints.send_replace(view);
+    }
+
+    pub fn endpoints(&self) -> tokio::sync::watch::Receiver<Arc<EndpointView>> {
+        self.endpoints.subscribe()
     }
 
     /// The pid of a task this node runs, for `shoal exec`.

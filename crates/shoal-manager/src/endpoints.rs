@@ -157,3 +157,31 @@ mod tests {
         assert_eq!(fresh.networks, v2.networks);
     }
 }
+
+/// Services whose endpoints differ between two tables (their VIP, ports, or tasks).
+pub fn changed_services(
+    old: &BTreeMap<String, NetworkEndpoints>,
+    new: &BTreeMap<String, NetworkEndpoints>,
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let empty = BTreeMap::new();
+    for id in old.keys().chain(new.keys()) {
+        let (o, n) = (old.get(id), new.get(id));
+        let (os, ns) = (o.map_or(&empty, |x| &x.services), n.map_or(&empty, |x| &x.services));
+        for sid in os.keys().chain(ns.keys()) {
+            if os.get(sid) != ns.get(sid) {
+                out.insert(sid.clone());
+            }
+        }
+        let no_tasks = BTreeMap::new();
+        let (ot, nt) = (o.map_or(&no_tasks, |x| &x.tasks), n.map_or(&no_tasks, |x| &x.tasks));
+        for tid in ot.keys().chain(nt.keys()) {
+            if ot.get(tid) != nt.get(tid)
+                && let Some(t) = nt.get(tid).or_else(|| ot.get(tid))
+            {
+                out.insert(t.service_id.clone());
+            }
+        }
+    }
+    out
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::cluster_server::Cluster;
 use shoal_rpc::{
-    Assignments, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, SessionRequest, StatusAck,
+    Assignments, EndpointAck, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, SessionRequest, StatusAck,
     StatusReport,
 };
 use shoal_types::node::{ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
@@ -18,7 +18,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::manager::Manager;
+use crate::manager::{Manager, Progress};
+use shoal_types::endpoint::EndpointView;
 
 pub struct ClusterService {
     pub manager: Arc<Manager>,
@@ -47,6 +48,54 @@ fn to_status(e: shoal_api::ApiError) -> Status {
 /// Cluster addresses of the managers, from the state.
 pub fn manager_addrs(state: &shoal_types::ClusterState) -> Vec<String> {
     state.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect()
+}
+
+/// Streams a node's assignments and endpoint deltas until the agent goes away or this
+/// manager stops leading.
+async fn session_loop(manager: &Arc<Manager>, node_id: &str, tx: tokio::sync::mpsc::Sender<Result<Assignments, Status>>) {
+    let mut state_rx = manager.store.state();
+    let mut last_tasks: Option<Vec<u8>> = None;
+    // The view as the agent has it (the base of the next delta).
+    let mut sent = EndpointView::default();
+    loop {
+        if !manager.store.is_leader() {
+            let _ = tx.send(Err(not_leader(manager))).await;
+            return;
+        }
+        let state = state_rx.borrow_and_update().clone();
+        if !state.nodes.contains_key(node_id) {
+            let _ = tx.send(Err(Status::not_found("this node was removed from the cluster"))).await;
+            return;
+        }
+        let tasks = serde_json::to_vec(&shoal_manager::dispatcher::assignments(&state, node_id)).unwrap_or_default();
+        let table = manager.endpoint_table(&state);
+        let view = shoal_manager::endpoints::node_view(&state, &table, node_id);
+        let delta = sent.diff(&view);
+        let endpoints_changed = !delta.is_empty() || sent.version == 0;
+        if last_tasks.as_ref() != Some(&tasks) || endpoints_changed {
+            let msg = Assignments {
+                version: state.version,
+                tasks: tasks.clone(),
+                managers: manager_addrs(&state),
+                heartbeat_period_ms: manager.heartbeat_period_ms(),
+                endpoints: if endpoints_changed { serde_json::to_vec(&delta).unwrap_or_default() } else { Vec::new() },
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                return;
+            }
+            last_tasks = Some(tasks);
+            if endpoints_changed {
+                manager.endpoints_progress(node_id, &state, Progress::Sent(view.version));
+                sent = view;
+            } else {
+                manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
+            }
+        } else {
+            manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
+        }
+        // Wake on a state change, or after a while to notice a leadership loss.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), state_rx.changed()).await;
+    }
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<Assignments, Status>> + Send>>;
@@ -149,35 +198,9 @@ impl Cluster for ClusterService {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let manager = Arc::clone(&self.manager);
         tokio::spawn(async move {
-            let mut state_rx = manager.store.state();
-            let mut last: Option<Vec<u8>> = None;
-            loop {
-                if !manager.store.is_leader() {
-                    let _ = tx.send(Err(not_leader(&manager))).await;
-                    return;
-                }
-                let state = state_rx.borrow_and_update().clone();
-                if !state.nodes.contains_key(&node_id) {
-                    let _ = tx.send(Err(Status::not_found("this node was removed from the cluster"))).await;
-                    return;
-                }
-                let tasks = shoal_manager::dispatcher::assignments(&state, &node_id);
-                let data = serde_json::to_vec(&tasks).unwrap_or_default();
-                if last.as_ref() != Some(&data) {
-                    let msg = Assignments {
-                        version: state.version,
-                        tasks: data.clone(),
-                        managers: manager_addrs(&state),
-                        heartbeat_period_ms: manager.heartbeat_period_ms(),
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                    last = Some(data);
-                }
-                // Wake on a state change, or after a while to notice a leadership loss.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), state_rx.changed()).await;
-            }
+            session_loop(&manager, &node_id, tx).await;
+            let state = manager.state();
+            manager.endpoints_progress(&node_id, &state, Progress::Disconnected);
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
@@ -211,5 +234,12 @@ impl Cluster for ClusterService {
                 Err(Status::unavailable(e.to_string()))
             }
         }
+    }
+
+    async fn ack_endpoints(&self, req: Request<EndpointAck>) -> Result<Response<StatusAck>, Status> {
+        let req = req.into_inner();
+        let state = self.manager.state();
+        self.manager.endpoints_progress(&req.node_id, &state, Progress::Acked(req.version));
+        Ok(Response::new(StatusAck {}))
     }
 }

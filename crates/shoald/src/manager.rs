@@ -2,12 +2,14 @@
 //! orchestrator and scheduler while this node leads, and serves the `Cluster` gRPC service
 //! (joins, agent sessions, heartbeats, status reports).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_api::ApiError;
-use shoal_manager::dispatcher::{self, Heartbeats};
-use shoal_manager::{allocator, orchestrator, scheduler};
+use shoal_manager::dispatcher::{self, Convergence, Heartbeats};
+use shoal_manager::{allocator, endpoints, orchestrator, scheduler};
+use shoal_types::endpoint::NetworkEndpoints;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
 use shoal_types::{ClusterState, Command, CommandResult, NodeState};
@@ -19,22 +21,67 @@ pub struct Manager {
     pub store: Store,
     /// Leader-only bookkeeping; reset whenever this node becomes leader.
     heartbeats: Mutex<Heartbeats>,
+    /// The endpoint table of the newest state version, shared by every agent session.
+    endpoints: Mutex<(u64, Arc<EndpointTable>)>,
+    /// How far endpoint changes have reached (leader only).
+    pub convergence: Mutex<Convergence>,
     started: Instant,
 }
+
+pub type EndpointTable = BTreeMap<String, NetworkEndpoints>;
 
 /// How long a write waits for a leader to be elected before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 impl Manager {
     pub fn new(store: Store) -> Arc<Manager> {
-        Arc::new(Manager { store, heartbeats: Mutex::new(Heartbeats::default()), started: Instant::now() })
+        Arc::new(Manager {
+            store,
+            heartbeats: Mutex::new(Heartbeats::default()),
+            endpoints: Mutex::new((0, Arc::new(BTreeMap::new()))),
+            convergence: Mutex::new(Convergence::default()),
+            started: Instant::now(),
+        })
     }
 
     pub fn state(&self) -> Arc<ClusterState> {
         self.store.state().borrow().clone()
     }
 
-    fn mono_ms(&self) -> u64 {
+    /// The endpoint table at `state`'s version, computed once per version. A change of
+    /// the table is recorded so its propagation can be measured.
+    pub fn endpoint_table(&self, state: &ClusterState) -> Arc<EndpointTable> {
+        let mut cache = lock(&self.endpoints);
+        if cache.0 == state.version {
+            return Arc::clone(&cache.1);
+        }
+        let table = Arc::new(endpoints::table(state));
+        if *table != *cache.1 {
+            let changed = endpoints::changed_services(&cache.1, &table);
+            lock(&self.convergence).table_changed(state.version, self.mono_ms(), changed);
+        }
+        *cache = (state.version, Arc::clone(&table));
+        table
+    }
+
+    /// Ready nodes: the ones an endpoint change must reach.
+    pub fn ready_nodes(state: &ClusterState) -> Vec<String> {
+        state.nodes.values().filter(|n| n.status.state == NodeState::Ready).map(|n| n.id.clone()).collect()
+    }
+
+    /// Records what a session did with a version of the table, and settles changes.
+    pub fn endpoints_progress(&self, node: &str, state: &ClusterState, event: Progress) {
+        let mut c = lock(&self.convergence);
+        match event {
+            Progress::Sent(v) => c.sent(node, v),
+            Progress::Unchanged(v) => c.unchanged(node, v),
+            Progress::Acked(v) => c.acked(node, v),
+            Progress::Disconnected => c.disconnected(node),
+        }
+        c.settle(self.mono_ms(), &Self::ready_nodes(state));
+    }
+
+    pub fn mono_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
@@ -144,6 +191,17 @@ impl Manager {
     pub fn assignments(&self, node_id: &str) -> Vec<shoal_types::Task> {
         dispatcher::assignments(&self.state(), node_id)
     }
+}
+
+pub enum Progress {
+    Sent(u64),
+    Unchanged(u64),
+    Acked(u64),
+    Disconnected,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Sends a command to the leader's `Cluster.Propose`.
