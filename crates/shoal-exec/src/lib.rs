@@ -1,0 +1,37 @@
+//! shoal's task executor: runs a task's command in its own network, UTS and mount
+//! namespaces, with generated `/etc/resolv.conf` and `/etc/hosts` and a log file.
+//!
+//! # Layout
+//! - `sandbox`: [`SandboxSpec`] → [`start`] → [`Running`] (`wait`), [`prepare_netns`],
+//!   [`cleanup`].
+//! - `stop`: [`stop`]: SIGTERM to the task's process group, SIGKILL after a grace period.
+//! - `join`: [`exec_in`]: a `Command` that joins a running task's namespaces (`shoal exec`).
+//! - `files`: the run directory: `resolv.conf`, `hosts`, `task.log`.
+//! - `resolve`: checks done before anything is created (program lookup, env, hostname).
+//! - `sys`: the one unsafe module: what a child does between fork and exec.
+//!
+//! A task's run directory holds `resolv.conf` (nameserver 127.0.0.11, `ndots:0`), `hosts`
+//! and `task.log`. The task is the leader of its own session and process group; it shares
+//! the host's pid namespace and filesystem (no images yet).
+//!
+//! Architecture invariant: namespaces are created through shoal-net; this crate never talks
+//! netlink and never changes the namespaces of its caller's threads.
+#![deny(unsafe_code)]
+
+mod error;
+mod files;
+mod join;
+mod resolve;
+mod sandbox;
+mod stop;
+mod sys;
+
+pub use error::ExecError;
+pub use files::{
+    NAMESERVER, hosts_path, log_path, read_logs, render_hosts, render_resolv_conf,
+    resolv_conf_path, update_hosts,
+};
+pub use join::exec_in;
+pub use resolve::DEFAULT_PATH;
+pub use sandbox::{Running, SandboxSpec, TaskExit, cleanup, prepare_netns, start, task_netns_name};
+pub use stop::{is_running, stop};
