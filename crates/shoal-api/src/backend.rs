@@ -1,0 +1,135 @@
+//! The trait the daemon implements, and its object-safe twin that the router holds.
+//!
+//! Implementors write plain `async fn`s (Rust's return-position `impl Future` in traits); the
+//! router needs one concrete state type, so [`DynBackend`] boxes each future and is
+//! implemented for every [`Backend`]. Keys (`key` arguments) are what the user typed: an id,
+//! an id prefix, or a name (hostname for nodes, service name, task name).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use shoal_types::{Node, NodeRole, ServiceSpec};
+
+use crate::error::ApiResult;
+use crate::types::*;
+
+/// What shoald serves behind `/v1`. Every call returns [`crate::ApiError`] with a status
+/// (400, 404, 409, 500, 503) and a message that says what to do.
+pub trait Backend: Send + Sync + 'static {
+    fn info(&self) -> impl Future<Output = ApiResult<Info>> + Send;
+    fn init(&self, req: InitRequest) -> impl Future<Output = ApiResult<InitResponse>> + Send;
+    fn join(&self, req: JoinRequest) -> impl Future<Output = ApiResult<JoinResponse>> + Send;
+    fn leave(&self, force: bool) -> impl Future<Output = ApiResult<()>> + Send;
+    fn join_token(&self, role: NodeRole) -> impl Future<Output = ApiResult<JoinToken>> + Send;
+
+    /// With `ManagerStatus.Leader` and `ManagerStatus.Reachability` filled in.
+    fn nodes(&self) -> impl Future<Output = ApiResult<Vec<Node>>> + Send;
+    fn node(&self, key: String) -> impl Future<Output = ApiResult<Node>> + Send;
+    fn update_node(
+        &self,
+        key: String,
+        update: NodeUpdate,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    fn remove_node(&self, key: String, force: bool) -> impl Future<Output = ApiResult<()>> + Send;
+
+    fn services(&self) -> impl Future<Output = ApiResult<Vec<ServiceView>>> + Send;
+    fn service(&self, key: String) -> impl Future<Output = ApiResult<ServiceView>> + Send;
+    fn create_service(
+        &self,
+        spec: ServiceSpec,
+    ) -> impl Future<Output = ApiResult<CreateResponse>> + Send;
+    fn update_service(
+        &self,
+        key: String,
+        spec: ServiceSpec,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    fn remove_service(&self, key: String) -> impl Future<Output = ApiResult<()>> + Send;
+
+    fn tasks(&self, filter: TaskFilter) -> impl Future<Output = ApiResult<Vec<TaskView>>> + Send;
+    fn task(&self, key: String) -> impl Future<Output = ApiResult<TaskView>> + Send;
+    fn service_logs(&self, key: String) -> impl Future<Output = ApiResult<Vec<LogLine>>> + Send;
+    /// The host pid of a task running on *this* node (for `shoal exec`). A task elsewhere is
+    /// an error naming the node that runs it.
+    fn local_task_pid(&self, key: String) -> impl Future<Output = ApiResult<Pid>> + Send;
+}
+
+pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = ApiResult<T>> + Send + 'a>>;
+
+/// [`Backend`] with boxed futures, so the router can hold `Arc<dyn DynBackend>`.
+pub(crate) trait DynBackend: Send + Sync + 'static {
+    fn info(&self) -> BoxFut<'_, Info>;
+    fn init(&self, req: InitRequest) -> BoxFut<'_, InitResponse>;
+    fn join(&self, req: JoinRequest) -> BoxFut<'_, JoinResponse>;
+    fn leave(&self, force: bool) -> BoxFut<'_, ()>;
+    fn join_token(&self, role: NodeRole) -> BoxFut<'_, JoinToken>;
+    fn nodes(&self) -> BoxFut<'_, Vec<Node>>;
+    fn node(&self, key: String) -> BoxFut<'_, Node>;
+    fn update_node(&self, key: String, update: NodeUpdate) -> BoxFut<'_, ()>;
+    fn remove_node(&self, key: String, force: bool) -> BoxFut<'_, ()>;
+    fn services(&self) -> BoxFut<'_, Vec<ServiceView>>;
+    fn service(&self, key: String) -> BoxFut<'_, ServiceView>;
+    fn create_service(&self, spec: ServiceSpec) -> BoxFut<'_, CreateResponse>;
+    fn update_service(&self, key: String, spec: ServiceSpec) -> BoxFut<'_, ()>;
+    fn remove_service(&self, key: String) -> BoxFut<'_, ()>;
+    fn tasks(&self, filter: TaskFilter) -> BoxFut<'_, Vec<TaskView>>;
+    fn task(&self, key: String) -> BoxFut<'_, TaskView>;
+    fn service_logs(&self, key: String) -> BoxFut<'_, Vec<LogLine>>;
+    fn local_task_pid(&self, key: String) -> BoxFut<'_, Pid>;
+}
+
+impl<B: Backend> DynBackend for B {
+    fn info(&self) -> BoxFut<'_, Info> {
+        Box::pin(Backend::info(self))
+    }
+    fn init(&self, req: InitRequest) -> BoxFut<'_, InitResponse> {
+        Box::pin(Backend::init(self, req))
+    }
+    fn join(&self, req: JoinRequest) -> BoxFut<'_, JoinResponse> {
+        Box::pin(Backend::join(self, req))
+    }
+    fn leave(&self, force: bool) -> BoxFut<'_, ()> {
+        Box::pin(Backend::leave(self, force))
+    }
+    fn join_token(&self, role: NodeRole) -> BoxFut<'_, JoinToken> {
+        Box::pin(Backend::join_token(self, role))
+    }
+    fn nodes(&self) -> BoxFut<'_, Vec<Node>> {
+        Box::pin(Backend::nodes(self))
+    }
+    fn node(&self, key: String) -> BoxFut<'_, Node> {
+        Box::pin(Backend::node(self, key))
+    }
+    fn update_node(&self, key: String, update: NodeUpdate) -> BoxFut<'_, ()> {
+        Box::pin(Backend::update_node(self, key, update))
+    }
+    fn remove_node(&self, key: String, force: bool) -> BoxFut<'_, ()> {
+        Box::pin(Backend::remove_node(self, key, force))
+    }
+    fn services(&self) -> BoxFut<'_, Vec<ServiceView>> {
+        Box::pin(Backend::services(self))
+    }
+    fn service(&self, key: String) -> BoxFut<'_, ServiceView> {
+        Box::pin(Backend::service(self, key))
+    }
+    fn create_service(&self, spec: ServiceSpec) -> BoxFut<'_, CreateResponse> {
+        Box::pin(Backend::create_service(self, spec))
+    }
+    fn update_service(&self, key: String, spec: ServiceSpec) -> BoxFut<'_, ()> {
+        Box::pin(Backend::update_service(self, key, spec))
+    }
+    fn remove_service(&self, key: String) -> BoxFut<'_, ()> {
+        Box::pin(Backend::remove_service(self, key))
+    }
+    fn tasks(&self, filter: TaskFilter) -> BoxFut<'_, Vec<TaskView>> {
+        Box::pin(Backend::tasks(self, filter))
+    }
+    fn task(&self, key: String) -> BoxFut<'_, TaskView> {
+        Box::pin(Backend::task(self, key))
+    }
+    fn service_logs(&self, key: String) -> BoxFut<'_, Vec<LogLine>> {
+        Box::pin(Backend::service_logs(self, key))
+    }
+    fn local_task_pid(&self, key: String) -> BoxFut<'_, Pid> {
+        Box::pin(Backend::local_task_pid(self, key))
+    }
+}

@@ -1,0 +1,387 @@
+//! A client of the API for the CLI: hyper 1 over a Unix socket (or plain TCP for now), one
+//! connection per call, which is what a command-line tool needs.
+
+use std::path::PathBuf;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_types::{Node, NodeRole, ServiceSpec};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::types::*;
+
+/// Where the CLI finds the local daemon unless `-H` or `$SHOAL_HOST` say otherwise.
+pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
+
+/// Where a daemon listens: `unix:///path`, a bare `/path`, or `tcp://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Host {
+    pub fn parse(s: &str) -> Result<Host, ClientError> {
+        let bad = || ClientError::InvalidHost(s.to_string());
+        if let Some(path) = s.strip_prefix("unix://") {
+            if path.starts_with('/') {
+                Ok(Host::Unix(path.into()))
+            } else {
+                Err(bad())
+            }
+        } else if let Some(addr) = s.strip_prefix("tcp://") {
+            match addr.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+                    Ok(Host::Tcp(addr.to_string()))
+                }
+                _ => Err(bad()),
+            }
+        } else if s.starts_with('/') {
+            Ok(Host::Unix(s.into()))
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl std::fmt::Display for Host {
+    /// How error messages name the daemon: the socket's path, or `tcp://host:port`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Unix(p) => write!(f, "{}", p.display()),
+            Host::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("invalid host {0:?}: expected unix:///path/to/shoal.sock or tcp://HOST:PORT")]
+    InvalidHost(String),
+    #[error("cannot connect to the shoal daemon at {host}: is shoald running?")]
+    Connect {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("permission denied connecting to the shoal daemon at {host}: run shoal as root")]
+    PermissionDenied {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lost the connection to the shoal daemon at {host}: {source}")]
+    Http {
+        host: String,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("unexpected answer from the shoal daemon at {host}: {detail}")]
+    Protocol { host: String, detail: String },
+    /// The daemon answered with an error: its status and message.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl ClientError {
+    /// The HTTP status when the daemon answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api(e) => Some(e.status),
+            _ => None,
+        }
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// A handle on one daemon. Cheap to clone; each call opens its own connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    host: Host,
+}
+
+impl Client {
+    /// `host` as `-H` takes it: `unix:///run/shoal/shoal.sock`, `/path`, `tcp://host:port`.
+    pub fn new(host: &str) -> ClientResult<Client> {
+        Ok(Client {
+            host: Host::parse(host)?,
+        })
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    pub async fn info(&self) -> ClientResult<Info> {
+        self.get("/v1/info").await
+    }
+
+    pub async fn init(&self, req: &InitRequest) -> ClientResult<InitResponse> {
+        self.post("/v1/swarm/init", req).await
+    }
+
+    pub async fn join(&self, req: &JoinRequest) -> ClientResult<JoinResponse> {
+        self.post("/v1/swarm/join", req).await
+    }
+
+    pub async fn leave(&self, force: bool) -> ClientResult<()> {
+        self.call(
+            Method::POST,
+            &format!("/v1/swarm/leave?force={force}"),
+            None,
+        )
+        .await
+    }
+
+    pub async fn join_token(&self, role: NodeRole) -> ClientResult<JoinToken> {
+        self.get(&format!("/v1/swarm/join-token/{role}")).await
+    }
+
+    pub async fn nodes(&self) -> ClientResult<Vec<Node>> {
+        self.get("/v1/nodes").await
+    }
+
+    pub async fn node(&self, key: &str) -> ClientResult<Node> {
+        self.get(&format!("/v1/nodes/{}", encode(key))).await
+    }
+
+    pub async fn update_node(&self, key: &str, update: &NodeUpdate) -> ClientResult<()> {
+        self.post(&format!("/v1/nodes/{}/update", encode(key)), update)
+            .await
+    }
+
+    pub async fn remove_node(&self, key: &str, force: bool) -> ClientResult<()> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/nodes/{}?force={force}", encode(key)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn services(&self) -> ClientResult<Vec<ServiceView>> {
+        self.get("/v1/services").await
+    }
+
+    pub async fn service(&self, key: &str) -> ClientResult<ServiceView> {
+        self.get(&format!("/v1/services/{}", encode(key))).await
+    }
+
+    pub async fn create_service(&self, spec: &ServiceSpec) -> ClientResult<CreateResponse> {
+        self.post("/v1/services", spec).await
+    }
+
+    pub async fn update_service(&self, key: &str, spec: &ServiceSpec) -> ClientResult<()> {
+        self.post(&format!("/v1/services/{}/update", encode(key)), spec)
+            .await
+    }
+
+    pub async fn remove_service(&self, key: &str) -> ClientResult<()> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/services/{}", encode(key)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn tasks(&self, filter: &TaskFilter) -> ClientResult<Vec<TaskView>> {
+        let mut query = Vec::new();
+        if let Some(s) = &filter.service {
+            query.push(format!("service={}", encode(s)));
+        }
+        if let Some(n) = &filter.node {
+            query.push(format!("node={}", encode(n)));
+        }
+        let path = if query.is_empty() {
+            "/v1/tasks".to_string()
+        } else {
+            format!("/v1/tasks?{}", query.join("&"))
+        };
+        self.get(&path).await
+    }
+
+    pub async fn task(&self, key: &str) -> ClientResult<TaskView> {
+        self.get(&format!("/v1/tasks/{}", encode(key))).await
+    }
+
+    pub async fn service_logs(&self, key: &str) -> ClientResult<Vec<LogLine>> {
+        self.get(&format!("/v1/services/{}/logs", encode(key)))
+            .await
+    }
+
+    pub async fn local_task_pid(&self, key: &str) -> ClientResult<Pid> {
+        self.get(&format!("/v1/tasks/{}/pid", encode(key))).await
+    }
+
+    /// The daemon's OpenAPI document.
+    pub async fn openapi(&self) -> ClientResult<serde_json::Value> {
+        self.get("/v1/openapi.json").await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> ClientResult<T> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| self.protocol(format!("failed to encode the request: {e}")))?;
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> ClientResult<T> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "shoal");
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.protocol(format!("failed to build the request: {e}")))?;
+        let (status, bytes) = match &self.host {
+            Host::Unix(path) => {
+                let io = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| self.connect_error(e))?;
+                self.exchange(io, req).await?
+            }
+            Host::Tcp(addr) => {
+                let io = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| self.connect_error(e))?;
+                self.exchange(io, req).await?
+            }
+        };
+        if status.is_success() {
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            serde_json::from_slice(bytes)
+                .map_err(|e| self.protocol(format!("failed to decode the answer: {e}")))
+        } else {
+            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => b.message,
+                Err(_) => {
+                    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+                    if text.is_empty() {
+                        status.canonical_reason().unwrap_or("error").to_lowercase()
+                    } else {
+                        text
+                    }
+                }
+            };
+            Err(ClientError::Api(ApiError::new(status.as_u16(), message)))
+        }
+    }
+
+    async fn exchange<IO>(
+        &self,
+        io: IO,
+        req: Request<Full<Bytes>>,
+    ) -> ClientResult<(StatusCode, Bytes)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let http = |source| ClientError::Http {
+            host: self.host.to_string(),
+            source,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(http)?;
+        // The connection future drives the socket; it ends when the response is read and
+        // `sender` is dropped.
+        let driver = tokio::spawn(conn);
+        let resp = sender.send_request(req).await.map_err(http)?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+        drop(sender);
+        driver.abort();
+        Ok((status, bytes))
+    }
+
+    fn connect_error(&self, source: std::io::Error) -> ClientError {
+        let host = self.host.to_string();
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError::PermissionDenied { host, source }
+        } else {
+            ClientError::Connect { host, source }
+        }
+    }
+
+    fn protocol(&self, detail: String) -> ClientError {
+        ClientError::Protocol {
+            host: self.host.to_string(),
+            detail,
+        }
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            Host::parse(DEFAULT_HOST).unwrap(),
+            Host::Unix("/run/shoal/shoal.sock".into())
+        );
+        assert_eq!(
+            Host::parse("/tmp/s.sock").unwrap(),
+            Host::Unix("/tmp/s.sock".into())
+        );
+        assert_eq!(
+            Host::parse("tcp://10.0.0.1:2375").unwrap(),
+            Host::Tcp("10.0.0.1:2375".into())
+        );
+        for bad in [
+            "unix://rel.sock",
+            "tcp://nohost",
+            "tcp://:1",
+            "http://x:1",
+            "shoal.sock",
+        ] {
+            assert!(Host::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Host::parse(DEFAULT_HOST).unwrap().to_string(),
+            "/run/shoal/shoal.sock"
+        );
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode("vote.1"), "vote.1");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,24 @@
+//! shoal's HTTP/JSON API, versioned under `/v1`, served by shoald on a Unix socket.
+//!
+//! # Layout
+//! - `types`: request and response bodies (docker's PascalCase field names).
+//! - `error`: [`ApiError`] — a status and a message, `{"message": ...}` on the wire.
+//! - `backend`: the [`Backend`] trait shoald implements.
+//! - `server`: [`router`] (every route also described in [`openapi`]) and [`serve`].
+//! - `client`: [`Client`], what the CLI talks through.
+//!
+//! API boundary: this crate knows nothing of Raft, gRPC or the agent; it turns HTTP into
+//! [`Backend`] calls and back.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod client;
+mod error;
+mod server;
+mod types;
+
+pub use backend::Backend;
+pub use client::{Client, ClientError, ClientResult, DEFAULT_HOST, Host};
+pub use error::{ApiError, ApiResult, ErrorBody};
+pub use server::{openapi, router, serve, serve_with_shutdown};
+pub use types::*;

@@ -1,0 +1,311 @@
+//! The `/v1` routes, the OpenAPI document generated from the same handlers, and `serve`.
+//!
+//! Each handler is annotated with `#[utoipa::path]` and registered through utoipa-axum's
+//! `routes!`, which takes the method and path from that annotation: a route can't exist
+//! without appearing in `/v1/openapi.json`, and the document can't describe a route that
+//! isn't served.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use shoal_types::{NodeRole, ServiceSpec};
+use tokio::net::UnixListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::backend::{Backend, DynBackend};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::types::*;
+
+type Shared = Arc<dyn DynBackend>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "shoal",
+        description = "The shoal daemon's API: swarm membership, nodes, services and tasks. \
+                       Served on /run/shoal/shoal.sock; errors are {\"message\": ...}."
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "system", description = "This daemon and its swarm membership"),
+        (name = "nodes"), (name = "services"), (name = "tasks")
+    )
+)]
+struct ApiDoc;
+
+/// All `/v1` routes with their OpenAPI description; state is added by [`router`].
+fn api_router() -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(info))
+        .routes(routes!(swarm_init))
+        .routes(routes!(swarm_join))
+        .routes(routes!(swarm_leave))
+        .routes(routes!(join_token))
+        .routes(routes!(list_nodes))
+        .routes(routes!(get_node, remove_node))
+        .routes(routes!(update_node))
+        .routes(routes!(list_services, create_service))
+        .routes(routes!(get_service, remove_service))
+        .routes(routes!(update_service))
+        .routes(routes!(service_logs))
+        .routes(routes!(list_tasks))
+        .routes(routes!(get_task))
+        .routes(routes!(task_pid))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI 3.1 document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The HTTP API over `backend`. Unknown routes answer 404 with a JSON message.
+pub fn router<B: Backend>(backend: Arc<B>) -> Router {
+    let shared: Shared = backend;
+    let (router, _) = api_router().split_for_parts();
+    router
+        .fallback(|| async {
+            ApiError::not_found("no such API route; is this shoal client newer than the daemon?")
+        })
+        .with_state(shared)
+}
+
+/// Serves `router` on a Unix socket until the listener fails.
+pub async fn serve(listener: UnixListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}
+
+/// Like [`serve`], and returns once `shutdown` resolves and open requests have finished.
+pub async fn serve_with_shutdown(
+    listener: UnixListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A JSON body whose errors are [`ApiError`]s (400 with `{"message"}`), not axum's text.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid request body: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// A query string whose errors are [`ApiError`]s.
+struct Query<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid query: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+type Done = ApiResult<StatusCode>;
+
+fn done(_: ()) -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+#[utoipa::path(get, path = "/v1/info", tag = "system",
+    responses((status = 200, description = "ok", body = Info), (status = 500, description = "the daemon failed", body = ErrorBody)))]
+async fn info(State(b): State<Shared>) -> ApiResult<Json<Info>> {
+    b.info().await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/swarm/init", tag = "system", request_body = InitRequest,
+    responses((status = 200, description = "ok", body = InitResponse), (status = 409, description = "conflicts with the current state", body = ErrorBody)))]
+async fn swarm_init(
+    State(b): State<Shared>,
+    Body(req): Body<InitRequest>,
+) -> ApiResult<Json<InitResponse>> {
+    b.init(req).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/swarm/join", tag = "system", request_body = JoinRequest,
+    responses((status = 200, description = "ok", body = JoinResponse), (status = 400, description = "invalid request", body = ErrorBody), (status = 409, description = "conflicts with the current state", body = ErrorBody)))]
+async fn swarm_join(
+    State(b): State<Shared>,
+    Body(req): Body<JoinRequest>,
+) -> ApiResult<Json<JoinResponse>> {
+    b.join(req).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/swarm/leave", tag = "system", params(ForceQuery),
+    responses((status = 204, description = "left the swarm"), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn swarm_leave(State(b): State<Shared>, Query(q): Query<ForceQuery>) -> Done {
+    b.leave(q.force).await.map(done)
+}
+
+#[utoipa::path(get, path = "/v1/swarm/join-token/{role}", tag = "system",
+    params(("role" = String, Path, description = "worker or manager")),
+    responses((status = 200, description = "ok", body = JoinToken), (status = 400, description = "invalid request", body = ErrorBody), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn join_token(
+    State(b): State<Shared>,
+    Path(role): Path<String>,
+) -> ApiResult<Json<JoinToken>> {
+    let role: NodeRole = role.parse().map_err(|_| {
+        ApiError::bad_request(format!("invalid role {role:?}: expected worker or manager"))
+    })?;
+    b.join_token(role).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes",
+    responses((status = 200, description = "docker-like Node objects", body = [Object]), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn list_nodes(State(b): State<Shared>) -> ApiResult<Json<Vec<shoal_types::Node>>> {
+    b.nodes().await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{key}", tag = "nodes",
+    params(("key" = String, Path, description = "node id, id prefix or hostname")),
+    responses((status = 200, description = "a docker-like Node object", body = Object), (status = 404, description = "not found", body = ErrorBody)))]
+async fn get_node(
+    State(b): State<Shared>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<shoal_types::Node>> {
+    b.node(key).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/nodes/{key}", tag = "nodes",
+    params(("key" = String, Path, description = "node id, id prefix or hostname"), ForceQuery),
+    responses((status = 204, description = "removed"), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "conflicts with the current state", body = ErrorBody)))]
+async fn remove_node(
+    State(b): State<Shared>,
+    Path(key): Path<String>,
+    Query(q): Query<ForceQuery>,
+) -> Done {
+    b.remove_node(key, q.force).await.map(done)
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{key}/update", tag = "nodes", request_body = NodeUpdate,
+    params(("key" = String, Path, description = "node id, id prefix or hostname")),
+    responses((status = 204, description = "updated"), (status = 400, description = "invalid request", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
+async fn update_node(
+    State(b): State<Shared>,
+    Path(key): Path<String>,
+    Body(u): Body<NodeUpdate>,
+) -> Done {
+    b.update_node(key, u).await.map(done)
+}
+
+#[utoipa::path(get, path = "/v1/services", tag = "services",
+    responses((status = 200, description = "ok", body = [ServiceView]), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn list_services(State(b): State<Shared>) -> ApiResult<Json<Vec<ServiceView>>> {
+    b.services().await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/services", tag = "services",
+    request_body(content = Object, description = "a docker-like ServiceSpec"),
+    responses((status = 201, description = "created", body = CreateResponse), (status = 400, description = "invalid request", body = ErrorBody), (status = 409, description = "conflicts with the current state", body = ErrorBody)))]
+async fn create_service(
+    State(b): State<Shared>,
+    Body(spec): Body<ServiceSpec>,
+) -> ApiResult<(StatusCode, Json<CreateResponse>)> {
+    b.create_service(spec)
+        .await
+        .map(|r| (StatusCode::CREATED, Json(r)))
+}
+
+#[utoipa::path(get, path = "/v1/services/{key}", tag = "services",
+    params(("key" = String, Path, description = "service id, id prefix or name")),
+    responses((status = 200, description = "ok", body = ServiceView), (status = 404, description = "not found", body = ErrorBody)))]
+async fn get_service(
+    State(b): State<Shared>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<ServiceView>> {
+    b.service(key).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/services/{key}", tag = "services",
+    params(("key" = String, Path, description = "service id, id prefix or name")),
+    responses((status = 204, description = "removed"), (status = 404, description = "not found", body = ErrorBody)))]
+async fn remove_service(State(b): State<Shared>, Path(key): Path<String>) -> Done {
+    b.remove_service(key).await.map(done)
+}
+
+#[utoipa::path(post, path = "/v1/services/{key}/update", tag = "services",
+    params(("key" = String, Path, description = "service id, id prefix or name")),
+    request_body(content = Object, description = "the whole new docker-like ServiceSpec"),
+    responses((status = 204, description = "updated"), (status = 400, description = "invalid request", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
+async fn update_service(
+    State(b): State<Shared>,
+    Path(key): Path<String>,
+    Body(spec): Body<ServiceSpec>,
+) -> Done {
+    b.update_service(key, spec).await.map(done)
+}
+
+#[utoipa::path(get, path = "/v1/services/{key}/logs", tag = "services",
+    params(("key" = String, Path, description = "service id, id prefix or name")),
+    responses((status = 200, description = "ok", body = [LogLine]), (status = 404, description = "not found", body = ErrorBody)))]
+async fn service_logs(
+    State(b): State<Shared>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<Vec<LogLine>>> {
+    b.service_logs(key).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskFilter),
+    responses((status = 200, description = "docker-like Task objects with NodeHostname", body = [TaskView]), (status = 404, description = "not found", body = ErrorBody)))]
+async fn list_tasks(
+    State(b): State<Shared>,
+    Query(f): Query<TaskFilter>,
+) -> ApiResult<Json<Vec<TaskView>>> {
+    b.tasks(f).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{key}", tag = "tasks",
+    params(("key" = String, Path, description = "task id, id prefix or name (vote.1)")),
+    responses((status = 200, description = "ok", body = TaskView), (status = 404, description = "not found", body = ErrorBody)))]
+async fn get_task(State(b): State<Shared>, Path(key): Path<String>) -> ApiResult<Json<TaskView>> {
+    b.task(key).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{key}/pid", tag = "tasks",
+    params(("key" = String, Path, description = "task id, id prefix or name (vote.1)")),
+    responses((status = 200, description = "ok", body = Pid), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "the task runs on another node", body = ErrorBody)))]
+async fn task_pid(State(b): State<Shared>, Path(key): Path<String>) -> ApiResult<Json<Pid>> {
+    b.local_task_pid(key).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "system",
+    responses((status = 200, description = "this document, OpenAPI 3.1", body = Object)))]
+async fn openapi_json() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"message\":\"failed to render the document: {e}\"}}"))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.as_str(),
+    )
+}

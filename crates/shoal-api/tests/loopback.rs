@@ -1,0 +1,449 @@
+//! The HTTP plumbing end to end: a fake [`Backend`] served on a Unix socket in a temporary
+//! directory, driven through [`Client`]. The fake only records and answers; what is tested is
+//! that every call reaches the right method with its arguments and that answers and errors
+//! come back intact.
+
+use std::sync::{Arc, Mutex};
+
+use shoal_api::*;
+use shoal_types::{Millis, Node, NodeRole, ServiceSpec, Task, TaskState, TaskStatus, fixtures};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<String>>,
+}
+
+impl Fake {
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+fn task(id: &str, slot: u64) -> Task {
+    Task {
+        id: id.into(),
+        service_id: "s1".into(),
+        service_name: "vote".into(),
+        slot,
+        node_id: Some("n1".into()),
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::Running, Millis(1_000), "started"),
+        spec_version: 1,
+        networks: Vec::new(),
+        spec: fixtures::spec("vote", 1).task_template.container_spec,
+        created_at: Millis(0),
+        updated_at: Millis(0),
+    }
+}
+
+fn view() -> ServiceView {
+    ServiceView {
+        service: fixtures::service("s1", fixtures::spec("vote", 2)),
+        status: ServiceStatus {
+            running_tasks: 1,
+            desired_tasks: 2,
+        },
+    }
+}
+
+impl Backend for Fake {
+    async fn info(&self) -> ApiResult<Info> {
+        Ok(Info {
+            node_id: "n1".into(),
+            hostname: "node1".into(),
+            role: "manager".into(),
+            cluster_id: "c1".into(),
+            node_addr: "10.0.0.1".into(),
+            managers: vec!["10.0.0.1:2377".into()],
+        })
+    }
+    async fn init(&self, req: InitRequest) -> ApiResult<InitResponse> {
+        self.record(format!("init {:?}", req.advertise_addr));
+        Ok(InitResponse {
+            node_id: "n1".into(),
+            worker_token: "wt".into(),
+            manager_token: "mt".into(),
+            manager_addr: "10.0.0.1:2377".into(),
+        })
+    }
+    async fn join(&self, req: JoinRequest) -> ApiResult<JoinResponse> {
+        if req.token == "bad" {
+            return Err(ApiError::bad_request(
+                "the join token was not accepted; get a new one with `shoal join-token worker`",
+            ));
+        }
+        Ok(JoinResponse {
+            node_id: "n2".into(),
+            role: NodeRole::Worker,
+        })
+    }
+    async fn leave(&self, force: bool) -> ApiResult<()> {
+        self.record(format!("leave {force}"));
+        Ok(())
+    }
+    async fn join_token(&self, role: NodeRole) -> ApiResult<JoinToken> {
+        Ok(JoinToken {
+            token: format!("token-{role}"),
+            manager_addr: "10.0.0.1:2377".into(),
+        })
+    }
+    async fn nodes(&self) -> ApiResult<Vec<Node>> {
+        Ok(vec![
+            fixtures::node("n1", "node1"),
+            fixtures::node("n2", "node2"),
+        ])
+    }
+    async fn node(&self, key: String) -> ApiResult<Node> {
+        match key.as_str() {
+            "node1" => Ok(fixtures::node("n1", "node1")),
+            _ => Err(ApiError::not_found(format!("no such node: {key}"))),
+        }
+    }
+    async fn update_node(&self, key: String, update: NodeUpdate) -> ApiResult<()> {
+        self.record(format!(
+            "update_node {key} {:?} {:?} {:?}",
+            update.availability, update.label_add, update.label_rm
+        ));
+        Ok(())
+    }
+    async fn remove_node(&self, key: String, force: bool) -> ApiResult<()> {
+        self.record(format!("remove_node {key} {force}"));
+        Ok(())
+    }
+    async fn services(&self) -> ApiResult<Vec<ServiceView>> {
+        Err(ApiError::not_a_manager())
+    }
+    async fn service(&self, key: String) -> ApiResult<ServiceView> {
+        self.record(format!("service {key}"));
+        Ok(view())
+    }
+    async fn create_service(&self, spec: ServiceSpec) -> ApiResult<CreateResponse> {
+        if spec.name == "taken" {
+            return Err(ApiError::conflict(
+                "service name \"taken\" is already in use",
+            ));
+        }
+        Ok(CreateResponse {
+            id: format!("id-of-{}", spec.name),
+        })
+    }
+    async fn update_service(&self, key: String, spec: ServiceSpec) -> ApiResult<()> {
+        self.record(format!("update_service {key} {:?}", spec.replicas()));
+        Ok(())
+    }
+    async fn remove_service(&self, key: String) -> ApiResult<()> {
+        self.record(format!("remove_service {key}"));
+        Ok(())
+    }
+    async fn tasks(&self, filter: TaskFilter) -> ApiResult<Vec<TaskView>> {
+        self.record(format!("tasks {:?} {:?}", filter.service, filter.node));
+        Ok(vec![TaskView {
+            task: task("t1", 1),
+            node_hostname: "node1".into(),
+        }])
+    }
+    async fn task(&self, key: String) -> ApiResult<TaskView> {
+        Ok(TaskView {
+            task: task(&key, 2),
+            node_hostname: "node1".into(),
+        })
+    }
+    async fn service_logs(&self, key: String) -> ApiResult<Vec<LogLine>> {
+        Ok(vec![LogLine {
+            task: format!("{key}.1.t1"),
+            node: "node1".into(),
+            line: "hello".into(),
+        }])
+    }
+    async fn local_task_pid(&self, key: String) -> ApiResult<Pid> {
+        match key.as_str() {
+            "vote.1" => Ok(Pid { pid: 4242 }),
+            _ => Err(ApiError::conflict(format!(
+                "task {key} runs on node2; run shoal exec on node2"
+            ))),
+        }
+    }
+}
+
+struct Daemon {
+    _dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    fake: Arc<Fake>,
+    client: Client,
+}
+
+fn start() -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("shoal.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let fake = Arc::new(Fake::default());
+    tokio::spawn(serve(listener, router(fake.clone())));
+    let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
+    Daemon {
+        _dir: dir,
+        socket,
+        fake,
+        client,
+    }
+}
+
+fn calls(d: &Daemon) -> Vec<String> {
+    std::mem::take(&mut *d.fake.calls.lock().unwrap())
+}
+
+#[tokio::test]
+async fn swarm_calls_round_trip() {
+    let d = start();
+    let c = &d.client;
+    assert_eq!(c.info().await.unwrap().hostname, "node1");
+    let init = c
+        .init(&InitRequest {
+            advertise_addr: Some("10.0.0.1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(init.worker_token, "wt");
+    let joined = c
+        .join(&JoinRequest {
+            token: "t".into(),
+            remote_addr: "10.0.0.1:2377".into(),
+            advertise_addr: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(joined.role, NodeRole::Worker);
+    c.leave(true).await.unwrap();
+    assert_eq!(
+        c.join_token(NodeRole::Manager).await.unwrap().token,
+        "token-manager"
+    );
+    assert_eq!(calls(&d), ["init Some(\"10.0.0.1\")", "leave true"]);
+}
+
+#[tokio::test]
+async fn node_calls_round_trip() {
+    let d = start();
+    let c = &d.client;
+    let nodes = c.nodes().await.unwrap();
+    assert_eq!(
+        nodes,
+        vec![fixtures::node("n1", "node1"), fixtures::node("n2", "node2")]
+    );
+    assert_eq!(c.node("node1").await.unwrap().id, "n1");
+    let update = NodeUpdate {
+        availability: Some(shoal_types::Availability::Drain),
+        label_add: vec!["zone=east".into()],
+        label_rm: vec!["old".into()],
+    };
+    c.update_node("node 2", &update).await.unwrap();
+    c.remove_node("node2", false).await.unwrap();
+    assert_eq!(
+        calls(&d),
+        [
+            "update_node node 2 Some(Drain) [\"zone=east\"] [\"old\"]",
+            "remove_node node2 false"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn service_and_task_calls_round_trip() {
+    let d = start();
+    let c = &d.client;
+    assert_eq!(c.service("vote").await.unwrap(), view());
+    assert_eq!(
+        c.create_service(&fixtures::spec("web", 1))
+            .await
+            .unwrap()
+            .id,
+        "id-of-web"
+    );
+    c.update_service("vote", &fixtures::spec("vote", 3))
+        .await
+        .unwrap();
+    c.remove_service("vote").await.unwrap();
+    let filter = TaskFilter {
+        service: Some("vote".into()),
+        node: Some("node1".into()),
+    };
+    let tasks = c.tasks(&filter).await.unwrap();
+    assert_eq!(tasks[0].task, task("t1", 1));
+    assert_eq!(tasks[0].node_hostname, "node1");
+    c.tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(c.task("t9").await.unwrap().task.slot, 2);
+    assert_eq!(c.service_logs("vote").await.unwrap()[0].task, "vote.1.t1");
+    assert_eq!(c.local_task_pid("vote.1").await.unwrap().pid, 4242);
+    assert_eq!(
+        calls(&d),
+        [
+            "service vote",
+            "update_service vote Some(3)",
+            "remove_service vote",
+            "tasks Some(\"vote\") Some(\"node1\")",
+            "tasks None None",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn errors_carry_status_and_message() {
+    let d = start();
+    let c = &d.client;
+    let check = |r: ClientError, status: u16, message: &str| {
+        assert_eq!(r.status(), Some(status));
+        assert_eq!(r.to_string(), message);
+    };
+    check(
+        c.services().await.unwrap_err(),
+        503,
+        "this node is not a manager; run it on a manager",
+    );
+    check(c.node("nope").await.unwrap_err(), 404, "no such node: nope");
+    check(
+        c.create_service(&fixtures::spec("taken", 1))
+            .await
+            .unwrap_err(),
+        409,
+        "service name \"taken\" is already in use",
+    );
+    check(
+        c.local_task_pid("vote.2").await.unwrap_err(),
+        409,
+        "task vote.2 runs on node2; run shoal exec on node2",
+    );
+    let bad = JoinRequest {
+        token: "bad".into(),
+        remote_addr: "x:1".into(),
+        advertise_addr: None,
+    };
+    check(
+        c.join(&bad).await.unwrap_err(),
+        400,
+        "the join token was not accepted; get a new one with `shoal join-token worker`",
+    );
+}
+
+/// Sends one raw HTTP/1.1 request and returns the whole response.
+async fn raw(d: &Daemon, request: &str) -> String {
+    let mut s = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_messages() {
+    let d = start();
+    let r = raw(
+        &d,
+        "GET /v1/swarm/join-token/boss HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.ends_with(r#"{"message":"invalid role \"boss\": expected worker or manager"}"#),
+        "{r}"
+    );
+
+    let body = "{\"Name\": 3}";
+    let req = format!(
+        "POST /v1/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = raw(&d, &req).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains(r#"{"message":"invalid request body: "#), "{r}");
+
+    let r = raw(
+        &d,
+        "GET /v1/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    assert!(r.contains("no such API route"), "{r}");
+
+    let r = raw(&d, "POST /v1/swarm/leave?force HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    assert_eq!(calls(&d), ["leave true"]);
+}
+
+#[tokio::test]
+async fn connection_failure_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("missing.sock");
+    let c = Client::new(&format!("unix://{}", socket.display())).unwrap();
+    let e = c.info().await.unwrap_err();
+    assert_eq!(e.status(), None);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot connect to the shoal daemon at {}: is shoald running?",
+            socket.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let d = start();
+    let doc = d.client.openapi().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let routes = [
+        ("get", "/v1/info"),
+        ("post", "/v1/swarm/init"),
+        ("post", "/v1/swarm/join"),
+        ("post", "/v1/swarm/leave"),
+        ("get", "/v1/swarm/join-token/{role}"),
+        ("get", "/v1/nodes"),
+        ("get", "/v1/nodes/{key}"),
+        ("delete", "/v1/nodes/{key}"),
+        ("post", "/v1/nodes/{key}/update"),
+        ("get", "/v1/services"),
+        ("post", "/v1/services"),
+        ("get", "/v1/services/{key}"),
+        ("delete", "/v1/services/{key}"),
+        ("post", "/v1/services/{key}/update"),
+        ("get", "/v1/services/{key}/logs"),
+        ("get", "/v1/tasks"),
+        ("get", "/v1/tasks/{key}"),
+        ("get", "/v1/tasks/{key}/pid"),
+        ("get", "/v1/openapi.json"),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(
+        documented,
+        routes.len(),
+        "{:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (method, path) in routes {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    assert_eq!(doc, serde_json::to_value(openapi()).unwrap());
+}
+
+#[test]
+fn every_response_has_a_description() {
+    let doc = serde_json::to_value(openapi()).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, resp) in op["responses"].as_object().unwrap() {
+                assert!(
+                    resp["description"].is_string(),
+                    "{method} {path} {status} has no description"
+                );
+            }
+        }
+    }
+}

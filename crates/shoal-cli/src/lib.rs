@@ -1,0 +1,180 @@
+//! The `shoal` command: docker's swarm verbs, flags, tables and `--format` templates over
+//! shoal's API.
+//!
+//! # Layout
+//! - `lib.rs`: the clap tree ([`Cli`]), [`run`] and [`main`].
+//! - `swarm`: `init`, `join`, `join-token`, `leave`.
+//! - `node`: `node ls|inspect|update|rm`.
+//! - `service`: `service ...`; `spec` builds a `ServiceSpec` from flags; `list` makes the
+//!   rows of `service ls|ps`; `progress` shows convergence.
+//! - `format`: the `--format` template evaluator; `table`: docker-style tables.
+//! - `exec`: `shoal exec`; `lab`: `lab ...` and `demo ...` (stubs for now).
+//!
+//! Errors print as `Error: <message>` on stderr with exit code 1; usage errors are clap's
+//! (exit code 2).
+#![forbid(unsafe_code)]
+
+pub mod exec;
+pub mod format;
+pub mod lab;
+pub mod list;
+pub mod node;
+pub mod progress;
+pub mod service;
+pub mod spec;
+pub mod swarm;
+pub mod table;
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand};
+use shoal_api::{Client, DEFAULT_HOST};
+use shoal_types::Millis;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Services, overlay networks and load balancing for a cluster of Linux hosts"
+)]
+pub struct Cli {
+    /// Daemon socket to connect to (unix:///path or tcp://HOST:PORT).
+    #[arg(short = 'H', long, env = "SHOAL_HOST", default_value = DEFAULT_HOST, global = true)]
+    pub host: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// One value per process, parsed once: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Initialize a swarm: this node becomes its first manager.
+    Init(swarm::InitArgs),
+    /// Join a swarm as a worker or a manager (the token decides).
+    Join(swarm::JoinArgs),
+    /// Print the command (or with -q the token) that joins a node.
+    JoinToken(swarm::JoinTokenArgs),
+    /// Leave the swarm.
+    Leave(swarm::LeaveArgs),
+    /// The same verbs under `swarm`, as docker spells them.
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
+    /// Manage swarm nodes.
+    #[command(subcommand)]
+    Node(node::NodeCmd),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
+    /// Run a command in a task on this node: shoal exec vote.1 -- ip addr.
+    Exec(exec::ExecArgs),
+    /// A cluster in network namespaces on this machine.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
+    /// The demo apps.
+    #[command(subcommand)]
+    Demo(lab::DemoCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCmd {
+    /// Initialize a swarm.
+    Init(swarm::InitArgs),
+    /// Join a swarm.
+    Join(swarm::JoinArgs),
+    /// Print the command that joins a node.
+    JoinToken(swarm::JoinTokenArgs),
+    /// Leave the swarm.
+    Leave(swarm::LeaveArgs),
+}
+
+/// Runs `shoal` with `args` (the first is the program name) and returns the exit code.
+pub async fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    }
+}
+
+/// `fn main` of the `shoal` binary: runs [`run`] on a single-threaded runtime and exits.
+pub fn main() -> ! {
+    let code = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(std::env::args_os())),
+        Err(e) => {
+            eprintln!("Error: failed to start the async runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let ok = |r: anyhow::Result<()>| r.map(|()| 0);
+    // Made on first use, so that `lab` and `demo` don't depend on a valid -H.
+    let client = || Client::new(&cli.host);
+    match cli.command {
+        Command::Init(a) | Command::Swarm(SwarmCmd::Init(a)) => {
+            ok(swarm::init(&client()?, a).await)
+        }
+        Command::Join(a) | Command::Swarm(SwarmCmd::Join(a)) => {
+            ok(swarm::join(&client()?, a).await)
+        }
+        Command::JoinToken(a) | Command::Swarm(SwarmCmd::JoinToken(a)) => {
+            ok(swarm::join_token(&client()?, a).await)
+        }
+        Command::Leave(a) | Command::Swarm(SwarmCmd::Leave(a)) => {
+            ok(swarm::leave(&client()?, a).await)
+        }
+        Command::Node(cmd) => ok(node::run(&client()?, cmd).await),
+        Command::Service(cmd) => ok(service::run(&client()?, cmd).await),
+        Command::Exec(a) => exec::run(&client()?, a).await,
+        Command::Lab(cmd) => lab::lab(cmd).await,
+        Command::Demo(cmd) => lab::demo(cmd).await,
+    }
+}
+
+/// The wall clock as the model stores it.
+pub(crate) fn now() -> Millis {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[tokio::test]
+    async fn errors_exit_1_and_usage_errors_exit_2() {
+        assert_eq!(run(["shoal", "node", "ls", "--bogus"]).await, 2);
+        assert_eq!(run(["shoal", "lab", "up"]).await, 1);
+        assert_eq!(run(["shoal", "-H", "tcp://nohost", "node", "ls"]).await, 1);
+        assert_eq!(run(["shoal", "join", "--token", "x", "10.0.0.1"]).await, 1);
+    }
+}

@@ -1,0 +1,410 @@
+//! Convergence progress after `service create|update|scale`, as docker shows it:
+//!
+//! ```text
+//! overall progress: 1 out of 2 tasks
+//! 1/2: running   [==================================================>]
+//! 2/2: starting  [========================================>          ]
+//! verify: Service converged
+//! ```
+//!
+//! [`snapshot`] turns the service and its tasks into lines (pure, tested); [`wait`] polls the
+//! daemon and draws them: indicatif bars on a terminal, plain lines (only when they change)
+//! otherwise.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shoal_api::{Client, ServiceView, TaskFilter, TaskView};
+use shoal_types::{ServiceMode, TaskState, short_id};
+
+const POLL: Duration = Duration::from_millis(200);
+/// Steps from New to Running, the length of each bar.
+const STEPS: u64 = TaskState::Running as u64;
+
+/// One replica (or, for global services, one node) and how far its task has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// `1/2`, or a node's hostname for global services.
+    pub label: String,
+    pub state: Option<TaskState>,
+    /// The newest error of this slot's tasks while it is not running.
+    pub error: String,
+    /// The task the error came from (`vote.1.abcdef123456`).
+    pub task: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub running: u64,
+    pub desired: u64,
+    pub lines: Vec<Line>,
+}
+
+impl Snapshot {
+    pub fn converged(&self) -> bool {
+        self.running == self.desired
+            && self
+                .lines
+                .iter()
+                .all(|l| l.state == Some(TaskState::Running))
+    }
+
+    pub fn overall(&self) -> String {
+        format!(
+            "overall progress: {} out of {} tasks",
+            self.running, self.desired
+        )
+    }
+}
+
+impl Line {
+    pub fn text(&self) -> String {
+        let state = self
+            .state
+            .map(|s| format!("{s:?}").to_lowercase())
+            .unwrap_or_else(|| "new".into());
+        if self.error.is_empty() {
+            format!("{}: {state}", self.label)
+        } else {
+            format!("{}: {state}: {}", self.label, self.error)
+        }
+    }
+}
+
+/// Where the service stands: a task counts when it is desired running, is running, and runs
+/// the service's current container spec (so an update counts only replaced tasks).
+pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
+    let spec = &view.service.spec;
+    let current = &spec.task_template.container_spec;
+    let mut groups: BTreeMap<(u64, String), Vec<&TaskView>> = BTreeMap::new();
+    for t in tasks
+        .iter()
+        .filter(|t| t.task.service_id == view.service.id)
+    {
+        let key = match spec.mode {
+            ServiceMode::Replicated { .. } => (t.task.slot, String::new()),
+            ServiceMode::Global {} => (0, t.node_hostname.clone()),
+        };
+        groups.entry(key).or_default().push(t);
+    }
+    for g in groups.values_mut() {
+        g.sort_by_key(|t| std::cmp::Reverse((t.task.created_at, t.task.status.timestamp)));
+    }
+    let line = |label: String, group: Option<&Vec<&TaskView>>| {
+        let group: &[&TaskView] = group.map(Vec::as_slice).unwrap_or(&[]);
+        let live = group
+            .iter()
+            .find(|t| t.task.desired_state <= TaskState::Running && t.task.spec == *current);
+        let state = live.map(|t| t.task.status.state);
+        let failed = group.iter().find(|t| !t.task.status.err.is_empty());
+        let (error, task) = match (state, failed) {
+            (Some(TaskState::Running), _) | (_, None) => (String::new(), String::new()),
+            (_, Some(f)) => (
+                f.task.status.err.clone(),
+                format!("{}.{}", f.task.slot_name(), short_id(&f.task.id)),
+            ),
+        };
+        let running = live.is_some_and(|t| t.task.status.state == TaskState::Running);
+        (
+            Line {
+                label,
+                state,
+                error,
+                task,
+            },
+            running,
+        )
+    };
+    let (mut lines, mut running) = (Vec::new(), 0);
+    let desired = match spec.mode {
+        ServiceMode::Replicated { replicas } => {
+            for slot in 1..=replicas {
+                let (l, r) = line(
+                    format!("{slot}/{replicas}"),
+                    groups.get(&(slot, String::new())),
+                );
+                lines.push(l);
+                running += u64::from(r);
+            }
+            replicas
+        }
+        ServiceMode::Global {} => {
+            for ((_, host), group) in &groups {
+                if group
+                    .iter()
+                    .any(|t| t.task.desired_state <= TaskState::Running)
+                {
+                    let (l, r) = line(
+                        if host.is_empty() {
+                            "unassigned".into()
+                        } else {
+                            host.clone()
+                        },
+                        Some(group),
+                    );
+                    lines.push(l);
+                    running += u64::from(r);
+                }
+            }
+            view.status.desired_tasks
+        }
+    };
+    Snapshot {
+        running,
+        desired,
+        lines,
+    }
+}
+
+/// Polls until the service converges or `timeout` passes; the error names the failing task.
+pub async fn wait(client: &Client, service: &str, timeout: Duration) -> Result<()> {
+    let mut out = Output::new(std::io::stdout().is_terminal());
+    let start = Instant::now();
+    loop {
+        let view = client.service(service).await?;
+        let filter = TaskFilter {
+            service: Some(view.service.id.clone()),
+            node: None,
+        };
+        let tasks = client.tasks(&filter).await?;
+        let snap = snapshot(&view, &tasks);
+        out.show(&snap);
+        if snap.converged() {
+            out.finish("verify: Service converged");
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            out.finish("");
+            let why = snap
+                .lines
+                .iter()
+                .find(|l| !l.error.is_empty())
+                .map(|l| format!(": task {}: {}", l.task, l.error))
+                .unwrap_or_default();
+            bail!(
+                "service {} did not converge within {} ({} of {} tasks running){why}; it keeps trying: \
+                 see `shoal service ps {}`",
+                view.service.spec.name,
+                humanize(timeout),
+                snap.running,
+                snap.desired,
+                view.service.spec.name
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Bars on a terminal; changed lines only, no escape codes, elsewhere.
+enum Output {
+    Tty {
+        multi: MultiProgress,
+        overall: ProgressBar,
+        bars: Vec<ProgressBar>,
+    },
+    Plain {
+        last: BTreeMap<String, String>,
+    },
+}
+
+impl Output {
+    fn new(tty: bool) -> Output {
+        if !tty {
+            return Output::Plain {
+                last: BTreeMap::new(),
+            };
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Output::Tty {
+            multi,
+            overall,
+            bars: Vec::new(),
+        }
+    }
+
+    fn show(&mut self, snap: &Snapshot) {
+        match self {
+            Output::Plain { last } => {
+                let mut emit = |key: &str, text: String| {
+                    if last.get(key) != Some(&text) {
+                        println!("{text}");
+                        last.insert(key.to_string(), text);
+                    }
+                };
+                emit("", snap.overall());
+                for l in &snap.lines {
+                    emit(&l.label, l.text());
+                }
+            }
+            Output::Tty {
+                multi,
+                overall,
+                bars,
+            } => {
+                overall.set_message(snap.overall());
+                while bars.len() < snap.lines.len() {
+                    let bar = multi.add(ProgressBar::new(STEPS));
+                    let style = ProgressStyle::with_template("{prefix} [{bar:50}] {msg}")
+                        .map(|s| s.progress_chars("=> "))
+                        .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    bar.set_style(style);
+                    bars.push(bar);
+                }
+                while bars.len() > snap.lines.len() {
+                    if let Some(b) = bars.pop() {
+                        b.finish_and_clear();
+                        multi.remove(&b);
+                    }
+                }
+                let width = snap.lines.iter().map(|l| l.label.len()).max().unwrap_or(0);
+                for (bar, l) in bars.iter().zip(&snap.lines) {
+                    let state = l
+                        .state
+                        .map(|s| format!("{s:?}").to_lowercase())
+                        .unwrap_or_else(|| "new".into());
+                    let pos = l
+                        .state
+                        .filter(|s| !s.is_terminal())
+                        .map(|s| s as u64)
+                        .unwrap_or(0);
+                    bar.set_prefix(format!(
+                        "{:<w$} {state:<9}",
+                        format!("{}:", l.label),
+                        w = width + 1
+                    ));
+                    bar.set_position(pos.min(STEPS));
+                    bar.set_message(l.error.clone());
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, last_line: &str) {
+        match self {
+            Output::Plain { .. } => {
+                if !last_line.is_empty() {
+                    println!("{last_line}");
+                }
+            }
+            Output::Tty {
+                multi,
+                overall,
+                bars,
+            } => {
+                if !last_line.is_empty() {
+                    let verify = multi.add(ProgressBar::new(0));
+                    if let Ok(style) = ProgressStyle::with_template("{msg}") {
+                        verify.set_style(style);
+                    }
+                    verify.finish_with_message(last_line.to_string());
+                }
+                // abandon(), not finish(): finish() would fill the bars of failed tasks.
+                overall.abandon();
+                bars.iter().for_each(ProgressBar::abandon);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_api::ServiceStatus;
+    use shoal_types::{Millis, Task, TaskStatus, fixtures};
+
+    use super::*;
+
+    fn view(replicas: u64) -> ServiceView {
+        ServiceView {
+            service: fixtures::service("s1", fixtures::spec("vote", replicas)),
+            status: ServiceStatus {
+                running_tasks: 0,
+                desired_tasks: replicas,
+            },
+        }
+    }
+
+    fn task(id: &str, slot: u64, state: TaskState, at: u64, err: &str) -> TaskView {
+        let mut status = TaskStatus::new(state, Millis(at), "");
+        status.err = err.into();
+        TaskView {
+            task: Task {
+                id: id.into(),
+                service_id: "s1".into(),
+                service_name: "vote".into(),
+                slot,
+                node_id: Some("n1".into()),
+                desired_state: TaskState::Running,
+                status,
+                spec_version: 1,
+                networks: Vec::new(),
+                spec: fixtures::spec("vote", 1).task_template.container_spec,
+                created_at: Millis(at),
+                updated_at: Millis(at),
+            },
+            node_hostname: "node1".into(),
+        }
+    }
+
+    #[test]
+    fn counts_running_slots() {
+        let tasks = [
+            task("a00000000000", 1, TaskState::Running, 10, ""),
+            task("b00000000000", 2, TaskState::Starting, 10, ""),
+        ];
+        let s = snapshot(&view(2), &tasks);
+        assert_eq!(s.overall(), "overall progress: 1 out of 2 tasks");
+        assert_eq!(
+            s.lines.iter().map(Line::text).collect::<Vec<_>>(),
+            ["1/2: running", "2/2: starting"]
+        );
+        assert!(!s.converged());
+    }
+
+    #[test]
+    fn failed_task_error_shows_until_replaced() {
+        let mut old = task(
+            "c00000000000",
+            1,
+            TaskState::Failed,
+            10,
+            "task: non-zero exit (1)",
+        );
+        old.task.desired_state = TaskState::Shutdown;
+        let tasks = [old, task("d00000000000", 1, TaskState::Starting, 20, "")];
+        let s = snapshot(&view(1), &tasks);
+        assert_eq!(s.lines[0].text(), "1/1: starting: task: non-zero exit (1)");
+        assert_eq!(s.lines[0].task, "vote.1.c00000000000");
+        let tasks = [
+            tasks[0].clone(),
+            task("d00000000000", 1, TaskState::Running, 20, ""),
+        ];
+        let s = snapshot(&view(1), &tasks);
+        assert_eq!(s.lines[0].text(), "1/1: running");
+        assert!(s.converged());
+    }
+
+    #[test]
+    fn tasks_of_an_old_spec_do_not_count() {
+        let mut old = task("e00000000000", 1, TaskState::Running, 10, "");
+        old.task.spec.command = vec!["old".into()];
+        let s = snapshot(&view(1), &[old]);
+        assert_eq!(s.running, 0);
+        assert_eq!(s.lines[0].text(), "1/1: new");
+    }
+}

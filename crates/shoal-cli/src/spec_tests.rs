@@ -1,0 +1,300 @@
+use clap::Parser;
+use shoal_types::{Protocol, PublishMode};
+
+use super::*;
+use crate::service::ServiceCmd;
+use crate::{Cli, Command};
+
+fn create_args(args: &[&str]) -> CreateArgs {
+    let argv = ["shoal", "service", "create"].iter().chain(args);
+    match Cli::try_parse_from(argv).map(|c| c.command) {
+        Ok(Command::Service(ServiceCmd::Create(a))) => a,
+        Ok(other) => panic!("parsed as {other:?}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn create(args: &[&str]) -> Result<ServiceSpec> {
+    build_spec(&create_args(args))
+}
+
+fn update_args(args: &[&str]) -> UpdateArgs {
+    let argv = ["shoal", "service", "update"].iter().chain(args);
+    match Cli::try_parse_from(argv).map(|c| c.command) {
+        Ok(Command::Service(ServiceCmd::Update(a))) => a,
+        Ok(other) => panic!("parsed as {other:?}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn defaults_are_dockers() {
+    let spec = create(&["--name", "vote", "sleep", "100"]).unwrap();
+    assert_eq!(spec.name, "vote");
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 1 });
+    let cs = &spec.task_template.container_spec;
+    assert_eq!(cs.command, ["sleep", "100"]);
+    assert_eq!(cs.stop_grace_period_ms, 10_000);
+    assert_eq!(cs.dir, None);
+    assert_eq!(
+        spec.task_template.restart_policy,
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 5_000,
+            max_attempts: 0
+        }
+    );
+    assert_eq!(
+        spec.endpoint_spec,
+        EndpointSpec {
+            mode: EndpointMode::Vip,
+            ports: vec![],
+            dns_ttl: None
+        }
+    );
+    assert!(spec.labels.is_empty() && spec.task_template.networks.is_empty());
+    let a = create_args(&["sleep", "1"]);
+    assert!(!a.detach);
+    assert_eq!(timeout(&a.timeout).unwrap(), Duration::from_secs(60));
+}
+
+#[test]
+fn every_flag() {
+    let spec = create(&[
+        "--name",
+        "vote",
+        "--replicas",
+        "3",
+        "-e",
+        "A=1",
+        "--env",
+        "B=x=y",
+        "-w",
+        "/srv",
+        "--network",
+        "front",
+        "--network",
+        "name=back,alias=api,alias=v",
+        "--endpoint-mode",
+        "dnsrr",
+        "--dns-ttl",
+        "5",
+        "-p",
+        "8080:80",
+        "--publish",
+        "published=53,target=53,protocol=udp,mode=host",
+        "--constraint",
+        "node.role==worker",
+        "--restart-condition",
+        "on-failure",
+        "--restart-delay",
+        "1m30s",
+        "--restart-max-attempts",
+        "4",
+        "--stop-grace-period",
+        "500ms",
+        "--label",
+        "tier=front",
+        "-d",
+        "shoal",
+        "demo",
+        "vote",
+        "--listen",
+        "0.0.0.0:80",
+    ])
+    .unwrap();
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+    let cs = &spec.task_template.container_spec;
+    assert_eq!(
+        cs.command,
+        ["shoal", "demo", "vote", "--listen", "0.0.0.0:80"]
+    );
+    assert_eq!(cs.env, ["A=1", "B=x=y"]);
+    assert_eq!(cs.dir.as_deref(), Some("/srv"));
+    assert_eq!(cs.stop_grace_period_ms, 500);
+    let nets = &spec.task_template.networks;
+    assert_eq!(
+        nets[0],
+        NetworkAttachment {
+            target: "front".into(),
+            aliases: vec![]
+        }
+    );
+    assert_eq!(
+        nets[1],
+        NetworkAttachment {
+            target: "back".into(),
+            aliases: vec!["api".into(), "v".into()]
+        }
+    );
+    assert_eq!(
+        (spec.endpoint_spec.mode, spec.endpoint_spec.dns_ttl),
+        (EndpointMode::Dnsrr, Some(5))
+    );
+    let ports = &spec.endpoint_spec.ports;
+    assert_eq!(
+        (ports[0].published_port, ports[0].target_port),
+        (Some(8080), 80)
+    );
+    assert_eq!(
+        (ports[1].protocol, ports[1].publish_mode),
+        (Protocol::Udp, PublishMode::Host)
+    );
+    assert_eq!(
+        spec.task_template.placement.constraints[0].to_string(),
+        "node.role==worker"
+    );
+    let rp = &spec.task_template.restart_policy;
+    assert_eq!(
+        (rp.condition, rp.delay_ms, rp.max_attempts),
+        (RestartCondition::OnFailure, 90_000, 4)
+    );
+    assert_eq!(spec.labels.get("tier").map(String::as_str), Some("front"));
+}
+
+#[test]
+fn global_mode() {
+    let spec = create(&["--name", "agent", "--mode", "global", "sleep", "1"]).unwrap();
+    assert_eq!(spec.mode, ServiceMode::Global {});
+    assert_eq!(
+        create(&["--mode", "global", "--replicas", "2", "sleep", "1"])
+            .unwrap_err()
+            .to_string(),
+        "replicas can only be used with replicated mode"
+    );
+}
+
+#[test]
+fn flags_after_the_command_belong_to_it() {
+    let spec = create(&["--name", "web", "sh", "-c", "echo hi", "--replicas", "3"]).unwrap();
+    assert_eq!(
+        spec.task_template.container_spec.command,
+        ["sh", "-c", "echo hi", "--replicas", "3"]
+    );
+    assert_eq!(spec.replicas(), Some(1));
+}
+
+#[test]
+fn a_name_is_made_when_none_is_given() {
+    let spec = create(&["/usr/bin/sleep", "1"]).unwrap();
+    assert!(
+        spec.name.starts_with("sleep-") && spec.name.len() == "sleep-".len() + 6,
+        "{}",
+        spec.name
+    );
+}
+
+#[test]
+fn bad_values_say_what_to_do() {
+    let err = |args: &[&str]| create(args).unwrap_err().to_string();
+    assert_eq!(
+        err(&["-e", "NOVALUE", "sleep", "1"]),
+        "invalid env \"NOVALUE\": expected KEY=VALUE"
+    );
+    assert_eq!(
+        err(&["--label", "x", "sleep", "1"]),
+        "invalid label \"x\": expected KEY=VALUE"
+    );
+    assert!(err(&["-p", "0:80", "sleep", "1"]).starts_with("invalid publish \"0:80\""));
+    assert!(
+        err(&["--constraint", "node.colour==red", "sleep", "1"]).starts_with("invalid constraint")
+    );
+    assert!(err(&["--restart-delay", "5x", "sleep", "1"]).starts_with("invalid --restart-delay: "));
+    assert!(
+        err(&["--stop-grace-period", "soon", "sleep", "1"])
+            .starts_with("invalid --stop-grace-period: ")
+    );
+    assert!(err(&["--network", "alias=x", "sleep", "1"]).contains("name=NAME is required"));
+    assert!(err(&["--name", "-bad", "sleep", "1"]).starts_with("invalid service name"));
+    assert!(err(&["-p", "80:80", "-p", "80:81", "sleep", "1"]).contains("given twice"));
+    // Usage errors are clap's.
+    assert!(Cli::try_parse_from(["shoal", "service", "create", "--name", "x"]).is_err());
+    assert!(
+        Cli::try_parse_from([
+            "shoal",
+            "service",
+            "create",
+            "--endpoint-mode",
+            "lb",
+            "sleep"
+        ])
+        .is_err()
+    );
+    assert!(Cli::try_parse_from(["shoal", "service", "create", "--mode", "job", "sleep"]).is_err());
+}
+
+#[test]
+fn updates() {
+    let base = create(&[
+        "--name", "vote", "-e", "A=1", "-e", "B=2", "-p", "8080:80", "prog", "--old",
+    ])
+    .unwrap();
+    let spec = apply_update(
+        base.clone(),
+        &update_args(&[
+            "--replicas",
+            "4",
+            "--env-add",
+            "A=9",
+            "--env-add",
+            "C=3",
+            "--env-rm",
+            "B",
+            "--args",
+            "--new 'two words'",
+            "--publish-add",
+            "9090:90",
+            "--publish-rm",
+            "80",
+            "--label-add",
+            "k=v",
+            "--constraint-add",
+            "node.hostname==node2",
+            "vote",
+        ]),
+    )
+    .unwrap();
+    assert_eq!(spec.replicas(), Some(4));
+    let cs = &spec.task_template.container_spec;
+    assert_eq!(cs.env, ["A=9", "C=3"]);
+    assert_eq!(cs.command, ["prog", "--new", "two words"]);
+    assert_eq!(spec.endpoint_spec.ports.len(), 1);
+    assert_eq!(spec.endpoint_spec.ports[0].target_port, 90);
+    assert_eq!(spec.labels.get("k").map(String::as_str), Some("v"));
+    assert_eq!(spec.task_template.placement.constraints.len(), 1);
+
+    let spec = apply_update(
+        base.clone(),
+        &update_args(&["--command", "sleep 5", "vote"]),
+    )
+    .unwrap();
+    assert_eq!(spec.task_template.container_spec.command, ["sleep", "5"]);
+    assert_eq!(
+        apply_update(base.clone(), &update_args(&["vote"])).unwrap(),
+        base
+    );
+    let err =
+        apply_update(base.clone(), &update_args(&["--publish-rm", "81", "vote"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no published port with target 81/tcp to remove"
+    );
+
+    let mut global = base;
+    global.mode = ServiceMode::Global {};
+    let err = apply_update(global, &update_args(&["--replicas", "2", "vote"])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "replicas can only be used with replicated mode"
+    );
+}
+
+#[test]
+fn words() {
+    assert_eq!(
+        split_words(r#"a "b c" 'd e' f\ g"#).unwrap(),
+        ["a", "b c", "d e", "f g"]
+    );
+    assert_eq!(split_words("").unwrap(), Vec::<String>::new());
+    assert!(split_words("'open").is_err());
+}

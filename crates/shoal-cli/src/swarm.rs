@@ -1,0 +1,229 @@
+//! Swarm membership: `init`, `join`, `join-token`, `leave`, printed as `docker swarm` does.
+
+use anyhow::{Result, bail};
+use clap::Args;
+use shoal_api::{Client, InitRequest, JoinRequest};
+use shoal_types::NodeRole;
+
+/// The port managers listen on for joining nodes when `HOST:PORT` leaves it out.
+const CLUSTER_PORT: u16 = 2377;
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Address other nodes reach this node at (an IP, or IP:PORT).
+    #[arg(long, value_name = "IP")]
+    pub advertise_addr: Option<String>,
+    /// Address the cluster listener binds (IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub listen_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The token from `shoal join-token worker|manager` on a manager.
+    #[arg(long)]
+    pub token: String,
+    /// Address other nodes reach this node at.
+    #[arg(long, value_name = "IP")]
+    pub advertise_addr: Option<String>,
+    /// A manager's address (HOST:PORT; the port defaults to 2377).
+    #[arg(value_name = "HOST:PORT")]
+    pub remote: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Only print the token.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// worker or manager.
+    #[arg(value_parser = parse_role)]
+    pub role: NodeRole,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// Leave even if this is a manager (the swarm may lose its quorum).
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+fn parse_role(s: &str) -> Result<NodeRole, String> {
+    s.parse()
+        .map_err(|_| format!("invalid role {s:?}: expected worker or manager"))
+}
+
+pub async fn init(client: &Client, args: InitArgs) -> Result<()> {
+    let req = InitRequest {
+        advertise_addr: args.advertise_addr,
+        listen_addr: args.listen_addr,
+        heartbeat_period_ms: None,
+    };
+    let resp = client.init(&req).await?;
+    print!(
+        "{}",
+        init_message(&resp.node_id, &resp.worker_token, &resp.manager_addr)
+    );
+    Ok(())
+}
+
+fn init_message(node_id: &str, worker_token: &str, manager_addr: &str) -> String {
+    format!(
+        "Swarm initialized: current node ({node_id}) is now a manager.\n\n\
+         To add a worker to this swarm, run the following command:\n\n    \
+         shoal join --token {worker_token} {manager_addr}\n\n\
+         To add a manager to this swarm, run 'shoal join-token manager' and follow the instructions.\n\n"
+    )
+}
+
+pub async fn join(client: &Client, args: JoinArgs) -> Result<()> {
+    validate_token(&args.token)?;
+    let remote_addr = with_default_port(&args.remote)?;
+    let req = JoinRequest {
+        token: args.token,
+        remote_addr,
+        advertise_addr: args.advertise_addr,
+    };
+    let resp = client.join(&req).await?;
+    println!("This node joined a swarm as a {}.", resp.role);
+    Ok(())
+}
+
+pub async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
+    let t = client.join_token(args.role).await?;
+    if args.quiet {
+        println!("{}", t.token);
+    } else {
+        println!(
+            "To add a {} to this swarm, run the following command:\n\n    shoal join --token {} {}\n",
+            args.role, t.token, t.manager_addr
+        );
+    }
+    Ok(())
+}
+
+pub async fn leave(client: &Client, args: LeaveArgs) -> Result<()> {
+    client.leave(args.force).await?;
+    println!("Node left the swarm.");
+    Ok(())
+}
+
+/// Checks a join token's shape before asking the manager: `SHTKN-1-<24 hex>-<25 [a-z0-9]>`.
+/// Whether it is a worker or manager token only the manager knows (from the secret).
+pub fn validate_token(token: &str) -> Result<()> {
+    const EXPECTED: &str = "expected SHTKN-1-<24 hex digits>-<25 lowercase letters or digits>; \
+                            print one with `shoal join-token worker` on a manager";
+    let parts: Vec<&str> = token.trim().split('-').collect();
+    let why = match parts.as_slice() {
+        ["SHTKN", version, cluster, secret] => {
+            if *version != "1" {
+                Some(format!("unsupported version {version:?}"))
+            } else if cluster.len() != 24
+                || !cluster
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            {
+                Some("the cluster id is not 24 lowercase hex digits".to_string())
+            } else if secret.len() != 25
+                || !secret
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            {
+                Some("the secret is not 25 lowercase letters or digits".to_string())
+            } else {
+                None
+            }
+        }
+        _ if !token.starts_with("SHTKN-") => Some("it does not start with SHTKN-".to_string()),
+        _ => Some("it does not have four parts separated by '-'".to_string()),
+    };
+    match why {
+        Some(why) => bail!("invalid join token ({why}): {EXPECTED}"),
+        None => Ok(()),
+    }
+}
+
+/// `10.0.0.1` -> `10.0.0.1:2377`; `[::1]` -> `[::1]:2377`; a port given is checked.
+fn with_default_port(remote: &str) -> Result<String> {
+    let has_port = match remote.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && (!host.contains(':') || host.ends_with(']')) => {
+            if port.parse::<u16>().is_err() {
+                bail!(
+                    "invalid manager address {remote:?}: expected HOST:PORT, e.g. 10.0.0.1:{CLUSTER_PORT}"
+                );
+            }
+            true
+        }
+        _ => false,
+    };
+    if remote.is_empty() {
+        bail!("a manager address is required: shoal join --token TOKEN HOST:PORT");
+    }
+    Ok(if has_port {
+        remote.to_string()
+    } else {
+        format!("{remote}:{CLUSTER_PORT}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    const GOOD: &str = "SHTKN-1-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx9";
+
+    #[test]
+    fn tokens() {
+        assert!(validate_token(GOOD).is_ok());
+        let err = |t: &str| validate_token(t).unwrap_err().to_string();
+        assert_eq!(
+            err("SWMTKN-1-abc"),
+            "invalid join token (it does not start with SHTKN-): expected SHTKN-1-<24 hex digits>-<25 lowercase \
+             letters or digits>; print one with `shoal join-token worker` on a manager"
+        );
+        assert!(
+            err("SHTKN-2-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx9")
+                .contains("unsupported version \"2\"")
+        );
+        assert!(
+            err("SHTKN-1-0123456789ABCDEF01234567-abcdefghijklmnopqrstuvwx9")
+                .contains("cluster id")
+        );
+        assert!(
+            err("SHTKN-1-0123456789abcdef0123456-abcdefghijklmnopqrstuvwx9").contains("cluster id")
+        );
+        assert!(
+            err("SHTKN-1-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx").contains("secret")
+        );
+        assert!(
+            err("SHTKN-1-0123456789abcdef01234567-Abcdefghijklmnopqrstuvwx9").contains("secret")
+        );
+        assert!(err("SHTKN-1-0123456789abcdef01234567").contains("four parts"));
+    }
+
+    #[test]
+    fn remote_addresses() {
+        assert_eq!(with_default_port("10.0.0.1").unwrap(), "10.0.0.1:2377");
+        assert_eq!(with_default_port("10.0.0.1:4000").unwrap(), "10.0.0.1:4000");
+        assert_eq!(with_default_port("[::1]:4000").unwrap(), "[::1]:4000");
+        assert_eq!(with_default_port("node1").unwrap(), "node1:2377");
+        assert!(with_default_port("10.0.0.1:x").is_err());
+    }
+
+    #[test]
+    fn init_prints_like_docker() {
+        expect![[r#"
+            Swarm initialized: current node (n1) is now a manager.
+
+            To add a worker to this swarm, run the following command:
+
+                shoal join --token TKN 10.0.0.1:2377
+
+            To add a manager to this swarm, run 'shoal join-token manager' and follow the instructions.
+
+        "#]]
+        .assert_eq(&init_message("n1", "TKN", "10.0.0.1:2377"));
+    }
+}
