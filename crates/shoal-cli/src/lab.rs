@@ -1,16 +1,16 @@
-//! `shoal lab` (a cluster in network namespaces on this machine) and `shoal demo` (the demo
-//! apps). The clap surface is here; the handlers are stubs until they are wired to shoal-lab
-//! and the demo apps.
+//! `shoal lab`: a cluster in network namespaces on this machine (see shoal-lab).
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCmd {
     /// Build a cluster on this machine: one network namespace and daemon per node.
     Up(LabUpArgs),
-    /// Tear the lab down.
-    Down,
+    /// Tear the lab down: processes, namespaces, links, state.
+    Down(LabNameArg),
     /// List the lab's nodes.
     Ls,
     /// Run a command on a lab node: shoal lab exec node2 -- shoal node ls.
@@ -25,10 +25,26 @@ pub struct LabUpArgs {
     /// Number of managers among them.
     #[arg(long, default_value_t = 1)]
     pub managers: u32,
+    /// The lab's name (several labs can run side by side).
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+    /// How often agents send heartbeats; a node is Down after three missed ones.
+    #[arg(long, default_value = "1s")]
+    pub heartbeat_period: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LabNameArg {
+    /// The lab's name.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
 pub struct LabExecArgs {
+    /// The lab's name.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
     /// The node: node1, node2, ...
     pub node: String,
     #[arg(
@@ -40,46 +56,63 @@ pub struct LabExecArgs {
     pub command: Vec<String>,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum DemoCmd {
-    /// The voting app's web front end.
-    Vote(DemoVoteArgs),
-    /// A client that calls a service in a loop and reports which tasks answered.
-    Client(DemoClientArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct DemoVoteArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:80")]
-    pub listen: String,
-}
-
-#[derive(Debug, Args)]
-pub struct DemoClientArgs {
-    /// URL to call.
-    pub url: String,
-    /// Number of requests.
-    #[arg(short = 'n', long, default_value_t = 10)]
-    pub requests: u32,
-}
-
 pub async fn lab(cmd: LabCmd) -> Result<i32> {
     match cmd {
-        LabCmd::Up(_) => not_built("lab up"),
-        LabCmd::Down => not_built("lab down"),
-        LabCmd::Ls => not_built("lab ls"),
-        LabCmd::Exec(_) => not_built("lab exec"),
+        LabCmd::Up(args) => up(args).await,
+        LabCmd::Down(args) => {
+            shoal_lab::down(&args.name).await?;
+            println!("lab {} removed", args.name);
+            Ok(0)
+        }
+        LabCmd::Ls => {
+            let labs = shoal_lab::list();
+            println!("{:<16} {:<10} {:<8} {:<16}", "NAME", "STATUS", "NODES", "SUBNET");
+            for l in labs {
+                println!("{:<16} {:<10} {:<8} {:<16}", l.name, format!("{:?}", l.status).to_lowercase(), l.nodes.len(), l.subnet_cidr());
+            }
+            Ok(0)
+        }
+        LabCmd::Exec(args) => {
+            let node = shoal_lab::parse_node(&args.node)
+                .ok_or_else(|| anyhow::anyhow!("invalid node {:?}: expected node1, node2, ... or a number", args.node))?;
+            let status = shoal_lab::exec(&args.name, node, &args.command)?.status()?;
+            Ok(status.code().unwrap_or(1))
+        }
     }
 }
 
-pub async fn demo(cmd: DemoCmd) -> Result<i32> {
-    match cmd {
-        DemoCmd::Vote(_) => not_built("demo vote"),
-        DemoCmd::Client(_) => not_built("demo client"),
+/// The daemon binary: `$SHOALD_BIN`, else `shoald` next to this `shoal`, else from PATH.
+fn shoald_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHOALD_BIN") {
+        return PathBuf::from(p);
     }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("shoald")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("shoald"))
 }
 
-fn not_built(what: &str) -> Result<i32> {
-    bail!("`shoal {what}` is not built yet")
+async fn up(args: LabUpArgs) -> Result<i32> {
+    let shoal_bin = std::env::current_exe().context("failed to find the shoal binary")?;
+    let spec = shoal_lab::LabSpec {
+        name: args.name.clone(),
+        nodes: args.nodes,
+        managers: args.managers,
+        shoal_bin,
+        shoald_bin: shoald_bin(),
+        shoald_args: vec![
+            "--extra-hosts".into(),
+            shoal_lab::hosts_path(&args.name).display().to_string(),
+            "--heartbeat-period".into(),
+            args.heartbeat_period.clone(),
+        ],
+    };
+    let lab = shoal_lab::up(&spec).await?;
+    println!("lab {} is up: {} nodes on {}", lab.name, lab.nodes.len(), lab.subnet_cidr());
+    for n in &lab.nodes {
+        println!("  {:<8} {:<15} {:<8} SHOAL_HOST=unix://{}", n.name, n.addr, format!("{:?}", n.role).to_lowercase(), n.socket.display());
+    }
+    println!("run commands on a node with: shoal lab exec --name {} node1 -- shoal node ls", lab.name);
+    Ok(0)
 }

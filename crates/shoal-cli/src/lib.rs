@@ -8,12 +8,13 @@
 //! - `service`: `service ...`; `spec` builds a `ServiceSpec` from flags; `list` makes the
 //!   rows of `service ls|ps`; `progress` shows convergence.
 //! - `format`: the `--format` template evaluator; `table`: docker-style tables.
-//! - `exec`: `shoal exec`; `lab`: `lab ...` and `demo ...` (stubs for now).
+//! - `exec`: `shoal exec`; `lab`: `lab ...`; `demo`: the demo apps.
 //!
 //! Errors print as `Error: <message>` on stderr with exit code 1; usage errors are clap's
 //! (exit code 2).
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod exec;
 pub mod format;
 pub mod lab;
@@ -73,7 +74,7 @@ pub enum Command {
     Lab(lab::LabCmd),
     /// The demo apps.
     #[command(subcommand)]
-    Demo(lab::DemoCmd),
+    Demo(demo::DemoCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,7 +147,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Service(cmd) => ok(service::run(&client()?, cmd).await),
         Command::Exec(a) => exec::run(&client()?, a).await,
         Command::Lab(cmd) => lab::lab(cmd).await,
-        Command::Demo(cmd) => lab::demo(cmd).await,
+        Command::Demo(cmd) => demo::demo(cmd).await,
     }
 }
 

@@ -74,8 +74,7 @@ fn services_spread_scale_restart_exec_logs() {
     assert_eq!(host.trim(), &id[..12]);
 
     // A killed task process is replaced by a new task.
-    let pid = lab.ok(1, &["service", "ps", "--format", "{{.ID}} {{.Status.PID}}", "web"]);
-    let pid = pid.lines().find(|l| l.starts_with(id)).and_then(|l| l.split(' ').nth(1)).unwrap().to_string();
+    let pid = lab.task_json(id)["Status"]["PID"].as_u64().expect("a running task has a PID").to_string();
     std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
     wait_for("a replacement for the killed task", SLOW, || {
         let t = lab.running_tasks("web");

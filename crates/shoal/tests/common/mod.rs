@@ -76,13 +76,28 @@ impl Lab {
         })
     }
 
-    /// `{{.Field}}` of every task of a service that is meant to run, one per line.
+    /// `NODE ID` of every task of a service that is meant to run and runs.
     pub fn running_tasks(&self, service: &str) -> Vec<String> {
-        let out = self.ok(1, &["service", "ps", "--format", "{{.DesiredState}} {{.Status.State}} {{.NodeHostname}} {{.ID}}", service]);
+        let format = "{{.DesiredState}}|{{.CurrentState}}|{{.Node}}|{{.ID}}";
+        let out = self.ok(1, &["service", "ps", "--no-trunc", "--format", format, service]);
         out.lines()
-            .filter(|l| l.starts_with("running running "))
-            .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                (f.len() == 4 && f[0] == "Running" && f[1].starts_with("Running")).then(|| format!("{} {}", f[2], f[3]))
+            })
             .collect()
+    }
+
+    /// A task as the API returns it (`GET /v1/tasks/{key}`), for fields the CLI's tables
+    /// do not show, such as `.Status.PID`.
+    pub fn task_json(&self, key: &str) -> serde_json::Value {
+        let sock = self.socket(1).trim_start_matches("unix://").to_string();
+        let out = Command::new("curl")
+            .args(["-sf", "--unix-socket", &sock, &format!("http://shoal/v1/tasks/{key}")])
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "GET /v1/tasks/{key} failed: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("task JSON")
     }
 }
 

@@ -1,0 +1,4 @@
+//! `shoal`: the CLI.
+fn main() {
+    shoal_cli::main()
+}
