@@ -99,7 +99,7 @@ fn services_spread_scale_restart_exec_logs() {
 
 #[test]
 fn drain_node_failure_and_manager_restart() {
-    let mut lab = Lab::up("fail", 3, 1);
+    let lab = Lab::up("fail", 3, 1);
     lab.ok(1, &["service", "create", "--name", "web", "--replicas", "3", "-d", "sleep", "100000"]);
     wait_for("3 running", SLOW, || match lab.running_tasks("web").len() {
         3 => Ok(()),
@@ -132,15 +132,16 @@ fn drain_node_failure_and_manager_restart() {
     wait_for("node1's shoald to exit", SLOW, || {
         if std::path::Path::new(&format!("/proc/{pid}")).exists() { Err("running".into()) } else { Ok(()) }
     });
+    // Started through `lab exec`, so it runs in node1's namespace and the lab's cgroup,
+    // and `lab down` ends it and its tasks.
     let log = std::fs::File::create(lab.dir().join("node1/shoald-restart.log")).unwrap();
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.netns(1)])
+    std::process::Command::new(SHOAL)
+        .args(["lab", "exec", "--name", &lab.name, "node1", "--"])
         .args(&args)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .unwrap();
-    lab.extra_pids.push(child.id());
     let ls = wait_for("the restarted manager to serve web", SLOW, || {
         let out = lab.shoal(1, &["service", "ls"]);
         let s = text(&out.stdout);

@@ -13,15 +13,13 @@ pub const SHOALD: &str = env!("CARGO_BIN_EXE_shoald");
 pub struct Lab {
     pub name: String,
     pub nodes: u32,
-    /// Daemons a test restarted itself (outside the lab's own bookkeeping): ended on drop.
-    pub extra_pids: Vec<u32>,
 }
 
 impl Lab {
     /// `shoal lab up` with a name unique to this test run.
     pub fn up(test: &str, nodes: u32, managers: u32) -> Lab {
         let name = format!("t{}{}", std::process::id() % 100_000, test);
-        let lab = Lab { name: name.clone(), nodes, extra_pids: vec![] };
+        let lab = Lab { name: name.clone(), nodes };
         let out = Command::new(SHOAL)
             .args(["lab", "up", "--nodes", &nodes.to_string(), "--managers", &managers.to_string(), "--name", &name])
             .env("SHOALD_BIN", SHOALD)
@@ -103,9 +101,6 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for pid in &self.extra_pids {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        }
         let out = Command::new(SHOAL).args(["lab", "down", "--name", &self.name]).output();
         if let Ok(out) = out
             && !out.status.success()
