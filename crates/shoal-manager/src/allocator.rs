@@ -11,7 +11,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use shoal_types::network::FIRST_VNI;
 use shoal_types::state::VirtualIp;
-use shoal_types::{Attachment, ClusterState, Command, EndpointMode, Millis, PublishMode, Service, TaskState};
+use shoal_types::{
+    Attachment, ClusterState, Command, EndpointMode, Millis, PublishMode, Service, TaskState,
+};
 
 /// The pool overlay subnets come from when none is given (Swarm's default).
 pub const DEFAULT_POOL: &str = "10.0.0.0/8";
@@ -26,15 +28,27 @@ struct Pass<'a> {
 
 impl<'a> Pass<'a> {
     fn new(state: &'a ClusterState) -> Pass<'a> {
-        Pass { state, used: BTreeMap::new(), cursor: BTreeMap::new() }
+        Pass {
+            state,
+            used: BTreeMap::new(),
+            cursor: BTreeMap::new(),
+        }
     }
 
     /// The next free address on a network, or None when it is full.
     fn next(&mut self, network_id: &str) -> Option<Ipv4Net> {
         let net = self.state.networks.get(network_id)?;
-        let used = self.used.entry(network_id.to_string()).or_insert_with(|| self.state.addresses_in_use(network_id));
-        let start = *self.cursor.entry(network_id.to_string()).or_insert(net.next_host);
-        let size = 1u32.checked_shl(32 - u32::from(net.ipam.subnet.prefix_len())).unwrap_or(0);
+        let used = self
+            .used
+            .entry(network_id.to_string())
+            .or_insert_with(|| self.state.addresses_in_use(network_id));
+        let start = *self
+            .cursor
+            .entry(network_id.to_string())
+            .or_insert(net.next_host);
+        let size = 1u32
+            .checked_shl(32 - u32::from(net.ipam.subnet.prefix_len()))
+            .unwrap_or(0);
         let base = u32::from(net.ipam.subnet.network());
         for i in 0..size {
             let offset = (start + i) % size;
@@ -52,9 +66,19 @@ impl<'a> Pass<'a> {
 /// The networks a service's tasks join: its own, plus ingress when it publishes a port in
 /// ingress mode. With the aliases each network gives the service.
 pub fn service_networks(state: &ClusterState, service: &Service) -> Vec<(String, Vec<String>)> {
-    let mut nets: Vec<(String, Vec<String>)> =
-        service.spec.task_template.networks.iter().map(|a| (a.target.clone(), a.aliases.clone())).collect();
-    let ingress_ports = service.spec.endpoint_spec.ports.iter().any(|p| p.publish_mode == PublishMode::Ingress);
+    let mut nets: Vec<(String, Vec<String>)> = service
+        .spec
+        .task_template
+        .networks
+        .iter()
+        .map(|a| (a.target.clone(), a.aliases.clone()))
+        .collect();
+    let ingress_ports = service
+        .spec
+        .endpoint_spec
+        .ports
+        .iter()
+        .any(|p| p.publish_mode == PublishMode::Ingress);
     if ingress_ports && let Some(ing) = state.ingress() {
         nets.push((ing.id.clone(), vec![]));
     }
@@ -66,29 +90,52 @@ pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
     let mut cmds = Vec::new();
     for service in state.services.values() {
         let wanted: Vec<String> = match service.spec.endpoint_spec.mode {
-            EndpointMode::Vip => service_networks(state, service).into_iter().map(|(id, _)| id).collect(),
+            EndpointMode::Vip => service_networks(state, service)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
             EndpointMode::Dnsrr => vec![],
         };
         let current = &service.endpoint.virtual_ips;
-        let mut vips: Vec<VirtualIp> = current.iter().filter(|v| wanted.contains(&v.network_id)).cloned().collect();
+        let mut vips: Vec<VirtualIp> = current
+            .iter()
+            .filter(|v| wanted.contains(&v.network_id))
+            .cloned()
+            .collect();
         for net in &wanted {
             if !vips.iter().any(|v| &v.network_id == net)
                 && let Some(addr) = pass.next(net)
             {
-                vips.push(VirtualIp { network_id: net.clone(), addr });
+                vips.push(VirtualIp {
+                    network_id: net.clone(),
+                    addr,
+                });
             }
         }
         if &vips != current {
-            cmds.push(Command::SetVips { service_id: service.id.clone(), vips });
+            cmds.push(Command::SetVips {
+                service_id: service.id.clone(),
+                vips,
+            });
         }
     }
     let mut allocations = Vec::new();
-    for task in state.tasks.values().filter(|t| t.status.state == TaskState::New && t.desired_state == TaskState::Running) {
-        let Some(service) = state.services.get(&task.service_id) else { continue };
+    for task in state
+        .tasks
+        .values()
+        .filter(|t| t.status.state == TaskState::New && t.desired_state == TaskState::Running)
+    {
+        let Some(service) = state.services.get(&task.service_id) else {
+            continue;
+        };
         let mut attachments = Vec::new();
         for (network_id, aliases) in service_networks(state, service) {
             match pass.next(&network_id) {
-                Some(addr) => attachments.push(Attachment { network_id, addr, aliases }),
+                Some(addr) => attachments.push(Attachment {
+                    network_id,
+                    addr,
+                    aliases,
+                }),
                 // A full network: the task stays New until an address frees up.
                 None => break,
             }
@@ -98,7 +145,10 @@ pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
         }
     }
     if !allocations.is_empty() {
-        cmds.push(Command::AllocateTasks { allocations, at: now });
+        cmds.push(Command::AllocateTasks {
+            allocations,
+            at: now,
+        });
     }
     cmds
 }
@@ -106,14 +156,28 @@ pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
 /// The lowest VXLAN id no network uses.
 pub fn next_vni(state: &ClusterState) -> u32 {
     let used: BTreeSet<u32> = state.networks.values().map(|n| n.vni).collect();
-    (FIRST_VNI..).find(|v| !used.contains(v)).unwrap_or(FIRST_VNI)
+    (FIRST_VNI..)
+        .find(|v| !used.contains(v))
+        .unwrap_or(FIRST_VNI)
 }
 
 /// The first `/len` subnet of `pool` that overlaps no existing network and nothing in
 /// `avoid` (the host's own addresses, routes and resolvers, read by the caller).
-pub fn choose_subnet(state: &ClusterState, pool: Ipv4Net, len: u8, avoid: &[Ipv4Net]) -> Option<Ipv4Net> {
-    let taken: Vec<Ipv4Net> = state.networks.values().map(|n| n.ipam.subnet).chain(avoid.iter().copied()).collect();
-    pool.subnets(len).ok()?.find(|candidate| taken.iter().all(|t| !overlaps(*t, *candidate)))
+pub fn choose_subnet(
+    state: &ClusterState,
+    pool: Ipv4Net,
+    len: u8,
+    avoid: &[Ipv4Net],
+) -> Option<Ipv4Net> {
+    let taken: Vec<Ipv4Net> = state
+        .networks
+        .values()
+        .map(|n| n.ipam.subnet)
+        .chain(avoid.iter().copied())
+        .collect();
+    pool.subnets(len)
+        .ok()?
+        .find(|candidate| taken.iter().all(|t| !overlaps(*t, *candidate)))
 }
 
 pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {

@@ -7,7 +7,12 @@ use shoal_types::{ClusterState, NodeState, Task};
 /// The tasks an agent is responsible for: every task assigned to it that still exists.
 /// The agent starts those desired Running and stops the others.
 pub fn assignments(state: &ClusterState, node_id: &str) -> Vec<Task> {
-    state.tasks.values().filter(|t| t.node_id.as_deref() == Some(node_id)).cloned().collect()
+    state
+        .tasks
+        .values()
+        .filter(|t| t.node_id.as_deref() == Some(node_id))
+        .cloned()
+        .collect()
 }
 
 /// Heartbeat bookkeeping on the leader. Times are milliseconds from any monotonic origin.
@@ -61,8 +66,13 @@ mod tests {
         assert!(hb.expired(&st, 3_000, 1_000).is_empty());
         hb.seen("n1", 4_500);
         assert_eq!(hb.expired(&st, 4_500, 1_000), ["n2"]);
-        st.apply(Command::SetNodeState { id: "n2".into(), state: NodeState::Down, message: String::new(), at: Millis(0) })
-            .unwrap();
+        st.apply(Command::SetNodeState {
+            id: "n2".into(),
+            state: NodeState::Down,
+            message: String::new(),
+            at: Millis(0),
+        })
+        .unwrap();
         // Already Down: not reported again.
         assert!(hb.expired(&st, 9_000, 1_000).iter().all(|n| n != "n2"));
     }
@@ -98,7 +108,12 @@ pub struct ConvergenceStats {
 
 impl Convergence {
     /// The table changed at `version`, touching these services.
-    pub fn table_changed(&mut self, version: u64, now: u64, services: impl IntoIterator<Item = String>) {
+    pub fn table_changed(
+        &mut self,
+        version: u64,
+        now: u64,
+        services: impl IntoIterator<Item = String>,
+    ) {
         self.pending.push_back((version, now));
         for s in services {
             self.service_changed.insert(s, version);
@@ -131,7 +146,9 @@ impl Convergence {
     }
 
     fn synced_everywhere(&self, version: u64, ready: &[String]) -> bool {
-        ready.iter().all(|n| self.synced.get(n).is_some_and(|v| *v >= version))
+        ready
+            .iter()
+            .all(|n| self.synced.get(n).is_some_and(|v| *v >= version))
     }
 
     /// Records the latency of every change that has now reached all `ready` nodes.
@@ -151,7 +168,10 @@ impl Convergence {
     /// (nodes that have the service's last change, Ready nodes).
     pub fn service_progress(&self, service_id: &str, ready: &[String]) -> (usize, usize) {
         let v = self.service_changed.get(service_id).copied().unwrap_or(0);
-        let done = ready.iter().filter(|n| self.synced.get(*n).is_some_and(|s| *s >= v)).count();
+        let done = ready
+            .iter()
+            .filter(|n| self.synced.get(*n).is_some_and(|s| *s >= v))
+            .count();
         (done, ready.len())
     }
 
@@ -161,8 +181,17 @@ impl Convergence {
             return ConvergenceStats::default();
         }
         v.sort_unstable();
-        let pct = |p: usize| v[((v.len() * p).div_ceil(100)).saturating_sub(1).min(v.len() - 1)];
-        ConvergenceStats { count: v.len(), p50_ms: pct(50), p99_ms: pct(99), max_ms: v[v.len() - 1] }
+        let pct = |p: usize| {
+            v[((v.len() * p).div_ceil(100))
+                .saturating_sub(1)
+                .min(v.len() - 1)]
+        };
+        ConvergenceStats {
+            count: v.len(),
+            p50_ms: pct(50),
+            p99_ms: pct(99),
+            max_ms: v[v.len() - 1],
+        }
     }
 
     pub fn reset_samples(&mut self) {
@@ -186,7 +215,15 @@ mod convergence_tests {
         assert_eq!(c.service_progress("svc", &ready), (1, 2));
         c.acked("a", 5);
         c.settle(1_030, &ready);
-        assert_eq!(c.stats(), ConvergenceStats { count: 1, p50_ms: 30, p99_ms: 30, max_ms: 30 });
+        assert_eq!(
+            c.stats(),
+            ConvergenceStats {
+                count: 1,
+                p50_ms: 30,
+                p99_ms: 30,
+                max_ms: 30
+            }
+        );
         assert_eq!(c.service_progress("svc", &ready), (2, 2));
     }
 

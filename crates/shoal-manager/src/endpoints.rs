@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use shoal_types::endpoint::{EndpointView, NetworkEndpoints, NetworkInfo, ServiceEndpoint, TaskEndpoint};
+use shoal_types::endpoint::{
+    EndpointView, NetworkEndpoints, NetworkInfo, ServiceEndpoint, TaskEndpoint,
+};
 use shoal_types::{ClusterState, Network, NodeState, TaskState};
 
 use crate::allocator::service_networks;
@@ -26,12 +28,28 @@ pub fn table(state: &ClusterState) -> BTreeMap<String, NetworkEndpoints> {
     let mut nets: BTreeMap<String, NetworkEndpoints> = state
         .networks
         .values()
-        .map(|n| (n.id.clone(), NetworkEndpoints { info: info(n), services: BTreeMap::new(), tasks: BTreeMap::new() }))
+        .map(|n| {
+            (
+                n.id.clone(),
+                NetworkEndpoints {
+                    info: info(n),
+                    services: BTreeMap::new(),
+                    tasks: BTreeMap::new(),
+                },
+            )
+        })
         .collect();
     for s in state.services.values() {
         for (net, aliases) in service_networks(state, s) {
-            let Some(entry) = nets.get_mut(&net) else { continue };
-            let vip = s.endpoint.virtual_ips.iter().find(|v| v.network_id == net).map(|v| v.addr);
+            let Some(entry) = nets.get_mut(&net) else {
+                continue;
+            };
+            let vip = s
+                .endpoint
+                .virtual_ips
+                .iter()
+                .find(|v| v.network_id == net)
+                .map(|v| v.addr);
             entry.services.insert(
                 s.id.clone(),
                 ServiceEndpoint {
@@ -50,11 +68,15 @@ pub fn table(state: &ClusterState) -> BTreeMap<String, NetworkEndpoints> {
         if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
             continue;
         }
-        let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else { continue };
+        let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else {
+            continue;
+        };
         if node.status.state != NodeState::Ready {
             continue;
         }
-        let Ok(vtep) = node.status.addr.parse::<Ipv4Addr>() else { continue };
+        let Ok(vtep) = node.status.addr.parse::<Ipv4Addr>() else {
+            continue;
+        };
         for a in &t.networks {
             if let Some(entry) = nets.get_mut(&a.network_id) {
                 entry.tasks.insert(
@@ -89,12 +111,53 @@ pub fn node_networks(state: &ClusterState, node_id: &str) -> Vec<String> {
 }
 
 /// One node's view, cut from the full table.
-pub fn node_view(state: &ClusterState, full: &BTreeMap<String, NetworkEndpoints>, node_id: &str) -> EndpointView {
+pub fn node_view(
+    state: &ClusterState,
+    full: &BTreeMap<String, NetworkEndpoints>,
+    node_id: &str,
+) -> EndpointView {
     let networks = node_networks(state, node_id)
         .into_iter()
         .filter_map(|id| full.get(&id).map(|n| (id, n.clone())))
         .collect();
-    EndpointView { version: state.version, networks }
+    EndpointView {
+        version: state.version,
+        networks,
+    }
+}
+
+/// Services whose endpoints differ between two tables (their VIP, ports, or tasks).
+pub fn changed_services(
+    old: &BTreeMap<String, NetworkEndpoints>,
+    new: &BTreeMap<String, NetworkEndpoints>,
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let empty = BTreeMap::new();
+    for id in old.keys().chain(new.keys()) {
+        let (o, n) = (old.get(id), new.get(id));
+        let (os, ns) = (
+            o.map_or(&empty, |x| &x.services),
+            n.map_or(&empty, |x| &x.services),
+        );
+        for sid in os.keys().chain(ns.keys()) {
+            if os.get(sid) != ns.get(sid) {
+                out.insert(sid.clone());
+            }
+        }
+        let no_tasks = BTreeMap::new();
+        let (ot, nt) = (
+            o.map_or(&no_tasks, |x| &x.tasks),
+            n.map_or(&no_tasks, |x| &x.tasks),
+        );
+        for tid in ot.keys().chain(nt.keys()) {
+            if ot.get(tid) != nt.get(tid)
+                && let Some(t) = nt.get(tid).or_else(|| ot.get(tid))
+            {
+                out.insert(t.service_id.clone());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -124,64 +187,77 @@ mod tests {
         for c in allocate(st, Millis(0)) {
             st.apply(c).unwrap();
         }
-        st.apply(Command::AssignTasks { assignments: vec![(id.into(), node.into())], at: Millis(0) }).unwrap();
+        st.apply(Command::AssignTasks {
+            assignments: vec![(id.into(), node.into())],
+            at: Millis(0),
+        })
+        .unwrap();
         let status = TaskStatus::new(TaskState::Running, Millis(1), "");
-        st.apply(Command::UpdateTaskStatus { id: id.into(), node_id: node.into(), status }).unwrap();
+        st.apply(Command::UpdateTaskStatus {
+            id: id.into(),
+            node_id: node.into(),
+            status,
+        })
+        .unwrap();
     }
 
     #[test]
     fn views_follow_tasks_and_deltas_rebuild_them() {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2"), ("n3", "node3")]);
-        st.apply(Command::CreateNetwork { network: network("net1", "overlay1", "10.0.0.0/24", 4096) }).unwrap();
-        st.apply(Command::CreateService { service: service("s1", spec_on("vote", 2, &["net1"])) }).unwrap();
+        st.apply(Command::CreateNetwork {
+            network: network("net1", "overlay1", "10.0.0.0/24", 4096),
+        })
+        .unwrap();
+        st.apply(Command::CreateService {
+            service: service("s1", spec_on("vote", 2, &["net1"])),
+        })
+        .unwrap();
         running_task(&mut st, "ta", "n1");
         running_task(&mut st, "tb", "n2");
         let full = table(&st);
         let v1 = node_view(&st, &full, "n1");
-        assert_eq!(v1.networks["net1"].tasks.len(), 2, "node1 sees both tasks of its network");
-        assert_eq!(v1.networks["net1"].services["s1"].vip.map(|v| v.to_string()).as_deref(), Some("10.0.0.2/24"));
-        assert!(node_view(&st, &full, "n3").networks.is_empty(), "node3 runs nothing on overlay1");
+        assert_eq!(
+            v1.networks["net1"].tasks.len(),
+            2,
+            "node1 sees both tasks of its network"
+        );
+        assert_eq!(
+            v1.networks["net1"].services["s1"]
+                .vip
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("10.0.0.2/24")
+        );
+        assert!(
+            node_view(&st, &full, "n3").networks.is_empty(),
+            "node3 runs nothing on overlay1"
+        );
 
         // A task on a node that goes down leaves the table.
-        st.apply(Command::SetNodeState { id: "n2".into(), state: NodeState::Down, message: String::new(), at: Millis(2) })
-            .unwrap();
+        st.apply(Command::SetNodeState {
+            id: "n2".into(),
+            state: NodeState::Down,
+            message: String::new(),
+            at: Millis(2),
+        })
+        .unwrap();
         let v2 = node_view(&st, &table(&st), "n1");
         let delta = v1.diff(&v2);
-        assert_eq!(delta.tasks_removed, [("net1".to_string(), "tb".to_string())]);
+        assert_eq!(
+            delta.tasks_removed,
+            [("net1".to_string(), "tb".to_string())]
+        );
         let mut agent = v1.clone();
         agent.apply(&delta).unwrap();
         assert_eq!(agent, v2);
-        assert!(agent.apply(&delta).is_err(), "a delta applies to its own base version only");
+        assert!(
+            agent.apply(&delta).is_err(),
+            "a delta applies to its own base version only"
+        );
         let mut fresh = EndpointView::default();
-        fresh.apply(&EndpointView::default().diff(&v2)).unwrap_or_else(|e| panic!("{e}"));
+        fresh
+            .apply(&EndpointView::default().diff(&v2))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fresh.networks, v2.networks);
     }
-}
-
-/// Services whose endpoints differ between two tables (their VIP, ports, or tasks).
-pub fn changed_services(
-    old: &BTreeMap<String, NetworkEndpoints>,
-    new: &BTreeMap<String, NetworkEndpoints>,
-) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    let empty = BTreeMap::new();
-    for id in old.keys().chain(new.keys()) {
-        let (o, n) = (old.get(id), new.get(id));
-        let (os, ns) = (o.map_or(&empty, |x| &x.services), n.map_or(&empty, |x| &x.services));
-        for sid in os.keys().chain(ns.keys()) {
-            if os.get(sid) != ns.get(sid) {
-                out.insert(sid.clone());
-            }
-        }
-        let no_tasks = BTreeMap::new();
-        let (ot, nt) = (o.map_or(&no_tasks, |x| &x.tasks), n.map_or(&no_tasks, |x| &x.tasks));
-        for tid in ot.keys().chain(nt.keys()) {
-            if ot.get(tid) != nt.get(tid)
-                && let Some(t) = nt.get(tid).or_else(|| ot.get(tid))
-            {
-                out.insert(t.service_id.clone());
-            }
-        }
-    }
-    out
 }

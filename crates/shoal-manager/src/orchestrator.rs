@@ -9,14 +9,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_types::{
-    ClusterState, Command, Millis, Node, NodeState, RestartCondition, Service, Task, TaskState, TaskStatus,
+    ClusterState, Command, Millis, Node, NodeState, RestartCondition, Service, Task, TaskState,
+    TaskStatus,
 };
 
 use crate::TASK_HISTORY_LIMIT;
 
 /// Returns the commands that move the state towards what the services ask for.
 /// `new_id` makes ids for new tasks (random in the daemon, predictable in tests).
-pub fn reconcile(state: &ClusterState, now: Millis, new_id: &mut dyn FnMut() -> String) -> Vec<Command> {
+pub fn reconcile(
+    state: &ClusterState,
+    now: Millis,
+    new_id: &mut dyn FnMut() -> String,
+) -> Vec<Command> {
     let mut out = Changes::default();
     for service in state.services.values() {
         let tasks: Vec<&Task> = state.tasks_of(&service.id).collect();
@@ -40,7 +45,11 @@ impl Changes {
     fn into_commands(self, now: Millis) -> Vec<Command> {
         let mut cmds = Vec::new();
         if !self.shutdown.is_empty() {
-            cmds.push(Command::SetDesiredState { tasks: self.shutdown.into_iter().collect(), state: TaskState::Shutdown, at: now });
+            cmds.push(Command::SetDesiredState {
+                tasks: self.shutdown.into_iter().collect(),
+                state: TaskState::Shutdown,
+                at: now,
+            });
         }
         if !self.create.is_empty() {
             cmds.push(Command::CreateTasks { tasks: self.create });
@@ -58,7 +67,9 @@ fn must_replace(state: &ClusterState, service: &Service, t: &Task) -> Option<&'s
         return Some("task ended");
     }
     if let Some(node_id) = &t.node_id {
-        let Some(node) = state.nodes.get(node_id) else { return Some("node removed") };
+        let Some(node) = state.nodes.get(node_id) else {
+            return Some("node removed");
+        };
         if node.status.state == NodeState::Down {
             return Some("node down");
         }
@@ -75,14 +86,23 @@ fn must_replace(state: &ClusterState, service: &Service, t: &Task) -> Option<&'s
 /// A node may keep running this service's tasks (not drained, constraints hold).
 fn keeps_tasks(service: &Service, node: &Node) -> bool {
     node.spec.availability != shoal_types::Availability::Drain
-        && service.spec.task_template.placement.constraints.iter().all(|c| c.matches(node))
+        && service
+            .spec
+            .task_template
+            .placement
+            .constraints
+            .iter()
+            .all(|c| c.matches(node))
 }
 
 /// Whether a new task may replace `last` (the newest task of a slot) now, per the
 /// restart policy. `ended` counts tasks of the slot that ended on their own.
 fn restart_allowed(service: &Service, last: Option<&Task>, ended: usize, now: Millis) -> bool {
     let Some(last) = last else { return true };
-    let on_its_own = matches!(last.status.state, TaskState::Complete | TaskState::Failed | TaskState::Rejected);
+    let on_its_own = matches!(
+        last.status.state,
+        TaskState::Complete | TaskState::Failed | TaskState::Rejected
+    );
     if !on_its_own {
         return true;
     }
@@ -118,7 +138,10 @@ fn new_task(service: &Service, slot: u64, node_id: Option<&str>, now: Millis, id
 }
 
 fn ended_on_its_own(t: &Task) -> bool {
-    matches!(t.status.state, TaskState::Complete | TaskState::Failed | TaskState::Rejected)
+    matches!(
+        t.status.state,
+        TaskState::Complete | TaskState::Failed | TaskState::Rejected
+    )
 }
 
 fn replicated(
@@ -137,7 +160,10 @@ fn replicated(
     for slot in 1..=replicas.max(by_slot.keys().max().copied().unwrap_or(0)) {
         let slot_tasks = by_slot.get(&slot).map(Vec::as_slice).unwrap_or(&[]);
         let mut live: Vec<&Task> = Vec::new();
-        for t in slot_tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+        for t in slot_tasks
+            .iter()
+            .filter(|t| t.desired_state <= TaskState::Running)
+        {
             if slot > replicas || must_replace(state, service, t).is_some() {
                 out.shutdown.insert(t.id.clone());
             } else {
@@ -155,7 +181,8 @@ fn replicated(
         let last = slot_tasks.iter().max_by_key(|t| t.created_at).copied();
         let ended = slot_tasks.iter().filter(|t| ended_on_its_own(t)).count();
         if restart_allowed(service, last, ended, now) {
-            out.create.push(new_task(service, slot, None, now, new_id()));
+            out.create
+                .push(new_task(service, slot, None, now, new_id()));
         }
     }
 }
@@ -170,9 +197,15 @@ fn global(
 ) {
     let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for t in tasks {
-        by_node.entry(t.node_id.as_deref().unwrap_or("")).or_default().push(t);
+        by_node
+            .entry(t.node_id.as_deref().unwrap_or(""))
+            .or_default()
+            .push(t);
     }
-    for t in tasks.iter().filter(|t| t.desired_state <= TaskState::Running) {
+    for t in tasks
+        .iter()
+        .filter(|t| t.desired_state <= TaskState::Running)
+    {
         if t.node_id.is_none() || must_replace(state, service, t).is_some() {
             out.shutdown.insert(t.id.clone());
         }
@@ -181,7 +214,10 @@ fn global(
         if !node.schedulable() || !keeps_tasks(service, node) {
             continue;
         }
-        let node_tasks = by_node.get(node.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let node_tasks = by_node
+            .get(node.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let has_live = node_tasks
             .iter()
             .any(|t| t.desired_state <= TaskState::Running && !out.shutdown.contains(&t.id));
@@ -191,7 +227,8 @@ fn global(
         let last = node_tasks.iter().max_by_key(|t| t.created_at).copied();
         let ended = node_tasks.iter().filter(|t| ended_on_its_own(t)).count();
         if restart_allowed(service, last, ended, now) {
-            out.create.push(new_task(service, 0, Some(&node.id), now, new_id()));
+            out.create
+                .push(new_task(service, 0, Some(&node.id), now, new_id()));
         }
     }
 }
@@ -200,7 +237,10 @@ fn global(
 fn collect_garbage(state: &ClusterState, out: &mut Changes) {
     let node_gone = |t: &Task| match t.node_id.as_deref() {
         None => true,
-        Some(n) => state.nodes.get(n).is_none_or(|n| n.status.state == NodeState::Down),
+        Some(n) => state
+            .nodes
+            .get(n)
+            .is_none_or(|n| n.status.state == NodeState::Down),
     };
     let mut history: BTreeMap<(&str, u64, &str), Vec<&Task>> = BTreeMap::new();
     for t in state.tasks.values() {
@@ -212,13 +252,21 @@ fn collect_garbage(state: &ClusterState, out: &mut Changes) {
             out.delete.push(t.id.clone());
             continue;
         }
-        let node = if t.slot == 0 { t.node_id.as_deref().unwrap_or("") } else { "" };
-        history.entry((t.service_id.as_str(), t.slot, node)).or_default().push(t);
+        let node = if t.slot == 0 {
+            t.node_id.as_deref().unwrap_or("")
+        } else {
+            ""
+        };
+        history
+            .entry((t.service_id.as_str(), t.slot, node))
+            .or_default()
+            .push(t);
     }
     for mut old in history.into_values() {
         if old.len() > TASK_HISTORY_LIMIT {
             old.sort_by_key(|t| std::cmp::Reverse(t.created_at));
-            out.delete.extend(old[TASK_HISTORY_LIMIT..].iter().map(|t| t.id.clone()));
+            out.delete
+                .extend(old[TASK_HISTORY_LIMIT..].iter().map(|t| t.id.clone()));
         }
     }
 }

@@ -39,13 +39,22 @@ pub fn schedule(state: &ClusterState) -> Plan {
     let mut pending = pending;
     pending.sort_by_key(|t| (t.created_at, t.service_id.clone(), t.slot));
     for task in pending {
-        let Some(service) = state.services.get(&task.service_id) else { continue };
+        let Some(service) = state.services.get(&task.service_id) else {
+            continue;
+        };
         let constraints = &service.spec.task_template.placement.constraints;
         let ready: Vec<&Node> = state.nodes.values().filter(|n| n.schedulable()).collect();
-        let fits: Vec<&Node> = ready.iter().copied().filter(|n| constraints.iter().all(|c| c.matches(n))).collect();
+        let fits: Vec<&Node> = ready
+            .iter()
+            .copied()
+            .filter(|n| constraints.iter().all(|c| c.matches(n)))
+            .collect();
         let best = fits.iter().min_by_key(|n| {
             (
-                per_service.get(&(task.service_id.as_str(), n.id.as_str())).copied().unwrap_or(0),
+                per_service
+                    .get(&(task.service_id.as_str(), n.id.as_str()))
+                    .copied()
+                    .unwrap_or(0),
                 per_node.get(n.id.as_str()).copied().unwrap_or(0),
                 n.hostname().to_string(),
             )
@@ -53,7 +62,9 @@ pub fn schedule(state: &ClusterState) -> Plan {
         match best {
             Some(node) => {
                 *per_node.entry(node.id.as_str()).or_default() += 1;
-                *per_service.entry((task.service_id.as_str(), node.id.as_str())).or_default() += 1;
+                *per_service
+                    .entry((task.service_id.as_str(), node.id.as_str()))
+                    .or_default() += 1;
                 plan.assignments.push((task.id.clone(), node.id.clone()));
             }
             None => {
@@ -97,14 +108,22 @@ mod tests {
     }
 
     fn with_service(st: &mut ClusterState, id: &str, spec: shoal_types::ServiceSpec, n: u64) {
-        st.apply(Command::CreateService { service: service(id, spec) }).unwrap();
-        let tasks = (1..=n).map(|i| pending(&format!("{id}-t{i}"), id, i)).collect();
+        st.apply(Command::CreateService {
+            service: service(id, spec),
+        })
+        .unwrap();
+        let tasks = (1..=n)
+            .map(|i| pending(&format!("{id}-t{i}"), id, i))
+            .collect();
         st.apply(Command::CreateTasks { tasks }).unwrap();
     }
 
     fn placed_on(st: &ClusterState, plan: &Plan) -> Vec<String> {
-        let mut hosts: Vec<String> =
-            plan.assignments.iter().map(|(_, n)| st.nodes[n].hostname().to_string()).collect();
+        let mut hosts: Vec<String> = plan
+            .assignments
+            .iter()
+            .map(|(_, n)| st.nodes[n].hostname().to_string())
+            .collect();
         hosts.sort();
         hosts
     }
@@ -114,16 +133,29 @@ mod tests {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2"), ("n3", "node3")]);
         with_service(&mut st, "web", spec("web", 6), 6);
         let plan = schedule(&st);
-        assert_eq!(placed_on(&st, &plan), ["node1", "node1", "node2", "node2", "node3", "node3"]);
+        assert_eq!(
+            placed_on(&st, &plan),
+            ["node1", "node1", "node2", "node2", "node3", "node3"]
+        );
     }
 
     #[test]
     fn skips_drained_and_down_nodes() {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2"), ("n3", "node3")]);
-        st.apply(Command::UpdateNodeSpec { id: "n2".into(), availability: Some(Availability::Drain), labels: None, at: Millis(0) })
-            .unwrap();
-        st.apply(Command::SetNodeState { id: "n3".into(), state: shoal_types::NodeState::Down, message: String::new(), at: Millis(0) })
-            .unwrap();
+        st.apply(Command::UpdateNodeSpec {
+            id: "n2".into(),
+            availability: Some(Availability::Drain),
+            labels: None,
+            at: Millis(0),
+        })
+        .unwrap();
+        st.apply(Command::SetNodeState {
+            id: "n3".into(),
+            state: shoal_types::NodeState::Down,
+            message: String::new(),
+            at: Millis(0),
+        })
+        .unwrap();
         with_service(&mut st, "web", spec("web", 2), 2);
         assert_eq!(placed_on(&st, &schedule(&st)), ["node1", "node1"]);
     }
@@ -132,19 +164,24 @@ mod tests {
     fn honours_constraints_and_explains_when_nothing_fits() {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
         let mut s = spec("web", 2);
-        s.task_template.placement.constraints = vec![Constraint::parse("node.hostname==node2").unwrap()];
+        s.task_template.placement.constraints =
+            vec![Constraint::parse("node.hostname==node2").unwrap()];
         with_service(&mut st, "web", s, 2);
         assert_eq!(placed_on(&st, &schedule(&st)), ["node2", "node2"]);
 
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
         let mut s = spec("db", 1);
-        s.task_template.placement.constraints = vec![Constraint::parse("node.labels.disk==ssd").unwrap()];
+        s.task_template.placement.constraints =
+            vec![Constraint::parse("node.labels.disk==ssd").unwrap()];
         with_service(&mut st, "db", s, 1);
         let plan = schedule(&st);
         assert!(plan.assignments.is_empty());
         assert_eq!(
             plan.unplaced,
-            [("db-t1".to_string(), "no suitable node (scheduling constraints not satisfied on 2 nodes)".to_string())]
+            [(
+                "db-t1".to_string(),
+                "no suitable node (scheduling constraints not satisfied on 2 nodes)".to_string()
+            )]
         );
     }
 
@@ -152,7 +189,11 @@ mod tests {
     fn prefers_nodes_without_this_service() {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
         with_service(&mut st, "a", spec("a", 1), 1);
-        st.apply(Command::AssignTasks { assignments: vec![("a-t1".into(), "n1".into())], at: Millis(0) }).unwrap();
+        st.apply(Command::AssignTasks {
+            assignments: vec![("a-t1".into(), "n1".into())],
+            at: Millis(0),
+        })
+        .unwrap();
         with_service(&mut st, "b", spec("b", 1), 1);
         // node1 has a task of another service, so node2 is emptier overall.
         assert_eq!(placed_on(&st, &schedule(&st)), ["node2"]);

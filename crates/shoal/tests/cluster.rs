@@ -17,25 +17,55 @@ fn init_join_node_ls_and_bad_input() {
     let out = lab.ok(1, &["node", "ls"]);
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("ID"), "{out}");
-    assert!(lines[0].contains("HOSTNAME") && lines[0].contains("MANAGER STATUS"), "{out}");
+    assert!(
+        lines[0].contains("HOSTNAME") && lines[0].contains("MANAGER STATUS"),
+        "{out}"
+    );
     for host in ["node1", "node2", "node3"] {
-        let line = lines.iter().find(|l| l.contains(host)).unwrap_or_else(|| panic!("{host} missing:\n{out}"));
+        let line = lines
+            .iter()
+            .find(|l| l.contains(host))
+            .unwrap_or_else(|| panic!("{host} missing:\n{out}"));
         assert!(line.contains("Ready") && line.contains("Active"), "{line}");
     }
     let node1 = lines.iter().find(|l| l.contains("node1")).unwrap();
-    assert!(node1.contains("Leader") && node1.contains(" *"), "node1 is the leader and this node: {node1}");
+    assert!(
+        node1.contains("Leader") && node1.contains(" *"),
+        "node1 is the leader and this node: {node1}"
+    );
 
-    let addr = lab.ok(1, &["node", "inspect", "--format", "{{.Status.Addr}}", "node2"]);
+    let addr = lab.ok(
+        1,
+        &["node", "inspect", "--format", "{{.Status.Addr}}", "node2"],
+    );
     assert!(addr.trim().ends_with(".2"), "node2's address: {addr}");
 
     let err = lab.fails(2, &["service", "ls"]);
-    assert!(err.contains("this node is not a manager; run it on a manager"), "{err}");
+    assert!(
+        err.contains("this node is not a manager; run it on a manager"),
+        "{err}"
+    );
     let err = lab.fails(1, &["node", "inspect", "nosuchnode"]);
     assert!(err.contains("no such node"), "{err}");
     let err = lab.fails(2, &["join", "--token", "SHTKN-1-bogus", "172.16.0.1:2377"]);
     assert!(err.contains("invalid join token"), "{err}");
-    let err = lab.fails(1, &["service", "create", "--mode", "global", "--replicas", "2", "sleep", "1"]);
-    assert!(err.contains("replicas can only be used with replicated mode"), "{err}");
+    let err = lab.fails(
+        1,
+        &[
+            "service",
+            "create",
+            "--mode",
+            "global",
+            "--replicas",
+            "2",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(
+        err.contains("replicas can only be used with replicated mode"),
+        "{err}"
+    );
     let out = lab.shoal(1, &["service", "ls", "--no-such-flag"]);
     assert!(!out.status.success());
 }
@@ -43,15 +73,40 @@ fn init_join_node_ls_and_bad_input() {
 #[test]
 fn services_spread_scale_restart_exec_logs() {
     let lab = Lab::up("svc", 3, 1);
-    lab.ok(1, &["service", "create", "--name", "web", "--replicas", "3", "--restart-delay", "1s", "sleep", "100000"]);
+    lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--restart-delay",
+            "1s",
+            "sleep",
+            "100000",
+        ],
+    );
     let tasks = wait_for("3 running web tasks", SLOW, || {
         let t = lab.running_tasks("web");
-        if t.len() == 3 { Ok(t) } else { Err(format!("{t:?}")) }
+        if t.len() == 3 {
+            Ok(t)
+        } else {
+            Err(format!("{t:?}"))
+        }
     });
     let nodes: BTreeSet<&str> = tasks.iter().map(|t| t.split(' ').next().unwrap()).collect();
-    assert_eq!(nodes.len(), 3, "replicas spread over the three nodes: {tasks:?}");
+    assert_eq!(
+        nodes.len(),
+        3,
+        "replicas spread over the three nodes: {tasks:?}"
+    );
     let ls = lab.ok(1, &["service", "ls"]);
-    assert!(ls.lines().any(|l| l.contains("web") && l.contains("3/3")), "{ls}");
+    assert!(
+        ls.lines().any(|l| l.contains("web") && l.contains("3/3")),
+        "{ls}"
+    );
 
     let err = lab.fails(1, &["service", "create", "--name", "web", "sleep", "1"]);
     assert!(err.contains("already in use"), "{err}");
@@ -64,7 +119,11 @@ fn services_spread_scale_restart_exec_logs() {
     lab.ok(1, &["service", "scale", "web=2"]);
     let tasks = wait_for("2 running", SLOW, || {
         let t = lab.running_tasks("web");
-        if t.len() == 2 { Ok(t) } else { Err(format!("{t:?}")) }
+        if t.len() == 2 {
+            Ok(t)
+        } else {
+            Err(format!("{t:?}"))
+        }
     });
 
     // exec runs inside the task: its hostname is the task's short id.
@@ -74,33 +133,84 @@ fn services_spread_scale_restart_exec_logs() {
     assert_eq!(host.trim(), &id[..12]);
 
     // A killed task process is replaced by a new task.
-    let pid = lab.task_json(id)["Status"]["PID"].as_u64().expect("a running task has a PID").to_string();
-    std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    let pid = lab.task_json(id)["Status"]["PID"]
+        .as_u64()
+        .expect("a running task has a PID")
+        .to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
     wait_for("a replacement for the killed task", SLOW, || {
         let t = lab.running_tasks("web");
-        if t.len() == 2 && !t.iter().any(|t| t.ends_with(id)) { Ok(()) } else { Err(format!("{t:?}")) }
+        if t.len() == 2 && !t.iter().any(|t| t.ends_with(id)) {
+            Ok(())
+        } else {
+            Err(format!("{t:?}"))
+        }
     });
     let ps = lab.ok(1, &["service", "ps", "web"]);
-    assert!(ps.contains("Failed"), "the killed task shows as failed:\n{ps}");
+    assert!(
+        ps.contains("Failed"),
+        "the killed task shows as failed:\n{ps}"
+    );
 
-    lab.ok(1, &["service", "create", "--name", "hello", "--restart-condition", "none", "-d", "sh", "-c", "echo hello from $(hostname)"]);
+    lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "hello",
+            "--restart-condition",
+            "none",
+            "-d",
+            "sh",
+            "-c",
+            "echo hello from $(hostname)",
+        ],
+    );
     let logs = wait_for("hello's log line", SLOW, || {
         let l = lab.ok(1, &["service", "logs", "hello"]);
-        if l.contains("hello from") { Ok(l) } else { Err(l) }
+        if l.contains("hello from") {
+            Ok(l)
+        } else {
+            Err(l)
+        }
     });
-    assert!(logs.contains("hello.1."), "lines are prefixed with the task name: {logs}");
+    assert!(
+        logs.contains("hello.1."),
+        "lines are prefixed with the task name: {logs}"
+    );
 
     lab.ok(1, &["service", "rm", "web", "hello"]);
     wait_for("no task processes left", SLOW, || {
         let out = lab.ok(1, &["service", "ls", "-q"]);
-        if out.trim().is_empty() { Ok(()) } else { Err(out) }
+        if out.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(out)
+        }
     });
 }
 
 #[test]
 fn drain_node_failure_and_manager_restart() {
     let lab = Lab::up("fail", 3, 1);
-    lab.ok(1, &["service", "create", "--name", "web", "--replicas", "3", "-d", "sleep", "100000"]);
+    lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "-d",
+            "sleep",
+            "100000",
+        ],
+    );
     wait_for("3 running", SLOW, || match lab.running_tasks("web").len() {
         3 => Ok(()),
         n => Err(n.to_string()),
@@ -109,33 +219,62 @@ fn drain_node_failure_and_manager_restart() {
     lab.ok(1, &["node", "update", "--availability", "drain", "node2"]);
     wait_for("web moved off the drained node2", SLOW, || {
         let t = lab.running_tasks("web");
-        if t.len() == 3 && t.iter().all(|t| !t.starts_with("node2")) { Ok(()) } else { Err(format!("{t:?}")) }
+        if t.len() == 3 && t.iter().all(|t| !t.starts_with("node2")) {
+            Ok(())
+        } else {
+            Err(format!("{t:?}"))
+        }
     });
     lab.ok(1, &["node", "update", "--availability", "active", "node2"]);
 
     let pid = lab.daemon_pid(3).expect("node3's shoald");
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     wait_for("node3 Down", SLOW, || {
         let out = lab.ok(1, &["node", "ls"]);
-        if out.lines().any(|l| l.contains("node3") && l.contains("Down")) { Ok(()) } else { Err(out) }
+        if out
+            .lines()
+            .any(|l| l.contains("node3") && l.contains("Down"))
+        {
+            Ok(())
+        } else {
+            Err(out)
+        }
     });
     wait_for("web back to 3 replicas without node3", SLOW, || {
         let t = lab.running_tasks("web");
-        if t.len() == 3 && t.iter().all(|t| !t.starts_with("node3")) { Ok(()) } else { Err(format!("{t:?}")) }
+        if t.len() == 3 && t.iter().all(|t| !t.starts_with("node3")) {
+            Ok(())
+        } else {
+            Err(format!("{t:?}"))
+        }
     });
 
     // Restart the manager's daemon with the same data dir: the service is still there.
     let pid = lab.daemon_pid(1).expect("node1's shoald");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let args: Vec<String> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| text(a)).collect();
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(text)
+        .collect();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     wait_for("node1's shoald to exit", SLOW, || {
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() { Err("running".into()) } else { Ok(()) }
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            Err("running".into())
+        } else {
+            Ok(())
+        }
     });
     // Started through `lab exec`, so it runs in node1's namespace and the lab's cgroup,
     // and `lab down` ends it and its tasks.
     let log = std::fs::File::create(lab.dir().join("node1/shoald-restart.log")).unwrap();
-    std::process::Command::new(SHOAL)
+    let mut restarted = std::process::Command::new(SHOAL)
         .args(["lab", "exec", "--name", &lab.name, "node1", "--"])
         .args(&args)
         .stdout(log.try_clone().unwrap())
@@ -145,11 +284,19 @@ fn drain_node_failure_and_manager_restart() {
     let ls = wait_for("the restarted manager to serve web", SLOW, || {
         let out = lab.shoal(1, &["service", "ls"]);
         let s = text(&out.stdout);
-        if out.status.success() && s.contains("web") { Ok(s) } else { Err(text(&out.stderr)) }
+        if out.status.success() && s.contains("web") {
+            Ok(s)
+        } else {
+            Err(text(&out.stderr))
+        }
     });
     assert!(ls.contains("replicated"), "{ls}");
-    wait_for("3 running after the restart", SLOW, || match lab.running_tasks("web").len() {
-        3 => Ok(()),
-        n => Err(n.to_string()),
+    wait_for("3 running after the restart", SLOW, || {
+        match lab.running_tasks("web").len() {
+            3 => Ok(()),
+            n => Err(n.to_string()),
+        }
     });
+    drop(lab);
+    restarted.wait().unwrap();
 }

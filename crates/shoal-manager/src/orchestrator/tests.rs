@@ -18,21 +18,34 @@ fn step(st: &mut ClusterState, now: u64) {
         st.apply(cmd).unwrap();
     }
     let plan = schedule(st);
-    st.apply(Command::AssignTasks { assignments: plan.assignments, at: Millis(now) }).unwrap();
+    st.apply(Command::AssignTasks {
+        assignments: plan.assignments,
+        at: Millis(now),
+    })
+    .unwrap();
 }
 
 /// What an agent would report: the task's process reached `state`.
 fn report(st: &mut ClusterState, task: &str, state: TaskState, now: u64) {
     let node = st.tasks[task].node_id.clone().unwrap();
     let status = TaskStatus::new(state, Millis(now), "");
-    st.apply(Command::UpdateTaskStatus { id: task.into(), node_id: node, status }).unwrap();
+    st.apply(Command::UpdateTaskStatus {
+        id: task.into(),
+        node_id: node,
+        status,
+    })
+    .unwrap();
 }
 
 fn run_all(st: &mut ClusterState, now: u64) {
     let ids: Vec<String> = st
         .tasks
         .values()
-        .filter(|t| t.node_id.is_some() && t.desired_state == TaskState::Running && t.status.state < TaskState::Running)
+        .filter(|t| {
+            t.node_id.is_some()
+                && t.desired_state == TaskState::Running
+                && t.status.state < TaskState::Running
+        })
         .map(|t| t.id.clone())
         .collect();
     for id in ids {
@@ -47,7 +60,11 @@ fn live(st: &ClusterState) -> Vec<String> {
         .values()
         .filter(|t| t.desired_state == TaskState::Running)
         .map(|t| {
-            let host = t.node_id.as_ref().map(|n| st.nodes[n].hostname().to_string()).unwrap_or_default();
+            let host = t
+                .node_id
+                .as_ref()
+                .map(|n| st.nodes[n].hostname().to_string())
+                .unwrap_or_default();
             format!("{}.{}@{}", t.service_name, t.slot, host)
         })
         .collect();
@@ -57,7 +74,10 @@ fn live(st: &ClusterState) -> Vec<String> {
 
 fn three_nodes_with(spec: shoal_types::ServiceSpec) -> ClusterState {
     let mut st = cluster(&[("n1", "node1"), ("n2", "node2"), ("n3", "node3")]);
-    st.apply(Command::CreateService { service: service("s1", spec) }).unwrap();
+    st.apply(Command::CreateService {
+        service: service("s1", spec),
+    })
+    .unwrap();
     step(&mut st, 0);
     run_all(&mut st, 0);
     st
@@ -74,11 +94,21 @@ fn scale_up_and_down() {
     let mut st = three_nodes_with(spec("web", 3));
     let mut s = st.services["s1"].spec.clone();
     s.mode = ServiceMode::Replicated { replicas: 1 };
-    st.apply(Command::UpdateService { id: "s1".into(), spec: s.clone(), at: Millis(1) }).unwrap();
+    st.apply(Command::UpdateService {
+        id: "s1".into(),
+        spec: s.clone(),
+        at: Millis(1),
+    })
+    .unwrap();
     step(&mut st, 1);
     assert_eq!(live(&st), ["web.1@node1"]);
     s.mode = ServiceMode::Replicated { replicas: 4 };
-    st.apply(Command::UpdateService { id: "s1".into(), spec: s, at: Millis(2) }).unwrap();
+    st.apply(Command::UpdateService {
+        id: "s1".into(),
+        spec: s,
+        at: Millis(2),
+    })
+    .unwrap();
     step(&mut st, 2);
     assert_eq!(live(&st).len(), 4);
 }
@@ -89,7 +119,11 @@ fn failed_task_restarts_after_the_delay() {
     let first = st.tasks.keys().next().unwrap().clone();
     report(&mut st, &first, TaskState::Failed, 1_000);
     step(&mut st, 2_000);
-    assert!(live(&st).is_empty(), "restarted before the 5 s delay: {:?}", live(&st));
+    assert!(
+        live(&st).is_empty(),
+        "restarted before the 5 s delay: {:?}",
+        live(&st)
+    );
     step(&mut st, 6_000);
     assert_eq!(live(&st).len(), 1);
     assert_eq!(st.tasks[&first].desired_state, TaskState::Shutdown);
@@ -111,14 +145,22 @@ fn restart_condition_none_and_on_failure() {
     let first = st.tasks.keys().next().unwrap().clone();
     report(&mut st, &first, TaskState::Complete, 1_000);
     step(&mut st, 60_000);
-    assert!(live(&st).is_empty(), "a clean exit is not restarted with on-failure");
+    assert!(
+        live(&st).is_empty(),
+        "a clean exit is not restarted with on-failure"
+    );
 }
 
 #[test]
 fn tasks_of_a_down_node_come_back_elsewhere_at_once() {
     let mut st = three_nodes_with(spec("web", 3));
-    st.apply(Command::SetNodeState { id: "n2".into(), state: NodeState::Down, message: "heartbeat failure".into(), at: Millis(5) })
-        .unwrap();
+    st.apply(Command::SetNodeState {
+        id: "n2".into(),
+        state: NodeState::Down,
+        message: "heartbeat failure".into(),
+        at: Millis(5),
+    })
+    .unwrap();
     step(&mut st, 5);
     let l = live(&st);
     assert_eq!(l.len(), 3);
@@ -128,8 +170,13 @@ fn tasks_of_a_down_node_come_back_elsewhere_at_once() {
 #[test]
 fn drain_moves_tasks_away() {
     let mut st = three_nodes_with(spec("web", 3));
-    st.apply(Command::UpdateNodeSpec { id: "n1".into(), availability: Some(Availability::Drain), labels: None, at: Millis(5) })
-        .unwrap();
+    st.apply(Command::UpdateNodeSpec {
+        id: "n1".into(),
+        availability: Some(Availability::Drain),
+        labels: None,
+        at: Millis(5),
+    })
+    .unwrap();
     step(&mut st, 5);
     let l = live(&st);
     assert_eq!(l.len(), 3);
@@ -141,9 +188,17 @@ fn global_service_runs_once_per_eligible_node() {
     let mut s = spec("agent", 1);
     s.mode = ServiceMode::Global {};
     let mut st = three_nodes_with(s);
-    assert_eq!(live(&st), ["agent.0@node1", "agent.0@node2", "agent.0@node3"]);
-    st.apply(Command::UpdateNodeSpec { id: "n3".into(), availability: Some(Availability::Drain), labels: None, at: Millis(5) })
-        .unwrap();
+    assert_eq!(
+        live(&st),
+        ["agent.0@node1", "agent.0@node2", "agent.0@node3"]
+    );
+    st.apply(Command::UpdateNodeSpec {
+        id: "n3".into(),
+        availability: Some(Availability::Drain),
+        labels: None,
+        at: Millis(5),
+    })
+    .unwrap();
     step(&mut st, 5);
     assert_eq!(live(&st), ["agent.0@node1", "agent.0@node2"]);
 }
@@ -154,16 +209,25 @@ fn changed_command_replaces_tasks() {
     let old: Vec<String> = st.tasks.keys().cloned().collect();
     let mut s = st.services["s1"].spec.clone();
     s.task_template.container_spec.env = vec!["A=1".into()];
-    st.apply(Command::UpdateService { id: "s1".into(), spec: s, at: Millis(1) }).unwrap();
+    st.apply(Command::UpdateService {
+        id: "s1".into(),
+        spec: s,
+        at: Millis(1),
+    })
+    .unwrap();
     step(&mut st, 1);
     assert_eq!(live(&st).len(), 2);
-    assert!(old.iter().all(|id| st.tasks[id].desired_state == TaskState::Shutdown));
+    assert!(
+        old.iter()
+            .all(|id| st.tasks[id].desired_state == TaskState::Shutdown)
+    );
 }
 
 #[test]
 fn removed_service_tasks_are_deleted_once_stopped() {
     let mut st = three_nodes_with(spec("web", 2));
-    st.apply(Command::RemoveService { id: "s1".into() }).unwrap();
+    st.apply(Command::RemoveService { id: "s1".into() })
+        .unwrap();
     step(&mut st, 1);
     assert_eq!(st.tasks.len(), 2, "kept until the agents have stopped them");
     let ids: Vec<String> = st.tasks.keys().cloned().collect();
@@ -180,11 +244,21 @@ fn history_is_bounded() {
     s.task_template.restart_policy.delay_ms = 0;
     let mut st = three_nodes_with(s);
     for i in 0..20u64 {
-        let id = st.tasks.values().find(|t| t.desired_state == TaskState::Running).unwrap().id.clone();
+        let id = st
+            .tasks
+            .values()
+            .find(|t| t.desired_state == TaskState::Running)
+            .unwrap()
+            .id
+            .clone();
         report(&mut st, &id, TaskState::Failed, 10 + i * 10);
         step(&mut st, 11 + i * 10);
         run_all(&mut st, 12 + i * 10);
     }
     assert_eq!(live(&st).len(), 1);
-    assert!(st.tasks.len() <= TASK_HISTORY_LIMIT + 1, "{} tasks kept", st.tasks.len());
+    assert!(
+        st.tasks.len() <= TASK_HISTORY_LIMIT + 1,
+        "{} tasks kept",
+        st.tasks.len()
+    );
 }

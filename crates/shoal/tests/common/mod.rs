@@ -19,13 +19,30 @@ impl Lab {
     /// `shoal lab up` with a name unique to this test run.
     pub fn up(test: &str, nodes: u32, managers: u32) -> Lab {
         let name = format!("t{}{}", std::process::id() % 100_000, test);
-        let lab = Lab { name: name.clone(), nodes };
+        let lab = Lab {
+            name: name.clone(),
+            nodes,
+        };
         let out = Command::new(SHOAL)
-            .args(["lab", "up", "--nodes", &nodes.to_string(), "--managers", &managers.to_string(), "--name", &name])
+            .args([
+                "lab",
+                "up",
+                "--nodes",
+                &nodes.to_string(),
+                "--managers",
+                &managers.to_string(),
+                "--name",
+                &name,
+            ])
             .env("SHOALD_BIN", SHOALD)
             .output()
             .expect("run shoal lab up");
-        assert!(out.status.success(), "shoal lab up failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "shoal lab up failed:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         lab
     }
 
@@ -43,7 +60,12 @@ impl Lab {
 
     /// Runs `shoal ARGS` against node N's daemon.
     pub fn shoal(&self, node: u32, args: &[&str]) -> Output {
-        Command::new(SHOAL).arg("-H").arg(self.socket(node)).args(args).output().expect("run shoal")
+        Command::new(SHOAL)
+            .arg("-H")
+            .arg(self.socket(node))
+            .args(args)
+            .output()
+            .expect("run shoal")
     }
 
     /// Like `shoal`, but the command must succeed; returns stdout.
@@ -62,26 +84,42 @@ impl Lab {
     /// The command must fail; returns stderr.
     pub fn fails(&self, node: u32, args: &[&str]) -> String {
         let out = self.shoal(node, args);
-        assert!(!out.status.success(), "`shoal {}` should have failed but printed:\n{}", args.join(" "), text(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "`shoal {}` should have failed but printed:\n{}",
+            args.join(" "),
+            text(&out.stdout)
+        );
         text(&out.stderr)
     }
 
     /// The pid of node N's shoald, found among the processes of its namespace.
     pub fn daemon_pid(&self, node: u32) -> Option<u32> {
-        let out = Command::new("ip").args(["netns", "pids", &self.netns(node)]).output().ok()?;
-        text(&out.stdout).lines().filter_map(|l| l.trim().parse::<u32>().ok()).find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "shoald")
-        })
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.netns(node)])
+            .output()
+            .ok()?;
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "shoald")
+            })
     }
 
     /// `NODE ID` of every task of a service that is meant to run and runs.
     pub fn running_tasks(&self, service: &str) -> Vec<String> {
         let format = "{{.DesiredState}}|{{.CurrentState}}|{{.Node}}|{{.ID}}";
-        let out = self.ok(1, &["service", "ps", "--no-trunc", "--format", format, service]);
+        let out = self.ok(
+            1,
+            &["service", "ps", "--no-trunc", "--format", format, service],
+        );
         out.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split('|').collect();
-                (f.len() == 4 && f[0] == "Running" && f[1].starts_with("Running")).then(|| format!("{} {}", f[2], f[3]))
+                (f.len() == 4 && f[0] == "Running" && f[1].starts_with("Running"))
+                    .then(|| format!("{} {}", f[2], f[3]))
             })
             .collect()
     }
@@ -91,17 +129,28 @@ impl Lab {
     pub fn task_json(&self, key: &str) -> serde_json::Value {
         let sock = self.socket(1).trim_start_matches("unix://").to_string();
         let out = Command::new("curl")
-            .args(["-sf", "--unix-socket", &sock, &format!("http://shoal/v1/tasks/{key}")])
+            .args([
+                "-sf",
+                "--unix-socket",
+                &sock,
+                &format!("http://shoal/v1/tasks/{key}"),
+            ])
             .output()
             .expect("run curl");
-        assert!(out.status.success(), "GET /v1/tasks/{key} failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "GET /v1/tasks/{key} failed: {}",
+            text(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("task JSON")
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let out = Command::new(SHOAL).args(["lab", "down", "--name", &self.name]).output();
+        let out = Command::new(SHOAL)
+            .args(["lab", "down", "--name", &self.name])
+            .output();
         if let Ok(out) = out
             && !out.status.success()
         {
@@ -115,12 +164,18 @@ pub fn text(b: &[u8]) -> String {
 }
 
 /// Polls `f` until it returns Some, or panics with `what` and the last value seen.
-pub fn wait_for<T: std::fmt::Debug>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_for<T: std::fmt::Debug>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
     let start = Instant::now();
     loop {
         match f() {
             Ok(v) => return v,
-            Err(last) if start.elapsed() > timeout => panic!("timed out after {timeout:?} waiting for {what}; last: {last}"),
+            Err(last) if start.elapsed() > timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
