@@ -22,8 +22,13 @@ impl Agent for AgentService {
         let path = shoal_exec::log_path(&self.worker.run_dir(&id));
         match tokio::fs::read(&path).await {
             Ok(data) => Ok(Response::new(LogsResponse { data })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Response::new(LogsResponse { data: Vec::new() })),
-            Err(e) => Err(Status::internal(format!("failed to read {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Response::new(LogsResponse { data: Vec::new() }))
+            }
+            Err(e) => Err(Status::internal(format!(
+                "failed to read {}: {e}",
+                path.display()
+            ))),
         }
     }
 }

@@ -65,10 +65,13 @@ impl Session {
         reports: &mut mpsc::UnboundedReceiver<Report>,
         pending: &mut BTreeMap<String, TaskStatus>,
     ) -> Result<(), tonic::Status> {
-        let channel = shoal_rpc::channel(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let channel =
+            shoal_rpc::channel(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = ClusterClient::new(channel);
         let mut stream = client
-            .session(SessionRequest { node_id: self.node_id.clone() })
+            .session(SessionRequest {
+                node_id: self.node_id.clone(),
+            })
             .await?
             .into_inner();
         info!(manager = %addr, "session established");
@@ -127,7 +130,12 @@ async fn send_reports(
 ) -> Result<(), tonic::Status> {
     let updates: Vec<(&String, &TaskStatus)> = pending.iter().collect();
     let data = serde_json::to_vec(&updates).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    client.report_status(StatusReport { node_id: node_id.to_string(), updates: data }).await?;
+    client
+        .report_status(StatusReport {
+            node_id: node_id.to_string(),
+            updates: data,
+        })
+        .await?;
     pending.clear();
     Ok(())
 }

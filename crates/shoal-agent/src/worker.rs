@@ -39,7 +39,9 @@ struct Local {
 }
 
 pub fn now() -> Millis {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     Millis(d.as_millis() as u64)
 }
 
@@ -103,7 +105,8 @@ impl Worker {
         let mut to_stop = Vec::new();
         {
             let mut local = self.locked();
-            let assigned_ids: std::collections::HashSet<&str> = assigned.iter().map(|t| t.id.as_str()).collect();
+            let assigned_ids: std::collections::HashSet<&str> =
+                assigned.iter().map(|t| t.id.as_str()).collect();
             for t in &assigned {
                 let known = local.contains_key(&t.id);
                 if t.desired_state <= TaskState::Running {

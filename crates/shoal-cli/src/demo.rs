@@ -38,7 +38,9 @@ pub async fn demo(cmd: DemoCmd) -> Result<i32> {
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The page, with the line the seed's walkthrough looks for.
@@ -66,7 +68,10 @@ async fn vote(port: u16) -> Result<i32> {
     };
     println!("vote: serving on port {port} as container {}", hostname());
     // On SIGTERM: stop accepting, finish the requests in flight, exit.
-    axum::serve(listener, app).with_graceful_shutdown(terminated()).await.context("the HTTP server failed")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(terminated())
+        .await
+        .context("the HTTP server failed")?;
     println!("vote: stopped");
     Ok(0)
 }

@@ -66,15 +66,28 @@ pub async fn lab(cmd: LabCmd) -> Result<i32> {
         }
         LabCmd::Ls => {
             let labs = shoal_lab::list();
-            println!("{:<16} {:<10} {:<8} {:<16}", "NAME", "STATUS", "NODES", "SUBNET");
+            println!(
+                "{:<16} {:<10} {:<8} {:<16}",
+                "NAME", "STATUS", "NODES", "SUBNET"
+            );
             for l in labs {
-                println!("{:<16} {:<10} {:<8} {:<16}", l.name, format!("{:?}", l.status).to_lowercase(), l.nodes.len(), l.subnet_cidr());
+                println!(
+                    "{:<16} {:<10} {:<8} {:<16}",
+                    l.name,
+                    format!("{:?}", l.status).to_lowercase(),
+                    l.nodes.len(),
+                    l.subnet_cidr()
+                );
             }
             Ok(0)
         }
         LabCmd::Exec(args) => {
-            let node = shoal_lab::parse_node(&args.node)
-                .ok_or_else(|| anyhow::anyhow!("invalid node {:?}: expected node1, node2, ... or a number", args.node))?;
+            let node = shoal_lab::parse_node(&args.node).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid node {:?}: expected node1, node2, ... or a number",
+                    args.node
+                )
+            })?;
             let status = shoal_lab::exec(&args.name, node, &args.command)?.status()?;
             Ok(status.code().unwrap_or(1))
         }
@@ -109,10 +122,24 @@ async fn up(args: LabUpArgs) -> Result<i32> {
         ],
     };
     let lab = shoal_lab::up(&spec).await?;
-    println!("lab {} is up: {} nodes on {}", lab.name, lab.nodes.len(), lab.subnet_cidr());
+    println!(
+        "lab {} is up: {} nodes on {}",
+        lab.name,
+        lab.nodes.len(),
+        lab.subnet_cidr()
+    );
     for n in &lab.nodes {
-        println!("  {:<8} {:<15} {:<8} SHOAL_HOST=unix://{}", n.name, n.addr, format!("{:?}", n.role).to_lowercase(), n.socket.display());
+        println!(
+            "  {:<8} {:<15} {:<8} SHOAL_HOST=unix://{}",
+            n.name,
+            n.addr,
+            format!("{:?}", n.role).to_lowercase(),
+            n.socket.display()
+        );
     }
-    println!("run commands on a node with: shoal lab exec --name {} node1 -- shoal node ls", lab.name);
+    println!(
+        "run commands on a node with: shoal lab exec --name {} node1 -- shoal node ls",
+        lab.name
+    );
     Ok(0)
 }

@@ -20,7 +20,11 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         col.set_padding((0, if i == last { 0 } else { 3 }));
         col.set_cell_alignment(CellAlignment::Left);
     }
-    let mut out = table.lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>().join("\n");
+    let mut out = table
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     out.push('\n');
     out
 }

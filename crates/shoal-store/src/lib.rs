@@ -65,7 +65,12 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { heartbeat_ms: 250, election_min_ms: 1000, election_max_ms: 2000, snapshot_every: 5000 }
+        Self {
+            heartbeat_ms: 250,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+            snapshot_every: 5000,
+        }
     }
 }
 
@@ -97,7 +102,10 @@ fn not_leader_message(leader: &Option<(RaftId, String)>) -> String {
 impl StoreError {
     /// Whether trying again later (or at the leader) can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::NotLeader { .. } | StoreError::Timeout(_) | StoreError::Membership(_))
+        matches!(
+            self,
+            StoreError::NotLeader { .. } | StoreError::Timeout(_) | StoreError::Membership(_)
+        )
     }
 }
 
@@ -136,10 +144,16 @@ struct Inner {
 impl Store {
     /// Opens (or creates) `<data_dir>/raft.redb` and starts openraft as node `id`, reachable
     /// by the other managers at `addr` (`ip:port` of this node's gRPC server).
-    pub async fn open(data_dir: &Path, id: RaftId, addr: String, config: StoreConfig) -> Result<Store, StoreError> {
+    pub async fn open(
+        data_dir: &Path,
+        id: RaftId,
+        addr: String,
+        config: StoreConfig,
+    ) -> Result<Store, StoreError> {
         let raft_config = raft_config(&config)?;
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Storage(format!("failed to create {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Storage(format!("failed to create {}: {e}", data_dir.display()))
+        })?;
         let path = data_dir.join("raft.redb");
         let shown = path.display().to_string();
         let db = tokio::task::spawn_blocking(move || Database::create(path))
@@ -156,34 +170,63 @@ impl Store {
 
         let log = LogStore::new(db.clone()).map_err(storage)?;
         let (sm, state) = StateMachine::open(db.clone()).map_err(storage)?;
-        let had_state = log.has_state().map_err(storage)? || StateMachine::has_snapshot(&db).map_err(storage)?;
+        let had_state = log.has_state().map_err(storage)?
+            || StateMachine::has_snapshot(&db).map_err(storage)?;
         drop(db);
         let peers = Arc::new(Peers::default());
-        let network =
-            NetworkFactory { id, peers: peers.clone(), connect_timeout: Duration::from_millis(config.election_max_ms) };
+        let network = NetworkFactory {
+            id,
+            peers: peers.clone(),
+            connect_timeout: Duration::from_millis(config.election_max_ms),
+        };
         let raft = openraft::Raft::new(id, Arc::new(raft_config), network, log, sm)
             .await
             .map_err(|e| StoreError::Raft(format!("failed to start raft: {e}")))?;
         tracing::info!(raft_id = id, %addr, had_state, "raft store open");
-        let reachable_window = Duration::from_millis((3 * config.heartbeat_ms).max(config.election_max_ms));
-        let inner = Inner { id, addr, raft, state, had_state, peers, reachable_window, db: weak };
-        Ok(Store { inner: Arc::new(inner) })
+        let reachable_window =
+            Duration::from_millis((3 * config.heartbeat_ms).max(config.election_max_ms));
+        let inner = Inner {
+            id,
+            addr,
+            raft,
+            state,
+            had_state,
+            peers,
+            reachable_window,
+            db: weak,
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
     }
 
     /// First manager only: makes a one-member cluster of this node and waits until it leads.
     /// Does nothing if this node already has a membership (on disk or from a leader).
     pub async fn initialize(&self) -> Result<(), StoreError> {
         let (id, raft) = (self.inner.id, &self.inner.raft);
-        let members = BTreeMap::from([(id, BasicNode { addr: self.inner.addr.clone() })]);
+        let members = BTreeMap::from([(
+            id,
+            BasicNode {
+                addr: self.inner.addr.clone(),
+            },
+        )]);
         match raft.initialize(members).await {
             Ok(()) => {}
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => return Ok(()),
-            Err(e) => return Err(StoreError::Raft(format!("failed to initialise the raft group: {e}"))),
+            Err(e) => {
+                return Err(StoreError::Raft(format!(
+                    "failed to initialise the raft group: {e}"
+                )));
+            }
         }
         raft.wait(Some(INIT_LEADER_TIMEOUT))
             .current_leader(id, "this node leads the new cluster")
             .await
-            .map_err(|e| StoreError::Timeout(format!("the new one-manager cluster elected no leader: {e}")))?;
+            .map_err(|e| {
+                StoreError::Timeout(format!(
+                    "the new one-manager cluster elected no leader: {e}"
+                ))
+            })?;
         Ok(())
     }
 
@@ -222,22 +265,30 @@ impl Store {
     #[tracing::instrument(skip(self), fields(raft_id = self.inner.id))]
     pub async fn add_manager(&self, id: RaftId, addr: String) -> Result<(), StoreError> {
         let raft = &self.inner.raft;
-        let resp =
-            raft.add_learner(id, BasicNode { addr: addr.clone() }, false).await.map_err(|e| self.write_error(e))?;
+        let resp = raft
+            .add_learner(id, BasicNode { addr: addr.clone() }, false)
+            .await
+            .map_err(|e| self.write_error(e))?;
         let want = Some(resp.log_id);
         let caught_up = raft
             .wait(Some(CATCH_UP_TIMEOUT))
             .metrics(
                 |m| {
                     m.state != ServerState::Leader
-                        || m.replication.as_ref().and_then(|r| r.get(&id).copied()).flatten() >= want
+                        || m.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&id).copied())
+                            .flatten()
+                            >= want
                 },
                 "new manager caught up",
             )
             .await;
         match caught_up {
             Ok(m) if m.state != ServerState::Leader => {
-                return Err(StoreError::NotLeader { leader: leader_of(&m) });
+                return Err(StoreError::NotLeader {
+                    leader: leader_of(&m),
+                });
             }
             Ok(_) => {}
             Err(e) => {
@@ -277,7 +328,15 @@ impl Store {
         let membership = m.membership_config.membership();
         membership
             .voter_ids()
-            .map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default()))
+            .map(|id| {
+                (
+                    id,
+                    membership
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                        .unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -291,26 +350,41 @@ impl Store {
                 id,
                 addr,
                 leader: leader == Some(id),
-                reachable: is_leader
-                    .then(|| id == self.inner.id || self.inner.peers.answered_within(id, self.inner.reachable_window)),
+                reachable: is_leader.then(|| {
+                    id == self.inner.id
+                        || self
+                            .inner
+                            .peers
+                            .answered_within(id, self.inner.reachable_window)
+                }),
             })
             .collect()
     }
 
     /// The gRPC service to mount on this node's server; it feeds the Raft RPCs into this node.
-    pub fn grpc_service(&self) -> shoal_rpc::raft_server::RaftServer<impl shoal_rpc::raft_server::Raft> {
-        shoal_rpc::raft_server::RaftServer::new(RaftService { raft: self.inner.raft.clone() })
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+    pub fn grpc_service(
+        &self,
+    ) -> shoal_rpc::raft_server::RaftServer<impl shoal_rpc::raft_server::Raft> {
+        shoal_rpc::raft_server::RaftServer::new(RaftService {
+            raft: self.inner.raft.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// Stops Raft and waits until the database file is closed.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
-        self.inner.raft.shutdown().await.map_err(|e| StoreError::Raft(format!("raft did not stop cleanly: {e}")))?;
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| StoreError::Raft(format!("raft did not stop cleanly: {e}")))?;
         let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
         while self.inner.db.strong_count() > 0 {
             if tokio::time::Instant::now() >= deadline {
-                return Err(StoreError::Timeout("raft stopped but still holds its database open".into()));
+                return Err(StoreError::Timeout(
+                    "raft stopped but still holds its database open".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -326,7 +400,9 @@ impl Store {
                 };
                 StoreError::NotLeader { leader }
             }
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => StoreError::Membership(e.to_string()),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                StoreError::Membership(e.to_string())
+            }
             RaftError::Fatal(e) => StoreError::Raft(e.to_string()),
         }
     }
@@ -344,7 +420,9 @@ fn storage(e: openraft::StorageError<RaftId>) -> StoreError {
 
 fn raft_config(c: &StoreConfig) -> Result<Config, StoreError> {
     if c.snapshot_every == 0 {
-        return Err(StoreError::Config("snapshot_every must be at least 1".into()));
+        return Err(StoreError::Config(
+            "snapshot_every must be at least 1".into(),
+        ));
     }
     Config {
         cluster_name: "shoal".into(),
@@ -361,6 +439,8 @@ fn raft_config(c: &StoreConfig) -> Result<Config, StoreError> {
     }
     .validate()
     .map_err(|e| {
-        StoreError::Config(format!("{e}; election_min_ms must exceed heartbeat_ms and be below election_max_ms"))
+        StoreError::Config(format!(
+            "{e}; election_min_ms must exceed heartbeat_ms and be below election_max_ms"
+        ))
     })
 }

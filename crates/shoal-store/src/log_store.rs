@@ -22,8 +22,12 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{AnyError, Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use openraft::{
+    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, StorageIOError, Vote,
+};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -47,10 +51,15 @@ pub(crate) struct LogStore {
 impl LogStore {
     /// Creates the tables if they are missing.
     pub(crate) fn new(db: Arc<Database>) -> Result<Self, StorageError> {
-        let txn = db.begin_write().map_err(|e| write_err(ErrorSubject::Store, &e))?;
-        txn.open_table(LOG).map_err(|e| write_err(ErrorSubject::Store, &e))?;
-        txn.open_table(META).map_err(|e| write_err(ErrorSubject::Store, &e))?;
-        txn.commit().map_err(|e| write_err(ErrorSubject::Store, &e))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| write_err(ErrorSubject::Store, &e))?;
+        txn.open_table(LOG)
+            .map_err(|e| write_err(ErrorSubject::Store, &e))?;
+        txn.open_table(META)
+            .map_err(|e| write_err(ErrorSubject::Store, &e))?;
+        txn.commit()
+            .map_err(|e| write_err(ErrorSubject::Store, &e))?;
         Ok(Self { db })
     }
 
@@ -58,9 +67,16 @@ impl LogStore {
     pub(crate) fn has_state(&self) -> Result<bool, StorageError> {
         let vote: Option<Vote<RaftId>> = self.read_meta(KEY_VOTE, ErrorSubject::Vote)?;
         let purged: Option<LogId<RaftId>> = self.read_meta(KEY_PURGED, ErrorSubject::Logs)?;
-        let txn = self.db.begin_read().map_err(|e| read_err(ErrorSubject::Logs, &e))?;
-        let table = txn.open_table(LOG).map_err(|e| read_err(ErrorSubject::Logs, &e))?;
-        let any_entry = !table.is_empty().map_err(|e| read_err(ErrorSubject::Logs, &e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| read_err(ErrorSubject::Logs, &e))?;
+        let table = txn
+            .open_table(LOG)
+            .map_err(|e| read_err(ErrorSubject::Logs, &e))?;
+        let any_entry = !table
+            .is_empty()
+            .map_err(|e| read_err(ErrorSubject::Logs, &e))?;
         Ok(vote.is_some() || purged.is_some() || any_entry)
     }
 
@@ -69,29 +85,56 @@ impl LogStore {
         key: &str,
         subject: ErrorSubject<RaftId>,
     ) -> Result<Option<T>, StorageError> {
-        let txn = self.db.begin_read().map_err(|e| read_err(subject.clone(), &e))?;
-        let table = txn.open_table(META).map_err(|e| read_err(subject.clone(), &e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| read_err(subject.clone(), &e))?;
+        let table = txn
+            .open_table(META)
+            .map_err(|e| read_err(subject.clone(), &e))?;
         let Some(raw) = table.get(key).map_err(|e| read_err(subject.clone(), &e))? else {
             return Ok(None);
         };
-        serde_json::from_slice(raw.value()).map(Some).map_err(|e| read_err(subject, &e))
+        serde_json::from_slice(raw.value())
+            .map(Some)
+            .map_err(|e| read_err(subject, &e))
     }
 
     fn read_log_state(&self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId<RaftId>> = self.read_meta(KEY_PURGED, ErrorSubject::Logs)?;
-        let txn = self.db.begin_read().map_err(|e| read_err(ErrorSubject::Logs, &e))?;
-        let table = txn.open_table(LOG).map_err(|e| read_err(ErrorSubject::Logs, &e))?;
+        let last_purged_log_id: Option<LogId<RaftId>> =
+            self.read_meta(KEY_PURGED, ErrorSubject::Logs)?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| read_err(ErrorSubject::Logs, &e))?;
+        let table = txn
+            .open_table(LOG)
+            .map_err(|e| read_err(ErrorSubject::Logs, &e))?;
         let last = match table.last().map_err(|e| read_err(ErrorSubject::Logs, &e))? {
             Some((_, raw)) => Some(decode_entry(raw.value())?.log_id),
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last,
+        })
     }
 
-    fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        let txn = self.db.begin_read().map_err(|e| read_err(ErrorSubject::Logs, &e))?;
-        let table = txn.open_table(LOG).map_err(|e| read_err(ErrorSubject::Logs, &e))?;
-        let range = table.range::<u64>((start, end)).map_err(|e| read_err(ErrorSubject::Logs, &e))?;
+    fn read_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| read_err(ErrorSubject::Logs, &e))?;
+        let table = txn
+            .open_table(LOG)
+            .map_err(|e| read_err(ErrorSubject::Logs, &e))?;
+        let range = table
+            .range::<u64>((start, end))
+            .map_err(|e| read_err(ErrorSubject::Logs, &e))?;
         let mut out = Vec::new();
         for item in range {
             let (index, raw) = item.map_err(|e| read_err(ErrorSubject::Logs, &e))?;
@@ -120,23 +163,38 @@ impl LogStore {
         durability: Durability,
     ) -> Result<(), StorageError> {
         let raw = serde_json::to_vec(value).map_err(|e| write_err(subject.clone(), &e))?;
-        let mut txn = self.db.begin_write().map_err(|e| write_err(subject.clone(), &e))?;
-        txn.set_durability(durability).map_err(|e| write_err(subject.clone(), &e))?;
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| write_err(subject.clone(), &e))?;
+        txn.set_durability(durability)
+            .map_err(|e| write_err(subject.clone(), &e))?;
         {
-            let mut table = txn.open_table(META).map_err(|e| write_err(subject.clone(), &e))?;
-            table.insert(key, raw.as_slice()).map_err(|e| write_err(subject.clone(), &e))?;
+            let mut table = txn
+                .open_table(META)
+                .map_err(|e| write_err(subject.clone(), &e))?;
+            table
+                .insert(key, raw.as_slice())
+                .map_err(|e| write_err(subject.clone(), &e))?;
         }
         txn.commit().map_err(|e| write_err(subject, &e))
     }
 
     fn write_entries(&self, entries: Vec<Entry<TypeConfig>>) -> Result<(), StorageError> {
-        let txn = self.db.begin_write().map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
         {
-            let mut table = txn.open_table(LOG).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+            let mut table = txn
+                .open_table(LOG)
+                .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
             for entry in &entries {
                 let subject = ErrorSubject::Log(entry.log_id);
                 let raw = serde_json::to_vec(entry).map_err(|e| write_err(subject.clone(), &e))?;
-                table.insert(entry.log_id.index, raw.as_slice()).map_err(|e| write_err(subject, &e))?;
+                table
+                    .insert(entry.log_id.index, raw.as_slice())
+                    .map_err(|e| write_err(subject, &e))?;
             }
         }
         // Default durability (Immediate): fsynced when commit returns.
@@ -144,16 +202,31 @@ impl LogStore {
     }
 
     /// Deletes entries in `range`; when `purged` is set, records it in the same transaction.
-    fn delete_range(&self, range: impl RangeBounds<u64>, purged: Option<LogId<RaftId>>) -> Result<(), StorageError> {
-        let txn = self.db.begin_write().map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+    fn delete_range(
+        &self,
+        range: impl RangeBounds<u64>,
+        purged: Option<LogId<RaftId>>,
+    ) -> Result<(), StorageError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
         {
             if let Some(purged) = purged {
-                let raw = serde_json::to_vec(&purged).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-                let mut meta = txn.open_table(META).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-                meta.insert(KEY_PURGED, raw.as_slice()).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+                let raw =
+                    serde_json::to_vec(&purged).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+                meta.insert(KEY_PURGED, raw.as_slice())
+                    .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
             }
-            let mut table = txn.open_table(LOG).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-            table.retain_in::<u64, _>(range, |_, _| false).map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+            let mut table = txn
+                .open_table(LOG)
+                .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+            table
+                .retain_in::<u64, _>(range, |_, _| false)
+                .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
         }
         txn.commit().map_err(|e| write_err(ErrorSubject::Logs, &e))
     }
@@ -184,7 +257,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<RaftId>) -> Result<(), StorageError> {
         let (this, vote) = (self.clone(), *vote);
-        blocking(move || this.write_meta(KEY_VOTE, &vote, ErrorSubject::Vote, Durability::Immediate)).await
+        blocking(move || {
+            this.write_meta(KEY_VOTE, &vote, ErrorSubject::Vote, Durability::Immediate)
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<RaftId>>, StorageError> {
@@ -192,11 +268,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(move || this.read_meta(KEY_VOTE, ErrorSubject::Vote)).await
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> Result<(), StorageError> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<RaftId>>,
+    ) -> Result<(), StorageError> {
         // Not fsynced on its own: losing it in a crash only means replaying fewer entries at
         // start-up (the leader commits the rest again). The next log append makes it durable.
         let this = self.clone();
-        blocking(move || this.write_meta(KEY_COMMITTED, &committed, ErrorSubject::Store, Durability::None)).await
+        blocking(move || {
+            this.write_meta(
+                KEY_COMMITTED,
+                &committed,
+                ErrorSubject::Store,
+                Durability::None,
+            )
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<RaftId>>, StorageError> {
@@ -206,7 +293,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(committed.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -243,13 +334,21 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StorageError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| write_err(ErrorSubject::Store, &e))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| write_err(ErrorSubject::Store, &e))?
 }
 
-pub(crate) fn read_err<E: std::error::Error + 'static>(subject: ErrorSubject<RaftId>, e: &E) -> StorageError {
+pub(crate) fn read_err<E: std::error::Error + 'static>(
+    subject: ErrorSubject<RaftId>,
+    e: &E,
+) -> StorageError {
     StorageIOError::new(subject, ErrorVerb::Read, AnyError::new(e)).into()
 }
 
-pub(crate) fn write_err<E: std::error::Error + 'static>(subject: ErrorSubject<RaftId>, e: &E) -> StorageError {
+pub(crate) fn write_err<E: std::error::Error + 'static>(
+    subject: ErrorSubject<RaftId>,
+    e: &E,
+) -> StorageError {
     StorageIOError::new(subject, ErrorVerb::Write, AnyError::new(e)).into()
 }

@@ -8,11 +8,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
@@ -44,7 +46,11 @@ impl Peers {
 
     /// Whether `id` answered within `window`.
     pub(crate) fn answered_within(&self, id: RaftId, window: Duration) -> bool {
-        self.last_ok.lock().ok().and_then(|m| m.get(&id).map(|t| t.elapsed() <= window)).unwrap_or(false)
+        self.last_ok
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|t| t.elapsed() <= window))
+            .unwrap_or(false)
     }
 }
 
@@ -119,13 +125,20 @@ impl PeerClient {
         };
         let reply = match tokio::time::timeout(ttl, fut).await {
             Err(_elapsed) => {
-                return Err(Timeout { action: kind, id: self.id, target: self.target, timeout: ttl }.into());
+                return Err(Timeout {
+                    action: kind,
+                    id: self.id,
+                    target: self.target,
+                    timeout: ttl,
+                }
+                .into());
             }
             Ok(Err(status)) => return Err(status_to_rpc_error(status)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
         self.peers.mark_ok(self.target);
-        let res: Result<Resp, E> = serde_json::from_slice(&reply.data).map_err(|e| NetworkError::new(&e))?;
+        let res: Result<Resp, E> =
+            serde_json::from_slice(&reply.data).map_err(|e| NetworkError::new(&e))?;
         res.map_err(|e| RemoteError::new_with_node(self.target, self.node.clone(), e).into())
     }
 }
@@ -145,16 +158,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId>>> {
         // Below openraft's own (hard) timeout, so a slow peer shows as our Timeout error.
-        self.call(RPCTypes::AppendEntries, &rpc, option.soft_ttl()).await
+        self.call(RPCTypes::AppendEntries, &rpc, option.soft_ttl())
+            .await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId, InstallSnapshotError>>>
-    {
-        self.call(RPCTypes::InstallSnapshot, &rpc, option.soft_ttl()).await
+    ) -> Result<
+        InstallSnapshotResponse<RaftId>,
+        RPCError<RaftId, BasicNode, RaftError<RaftId, InstallSnapshotError>>,
+    > {
+        self.call(RPCTypes::InstallSnapshot, &rpc, option.soft_ttl())
+            .await
     }
 
     async fn vote(
@@ -195,6 +212,7 @@ fn decode<T: DeserializeOwned>(request: Request<Json>) -> Result<T, Status> {
 }
 
 fn reply<T: Serialize>(res: &T) -> Result<Response<Json>, Status> {
-    let data = serde_json::to_vec(res).map_err(|e| Status::internal(format!("failed to encode raft reply: {e}")))?;
+    let data = serde_json::to_vec(res)
+        .map_err(|e| Status::internal(format!("failed to encode raft reply: {e}")))?;
     Ok(Response::new(json(data)))
 }

@@ -15,7 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    BasicNode, Entry, EntryPayload, ErrorSubject, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
+    BasicNode, Entry, EntryPayload, ErrorSubject, LogId, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StoredMembership,
 };
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -58,10 +59,15 @@ pub(crate) struct StateMachine {
 
 impl StateMachine {
     /// Creates the snapshot table if missing and restores from the stored snapshot.
-    pub(crate) fn open(db: Arc<Database>) -> Result<(Self, watch::Receiver<Arc<ClusterState>>), StorageError> {
+    pub(crate) fn open(
+        db: Arc<Database>,
+    ) -> Result<(Self, watch::Receiver<Arc<ClusterState>>), StorageError> {
         let subject = ErrorSubject::Snapshot(None);
-        let txn = db.begin_write().map_err(|e| write_err(subject.clone(), &e))?;
-        txn.open_table(SNAPSHOT).map_err(|e| write_err(subject.clone(), &e))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| write_err(subject.clone(), &e))?;
+        txn.open_table(SNAPSHOT)
+            .map_err(|e| write_err(subject.clone(), &e))?;
         txn.commit().map_err(|e| write_err(subject, &e))?;
 
         let (state, last_applied, last_membership) = match read_snapshot(&db)? {
@@ -73,7 +79,16 @@ impl StateMachine {
         };
         let state = Arc::new(state);
         let (tx, rx) = watch::channel(state.clone());
-        Ok((Self { db, state, last_applied, last_membership, tx }, rx))
+        Ok((
+            Self {
+                db,
+                state,
+                last_applied,
+                last_membership,
+                tx,
+            },
+            rx,
+        ))
     }
 
     pub(crate) fn has_snapshot(db: &Database) -> Result<bool, StorageError> {
@@ -135,7 +150,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let snap = decode_data(&data)?;
         if snap.last_applied != meta.last_log_id {
@@ -159,7 +178,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some((meta, data)) = blocking(move || read_snapshot(&db)).await? else {
             return Ok(None);
         };
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }
 
@@ -173,24 +195,43 @@ pub(crate) struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{nanos}", l.leader_id.term, l.index),
             None => format!("0-0-{nanos}"),
         };
-        let meta = Meta { last_log_id: self.last_applied, last_membership: self.last_membership.clone(), snapshot_id };
-        let (db, state, last_membership, meta2) =
-            (self.db.clone(), self.state.clone(), self.last_membership.clone(), meta.clone());
+        let meta = Meta {
+            last_log_id: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            snapshot_id,
+        };
+        let (db, state, last_membership, meta2) = (
+            self.db.clone(),
+            self.state.clone(),
+            self.last_membership.clone(),
+            meta.clone(),
+        );
         let last_applied = self.last_applied;
         let data = blocking(move || {
-            let snap = SnapshotRef { state: &state, last_applied, last_membership: &last_membership };
-            let data = serde_json::to_vec(&snap).map_err(|e| write_err(ErrorSubject::Snapshot(None), &e))?;
+            let snap = SnapshotRef {
+                state: &state,
+                last_applied,
+                last_membership: &last_membership,
+            };
+            let data = serde_json::to_vec(&snap)
+                .map_err(|e| write_err(ErrorSubject::Snapshot(None), &e))?;
             write_snapshot(&db, &meta2, &data)?;
             Ok(data)
         })
         .await?;
         tracing::debug!(snapshot = %meta, bytes = data.len(), "built raft snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -202,11 +243,19 @@ fn decode_data(data: &[u8]) -> Result<SnapshotOwned, StorageError> {
 fn write_snapshot(db: &Database, meta: &Meta, data: &[u8]) -> Result<(), StorageError> {
     let subject = ErrorSubject::Snapshot(Some(meta.signature()));
     let raw_meta = serde_json::to_vec(meta).map_err(|e| write_err(subject.clone(), &e))?;
-    let txn = db.begin_write().map_err(|e| write_err(subject.clone(), &e))?;
+    let txn = db
+        .begin_write()
+        .map_err(|e| write_err(subject.clone(), &e))?;
     {
-        let mut table = txn.open_table(SNAPSHOT).map_err(|e| write_err(subject.clone(), &e))?;
-        table.insert(KEY_META, raw_meta.as_slice()).map_err(|e| write_err(subject.clone(), &e))?;
-        table.insert(KEY_DATA, data).map_err(|e| write_err(subject.clone(), &e))?;
+        let mut table = txn
+            .open_table(SNAPSHOT)
+            .map_err(|e| write_err(subject.clone(), &e))?;
+        table
+            .insert(KEY_META, raw_meta.as_slice())
+            .map_err(|e| write_err(subject.clone(), &e))?;
+        table
+            .insert(KEY_DATA, data)
+            .map_err(|e| write_err(subject.clone(), &e))?;
     }
     txn.commit().map_err(|e| write_err(subject, &e))
 }
@@ -214,9 +263,15 @@ fn write_snapshot(db: &Database, meta: &Meta, data: &[u8]) -> Result<(), Storage
 fn read_snapshot(db: &Database) -> Result<Option<(Meta, Vec<u8>)>, StorageError> {
     let subject = ErrorSubject::Snapshot(None);
     let txn = db.begin_read().map_err(|e| read_err(subject.clone(), &e))?;
-    let table = txn.open_table(SNAPSHOT).map_err(|e| read_err(subject.clone(), &e))?;
-    let meta = table.get(KEY_META).map_err(|e| read_err(subject.clone(), &e))?;
-    let data = table.get(KEY_DATA).map_err(|e| read_err(subject.clone(), &e))?;
+    let table = txn
+        .open_table(SNAPSHOT)
+        .map_err(|e| read_err(subject.clone(), &e))?;
+    let meta = table
+        .get(KEY_META)
+        .map_err(|e| read_err(subject.clone(), &e))?;
+    let data = table
+        .get(KEY_DATA)
+        .map_err(|e| read_err(subject.clone(), &e))?;
     let (Some(meta), Some(data)) = (meta, data) else {
         return Ok(None);
     };

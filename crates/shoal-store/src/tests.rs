@@ -13,15 +13,25 @@ use crate::{ManagerStatus, Store, StoreConfig, StoreError};
 const WAIT: Duration = Duration::from_secs(15);
 
 fn fast(snapshot_every: u64) -> StoreConfig {
-    StoreConfig { heartbeat_ms: 50, election_min_ms: 200, election_max_ms: 400, snapshot_every }
+    StoreConfig {
+        heartbeat_ms: 50,
+        election_min_ms: 200,
+        election_max_ms: 400,
+        snapshot_every,
+    }
 }
 
 fn init_cluster() -> Command {
-    Command::InitCluster { info: fixtures::info(), node: fixtures::node("n1", "manager-1") }
+    Command::InitCluster {
+        info: fixtures::info(),
+        node: fixtures::node("n1", "manager-1"),
+    }
 }
 
 fn create_service(id: &str, name: &str) -> Command {
-    Command::CreateService { service: fixtures::service(id, fixtures::spec(name, 2)) }
+    Command::CreateService {
+        service: fixtures::service(id, fixtures::spec(name, 2)),
+    }
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -31,18 +41,31 @@ where
 {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn wait_state(store: &Store, what: &str, pred: impl Fn(&ClusterState) -> bool) -> Arc<ClusterState> {
+async fn wait_state(
+    store: &Store,
+    what: &str,
+    pred: impl Fn(&ClusterState) -> bool,
+) -> Arc<ClusterState> {
     let mut rx = store.state();
-    let res = tokio::time::timeout(WAIT, async { rx.wait_for(|s| pred(s)).await.map(|s| s.clone()) }).await;
+    let res = tokio::time::timeout(WAIT, async {
+        rx.wait_for(|s| pred(s)).await.map(|s| s.clone())
+    })
+    .await;
     match res {
         Ok(Ok(s)) => s,
         Ok(Err(_)) => panic!("state channel closed while waiting until {what}"),
-        Err(_) => panic!("timed out waiting until {what}; state is {:?}", store.state().borrow()),
+        Err(_) => panic!(
+            "timed out waiting until {what}; state is {:?}",
+            store.state().borrow()
+        ),
     }
 }
 
@@ -55,7 +78,11 @@ fn serve(store: &Store, listener: TcpListener) -> JoinHandle<()> {
     let svc = store.grpc_service();
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await
+        {
             panic!("raft grpc server failed: {e}");
         }
     })
@@ -64,11 +91,16 @@ fn serve(store: &Store, listener: TcpListener) -> JoinHandle<()> {
 #[tokio::test]
 async fn a_fresh_store_has_no_state_and_no_leader() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), 1, "127.0.0.1:1".into(), fast(1000)).await.expect("open");
+    let store = Store::open(dir.path(), 1, "127.0.0.1:1".into(), fast(1000))
+        .await
+        .expect("open");
     assert!(!store.has_state());
     assert!(!store.is_leader());
     assert!(store.members().is_empty());
-    let err = store.propose(init_cluster()).await.expect_err("no cluster yet");
+    let err = store
+        .propose(init_cluster())
+        .await
+        .expect_err("no cluster yet");
     assert_eq!(err, StoreError::NotLeader { leader: None });
     assert!(err.is_retryable());
     store.shutdown().await.expect("shutdown");
@@ -77,7 +109,9 @@ async fn a_fresh_store_has_no_state_and_no_leader() {
 #[tokio::test]
 async fn a_restarted_manager_comes_back_with_every_service() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), 1, "127.0.0.1:4001".into(), fast(1000)).await.expect("open");
+    let store = Store::open(dir.path(), 1, "127.0.0.1:4001".into(), fast(1000))
+        .await
+        .expect("open");
     store.initialize().await.expect("initialize");
     assert!(store.is_leader());
     assert!(store.has_state());
@@ -89,27 +123,51 @@ async fn a_restarted_manager_comes_back_with_every_service() {
     let mut rx = store.state();
     rx.mark_unchanged();
     propose_ok(&store, init_cluster()).await;
-    assert!(rx.has_changed().expect("sender alive"), "applying a command publishes a new state");
+    assert!(
+        rx.has_changed().expect("sender alive"),
+        "applying a command publishes a new state"
+    );
     propose_ok(&store, create_service("s1", "web")).await;
     propose_ok(&store, create_service("s2", "db")).await;
     // The apply error comes back as the command's result, and changes nothing.
     assert_eq!(
         store.propose(create_service("s3", "web")).await,
-        Ok(CommandResult::Err(ApplyError::ServiceNameInUse("web".into())))
+        Ok(CommandResult::Err(ApplyError::ServiceNameInUse(
+            "web".into()
+        )))
     );
-    propose_ok(&store, Command::UpdateService { id: "s1".into(), spec: fixtures::spec("web", 5), at: Millis(7) }).await;
+    propose_ok(
+        &store,
+        Command::UpdateService {
+            id: "s1".into(),
+            spec: fixtures::spec("web", 5),
+            at: Millis(7),
+        },
+    )
+    .await;
     let before = store.state().borrow().clone();
     assert_eq!(before.services.len(), 2);
     store.shutdown().await.expect("shutdown");
     drop(store);
 
     // No initialize: a one-member group elects itself from what is on disk.
-    let store = Store::open(dir.path(), 1, "127.0.0.1:4001".into(), fast(1000)).await.expect("reopen");
+    let store = Store::open(dir.path(), 1, "127.0.0.1:4001".into(), fast(1000))
+        .await
+        .expect("reopen");
     assert!(store.has_state());
-    eventually("the restarted manager leads again", || async { store.is_leader() }).await;
-    let after = wait_state(&store, "the log is re-applied", |s| s.version == before.version).await;
+    eventually("the restarted manager leads again", || async {
+        store.is_leader()
+    })
+    .await;
+    let after = wait_state(&store, "the log is re-applied", |s| {
+        s.version == before.version
+    })
+    .await;
     assert_eq!(*after, *before);
-    assert_eq!(after.services["s1"].spec.mode, shoal_types::ServiceMode::Replicated { replicas: 5 });
+    assert_eq!(
+        after.services["s1"].spec.mode,
+        shoal_types::ServiceMode::Replicated { replicas: 5 }
+    );
     // And it keeps working.
     propose_ok(&store, create_service("s4", "cache")).await;
     assert!(store.state().borrow().services.contains_key("s4"));
@@ -119,7 +177,9 @@ async fn a_restarted_manager_comes_back_with_every_service() {
 #[tokio::test]
 async fn a_restart_after_the_log_was_purged_restores_from_the_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), 1, "127.0.0.1:4002".into(), fast(4)).await.expect("open");
+    let store = Store::open(dir.path(), 1, "127.0.0.1:4002".into(), fast(4))
+        .await
+        .expect("open");
     store.initialize().await.expect("initialize");
     propose_ok(&store, init_cluster()).await;
     for i in 0..20 {
@@ -137,11 +197,22 @@ async fn a_restart_after_the_log_was_purged_restores_from_the_snapshot() {
     store.shutdown().await.expect("shutdown");
     drop(store);
 
-    let store = Store::open(dir.path(), 1, "127.0.0.1:4002".into(), fast(4)).await.expect("reopen");
+    let store = Store::open(dir.path(), 1, "127.0.0.1:4002".into(), fast(4))
+        .await
+        .expect("reopen");
     // Restored from the snapshot before any election.
-    assert!(store.state().borrow().services.len() >= 8, "state comes from the snapshot at open");
-    eventually("the restarted manager leads again", || async { store.is_leader() }).await;
-    let after = wait_state(&store, "the log after the snapshot is re-applied", |s| s.version == before.version).await;
+    assert!(
+        store.state().borrow().services.len() >= 8,
+        "state comes from the snapshot at open"
+    );
+    eventually("the restarted manager leads again", || async {
+        store.is_leader()
+    })
+    .await;
+    let after = wait_state(&store, "the log after the snapshot is re-applied", |s| {
+        s.version == before.version
+    })
+    .await;
     assert_eq!(*after, *before);
     assert_eq!(after.services.len(), 20);
     store.shutdown().await.expect("shutdown");
@@ -151,14 +222,18 @@ async fn a_restart_after_the_log_was_purged_restores_from_the_snapshot() {
 async fn three_managers_on_loopback_replicate_and_fail_over() {
     // A small snapshot interval so the two new managers catch up by InstallSnapshot over gRPC.
     let config = fast(4);
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
     let mut stores = Vec::new();
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr").to_string();
-        let store = Store::open(dir.path(), i as u64 + 1, addr.clone(), config.clone()).await.expect("open");
+        let store = Store::open(dir.path(), i as u64 + 1, addr.clone(), config.clone())
+            .await
+            .expect("open");
         servers.push(serve(&store, listener));
         stores.push(store);
         addrs.push(addr);
@@ -170,13 +245,25 @@ async fn three_managers_on_loopback_replicate_and_fail_over() {
     for i in 0..12 {
         propose_ok(s1, create_service(&format!("s{i}"), &format!("svc{i}"))).await;
     }
-    s1.inner.raft.wait(Some(WAIT)).metrics(|m| m.purged.is_some(), "log purged").await.expect("leader purged its log");
+    s1.inner
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.purged.is_some(), "log purged")
+        .await
+        .expect("leader purged its log");
 
-    s1.add_manager(2, addrs[1].clone()).await.expect("add manager 2");
-    s1.add_manager(3, addrs[2].clone()).await.expect("add manager 3");
+    s1.add_manager(2, addrs[1].clone())
+        .await
+        .expect("add manager 2");
+    s1.add_manager(3, addrs[2].clone())
+        .await
+        .expect("add manager 3");
     let want: Vec<_> = (1..=3).zip(addrs.iter().cloned()).collect();
     assert_eq!(s1.members(), want);
-    eventually("every manager sees three voters", || async { stores.iter().all(|s| s.members() == want) }).await;
+    eventually("every manager sees three voters", || async {
+        stores.iter().all(|s| s.members() == want)
+    })
+    .await;
     for s in [s2, s3] {
         assert!(!s.is_leader());
         assert_eq!(s.leader(), Some((1, addrs[0].clone())));
@@ -186,43 +273,78 @@ async fn three_managers_on_loopback_replicate_and_fail_over() {
     propose_ok(s1, create_service("late", "late-svc")).await;
     let leader_state = s1.state().borrow().clone();
     for s in &stores {
-        let st = wait_state(s, "the new service is replicated", |st| st.services.contains_key("late")).await;
+        let st = wait_state(s, "the new service is replicated", |st| {
+            st.services.contains_key("late")
+        })
+        .await;
         assert_eq!(*st, *leader_state);
     }
 
     // A follower refuses writes and names the leader.
     assert_eq!(
         s2.propose(create_service("x", "x")).await,
-        Err(StoreError::NotLeader { leader: Some((1, addrs[0].clone())) })
+        Err(StoreError::NotLeader {
+            leader: Some((1, addrs[0].clone()))
+        })
     );
     assert_eq!(
         s3.add_manager(9, "127.0.0.1:9".into()).await,
-        Err(StoreError::NotLeader { leader: Some((1, addrs[0].clone())) })
+        Err(StoreError::NotLeader {
+            leader: Some((1, addrs[0].clone()))
+        })
     );
 
     eventually("the leader hears from both followers", || async {
-        s1.manager_status().iter().all(|m| m.reachable == Some(true))
+        s1.manager_status()
+            .iter()
+            .all(|m| m.reachable == Some(true))
     })
     .await;
     let status = s1.manager_status();
-    assert_eq!(status.iter().filter(|m| m.leader).map(|m| m.id).collect::<Vec<_>>(), vec![1]);
-    assert!(s2.manager_status().iter().all(|m| m.reachable.is_none()), "a follower can't tell");
+    assert_eq!(
+        status
+            .iter()
+            .filter(|m| m.leader)
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(
+        s2.manager_status().iter().all(|m| m.reachable.is_none()),
+        "a follower can't tell"
+    );
 
     // The leader goes away: the other two elect one of themselves and carry on.
     s1.shutdown().await.expect("shutdown 1");
     servers[0].abort();
-    eventually("a new leader is elected", || async { s2.is_leader() || s3.is_leader() }).await;
+    eventually("a new leader is elected", || async {
+        s2.is_leader() || s3.is_leader()
+    })
+    .await;
     let (new_leader, other) = if s2.is_leader() { (s2, s3) } else { (s3, s2) };
     propose_ok(new_leader, create_service("after", "after-failover")).await;
-    wait_state(other, "the write after failover is replicated", |st| st.services.contains_key("after")).await;
-    let down: Vec<ManagerStatus> = new_leader.manager_status().into_iter().filter(|m| m.id == 1).collect();
+    wait_state(other, "the write after failover is replicated", |st| {
+        st.services.contains_key("after")
+    })
+    .await;
+    let down: Vec<ManagerStatus> = new_leader
+        .manager_status()
+        .into_iter()
+        .filter(|m| m.id == 1)
+        .collect();
     assert_eq!(down.len(), 1);
     eventually("the old leader shows as unreachable", || async {
-        new_leader.manager_status().iter().any(|m| m.id == 1 && m.reachable == Some(false))
+        new_leader
+            .manager_status()
+            .iter()
+            .any(|m| m.id == 1 && m.reachable == Some(false))
     })
     .await;
 
-    new_leader.remove_manager(1).await.expect("remove manager 1");
+    new_leader
+        .remove_manager(1)
+        .await
+        .expect("remove manager 1");
     let ids: Vec<_> = new_leader.members().into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids, vec![2, 3]);
 

@@ -57,7 +57,11 @@ impl Constraint {
                 }
             },
         };
-        Ok(Constraint { key, equal, value: value.to_string() })
+        Ok(Constraint {
+            key,
+            equal,
+            value: value.to_string(),
+        })
     }
 
     pub fn matches(&self, node: &Node) -> bool {
@@ -83,7 +87,12 @@ impl fmt::Display for Constraint {
             ConstraintKey::Role => "node.role".to_string(),
             ConstraintKey::Label(k) => format!("node.labels.{k}"),
         };
-        write!(f, "{key}{}{}", if self.equal { "==" } else { "!=" }, self.value)
+        write!(
+            f,
+            "{key}{}{}",
+            if self.equal { "==" } else { "!=" },
+            self.value
+        )
     }
 }
 
@@ -93,7 +102,11 @@ mod tests {
 
     #[test]
     fn parse_and_display_round_trip() {
-        for s in ["node.hostname==node2", "node.role!=manager", "node.labels.zone==east"] {
+        for s in [
+            "node.hostname==node2",
+            "node.role!=manager",
+            "node.labels.zone==east",
+        ] {
             assert_eq!(Constraint::parse(s).unwrap().to_string(), s);
         }
         assert!(Constraint::parse("node.colour==red").is_err());

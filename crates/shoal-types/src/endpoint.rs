@@ -92,7 +92,11 @@ impl EndpointDelta {
 impl EndpointView {
     /// The delta that turns `self` into `new`.
     pub fn diff(&self, new: &EndpointView) -> EndpointDelta {
-        let mut d = EndpointDelta { from: self.version, to: new.version, ..Default::default() };
+        let mut d = EndpointDelta {
+            from: self.version,
+            to: new.version,
+            ..Default::default()
+        };
         for (id, n) in &new.networks {
             let old = self.networks.get(id);
             if old.map(|o| &o.info) != Some(&n.info) {
@@ -110,13 +114,25 @@ impl EndpointView {
             }
             if let Some(o) = old {
                 d.services_removed.extend(
-                    o.services.keys().filter(|k| !n.services.contains_key(*k)).map(|k| (id.clone(), k.clone())),
+                    o.services
+                        .keys()
+                        .filter(|k| !n.services.contains_key(*k))
+                        .map(|k| (id.clone(), k.clone())),
                 );
-                d.tasks_removed
-                    .extend(o.tasks.keys().filter(|k| !n.tasks.contains_key(*k)).map(|k| (id.clone(), k.clone())));
+                d.tasks_removed.extend(
+                    o.tasks
+                        .keys()
+                        .filter(|k| !n.tasks.contains_key(*k))
+                        .map(|k| (id.clone(), k.clone())),
+                );
             }
         }
-        d.networks_removed = self.networks.keys().filter(|k| !new.networks.contains_key(*k)).cloned().collect();
+        d.networks_removed = self
+            .networks
+            .keys()
+            .filter(|k| !new.networks.contains_key(*k))
+            .cloned()
+            .collect();
         d
     }
 
@@ -125,7 +141,10 @@ impl EndpointView {
         if d.from == 0 {
             *self = EndpointView::default();
         } else if d.from != self.version {
-            return Err(format!("delta from version {} does not apply to version {}", d.from, self.version));
+            return Err(format!(
+                "delta from version {} does not apply to version {}",
+                d.from, self.version
+            ));
         }
         for id in &d.networks_removed {
             self.networks.remove(id);
@@ -134,7 +153,11 @@ impl EndpointView {
             self.networks
                 .entry(info.id.clone())
                 .and_modify(|n| n.info = info.clone())
-                .or_insert_with(|| NetworkEndpoints { info: info.clone(), services: BTreeMap::new(), tasks: BTreeMap::new() });
+                .or_insert_with(|| NetworkEndpoints {
+                    info: info.clone(),
+                    services: BTreeMap::new(),
+                    tasks: BTreeMap::new(),
+                });
         }
         for (net, s) in &d.services {
             if let Some(n) = self.networks.get_mut(net) {

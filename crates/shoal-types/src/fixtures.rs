@@ -12,8 +12,14 @@ pub fn node(id: &str, hostname: &str) -> Node {
         id: id.into(),
         created_at: Millis(0),
         updated_at: Millis(0),
-        spec: NodeSpec { role: NodeRole::Worker, availability: Availability::Active, labels: BTreeMap::new() },
-        description: NodeDescription { hostname: hostname.into() },
+        spec: NodeSpec {
+            role: NodeRole::Worker,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+        },
+        description: NodeDescription {
+            hostname: hostname.into(),
+        },
         status: NodeStatus {
             state: NodeState::Ready,
             message: String::new(),
@@ -45,7 +51,14 @@ pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
 }
 
 pub fn service(id: &str, spec: ServiceSpec) -> Service {
-    Service { id: id.into(), version: 1, created_at: Millis(0), updated_at: Millis(0), spec, endpoint: Default::default() }
+    Service {
+        id: id.into(),
+        version: 1,
+        created_at: Millis(0),
+        updated_at: Millis(0),
+        spec,
+        endpoint: Default::default(),
+    }
 }
 
 pub fn info() -> ClusterInfo {
@@ -63,9 +76,17 @@ pub fn cluster(nodes: &[(&str, &str)]) -> ClusterState {
     let mut st = ClusterState::default();
     let mut it = nodes.iter();
     let (id, host) = it.next().expect("at least one node");
-    st.apply(Command::InitCluster { info: info(), node: node(id, host) }).expect("init");
+    st.apply(Command::InitCluster {
+        info: info(),
+        node: node(id, host),
+    })
+    .expect("init");
     for (id, host) in it {
-        st.apply(Command::AddNode { node: node(id, host), at: Millis(0) }).expect("add node");
+        st.apply(Command::AddNode {
+            node: node(id, host),
+            at: Millis(0),
+        })
+        .expect("add node");
     }
     st
 }
@@ -93,7 +114,10 @@ pub fn spec_on(name: &str, replicas: u64, networks: &[&str]) -> ServiceSpec {
     let mut s = spec(name, replicas);
     s.task_template.networks = networks
         .iter()
-        .map(|n| crate::service::NetworkAttachment { target: n.to_string(), aliases: vec![] })
+        .map(|n| crate::service::NetworkAttachment {
+            target: n.to_string(),
+            aliases: vec![],
+        })
         .collect();
     s
 }

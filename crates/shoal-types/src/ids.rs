@@ -21,13 +21,17 @@ pub fn short_id(id: &str) -> &str {
 
 /// Whether `s` looks like an id or an id prefix (used to resolve `inspect` arguments).
 pub fn is_hex(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 /// A manager's Raft id, derived from its node id (the first 15 hex digits, so it fits in
 /// 60 bits and is never 0 for a real id).
 pub fn raft_id_of(node_id: &str) -> u64 {
-    u64::from_str_radix(&node_id[..node_id.len().min(15)], 16).unwrap_or(0).max(1)
+    u64::from_str_radix(&node_id[..node_id.len().min(15)], 16)
+        .unwrap_or(0)
+        .max(1)
 }
 
 /// A random secret for join tokens: 25 characters of [a-z0-9].

@@ -27,7 +27,7 @@ pub use ids::{new_id, short_id};
 pub use network::{Attachment, Ipam, Network};
 pub use node::{Availability, Node, NodeRole, NodeState};
 pub use service::{
-    EndpointMode, EndpointSpec, NetworkAttachment, PortConfig, PublishMode, Protocol,
+    EndpointMode, EndpointSpec, NetworkAttachment, PortConfig, Protocol, PublishMode,
     RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
 };
 pub use state::{ApplyError, ClusterInfo, ClusterState, Command, CommandResult, Service};

@@ -63,15 +63,23 @@ impl Network {
     /// gateway.
     pub fn usable(&self, addr: Ipv4Addr) -> bool {
         let net = self.ipam.subnet;
-        net.contains(&addr) && addr != net.network() && addr != net.broadcast() && addr != self.ipam.gateway
+        net.contains(&addr)
+            && addr != net.network()
+            && addr != net.broadcast()
+            && addr != self.ipam.gateway
     }
 }
 
 /// Parses a user's `--subnet`: a network address with its prefix (`10.1.2.0/24`).
 pub fn parse_subnet(s: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = s.parse().map_err(|_| format!("invalid subnet {s:?}: expected e.g. 10.0.1.0/24"))?;
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| format!("invalid subnet {s:?}: expected e.g. 10.0.1.0/24"))?;
     if net.trunc() != net {
-        return Err(format!("invalid subnet {s}: host bits are set; did you mean {}?", net.trunc()));
+        return Err(format!(
+            "invalid subnet {s}: host bits are set; did you mean {}?",
+            net.trunc()
+        ));
     }
     if net.prefix_len() > 29 {
         return Err(format!("subnet {s} is too small: use /29 or larger"));

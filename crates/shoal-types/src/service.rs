@@ -56,7 +56,11 @@ pub struct RestartPolicy {
 impl Default for RestartPolicy {
     fn default() -> Self {
         // docker's defaults: restart on any exit, 5 s apart, forever.
-        RestartPolicy { condition: RestartCondition::Any, delay_ms: 5_000, max_attempts: 0 }
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 5_000,
+            max_attempts: 0,
+        }
     }
 }
 
@@ -87,7 +91,10 @@ pub struct NetworkAttachment {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceMode {
-    Replicated { #[serde(rename = "Replicas")] replicas: u64 },
+    Replicated {
+        #[serde(rename = "Replicas")]
+        replicas: u64,
+    },
     Global {},
 }
 
@@ -113,7 +120,11 @@ pub struct EndpointSpec {
 
 impl Default for EndpointSpec {
     fn default() -> Self {
-        EndpointSpec { mode: EndpointMode::Vip, ports: Vec::new(), dns_ttl: None }
+        EndpointSpec {
+            mode: EndpointMode::Vip,
+            ports: Vec::new(),
+            dns_ttl: None,
+        }
     }
 }
 
@@ -158,7 +169,12 @@ impl PortConfig {
     /// `published=8080,target=80,protocol=udp,mode=host`.
     pub fn parse(s: &str) -> Result<PortConfig, String> {
         let bad = |why: &str| format!("invalid publish {s:?}: {why}");
-        let port = |v: &str| v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("ports are 1-65535"));
+        let port = |v: &str| {
+            v.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("ports are 1-65535"))
+        };
         let mut pc = PortConfig {
             name: None,
             protocol: Protocol::Tcp,
@@ -168,7 +184,9 @@ impl PortConfig {
         };
         if s.contains('=') {
             for field in s.split(',') {
-                let (k, v) = field.split_once('=').ok_or_else(|| bad("expected key=value pairs"))?;
+                let (k, v) = field
+                    .split_once('=')
+                    .ok_or_else(|| bad("expected key=value pairs"))?;
                 match k.trim() {
                     "published" => pc.published_port = Some(port(v)?),
                     "target" => pc.target_port = port(v)?,
@@ -213,8 +231,13 @@ impl std::fmt::Display for PortConfig {
 pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -261,10 +284,16 @@ mod tests {
     #[test]
     fn publish_short_and_long_forms() {
         let p = PortConfig::parse("8080:80").unwrap();
-        assert_eq!((p.published_port, p.target_port, p.protocol), (Some(8080), 80, Protocol::Tcp));
+        assert_eq!(
+            (p.published_port, p.target_port, p.protocol),
+            (Some(8080), 80, Protocol::Tcp)
+        );
         assert_eq!(p.to_string(), "*:8080->80/tcp");
         let p = PortConfig::parse("53/udp").unwrap();
-        assert_eq!((p.published_port, p.target_port, p.protocol), (None, 53, Protocol::Udp));
+        assert_eq!(
+            (p.published_port, p.target_port, p.protocol),
+            (None, 53, Protocol::Udp)
+        );
         let p = PortConfig::parse("published=8080,target=80,protocol=udp,mode=host").unwrap();
         assert_eq!(p.publish_mode, PublishMode::Host);
         assert_eq!(p.protocol, Protocol::Udp);

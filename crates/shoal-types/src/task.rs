@@ -48,7 +48,14 @@ pub struct TaskStatus {
 
 impl TaskStatus {
     pub fn new(state: TaskState, at: Millis, message: impl Into<String>) -> TaskStatus {
-        TaskStatus { timestamp: at, state, message: message.into(), err: String::new(), pid: None, exit_code: None }
+        TaskStatus {
+            timestamp: at,
+            state,
+            message: message.into(),
+            err: String::new(),
+            pid: None,
+            exit_code: None,
+        }
     }
 }
 
@@ -95,7 +102,11 @@ impl Task {
         if self.slot > 0 {
             format!("{}.{}", self.service_name, self.slot)
         } else {
-            format!("{}.{}", self.service_name, self.node_id.as_deref().unwrap_or(""))
+            format!(
+                "{}.{}",
+                self.service_name,
+                self.node_id.as_deref().unwrap_or("")
+            )
         }
     }
 

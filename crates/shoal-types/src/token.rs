@@ -20,11 +20,17 @@ impl JoinToken {
         let rest = s.trim().strip_prefix(PREFIX).ok_or_else(bad)?;
         let (cluster_id, secret) = rest.split_once('-').ok_or_else(bad)?;
         let hex = cluster_id.len() == crate::ids::ID_LEN && crate::ids::is_hex(cluster_id);
-        let secret_ok = secret.len() == 25 && secret.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let secret_ok = secret.len() == 25
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !hex || !secret_ok {
             return Err(bad());
         }
-        Ok(JoinToken { cluster_id: cluster_id.into(), secret: secret.into() })
+        Ok(JoinToken {
+            cluster_id: cluster_id.into(),
+            secret: secret.into(),
+        })
     }
 }
 
@@ -40,7 +46,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejects() {
-        let t = JoinToken { cluster_id: crate::new_id(), secret: crate::ids::new_secret() };
+        let t = JoinToken {
+            cluster_id: crate::new_id(),
+            secret: crate::ids::new_secret(),
+        };
         assert_eq!(JoinToken::parse(&t.to_string()), Ok(t));
         assert!(JoinToken::parse("SWMTKN-1-abc").is_err());
         assert!(JoinToken::parse("SHTKN-1-zz-zz").is_err());

@@ -4,16 +4,19 @@
 use std::sync::Arc;
 
 use shoal_api::{
-    ApiError, ApiResult, Backend, CreateResponse, Info, InitRequest, InitResponse, JoinRequest, JoinResponse,
-    JoinToken, LogLine, NodeUpdate, Pid, ServiceStatus, ServiceView, TaskFilter, TaskView,
+    ApiError, ApiResult, Backend, CreateResponse, Info, InitRequest, InitResponse, JoinRequest,
+    JoinResponse, JoinToken, LogLine, NodeUpdate, Pid, ServiceStatus, ServiceView, TaskFilter,
+    TaskView,
 };
 use shoal_rpc::agent_client::AgentClient;
 use shoal_types::state::Service;
 use shoal_types::token::JoinToken as Token;
-use shoal_types::{ids, ClusterState, Command, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState};
+use shoal_types::{
+    ClusterState, Command, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, ids,
+};
 
 use crate::daemon::Daemon;
-use crate::errors::{not_manager, internal};
+use crate::errors::{internal, not_manager};
 use crate::manager::Manager;
 
 #[derive(Clone)]
@@ -29,44 +32,78 @@ impl Api {
     }
 
     fn find_service(state: &ClusterState, key: &str) -> ApiResult<Service> {
-        state.find_service(key).cloned().ok_or_else(|| ApiError::not_found(format!("no such service: {key}")))
+        state
+            .find_service(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no such service: {key}")))
     }
 
     fn find_node(state: &ClusterState, key: &str) -> ApiResult<Node> {
-        state.find_node(key).cloned().ok_or_else(|| ApiError::not_found(format!("no such node: {key}")))
+        state
+            .find_node(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no such node: {key}")))
     }
 
     fn view(state: &ClusterState, s: Service) -> ServiceView {
         let running = state
             .tasks_of(&s.id)
-            .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
+            .filter(|t| {
+                t.desired_state == TaskState::Running && t.status.state == TaskState::Running
+            })
             .filter(|t| node_ready(state, t))
             .count() as u64;
         let desired = match s.spec.replicas() {
             Some(n) => n,
-            None => state.tasks_of(&s.id).filter(|t| t.desired_state == TaskState::Running).count() as u64,
+            None => state
+                .tasks_of(&s.id)
+                .filter(|t| t.desired_state == TaskState::Running)
+                .count() as u64,
         };
-        ServiceView { service: s, status: ServiceStatus { running_tasks: running, desired_tasks: desired } }
+        ServiceView {
+            service: s,
+            status: ServiceStatus {
+                running_tasks: running,
+                desired_tasks: desired,
+            },
+        }
     }
 
     fn task_view(state: &ClusterState, t: Task) -> TaskView {
-        let node_hostname =
-            t.node_id.as_ref().and_then(|n| state.nodes.get(n)).map(|n| n.hostname().to_string()).unwrap_or_default();
-        TaskView { task: t, node_hostname }
+        let node_hostname = t
+            .node_id
+            .as_ref()
+            .and_then(|n| state.nodes.get(n))
+            .map(|n| n.hostname().to_string())
+            .unwrap_or_default();
+        TaskView {
+            task: t,
+            node_hostname,
+        }
     }
 
     fn token(state: &ClusterState, role: NodeRole) -> ApiResult<String> {
-        let c = state.cluster.as_ref().ok_or_else(crate::errors::not_in_swarm)?;
+        let c = state
+            .cluster
+            .as_ref()
+            .ok_or_else(crate::errors::not_in_swarm)?;
         let secret = match role {
             NodeRole::Worker => c.worker_secret.clone(),
             NodeRole::Manager => c.manager_secret.clone(),
         };
-        Ok(Token { cluster_id: c.id.clone(), secret }.to_string())
+        Ok(Token {
+            cluster_id: c.id.clone(),
+            secret,
+        }
+        .to_string())
     }
 }
 
 fn node_ready(state: &ClusterState, t: &Task) -> bool {
-    t.node_id.as_ref().and_then(|n| state.nodes.get(n)).is_some_and(|n| n.status.state == NodeState::Ready)
+    t.node_id
+        .as_ref()
+        .and_then(|n| state.nodes.get(n))
+        .is_some_and(|n| n.status.state == NodeState::Ready)
 }
 
 impl Backend for Api {
@@ -93,7 +130,10 @@ impl Backend for Api {
     }
 
     async fn init(&self, req: InitRequest) -> ApiResult<InitResponse> {
-        let active = self.0.init(req.advertise_addr, req.heartbeat_period_ms).await?;
+        let active = self
+            .0
+            .init(req.advertise_addr, req.heartbeat_period_ms)
+            .await?;
         let state = self.state()?;
         Ok(InitResponse {
             node_id: active.identity.node_id.clone(),
@@ -104,8 +144,14 @@ impl Backend for Api {
     }
 
     async fn join(&self, req: JoinRequest) -> ApiResult<JoinResponse> {
-        let active = self.0.join(&req.token, &req.remote_addr, req.advertise_addr).await?;
-        Ok(JoinResponse { node_id: active.identity.node_id.clone(), role: active.identity.role })
+        let active = self
+            .0
+            .join(&req.token, &req.remote_addr, req.advertise_addr)
+            .await?;
+        Ok(JoinResponse {
+            node_id: active.identity.node_id.clone(),
+            role: active.identity.role,
+        })
     }
 
     async fn leave(&self, force: bool) -> ApiResult<()> {
@@ -116,7 +162,10 @@ impl Backend for Api {
         let m = self.manager()?;
         let state = m.state();
         let manager_addr = self.0.active_or_err()?.identity.cluster_addr;
-        Ok(JoinToken { token: Self::token(&state, role)?, manager_addr })
+        Ok(JoinToken {
+            token: Self::token(&state, role)?,
+            manager_addr,
+        })
     }
 
     async fn nodes(&self) -> ApiResult<Vec<Node>> {
@@ -124,8 +173,12 @@ impl Backend for Api {
         let state = m.state();
         let leader = m.store.leader().map(|(id, _)| id);
         // Only the leader knows which managers answer Raft; elsewhere, use the node state.
-        let raft: std::collections::HashMap<u64, Option<bool>> =
-            m.store.manager_status().into_iter().map(|s| (s.id, s.reachable)).collect();
+        let raft: std::collections::HashMap<u64, Option<bool>> = m
+            .store
+            .manager_status()
+            .into_iter()
+            .map(|s| (s.id, s.reachable))
+            .collect();
         Ok(state
             .nodes
             .values()
@@ -135,7 +188,12 @@ impl Backend for Api {
                 if let Some(ms) = n.manager_status.as_mut() {
                     ms.leader = Some(ms.raft_id) == leader;
                     let reachable = raft.get(&ms.raft_id).copied().flatten().unwrap_or(ready);
-                    ms.reachability = if reachable { "reachable" } else { "unreachable" }.into();
+                    ms.reachability = if reachable {
+                        "reachable"
+                    } else {
+                        "unreachable"
+                    }
+                    .into();
                 }
                 n
             })
@@ -146,7 +204,10 @@ impl Backend for Api {
         let nodes = self.nodes().await?;
         let state = self.state()?;
         let id = Self::find_node(&state, &key)?.id;
-        nodes.into_iter().find(|n| n.id == id).ok_or_else(|| ApiError::not_found(format!("no such node: {key}")))
+        nodes
+            .into_iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| ApiError::not_found(format!("no such node: {key}")))
     }
 
     async fn update_node(&self, key: String, update: NodeUpdate) -> ApiResult<()> {
@@ -156,18 +217,28 @@ impl Backend for Api {
         for l in &update.label_add {
             let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
             if k.is_empty() {
-                return Err(ApiError::bad_request(format!("invalid label {l:?}: expected KEY=VALUE")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid label {l:?}: expected KEY=VALUE"
+                )));
             }
             labels.insert(k.to_string(), v.to_string());
         }
         for k in &update.label_rm {
             if labels.remove(k).is_none() {
-                return Err(ApiError::not_found(format!("node {} has no label {k:?}", node.hostname())));
+                return Err(ApiError::not_found(format!(
+                    "node {} has no label {k:?}",
+                    node.hostname()
+                )));
             }
         }
         let labels = (labels != node.spec.labels).then_some(labels);
-        m.propose(Command::UpdateNodeSpec { id: node.id, availability: update.availability, labels, at: shoal_agent::worker::now() })
-            .await
+        m.propose(Command::UpdateNodeSpec {
+            id: node.id,
+            availability: update.availability,
+            labels,
+            at: shoal_agent::worker::now(),
+        })
+        .await
     }
 
     async fn remove_node(&self, key: String, force: bool) -> ApiResult<()> {
@@ -178,7 +249,12 @@ impl Backend for Api {
 
     async fn services(&self) -> ApiResult<Vec<ServiceView>> {
         let state = self.state()?;
-        let mut v: Vec<ServiceView> = state.services.values().cloned().map(|s| Self::view(&state, s)).collect();
+        let mut v: Vec<ServiceView> = state
+            .services
+            .values()
+            .cloned()
+            .map(|s| Self::view(&state, s))
+            .collect();
         v.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
         Ok(v)
     }
@@ -194,7 +270,14 @@ impl Backend for Api {
         spec.validate().map_err(ApiError::bad_request)?;
         let now = shoal_agent::worker::now();
         let id = ids::new_id();
-        let service = Service { id: id.clone(), version: 1, created_at: now, updated_at: now, spec, endpoint: Default::default() };
+        let service = Service {
+            id: id.clone(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            spec,
+            endpoint: Default::default(),
+        };
         m.propose(Command::CreateService { service }).await?;
         Ok(CreateResponse { id })
     }
@@ -203,7 +286,12 @@ impl Backend for Api {
         let m = self.manager()?;
         spec.validate().map_err(ApiError::bad_request)?;
         let s = Self::find_service(&m.state(), &key)?;
-        m.propose(Command::UpdateService { id: s.id, spec, at: shoal_agent::worker::now() }).await
+        m.propose(Command::UpdateService {
+            id: s.id,
+            spec,
+            at: shoal_agent::worker::now(),
+        })
+        .await
     }
 
     async fn remove_service(&self, key: String) -> ApiResult<()> {
@@ -214,13 +302,24 @@ impl Backend for Api {
 
     async fn tasks(&self, filter: TaskFilter) -> ApiResult<Vec<TaskView>> {
         let state = self.state()?;
-        let service = filter.service.as_deref().map(|k| Self::find_service(&state, k)).transpose()?;
-        let node = filter.node.as_deref().map(|k| Self::find_node(&state, k)).transpose()?;
+        let service = filter
+            .service
+            .as_deref()
+            .map(|k| Self::find_service(&state, k))
+            .transpose()?;
+        let node = filter
+            .node
+            .as_deref()
+            .map(|k| Self::find_node(&state, k))
+            .transpose()?;
         Ok(state
             .tasks
             .values()
             .filter(|t| service.as_ref().is_none_or(|s| s.id == t.service_id))
-            .filter(|t| node.as_ref().is_none_or(|n| t.node_id.as_deref() == Some(n.id.as_str())))
+            .filter(|t| {
+                node.as_ref()
+                    .is_none_or(|n| t.node_id.as_deref() == Some(n.id.as_str()))
+            })
             .cloned()
             .map(|t| Self::task_view(&state, t))
             .collect())
@@ -228,27 +327,51 @@ impl Backend for Api {
 
     async fn task(&self, key: String) -> ApiResult<TaskView> {
         let state = self.state()?;
-        let t = state.find_task(&key).cloned().ok_or_else(|| ApiError::not_found(format!("no such task: {key}")))?;
+        let t = state
+            .find_task(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no such task: {key}")))?;
         Ok(Self::task_view(&state, t))
     }
 
     async fn service_logs(&self, key: String) -> ApiResult<Vec<LogLine>> {
         let state = self.state()?;
         let s = Self::find_service(&state, &key)?;
-        let mut tasks: Vec<&Task> = state.tasks_of(&s.id).filter(|t| t.node_id.is_some()).collect();
+        let mut tasks: Vec<&Task> = state
+            .tasks_of(&s.id)
+            .filter(|t| t.node_id.is_some())
+            .collect();
         tasks.sort_by_key(|t| (t.slot, t.created_at));
         let mut lines = Vec::new();
         for t in tasks {
-            let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else { continue };
-            let channel = shoal_rpc::channel(&node.status.cluster_addr).map_err(|e| internal("bad node address", e))?;
-            let req = shoal_rpc::LogsRequest { task_id: t.id.clone() };
-            let data = match tokio::time::timeout(std::time::Duration::from_secs(5), AgentClient::new(channel).task_logs(req)).await {
+            let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else {
+                continue;
+            };
+            let channel = shoal_rpc::channel(&node.status.cluster_addr)
+                .map_err(|e| internal("bad node address", e))?;
+            let req = shoal_rpc::LogsRequest {
+                task_id: t.id.clone(),
+            };
+            let data = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                AgentClient::new(channel).task_logs(req),
+            )
+            .await
+            {
                 Ok(Ok(r)) => r.into_inner().data,
                 // A node that is down cannot serve its logs; say so in the output.
-                _ => format!("(logs unavailable: node {} did not answer)\n", node.hostname()).into_bytes(),
+                _ => format!(
+                    "(logs unavailable: node {} did not answer)\n",
+                    node.hostname()
+                )
+                .into_bytes(),
             };
             for line in String::from_utf8_lossy(&data).lines() {
-                lines.push(LogLine { task: t.name(), node: node.hostname().to_string(), line: line.to_string() });
+                lines.push(LogLine {
+                    task: t.name(),
+                    node: node.hostname().to_string(),
+                    line: line.to_string(),
+                });
             }
         }
         Ok(lines)
@@ -260,13 +383,23 @@ impl Backend for Api {
         let (id, on_node) = match &active.manager {
             Some(m) => {
                 let state = m.state();
-                let t = state.find_task(&key).ok_or_else(|| ApiError::not_found(format!("no such task: {key}")))?;
-                let host = t.node_id.as_ref().and_then(|n| state.nodes.get(n)).map(|n| n.hostname().to_string());
+                let t = state
+                    .find_task(&key)
+                    .ok_or_else(|| ApiError::not_found(format!("no such task: {key}")))?;
+                let host = t
+                    .node_id
+                    .as_ref()
+                    .and_then(|n| state.nodes.get(n))
+                    .map(|n| n.hostname().to_string());
                 (t.id.clone(), host)
             }
             None => (key.clone(), None),
         };
-        match active.worker.pid(&id).or_else(|| active.worker.pid_by_key(&key)) {
+        match active
+            .worker
+            .pid(&id)
+            .or_else(|| active.worker.pid_by_key(&key))
+        {
             Some(pid) => Ok(Pid { pid }),
             None => Err(ApiError::not_found(match on_node {
                 Some(host) if host != self.0.cfg.hostname => {

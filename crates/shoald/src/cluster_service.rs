@@ -8,8 +8,8 @@ use std::sync::Arc;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::cluster_server::Cluster;
 use shoal_rpc::{
-    Assignments, EndpointAck, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, SessionRequest, StatusAck,
-    StatusReport,
+    Assignments, EndpointAck, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
+    SessionRequest, StatusAck, StatusReport,
 };
 use shoal_types::node::{ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
 use shoal_types::token::JoinToken;
@@ -47,12 +47,20 @@ fn to_status(e: shoal_api::ApiError) -> Status {
 
 /// Cluster addresses of the managers, from the state.
 pub fn manager_addrs(state: &shoal_types::ClusterState) -> Vec<String> {
-    state.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect()
+    state
+        .nodes
+        .values()
+        .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+        .collect()
 }
 
 /// Streams a node's assignments and endpoint deltas until the agent goes away or this
 /// manager stops leading.
-async fn session_loop(manager: &Arc<Manager>, node_id: &str, tx: tokio::sync::mpsc::Sender<Result<Assignments, Status>>) {
+async fn session_loop(
+    manager: &Arc<Manager>,
+    node_id: &str,
+    tx: tokio::sync::mpsc::Sender<Result<Assignments, Status>>,
+) {
     let mut state_rx = manager.store.state();
     let mut last_tasks: Option<Vec<u8>> = None;
     // The view as the agent has it (the base of the next delta).
@@ -64,10 +72,15 @@ async fn session_loop(manager: &Arc<Manager>, node_id: &str, tx: tokio::sync::mp
         }
         let state = state_rx.borrow_and_update().clone();
         if !state.nodes.contains_key(node_id) {
-            let _ = tx.send(Err(Status::not_found("this node was removed from the cluster"))).await;
+            let _ = tx
+                .send(Err(Status::not_found(
+                    "this node was removed from the cluster",
+                )))
+                .await;
             return;
         }
-        let tasks = serde_json::to_vec(&shoal_manager::dispatcher::assignments(&state, node_id)).unwrap_or_default();
+        let tasks = serde_json::to_vec(&shoal_manager::dispatcher::assignments(&state, node_id))
+            .unwrap_or_default();
         let table = manager.endpoint_table(&state);
         let view = shoal_manager::endpoints::node_view(&state, &table, node_id);
         let delta = sent.diff(&view);
@@ -78,7 +91,11 @@ async fn session_loop(manager: &Arc<Manager>, node_id: &str, tx: tokio::sync::mp
                 tasks: tasks.clone(),
                 managers: manager_addrs(&state),
                 heartbeat_period_ms: manager.heartbeat_period_ms(),
-                endpoints: if endpoints_changed { serde_json::to_vec(&delta).unwrap_or_default() } else { Vec::new() },
+                endpoints: if endpoints_changed {
+                    serde_json::to_vec(&delta).unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
@@ -102,12 +119,17 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<Assignments, Status>> + Se
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn propose(&self, req: Request<shoal_rpc::Json>) -> Result<Response<shoal_rpc::Json>, Status> {
+    async fn propose(
+        &self,
+        req: Request<shoal_rpc::Json>,
+    ) -> Result<Response<shoal_rpc::Json>, Status> {
         let cmd: Command = serde_json::from_slice(&req.into_inner().data)
             .map_err(|e| Status::invalid_argument(format!("command does not parse: {e}")))?;
         let result = match self.manager.store.propose(cmd).await {
             Ok(r) => r,
-            Err(shoal_store::StoreError::NotLeader { .. }) => return Err(not_leader(&self.manager)),
+            Err(shoal_store::StoreError::NotLeader { .. }) => {
+                return Err(not_leader(&self.manager));
+            }
             Err(e) => return Err(Status::internal(e.to_string())),
         };
         let data = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
@@ -118,16 +140,24 @@ impl Cluster for ClusterService {
         let req = req.into_inner();
         if !self.manager.store.is_leader() {
             let Some((_, addr)) = self.manager.store.leader() else {
-                return Err(Status::unavailable("the managers have no leader right now; retry shortly"));
+                return Err(Status::unavailable(
+                    "the managers have no leader right now; retry shortly",
+                ));
             };
-            let channel = shoal_rpc::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+            let channel =
+                shoal_rpc::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
             return ClusterClient::new(channel).join(req).await;
         }
         let token = JoinToken::parse(&req.token).map_err(Status::invalid_argument)?;
         let state = self.manager.state();
-        let cluster = state.cluster.as_ref().ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
+        let cluster = state
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
         let role = if token.cluster_id != cluster.id {
-            return Err(Status::permission_denied("the join token belongs to another cluster; check the token"));
+            return Err(Status::permission_denied(
+                "the join token belongs to another cluster; check the token",
+            ));
         } else if token.secret == cluster.worker_secret {
             NodeRole::Worker
         } else if token.secret == cluster.manager_secret {
@@ -137,11 +167,14 @@ impl Cluster for ClusterService {
                 "invalid join token: the secret does not match; run `shoal join-token worker` on a manager for a valid one",
             ));
         };
-        if req.node_id.len() != shoal_types::ids::ID_LEN || !shoal_types::ids::is_hex(&req.node_id) {
+        if req.node_id.len() != shoal_types::ids::ID_LEN || !shoal_types::ids::is_hex(&req.node_id)
+        {
             return Err(Status::invalid_argument("invalid node id"));
         }
         if state.nodes.contains_key(&req.node_id) {
-            return Err(Status::already_exists("a node with this id is already in the cluster"));
+            return Err(Status::already_exists(
+                "a node with this id is already in the cluster",
+            ));
         }
         let raft_id = shoal_types::ids::raft_id_of(&req.node_id);
         let now = shoal_agent::worker::now();
@@ -151,14 +184,22 @@ impl Cluster for ClusterService {
                 .store
                 .add_manager(raft_id, req.cluster_addr.clone())
                 .await
-                .map_err(|e| Status::unavailable(format!("failed to add the manager to the raft group: {e}")))?;
+                .map_err(|e| {
+                    Status::unavailable(format!("failed to add the manager to the raft group: {e}"))
+                })?;
         }
         let node = Node {
             id: req.node_id.clone(),
             created_at: now,
             updated_at: now,
-            spec: NodeSpec { role, availability: Availability::Active, labels: Default::default() },
-            description: NodeDescription { hostname: req.hostname.clone() },
+            spec: NodeSpec {
+                role,
+                availability: Availability::Active,
+                labels: Default::default(),
+            },
+            description: NodeDescription {
+                hostname: req.hostname.clone(),
+            },
             status: NodeStatus {
                 state: NodeState::Ready,
                 message: String::new(),
@@ -172,13 +213,20 @@ impl Cluster for ClusterService {
                 reachability: String::new(),
             }),
         };
-        self.manager.propose(Command::AddNode { node, at: now }).await.map_err(to_status)?;
+        self.manager
+            .propose(Command::AddNode { node, at: now })
+            .await
+            .map_err(to_status)?;
         info!(node = %req.hostname, %role, "node joined");
         let state = self.manager.state();
         Ok(Response::new(JoinResponse {
             node_id: req.node_id,
             role: role.to_string(),
-            raft_id: if role == NodeRole::Manager { raft_id } else { 0 },
+            raft_id: if role == NodeRole::Manager {
+                raft_id
+            } else {
+                0
+            },
             managers: manager_addrs(&state),
             cluster_id: cluster.id.clone(),
         }))
@@ -186,13 +234,18 @@ impl Cluster for ClusterService {
 
     type SessionStream = SessionStream;
 
-    async fn session(&self, req: Request<SessionRequest>) -> Result<Response<SessionStream>, Status> {
+    async fn session(
+        &self,
+        req: Request<SessionRequest>,
+    ) -> Result<Response<SessionStream>, Status> {
         let node_id = req.into_inner().node_id;
         if !self.manager.store.is_leader() {
             return Err(not_leader(&self.manager));
         }
         if !self.manager.state().nodes.contains_key(&node_id) {
-            return Err(Status::not_found(format!("node {node_id} is not part of the cluster; it was removed")));
+            return Err(Status::not_found(format!(
+                "node {node_id} is not part of the cluster; it was removed"
+            )));
         }
         self.manager.seen(&node_id);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -202,10 +255,15 @@ impl Cluster for ClusterService {
             let state = manager.state();
             manager.endpoints_progress(&node_id, &state, Progress::Disconnected);
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
         if !self.manager.store.is_leader() {
             return Err(not_leader(&self.manager));
         }
@@ -214,16 +272,25 @@ impl Cluster for ClusterService {
             return Err(Status::not_found("this node was removed from the cluster"));
         }
         self.manager.seen(&node_id);
-        Ok(Response::new(HeartbeatResponse { period_ms: self.manager.heartbeat_period_ms() }))
+        Ok(Response::new(HeartbeatResponse {
+            period_ms: self.manager.heartbeat_period_ms(),
+        }))
     }
 
-    async fn report_status(&self, req: Request<StatusReport>) -> Result<Response<StatusAck>, Status> {
+    async fn report_status(
+        &self,
+        req: Request<StatusReport>,
+    ) -> Result<Response<StatusAck>, Status> {
         let req = req.into_inner();
         let updates: Vec<(String, TaskStatus)> = serde_json::from_slice(&req.updates)
             .map_err(|e| Status::invalid_argument(format!("status report does not parse: {e}")))?;
         let cmds = updates
             .into_iter()
-            .map(|(id, status)| Command::UpdateTaskStatus { id, node_id: req.node_id.clone(), status })
+            .map(|(id, status)| Command::UpdateTaskStatus {
+                id,
+                node_id: req.node_id.clone(),
+                status,
+            })
             .collect();
         match self.manager.store.propose(Command::Batch(cmds)).await {
             // A report about a task that no longer exists is not the agent's problem.
@@ -236,10 +303,14 @@ impl Cluster for ClusterService {
         }
     }
 
-    async fn ack_endpoints(&self, req: Request<EndpointAck>) -> Result<Response<StatusAck>, Status> {
+    async fn ack_endpoints(
+        &self,
+        req: Request<EndpointAck>,
+    ) -> Result<Response<StatusAck>, Status> {
         let req = req.into_inner();
         let state = self.manager.state();
-        self.manager.endpoints_progress(&req.node_id, &state, Progress::Acked(req.version));
+        self.manager
+            .endpoints_progress(&req.node_id, &state, Progress::Acked(req.version));
         Ok(Response::new(StatusAck {}))
     }
 }

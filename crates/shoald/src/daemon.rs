@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use shoal_agent::AgentConfig;
 use shoal_agent::logs::AgentService;
 use shoal_agent::session::{Managers, Session};
 use shoal_agent::worker::{self, Worker};
-use shoal_agent::AgentConfig;
 use shoal_api::ApiError;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreConfig};
 use shoal_types::node::{ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
 use shoal_types::token::JoinToken;
-use shoal_types::{ids, Availability, ClusterInfo, Command, Node, NodeRole, NodeState};
+use shoal_types::{Availability, ClusterInfo, Command, Node, NodeRole, NodeState, ids};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -53,7 +53,11 @@ pub struct Active {
 
 impl Daemon {
     pub fn new(cfg: Config) -> Arc<Daemon> {
-        Arc::new(Daemon { cfg, lifecycle: tokio::sync::Mutex::new(()), role: RwLock::new(None) })
+        Arc::new(Daemon {
+            cfg,
+            lifecycle: tokio::sync::Mutex::new(()),
+            role: RwLock::new(None),
+        })
     }
 
     pub fn active(&self) -> Option<Active> {
@@ -72,24 +76,42 @@ impl Daemon {
     fn advertise(&self, requested: Option<String>) -> Result<(String, String), ApiError> {
         let ip = requested
             .or_else(|| self.cfg.advertise_addr.clone())
-            .or_else(|| (!self.cfg.listen_addr.ip().is_unspecified()).then(|| self.cfg.listen_addr.ip().to_string()))
-            .ok_or_else(|| ApiError::bad_request("could not choose an address to advertise; pass --advertise-addr IP"))?;
+            .or_else(|| {
+                (!self.cfg.listen_addr.ip().is_unspecified())
+                    .then(|| self.cfg.listen_addr.ip().to_string())
+            })
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "could not choose an address to advertise; pass --advertise-addr IP",
+                )
+            })?;
         let ip = ip.split(':').next().unwrap_or(&ip).to_string();
-        ip.parse::<std::net::IpAddr>()
-            .map_err(|_| ApiError::bad_request(format!("invalid advertise address {ip:?}: expected an IP address")))?;
+        ip.parse::<std::net::IpAddr>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid advertise address {ip:?}: expected an IP address"
+            ))
+        })?;
         let cluster_addr = format!("{ip}:{}", self.cfg.listen_addr.port());
         Ok((ip, cluster_addr))
     }
 
     /// Resumes the role recorded in the data dir, if any (daemon start).
     pub async fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
-        let Some(identity) = Identity::load(&self.cfg.data_dir)? else { return Ok(()) };
+        let Some(identity) = Identity::load(&self.cfg.data_dir)? else {
+            return Ok(());
+        };
         info!(node = %identity.node_id, role = %identity.role, "resuming cluster membership");
         let manager = match identity.role {
-            NodeRole::Manager => Some(self.open_manager(&identity).await.map_err(|e| anyhow::anyhow!(e.message))?),
+            NodeRole::Manager => Some(
+                self.open_manager(&identity)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.message))?,
+            ),
             NodeRole::Worker => None,
         };
-        self.activate(identity, manager).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        self.activate(identity, manager)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok(())
     }
 
@@ -106,7 +128,11 @@ impl Daemon {
     }
 
     /// Starts the gRPC server, the agent and (for managers) the leader loop.
-    async fn activate(self: &Arc<Self>, identity: Identity, manager: Option<Arc<Manager>>) -> Result<(), ApiError> {
+    async fn activate(
+        self: &Arc<Self>,
+        identity: Identity,
+        manager: Option<Arc<Manager>>,
+    ) -> Result<(), ApiError> {
         let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
         let worker = Worker::new(
             AgentConfig {
@@ -123,12 +149,16 @@ impl Daemon {
         let listener = tokio::net::TcpListener::bind(self.cfg.listen_addr)
             .await
             .map_err(|e| internal(&format!("failed to listen on {}", self.cfg.listen_addr), e))?;
-        let agent_svc = shoal_rpc::agent_server::AgentServer::new(AgentService { worker: Arc::clone(&worker) });
+        let agent_svc = shoal_rpc::agent_server::AgentServer::new(AgentService {
+            worker: Arc::clone(&worker),
+        });
         let mut router = tonic::transport::Server::builder().add_service(agent_svc);
         if let Some(m) = &manager {
-            router = router
-                .add_service(m.store.grpc_service())
-                .add_service(shoal_rpc::cluster_server::ClusterServer::new(ClusterService { manager: Arc::clone(m) }));
+            router = router.add_service(m.store.grpc_service()).add_service(
+                shoal_rpc::cluster_server::ClusterServer::new(ClusterService {
+                    manager: Arc::clone(m),
+                }),
+            );
         }
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         handles.push(tokio::spawn(async move {
@@ -139,19 +169,37 @@ impl Daemon {
         if let Some(m) = &manager {
             handles.push(tokio::spawn(Arc::clone(m).run_leader_loop()));
         }
-        let session = Session { node_id: identity.node_id.clone(), managers: Arc::clone(&managers), worker: Arc::clone(&worker) };
+        let session = Session {
+            node_id: identity.node_id.clone(),
+            managers: Arc::clone(&managers),
+            worker: Arc::clone(&worker),
+        };
         handles.push(tokio::spawn(session.run(reports_rx)));
-        handles.push(tokio::spawn(persist_managers(Arc::clone(self), Arc::clone(&managers))));
+        handles.push(tokio::spawn(persist_managers(
+            Arc::clone(self),
+            Arc::clone(&managers),
+        )));
 
-        *self.role.write().unwrap_or_else(|p| p.into_inner()) =
-            Some(Active { identity, manager, worker, managers, tasks: Arc::new(handles) });
+        *self.role.write().unwrap_or_else(|p| p.into_inner()) = Some(Active {
+            identity,
+            manager,
+            worker,
+            managers,
+            tasks: Arc::new(handles),
+        });
         Ok(())
     }
 
-    pub async fn init(self: &Arc<Self>, advertise: Option<String>, heartbeat_ms: Option<u64>) -> Result<Active, ApiError> {
+    pub async fn init(
+        self: &Arc<Self>,
+        advertise: Option<String>,
+        heartbeat_ms: Option<u64>,
+    ) -> Result<Active, ApiError> {
         let _guard = self.lifecycle.lock().await;
         if self.active().is_some() {
-            return Err(ApiError::conflict("this node is already part of a swarm; run `shoal leave` first"));
+            return Err(ApiError::conflict(
+                "this node is already part of a swarm; run `shoal leave` first",
+            ));
         }
         let (addr, cluster_addr) = self.advertise(advertise)?;
         let node_id = ids::new_id();
@@ -164,7 +212,11 @@ impl Daemon {
             managers: vec![cluster_addr.clone()],
         };
         let manager = self.open_manager(&identity).await?;
-        manager.store.initialize().await.map_err(|e| internal("failed to initialise raft", e))?;
+        manager
+            .store
+            .initialize()
+            .await
+            .map_err(|e| internal("failed to initialise raft", e))?;
         let now = worker::now();
         let info = ClusterInfo {
             id: identity.cluster_id.clone(),
@@ -177,9 +229,20 @@ impl Daemon {
             id: node_id.clone(),
             created_at: now,
             updated_at: now,
-            spec: NodeSpec { role: NodeRole::Manager, availability: Availability::Active, labels: Default::default() },
-            description: NodeDescription { hostname: self.cfg.hostname.clone() },
-            status: NodeStatus { state: NodeState::Ready, message: String::new(), addr, cluster_addr: cluster_addr.clone() },
+            spec: NodeSpec {
+                role: NodeRole::Manager,
+                availability: Availability::Active,
+                labels: Default::default(),
+            },
+            description: NodeDescription {
+                hostname: self.cfg.hostname.clone(),
+            },
+            status: NodeStatus {
+                state: NodeState::Ready,
+                message: String::new(),
+                addr,
+                cluster_addr: cluster_addr.clone(),
+            },
             manager_status: Some(ManagerStatus {
                 raft_id: ids::raft_id_of(&node_id),
                 addr: cluster_addr,
@@ -188,15 +251,24 @@ impl Daemon {
             }),
         };
         manager.propose(Command::InitCluster { info, node }).await?;
-        identity.save(&self.cfg.data_dir).map_err(|e| internal("failed to save the node identity", e))?;
+        identity
+            .save(&self.cfg.data_dir)
+            .map_err(|e| internal("failed to save the node identity", e))?;
         self.activate(identity, Some(manager)).await?;
         self.active_or_err()
     }
 
-    pub async fn join(self: &Arc<Self>, token: &str, remote: &str, advertise: Option<String>) -> Result<Active, ApiError> {
+    pub async fn join(
+        self: &Arc<Self>,
+        token: &str,
+        remote: &str,
+        advertise: Option<String>,
+    ) -> Result<Active, ApiError> {
         let _guard = self.lifecycle.lock().await;
         if self.active().is_some() {
-            return Err(ApiError::conflict("this node is already part of a swarm; run `shoal leave` first"));
+            return Err(ApiError::conflict(
+                "this node is already part of a swarm; run `shoal leave` first",
+            ));
         }
         JoinToken::parse(token).map_err(ApiError::bad_request)?;
         let (addr, cluster_addr) = self.advertise(advertise)?;
@@ -216,7 +288,9 @@ impl Daemon {
             })
             .await?;
         let server = spawn_raft_only(self.cfg.listen_addr, &manager).await?;
-        let channel = shoal_rpc::channel(remote).map_err(|e| ApiError::bad_request(format!("invalid manager address {remote:?}: {e}")))?;
+        let channel = shoal_rpc::channel(remote).map_err(|e| {
+            ApiError::bad_request(format!("invalid manager address {remote:?}: {e}"))
+        })?;
         let req = shoal_rpc::JoinRequest {
             token: token.to_string(),
             hostname: self.cfg.hostname.clone(),
@@ -224,15 +298,29 @@ impl Daemon {
             cluster_addr: cluster_addr.clone(),
             node_id: node_id.clone(),
         };
-        let reply = tokio::time::timeout(Duration::from_secs(30), ClusterClient::new(channel).join(req)).await;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(30),
+            ClusterClient::new(channel).join(req),
+        )
+        .await;
         server.abort();
         let _ = server.await;
         let reply = match reply {
-            Err(_) => Err(ApiError::new(503, format!("timed out joining through {remote}; is the manager reachable?"))),
+            Err(_) => Err(ApiError::new(
+                503,
+                format!("timed out joining through {remote}; is the manager reachable?"),
+            )),
             Ok(Err(s)) => Err(match s.code() {
-                tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => ApiError::bad_request(s.message().to_string()),
-                tonic::Code::Unavailable if s.message().contains("connect") || s.message().contains("transport") => {
-                    ApiError::new(503, format!("cannot reach a manager at {remote}: {}", s.message()))
+                tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => {
+                    ApiError::bad_request(s.message().to_string())
+                }
+                tonic::Code::Unavailable
+                    if s.message().contains("connect") || s.message().contains("transport") =>
+                {
+                    ApiError::new(
+                        503,
+                        format!("cannot reach a manager at {remote}: {}", s.message()),
+                    )
                 }
                 _ => ApiError::new(503, format!("join failed: {}", s.message())),
             }),
@@ -246,7 +334,10 @@ impl Daemon {
                 return Err(e);
             }
         };
-        let role: NodeRole = reply.role.parse().map_err(|e: String| internal("bad role from manager", e))?;
+        let role: NodeRole = reply
+            .role
+            .parse()
+            .map_err(|e: String| internal("bad role from manager", e))?;
         let manager = if role == NodeRole::Manager {
             Some(manager)
         } else {
@@ -254,8 +345,17 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(&store_dir);
             None
         };
-        let identity = Identity { node_id, role, cluster_id: reply.cluster_id, addr, cluster_addr, managers: reply.managers };
-        identity.save(&self.cfg.data_dir).map_err(|e| internal("failed to save the node identity", e))?;
+        let identity = Identity {
+            node_id,
+            role,
+            cluster_id: reply.cluster_id,
+            addr,
+            cluster_addr,
+            managers: reply.managers,
+        };
+        identity
+            .save(&self.cfg.data_dir)
+            .map_err(|e| internal("failed to save the node identity", e))?;
         self.activate(identity, manager).await?;
         self.active_or_err()
     }
@@ -277,7 +377,8 @@ impl Daemon {
             let _ = m.store.shutdown().await;
         }
         *self.role.write().unwrap_or_else(|p| p.into_inner()) = None;
-        Identity::remove(&self.cfg.data_dir).map_err(|e| internal("failed to remove the node identity", e))?;
+        Identity::remove(&self.cfg.data_dir)
+            .map_err(|e| internal("failed to remove the node identity", e))?;
         let _ = std::fs::remove_dir_all(self.raft_dir());
         Ok(())
     }
@@ -294,8 +395,13 @@ impl Daemon {
 }
 
 /// While a manager joins, the leader must reach its Raft service before it is a member.
-async fn spawn_raft_only(listen: SocketAddr, manager: &Arc<Manager>) -> Result<JoinHandle<()>, ApiError> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| internal(&format!("failed to listen on {listen}"), e))?;
+async fn spawn_raft_only(
+    listen: SocketAddr,
+    manager: &Arc<Manager>,
+) -> Result<JoinHandle<()>, ApiError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| internal(&format!("failed to listen on {listen}"), e))?;
     let router = tonic::transport::Server::builder().add_service(manager.store.grpc_service());
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Ok(tokio::spawn(async move {

@@ -27,7 +27,10 @@ pub fn not_manager() -> ApiError {
 }
 
 pub fn not_in_swarm() -> ApiError {
-    ApiError::new(503, "this node is not part of a swarm; run `shoal init` or `shoal join` first")
+    ApiError::new(
+        503,
+        "this node is not part of a swarm; run `shoal init` or `shoal join` first",
+    )
 }
 
 pub fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {

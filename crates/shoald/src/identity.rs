@@ -26,7 +26,10 @@ impl Identity {
         let p = path(data_dir);
         match std::fs::read(&p) {
             Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!("{} is corrupt ({e}); move it away to start this node afresh", p.display())
+                anyhow::anyhow!(
+                    "{} is corrupt ({e}); move it away to start this node afresh",
+                    p.display()
+                )
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(anyhow::anyhow!("failed to read {}: {e}", p.display())),
@@ -37,7 +40,10 @@ impl Identity {
     pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(data_dir)?;
         let tmp = data_dir.join("node.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, path(data_dir))
     }
 

@@ -24,7 +24,11 @@ use clap::Parser;
 use tracing::info;
 
 #[derive(Debug, Parser)]
-#[command(name = "shoald", version, about = "The shoal daemon: run one on every host of the cluster")]
+#[command(
+    name = "shoald",
+    version,
+    about = "The shoal daemon: run one on every host of the cluster"
+)]
 pub struct Args {
     /// Where the node keeps its identity, Raft log and task directories.
     #[arg(long, default_value = "/var/lib/shoal")]
@@ -72,30 +76,41 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         extra_hosts: args.extra_hosts.clone(),
     };
     let daemon = daemon::Daemon::new(cfg);
-    daemon.resume().await.context("failed to resume this node's cluster membership")?;
+    daemon
+        .resume()
+        .await
+        .context("failed to resume this node's cluster membership")?;
 
     if let Some(dir) = args.socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
     }
     // A socket file left by a daemon that died is stale; a live daemon still answers on it.
     if args.socket.exists() {
         if std::os::unix::net::UnixStream::connect(&args.socket).is_ok() {
-            anyhow::bail!("another shoald is already serving {}; stop it first", args.socket.display());
+            anyhow::bail!(
+                "another shoald is already serving {}; stop it first",
+                args.socket.display()
+            );
         }
-        std::fs::remove_file(&args.socket).with_context(|| format!("failed to remove stale {}", args.socket.display()))?;
+        std::fs::remove_file(&args.socket)
+            .with_context(|| format!("failed to remove stale {}", args.socket.display()))?;
     }
     let listener = tokio::net::UnixListener::bind(&args.socket)
         .with_context(|| format!("failed to listen on {}", args.socket.display()))?;
     info!(socket = %args.socket.display(), "API listening");
     let router = shoal_api::router(Arc::new(backend::Api(Arc::clone(&daemon))));
     let shutdown = async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    shoal_api::serve_with_shutdown(listener, router, shutdown).await.context("the API server failed")?;
+    shoal_api::serve_with_shutdown(listener, router, shutdown)
+        .await
+        .context("the API server failed")?;
     info!("shutting down: stopping tasks");
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&args.socket);

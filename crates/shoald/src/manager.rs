@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use shoal_api::ApiError;
 use shoal_manager::dispatcher::{self, Convergence, Heartbeats};
 use shoal_manager::{allocator, endpoints, orchestrator, scheduler};
-use shoal_types::endpoint::NetworkEndpoints;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
+use shoal_types::endpoint::NetworkEndpoints;
 use shoal_types::{ClusterState, Command, CommandResult, NodeState};
 use tracing::{debug, info, warn};
 
@@ -66,7 +66,12 @@ impl Manager {
 
     /// Ready nodes: the ones an endpoint change must reach.
     pub fn ready_nodes(state: &ClusterState) -> Vec<String> {
-        state.nodes.values().filter(|n| n.status.state == NodeState::Ready).map(|n| n.id.clone()).collect()
+        state
+            .nodes
+            .values()
+            .filter(|n| n.status.state == NodeState::Ready)
+            .map(|n| n.id.clone())
+            .collect()
     }
 
     /// Records what a session did with a version of the table, and settles changes.
@@ -86,7 +91,10 @@ impl Manager {
     }
 
     pub fn heartbeat_period_ms(&self) -> u64 {
-        self.state().cluster.as_ref().map_or(1000, |c| c.heartbeat_period_ms)
+        self.state()
+            .cluster
+            .as_ref()
+            .map_or(1000, |c| c.heartbeat_period_ms)
     }
 
     /// Commits a command through the leader; Ok once it is applied here or on the leader.
@@ -97,7 +105,12 @@ impl Manager {
                 Ok(CommandResult::Ok) => return Ok(()),
                 Ok(CommandResult::Err(e)) => return Err(apply_error(e)),
                 Err(StoreError::NotLeader { leader }) => leader,
-                Err(e) => return Err(ApiError::new(500, format!("failed to commit the change: {e}"))),
+                Err(e) => {
+                    return Err(ApiError::new(
+                        500,
+                        format!("failed to commit the change: {e}"),
+                    ));
+                }
             };
             if let Some((_, addr)) = leader {
                 return forward(&addr, &cmd).await;
@@ -115,7 +128,10 @@ impl Manager {
     /// Called on every heartbeat or session start of a node.
     pub fn seen(self: &Arc<Self>, node_id: &str) {
         let now = self.mono_ms();
-        self.heartbeats.lock().unwrap_or_else(|p| p.into_inner()).seen(node_id, now);
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seen(node_id, now);
         let state = self.state();
         if let Some(node) = state.nodes.get(node_id)
             && node.status.state != NodeState::Ready
@@ -123,7 +139,12 @@ impl Manager {
             let me = Arc::clone(self);
             let id = node_id.to_string();
             tokio::spawn(async move {
-                let cmd = Command::SetNodeState { id: id.clone(), state: NodeState::Ready, message: String::new(), at: shoal_agent::worker::now() };
+                let cmd = Command::SetNodeState {
+                    id: id.clone(),
+                    state: NodeState::Ready,
+                    message: String::new(),
+                    at: shoal_agent::worker::now(),
+                };
                 if let Err(e) = me.propose(cmd).await {
                     warn!(node = %id, "failed to mark node ready: {e}");
                 }
@@ -155,7 +176,10 @@ impl Manager {
                     hb.reset(&state, now);
                     was_leader = true;
                 }
-                let period = state.cluster.as_ref().map_or(1000, |c| c.heartbeat_period_ms);
+                let period = state
+                    .cluster
+                    .as_ref()
+                    .map_or(1000, |c| c.heartbeat_period_ms);
                 for id in hb.expired(&state, now, period) {
                     info!(node = %id, "node missed its heartbeats; marking it down");
                     cmds.push(Command::SetNodeState {
@@ -167,13 +191,20 @@ impl Manager {
                 }
             }
             let wall = shoal_agent::worker::now();
-            cmds.extend(orchestrator::reconcile(&state, wall, &mut shoal_types::new_id));
+            cmds.extend(orchestrator::reconcile(
+                &state,
+                wall,
+                &mut shoal_types::new_id,
+            ));
             // Allocation and scheduling read the state as it was; tasks created above are
             // allocated and placed on the next pass, a moment later.
             cmds.extend(allocator::allocate(&state, wall));
             let plan = scheduler::schedule(&state);
             if !plan.assignments.is_empty() {
-                cmds.push(Command::AssignTasks { assignments: plan.assignments, at: wall });
+                cmds.push(Command::AssignTasks {
+                    assignments: plan.assignments,
+                    at: wall,
+                });
             }
             if cmds.is_empty() {
                 continue;
@@ -206,7 +237,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Sends a command to the leader's `Cluster.Propose`.
 async fn forward(addr: &str, cmd: &Command) -> Result<(), ApiError> {
-    let unavailable = |e: String| ApiError::new(503, format!("cannot reach the leader at {addr}: {e}"));
+    let unavailable =
+        |e: String| ApiError::new(503, format!("cannot reach the leader at {addr}: {e}"));
     let channel = shoal_rpc::channel(addr).map_err(|e| unavailable(e.to_string()))?;
     let data = serde_json::to_vec(cmd).map_err(|e| ApiError::new(500, e.to_string()))?;
     let reply = ClusterClient::new(channel)
@@ -216,6 +248,9 @@ async fn forward(addr: &str, cmd: &Command) -> Result<(), ApiError> {
     match serde_json::from_slice::<CommandResult>(&reply.into_inner().data) {
         Ok(CommandResult::Ok) => Ok(()),
         Ok(CommandResult::Err(e)) => Err(apply_error(e)),
-        Err(e) => Err(ApiError::new(500, format!("the leader's reply does not parse: {e}"))),
+        Err(e) => Err(ApiError::new(
+            500,
+            format!("the leader's reply does not parse: {e}"),
+        )),
     }
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::network::{Attachment, Network};
-use crate::{Availability, Millis, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, TaskStatus};
+use crate::{
+    Availability, Millis, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, TaskStatus,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -69,25 +71,77 @@ pub struct VirtualIp {
 /// One Raft log entry's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    InitCluster { info: ClusterInfo, node: Node },
-    AddNode { node: Node, at: Millis },
-    UpdateNodeSpec { id: String, availability: Option<Availability>, labels: Option<BTreeMap<String, String>>, at: Millis },
-    SetNodeState { id: String, state: NodeState, message: String, at: Millis },
-    RemoveNode { id: String, force: bool },
-    CreateService { service: Service },
-    UpdateService { id: String, spec: ServiceSpec, at: Millis },
-    RemoveService { id: String },
-    CreateTasks { tasks: Vec<Task> },
-    AssignTasks { assignments: Vec<(String, String)>, at: Millis },
-    SetDesiredState { tasks: Vec<String>, state: TaskState, at: Millis },
-    UpdateTaskStatus { id: String, node_id: String, status: TaskStatus },
-    DeleteTasks { tasks: Vec<String> },
-    CreateNetwork { network: Network },
-    RemoveNetwork { id: String },
+    InitCluster {
+        info: ClusterInfo,
+        node: Node,
+    },
+    AddNode {
+        node: Node,
+        at: Millis,
+    },
+    UpdateNodeSpec {
+        id: String,
+        availability: Option<Availability>,
+        labels: Option<BTreeMap<String, String>>,
+        at: Millis,
+    },
+    SetNodeState {
+        id: String,
+        state: NodeState,
+        message: String,
+        at: Millis,
+    },
+    RemoveNode {
+        id: String,
+        force: bool,
+    },
+    CreateService {
+        service: Service,
+    },
+    UpdateService {
+        id: String,
+        spec: ServiceSpec,
+        at: Millis,
+    },
+    RemoveService {
+        id: String,
+    },
+    CreateTasks {
+        tasks: Vec<Task>,
+    },
+    AssignTasks {
+        assignments: Vec<(String, String)>,
+        at: Millis,
+    },
+    SetDesiredState {
+        tasks: Vec<String>,
+        state: TaskState,
+        at: Millis,
+    },
+    UpdateTaskStatus {
+        id: String,
+        node_id: String,
+        status: TaskStatus,
+    },
+    DeleteTasks {
+        tasks: Vec<String>,
+    },
+    CreateNetwork {
+        network: Network,
+    },
+    RemoveNetwork {
+        id: String,
+    },
     /// The allocator's addresses for New tasks; moves each to Pending.
-    AllocateTasks { allocations: Vec<(String, Vec<Attachment>)>, at: Millis },
+    AllocateTasks {
+        allocations: Vec<(String, Vec<Attachment>)>,
+        at: Millis,
+    },
     /// A service's VIPs, one per network it is on (vip mode).
-    SetVips { service_id: String, vips: Vec<VirtualIp> },
+    SetVips {
+        service_id: String,
+        vips: Vec<VirtualIp>,
+    },
     /// Several commands in one entry. Each applies on its own; the first error is returned
     /// but does not undo the others (used by the orchestrator, whose commands are independent).
     Batch(Vec<Command>),
@@ -157,7 +211,12 @@ impl ClusterState {
                 node.updated_at = at;
                 self.nodes.insert(node.id.clone(), node);
             }
-            Command::UpdateNodeSpec { id, availability, labels, at } => {
+            Command::UpdateNodeSpec {
+                id,
+                availability,
+                labels,
+                at,
+            } => {
                 let node = self.nodes.get_mut(&id).ok_or(ApplyError::NoSuchNode(id))?;
                 if let Some(a) = availability {
                     node.spec.availability = a;
@@ -167,14 +226,22 @@ impl ClusterState {
                 }
                 node.updated_at = at;
             }
-            Command::SetNodeState { id, state, message, at } => {
+            Command::SetNodeState {
+                id,
+                state,
+                message,
+                at,
+            } => {
                 let node = self.nodes.get_mut(&id).ok_or(ApplyError::NoSuchNode(id))?;
                 node.status.state = state;
                 node.status.message = message;
                 node.updated_at = at;
             }
             Command::RemoveNode { id, force } => {
-                let node = self.nodes.get(&id).ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
+                let node = self
+                    .nodes
+                    .get(&id)
+                    .ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
                 if node.spec.role == NodeRole::Manager {
                     return Err(ApplyError::NodeIsManager(node.hostname().to_string()));
                 }
@@ -194,7 +261,10 @@ impl ClusterState {
             Command::UpdateService { id, spec, at } => {
                 spec.validate().map_err(ApplyError::Invalid)?;
                 self.check_networks(&spec)?;
-                let svc = self.services.get_mut(&id).ok_or(ApplyError::NoSuchService(id))?;
+                let svc = self
+                    .services
+                    .get_mut(&id)
+                    .ok_or(ApplyError::NoSuchService(id))?;
                 if spec.name != svc.spec.name {
                     return Err(ApplyError::Invalid("a service can't be renamed".into()));
                 }
@@ -203,7 +273,9 @@ impl ClusterState {
                 svc.updated_at = at;
             }
             Command::RemoveService { id } => {
-                self.services.remove(&id).ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
+                self.services
+                    .remove(&id)
+                    .ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
                 // Its tasks stay until the agents have stopped them; the orchestrator
                 // sets them to shut down and deletes them once they are terminal.
                 for t in self.tasks.values_mut().filter(|t| t.service_id == id) {
@@ -219,10 +291,14 @@ impl ClusterState {
             }
             Command::AssignTasks { assignments, at } => {
                 for (task_id, node_id) in assignments {
-                    let Some(t) = self.tasks.get_mut(&task_id) else { continue };
+                    let Some(t) = self.tasks.get_mut(&task_id) else {
+                        continue;
+                    };
                     // Global tasks come with their node; others get one here. Only
                     // allocated (Pending) tasks are placed.
-                    if t.node_id.as_ref().is_some_and(|n| n != &node_id) || t.status.state != TaskState::Pending {
+                    if t.node_id.as_ref().is_some_and(|n| n != &node_id)
+                        || t.status.state != TaskState::Pending
+                    {
                         continue;
                     }
                     t.node_id = Some(node_id);
@@ -241,10 +317,17 @@ impl ClusterState {
                     }
                 }
             }
-            Command::UpdateTaskStatus { id, node_id, status } => {
+            Command::UpdateTaskStatus {
+                id,
+                node_id,
+                status,
+            } => {
                 let t = self.tasks.get_mut(&id).ok_or(ApplyError::NoSuchTask(id))?;
                 if t.node_id.as_deref() != Some(node_id.as_str()) {
-                    return Err(ApplyError::Invalid(format!("task {} is not assigned to node {node_id}", t.id)));
+                    return Err(ApplyError::Invalid(format!(
+                        "task {} is not assigned to node {node_id}",
+                        t.id
+                    )));
                 }
                 // A stale or repeated report (state not ahead) is ignored, not an error:
                 // agents resend after reconnecting.
@@ -299,7 +382,11 @@ impl ClusterState {
         if let Some(n) = self.nodes.get(key) {
             return Some(n);
         }
-        let by_host: Vec<_> = self.nodes.values().filter(|n| n.hostname() == key).collect();
+        let by_host: Vec<_> = self
+            .nodes
+            .values()
+            .filter(|n| n.hostname() == key)
+            .collect();
         if by_host.len() == 1 {
             return Some(by_host[0]);
         }
@@ -315,7 +402,10 @@ impl ClusterState {
         if let Some(t) = self.tasks.get(key) {
             return Some(t);
         }
-        let mut it = self.tasks.values().filter(|t| t.id.starts_with(key) || t.name() == key);
+        let mut it = self
+            .tasks
+            .values()
+            .filter(|t| t.id.starts_with(key) || t.name() == key);
         if let (Some(t), None) = (it.next(), it.next()) {
             return Some(t);
         }
@@ -327,7 +417,9 @@ impl ClusterState {
     }
 
     pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| t.service_id == service_id)
+        self.tasks
+            .values()
+            .filter(move |t| t.service_id == service_id)
     }
 
     pub fn leader_hint(&self) -> impl Iterator<Item = &Node> {

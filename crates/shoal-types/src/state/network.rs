@@ -12,7 +12,11 @@ use crate::{Millis, ServiceSpec, TaskState, TaskStatus};
 impl ClusterState {
     /// A network by id, name, or unique id prefix.
     pub fn find_network(&self, key: &str) -> Option<&Network> {
-        if let Some(n) = self.networks.get(key).or_else(|| self.networks.values().find(|n| n.name == key)) {
+        if let Some(n) = self
+            .networks
+            .get(key)
+            .or_else(|| self.networks.values().find(|n| n.name == key))
+        {
             return Some(n);
         }
         let mut it = self.networks.values().filter(|n| n.id.starts_with(key));
@@ -34,10 +38,25 @@ impl ClusterState {
             used.insert(n.ipam.gateway);
         }
         for s in self.services.values() {
-            used.extend(s.endpoint.virtual_ips.iter().filter(|v| v.network_id == network_id).map(|v| v.addr.addr()));
+            used.extend(
+                s.endpoint
+                    .virtual_ips
+                    .iter()
+                    .filter(|v| v.network_id == network_id)
+                    .map(|v| v.addr.addr()),
+            );
         }
-        for t in self.tasks.values().filter(|t| !t.status.state.is_terminal()) {
-            used.extend(t.networks.iter().filter(|a| a.network_id == network_id).map(|a| a.addr.addr()));
+        for t in self
+            .tasks
+            .values()
+            .filter(|t| !t.status.state.is_terminal())
+        {
+            used.extend(
+                t.networks
+                    .iter()
+                    .filter(|a| a.network_id == network_id)
+                    .map(|a| a.addr.addr()),
+            );
         }
         used
     }
@@ -46,7 +65,10 @@ impl ClusterState {
     /// the ingress network, which only published ports join.
     pub(super) fn check_networks(&self, spec: &ServiceSpec) -> Result<(), ApplyError> {
         for att in &spec.task_template.networks {
-            let n = self.networks.get(&att.target).ok_or_else(|| ApplyError::NoSuchNetwork(att.target.clone()))?;
+            let n = self
+                .networks
+                .get(&att.target)
+                .ok_or_else(|| ApplyError::NoSuchNetwork(att.target.clone()))?;
             if n.ingress {
                 return Err(ApplyError::Invalid(
                     "services can't be attached to the ingress network by hand; publish a port with -p instead".into(),
@@ -62,7 +84,8 @@ impl ClusterState {
             return Err(ApplyError::NetworkNameInUse(network.name));
         }
         if let Some(other) = self.networks.values().find(|n| {
-            n.ipam.subnet.contains(&network.ipam.subnet.network()) || network.ipam.subnet.contains(&n.ipam.subnet.network())
+            n.ipam.subnet.contains(&network.ipam.subnet.network())
+                || network.ipam.subnet.contains(&n.ipam.subnet.network())
         }) {
             return Err(ApplyError::Invalid(format!(
                 "subnet {} overlaps network {} ({}); choose another --subnet",
@@ -76,19 +99,29 @@ impl ClusterState {
             )));
         }
         if network.ingress && self.ingress().is_some() {
-            return Err(ApplyError::Invalid("the cluster already has an ingress network".into()));
+            return Err(ApplyError::Invalid(
+                "the cluster already has an ingress network".into(),
+            ));
         }
         if self.networks.values().any(|n| n.vni == network.vni) {
-            return Err(ApplyError::Invalid(format!("VXLAN id {} is already in use", network.vni)));
+            return Err(ApplyError::Invalid(format!(
+                "VXLAN id {} is already in use",
+                network.vni
+            )));
         }
         self.networks.insert(network.id.clone(), network);
         Ok(())
     }
 
     pub(super) fn remove_network(&mut self, id: &str) -> Result<(), ApplyError> {
-        let network = self.networks.get(id).ok_or_else(|| ApplyError::NoSuchNetwork(id.to_string()))?;
+        let network = self
+            .networks
+            .get(id)
+            .ok_or_else(|| ApplyError::NoSuchNetwork(id.to_string()))?;
         if network.ingress {
-            return Err(ApplyError::Invalid("the ingress network can't be removed".into()));
+            return Err(ApplyError::Invalid(
+                "the ingress network can't be removed".into(),
+            ));
         }
         let users: Vec<&str> = self
             .services
@@ -97,27 +130,47 @@ impl ClusterState {
             .map(|s| s.spec.name.as_str())
             .collect();
         if !users.is_empty() {
-            return Err(ApplyError::NetworkInUse { network: network.name.clone(), services: users.join(", ") });
+            return Err(ApplyError::NetworkInUse {
+                network: network.name.clone(),
+                services: users.join(", "),
+            });
         }
         self.networks.remove(id);
         Ok(())
     }
 
     /// Checks an address for `network_id` and moves the network's search cursor past it.
-    fn claim(&mut self, network_id: &str, addr: Ipv4Addr, used: &mut BTreeSet<Ipv4Addr>) -> Result<(), ApplyError> {
-        let n = self.networks.get_mut(network_id).ok_or_else(|| ApplyError::NoSuchNetwork(network_id.to_string()))?;
+    fn claim(
+        &mut self,
+        network_id: &str,
+        addr: Ipv4Addr,
+        used: &mut BTreeSet<Ipv4Addr>,
+    ) -> Result<(), ApplyError> {
+        let n = self
+            .networks
+            .get_mut(network_id)
+            .ok_or_else(|| ApplyError::NoSuchNetwork(network_id.to_string()))?;
         if !n.usable(addr) || !used.insert(addr) {
-            return Err(ApplyError::AddressInUse { network: n.name.clone(), addr: addr.to_string() });
+            return Err(ApplyError::AddressInUse {
+                network: n.name.clone(),
+                addr: addr.to_string(),
+            });
         }
         let offset = u32::from(addr) - u32::from(n.ipam.subnet.network());
         n.next_host = offset + 1;
         Ok(())
     }
 
-    pub(super) fn allocate_tasks(&mut self, allocations: Vec<(String, Vec<Attachment>)>, at: Millis) -> Result<(), ApplyError> {
+    pub(super) fn allocate_tasks(
+        &mut self,
+        allocations: Vec<(String, Vec<Attachment>)>,
+        at: Millis,
+    ) -> Result<(), ApplyError> {
         let mut first_err = None;
         for (task_id, attachments) in allocations {
-            let Some(task) = self.tasks.get(&task_id) else { continue };
+            let Some(task) = self.tasks.get(&task_id) else {
+                continue;
+            };
             if task.status.state != TaskState::New {
                 continue;
             }
@@ -139,7 +192,11 @@ impl ClusterState {
         first_err.map_or(Ok(()), Err)
     }
 
-    pub(super) fn set_vips(&mut self, service_id: &str, vips: Vec<VirtualIp>) -> Result<(), ApplyError> {
+    pub(super) fn set_vips(
+        &mut self,
+        service_id: &str,
+        vips: Vec<VirtualIp>,
+    ) -> Result<(), ApplyError> {
         let current = self
             .services
             .get(service_id)

@@ -4,9 +4,16 @@ use crate::fixtures::*;
 #[test]
 fn duplicate_service_name_is_refused_and_changes_nothing() {
     let mut st = cluster(&[("n1", "node1")]);
-    st.apply(Command::CreateService { service: service("s1", spec("web", 2)) }).unwrap();
+    st.apply(Command::CreateService {
+        service: service("s1", spec("web", 2)),
+    })
+    .unwrap();
     let before = st.clone();
-    let err = st.apply(Command::CreateService { service: service("s2", spec("web", 1)) }).unwrap_err();
+    let err = st
+        .apply(Command::CreateService {
+            service: service("s2", spec("web", 1)),
+        })
+        .unwrap_err();
     assert_eq!(err, ApplyError::ServiceNameInUse("web".into()));
     assert_eq!(st, before);
 }
@@ -14,14 +21,21 @@ fn duplicate_service_name_is_refused_and_changes_nothing() {
 #[test]
 fn commands_before_init_are_refused() {
     let mut st = ClusterState::default();
-    let err = st.apply(Command::CreateService { service: service("s1", spec("web", 1)) }).unwrap_err();
+    let err = st
+        .apply(Command::CreateService {
+            service: service("s1", spec("web", 1)),
+        })
+        .unwrap_err();
     assert_eq!(err, ApplyError::NotInitialized);
 }
 
 #[test]
 fn task_status_never_moves_backwards() {
     let mut st = cluster(&[("n1", "node1")]);
-    st.apply(Command::CreateService { service: service("s1", spec("web", 1)) }).unwrap();
+    st.apply(Command::CreateService {
+        service: service("s1", spec("web", 1)),
+    })
+    .unwrap();
     let task = Task {
         id: "t1".into(),
         service_id: "s1".into(),
@@ -36,16 +50,38 @@ fn task_status_never_moves_backwards() {
         created_at: Millis(1),
         updated_at: Millis(1),
     };
-    st.apply(Command::CreateTasks { tasks: vec![task] }).unwrap();
-    st.apply(Command::AssignTasks { assignments: vec![("t1".into(), "n1".into())], at: Millis(2) }).unwrap();
+    st.apply(Command::CreateTasks { tasks: vec![task] })
+        .unwrap();
+    st.apply(Command::AssignTasks {
+        assignments: vec![("t1".into(), "n1".into())],
+        at: Millis(2),
+    })
+    .unwrap();
     let running = TaskStatus::new(TaskState::Running, Millis(3), "started");
-    st.apply(Command::UpdateTaskStatus { id: "t1".into(), node_id: "n1".into(), status: running }).unwrap();
+    st.apply(Command::UpdateTaskStatus {
+        id: "t1".into(),
+        node_id: "n1".into(),
+        status: running,
+    })
+    .unwrap();
     let stale = TaskStatus::new(TaskState::Starting, Millis(4), "late report");
-    st.apply(Command::UpdateTaskStatus { id: "t1".into(), node_id: "n1".into(), status: stale }).unwrap();
+    st.apply(Command::UpdateTaskStatus {
+        id: "t1".into(),
+        node_id: "n1".into(),
+        status: stale,
+    })
+    .unwrap();
     assert_eq!(st.tasks["t1"].status.state, TaskState::Running);
     // A report from a node the task is not on is refused.
     let other = TaskStatus::new(TaskState::Failed, Millis(5), "x");
-    assert!(st.apply(Command::UpdateTaskStatus { id: "t1".into(), node_id: "n2".into(), status: other }).is_err());
+    assert!(
+        st.apply(Command::UpdateTaskStatus {
+            id: "t1".into(),
+            node_id: "n2".into(),
+            status: other
+        })
+        .is_err()
+    );
     assert_eq!(st.find_task("web.1").map(|t| t.id.as_str()), Some("t1"));
 }
 
@@ -53,10 +89,18 @@ fn task_status_never_moves_backwards() {
 fn removing_a_ready_worker_needs_force() {
     let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
     assert_eq!(
-        st.apply(Command::RemoveNode { id: "n2".into(), force: false }).unwrap_err(),
+        st.apply(Command::RemoveNode {
+            id: "n2".into(),
+            force: false
+        })
+        .unwrap_err(),
         ApplyError::NodeNotDown("node2".into())
     );
-    st.apply(Command::RemoveNode { id: "n2".into(), force: true }).unwrap();
+    st.apply(Command::RemoveNode {
+        id: "n2".into(),
+        force: true,
+    })
+    .unwrap();
     assert!(st.find_node("node2").is_none());
 }
 
@@ -64,7 +108,12 @@ fn removing_a_ready_worker_needs_force() {
 fn version_moves_on_every_successful_change() {
     let mut st = cluster(&[("n1", "node1")]);
     let v = st.version;
-    st.apply(Command::UpdateNodeSpec { id: "n1".into(), availability: Some(Availability::Drain), labels: None, at: Millis(1) })
-        .unwrap();
+    st.apply(Command::UpdateNodeSpec {
+        id: "n1".into(),
+        availability: Some(Availability::Drain),
+        labels: None,
+        at: Millis(1),
+    })
+    .unwrap();
     assert_eq!(st.version, v + 1);
 }
