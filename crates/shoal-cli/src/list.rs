@@ -255,7 +255,6 @@ mod tests {
             ID             NAME    MODE         REPLICAS   COMMAND                                    PORTS
             4f2c1a9e0b1d   vote    replicated   1/2        shoal demo vote --listen 0.0.0.0:80 --r…   *:8080->80/tcp, 53/udp
             9a0b1c2d3e4f   agent   global       3/3        sleep 1000
-
         "#]]
         .assert_eq(&render_services(&rows, &Format::Default).unwrap());
     }
@@ -296,7 +295,6 @@ mod tests {
             cccccccccccc   vote.1       node1   Running         Running 50 seconds ago
             aaaaaaaaaaaa    \_ vote.1   node1   Shutdown        Failed about a minute ago   "task: non-zero exit (1): list…"
             bbbbbbbbbbbb   vote.2       node2   Running         Running 3 seconds ago
-
         "#]]
         .assert_eq(&render_tasks(&rows, &Format::Default).unwrap());
         let rows = task_rows(&tasks, &[view()], Millis(now), true);

@@ -277,7 +277,6 @@ mod tests {
             0a1b2c3d4e5f *   node1      Ready    Active         Leader
             1a1b2c3d4e5f     node2      Ready    Drain          Unreachable
             2a1b2c3d4e5f     node3      Down     Pause
-
         "#]]
         .assert_eq(&render_ls(&rows, &Format::Default).unwrap());
         let f = Format::parse(Some("{{.Hostname}} {{.ID}} {{.Self}}")).unwrap();

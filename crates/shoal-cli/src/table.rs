@@ -20,13 +20,11 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         col.set_padding((0, if i == last { 0 } else { 3 }));
         col.set_cell_alignment(CellAlignment::Left);
     }
-    let mut out = table
+    table
         .lines()
         .map(|l| l.trim_end().to_string())
         .collect::<Vec<_>>()
-        .join("\n");
-    out.push('\n');
-    out
+        .join("\n")
 }
 
 /// One object per row: what `--format` templates and `--format json` see. Its keys are
@@ -157,7 +155,6 @@ mod tests {
             ID             NAME          REPLICAS
             4f2c1a9e0b1d   vote          2/2
             9a0b1c2d3e4f   redis-cache   1/1
-
         "#]]
         .assert_eq(&out);
     }
@@ -173,7 +170,6 @@ mod tests {
         .unwrap();
         expect![[r#"
             ID   NAME   REPLICAS
-
         "#]]
         .assert_eq(&out);
     }
@@ -186,7 +182,6 @@ mod tests {
             NAME          REPLICAS
             vote          2/2
             redis-cache   1/1
-
         "#]]
         .assert_eq(&list(&rows(), &keys, columns(), &f).unwrap());
         let f = Format::parse(Some("{{.Name}}: {{.Replicas}}")).unwrap();

@@ -112,7 +112,7 @@ impl Netlink {
     }
 
     /// The namespace this connection works in, for messages.
-    fn place(&self) -> String {
+    pub(crate) fn place(&self) -> String {
         match &self.netns {
             Some(name) => format!("netns {name}"),
             None => "the current network namespace".to_string(),
@@ -137,7 +137,7 @@ impl Netlink {
         Ok(self.links().await?.into_iter().find(|l| l.name == name))
     }
 
-    async fn index_of(&self, name: &str) -> Result<u32> {
+    pub(crate) async fn index_of(&self, name: &str) -> Result<u32> {
         match self.link(name).await? {
             Some(link) => Ok(link.index),
             None => Err(NetError::NoSuchLink {
