@@ -25,6 +25,8 @@ pub struct Worker {
     endpoints: tokio::sync::watch::Sender<Arc<EndpointView>>,
     // Guarded by a std mutex: held only for map updates, never across an await.
     tasks: Mutex<HashMap<String, Local>>,
+    /// Set when the daemon stops: no task starts after it.
+    closing: std::sync::atomic::AtomicBool,
     reports: mpsc::UnboundedSender<Report>,
 }
 
@@ -55,6 +57,7 @@ impl Worker {
             cfg,
             endpoints: tokio::sync::watch::Sender::new(Arc::new(EndpointView::default())),
             tasks: Mutex::new(HashMap::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
             reports,
         })
     }
@@ -110,6 +113,9 @@ impl Worker {
             for t in &assigned {
                 let known = local.contains_key(&t.id);
                 if t.desired_state <= TaskState::Running {
+                    if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
                     if !known && t.status.state < TaskState::Running {
                         local.insert(
                             t.id.clone(),
@@ -172,6 +178,7 @@ impl Worker {
 
     /// Stops every task and waits for them to exit (daemon shutdown).
     pub async fn stop_all(&self, timeout: Duration) {
+        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<String> = self.locked().keys().cloned().collect();
         for id in &ids {
             self.stop(id);

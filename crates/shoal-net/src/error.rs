@@ -49,6 +49,68 @@ pub enum NetError {
     #[error("the thread working in network namespace {0} panicked")]
     ThreadPanicked(String),
 
+    /// An interface name the kernel would refuse.
+    #[error("invalid interface name {0:?}: use 1-15 characters, none of them '/', ':' or whitespace")]
+    InvalidLinkName(String),
+
+    /// A link of that name is already in the namespace.
+    #[error("a link named {link} already exists in {netns}; remove it or choose another name")]
+    LinkExists {
+        /// The link's name.
+        link: String,
+        /// Where it is.
+        netns: String,
+    },
+
+    /// An [`crate::OverlaySpec`] that cannot be set up as given.
+    #[error("invalid overlay spec for netns {netns}: {reason}")]
+    InvalidOverlay {
+        /// The overlay's namespace.
+        netns: String,
+        /// What is wrong, and what would be right.
+        reason: String,
+    },
+
+    /// An overlay operation found no overlay namespace (or no `br0`/`vxlan0` in it).
+    #[error("overlay network namespace {0} is not set up; call ensure_overlay first")]
+    OverlayMissing(String),
+
+    /// `ensure_overlay` found an overlay namespace built for another spec.
+    #[error(
+        "overlay network namespace {netns} does not match its spec: {what}; remove it (remove_overlay) and ensure it again"
+    )]
+    OverlayMismatch {
+        /// The overlay's namespace.
+        netns: String,
+        /// What differs.
+        what: String,
+    },
+
+    /// An endpoint address outside the overlay network's subnet.
+    #[error(
+        "address {addr} is not in subnet {subnet} of overlay netns {netns}; allocate endpoint addresses from the network's subnet"
+    )]
+    AddressOutsideSubnet {
+        /// The address (with its prefix length, for attachments).
+        addr: String,
+        /// The network's subnet.
+        subnet: String,
+        /// The overlay's namespace.
+        netns: String,
+    },
+
+    /// The kernel refused a second VXLAN device with the same VNI and port in one underlay
+    /// namespace.
+    #[error(
+        "VNI {vni} is already used by a VXLAN device created from {underlay}: another overlay network on this node has it (or a removed one is still being torn down); give each network its own VNI"
+    )]
+    VniInUse {
+        /// The VNI.
+        vni: u32,
+        /// The underlay namespace.
+        underlay: String,
+    },
+
     /// A path under `/run/netns` could not be used as a namespace file.
     #[error("{} is not a network namespace file", .0.display())]
     NotANetns(PathBuf),
