@@ -50,7 +50,9 @@ pub enum NetError {
     ThreadPanicked(String),
 
     /// An interface name the kernel would refuse.
-    #[error("invalid interface name {0:?}: use 1-15 characters, none of them '/', ':' or whitespace")]
+    #[error(
+        "invalid interface name {0:?}: use 1-15 characters, none of them '/', ':' or whitespace"
+    )]
     InvalidLinkName(String),
 
     /// A link of that name is already in the namespace.
