@@ -3,12 +3,12 @@
 //! Implementors write plain `async fn`s (Rust's return-position `impl Future` in traits); the
 //! router needs one concrete state type, so [`DynBackend`] boxes each future and is
 //! implemented for every [`Backend`]. Keys (`key` arguments) are what the user typed: an id,
-//! an id prefix, or a name (hostname for nodes, service name, task name).
+//! an id prefix, or a name (hostname for nodes, service name, task name, network name).
 
 use std::future::Future;
 use std::pin::Pin;
 
-use shoal_types::{Node, NodeRole, ServiceSpec};
+use shoal_types::{Network, Node, NodeRole, ServiceSpec};
 
 use crate::error::ApiResult;
 use crate::types::*;
@@ -51,6 +51,22 @@ pub trait Backend: Send + Sync + 'static {
     /// The host pid of a task running on *this* node (for `shoal exec`). A task elsewhere is
     /// an error naming the node that runs it.
     fn local_task_pid(&self, key: String) -> impl Future<Output = ApiResult<Pid>> + Send;
+
+    /// Every network, the ingress network included.
+    fn networks(&self) -> impl Future<Output = ApiResult<Vec<Network>>> + Send;
+    fn network(&self, key: String) -> impl Future<Output = ApiResult<Network>> + Send;
+    /// Checks the driver, subnet and gateway; a name in use is a conflict (409).
+    fn create_network(
+        &self,
+        req: NetworkCreate,
+    ) -> impl Future<Output = ApiResult<CreateResponse>> + Send;
+    /// A network that services use, or the ingress network, is a conflict (409).
+    fn remove_network(&self, key: String) -> impl Future<Output = ApiResult<()>> + Send;
+
+    /// How long endpoint-table changes took to reach every node.
+    fn endpoint_stats(&self) -> impl Future<Output = ApiResult<EndpointStats>> + Send;
+    /// Forgets the samples [`Backend::endpoint_stats`] summarises.
+    fn reset_endpoint_stats(&self) -> impl Future<Output = ApiResult<()>> + Send;
 }
 
 pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = ApiResult<T>> + Send + 'a>>;
@@ -75,6 +91,12 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn task(&self, key: String) -> BoxFut<'_, TaskView>;
     fn service_logs(&self, key: String) -> BoxFut<'_, Vec<LogLine>>;
     fn local_task_pid(&self, key: String) -> BoxFut<'_, Pid>;
+    fn networks(&self) -> BoxFut<'_, Vec<Network>>;
+    fn network(&self, key: String) -> BoxFut<'_, Network>;
+    fn create_network(&self, req: NetworkCreate) -> BoxFut<'_, CreateResponse>;
+    fn remove_network(&self, key: String) -> BoxFut<'_, ()>;
+    fn endpoint_stats(&self) -> BoxFut<'_, EndpointStats>;
+    fn reset_endpoint_stats(&self) -> BoxFut<'_, ()>;
 }
 
 impl<B: Backend> DynBackend for B {
@@ -131,5 +153,23 @@ impl<B: Backend> DynBackend for B {
     }
     fn local_task_pid(&self, key: String) -> BoxFut<'_, Pid> {
         Box::pin(Backend::local_task_pid(self, key))
+    }
+    fn networks(&self) -> BoxFut<'_, Vec<Network>> {
+        Box::pin(Backend::networks(self))
+    }
+    fn network(&self, key: String) -> BoxFut<'_, Network> {
+        Box::pin(Backend::network(self, key))
+    }
+    fn create_network(&self, req: NetworkCreate) -> BoxFut<'_, CreateResponse> {
+        Box::pin(Backend::create_network(self, req))
+    }
+    fn remove_network(&self, key: String) -> BoxFut<'_, ()> {
+        Box::pin(Backend::remove_network(self, key))
+    }
+    fn endpoint_stats(&self) -> BoxFut<'_, EndpointStats> {
+        Box::pin(Backend::endpoint_stats(self))
+    }
+    fn reset_endpoint_stats(&self) -> BoxFut<'_, ()> {
+        Box::pin(Backend::reset_endpoint_stats(self))
     }
 }

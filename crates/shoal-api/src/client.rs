@@ -9,7 +9,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shoal_types::{Node, NodeRole, ServiceSpec};
+use shoal_types::{Network, Node, NodeRole, ServiceSpec};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -219,6 +219,35 @@ impl Client {
 
     pub async fn local_task_pid(&self, key: &str) -> ClientResult<Pid> {
         self.get(&format!("/v1/tasks/{}/pid", encode(key))).await
+    }
+
+    pub async fn networks(&self) -> ClientResult<Vec<Network>> {
+        self.get("/v1/networks").await
+    }
+
+    pub async fn network(&self, key: &str) -> ClientResult<Network> {
+        self.get(&format!("/v1/networks/{}", encode(key))).await
+    }
+
+    pub async fn create_network(&self, req: &NetworkCreate) -> ClientResult<CreateResponse> {
+        self.post("/v1/networks", req).await
+    }
+
+    pub async fn remove_network(&self, key: &str) -> ClientResult<()> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/networks/{}", encode(key)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn endpoint_stats(&self) -> ClientResult<EndpointStats> {
+        self.get("/v1/endpoints/stats").await
+    }
+
+    pub async fn reset_endpoint_stats(&self) -> ClientResult<()> {
+        self.call(Method::DELETE, "/v1/endpoints/stats", None).await
     }
 
     /// The daemon's OpenAPI document.

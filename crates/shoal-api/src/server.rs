@@ -30,13 +30,15 @@ type Shared = Arc<dyn DynBackend>;
 #[openapi(
     info(
         title = "shoal",
-        description = "The shoal daemon's API: swarm membership, nodes, services and tasks. \
+        description = "The shoal daemon's API: swarm membership, nodes, services, tasks and \
+                       networks. \
                        Served on /run/shoal/shoal.sock; errors are {\"message\": ...}."
     ),
     components(schemas(ErrorBody)),
     tags(
         (name = "system", description = "This daemon and its swarm membership"),
-        (name = "nodes"), (name = "services"), (name = "tasks")
+        (name = "nodes"), (name = "services"), (name = "tasks"), (name = "networks"),
+        (name = "endpoints", description = "The service endpoint tables nodes apply")
     )
 )]
 struct ApiDoc;
@@ -59,6 +61,9 @@ fn api_router() -> OpenApiRouter<Shared> {
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
         .routes(routes!(task_pid))
+        .routes(routes!(list_networks, create_network))
+        .routes(routes!(get_network, remove_network))
+        .routes(routes!(endpoint_stats, reset_endpoint_stats))
         .routes(routes!(openapi_json))
 }
 
@@ -293,6 +298,52 @@ async fn get_task(State(b): State<Shared>, Path(key): Path<String>) -> ApiResult
     responses((status = 200, description = "ok", body = Pid), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "the task runs on another node", body = ErrorBody)))]
 async fn task_pid(State(b): State<Shared>, Path(key): Path<String>) -> ApiResult<Json<Pid>> {
     b.local_task_pid(key).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/networks", tag = "networks",
+    responses((status = 200, description = "docker-like Network objects", body = [Object]), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn list_networks(State(b): State<Shared>) -> ApiResult<Json<Vec<shoal_types::Network>>> {
+    b.networks().await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/networks", tag = "networks", request_body = NetworkCreate,
+    responses((status = 201, description = "created", body = CreateResponse), (status = 400, description = "invalid request", body = ErrorBody), (status = 409, description = "conflicts with the current state", body = ErrorBody)))]
+async fn create_network(
+    State(b): State<Shared>,
+    Body(req): Body<NetworkCreate>,
+) -> ApiResult<(StatusCode, Json<CreateResponse>)> {
+    b.create_network(req)
+        .await
+        .map(|r| (StatusCode::CREATED, Json(r)))
+}
+
+#[utoipa::path(get, path = "/v1/networks/{key}", tag = "networks",
+    params(("key" = String, Path, description = "network id, id prefix or name")),
+    responses((status = 200, description = "a docker-like Network object", body = Object), (status = 404, description = "not found", body = ErrorBody)))]
+async fn get_network(
+    State(b): State<Shared>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<shoal_types::Network>> {
+    b.network(key).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/networks/{key}", tag = "networks",
+    params(("key" = String, Path, description = "network id, id prefix or name")),
+    responses((status = 204, description = "removed"), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "in use, or the ingress network", body = ErrorBody)))]
+async fn remove_network(State(b): State<Shared>, Path(key): Path<String>) -> Done {
+    b.remove_network(key).await.map(done)
+}
+
+#[utoipa::path(get, path = "/v1/endpoints/stats", tag = "endpoints",
+    responses((status = 200, description = "how long endpoint changes took to reach every node", body = EndpointStats), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn endpoint_stats(State(b): State<Shared>) -> ApiResult<Json<EndpointStats>> {
+    b.endpoint_stats().await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/endpoints/stats", tag = "endpoints",
+    responses((status = 204, description = "samples forgotten"), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn reset_endpoint_stats(State(b): State<Shared>) -> Done {
+    b.reset_endpoint_stats().await.map(done)
 }
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "system",

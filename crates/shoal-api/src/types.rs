@@ -5,6 +5,8 @@
 //! OpenAPI document describes them as plain objects (`value_type = Object`) because
 //! shoal-types knows nothing of HTTP.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use shoal_types::{Availability, NodeRole, Service, Task};
 use utoipa::{IntoParams, ToSchema};
@@ -47,6 +49,9 @@ pub struct InitRequest {
     pub listen_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_period_ms: Option<u64>,
+    /// Subnet of the ingress network (`10.0.0.0/24`); the daemon picks one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_subnet: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -58,6 +63,13 @@ pub struct InitResponse {
     pub manager_token: String,
     /// `ip:port` that joining nodes dial.
     pub manager_addr: String,
+    /// The subnet the ingress network got.
+    #[serde(default)]
+    pub ingress_subnet: String,
+    /// Things the daemon chose that the user should know, one sentence each; `shoal init`
+    /// prints them after its usual text.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// `POST /v1/swarm/join`.
@@ -118,13 +130,79 @@ pub struct ServiceView {
 pub struct ServiceStatus {
     pub running_tasks: u64,
     pub desired_tasks: u64,
+    /// Ready nodes that have applied this service's latest endpoint change (DNS records,
+    /// load-balancer forwarding).
+    #[serde(default)]
+    pub endpoint_nodes_synced: usize,
+    /// Ready nodes that must apply it; 0 when the service has no endpoint to sync.
+    #[serde(default)]
+    pub endpoint_nodes: usize,
 }
 
-/// `POST /v1/services`.
+impl ServiceStatus {
+    /// Whether every node has applied the service's latest endpoint change.
+    pub fn endpoints_synced(&self) -> bool {
+        self.endpoint_nodes_synced >= self.endpoint_nodes
+    }
+}
+
+/// `POST /v1/services` and `POST /v1/networks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateResponse {
     #[serde(rename = "ID")]
     pub id: String,
+}
+
+/// `POST /v1/networks`: a new overlay network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkCreate {
+    pub name: String,
+    /// Only `overlay` is supported.
+    #[serde(default = "overlay")]
+    #[schema(default = "overlay")]
+    pub driver: String,
+    /// IPv4 subnet (`10.0.1.0/24`); the daemon picks a free one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// Gateway address inside the subnet; the subnet's first host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Whether standalone processes may attach, besides services' tasks.
+    #[serde(default)]
+    pub attachable: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn overlay() -> String {
+    "overlay".into()
+}
+
+impl NetworkCreate {
+    /// A request for an overlay network named `name` with every default.
+    pub fn new(name: impl Into<String>) -> NetworkCreate {
+        NetworkCreate {
+            name: name.into(),
+            driver: overlay(),
+            subnet: None,
+            gateway: None,
+            attachable: false,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// `GET /v1/endpoints/stats`: how long endpoint-table changes took to be applied by every
+/// node, over the samples since the daemon started or the last `DELETE`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointStats {
+    /// How many changes were measured.
+    pub count: usize,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
 }
 
 /// Query of `GET /v1/tasks`: both filters take a name or an id (prefix).

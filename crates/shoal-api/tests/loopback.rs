@@ -6,7 +6,9 @@
 use std::sync::{Arc, Mutex};
 
 use shoal_api::*;
-use shoal_types::{Millis, Node, NodeRole, ServiceSpec, Task, TaskState, TaskStatus, fixtures};
+use shoal_types::{
+    Millis, Network, Node, NodeRole, ServiceSpec, Task, TaskState, TaskStatus, fixtures,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
@@ -43,6 +45,8 @@ fn view() -> ServiceView {
         status: ServiceStatus {
             running_tasks: 1,
             desired_tasks: 2,
+            endpoint_nodes_synced: 2,
+            endpoint_nodes: 3,
         },
     }
 }
@@ -59,12 +63,17 @@ impl Backend for Fake {
         })
     }
     async fn init(&self, req: InitRequest) -> ApiResult<InitResponse> {
-        self.record(format!("init {:?}", req.advertise_addr));
+        self.record(format!(
+            "init {:?} {:?}",
+            req.advertise_addr, req.ingress_subnet
+        ));
         Ok(InitResponse {
             node_id: "n1".into(),
             worker_token: "wt".into(),
             manager_token: "mt".into(),
             manager_addr: "10.0.0.1:2377".into(),
+            ingress_subnet: req.ingress_subnet.unwrap_or("10.0.0.0/24".into()),
+            notes: vec!["ingress network: 10.0.0.0/24".into()],
         })
     }
     async fn join(&self, req: JoinRequest) -> ApiResult<JoinResponse> {
@@ -164,6 +173,53 @@ impl Backend for Fake {
             ))),
         }
     }
+    async fn networks(&self) -> ApiResult<Vec<Network>> {
+        Ok(vec![
+            fixtures::network("w1", "ingress", "10.0.0.0/24", 4096),
+            fixtures::network("w2", "front", "10.0.1.0/24", 4097),
+        ])
+    }
+    async fn network(&self, key: String) -> ApiResult<Network> {
+        match key.as_str() {
+            "front" => Ok(fixtures::network("w2", "front", "10.0.1.0/24", 4097)),
+            _ => Err(ApiError::not_found(format!("no such network: {key}"))),
+        }
+    }
+    async fn create_network(&self, req: NetworkCreate) -> ApiResult<CreateResponse> {
+        self.record(format!(
+            "create_network {} {} {:?} {:?} {} {:?}",
+            req.name, req.driver, req.subnet, req.gateway, req.attachable, req.labels
+        ));
+        if req.name == "front" {
+            return Err(ApiError::conflict(
+                "network name \"front\" is already in use",
+            ));
+        }
+        Ok(CreateResponse {
+            id: format!("id-of-{}", req.name),
+        })
+    }
+    async fn remove_network(&self, key: String) -> ApiResult<()> {
+        self.record(format!("remove_network {key}"));
+        if key == "ingress" {
+            return Err(ApiError::conflict(
+                "the ingress network can't be removed: it carries the routing mesh",
+            ));
+        }
+        Ok(())
+    }
+    async fn endpoint_stats(&self) -> ApiResult<EndpointStats> {
+        Ok(EndpointStats {
+            count: 7,
+            p50_ms: 12,
+            p99_ms: 40,
+            max_ms: 41,
+        })
+    }
+    async fn reset_endpoint_stats(&self) -> ApiResult<()> {
+        self.record("reset_endpoint_stats".into());
+        Ok(())
+    }
 }
 
 struct Daemon {
@@ -219,7 +275,24 @@ async fn swarm_calls_round_trip() {
         c.join_token(NodeRole::Manager).await.unwrap().token,
         "token-manager"
     );
-    assert_eq!(calls(&d), ["init Some(\"10.0.0.1\")", "leave true"]);
+    assert_eq!(init.ingress_subnet, "10.0.0.0/24");
+    assert_eq!(init.notes, ["ingress network: 10.0.0.0/24"]);
+    let init = c
+        .init(&InitRequest {
+            ingress_subnet: Some("10.9.0.0/16".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(init.ingress_subnet, "10.9.0.0/16");
+    assert_eq!(
+        calls(&d),
+        [
+            "init Some(\"10.0.0.1\") None",
+            "leave true",
+            "init None Some(\"10.9.0.0/16\")"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -325,6 +398,130 @@ async fn errors_carry_status_and_message() {
     );
 }
 
+#[tokio::test]
+async fn network_and_endpoint_calls_round_trip() {
+    let d = start();
+    let c = &d.client;
+    let nets = c.networks().await.unwrap();
+    assert_eq!(
+        nets.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["ingress", "front"]
+    );
+    assert_eq!(
+        c.network("front").await.unwrap(),
+        fixtures::network("w2", "front", "10.0.1.0/24", 4097)
+    );
+    let mut req = NetworkCreate::new("back");
+    req.subnet = Some("10.0.2.0/24".into());
+    req.gateway = Some("10.0.2.254".into());
+    req.attachable = true;
+    req.labels.insert("tier".into(), "db".into());
+    assert_eq!(c.create_network(&req).await.unwrap().id, "id-of-back");
+    c.create_network(&NetworkCreate::new("plain"))
+        .await
+        .unwrap();
+    c.remove_network("back net").await.unwrap();
+    assert_eq!(
+        c.endpoint_stats().await.unwrap(),
+        EndpointStats {
+            count: 7,
+            p50_ms: 12,
+            p99_ms: 40,
+            max_ms: 41
+        }
+    );
+    c.reset_endpoint_stats().await.unwrap();
+    assert_eq!(
+        calls(&d),
+        [
+            "create_network back overlay Some(\"10.0.2.0/24\") Some(\"10.0.2.254\") true {\"tier\": \"db\"}",
+            "create_network plain overlay None None false {}",
+            "remove_network back net",
+            "reset_endpoint_stats",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn network_errors_and_wire_defaults() {
+    let d = start();
+    let c = &d.client;
+    let e = c.network("nope").await.unwrap_err();
+    assert_eq!(
+        (e.status(), e.to_string()),
+        (Some(404), "no such network: nope".into())
+    );
+    let e = c
+        .create_network(&NetworkCreate::new("front"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(409));
+    let e = c.remove_network("ingress").await.unwrap_err();
+    assert_eq!(e.status(), Some(409));
+    calls(&d);
+
+    // Only Name is required on the wire: Driver defaults to overlay, the rest to empty.
+    let body = r#"{"Name": "bare"}"#;
+    let req = format!(
+        "POST /v1/networks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let r = raw(&d, &req).await;
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    assert!(r.ends_with(r#"{"ID":"id-of-bare"}"#), "{r}");
+    assert_eq!(
+        calls(&d),
+        ["create_network bare overlay None None false {}"]
+    );
+
+    let r = raw(
+        &d,
+        "DELETE /v1/endpoints/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    let r = raw(
+        &d,
+        "GET /v1/endpoints/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        r.ends_with(r#"{"Count":7,"P50Ms":12,"P99Ms":40,"MaxMs":41}"#),
+        "{r}"
+    );
+}
+
+#[test]
+fn new_fields_are_optional_on_the_wire() {
+    // An older daemon's answers still decode.
+    let status: ServiceStatus =
+        serde_json::from_str(r#"{"RunningTasks": 1, "DesiredTasks": 2}"#).unwrap();
+    assert_eq!(
+        (status.endpoint_nodes_synced, status.endpoint_nodes),
+        (0, 0)
+    );
+    assert!(status.endpoints_synced());
+    let init: InitResponse = serde_json::from_str(
+        r#"{"NodeID": "n1", "WorkerToken": "w", "ManagerToken": "m", "ManagerAddr": "a:1"}"#,
+    )
+    .unwrap();
+    assert!(init.ingress_subnet.is_empty() && init.notes.is_empty());
+    let status = ServiceStatus {
+        endpoint_nodes_synced: 2,
+        endpoint_nodes: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_string(&status).unwrap(),
+        r#"{"RunningTasks":0,"DesiredTasks":0,"EndpointNodesSynced":2,"EndpointNodes":3}"#
+    );
+    assert!(!status.endpoints_synced());
+    assert_eq!(
+        serde_json::to_value(InitRequest::default()).unwrap(),
+        serde_json::json!({})
+    );
+}
+
 /// Sends one raw HTTP/1.1 request and returns the whole response.
 async fn raw(d: &Daemon, request: &str) -> String {
     let mut s = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
@@ -414,6 +611,12 @@ async fn openapi_document_lists_every_route() {
         ("get", "/v1/tasks"),
         ("get", "/v1/tasks/{key}"),
         ("get", "/v1/tasks/{key}/pid"),
+        ("get", "/v1/networks"),
+        ("post", "/v1/networks"),
+        ("get", "/v1/networks/{key}"),
+        ("delete", "/v1/networks/{key}"),
+        ("get", "/v1/endpoints/stats"),
+        ("delete", "/v1/endpoints/stats"),
         ("get", "/v1/openapi.json"),
     ];
     let paths = doc["paths"].as_object().unwrap();

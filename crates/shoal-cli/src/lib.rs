@@ -5,6 +5,7 @@
 //! - `lib.rs`: the clap tree ([`Cli`]), [`run`] and [`main`].
 //! - `swarm`: `init`, `join`, `join-token`, `leave`.
 //! - `node`: `node ls|inspect|update|rm`.
+//! - `network`: `network create|ls|inspect|rm`.
 //! - `service`: `service ...`; `spec` builds a `ServiceSpec` from flags; `list` makes the
 //!   rows of `service ls|ps`; `progress` shows convergence.
 //! - `format`: the `--format` template evaluator; `table`: docker-style tables.
@@ -19,6 +20,7 @@ pub mod exec;
 pub mod format;
 pub mod lab;
 pub mod list;
+pub mod network;
 pub mod node;
 pub mod progress;
 pub mod service;
@@ -67,6 +69,9 @@ pub enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(service::ServiceCmd),
+    /// Manage overlay networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
     /// Run a command in a task on this node: shoal exec vote.1 -- ip addr.
     Exec(exec::ExecArgs),
     /// A cluster in network namespaces on this machine.
@@ -145,6 +150,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Node(cmd) => ok(node::run(&client()?, cmd).await),
         Command::Service(cmd) => ok(service::run(&client()?, cmd).await),
+        Command::Network(cmd) => network::run(&client()?, cmd).await,
         Command::Exec(a) => exec::run(&client()?, a).await,
         Command::Lab(cmd) => lab::lab(cmd).await,
         Command::Demo(cmd) => demo::demo(cmd).await,

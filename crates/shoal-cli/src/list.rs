@@ -204,6 +204,7 @@ mod tests {
             status: ServiceStatus {
                 running_tasks: 1,
                 desired_tasks: 2,
+                ..Default::default()
             },
         }
     }
@@ -249,6 +250,7 @@ mod tests {
         global.status = ServiceStatus {
             running_tasks: 3,
             desired_tasks: 3,
+            ..Default::default()
         };
         let rows = [service_row(&view()), service_row(&global)];
         expect![[r#"

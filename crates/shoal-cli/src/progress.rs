@@ -7,6 +7,10 @@
 //! verify: Service converged
 //! ```
 //!
+//! Once every task runs, it also waits (when the daemon reports endpoint sync) until every
+//! node has applied the service's latest endpoint change, so that its name resolves and its
+//! ports forward everywhere when "converged" is printed.
+//!
 //! [`snapshot`] turns the service and its tasks into lines (pure, tested); [`wait`] polls the
 //! daemon and draws them: indicatif bars on a terminal, plain lines (only when they change)
 //! otherwise.
@@ -41,15 +45,39 @@ pub struct Snapshot {
     pub running: u64,
     pub desired: u64,
     pub lines: Vec<Line>,
+    /// Ready nodes that applied the latest endpoint change, of `endpoint_nodes`.
+    pub endpoint_nodes_synced: usize,
+    /// 0 when the daemon does not report it (nothing to wait for).
+    pub endpoint_nodes: usize,
 }
 
 impl Snapshot {
-    pub fn converged(&self) -> bool {
+    /// Every task is running the current spec.
+    pub fn tasks_converged(&self) -> bool {
         self.running == self.desired
             && self
                 .lines
                 .iter()
                 .all(|l| l.state == Some(TaskState::Running))
+    }
+
+    /// Every node has applied the latest endpoint change (or there is none to wait for).
+    pub fn endpoints_synced(&self) -> bool {
+        self.endpoint_nodes == 0 || self.endpoint_nodes_synced >= self.endpoint_nodes
+    }
+
+    pub fn converged(&self) -> bool {
+        self.tasks_converged() && self.endpoints_synced()
+    }
+
+    /// What is left once the tasks run: the endpoint change still reaching nodes.
+    pub fn endpoint_wait(&self) -> Option<String> {
+        (self.tasks_converged() && !self.endpoints_synced()).then(|| {
+            format!(
+                "verify: waiting for the endpoint change to reach every node ({}/{})",
+                self.endpoint_nodes_synced, self.endpoint_nodes
+            )
+        })
     }
 
     pub fn overall(&self) -> String {
@@ -156,6 +184,8 @@ pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
         running,
         desired,
         lines,
+        endpoint_nodes_synced: view.status.endpoint_nodes_synced,
+        endpoint_nodes: view.status.endpoint_nodes,
     }
 }
 
@@ -178,6 +208,18 @@ pub async fn wait(client: &Client, service: &str, timeout: Duration) -> Result<(
         }
         if start.elapsed() >= timeout {
             out.finish("");
+            let name = &view.service.spec.name;
+            if snap.tasks_converged() {
+                bail!(
+                    "service {name} did not converge within {}: its {} tasks run, but its \
+                     endpoint change reached only {} of {} nodes; see `shoal node ls` for nodes \
+                     that are down or behind",
+                    humanize(timeout),
+                    snap.running,
+                    snap.endpoint_nodes_synced,
+                    snap.endpoint_nodes
+                );
+            }
             let why = snap
                 .lines
                 .iter()
@@ -185,13 +227,11 @@ pub async fn wait(client: &Client, service: &str, timeout: Duration) -> Result<(
                 .map(|l| format!(": task {}: {}", l.task, l.error))
                 .unwrap_or_default();
             bail!(
-                "service {} did not converge within {} ({} of {} tasks running){why}; it keeps trying: \
-                 see `shoal service ps {}`",
-                view.service.spec.name,
+                "service {name} did not converge within {} ({} of {} tasks running){why}; it keeps trying: \
+                 see `shoal service ps {name}`",
                 humanize(timeout),
                 snap.running,
                 snap.desired,
-                view.service.spec.name
             );
         }
         tokio::time::sleep(POLL).await;
@@ -213,6 +253,8 @@ enum Output {
         multi: MultiProgress,
         overall: ProgressBar,
         bars: Vec<ProgressBar>,
+        /// The `verify:` line, once there is something to say.
+        verify: Option<ProgressBar>,
     },
     Plain {
         last: BTreeMap<String, String>,
@@ -235,6 +277,7 @@ impl Output {
             multi,
             overall,
             bars: Vec::new(),
+            verify: None,
         }
     }
 
@@ -251,11 +294,17 @@ impl Output {
                 for l in &snap.lines {
                     emit(&l.label, l.text());
                 }
+                if let Some(wait) = snap.endpoint_wait() {
+                    // No task line has the label "verify:" (they are `1/2` or hostnames
+                    // without a colon).
+                    emit("verify:", wait);
+                }
             }
             Output::Tty {
                 multi,
                 overall,
                 bars,
+                verify,
             } => {
                 overall.set_message(snap.overall());
                 while bars.len() < snap.lines.len() {
@@ -291,6 +340,11 @@ impl Output {
                     bar.set_position(pos.min(STEPS));
                     bar.set_message(l.error.clone());
                 }
+                if let Some(wait) = snap.endpoint_wait() {
+                    verify
+                        .get_or_insert_with(|| text_line(multi))
+                        .set_message(wait);
+                }
             }
         }
     }
@@ -306,13 +360,15 @@ impl Output {
                 multi,
                 overall,
                 bars,
+                verify,
             } => {
                 if !last_line.is_empty() {
-                    let verify = multi.add(ProgressBar::new(0));
-                    if let Ok(style) = ProgressStyle::with_template("{msg}") {
-                        verify.set_style(style);
-                    }
-                    verify.finish_with_message(last_line.to_string());
+                    verify
+                        .take()
+                        .unwrap_or_else(|| text_line(multi))
+                        .finish_with_message(last_line.to_string());
+                } else if let Some(v) = verify.take() {
+                    v.abandon();
                 }
                 // abandon(), not finish(): finish() would fill the bars of failed tasks.
                 overall.abandon();
@@ -320,6 +376,15 @@ impl Output {
             }
         }
     }
+}
+
+/// A line of text under the bars.
+fn text_line(multi: &MultiProgress) -> ProgressBar {
+    let line = multi.add(ProgressBar::new(0));
+    if let Ok(style) = ProgressStyle::with_template("{msg}") {
+        line.set_style(style);
+    }
+    line
 }
 
 #[cfg(test)]
@@ -335,6 +400,7 @@ mod tests {
             status: ServiceStatus {
                 running_tasks: 0,
                 desired_tasks: replicas,
+                ..Default::default()
             },
         }
     }
@@ -406,5 +472,33 @@ mod tests {
         let s = snapshot(&view(1), &[old]);
         assert_eq!(s.running, 0);
         assert_eq!(s.lines[0].text(), "1/1: new");
+    }
+
+    #[test]
+    fn waits_for_the_endpoint_change_once_tasks_run() {
+        let tasks = [task("a00000000000", 1, TaskState::Running, 10, "")];
+        let mut v = view(1);
+        assert!(
+            snapshot(&v, &tasks).converged(),
+            "no endpoint sync reported"
+        );
+        v.status.endpoint_nodes = 3;
+        v.status.endpoint_nodes_synced = 2;
+        let s = snapshot(&v, &tasks);
+        assert!(s.tasks_converged() && !s.converged());
+        assert_eq!(
+            s.endpoint_wait().as_deref(),
+            Some("verify: waiting for the endpoint change to reach every node (2/3)")
+        );
+        v.status.endpoint_nodes_synced = 3;
+        let s = snapshot(&v, &tasks);
+        assert!(s.converged());
+        assert_eq!(s.endpoint_wait(), None);
+        // While tasks still start, only the tasks are shown.
+        v.status.endpoint_nodes_synced = 0;
+        let starting = [task("a00000000000", 1, TaskState::Starting, 10, "")];
+        let s = snapshot(&v, &starting);
+        assert!(!s.converged());
+        assert_eq!(s.endpoint_wait(), None);
     }
 }

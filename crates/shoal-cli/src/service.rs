@@ -259,6 +259,12 @@ fn pretty(v: &ServiceView) -> String {
         out.push('\n');
     }
     out.push_str(&format!("Endpoint Mode:\t{}\n", spec.endpoint_spec.mode));
+    if v.status.endpoint_nodes > 0 {
+        out.push_str(&format!(
+            "Endpoints: synced on {}/{} nodes\n",
+            v.status.endpoint_nodes_synced, v.status.endpoint_nodes
+        ));
+    }
     if !spec.endpoint_spec.ports.is_empty() {
         out.push_str("Ports:\n");
         for p in &spec.endpoint_spec.ports {
@@ -444,5 +450,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(" Command:\tsleep 1000\n"), "{text}");
+        assert!(!text.contains("Endpoints:"), "{text}");
+        let v = ServiceView {
+            status: shoal_api::ServiceStatus {
+                endpoint_nodes_synced: 2,
+                endpoint_nodes: 3,
+                ..Default::default()
+            },
+            ..v
+        };
+        let text = pretty(&v);
+        assert!(
+            text.contains("Endpoint Mode:\tvip\nEndpoints: synced on 2/3 nodes\n"),
+            "{text}"
+        );
     }
 }

@@ -298,3 +298,33 @@ fn words() {
     assert_eq!(split_words("").unwrap(), Vec::<String>::new());
     assert!(split_words("'open").is_err());
 }
+
+#[test]
+fn network_long_form() {
+    let att = |target: &str, aliases: &[&str]| NetworkAttachment {
+        target: target.into(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+    };
+    assert_eq!(network("front").unwrap(), att("front", &[]));
+    assert_eq!(network("name=x,alias=y").unwrap(), att("x", &["y"]));
+    assert_eq!(
+        network("alias=a,target=x,alias=b").unwrap(),
+        att("x", &["a", "b"])
+    );
+    // What the user typed is kept: an id (prefix) is as good as a name.
+    assert_eq!(
+        network("name=3c4d5e6f7a8b").unwrap(),
+        att("3c4d5e6f7a8b", &[])
+    );
+    let spec = create(&["--network", "name=x,alias=y", "sleep", "1"]).unwrap();
+    assert_eq!(spec.task_template.networks, [att("x", &["y"])]);
+    for bad in [
+        "",
+        "name=",
+        "name=x,alias=",
+        "name=x,colour=red",
+        "name=x,alias",
+    ] {
+        assert!(network(bad).is_err(), "{bad:?}");
+    }
+}

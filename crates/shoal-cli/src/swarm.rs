@@ -2,8 +2,9 @@
 
 use anyhow::{Result, bail};
 use clap::Args;
-use shoal_api::{Client, InitRequest, JoinRequest};
+use shoal_api::{Client, InitRequest, InitResponse, JoinRequest};
 use shoal_types::NodeRole;
+use shoal_types::network::parse_subnet;
 
 /// The port managers listen on for joining nodes when `HOST:PORT` leaves it out.
 const CLUSTER_PORT: u16 = 2377;
@@ -16,6 +17,10 @@ pub struct InitArgs {
     /// Address the cluster listener binds (IP:PORT).
     #[arg(long, value_name = "ADDR")]
     pub listen_addr: Option<String>,
+    /// Subnet of the ingress network (the routing mesh), e.g. 10.0.0.0/24 (default: the
+    /// daemon's choice, which it prints).
+    #[arg(long, value_name = "CIDR")]
+    pub ingress_subnet: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -53,27 +58,45 @@ fn parse_role(s: &str) -> Result<NodeRole, String> {
         .map_err(|_| format!("invalid role {s:?}: expected worker or manager"))
 }
 
-pub async fn init(client: &Client, args: InitArgs) -> Result<()> {
-    let req = InitRequest {
+/// The request `shoal init` sends; a malformed `--ingress-subnet` is caught here.
+pub fn init_request(args: InitArgs) -> Result<InitRequest> {
+    if let Some(s) = &args.ingress_subnet {
+        parse_subnet(s).map_err(|e| anyhow::anyhow!("invalid --ingress-subnet: {e}"))?;
+    }
+    Ok(InitRequest {
         advertise_addr: args.advertise_addr,
         listen_addr: args.listen_addr,
         heartbeat_period_ms: None,
-    };
+        ingress_subnet: args.ingress_subnet,
+    })
+}
+
+pub async fn init(client: &Client, args: InitArgs) -> Result<()> {
+    let req = init_request(args)?;
     let resp = client.init(&req).await?;
-    print!(
-        "{}",
-        init_message(&resp.node_id, &resp.worker_token, &resp.manager_addr)
-    );
+    print!("{}", init_message(&resp));
     Ok(())
 }
 
-fn init_message(node_id: &str, worker_token: &str, manager_addr: &str) -> String {
-    format!(
+/// docker's text, then each of the daemon's notes on a line of its own.
+fn init_message(resp: &InitResponse) -> String {
+    let InitResponse {
+        node_id,
+        worker_token,
+        manager_addr,
+        ..
+    } = resp;
+    let mut out = format!(
         "Swarm initialized: current node ({node_id}) is now a manager.\n\n\
          To add a worker to this swarm, run the following command:\n\n    \
          shoal join --token {worker_token} {manager_addr}\n\n\
          To add a manager to this swarm, run 'shoal join-token manager' and follow the instructions.\n\n"
-    )
+    );
+    for note in &resp.notes {
+        out.push_str(note.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 pub async fn join(client: &Client, args: JoinArgs) -> Result<()> {
@@ -212,6 +235,64 @@ mod tests {
         assert!(with_default_port("10.0.0.1:x").is_err());
     }
 
+    fn response(notes: &[&str]) -> InitResponse {
+        InitResponse {
+            node_id: "n1".into(),
+            worker_token: "TKN".into(),
+            manager_token: "MTKN".into(),
+            manager_addr: "10.0.0.1:2377".into(),
+            ingress_subnet: "10.0.0.0/24".into(),
+            notes: notes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn init_args(args: &[&str]) -> InitArgs {
+        use clap::Parser;
+        let argv = ["shoal", "init"].iter().chain(args);
+        match crate::Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(crate::Command::Init(a)) => a,
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn ingress_subnet_flag() {
+        let req = init_request(init_args(&["--ingress-subnet", "10.9.0.0/16"])).unwrap();
+        assert_eq!(req.ingress_subnet.as_deref(), Some("10.9.0.0/16"));
+        assert_eq!(
+            init_request(init_args(&[])).unwrap(),
+            InitRequest::default()
+        );
+        let err = init_request(init_args(&["--ingress-subnet", "10.9.0.1/16"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid --ingress-subnet: invalid subnet 10.9.0.1/16: host bits"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn init_prints_the_daemons_notes() {
+        expect![[r#"
+            Swarm initialized: current node (n1) is now a manager.
+
+            To add a worker to this swarm, run the following command:
+
+                shoal join --token TKN 10.0.0.1:2377
+
+            To add a manager to this swarm, run 'shoal join-token manager' and follow the instructions.
+
+            Ingress network: 10.0.0.0/24 (10.255.0.0/16 overlaps a route of this host).
+            Pass --ingress-subnet to choose another.
+        "#]]
+        .assert_eq(&init_message(&response(&[
+            "Ingress network: 10.0.0.0/24 (10.255.0.0/16 overlaps a route of this host).",
+            "Pass --ingress-subnet to choose another.\n",
+        ])));
+    }
+
     #[test]
     fn init_prints_like_docker() {
         expect![[r#"
@@ -224,6 +305,6 @@ mod tests {
             To add a manager to this swarm, run 'shoal join-token manager' and follow the instructions.
 
         "#]]
-        .assert_eq(&init_message("n1", "TKN", "10.0.0.1:2377"));
+        .assert_eq(&init_message(&response(&[])));
     }
 }

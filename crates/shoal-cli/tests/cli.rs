@@ -99,13 +99,23 @@ async fn swarm_and_nodes() {
     assert_eq!(shoal(&d, &["node", "rm", "-f", "node2"]).await, 0);
     assert_eq!(shoal(&d, &["leave", "--force"]).await, 0);
     assert_eq!(
+        shoal(&d, &["init", "--ingress-subnet", "10.9.0.0/16"]).await,
+        0
+    );
+    assert_eq!(
+        shoal(&d, &["swarm", "init", "--ingress-subnet", "10.9.0.1/16"]).await,
+        1,
+        "host bits set"
+    );
+    assert_eq!(
         calls(&d),
         [
-            "init Some(\"10.0.0.1\")",
+            "init Some(\"10.0.0.1\") None",
             "join 10.0.0.1:2377",
             "update_node node2 Some(Drain) [\"zone=east\"] []",
             "remove_node node2 true",
             "leave true",
+            "init None Some(\"10.9.0.0/16\")",
         ]
     );
 }
@@ -288,4 +298,108 @@ async fn exec_joins_the_task_namespaces() {
     );
     assert_eq!(exit7, 7);
     assert_eq!(missing, 127);
+}
+
+#[tokio::test]
+async fn networks() {
+    let d = fake::start();
+    let create = [
+        "network",
+        "create",
+        "--subnet",
+        "10.0.7.0/24",
+        "--gateway",
+        "10.0.7.1",
+        "--attachable",
+        "--label",
+        "tier=back",
+        "back",
+    ];
+    assert_eq!(shoal(&d, &create).await, 0);
+    assert_eq!(
+        calls(&d),
+        [
+            r#"create_network {"Name":"back","Driver":"overlay","Subnet":"10.0.7.0/24","Gateway":"10.0.7.1","Attachable":true,"Labels":{"tier":"back"}}"#
+        ]
+    );
+    assert_eq!(shoal(&d, &create).await, 1, "the name is taken");
+    assert_eq!(shoal(&d, &["network", "create", "front"]).await, 0);
+    assert_eq!(
+        calls(&d),
+        [
+            r#"create_network {"Name":"back","Driver":"overlay","Subnet":"10.0.7.0/24","Gateway":"10.0.7.1","Attachable":true,"Labels":{"tier":"back"}}"#,
+            r#"create_network {"Name":"front","Driver":"overlay","Attachable":false,"Labels":{}}"#
+        ]
+    );
+    // Refused before the daemon is asked.
+    assert_eq!(
+        shoal(&d, &["network", "create", "-d", "bridge", "x"]).await,
+        1
+    );
+    assert_eq!(
+        shoal(&d, &["network", "create", "--gateway", "10.0.0.1", "x"]).await,
+        1
+    );
+    assert!(calls(&d).is_empty());
+
+    assert_eq!(shoal(&d, &["network", "ls"]).await, 0);
+    assert_eq!(shoal(&d, &["network", "ls", "-q"]).await, 0);
+    assert_eq!(
+        shoal(
+            &d,
+            &["network", "list", "--format", "{{.Name}} {{.Subnet}}"]
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        shoal(&d, &["network", "ls", "--format", "{{.Nope}}"]).await,
+        1
+    );
+    assert_eq!(
+        shoal(
+            &d,
+            &["network", "inspect", "back", "--format", "{{.IPAM.Subnet}}"]
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        shoal(&d, &["network", "inspect", "back", "ingress"]).await,
+        0
+    );
+    assert_eq!(
+        shoal(&d, &["network", "inspect", "back", "nope"]).await,
+        1,
+        "nope does not exist"
+    );
+    // Each network is tried: ingress and nope fail, back and front go.
+    assert_eq!(
+        shoal(&d, &["network", "rm", "ingress", "back", "nope", "front"]).await,
+        1
+    );
+    assert_eq!(calls(&d), ["remove_network back", "remove_network front"]);
+    let left: Vec<String> = d
+        .fake
+        .state
+        .lock()
+        .unwrap()
+        .networks
+        .values()
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(left, ["ingress"]);
+    assert_eq!(shoal(&d, &["network", "remove", "ingress"]).await, 1);
+}
+
+#[tokio::test]
+async fn convergence_waits_for_the_endpoint_change() {
+    let d = fake::start();
+    assert_eq!(
+        shoal(&d, &["service", "create", "--name", "web", "sleep", "100"]).await,
+        0
+    );
+    // The tasks run at once; converging took polls until both nodes had the change.
+    let st = d.fake.state.lock().unwrap();
+    assert_eq!(st.synced.values().copied().collect::<Vec<_>>(), [2]);
 }

@@ -1,5 +1,7 @@
 //! A stand-in daemon for the CLI's tests: a small in-memory swarm behind shoal-api's router.
-//! Tasks start running at once, except those whose command is `false`, which fail.
+//! Tasks start running at once, except those whose command is `false`, which fail. A
+//! service's endpoint change reaches its two nodes one `GET /v1/services/{key}` at a time,
+//! so convergence waits for it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -7,11 +9,13 @@ use std::sync::{Arc, Mutex};
 use shoal_api::*;
 use shoal_types::node::ManagerStatus;
 use shoal_types::{
-    Millis, Node, NodeRole, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, fixtures,
+    Millis, Network, Node, NodeRole, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus,
+    fixtures,
 };
 
 pub const NODE1: &str = "0a1b2c3d4e5f6a7b8c9d0e1f";
 pub const NODE2: &str = "1b2c3d4e5f6a7b8c9d0e1f2a";
+pub const INGRESS: &str = "7f8e9d0c1b2a3f4e5d6c7b8a";
 
 #[derive(Default)]
 pub struct Fake {
@@ -22,6 +26,9 @@ pub struct Fake {
 pub struct State {
     pub services: BTreeMap<String, shoal_types::Service>,
     pub tasks: Vec<Task>,
+    pub networks: BTreeMap<String, Network>,
+    /// Per service id: how many nodes have its latest endpoint change (of 2).
+    pub synced: BTreeMap<String, usize>,
     pub calls: Vec<String>,
     /// What `local_task_pid("vote.1")` answers; other tasks run "on node2".
     pub exec_pid: Option<u32>,
@@ -98,6 +105,14 @@ impl State {
         }
     }
 
+    fn find_network(&self, key: &str) -> ApiResult<Network> {
+        self.networks
+            .values()
+            .find(|n| n.name == key || n.id.starts_with(key))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no such network: {key}")))
+    }
+
     fn view(&self, svc: shoal_types::Service) -> ServiceView {
         let live = self
             .tasks
@@ -108,11 +123,14 @@ impl State {
             .filter(|t| t.status.state == TaskState::Running)
             .count() as u64;
         let desired = svc.spec.replicas().unwrap_or(2);
+        let synced = self.synced.get(&svc.id).copied().unwrap_or(0);
         ServiceView {
             service: svc,
             status: ServiceStatus {
                 running_tasks: running,
                 desired_tasks: desired,
+                endpoint_nodes_synced: synced,
+                endpoint_nodes: 2,
             },
         }
     }
@@ -158,12 +176,21 @@ impl Backend for Fake {
         })
     }
     async fn init(&self, req: InitRequest) -> ApiResult<InitResponse> {
-        self.record(format!("init {:?}", req.advertise_addr));
+        self.record(format!(
+            "init {:?} {:?}",
+            req.advertise_addr, req.ingress_subnet
+        ));
+        let notes = match &req.ingress_subnet {
+            Some(_) => vec![],
+            None => vec!["Ingress network: 10.0.0.0/24 (pass --ingress-subnet to choose).".into()],
+        };
         Ok(InitResponse {
             node_id: NODE1.into(),
             worker_token: "SHTKN-1-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx9".into(),
             manager_token: "SHTKN-1-0123456789abcdef01234567-zbcdefghijklmnopqrstuvwx9".into(),
             manager_addr: "10.0.0.1:2377".into(),
+            ingress_subnet: req.ingress_subnet.unwrap_or("10.0.0.0/24".into()),
+            notes,
         })
     }
     async fn join(&self, req: JoinRequest) -> ApiResult<JoinResponse> {
@@ -212,9 +239,13 @@ impl Backend for Fake {
         Ok(st.services.values().cloned().map(|s| st.view(s)).collect())
     }
     async fn service(&self, key: String) -> ApiResult<ServiceView> {
-        let st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap();
         let s = st.find(&key)?;
-        Ok(st.view(s))
+        let view = st.view(s);
+        // The next poll finds the change on one more node.
+        let synced = st.synced.entry(view.service.id.clone()).or_default();
+        *synced = (*synced + 1).min(2);
+        Ok(view)
     }
     async fn create_service(&self, spec: ServiceSpec) -> ApiResult<CreateResponse> {
         let mut st = self.state.lock().unwrap();
@@ -232,6 +263,7 @@ impl Backend for Fake {
             serde_json::to_string(&svc.spec).unwrap()
         ));
         st.converge(&svc);
+        st.synced.insert(id.clone(), 0);
         st.services.insert(id.clone(), svc);
         Ok(CreateResponse { id })
     }
@@ -246,6 +278,7 @@ impl Backend for Fake {
         svc.spec = spec;
         svc.version += 1;
         st.converge(&svc);
+        st.synced.insert(svc.id.clone(), 0);
         st.services.insert(svc.id.clone(), svc);
         Ok(())
     }
@@ -302,6 +335,67 @@ impl Backend for Fake {
             "task {key} runs on node2; run shoal exec on node2"
         )))
     }
+    async fn networks(&self) -> ApiResult<Vec<Network>> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .networks
+            .values()
+            .cloned()
+            .collect())
+    }
+    async fn network(&self, key: String) -> ApiResult<Network> {
+        self.state.lock().unwrap().find_network(&key)
+    }
+    async fn create_network(&self, req: NetworkCreate) -> ApiResult<CreateResponse> {
+        let mut st = self.state.lock().unwrap();
+        st.calls.push(format!(
+            "create_network {}",
+            serde_json::to_string(&req).unwrap()
+        ));
+        if req.driver != "overlay" {
+            return Err(ApiError::bad_request(
+                "only the overlay driver is supported",
+            ));
+        }
+        if st.networks.values().any(|n| n.name == req.name) {
+            return Err(ApiError::conflict(format!(
+                "network name {:?} is already in use",
+                req.name
+            )));
+        }
+        let id = st.id();
+        let vni = 4096 + st.networks.len() as u32;
+        let subnet = req
+            .subnet
+            .clone()
+            .unwrap_or(format!("10.0.{}.0/24", st.networks.len()));
+        let mut n = fixtures::network(&id, &req.name, &subnet, vni);
+        n.attachable = req.attachable;
+        n.labels = req.labels;
+        st.networks.insert(id.clone(), n);
+        Ok(CreateResponse { id })
+    }
+    async fn remove_network(&self, key: String) -> ApiResult<()> {
+        let mut st = self.state.lock().unwrap();
+        let n = st.find_network(&key)?;
+        if n.ingress {
+            return Err(ApiError::conflict(
+                "the ingress network can't be removed: the routing mesh needs it",
+            ));
+        }
+        st.calls.push(format!("remove_network {}", n.name));
+        st.networks.remove(&n.id);
+        Ok(())
+    }
+    async fn endpoint_stats(&self) -> ApiResult<EndpointStats> {
+        Ok(EndpointStats::default())
+    }
+    async fn reset_endpoint_stats(&self) -> ApiResult<()> {
+        self.record("reset_endpoint_stats".into());
+        Ok(())
+    }
 }
 
 pub struct Daemon {
@@ -316,6 +410,12 @@ pub fn start() -> Daemon {
     let socket = dir.path().join("shoal.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     let fake = Arc::new(Fake::default());
+    {
+        let mut ingress = fixtures::network(INGRESS, "ingress", "10.0.0.0/24", 4096);
+        ingress.ingress = true;
+        let mut st = fake.state.lock().unwrap();
+        st.networks.insert(INGRESS.into(), ingress);
+    }
     tokio::spawn(serve(listener, router(fake.clone())));
     Daemon {
         host: format!("unix://{}", socket.display()),
