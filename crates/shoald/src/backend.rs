@@ -4,20 +4,21 @@
 use std::sync::Arc;
 
 use shoal_api::{
-    ApiError, ApiResult, Backend, CreateResponse, Info, InitRequest, InitResponse, JoinRequest,
-    JoinResponse, JoinToken, LogLine, NodeUpdate, Pid, ServiceStatus, ServiceView, TaskFilter,
-    TaskView,
+    ApiError, ApiResult, Backend, CreateResponse, EndpointStats, Info, InitRequest, InitResponse,
+    JoinRequest, JoinResponse, JoinToken, LogLine, NetworkCreate, NodeUpdate, Pid, ServiceStatus,
+    ServiceView, TaskFilter, TaskView,
 };
 use shoal_rpc::agent_client::AgentClient;
 use shoal_types::state::Service;
 use shoal_types::token::JoinToken as Token;
 use shoal_types::{
-    ClusterState, Command, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, ids,
+    ClusterState, Command, Network, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, ids,
 };
 
 use crate::daemon::Daemon;
 use crate::errors::{internal, not_manager};
 use crate::manager::Manager;
+use crate::networks;
 
 #[derive(Clone)]
 pub struct Api(pub Arc<Daemon>);
@@ -45,7 +46,9 @@ impl Api {
             .ok_or_else(|| ApiError::not_found(format!("no such node: {key}")))
     }
 
-    fn view(state: &ClusterState, s: Service) -> ServiceView {
+    /// A service with its task counts and how far its last endpoint change has got. Only
+    /// the leader tracks propagation; elsewhere the endpoint counts are 0 (unknown).
+    fn view(m: &Manager, state: &ClusterState, s: Service) -> ServiceView {
         let running = state
             .tasks_of(&s.id)
             .filter(|t| {
@@ -60,11 +63,25 @@ impl Api {
                 .filter(|t| t.desired_state == TaskState::Running)
                 .count() as u64,
         };
+        let (synced, nodes) = if m.store.is_leader() {
+            // Computing the table records a change the sessions have not seen yet, so a
+            // fresh change never reads as already synced.
+            m.endpoint_table(state);
+            let ready = Manager::ready_nodes(state);
+            m.convergence
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .service_progress(&s.id, &ready)
+        } else {
+            (0, 0)
+        };
         ServiceView {
             service: s,
             status: ServiceStatus {
                 running_tasks: running,
                 desired_tasks: desired,
+                endpoint_nodes_synced: synced,
+                endpoint_nodes: nodes,
             },
         }
     }
@@ -130,9 +147,13 @@ impl Backend for Api {
     }
 
     async fn init(&self, req: InitRequest) -> ApiResult<InitResponse> {
-        let active = self
+        let (active, notes) = self
             .0
-            .init(req.advertise_addr, req.heartbeat_period_ms)
+            .init(
+                req.advertise_addr,
+                req.heartbeat_period_ms,
+                req.ingress_subnet,
+            )
             .await?;
         let state = self.state()?;
         Ok(InitResponse {
@@ -140,6 +161,11 @@ impl Backend for Api {
             worker_token: Self::token(&state, NodeRole::Worker)?,
             manager_token: Self::token(&state, NodeRole::Manager)?,
             manager_addr: active.identity.cluster_addr.clone(),
+            ingress_subnet: state
+                .ingress()
+                .map(|n| n.ipam.subnet.to_string())
+                .unwrap_or_default(),
+            notes,
         })
     }
 
@@ -248,26 +274,30 @@ impl Backend for Api {
     }
 
     async fn services(&self) -> ApiResult<Vec<ServiceView>> {
-        let state = self.state()?;
+        let m = self.manager()?;
+        let state = m.state();
         let mut v: Vec<ServiceView> = state
             .services
             .values()
             .cloned()
-            .map(|s| Self::view(&state, s))
+            .map(|s| Self::view(&m, &state, s))
             .collect();
         v.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
         Ok(v)
     }
 
     async fn service(&self, key: String) -> ApiResult<ServiceView> {
-        let state = self.state()?;
+        let m = self.manager()?;
+        let state = m.state();
         let s = Self::find_service(&state, &key)?;
-        Ok(Self::view(&state, s))
+        Ok(Self::view(&m, &state, s))
     }
 
     async fn create_service(&self, spec: ServiceSpec) -> ApiResult<CreateResponse> {
         let m = self.manager()?;
+        let mut spec = spec;
         spec.validate().map_err(ApiError::bad_request)?;
+        networks::resolve_networks(&m.state(), &mut spec)?;
         let now = shoal_agent::worker::now();
         let id = ids::new_id();
         let service = Service {
@@ -284,7 +314,9 @@ impl Backend for Api {
 
     async fn update_service(&self, key: String, spec: ServiceSpec) -> ApiResult<()> {
         let m = self.manager()?;
+        let mut spec = spec;
         spec.validate().map_err(ApiError::bad_request)?;
+        networks::resolve_networks(&m.state(), &mut spec)?;
         let s = Self::find_service(&m.state(), &key)?;
         m.propose(Command::UpdateService {
             id: s.id,
@@ -408,5 +440,84 @@ impl Backend for Api {
                 _ => format!("task {key} is not running on this node"),
             })),
         }
+    }
+
+    async fn networks(&self) -> ApiResult<Vec<Network>> {
+        Ok(self.state()?.networks.values().cloned().collect())
+    }
+
+    async fn network(&self, key: String) -> ApiResult<Network> {
+        let state = self.state()?;
+        state
+            .find_network(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no such network: {key}")))
+    }
+
+    async fn create_network(&self, req: NetworkCreate) -> ApiResult<CreateResponse> {
+        let m = self.manager()?;
+        if req.driver != "overlay" {
+            return Err(ApiError::bad_request(format!(
+                "invalid driver {:?}: only the overlay driver is supported",
+                req.driver
+            )));
+        }
+        let state = m.state();
+        let id = ids::new_id();
+        let want = networks::NetworkRequest {
+            name: &req.name,
+            subnet: req.subnet.as_deref(),
+            gateway: req.gateway.as_deref(),
+            attachable: req.attachable,
+            ingress: false,
+        };
+        let mut network = networks::plan_network(
+            &state,
+            id.clone(),
+            &want,
+            &networks::host_reserved(),
+            shoal_agent::worker::now(),
+        )?;
+        network.labels = req.labels;
+        m.propose(Command::CreateNetwork { network }).await?;
+        Ok(CreateResponse { id })
+    }
+
+    async fn remove_network(&self, key: String) -> ApiResult<()> {
+        let m = self.manager()?;
+        let state = m.state();
+        let n = state
+            .find_network(&key)
+            .ok_or_else(|| ApiError::not_found(format!("no such network: {key}")))?;
+        m.propose(Command::RemoveNetwork { id: n.id.clone() }).await
+    }
+
+    async fn endpoint_stats(&self) -> ApiResult<EndpointStats> {
+        let m = self.manager()?;
+        if !m.store.is_leader() {
+            return Err(ApiError::unavailable(
+                "only the leader measures endpoint propagation; ask the leader",
+            ));
+        }
+        let s = m
+            .convergence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats();
+        Ok(EndpointStats {
+            count: s.count,
+            p50_ms: s.p50_ms,
+            p99_ms: s.p99_ms,
+            max_ms: s.max_ms,
+        })
+    }
+
+    async fn reset_endpoint_stats(&self) -> ApiResult<()> {
+        let m = self.manager()?;
+        m.convergence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset_samples();
+        Ok(())
     }
 }

@@ -15,7 +15,9 @@ use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreConfig};
 use shoal_types::node::{ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
 use shoal_types::token::JoinToken;
-use shoal_types::{Availability, ClusterInfo, Command, Node, NodeRole, NodeState, ids};
+use shoal_types::{
+    Availability, ClusterInfo, ClusterState, Command, Node, NodeRole, NodeState, ids,
+};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -23,6 +25,7 @@ use crate::cluster_service::ClusterService;
 use crate::errors::{internal, not_in_swarm};
 use crate::identity::Identity;
 use crate::manager::Manager;
+use crate::networks;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -190,11 +193,14 @@ impl Daemon {
         Ok(())
     }
 
+    /// Makes this node the first manager of a new cluster, with its ingress network.
+    /// Returns the notes the user should read (e.g. an ingress subnet chosen for them).
     pub async fn init(
         self: &Arc<Self>,
         advertise: Option<String>,
         heartbeat_ms: Option<u64>,
-    ) -> Result<Active, ApiError> {
+        ingress_subnet: Option<String>,
+    ) -> Result<(Active, Vec<String>), ApiError> {
         let _guard = self.lifecycle.lock().await;
         if self.active().is_some() {
             return Err(ApiError::conflict(
@@ -202,6 +208,23 @@ impl Daemon {
             ));
         }
         let (addr, cluster_addr) = self.advertise(advertise)?;
+        let reserved = networks::host_reserved();
+        let (ingress, note) = networks::ingress_subnet(ingress_subnet.as_deref(), &reserved)?;
+        // Check the ingress network before anything is created: a bad --ingress-subnet
+        // must leave this node as it was.
+        let ingress_req = networks::NetworkRequest {
+            name: "ingress",
+            subnet: Some(&ingress),
+            ingress: true,
+            ..Default::default()
+        };
+        let ingress = networks::plan_network(
+            &ClusterState::default(),
+            ids::new_id(),
+            &ingress_req,
+            &reserved,
+            worker::now(),
+        )?;
         let node_id = ids::new_id();
         let identity = Identity {
             node_id: node_id.clone(),
@@ -250,12 +273,17 @@ impl Daemon {
                 reachability: String::new(),
             }),
         };
-        manager.propose(Command::InitCluster { info, node }).await?;
+        manager
+            .propose(Command::Batch(vec![
+                Command::InitCluster { info, node },
+                Command::CreateNetwork { network: ingress },
+            ]))
+            .await?;
         identity
             .save(&self.cfg.data_dir)
             .map_err(|e| internal("failed to save the node identity", e))?;
         self.activate(identity, Some(manager)).await?;
-        self.active_or_err()
+        Ok((self.active_or_err()?, note.into_iter().collect()))
     }
 
     pub async fn join(

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod errors;
 pub mod identity;
 pub mod manager;
+pub mod networks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

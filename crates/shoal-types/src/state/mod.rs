@@ -196,7 +196,8 @@ impl ClusterState {
     }
 
     fn apply_inner(&mut self, cmd: Command) -> Result<(), ApplyError> {
-        if self.cluster.is_none() && !matches!(cmd, Command::InitCluster { .. }) {
+        // A batch is checked command by command (it may start with InitCluster).
+        if self.cluster.is_none() && !matches!(cmd, Command::InitCluster { .. } | Command::Batch(_)) {
             return Err(ApplyError::NotInitialized);
         }
         match cmd {

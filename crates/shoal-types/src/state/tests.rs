@@ -117,3 +117,14 @@ fn version_moves_on_every_successful_change() {
     .unwrap();
     assert_eq!(st.version, v + 1);
 }
+
+#[test]
+fn a_batch_may_initialise_the_cluster() {
+    let mut st = ClusterState::default();
+    st.apply(Command::Batch(vec![
+        Command::InitCluster { info: info(), node: node("n1", "node1") },
+        Command::CreateNetwork { network: network("i", "ingress", "10.255.0.0/16", 4096) },
+    ]))
+    .unwrap();
+    assert!(st.cluster.is_some() && st.find_network("ingress").is_some());
+}

@@ -1,0 +1,284 @@
+//! Network creation on a manager: what the host already uses (read here, the only I/O),
+//! the subnet and VXLAN id chosen by the pure allocator, and name-to-id resolution for
+//! service specs.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use shoal_api::ApiError;
+use shoal_manager::allocator::{self, overlaps};
+use shoal_types::network::{Ipam, parse_subnet};
+use shoal_types::{ClusterState, Network, ServiceSpec};
+
+/// Something of the host's that an overlay subnet must not cover, with what it is.
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    pub net: Ipv4Net,
+    pub what: String,
+}
+
+/// The host's IPv4 addresses (with their subnets), its non-default routes and its DNS
+/// resolvers. A route in a task for a subnet covering any of these would cut the task off
+/// from them (on these machines the resolver, 10.255.255.53, sits in Swarm's default
+/// ingress range).
+pub fn host_reserved() -> Vec<Reserved> {
+    let mut out = Vec::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for ifa in addrs {
+            let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
+                continue;
+            };
+            let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) else {
+                continue;
+            };
+            let ip = a.ip();
+            if ip.is_loopback() {
+                continue;
+            }
+            let prefix = u32::from(m.ip()).count_ones() as u8;
+            if let Ok(net) = Ipv4Net::new(ip, prefix) {
+                out.push(Reserved {
+                    net: net.trunc(),
+                    what: format!("the host's address {ip} ({})", ifa.interface_name),
+                });
+            }
+        }
+    }
+    // /proc/net/route: destination and mask in little-endian hex.
+    if let Ok(routes) = std::fs::read_to_string("/proc/net/route") {
+        for line in routes.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                continue;
+            }
+            let (Ok(dst), Ok(mask)) =
+                (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16))
+            else {
+                continue;
+            };
+            let (dst, mask) = (Ipv4Addr::from(u32::from_be(dst)), u32::from_be(mask));
+            if mask == 0 {
+                continue; // the default route covers everything; it is not a conflict
+            }
+            if let Ok(net) = Ipv4Net::new(dst, mask.count_ones() as u8) {
+                out.push(Reserved {
+                    net,
+                    what: format!("the host's route to {net} ({})", f[0]),
+                });
+            }
+        }
+    }
+    if let Ok(conf) = std::fs::read_to_string("/etc/resolv.conf") {
+        for line in conf.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() == Some("nameserver")
+                && let Some(Ok(ip)) = words.next().map(str::parse::<Ipv4Addr>)
+                && !ip.is_loopback()
+            {
+                out.push(Reserved {
+                    net: Ipv4Net::from(ip),
+                    what: format!("the host's DNS resolver {ip}"),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn conflict(net: Ipv4Net, reserved: &[Reserved]) -> Option<&Reserved> {
+    reserved.iter().find(|r| overlaps(r.net, net))
+}
+
+/// What a user (or `init`, for ingress) asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRequest<'a> {
+    pub name: &'a str,
+    pub subnet: Option<&'a str>,
+    pub gateway: Option<&'a str>,
+    pub attachable: bool,
+    pub ingress: bool,
+}
+
+/// A network as the user asked for it, checked against the host and the cluster.
+pub fn plan_network(
+    state: &ClusterState,
+    id: String,
+    req: &NetworkRequest<'_>,
+    reserved: &[Reserved],
+    at: shoal_types::Millis,
+) -> Result<Network, ApiError> {
+    let NetworkRequest {
+        name,
+        subnet,
+        gateway,
+        attachable,
+        ingress,
+    } = *req;
+    shoal_types::service::validate_name("network", name).map_err(ApiError::bad_request)?;
+    if state.find_network(name).is_some_and(|n| n.name == name) {
+        return Err(ApiError::conflict(format!(
+            "network name {name:?} is already in use"
+        )));
+    }
+    let subnet = match subnet {
+        Some(s) => {
+            let net = parse_subnet(s).map_err(ApiError::bad_request)?;
+            if let Some(r) = conflict(net, reserved) {
+                return Err(ApiError::bad_request(format!(
+                    "subnet {net} overlaps {}; choose another --subnet",
+                    r.what
+                )));
+            }
+            net
+        }
+        None => {
+            let pool: Ipv4Net = allocator::DEFAULT_POOL
+                .parse()
+                .map_err(|e| ApiError::internal(format!("{e}")))?;
+            let avoid: Vec<Ipv4Net> = reserved.iter().map(|r| r.net).collect();
+            allocator::choose_subnet(state, pool, allocator::DEFAULT_SUBNET_LEN, &avoid)
+                .ok_or_else(|| {
+                    ApiError::conflict(
+                        "the default address pool 10.0.0.0/8 has no free /24 left; pass --subnet",
+                    )
+                })?
+        }
+    };
+    let gateway = match gateway {
+        Some(g) => {
+            let g: Ipv4Addr = g.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid gateway {g:?}: expected an IPv4 address"))
+            })?;
+            if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
+                return Err(ApiError::bad_request(format!(
+                    "gateway {g} is not a host address of subnet {subnet}"
+                )));
+            }
+            g
+        }
+        None => subnet.hosts().next().ok_or_else(|| {
+            ApiError::bad_request(format!("subnet {subnet} has no host addresses"))
+        })?,
+    };
+    Ok(Network {
+        id,
+        name: name.to_string(),
+        created_at: at,
+        driver: "overlay".into(),
+        scope: "swarm".into(),
+        ingress,
+        attachable,
+        ipam: Ipam { subnet, gateway },
+        vni: allocator::next_vni(state),
+        labels: Default::default(),
+        next_host: 0,
+    })
+}
+
+/// Swarm's ingress subnet, when nothing of the host's is in it.
+pub const INGRESS_SUBNET: &str = "10.255.0.0/16";
+
+/// The ingress subnet for `init`: the user's, else Swarm's 10.255.0.0/16, else the highest
+/// free /16 of 10.0.0.0/8 — with a note saying why, since the user did not choose it.
+pub fn ingress_subnet(
+    requested: Option<&str>,
+    reserved: &[Reserved],
+) -> Result<(String, Option<String>), ApiError> {
+    if let Some(s) = requested {
+        return Ok((s.to_string(), None));
+    }
+    let default: Ipv4Net = INGRESS_SUBNET
+        .parse()
+        .map_err(|e| ApiError::internal(format!("{e}")))?;
+    let Some(r) = conflict(default, reserved) else {
+        return Ok((INGRESS_SUBNET.to_string(), None));
+    };
+    for second in (1..=254u8).rev() {
+        let candidate = Ipv4Net::new(Ipv4Addr::new(10, second, 0, 0), 16)
+            .map_err(|e| ApiError::internal(format!("{e}")))?;
+        if conflict(candidate, reserved).is_none() {
+            let note = format!(
+                "ingress network: {INGRESS_SUBNET} overlaps {}, so the ingress network uses {candidate} \
+                 (choose another with `shoal init --ingress-subnet`)",
+                r.what
+            );
+            return Ok((candidate.to_string(), Some(note)));
+        }
+    }
+    Err(ApiError::bad_request(
+        "no free /16 for the ingress network in 10.0.0.0/8; pass --ingress-subnet",
+    ))
+}
+
+/// Replaces network names in a spec by ids, as docker stores them.
+pub fn resolve_networks(state: &ClusterState, spec: &mut ServiceSpec) -> Result<(), ApiError> {
+    for att in &mut spec.task_template.networks {
+        let n = state.find_network(&att.target).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "network {} not found; create it with `shoal network create --driver overlay {}`",
+                att.target, att.target
+            ))
+        })?;
+        att.target = n.id.clone();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for att in &spec.task_template.networks {
+        if !seen.insert(att.target.clone()) {
+            return Err(ApiError::bad_request("the same network is given twice"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reserved(net: &str, what: &str) -> Reserved {
+        Reserved {
+            net: net.parse().unwrap(),
+            what: what.into(),
+        }
+    }
+
+    #[test]
+    fn ingress_moves_off_the_host_resolver_and_says_so() {
+        let (s, note) = ingress_subnet(None, &[]).unwrap();
+        assert_eq!((s.as_str(), note), (INGRESS_SUBNET, None));
+        let r = [reserved(
+            "10.255.255.53/32",
+            "the host's DNS resolver 10.255.255.53",
+        )];
+        let (s, note) = ingress_subnet(None, &r).unwrap();
+        assert_eq!(s, "10.254.0.0/16");
+        assert!(note.unwrap().contains("10.255.255.53"));
+    }
+
+    #[test]
+    fn a_subnet_over_the_host_is_refused() {
+        let st = shoal_types::fixtures::cluster(&[("n1", "node1")]);
+        let r = [reserved(
+            "192.0.2.0/24",
+            "the host's address 192.0.2.2 (eth0)",
+        )];
+        let req = NetworkRequest {
+            name: "net",
+            subnet: Some("192.0.2.0/25"),
+            ..Default::default()
+        };
+        let err = plan_network(&st, "x".into(), &req, &r, Default::default()).unwrap_err();
+        assert!(
+            err.message
+                .contains("overlaps the host's address 192.0.2.2"),
+            "{}",
+            err.message
+        );
+        let req = NetworkRequest {
+            name: "net",
+            ..Default::default()
+        };
+        let n = plan_network(&st, "x".into(), &req, &r, Default::default()).unwrap();
+        assert_eq!(n.ipam.subnet.to_string(), "10.0.0.0/24");
+        assert_eq!(n.ipam.gateway.to_string(), "10.0.0.1");
+    }
+}
