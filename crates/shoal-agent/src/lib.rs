@@ -6,6 +6,8 @@
 //!   sends heartbeats and task status reports out.
 //! - `worker`: turns assignments into started and stopped task processes (through
 //!   `shoal-exec`) and reports every state change.
+//! - `network`: overlay namespaces, veths, VXLAN forwarding entries and each sandbox's
+//!   DNS server, kept in step with the endpoint table; `zone` cuts a sandbox's DNS zone.
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!
 //! Architecture invariant: the agent never writes cluster state; it reports, and the
@@ -13,8 +15,10 @@
 #![forbid(unsafe_code)]
 
 pub mod logs;
+pub mod network;
 pub mod session;
 pub mod worker;
+pub mod zone;
 
 use std::path::PathBuf;
 
@@ -28,4 +32,8 @@ pub struct AgentConfig {
     pub managers: Vec<String>,
     /// Extra lines for every task's /etc/hosts (the lab's node names).
     pub extra_hosts: Option<PathBuf>,
+    /// This node's underlay address: its VXLAN endpoint.
+    pub vtep: std::net::Ipv4Addr,
+    /// Where the sandboxes' DNS servers send names that are not the cluster's.
+    pub upstream: shoal_dns::Upstream,
 }

@@ -90,10 +90,6 @@ impl Session {
                         period = Duration::from_millis(a.heartbeat_period_ms);
                         beat = tokio::time::interval(period);
                     }
-                    match serde_json::from_slice::<Vec<Task>>(&a.tasks) {
-                        Ok(tasks) => self.worker.apply(tasks),
-                        Err(e) => warn!("ignoring assignments that do not parse: {e}"),
-                    }
                     if !a.endpoints.is_empty() {
                         let delta: EndpointDelta = serde_json::from_slice(&a.endpoints)
                             .map_err(|e| tonic::Status::data_loss(format!("endpoint delta does not parse: {e}")))?;
@@ -102,6 +98,11 @@ impl Session {
                         view.apply(&delta).map_err(tonic::Status::data_loss)?;
                         self.worker.apply_endpoints(Arc::new(view.clone())).await;
                         client.ack_endpoints(EndpointAck { node_id: self.node_id.clone(), version: view.version }).await?;
+                    }
+                    // Tasks after endpoints: a new task's networks are then known here.
+                    match serde_json::from_slice::<Vec<Task>>(&a.tasks) {
+                        Ok(tasks) => self.worker.apply(tasks),
+                        Err(e) => warn!("ignoring assignments that do not parse: {e}"),
                     }
                 }
                 _ = beat.tick() => {

@@ -15,12 +15,14 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::AgentConfig;
+use crate::network::NetworkAgent;
 
 /// A task status change for the manager: (task id, new status).
 pub type Report = (String, TaskStatus);
 
 pub struct Worker {
     cfg: AgentConfig,
+    network: NetworkAgent,
     /// The endpoint table as last applied; DNS and the data plane follow it.
     endpoints: tokio::sync::watch::Sender<Arc<EndpointView>>,
     // Guarded by a std mutex: held only for map updates, never across an await.
@@ -53,8 +55,10 @@ fn status(state: TaskState, message: &str) -> TaskStatus {
 
 impl Worker {
     pub fn new(cfg: AgentConfig, reports: mpsc::UnboundedSender<Report>) -> Arc<Worker> {
+        let network = NetworkAgent::new(cfg.node_id.clone(), cfg.vtep, cfg.upstream.clone());
         Arc::new(Worker {
             cfg,
+            network,
             endpoints: tokio::sync::watch::Sender::new(Arc::new(EndpointView::default())),
             tasks: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -73,6 +77,7 @@ impl Worker {
 
     /// Applies a new endpoint table; returns once this node acts on it.
     pub async fn apply_endpoints(&self, view: Arc<EndpointView>) {
+        self.network.apply_view(Arc::clone(&view)).await;
         self.endpoints.send_replace(view);
     }
 
@@ -189,6 +194,13 @@ impl Worker {
         }
     }
 
+    /// Sandbox, networks and DNS, then the process.
+    async fn start(&self, task: &Task, spec: &shoal_exec::SandboxSpec) -> Result<shoal_exec::Running, String> {
+        let netns = shoal_exec::prepare_netns(spec).await.map_err(|e| e.to_string())?;
+        self.network.prepare_task(task, &netns).await?;
+        shoal_exec::start(spec).await.map_err(|e| e.to_string())
+    }
+
     /// Owns one task's process from start to exit.
     async fn run(self: Arc<Self>, task: Task) {
         let id = task.id.clone();
@@ -203,14 +215,15 @@ impl Worker {
             extra_hosts: self.cfg.extra_hosts.clone(),
         };
         self.report(&id, status(TaskState::Starting, "starting"));
-        let mut running = match shoal_exec::start(&spec).await {
+        let mut running = match self.start(&task, &spec).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(task = %task.name(), "failed to start task: {e}");
                 let mut st = status(TaskState::Failed, "starting the task failed");
-                st.err = e.to_string();
+                st.err = e;
                 self.report(&id, st);
                 self.locked().remove(&id);
+                self.network.release_task(&id).await;
                 shoal_exec::cleanup(&spec).await;
                 return;
             }
@@ -248,6 +261,7 @@ impl Worker {
         };
         st.exit_code = exit;
         info!(task = %task.name(), state = %st.state, "task ended");
+        self.network.release_task(&id).await;
         self.report(&id, st);
         shoal_exec::cleanup(&spec).await;
     }

@@ -31,6 +31,10 @@ pub struct LabUpArgs {
     /// How often agents send heartbeats; a node is Down after three missed ones.
     #[arg(long, default_value = "1s")]
     pub heartbeat_period: String,
+    /// DNS server (IP:PORT) the nodes forward non-cluster names to; repeatable. Lab
+    /// nodes have no route out, so the host's resolvers are unreachable from them.
+    #[arg(long)]
+    pub dns_upstream: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -119,7 +123,10 @@ async fn up(args: LabUpArgs) -> Result<i32> {
             shoal_lab::hosts_path(&args.name).display().to_string(),
             "--heartbeat-period".into(),
             args.heartbeat_period.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(args.dns_upstream.iter().flat_map(|u| ["--dns-upstream".to_string(), u.clone()]))
+        .collect(),
     };
     let lab = shoal_lab::up(&spec).await?;
     println!(

@@ -35,6 +35,7 @@ pub struct Config {
     pub advertise_addr: Option<String>,
     pub heartbeat_period_ms: u64,
     pub extra_hosts: Option<PathBuf>,
+    pub upstream: shoal_dns::Upstream,
 }
 
 pub struct Daemon {
@@ -136,6 +137,9 @@ impl Daemon {
         identity: Identity,
         manager: Option<Arc<Manager>>,
     ) -> Result<(), ApiError> {
+        let vtep: std::net::Ipv4Addr = identity.addr.parse().map_err(|_| {
+            ApiError::bad_request(format!("the node address {} is not an IPv4 address; VXLAN needs one", identity.addr))
+        })?;
         let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
         let worker = Worker::new(
             AgentConfig {
@@ -143,6 +147,8 @@ impl Daemon {
                 run_dir: self.cfg.data_dir.join("tasks"),
                 managers: identity.managers.clone(),
                 extra_hosts: self.cfg.extra_hosts.clone(),
+                vtep,
+                upstream: self.cfg.upstream.clone(),
             },
             reports_tx,
         );

@@ -52,6 +52,10 @@ pub struct Args {
     /// A hosts file whose lines are added to every task's /etc/hosts (the lab's node names).
     #[arg(long)]
     pub extra_hosts: Option<PathBuf>,
+    /// DNS servers (IP:PORT) for names that are not the cluster's; repeatable. Default:
+    /// the nameservers of the host's /etc/resolv.conf.
+    #[arg(long = "dns-upstream")]
+    pub dns_upstream: Vec<std::net::SocketAddr>,
 }
 
 fn parse_ms(s: &str) -> Result<u64, String> {
@@ -75,6 +79,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         advertise_addr: args.advertise_addr.clone(),
         heartbeat_period_ms: args.heartbeat_period,
         extra_hosts: args.extra_hosts.clone(),
+        upstream: if args.dns_upstream.is_empty() {
+            shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf")
+                .unwrap_or(shoal_dns::Upstream { servers: vec![], timeout: shoal_dns::upstream::DEFAULT_TIMEOUT })
+        } else {
+            shoal_dns::Upstream { servers: args.dns_upstream.clone(), timeout: shoal_dns::upstream::DEFAULT_TIMEOUT }
+        },
     };
     let daemon = daemon::Daemon::new(cfg);
     daemon
