@@ -1,0 +1,183 @@
+//! The embedded DNS server for bench/dns/run.sh: a synthetic zone of N services on network
+//! `bench`, served at 127.0.0.11:53 inside a named namespace until SIGTERM or Ctrl-C.
+//!
+//! It also writes the same data for the baseline servers (an unbound `local-data` include
+//! and a dnsmasq hosts file) and the dnsperf query file, so every server answers exactly the
+//! same names with the same records.
+//!
+//! Usage: dns_bench_server --netns NAME [--services 1000] [--tasks 3] [--threads 2]
+//!        [--write-unbound FILE] [--write-hosts FILE] [--write-queries FILE]
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_dns::{DnsServer, NetworkView, ServiceView, TaskView, Upstream, Zone};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+const NETWORK: &str = "bench";
+const TTL: u32 = 600;
+
+struct Args {
+    netns: String,
+    services: u32,
+    tasks: u32,
+    threads: usize,
+    unbound: Option<String>,
+    hosts: Option<String>,
+    queries: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        netns: String::new(),
+        services: 1000,
+        tasks: 3,
+        threads: 2,
+        unbound: None,
+        hosts: None,
+        queries: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<u32>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--netns" => args.netns = value()?,
+            "--services" => args.services = number(value()?)?,
+            "--tasks" => args.tasks = number(value()?)?,
+            "--threads" => args.threads = number(value()?)?.max(1) as usize,
+            "--write-unbound" => args.unbound = Some(value()?),
+            "--write-hosts" => args.hosts = Some(value()?),
+            "--write-queries" => args.queries = Some(value()?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.netns.is_empty() {
+        return Err("--netns NAME is required".to_string());
+    }
+    Ok(args)
+}
+
+/// Even services are dnsrr with `tasks` tasks (answer: every task, shuffled); odd ones have
+/// a VIP (answer: one address), so both paths are measured.
+fn services(count: u32, tasks: u32) -> Vec<ServiceView> {
+    (0..count)
+        .map(|i| {
+            let name = format!("svc{i}");
+            let tasks = (0..tasks)
+                .map(|t| {
+                    let id = format!("{:012x}{:012x}", i, t);
+                    TaskView {
+                        name: format!("{name}.{}.{id}", t + 1),
+                        id,
+                        // 10.0.0.0/9 for tasks, 10.128.0.0/9 for VIPs: never overlapping.
+                        addr: Ipv4Addr::from(0x0a00_0000 + i * 8 + t + 1),
+                        aliases: vec![],
+                    }
+                })
+                .collect();
+            let dnsrr = i % 2 == 0;
+            ServiceView {
+                name,
+                vip: (!dnsrr).then(|| Ipv4Addr::from(0x0a80_0000 + i + 1)),
+                dnsrr,
+                ttl: TTL,
+                tasks,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// The A records each query name must return, for the baselines.
+fn records(services: &[ServiceView]) -> Vec<(String, Vec<Ipv4Addr>)> {
+    services
+        .iter()
+        .map(|s| {
+            let addrs = match s.vip {
+                Some(vip) => vec![vip],
+                None => s.tasks.iter().map(|t| t.addr).collect(),
+            };
+            (format!("{}.{NETWORK}", s.name), addrs)
+        })
+        .collect()
+}
+
+fn write_files(args: &Args, records: &[(String, Vec<Ipv4Addr>)]) -> std::io::Result<()> {
+    if let Some(path) = &args.unbound {
+        let mut out = format!("local-zone: \"{NETWORK}.\" static\n");
+        for (name, addrs) in records {
+            for addr in addrs {
+                let _ = writeln!(out, "local-data: \"{name}. {TTL} IN A {addr}\"");
+            }
+        }
+        std::fs::write(path, out)?;
+    }
+    if let Some(path) = &args.hosts {
+        let mut out = String::new();
+        for (name, addrs) in records {
+            for addr in addrs {
+                let _ = writeln!(out, "{addr} {name}");
+            }
+        }
+        std::fs::write(path, out)?;
+    }
+    if let Some(path) = &args.queries {
+        let mut out = String::new();
+        for (name, _) in records {
+            let _ = writeln!(out, "{name} A");
+        }
+        std::fs::write(path, out)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("dns_bench_server: {e}");
+            std::process::exit(2);
+        }
+    };
+    let services = services(args.services, args.tasks);
+    if let Err(e) = write_files(&args, &records(&services)) {
+        eprintln!("dns_bench_server: failed to write the data files: {e}");
+        std::process::exit(1);
+    }
+    let zone = Zone::new(vec![NetworkView {
+        name: NETWORK.to_string(),
+        services,
+    }]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let names = zone.name_count();
+        let (_tx, rx) = watch::channel(Arc::new(zone));
+        // No upstream: the benchmark asks only cluster names, and must never leave the box.
+        let upstream = Upstream {
+            servers: vec![],
+            timeout: Duration::from_secs(1),
+        };
+        let server = match DnsServer::start(&args.netns, rx, upstream).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("dns_bench_server: {e}");
+                std::process::exit(1);
+            }
+        };
+        println!("ready: {names} names at 127.0.0.11:53 in netns {}", args.netns);
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        server.stop().await;
+    });
+}

@@ -1,0 +1,804 @@
+//! Every answer rule, driven through the whole pure pipeline: the request is encoded and
+//! parsed like a packet from a client, answered, fitted into the transport and decoded again,
+//! then rendered for an expect-test snapshot.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use expect_test::{Expect, expect};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::{Outcome, answer};
+use crate::message::{MAX_TCP_MESSAGE, Parsed, encode_reply, parse_request, udp_limit};
+use crate::zone::{NetworkView, Protocol, ServiceView, SrvPort, TaskView, Zone};
+
+const VOTE1: &str = "a1b2c3d4e5f6a7b8c9d0e1f2";
+const VOTE2: &str = "b2c3d4e5f6a7b8c9d0e1f2a3";
+const CLIENT1: &str = "c3d4e5f6a7b8c9d0e1f2a3b4";
+
+fn task(service: &str, slot: u32, id: &str, addr: [u8; 4]) -> TaskView {
+    TaskView {
+        id: id.to_string(),
+        name: format!("{service}.{slot}.{id}"),
+        addr: Ipv4Addr::from(addr),
+        aliases: vec![],
+    }
+}
+
+/// The seed's cluster: `vote` in dnsrr mode with two tasks, `client` in vip mode, plus a VIP
+/// service with no task, a dnsrr service with no task, and a second network.
+fn zone() -> Zone {
+    let overlay1 = NetworkView {
+        name: "overlay1".to_string(),
+        services: vec![
+            ServiceView {
+                name: "vote".to_string(),
+                dnsrr: true,
+                ttl: 600,
+                ports: vec![SrvPort {
+                    name: Some("http".to_string()),
+                    protocol: Protocol::Tcp,
+                    target_port: 80,
+                }],
+                tasks: vec![
+                    task("vote", 1, VOTE1, [10, 0, 0, 5]),
+                    task("vote", 2, VOTE2, [10, 0, 0, 6]),
+                ],
+                ..Default::default()
+            },
+            ServiceView {
+                name: "client".to_string(),
+                vip: Some(Ipv4Addr::new(10, 0, 0, 7)),
+                ttl: 600,
+                aliases: vec!["front".to_string()],
+                ports: vec![SrvPort {
+                    name: None,
+                    protocol: Protocol::Udp,
+                    target_port: 53,
+                }],
+                tasks: vec![TaskView {
+                    aliases: vec!["client-primary".to_string()],
+                    ..task("client", 1, CLIENT1, [10, 0, 0, 8])
+                }],
+                ..Default::default()
+            },
+            ServiceView {
+                name: "web".to_string(),
+                vip: Some(Ipv4Addr::new(10, 0, 0, 9)),
+                ttl: 30,
+                ports: vec![SrvPort {
+                    name: Some("http".to_string()),
+                    protocol: Protocol::Tcp,
+                    target_port: 8080,
+                }],
+                ..Default::default()
+            },
+            ServiceView {
+                name: "idle".to_string(),
+                dnsrr: true,
+                ttl: 5,
+                ..Default::default()
+            },
+        ],
+    };
+    let backend = NetworkView {
+        name: "Backend".to_string(),
+        services: vec![ServiceView {
+            name: "vote".to_string(),
+            dnsrr: true,
+            ttl: 600,
+            tasks: vec![task("vote", 1, VOTE1, [10, 1, 0, 5])],
+            ..Default::default()
+        }],
+    };
+    Zone::new(vec![overlay1, backend])
+}
+
+fn request(name: &str, qtype: RecordType) -> Message {
+    let mut message = Message::query();
+    message.metadata.id = 4242;
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(
+        Name::from_ascii(name).expect("test name"),
+        qtype,
+    ));
+    message
+}
+
+/// Runs `request` through parse → answer → encode (UDP limits) → decode and renders it.
+fn run(zone: &Zone, request: &Message, seed: u64) -> String {
+    let bytes = request.to_vec().expect("encodable request");
+    let Parsed::Request(parsed) = parse_request(&bytes) else {
+        panic!("request did not parse");
+    };
+    match answer(zone, &parsed, &mut StdRng::seed_from_u64(seed)) {
+        Outcome::Forward => "FORWARD\n".to_string(),
+        Outcome::Ignore => "IGNORE\n".to_string(),
+        Outcome::Reply(reply) => {
+            let bytes = encode_reply(&reply, udp_limit(&parsed)).expect("encodable reply");
+            render(&Message::from_vec(&bytes).expect("decodable reply"))
+        }
+    }
+}
+
+fn render(m: &Message) -> String {
+    let mut out = String::new();
+    let flags: Vec<&str> = [
+        (m.message_type == MessageType::Response, "qr"),
+        (m.authoritative, "aa"),
+        (m.truncation, "tc"),
+        (m.recursion_desired, "rd"),
+        (m.recursion_available, "ra"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect();
+    let rcode = m.response_code;
+    let _ = writeln!(
+        out,
+        "{rcode:?}({}) id={} {}",
+        u16::from(rcode),
+        m.id,
+        flags.join(" ")
+    );
+    if let Some(edns) = &m.edns {
+        let _ = writeln!(out, "opt payload={}", edns.max_payload());
+    }
+    for q in &m.queries {
+        let _ = writeln!(out, "? {} {} {}", q.name(), q.query_class(), q.query_type());
+    }
+    for (section, records) in [
+        ("an", &m.answers),
+        ("ns", &m.authorities),
+        ("ad", &m.additionals),
+    ] {
+        for r in records {
+            let _ = writeln!(out, "{section} {r}");
+        }
+    }
+    out
+}
+
+fn check(name: &str, qtype: RecordType, expect: Expect) {
+    expect.assert_eq(&run(&zone(), &request(name, qtype), 1));
+}
+
+#[test]
+fn dnsrr_service_answers_every_task() {
+    check(
+        "vote",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? vote. IN A
+        an vote. 600 IN A 10.0.0.5
+        an vote. 600 IN A 10.0.0.6
+    "#]],
+    );
+}
+
+#[test]
+fn dnsrr_order_is_shuffled_per_query() {
+    let zone = zone();
+    let req = request("vote", RecordType::A);
+    let firsts: std::collections::HashSet<String> = (0..32)
+        .map(|seed| {
+            let out = run(&zone, &req, seed);
+            out.lines()
+                .find(|l| l.starts_with("an "))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        firsts.len(),
+        2,
+        "both tasks should come first sometimes: {firsts:?}"
+    );
+}
+
+#[test]
+fn vip_service_answers_its_vip() {
+    check(
+        "client",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? client. IN A
+        an client. 600 IN A 10.0.0.7
+    "#]],
+    );
+}
+
+#[test]
+fn vip_service_without_tasks_still_answers_its_vip() {
+    check(
+        "web",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? web. IN A
+        an web. 30 IN A 10.0.0.9
+    "#]],
+    );
+}
+
+#[test]
+fn dnsrr_service_without_tasks_is_nodata() {
+    check(
+        "idle",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? idle. IN A
+    "#]],
+    );
+}
+
+#[test]
+fn tasks_name_answers_every_task_even_in_vip_mode() {
+    check(
+        "tasks.client",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? tasks.client. IN A
+        an tasks.client. 600 IN A 10.0.0.8
+    "#]],
+    );
+    check(
+        "tasks.vote",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? tasks.vote. IN A
+        an tasks.vote. 600 IN A 10.0.0.5
+        an tasks.vote. 600 IN A 10.0.0.6
+    "#]],
+    );
+}
+
+#[test]
+fn task_name_and_ids_answer_the_task() {
+    let full = format!("vote.2.{VOTE2}");
+    check(
+        &full,
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? vote.2.b2c3d4e5f6a7b8c9d0e1f2a3. IN A
+        an vote.2.b2c3d4e5f6a7b8c9d0e1f2a3. 600 IN A 10.0.0.6
+    "#]],
+    );
+    check(
+        VOTE2,
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? b2c3d4e5f6a7b8c9d0e1f2a3. IN A
+        an b2c3d4e5f6a7b8c9d0e1f2a3. 600 IN A 10.0.0.6
+    "#]],
+    );
+    check(
+        &VOTE2[..12],
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? b2c3d4e5f6a7. IN A
+        an b2c3d4e5f6a7. 600 IN A 10.0.0.6
+    "#]],
+    );
+}
+
+#[test]
+fn aliases_resolve_like_what_they_alias() {
+    check(
+        "front",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? front. IN A
+        an front. 600 IN A 10.0.0.7
+    "#]],
+    );
+    check(
+        "tasks.front",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? tasks.front. IN A
+        an tasks.front. 600 IN A 10.0.0.8
+    "#]],
+    );
+    check(
+        "client-primary",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? client-primary. IN A
+        an client-primary. 600 IN A 10.0.0.8
+    "#]],
+    );
+}
+
+#[test]
+fn names_qualified_by_network_are_scoped_to_it() {
+    check(
+        "vote.overlay1",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? vote.overlay1. IN A
+        an vote.overlay1. 600 IN A 10.0.0.5
+        an vote.overlay1. 600 IN A 10.0.0.6
+    "#]],
+    );
+    check(
+        "vote.backend",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? vote.backend. IN A
+        an vote.backend. 600 IN A 10.1.0.5
+    "#]],
+    );
+    check(
+        &format!("vote.1.{VOTE1}.backend"),
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? vote.1.a1b2c3d4e5f6a7b8c9d0e1f2.backend. IN A
+        an vote.1.a1b2c3d4e5f6a7b8c9d0e1f2.backend. 600 IN A 10.1.0.5
+    "#]],
+    );
+    check(
+        "front.overlay1",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? front.overlay1. IN A
+        an front.overlay1. 600 IN A 10.0.0.7
+    "#]],
+    );
+}
+
+#[test]
+fn names_are_case_insensitive_with_or_without_the_dot() {
+    let plain = run(&zone(), &request("vote.overlay1", RecordType::A), 1);
+    for spelling in ["VOTE.Overlay1", "vote.overlay1.", "Vote.OVERLAY1."] {
+        let out = run(&zone(), &request(spelling, RecordType::A), 1);
+        // Same records, with the client's spelling echoed as the owner name.
+        let norm = |s: &str| s.to_ascii_lowercase().replace("overlay1. ", "overlay1 ");
+        assert_eq!(norm(&out), norm(&plain), "{spelling}");
+    }
+    check(
+        "TASKS.Vote.",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? TASKS.Vote. IN A
+        an TASKS.Vote. 600 IN A 10.0.0.5
+        an TASKS.Vote. 600 IN A 10.0.0.6
+    "#]],
+    );
+}
+
+#[test]
+fn ptr_of_a_task_is_its_name_on_the_network() {
+    check(
+        "6.0.0.10.in-addr.arpa",
+        RecordType::PTR,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? 6.0.0.10.in-addr.arpa. IN PTR
+        an 6.0.0.10.in-addr.arpa. 600 IN PTR vote.2.b2c3d4e5f6a7b8c9d0e1f2a3.overlay1.
+    "#]],
+    );
+    check(
+        "5.0.1.10.in-addr.arpa",
+        RecordType::PTR,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? 5.0.1.10.in-addr.arpa. IN PTR
+        an 5.0.1.10.in-addr.arpa. 600 IN PTR vote.1.a1b2c3d4e5f6a7b8c9d0e1f2.backend.
+    "#]],
+    );
+}
+
+#[test]
+fn ptr_of_a_vip_is_the_service_on_the_network() {
+    check(
+        "7.0.0.10.in-addr.arpa.",
+        RecordType::PTR,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? 7.0.0.10.in-addr.arpa. IN PTR
+        an 7.0.0.10.in-addr.arpa. 600 IN PTR client.overlay1.
+    "#]],
+    );
+}
+
+#[test]
+fn ptr_of_other_addresses_is_forwarded() {
+    check(
+        "1.0.0.10.in-addr.arpa",
+        RecordType::PTR,
+        expect![[r#"
+        FORWARD
+    "#]],
+    );
+    check(
+        "1.2.0.192.in-addr.arpa",
+        RecordType::PTR,
+        expect![[r#"
+        FORWARD
+    "#]],
+    );
+}
+
+#[test]
+fn srv_of_a_dnsrr_service_lists_tasks_with_addresses() {
+    check(
+        "_http._tcp.vote",
+        RecordType::SRV,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? _http._tcp.vote. IN SRV
+        an _http._tcp.vote. 600 IN SRV 0 0 80 vote.1.a1b2c3d4e5f6a7b8c9d0e1f2.overlay1.
+        an _http._tcp.vote. 600 IN SRV 0 0 80 vote.2.b2c3d4e5f6a7b8c9d0e1f2a3.overlay1.
+        ad vote.1.a1b2c3d4e5f6a7b8c9d0e1f2.overlay1. 600 IN A 10.0.0.5
+        ad vote.2.b2c3d4e5f6a7b8c9d0e1f2a3.overlay1. 600 IN A 10.0.0.6
+    "#]],
+    );
+    // The number works as well as the name.
+    let by_number = run(&zone(), &request("_80._tcp.vote", RecordType::SRV), 1);
+    let by_name = run(&zone(), &request("_http._tcp.vote", RecordType::SRV), 1);
+    assert_eq!(by_number.replace("_80.", "_http."), by_name);
+}
+
+#[test]
+fn srv_of_a_vip_service_points_at_the_service() {
+    check(
+        "_http._tcp.web",
+        RecordType::SRV,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? _http._tcp.web. IN SRV
+        an _http._tcp.web. 30 IN SRV 0 0 8080 web.overlay1.
+        ad web.overlay1. 30 IN A 10.0.0.9
+    "#]],
+    );
+    check(
+        "_53._udp.front.overlay1",
+        RecordType::SRV,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? _53._udp.front.overlay1. IN SRV
+        an _53._udp.front.overlay1. 600 IN SRV 0 0 53 client.overlay1.
+        ad client.overlay1. 600 IN A 10.0.0.7
+    "#]],
+    );
+}
+
+#[test]
+fn srv_of_an_unknown_port_of_a_service_is_nxdomain() {
+    check(
+        "_https._tcp.vote",
+        RecordType::SRV,
+        expect![[r#"
+        NXDomain(3) id=4242 qr aa rd ra
+        ? _https._tcp.vote. IN SRV
+    "#]],
+    );
+    check(
+        "_http._udp.vote",
+        RecordType::SRV,
+        expect![[r#"
+        NXDomain(3) id=4242 qr aa rd ra
+        ? _http._udp.vote. IN SRV
+    "#]],
+    );
+}
+
+#[test]
+fn known_name_with_another_type_is_nodata() {
+    check(
+        "vote",
+        RecordType::AAAA,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? vote. IN AAAA
+    "#]],
+    );
+    check(
+        "client",
+        RecordType::MX,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? client. IN MX
+    "#]],
+    );
+    check(
+        "web",
+        RecordType::TXT,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? web. IN TXT
+    "#]],
+    );
+    check(
+        "_http._tcp.vote",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? _http._tcp.vote. IN A
+    "#]],
+    );
+    check(
+        "6.0.0.10.in-addr.arpa",
+        RecordType::A,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? 6.0.0.10.in-addr.arpa. IN A
+    "#]],
+    );
+}
+
+#[test]
+fn any_answers_the_records_the_name_has() {
+    check(
+        "client",
+        RecordType::ANY,
+        expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        ? client. IN ANY
+        an client. 600 IN A 10.0.0.7
+    "#]],
+    );
+}
+
+#[test]
+fn names_under_ours_that_do_not_exist_are_nxdomain() {
+    check(
+        "tasks.nope",
+        RecordType::A,
+        expect![[r#"
+        NXDomain(3) id=4242 qr aa rd ra
+        ? tasks.nope. IN A
+    "#]],
+    );
+    check(
+        "nope.overlay1",
+        RecordType::AAAA,
+        expect![[r#"
+        NXDomain(3) id=4242 qr aa rd ra
+        ? nope.overlay1. IN AAAA
+    "#]],
+    );
+    check(
+        "a.b.backend",
+        RecordType::A,
+        expect![[r#"
+        NXDomain(3) id=4242 qr aa rd ra
+        ? a.b.backend. IN A
+    "#]],
+    );
+}
+
+#[test]
+fn everything_else_is_forwarded() {
+    for name in [
+        "example.com",
+        "tasks.example.com",
+        "nope",
+        "overlay1",
+        "vote.example",
+        ".",
+    ] {
+        assert_eq!(
+            run(&zone(), &request(name, RecordType::A), 1),
+            "FORWARD\n",
+            "{name}"
+        );
+    }
+    let mut chaos = request("vote", RecordType::TXT);
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    assert_eq!(run(&zone(), &chaos, 1), "FORWARD\n");
+}
+
+#[test]
+fn header_copies_id_and_rd_and_sets_aa_ra() {
+    let mut req = request("client", RecordType::A);
+    req.metadata.id = 7;
+    req.metadata.recursion_desired = false;
+    expect![[r#"
+        NoError(0) id=7 qr aa ra
+        ? client. IN A
+        an client. 600 IN A 10.0.0.7
+    "#]]
+    .assert_eq(&run(&zone(), &req, 1));
+}
+
+#[test]
+fn edns_is_answered_with_an_opt_record() {
+    let mut req = request("client", RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_max_payload(4096);
+    req.set_edns(edns);
+    expect![[r#"
+        NoError(0) id=4242 qr aa rd ra
+        opt payload=1232
+        ? client. IN A
+        an client. 600 IN A 10.0.0.7
+    "#]]
+    .assert_eq(&run(&zone(), &req, 1));
+}
+
+#[test]
+fn edns_versions_above_zero_are_badvers() {
+    // 16 is BADVERS in a reply with OPT; hickory decodes the number as BADSIG (its TSIG name).
+    let mut req = request("client", RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    req.set_edns(edns);
+    expect![[r#"
+        BADSIG(16) id=4242 qr rd ra
+        opt payload=1232
+        ? client. IN A
+    "#]]
+    .assert_eq(&run(&zone(), &req, 1));
+}
+
+/// A dnsrr service with `n` tasks: 16 bytes per A record, so 40 overflow 512 bytes.
+fn big_zone(n: u8) -> Zone {
+    Zone::new(vec![NetworkView {
+        name: "overlay1".to_string(),
+        services: vec![ServiceView {
+            name: "big".to_string(),
+            dnsrr: true,
+            ttl: 600,
+            tasks: (0..n)
+                .map(|i| task("big", u32::from(i) + 1, &format!("{i:024x}"), [10, 0, 1, i]))
+                .collect(),
+            ..Default::default()
+        }],
+    }])
+}
+
+#[test]
+fn udp_reply_larger_than_512_is_truncated() {
+    expect![[r#"
+        NoError(0) id=4242 qr aa tc rd ra
+        ? big. IN A
+    "#]]
+    .assert_eq(&run(&big_zone(40), &request("big", RecordType::A), 1));
+}
+
+#[test]
+fn udp_reply_fits_the_clients_edns_size() {
+    let mut req = request("big", RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    req.set_edns(edns.clone());
+    let out = run(&big_zone(40), &req, 1);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("an ")).count(),
+        40,
+        "{out}"
+    );
+    assert!(
+        !out.lines().next().unwrap_or_default().contains("tc"),
+        "{out}"
+    );
+    // 100 records need ~1.6 kB: truncated again at 1232, with the OPT record kept.
+    let out = run(&big_zone(100), &req, 1);
+    expect![[r#"
+        NoError(0) id=4242 qr aa tc rd ra
+        opt payload=1232
+        ? big. IN A
+    "#]]
+    .assert_eq(&out);
+}
+
+#[test]
+fn tcp_reply_carries_every_record() {
+    let zone = big_zone(200);
+    let req = request("big", RecordType::A);
+    let Outcome::Reply(reply) = answer(&zone, &req, &mut StdRng::seed_from_u64(1)) else {
+        panic!("big is ours");
+    };
+    let bytes = encode_reply(&reply, MAX_TCP_MESSAGE).expect("encodable");
+    let decoded = Message::from_vec(&bytes).expect("decodable");
+    assert_eq!(decoded.answers.len(), 200);
+    assert!(!decoded.truncation);
+}
+
+#[test]
+fn no_question_or_several_is_formerr() {
+    let mut none = request("vote", RecordType::A);
+    none.queries.clear();
+    expect![[r#"
+        FormErr(1) id=4242 qr rd ra
+    "#]]
+    .assert_eq(&run(&zone(), &none, 1));
+    let mut two = request("vote", RecordType::A);
+    two.add_query(Query::query(
+        Name::from_ascii("client").expect("name"),
+        RecordType::A,
+    ));
+    expect![[r#"
+        FormErr(1) id=4242 qr rd ra
+    "#]]
+    .assert_eq(&run(&zone(), &two, 1));
+}
+
+#[test]
+fn other_opcodes_are_notimp() {
+    for op in [
+        OpCode::Update,
+        OpCode::Notify,
+        OpCode::Status,
+        OpCode::Unknown(9),
+    ] {
+        let mut req = request("vote", RecordType::A);
+        req.metadata.op_code = op;
+        let out = run(&zone(), &req, 1);
+        assert!(
+            out.starts_with("NotImp(4) id=4242 qr rd ra\n"),
+            "{op:?}: {out}"
+        );
+    }
+}
+
+#[test]
+fn responses_are_never_answered() {
+    let mut req = request("vote", RecordType::A);
+    req.metadata.message_type = MessageType::Response;
+    assert_eq!(run(&zone(), &req, 1), "IGNORE\n");
+}
+
+#[test]
+fn garbage_is_formerr_when_the_header_says_query_and_dropped_otherwise() {
+    assert!(matches!(parse_request(b""), Parsed::Drop));
+    assert!(matches!(parse_request(&[0x12; 11]), Parsed::Drop));
+    // Header of a query with one question and no question bytes.
+    let header = [0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    let Parsed::Reply(bytes) = parse_request(&header) else {
+        panic!("expected a FORMERR reply");
+    };
+    expect![[r#"
+        FormErr(1) id=43981 qr rd ra
+    "#]]
+    .assert_eq(&render(&Message::from_vec(&bytes).expect("decodable")));
+    // The same header as a response: dropped.
+    let mut response = header;
+    response[2] |= 0x80;
+    assert!(matches!(parse_request(&response), Parsed::Drop));
+}
+
+#[test]
+fn random_packets_never_panic() {
+    use rand::Rng;
+    let zone = zone();
+    let mut rng = StdRng::seed_from_u64(7);
+    let seed = request("_http._tcp.vote", RecordType::SRV)
+        .to_vec()
+        .expect("encodable");
+    for _ in 0..20_000 {
+        // Mutate a valid packet: most mutations get past the header.
+        let mut packet = seed.clone();
+        for _ in 0..rng.random_range(1..4) {
+            let i = rng.random_range(0..packet.len());
+            packet[i] = rng.random();
+        }
+        packet.truncate(rng.random_range(0..=packet.len()));
+        if let Parsed::Request(req) = parse_request(&packet)
+            && let Outcome::Reply(reply) = answer(&zone, &req, &mut rng)
+        {
+            let _ = encode_reply(&reply, udp_limit(&req));
+        }
+    }
+}
