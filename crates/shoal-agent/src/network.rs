@@ -14,8 +14,8 @@ use ipnet::Ipv4Net;
 use shoal_dns::{DnsServer, Upstream, Zone};
 use shoal_net::overlay::plan::{Attachment as NetAttachment, Current, Desired, Remote};
 use shoal_net::overlay::{self, OverlaySpec};
-use shoal_types::endpoint::{EndpointView, NetworkEndpoints};
 use shoal_types::Task;
+use shoal_types::endpoint::{EndpointView, NetworkEndpoints};
 use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
 
@@ -52,12 +52,21 @@ struct Sandbox {
 
 impl NetworkAgent {
     pub fn new(node_id: String, vtep: Ipv4Addr, upstream: Upstream) -> NetworkAgent {
-        NetworkAgent { node_id, vtep, upstream, inner: Mutex::new(Inner::default()) }
+        NetworkAgent {
+            node_id,
+            vtep,
+            upstream,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     /// Overlay namespace names must be unique on the machine (lab nodes share one kernel).
     fn overlay_netns(&self, network_id: &str) -> String {
-        format!("shoal-ov-{}-{}", &self.node_id[..12.min(self.node_id.len())], &network_id[..12.min(network_id.len())])
+        format!(
+            "shoal-ov-{}-{}",
+            &self.node_id[..12.min(self.node_id.len())],
+            &network_id[..12.min(network_id.len())]
+        )
     }
 
     /// Before a task's process starts: plug it into each of its networks and start its DNS
@@ -66,17 +75,35 @@ impl NetworkAgent {
         let mut inner = self.inner.lock().await;
         let mut attachments = Vec::new();
         for (i, a) in task.networks.iter().enumerate() {
-            let info = inner.view.networks.get(&a.network_id).map(|n| n.info.clone()).ok_or_else(|| {
-                format!("network {} is not in this node's endpoint table yet", a.network_id)
-            })?;
-            self.ensure_overlay(&mut inner, &a.network_id, info.vni, info.subnet).await?;
+            let info = inner
+                .view
+                .networks
+                .get(&a.network_id)
+                .map(|n| n.info.clone())
+                .ok_or_else(|| {
+                    format!(
+                        "network {} is not in this node's endpoint table yet",
+                        a.network_id
+                    )
+                })?;
+            self.ensure_overlay(&mut inner, &a.network_id, info.vni, info.subnet)
+                .await?;
             attachments.push((a.network_id.clone(), a.addr, format!("eth{i}")));
         }
-        let zone = Arc::new(zone_for(&inner.view, &attachments.iter().map(|a| a.0.clone()).collect::<Vec<_>>()));
+        let zone = Arc::new(zone_for(
+            &inner.view,
+            &attachments.iter().map(|a| a.0.clone()).collect::<Vec<_>>(),
+        ));
         let (zone_tx, zone_rx) = watch::channel(zone);
-        inner
-            .sandboxes
-            .insert(task.id.clone(), Sandbox { netns: netns.to_string(), attachments: attachments.clone(), zone: zone_tx, dns: None });
+        inner.sandboxes.insert(
+            task.id.clone(),
+            Sandbox {
+                netns: netns.to_string(),
+                attachments: attachments.clone(),
+                zone: zone_tx,
+                dns: None,
+            },
+        );
         let mut result = Ok(());
         for (net, _, _) in &attachments {
             if let Err(e) = self.reconcile(&mut inner, net).await {
@@ -104,7 +131,9 @@ impl NetworkAgent {
     /// After a task's process has exited: unplug it and stop its DNS server.
     pub async fn release_task(&self, task_id: &str) {
         let mut inner = self.inner.lock().await;
-        let Some(sandbox) = inner.sandboxes.remove(task_id) else { return };
+        let Some(sandbox) = inner.sandboxes.remove(task_id) else {
+            return;
+        };
         if let Some(dns) = sandbox.dns {
             dns.stop().await;
         }
@@ -122,13 +151,19 @@ impl NetworkAgent {
         let mut inner = self.inner.lock().await;
         inner.view = Arc::clone(&view);
         for (id, n) in &view.networks {
-            if let Err(e) = self.ensure_overlay(&mut inner, id, n.info.vni, n.info.subnet).await {
+            if let Err(e) = self
+                .ensure_overlay(&mut inner, id, n.info.vni, n.info.subnet)
+                .await
+            {
                 warn!(network = %n.info.name, "failed to set up the overlay network: {e}");
             }
         }
         let ids: Vec<String> = inner.overlays.keys().cloned().collect();
         for id in ids {
-            let in_use = inner.sandboxes.values().any(|s| s.attachments.iter().any(|a| a.0 == id));
+            let in_use = inner
+                .sandboxes
+                .values()
+                .any(|s| s.attachments.iter().any(|a| a.0 == id));
             if !view.networks.contains_key(&id) && !in_use {
                 if let Some(ov) = inner.overlays.remove(&id) {
                     info!(netns = %ov.spec.netns, "removing overlay network this node no longer takes part in");
@@ -148,14 +183,32 @@ impl NetworkAgent {
         }
     }
 
-    async fn ensure_overlay(&self, inner: &mut Inner, id: &str, vni: u32, subnet: Ipv4Net) -> Result<(), String> {
-        if inner.overlays.get(id).is_some_and(|o| o.spec.vni == vni && o.spec.subnet == subnet) {
+    async fn ensure_overlay(
+        &self,
+        inner: &mut Inner,
+        id: &str,
+        vni: u32,
+        subnet: Ipv4Net,
+    ) -> Result<(), String> {
+        if inner
+            .overlays
+            .get(id)
+            .is_some_and(|o| o.spec.vni == vni && o.spec.subnet == subnet)
+        {
             return Ok(());
         }
         let spec = OverlaySpec::new(self.overlay_netns(id), vni, subnet, self.vtep);
-        overlay::ensure_overlay(&spec).await.map_err(|e| e.to_string())?;
+        overlay::ensure_overlay(&spec)
+            .await
+            .map_err(|e| e.to_string())?;
         info!(netns = %spec.netns, vni, %subnet, "overlay network ready");
-        inner.overlays.insert(id.to_string(), Overlay { spec, current: None });
+        inner.overlays.insert(
+            id.to_string(),
+            Overlay {
+                spec,
+                current: None,
+            },
+        );
         Ok(())
     }
 
@@ -163,10 +216,14 @@ impl NetworkAgent {
     /// endpoint table say.
     async fn reconcile(&self, inner: &mut Inner, network_id: &str) -> Result<(), String> {
         let desired = desired(inner, network_id, &self.node_id);
-        let Some(ov) = inner.overlays.get_mut(network_id) else { return Ok(()) };
+        let Some(ov) = inner.overlays.get_mut(network_id) else {
+            return Ok(());
+        };
         let current = match ov.current.take() {
             Some(c) => c,
-            None => overlay::observe(&ov.spec).await.map_err(|e| e.to_string())?,
+            None => overlay::observe(&ov.spec)
+                .await
+                .map_err(|e| e.to_string())?,
         };
         let ops = overlay::plan::plan(&current, &desired);
         match overlay::apply(&ov.spec, &ops).await {
@@ -184,11 +241,14 @@ fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
         .sandboxes
         .values()
         .flat_map(|s| {
-            s.attachments.iter().filter(|a| a.0 == network_id).map(|(_, addr, ifname)| NetAttachment {
-                addr: *addr,
-                sandbox: s.netns.clone(),
-                ifname: ifname.clone(),
-            })
+            s.attachments
+                .iter()
+                .filter(|a| a.0 == network_id)
+                .map(|(_, addr, ifname)| NetAttachment {
+                    addr: *addr,
+                    sandbox: s.netns.clone(),
+                    ifname: ifname.clone(),
+                })
         })
         .collect();
     let remotes = inner
@@ -199,17 +259,32 @@ fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
             n.tasks
                 .values()
                 .filter(|t| t.node_id != node_id)
-                .map(|t| Remote { addr: t.addr.addr(), vtep: t.vtep })
+                .map(|t| Remote {
+                    addr: t.addr.addr(),
+                    vtep: t.vtep,
+                })
                 .collect()
         })
         .unwrap_or_default();
-    Desired { attachments, remotes }
+    Desired {
+        attachments,
+        remotes,
+    }
 }
 
 /// What the kernel holds after `desired` was applied in full.
 fn programmed(desired: &Desired) -> Current {
-    let local: std::collections::BTreeSet<Ipv4Addr> = desired.attachments.iter().map(|a| a.addr.addr()).collect();
-    let remotes: BTreeMap<Ipv4Addr, Ipv4Addr> =
-        desired.remotes.iter().filter(|r| !local.contains(&r.addr)).map(|r| (r.addr, r.vtep)).collect();
-    Current { attached: local, neighbours: remotes.keys().copied().collect(), fdb: remotes }
+    let local: std::collections::BTreeSet<Ipv4Addr> =
+        desired.attachments.iter().map(|a| a.addr.addr()).collect();
+    let remotes: BTreeMap<Ipv4Addr, Ipv4Addr> = desired
+        .remotes
+        .iter()
+        .filter(|r| !local.contains(&r.addr))
+        .map(|r| (r.addr, r.vtep))
+        .collect();
+    Current {
+        attached: local,
+        neighbours: remotes.keys().copied().collect(),
+        fdb: remotes,
+    }
 }

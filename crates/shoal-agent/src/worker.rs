@@ -121,7 +121,8 @@ impl Worker {
                     if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
                         continue;
                     }
-                    if !known && t.status.state < TaskState::Running {
+                    if !known && (TaskState::Assigned..TaskState::Running).contains(&t.status.state)
+                    {
                         local.insert(
                             t.id.clone(),
                             Local {
@@ -183,7 +184,8 @@ impl Worker {
 
     /// Stops every task and waits for them to exit (daemon shutdown).
     pub async fn stop_all(&self, timeout: Duration) {
-        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<String> = self.locked().keys().cloned().collect();
         for id in &ids {
             self.stop(id);
@@ -195,8 +197,14 @@ impl Worker {
     }
 
     /// Sandbox, networks and DNS, then the process.
-    async fn start(&self, task: &Task, spec: &shoal_exec::SandboxSpec) -> Result<shoal_exec::Running, String> {
-        let netns = shoal_exec::prepare_netns(spec).await.map_err(|e| e.to_string())?;
+    async fn start(
+        &self,
+        task: &Task,
+        spec: &shoal_exec::SandboxSpec,
+    ) -> Result<shoal_exec::Running, String> {
+        let netns = shoal_exec::prepare_netns(spec)
+            .await
+            .map_err(|e| e.to_string())?;
         self.network.prepare_task(task, &netns).await?;
         shoal_exec::start(spec).await.map_err(|e| e.to_string())
     }

@@ -8,7 +8,9 @@ use shoal_types::{EndpointMode, Protocol as PortProtocol};
 pub fn zone_for(view: &EndpointView, networks: &[String]) -> Zone {
     let mut out = Vec::new();
     for id in networks {
-        let Some(n) = view.networks.get(id) else { continue };
+        let Some(n) = view.networks.get(id) else {
+            continue;
+        };
         if n.info.ingress {
             continue;
         }
@@ -16,12 +18,18 @@ pub fn zone_for(view: &EndpointView, networks: &[String]) -> Zone {
             .services
             .values()
             .map(|s| {
-                let vip = if s.mode == EndpointMode::Vip { s.vip.map(|v| v.addr()) } else { None };
+                let vip = if s.mode == EndpointMode::Vip {
+                    s.vip.map(|v| v.addr())
+                } else {
+                    None
+                };
                 ServiceView {
                     name: s.name.clone(),
                     vip,
                     dnsrr: s.mode == EndpointMode::Dnsrr,
-                    ttl: s.dns_ttl.unwrap_or(if vip.is_some() { VIP_TTL } else { TASK_TTL }),
+                    ttl: s
+                        .dns_ttl
+                        .unwrap_or(if vip.is_some() { VIP_TTL } else { TASK_TTL }),
                     aliases: s.aliases.clone(),
                     ports: s
                         .ports
@@ -39,12 +47,20 @@ pub fn zone_for(view: &EndpointView, networks: &[String]) -> Zone {
                         .tasks
                         .values()
                         .filter(|t| t.service_id == s.id)
-                        .map(|t| TaskView { id: t.id.clone(), name: t.name.clone(), addr: t.addr.addr(), aliases: vec![] })
+                        .map(|t| TaskView {
+                            id: t.id.clone(),
+                            name: t.name.clone(),
+                            addr: t.addr.addr(),
+                            aliases: vec![],
+                        })
                         .collect(),
                 }
             })
             .collect();
-        out.push(NetworkView { name: n.info.name.clone(), services });
+        out.push(NetworkView {
+            name: n.info.name.clone(),
+            services,
+        });
     }
     Zone::new(out)
 }

@@ -125,7 +125,11 @@ async fn up(args: LabUpArgs) -> Result<i32> {
             args.heartbeat_period.clone(),
         ]
         .into_iter()
-        .chain(args.dns_upstream.iter().flat_map(|u| ["--dns-upstream".to_string(), u.clone()]))
+        .chain(
+            args.dns_upstream
+                .iter()
+                .flat_map(|u| ["--dns-upstream".to_string(), u.clone()]),
+        )
         .collect(),
     };
     let lab = shoal_lab::up(&spec).await?;

@@ -2,15 +2,17 @@
 
 use std::collections::HashMap;
 
-use shoal_types::{ClusterState, NodeState, Task};
+use shoal_types::{ClusterState, NodeState, Task, TaskState};
 
 /// The tasks an agent is responsible for: every task assigned to it that still exists.
 /// The agent starts those desired Running and stops the others.
 pub fn assignments(state: &ClusterState, node_id: &str) -> Vec<Task> {
+    // A global task names its node from birth, but is the agent's only once the allocator
+    // has given it its addresses and the scheduler has confirmed it (Assigned).
     state
         .tasks
         .values()
-        .filter(|t| t.node_id.as_deref() == Some(node_id))
+        .filter(|t| t.node_id.as_deref() == Some(node_id) && t.status.state >= TaskState::Assigned)
         .cloned()
         .collect()
 }

@@ -138,7 +138,10 @@ impl Daemon {
         manager: Option<Arc<Manager>>,
     ) -> Result<(), ApiError> {
         let vtep: std::net::Ipv4Addr = identity.addr.parse().map_err(|_| {
-            ApiError::bad_request(format!("the node address {} is not an IPv4 address; VXLAN needs one", identity.addr))
+            ApiError::bad_request(format!(
+                "the node address {} is not an IPv4 address; VXLAN needs one",
+                identity.addr
+            ))
         })?;
         let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
         let worker = Worker::new(

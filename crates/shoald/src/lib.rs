@@ -80,10 +80,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         heartbeat_period_ms: args.heartbeat_period,
         extra_hosts: args.extra_hosts.clone(),
         upstream: if args.dns_upstream.is_empty() {
-            shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf")
-                .unwrap_or(shoal_dns::Upstream { servers: vec![], timeout: shoal_dns::upstream::DEFAULT_TIMEOUT })
+            shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf").unwrap_or(
+                shoal_dns::Upstream {
+                    servers: vec![],
+                    timeout: shoal_dns::upstream::DEFAULT_TIMEOUT,
+                },
+            )
         } else {
-            shoal_dns::Upstream { servers: args.dns_upstream.clone(), timeout: shoal_dns::upstream::DEFAULT_TIMEOUT }
+            shoal_dns::Upstream {
+                servers: args.dns_upstream.clone(),
+                timeout: shoal_dns::upstream::DEFAULT_TIMEOUT,
+            }
         },
     };
     let daemon = daemon::Daemon::new(cfg);

@@ -3,6 +3,8 @@
 //! the test fails.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -18,6 +20,11 @@ pub struct Lab {
 impl Lab {
     /// `shoal lab up` with a name unique to this test run.
     pub fn up(test: &str, nodes: u32, managers: u32) -> Lab {
+        Lab::up_with(test, nodes, managers, &[])
+    }
+
+    /// `shoal lab up` with extra flags.
+    pub fn up_with(test: &str, nodes: u32, managers: u32, extra: &[&str]) -> Lab {
         let name = format!("t{}{}", std::process::id() % 100_000, test);
         let lab = Lab {
             name: name.clone(),
@@ -34,6 +41,7 @@ impl Lab {
                 "--name",
                 &name,
             ])
+            .args(extra)
             .env("SHOALD_BIN", SHOALD)
             .output()
             .expect("run shoal lab up");
@@ -178,5 +186,85 @@ pub fn wait_for<T: std::fmt::Debug>(
             }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
+    }
+}
+
+impl Lab {
+    /// Runs `CMD` inside a task (through `shoal exec` on the node that runs it).
+    pub fn in_task(&self, node: u32, task: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", task, "--"];
+        args.extend_from_slice(cmd);
+        self.shoal(node, &args)
+    }
+
+    /// `dig +short` from inside a task: the answer lines.
+    pub fn dig(&self, node: u32, task: &str, args: &[&str]) -> Vec<String> {
+        let mut cmd = vec!["dig", "+short", "+tries=1", "+time=2"];
+        cmd.extend_from_slice(args);
+        let out = self.in_task(node, task, &cmd);
+        assert!(
+            out.status.success(),
+            "dig {args:?} in {task} failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// The status dig reports (NOERROR, NXDOMAIN, SERVFAIL...) for `dig ARGS`.
+    pub fn dig_status(&self, node: u32, task: &str, args: &str) -> String {
+        let mut cmd = vec!["dig", "+tries=1", "+time=3"];
+        cmd.extend(args.split_whitespace());
+        let out = self.in_task(node, task, &cmd);
+        let s = text(&out.stdout);
+        s.split("status: ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or("(no status)")
+            .to_string()
+    }
+
+    /// The node (1-based) and full id of each running task of a service.
+    pub fn tasks_by_node(&self, service: &str) -> Vec<(u32, String)> {
+        self.running_tasks(service)
+            .iter()
+            .map(|t| {
+                let (node, id) = t.split_once(' ').unwrap();
+                (
+                    node.trim_start_matches("node").parse().unwrap(),
+                    id.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// A task's address on its first network.
+    pub fn task_addr(&self, id: &str) -> String {
+        let t = self.task_json(id);
+        let addr = t["NetworksAttachments"][0]["Addr"]
+            .as_str()
+            .expect("an address")
+            .to_string();
+        addr.split('/').next().unwrap().to_string()
+    }
+
+    /// Waits until a service's replicas all run.
+    pub fn wait_running(&self, service: &str, n: usize) -> Vec<(u32, String)> {
+        wait_for(
+            &format!("{n} running {service} tasks"),
+            Duration::from_secs(60),
+            || {
+                let t = self.tasks_by_node(service);
+                if t.len() == n {
+                    Ok(t)
+                } else {
+                    Err(format!("{t:?}"))
+                }
+            },
+        )
     }
 }
