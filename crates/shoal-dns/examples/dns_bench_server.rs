@@ -172,7 +172,10 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        println!("ready: {names} names at 127.0.0.11:53 in netns {}", args.netns);
+        println!(
+            "ready: {names} names at 127.0.0.11:53 in netns {}",
+            args.netns
+        );
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => {}

@@ -56,17 +56,12 @@ pub fn answer(zone: &Zone, request: &Message, rng: &mut impl Rng) -> Outcome {
     let Some(key) = key_of(query.name()) else {
         return Outcome::Forward;
     };
-    let lookup = zone.lookup(&key);
-    if matches!(lookup, Lookup::NotOurs) {
-        return Outcome::Forward;
-    }
-
     let mut reply = reply_to(request);
     reply.metadata.authoritative = true;
     let owner = query.name().clone();
     let wants = |t: RecordType| query.query_type() == t || query.query_type() == RecordType::ANY;
-    match lookup {
-        Lookup::NotOurs => unreachable!("returned above"),
+    match zone.lookup(&key) {
+        Lookup::NotOurs => return Outcome::Forward,
         Lookup::NxDomain => reply.metadata.response_code = ResponseCode::NXDomain,
         Lookup::Addrs(set) if wants(RecordType::A) => {
             let mut addrs = set.addrs.clone();

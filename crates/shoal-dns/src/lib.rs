@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`zone`]: [`Zone`] and the views the agent builds it from; every name, reverse address
 //!   and SRV owner indexed once, so a query is one hash lookup.
-//! - [`answer`]: [`answer()`], the pure decision "reply with this message, or forward". No
+//! - [`answer`](mod@answer): [`answer()`], the pure decision "reply with this message, or forward". No
 //!   I/O, no clock; randomness comes in as an argument.
 //! - [`message`]: bytes ↔ [`Message`](hickory_proto::op::Message) at the edges: parsing with
 //!   a FORMERR fallback, encoding within the client's UDP size (TC when it does not fit).

@@ -41,6 +41,11 @@ const MAX_FORWARDS: usize = 256;
 /// runtime thread (each datagram still goes to exactly one loop).
 const UDP_READERS: usize = 2;
 
+/// The largest UDP query read whole. A query is one question and an OPT record (with padding,
+/// RFC 8467, a few hundred bytes); anything longer is cut here and answered FORMERR. Kept
+/// small because every sandbox has its own receive loops.
+const MAX_UDP_QUERY: usize = 4096;
+
 /// Open TCP connections per server; past this, new ones are closed at once.
 const MAX_TCP_CONNECTIONS: usize = 64;
 
@@ -250,7 +255,7 @@ fn step(shared: &Shared, packet: &[u8], limit: impl Fn(&Message) -> usize) -> St
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
-    let mut buf = vec![0u8; 65_535];
+    let mut buf = vec![0u8; MAX_UDP_QUERY];
     let mut forwards = JoinSet::new();
     loop {
         // Reap finished forwards so the set stays the size of what is in flight.
@@ -258,8 +263,10 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
         let (len, peer) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
             Err(error) => {
-                // Errors here are per-datagram (e.g. a queued ICMP error); keep serving.
+                // Errors here are per-datagram (e.g. a queued ICMP error): keep serving, but
+                // pause a moment so that an error that does not go away cannot spin a core.
                 tracing::debug!(%error, "dns: udp receive failed");
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };

@@ -94,7 +94,10 @@ async fn hostile_udp_packets_neither_crash_nor_stall_the_server() {
     // A readable query header with no question bytes gets FORMERR with its id.
     header_only[5] = 1;
     let reply = ask_udp(addr, &header_only).await;
-    assert_eq!((reply.id, reply.response_code), (0xabcd, ResponseCode::FormErr));
+    assert_eq!(
+        (reply.id, reply.response_code),
+        (0xabcd, ResponseCode::FormErr)
+    );
     server.stop().await;
 }
 
@@ -122,7 +125,10 @@ async fn stalled_and_garbage_tcp_clients_do_not_block_others() {
     }
     good.write_all(&out).await.expect("write");
     for id in [1u16, 2] {
-        let len = timeout(Duration::from_secs(2), good.read_u16()).await.expect("in time").expect("len");
+        let len = timeout(Duration::from_secs(2), good.read_u16())
+            .await
+            .expect("in time")
+            .expect("len");
         let mut buf = vec![0u8; usize::from(len)];
         good.read_exact(&mut buf).await.expect("body");
         let reply = Message::from_vec(&buf).expect("decodable");
@@ -131,7 +137,9 @@ async fn stalled_and_garbage_tcp_clients_do_not_block_others() {
     }
     // The junk connection was closed by the server rather than left hanging.
     let mut buf = [0u8; 16];
-    let n = timeout(Duration::from_secs(2), junk.read(&mut buf)).await.expect("closed in time");
+    let n = timeout(Duration::from_secs(2), junk.read(&mut buf))
+        .await
+        .expect("closed in time");
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     drop(stalled);
     server.stop().await;
@@ -156,7 +164,11 @@ async fn slow_forwards_run_concurrently_and_local_answers_do_not_wait() {
     let local = Instant::now();
     let reply = ask_udp(addr, &query(5000, "client")).await;
     assert_eq!(first_a(&reply), Some("10.0.0.7".parse().expect("ip")));
-    assert!(local.elapsed() < Duration::from_millis(100), "{:?}", local.elapsed());
+    assert!(
+        local.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        local.elapsed()
+    );
     let mut ids = Vec::new();
     while let Some(reply) = forwards.join_next().await {
         let reply = reply.expect("task");
@@ -164,8 +176,16 @@ async fn slow_forwards_run_concurrently_and_local_answers_do_not_wait() {
         ids.push(reply.id);
     }
     ids.sort_unstable();
-    assert_eq!(ids, (0..200).collect::<Vec<u16>>(), "every client keeps its own id");
+    assert_eq!(
+        ids,
+        (0..200).collect::<Vec<u16>>(),
+        "every client keeps its own id"
+    );
     // 200 × 300 ms one after the other would take a minute.
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     server.stop().await;
 }

@@ -44,29 +44,49 @@ fn no_upstream() -> Upstream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dnsrr_service_resolves_to_every_task_in_random_order() {
     let lab = lab(seed_zone(0), no_upstream()).await;
-    assert_eq!(dig_short_sorted(&lab.netns, &["vote"]).await, ["10.0.0.5", "10.0.0.6"]);
+    assert_eq!(
+        dig_short_sorted(&lab.netns, &["vote"]).await,
+        ["10.0.0.5", "10.0.0.6"]
+    );
     let mut firsts = HashSet::new();
     for _ in 0..30 {
         let out = dig(&lab.netns, &["+short", "vote"]).await;
         firsts.insert(out.lines().next().unwrap_or_default().to_string());
     }
-    assert_eq!(firsts.len(), 2, "both tasks should come first at times: {firsts:?}");
+    assert_eq!(
+        firsts.len(),
+        2,
+        "both tasks should come first at times: {firsts:?}"
+    );
     let full = dig(&lab.netns, &["+noall", "+answer", "vote"]).await;
-    assert!(full.lines().all(|l| words(l).starts_with("vote. 600 IN A ")), "TTL 600:\n{full}");
+    assert!(
+        full.lines()
+            .all(|l| words(l).starts_with("vote. 600 IN A ")),
+        "TTL 600:\n{full}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vip_service_and_tasks_names_resolve_over_udp_and_tcp() {
     let lab = lab(seed_zone(0), no_upstream()).await;
     for transport in ["+notcp", "+tcp"] {
-        assert_eq!(dig_short_sorted(&lab.netns, &[transport, "client"]).await, ["10.0.0.7"]);
+        assert_eq!(
+            dig_short_sorted(&lab.netns, &[transport, "client"]).await,
+            ["10.0.0.7"]
+        );
         assert_eq!(
             dig_short_sorted(&lab.netns, &[transport, "TASKS.vote."]).await,
             ["10.0.0.5", "10.0.0.6"]
         );
         let task = format!("vote.2.{VOTE2}.overlay1");
-        assert_eq!(dig_short_sorted(&lab.netns, &[transport, &task]).await, ["10.0.0.6"]);
-        assert_eq!(dig_short_sorted(&lab.netns, &[transport, &VOTE2[..12]]).await, ["10.0.0.6"]);
+        assert_eq!(
+            dig_short_sorted(&lab.netns, &[transport, &task]).await,
+            ["10.0.0.6"]
+        );
+        assert_eq!(
+            dig_short_sorted(&lab.netns, &[transport, &VOTE2[..12]]).await,
+            ["10.0.0.6"]
+        );
     }
 }
 
@@ -75,13 +95,20 @@ async fn reverse_lookup_names_the_task_and_network() {
     let lab = lab(seed_zone(0), no_upstream()).await;
     let out = dig_short_sorted(&lab.netns, &["-x", "10.0.0.6"]).await;
     assert_eq!(out, [format!("vote.2.{VOTE2}.overlay1.")]);
-    assert_eq!(dig_short_sorted(&lab.netns, &["-x", "10.0.0.7"]).await, ["client.overlay1."]);
+    assert_eq!(
+        dig_short_sorted(&lab.netns, &["-x", "10.0.0.7"]).await,
+        ["client.overlay1."]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_lists_the_tasks_and_their_addresses() {
     let lab = lab(seed_zone(0), no_upstream()).await;
-    let out = dig(&lab.netns, &["+noall", "+answer", "+additional", "_http._tcp.vote", "SRV"]).await;
+    let out = dig(
+        &lab.netns,
+        &["+noall", "+answer", "+additional", "_http._tcp.vote", "SRV"],
+    )
+    .await;
     let mut lines: Vec<String> = out.lines().map(words).collect();
     lines.sort();
     let vote1 = format!("vote.1.{}.overlay1.", common::VOTE1);
@@ -118,7 +145,10 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert!(out.contains(" tc "), "TC expected:\n{out}");
     assert!(out.contains("ANSWER: 0,"), "{out}");
     // dig's normal behaviour retries over TCP and gets all 100, with or without EDNS.
-    for args in [&["+bufsize=512", "+short", "big"][..], &["+noedns", "+short", "big"][..]] {
+    for args in [
+        &["+bufsize=512", "+short", "big"][..],
+        &["+noedns", "+short", "big"][..],
+    ] {
         let lines = dig(&lab.netns, args).await;
         assert_eq!(lines.lines().count(), 100, "{args:?}:\n{lines}");
     }
@@ -126,13 +156,19 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     let out = dig(&lab.netns, &["+ignore", "+bufsize=4096", "big"]).await;
     assert!(!out.contains(" tc "), "{out}");
     assert!(out.contains("ANSWER: 100,"), "{out}");
-    assert!(out.contains("; EDNS: version: 0"), "OPT expected in the reply:\n{out}");
+    assert!(
+        out.contains("; EDNS: version: 0"),
+        "OPT expected in the reply:\n{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_updates_apply_to_the_next_query() {
     let lab = lab(seed_zone(0), no_upstream()).await;
-    assert_eq!(dig_short_sorted(&lab.netns, &["big"]).await, Vec::<String>::new());
+    assert_eq!(
+        dig_short_sorted(&lab.netns, &["big"]).await,
+        Vec::<String>::new()
+    );
     lab.zone.send_replace(Arc::new(seed_zone(3)));
     assert_eq!(
         dig_short_sorted(&lab.netns, &["big"]).await,
@@ -152,15 +188,29 @@ async fn other_names_are_forwarded_to_upstream_over_the_clients_transport() {
     )
     .await;
     for transport in ["+notcp", "+tcp"] {
-        let out = dig(&lab.netns, &[transport, "+noall", "+answer", "example.test"]).await;
-        assert_eq!(words(&out), format!("example.test. 42 IN A {EXAMPLE_ADDR}"), "{transport}");
+        let out = dig(
+            &lab.netns,
+            &[transport, "+noall", "+answer", "example.test"],
+        )
+        .await;
+        assert_eq!(
+            words(&out),
+            format!("example.test. 42 IN A {EXAMPLE_ADDR}"),
+            "{transport}"
+        );
         let out = dig(&lab.netns, &[transport, "nothing.test"]).await;
         assert_eq!(status(&out), "NXDOMAIN", "{transport}: {out}");
     }
-    assert_eq!(upstream.queries.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(
+        upstream.queries.load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
     // Cluster names never reach upstream.
     dig(&lab.netns, &["vote"]).await;
-    assert_eq!(upstream.queries.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert_eq!(
+        upstream.queries.load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,10 +243,18 @@ async fn stop_frees_the_address_for_a_new_server() {
     let mut lab = lab(seed_zone(0), no_upstream()).await;
     lab.server.take().expect("running").stop().await;
     let out = dig(&lab.netns, &["vote"]).await;
-    assert!(out.contains("connection refused") || out.contains("timed out"), "{out}");
+    assert!(
+        out.contains("connection refused") || out.contains("timed out"),
+        "{out}"
+    );
     let (_, rx) = watch::channel(Arc::new(seed_zone(0)));
-    let again = DnsServer::start(&lab.netns.name, rx, no_upstream()).await.expect("restart");
-    assert_eq!(dig_short_sorted(&lab.netns, &["client"]).await, ["10.0.0.7"]);
+    let again = DnsServer::start(&lab.netns.name, rx, no_upstream())
+        .await
+        .expect("restart");
+    assert_eq!(
+        dig_short_sorted(&lab.netns, &["client"]).await,
+        ["10.0.0.7"]
+    );
     again.stop().await;
 }
 
@@ -204,9 +262,13 @@ async fn stop_frees_the_address_for_a_new_server() {
 async fn start_in_a_missing_namespace_says_so() {
     let (_, rx) = watch::channel(Arc::new(Zone::default()));
     let name = format!("shoaltest-dns-{}-missing", std::process::id());
-    let err = DnsServer::start(&name, rx.clone(), no_upstream()).await.expect_err("no such netns");
+    let err = DnsServer::start(&name, rx.clone(), no_upstream())
+        .await
+        .expect_err("no such netns");
     assert!(matches!(err, DnsError::OpenNetns { .. }), "{err}");
     assert!(err.to_string().contains("/run/netns/"), "{err}");
-    let err = DnsServer::start("../etc", rx, no_upstream()).await.expect_err("bad name");
+    let err = DnsServer::start("../etc", rx, no_upstream())
+        .await
+        .expect_err("bad name");
     assert!(matches!(err, DnsError::InvalidNetns(_)), "{err}");
 }

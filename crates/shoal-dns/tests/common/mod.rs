@@ -52,7 +52,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -73,7 +75,15 @@ fn run(program: &str, args: &[&str]) {
 /// test in seconds. Returns stdout.
 pub async fn dig(netns: &Netns, args: &[&str]) -> String {
     let out = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &netns.name, "dig", "@127.0.0.11", "+time=3", "+tries=1"])
+        .args([
+            "netns",
+            "exec",
+            &netns.name,
+            "dig",
+            "@127.0.0.11",
+            "+time=3",
+            "+tries=1",
+        ])
         .args(args)
         .output()
         .await
@@ -188,7 +198,9 @@ impl TestUpstream {
     pub async fn start_with_delay(delay: Duration) -> TestUpstream {
         // UDP picks a free port; TCP takes the same number (retry if it is busy for TCP).
         for _ in 0..20 {
-            let udp = UdpSocket::bind("127.0.0.53:0").await.expect("bind test upstream");
+            let udp = UdpSocket::bind("127.0.0.53:0")
+                .await
+                .expect("bind test upstream");
             let addr = udp.local_addr().expect("local addr");
             let Ok(tcp) = TcpListener::bind(addr).await else {
                 continue;
@@ -218,7 +230,11 @@ fn upstream_reply(query: &[u8]) -> Option<Vec<u8>> {
     reply.add_query(q.clone());
     let example = Name::from_ascii("example.test.").ok()?;
     if q.name().eq_ignore_root_case(&example) && q.query_type() == RecordType::A {
-        reply.add_answer(Record::from_rdata(q.name().clone(), 42, RData::A(A(EXAMPLE_ADDR))));
+        reply.add_answer(Record::from_rdata(
+            q.name().clone(),
+            42,
+            RData::A(A(EXAMPLE_ADDR)),
+        ));
     } else {
         reply.metadata.response_code = ResponseCode::NXDomain;
     }
@@ -249,8 +265,12 @@ async fn upstream_tcp(listener: TcpListener, queries: Arc<AtomicUsize>) {
                     return;
                 }
                 queries.fetch_add(1, Ordering::Relaxed);
-                let Some(reply) = upstream_reply(&buf) else { return };
-                let Ok(len) = u16::try_from(reply.len()) else { return };
+                let Some(reply) = upstream_reply(&buf) else {
+                    return;
+                };
+                let Ok(len) = u16::try_from(reply.len()) else {
+                    return;
+                };
                 let mut out = len.to_be_bytes().to_vec();
                 out.extend_from_slice(&reply);
                 if stream.write_all(&out).await.is_err() {
