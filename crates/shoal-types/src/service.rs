@@ -146,7 +146,20 @@ pub struct PortConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_port: Option<u16>,
     pub publish_mode: PublishMode,
+    /// Which tasks serve a node's published port: all of them (cluster), or only the
+    /// node's own (local), which keeps the client's source address. Swarm has no such option.
+    #[serde(default)]
+    pub traffic: TrafficPolicy,
 }
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrafficPolicy {
+    #[default]
+    Cluster,
+    Local,
+}
+display_lowercase!(TrafficPolicy { Cluster => "cluster", Local => "local" });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -181,6 +194,7 @@ impl PortConfig {
             target_port: 0,
             published_port: None,
             publish_mode: PublishMode::Ingress,
+            traffic: TrafficPolicy::Cluster,
         };
         if s.contains('=') {
             for field in s.split(',') {
@@ -193,6 +207,7 @@ impl PortConfig {
                     "protocol" => pc.protocol = v.parse().map_err(|e: String| bad(&e))?,
                     "mode" => pc.publish_mode = v.parse().map_err(|e: String| bad(&e))?,
                     "name" => pc.name = Some(v.to_string()),
+                    "traffic" => pc.traffic = v.parse().map_err(|e: String| bad(&e))?,
                     other => return Err(bad(&format!("unknown field {other:?}"))),
                 }
             }
@@ -212,6 +227,12 @@ impl PortConfig {
         }
         if pc.target_port == 0 {
             return Err(bad("a target port is required"));
+        }
+        if pc.publish_mode == PublishMode::Host && pc.published_port.is_none() {
+            return Err(bad("mode=host needs a published port"));
+        }
+        if pc.traffic == TrafficPolicy::Local && pc.publish_mode == PublishMode::Host {
+            return Err(bad("traffic=local applies to mode=ingress; mode=host is always local"));
         }
         Ok(pc)
     }
@@ -258,6 +279,11 @@ impl ServiceSpec {
                 return Err(format!("invalid env {env:?}: expected KEY=VALUE"));
             }
         }
+        if self.endpoint_spec.mode == EndpointMode::Dnsrr
+            && self.endpoint_spec.ports.iter().any(|p| p.publish_mode == PublishMode::Ingress && p.published_port.is_some())
+        {
+            return Err("ports published in ingress mode need --endpoint-mode vip; with dnsrr publish with mode=host".into());
+        }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.endpoint_spec.ports {
             if let Some(pp) = p.published_port
@@ -297,6 +323,9 @@ mod tests {
         let p = PortConfig::parse("published=8080,target=80,protocol=udp,mode=host").unwrap();
         assert_eq!(p.publish_mode, PublishMode::Host);
         assert_eq!(p.protocol, Protocol::Udp);
+        let p = PortConfig::parse("published=8080,target=80,traffic=local").unwrap();
+        assert_eq!(p.traffic, TrafficPolicy::Local);
+        assert!(PortConfig::parse("target=80,mode=host").is_err());
         assert!(PortConfig::parse("0:80").is_err());
         assert!(PortConfig::parse("8080:80/sctp").is_err());
         assert!(PortConfig::parse("published=80").is_err());

@@ -15,7 +15,8 @@ pub fn apply_error(e: ApplyError) -> ApiError {
         | ApplyError::NodeIsManager(_)
         | ApplyError::NetworkNameInUse(_)
         | ApplyError::NetworkInUse { .. }
-        | ApplyError::AddressInUse { .. } => 409,
+        | ApplyError::AddressInUse { .. }
+        | ApplyError::PortInUse { .. } => 409,
         ApplyError::NotInitialized => 503,
         ApplyError::Invalid(_) => 400,
     };

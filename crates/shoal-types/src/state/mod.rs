@@ -179,6 +179,8 @@ pub enum ApplyError {
     NetworkInUse { network: String, services: String },
     #[error("address {addr} on network {network} is already in use")]
     AddressInUse { network: String, addr: String },
+    #[error("port {port} is already published by service {service}; publish another port or remove {service}")]
+    PortInUse { port: String, service: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -254,6 +256,7 @@ impl ClusterState {
             Command::CreateService { service } => {
                 service.spec.validate().map_err(ApplyError::Invalid)?;
                 self.check_networks(&service.spec)?;
+                self.check_ports(&service.spec, None)?;
                 if self.service_by_name(&service.spec.name).is_some() {
                     return Err(ApplyError::ServiceNameInUse(service.spec.name));
                 }
@@ -262,6 +265,7 @@ impl ClusterState {
             Command::UpdateService { id, spec, at } => {
                 spec.validate().map_err(ApplyError::Invalid)?;
                 self.check_networks(&spec)?;
+                self.check_ports(&spec, Some(&id))?;
                 let svc = self
                     .services
                     .get_mut(&id)
@@ -356,6 +360,28 @@ impl ClusterState {
                 if let Some(e) = first_err {
                     self.version += 1;
                     return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Published ports are one space per node: an ingress port takes it on every node, so
+    /// no other service may publish it (ingress or host mode).
+    fn check_ports(&self, spec: &ServiceSpec, except: Option<&str>) -> Result<(), ApplyError> {
+        for p in &spec.endpoint_spec.ports {
+            let Some(port) = p.published_port else { continue };
+            for other in self.services.values().filter(|s| Some(s.id.as_str()) != except) {
+                let clash = other.spec.endpoint_spec.ports.iter().any(|q| {
+                    q.published_port == Some(port)
+                        && q.protocol == p.protocol
+                        && (q.publish_mode == crate::PublishMode::Ingress || p.publish_mode == crate::PublishMode::Ingress)
+                });
+                if clash {
+                    return Err(ApplyError::PortInUse {
+                        port: format!("{port}/{}", p.protocol),
+                        service: other.spec.name.clone(),
+                    });
                 }
             }
         }
