@@ -263,6 +263,16 @@ fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
                     addr: t.addr.addr(),
                     vtep: t.vtep,
                 })
+                // Other nodes' own ingress endpoints: tasks reply to them.
+                .chain(
+                    n.nodes
+                        .values()
+                        .filter(|e| e.node_id != node_id)
+                        .map(|e| Remote {
+                            addr: e.addr.addr(),
+                            vtep: e.vtep,
+                        }),
+                )
                 .collect()
         })
         .unwrap_or_default();

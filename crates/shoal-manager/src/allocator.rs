@@ -119,6 +119,20 @@ pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
             });
         }
     }
+    // Each Ready node gets its own address on ingress: the routing mesh's endpoint.
+    if let Some(ingress) = state.ingress() {
+        for node in state.nodes.values() {
+            if node.ingress_addr.is_none()
+                && node.status.state == shoal_types::NodeState::Ready
+                && let Some(addr) = pass.next(&ingress.id)
+            {
+                cmds.push(Command::SetNodeIngress {
+                    node_id: node.id.clone(),
+                    addr,
+                });
+            }
+        }
+    }
     let mut allocations = Vec::new();
     for task in state
         .tasks

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use shoal_types::endpoint::{
-    EndpointView, NetworkEndpoints, NetworkInfo, ServiceEndpoint, TaskEndpoint,
+    EndpointView, NetworkEndpoints, NetworkInfo, NodeEndpoint, ServiceEndpoint, TaskEndpoint,
 };
 use shoal_types::{ClusterState, Network, NodeState, TaskState};
 
@@ -35,6 +35,7 @@ pub fn table(state: &ClusterState) -> BTreeMap<String, NetworkEndpoints> {
                     info: info(n),
                     services: BTreeMap::new(),
                     tasks: BTreeMap::new(),
+                    nodes: BTreeMap::new(),
                 },
             )
         })
@@ -60,6 +61,27 @@ pub fn table(state: &ClusterState) -> BTreeMap<String, NetworkEndpoints> {
                     ports: s.spec.endpoint_spec.ports.clone(),
                     aliases,
                     dns_ttl: s.spec.endpoint_spec.dns_ttl,
+                },
+            );
+        }
+    }
+    // Every Ready node's own ingress endpoint.
+    if let Some(ingress) = state.ingress().and_then(|n| nets.get_mut(&n.id)) {
+        for node in state
+            .nodes
+            .values()
+            .filter(|n| n.status.state == NodeState::Ready)
+        {
+            let (Some(addr), Ok(vtep)) = (node.ingress_addr, node.status.addr.parse::<Ipv4Addr>())
+            else {
+                continue;
+            };
+            ingress.nodes.insert(
+                node.id.clone(),
+                NodeEndpoint {
+                    node_id: node.id.clone(),
+                    addr,
+                    vtep,
                 },
             );
         }

@@ -28,6 +28,17 @@ pub struct NetworkEndpoints {
     pub info: NetworkInfo,
     pub services: BTreeMap<String, ServiceEndpoint>,
     pub tasks: BTreeMap<String, TaskEndpoint>,
+    /// The nodes' own endpoints (ingress only): the routing mesh's source addresses, to which
+    /// tasks on other nodes reply.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEndpoint {
+    pub node_id: String,
+    pub addr: Ipv4Net,
+    pub vtep: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +87,10 @@ pub struct EndpointDelta {
     pub services_removed: Vec<(String, String)>,
     pub tasks: Vec<(String, TaskEndpoint)>,
     pub tasks_removed: Vec<(String, String)>,
+    #[serde(default)]
+    pub nodes: Vec<(String, NodeEndpoint)>,
+    #[serde(default)]
+    pub nodes_removed: Vec<(String, String)>,
 }
 
 impl EndpointDelta {
@@ -86,6 +101,8 @@ impl EndpointDelta {
             && self.services_removed.is_empty()
             && self.tasks.is_empty()
             && self.tasks_removed.is_empty()
+            && self.nodes.is_empty()
+            && self.nodes_removed.is_empty()
     }
 }
 
@@ -112,7 +129,18 @@ impl EndpointView {
                     d.tasks.push((id.clone(), t.clone()));
                 }
             }
+            for (nid, e) in &n.nodes {
+                if old.and_then(|o| o.nodes.get(nid)) != Some(e) {
+                    d.nodes.push((id.clone(), e.clone()));
+                }
+            }
             if let Some(o) = old {
+                d.nodes_removed.extend(
+                    o.nodes
+                        .keys()
+                        .filter(|k| !n.nodes.contains_key(*k))
+                        .map(|k| (id.clone(), k.clone())),
+                );
                 d.services_removed.extend(
                     o.services
                         .keys()
@@ -157,6 +185,7 @@ impl EndpointView {
                     info: info.clone(),
                     services: BTreeMap::new(),
                     tasks: BTreeMap::new(),
+                    nodes: BTreeMap::new(),
                 });
         }
         for (net, s) in &d.services {
@@ -177,6 +206,16 @@ impl EndpointView {
         for (net, id) in &d.tasks_removed {
             if let Some(n) = self.networks.get_mut(net) {
                 n.tasks.remove(id);
+            }
+        }
+        for (net, e) in &d.nodes {
+            if let Some(n) = self.networks.get_mut(net) {
+                n.nodes.insert(e.node_id.clone(), e.clone());
+            }
+        }
+        for (net, id) in &d.nodes_removed {
+            if let Some(n) = self.networks.get_mut(net) {
+                n.nodes.remove(id);
             }
         }
         self.version = d.to;

@@ -27,6 +27,7 @@ pub fn node(id: &str, hostname: &str) -> Node {
             cluster_addr: "172.29.0.1:2377".into(),
         },
         manager_status: None,
+        ingress_addr: None,
     }
 }
 

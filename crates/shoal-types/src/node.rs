@@ -20,6 +20,10 @@ pub struct Node {
     /// Present on managers only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager_status: Option<ManagerStatus>,
+    /// The node's own address on the ingress network (its routing-mesh endpoint), set by
+    /// the allocator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_addr: Option<ipnet::Ipv4Net>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -232,7 +232,9 @@ impl PortConfig {
             return Err(bad("mode=host needs a published port"));
         }
         if pc.traffic == TrafficPolicy::Local && pc.publish_mode == PublishMode::Host {
-            return Err(bad("traffic=local applies to mode=ingress; mode=host is always local"));
+            return Err(bad(
+                "traffic=local applies to mode=ingress; mode=host is always local",
+            ));
         }
         Ok(pc)
     }
@@ -280,7 +282,11 @@ impl ServiceSpec {
             }
         }
         if self.endpoint_spec.mode == EndpointMode::Dnsrr
-            && self.endpoint_spec.ports.iter().any(|p| p.publish_mode == PublishMode::Ingress && p.published_port.is_some())
+            && self
+                .endpoint_spec
+                .ports
+                .iter()
+                .any(|p| p.publish_mode == PublishMode::Ingress && p.published_port.is_some())
         {
             return Err("ports published in ingress mode need --endpoint-mode vip; with dnsrr publish with mode=host".into());
         }

@@ -212,6 +212,7 @@ impl Cluster for ClusterService {
                 leader: false,
                 reachability: String::new(),
             }),
+            ingress_addr: None,
         };
         self.manager
             .propose(Command::AddNode { node, at: now })

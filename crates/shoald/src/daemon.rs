@@ -281,6 +281,7 @@ impl Daemon {
                 leader: false,
                 reachability: String::new(),
             }),
+            ingress_addr: None,
         };
         manager
             .propose(Command::Batch(vec![

@@ -142,6 +142,11 @@ pub enum Command {
         service_id: String,
         vips: Vec<VirtualIp>,
     },
+    /// A node's address on the ingress network.
+    SetNodeIngress {
+        node_id: String,
+        addr: ipnet::Ipv4Net,
+    },
     /// Several commands in one entry. Each applies on its own; the first error is returned
     /// but does not undo the others (used by the orchestrator, whose commands are independent).
     Batch(Vec<Command>),
@@ -179,7 +184,9 @@ pub enum ApplyError {
     NetworkInUse { network: String, services: String },
     #[error("address {addr} on network {network} is already in use")]
     AddressInUse { network: String, addr: String },
-    #[error("port {port} is already published by service {service}; publish another port or remove {service}")]
+    #[error(
+        "port {port} is already published by service {service}; publish another port or remove {service}"
+    )]
     PortInUse { port: String, service: String },
     #[error("{0}")]
     Invalid(String),
@@ -199,7 +206,8 @@ impl ClusterState {
 
     fn apply_inner(&mut self, cmd: Command) -> Result<(), ApplyError> {
         // A batch is checked command by command (it may start with InitCluster).
-        if self.cluster.is_none() && !matches!(cmd, Command::InitCluster { .. } | Command::Batch(_)) {
+        if self.cluster.is_none() && !matches!(cmd, Command::InitCluster { .. } | Command::Batch(_))
+        {
             return Err(ApplyError::NotInitialized);
         }
         match cmd {
@@ -350,6 +358,7 @@ impl ClusterState {
             Command::RemoveNetwork { id } => self.remove_network(&id)?,
             Command::AllocateTasks { allocations, at } => self.allocate_tasks(allocations, at)?,
             Command::SetVips { service_id, vips } => self.set_vips(&service_id, vips)?,
+            Command::SetNodeIngress { node_id, addr } => self.set_node_ingress(&node_id, addr)?,
             Command::Batch(cmds) => {
                 let mut first_err = None;
                 for c in cmds {
@@ -370,12 +379,19 @@ impl ClusterState {
     /// no other service may publish it (ingress or host mode).
     fn check_ports(&self, spec: &ServiceSpec, except: Option<&str>) -> Result<(), ApplyError> {
         for p in &spec.endpoint_spec.ports {
-            let Some(port) = p.published_port else { continue };
-            for other in self.services.values().filter(|s| Some(s.id.as_str()) != except) {
+            let Some(port) = p.published_port else {
+                continue;
+            };
+            for other in self
+                .services
+                .values()
+                .filter(|s| Some(s.id.as_str()) != except)
+            {
                 let clash = other.spec.endpoint_spec.ports.iter().any(|q| {
                     q.published_port == Some(port)
                         && q.protocol == p.protocol
-                        && (q.publish_mode == crate::PublishMode::Ingress || p.publish_mode == crate::PublishMode::Ingress)
+                        && (q.publish_mode == crate::PublishMode::Ingress
+                            || p.publish_mode == crate::PublishMode::Ingress)
                 });
                 if clash {
                     return Err(ApplyError::PortInUse {

@@ -37,6 +37,13 @@ impl ClusterState {
         if let Some(n) = self.networks.get(network_id) {
             used.insert(n.ipam.gateway);
         }
+        if self.networks.get(network_id).is_some_and(|n| n.ingress) {
+            used.extend(
+                self.nodes
+                    .values()
+                    .filter_map(|n| n.ingress_addr.map(|a| a.addr())),
+            );
+        }
         for s in self.services.values() {
             used.extend(
                 s.endpoint
@@ -190,6 +197,30 @@ impl ClusterState {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    pub(super) fn set_node_ingress(
+        &mut self,
+        node_id: &str,
+        addr: ipnet::Ipv4Net,
+    ) -> Result<(), ApplyError> {
+        let ingress = self
+            .ingress()
+            .map(|n| n.id.clone())
+            .ok_or_else(|| ApplyError::NoSuchNetwork("ingress".into()))?;
+        let node = self
+            .nodes
+            .get(node_id)
+            .ok_or_else(|| ApplyError::NoSuchNode(node_id.to_string()))?;
+        if node.ingress_addr.is_some() {
+            return Ok(());
+        }
+        let mut used = self.addresses_in_use(&ingress);
+        self.claim(&ingress, addr.addr(), &mut used)?;
+        if let Some(n) = self.nodes.get_mut(node_id) {
+            n.ingress_addr = Some(addr);
+        }
+        Ok(())
     }
 
     pub(super) fn set_vips(

@@ -122,8 +122,13 @@ fn version_moves_on_every_successful_change() {
 fn a_batch_may_initialise_the_cluster() {
     let mut st = ClusterState::default();
     st.apply(Command::Batch(vec![
-        Command::InitCluster { info: info(), node: node("n1", "node1") },
-        Command::CreateNetwork { network: network("i", "ingress", "10.255.0.0/16", 4096) },
+        Command::InitCluster {
+            info: info(),
+            node: node("n1", "node1"),
+        },
+        Command::CreateNetwork {
+            network: network("i", "ingress", "10.255.0.0/16", 4096),
+        },
     ]))
     .unwrap();
     assert!(st.cluster.is_some() && st.find_network("ingress").is_some());
@@ -134,14 +139,33 @@ fn a_published_port_belongs_to_one_service() {
     let mut st = cluster(&[("n1", "node1")]);
     let mut web = spec("web", 1);
     web.endpoint_spec.ports = vec![crate::PortConfig::parse("8080:80").unwrap()];
-    st.apply(Command::CreateService { service: service("s1", web.clone()) }).unwrap();
+    st.apply(Command::CreateService {
+        service: service("s1", web.clone()),
+    })
+    .unwrap();
     let mut api = spec("api", 1);
-    api.endpoint_spec.ports = vec![crate::PortConfig::parse("published=8080,target=81,mode=host").unwrap()];
-    let err = st.apply(Command::CreateService { service: service("s2", api) }).unwrap_err();
-    assert_eq!(err.to_string(), "port 8080/tcp is already published by service web; publish another port or remove web");
+    api.endpoint_spec.ports =
+        vec![crate::PortConfig::parse("published=8080,target=81,mode=host").unwrap()];
+    let err = st
+        .apply(Command::CreateService {
+            service: service("s2", api),
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "port 8080/tcp is already published by service web; publish another port or remove web"
+    );
     // UDP 8080 is another port; and updating web itself is no conflict.
     let mut dns = spec("dns", 1);
     dns.endpoint_spec.ports = vec![crate::PortConfig::parse("8080:53/udp").unwrap()];
-    st.apply(Command::CreateService { service: service("s3", dns) }).unwrap();
-    st.apply(Command::UpdateService { id: "s1".into(), spec: web, at: Millis(1) }).unwrap();
+    st.apply(Command::CreateService {
+        service: service("s3", dns),
+    })
+    .unwrap();
+    st.apply(Command::UpdateService {
+        id: "s1".into(),
+        spec: web,
+        at: Millis(1),
+    })
+    .unwrap();
 }
