@@ -19,7 +19,7 @@ use shoal_types::endpoint::{EndpointView, NetworkEndpoints};
 use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
 
-use crate::zone::zone_for;
+use crate::zone::{lb_for, zone_for};
 
 pub struct NetworkAgent {
     node_id: String,
@@ -48,6 +48,8 @@ struct Sandbox {
     attachments: Vec<(String, Ipv4Net, String)>,
     zone: watch::Sender<Arc<Zone>>,
     dns: Option<DnsServer>,
+    /// The sandbox's VIP balancer (nftables table `ip shoal`).
+    lb: Option<shoal_lb::Balancer>,
 }
 
 impl NetworkAgent {
@@ -102,6 +104,7 @@ impl NetworkAgent {
                 attachments: attachments.clone(),
                 zone: zone_tx,
                 dns: None,
+                lb: None,
             },
         );
         let mut result = Ok(());
@@ -119,6 +122,22 @@ impl NetworkAgent {
                     }
                 }
                 Err(e) => result = Err(format!("failed to start the task's DNS server: {e}")),
+            }
+        }
+        if result.is_ok() {
+            let nets: Vec<String> = attachments.iter().map(|a| a.0.clone()).collect();
+            let cfg = lb_for(&inner.view, &nets);
+            // Idle connections must outlive Swarm's 15 minutes (moby #31208).
+            if let Err(e) = shoal_lb::ensure_tcp_timeout(netns).await {
+                warn!(netns, "failed to check the conntrack timeout: {e}");
+            }
+            match shoal_lb::Balancer::create(netns, &cfg).await {
+                Ok(lb) => {
+                    if let Some(s) = inner.sandboxes.get_mut(&task.id) {
+                        s.lb = Some(lb);
+                    }
+                }
+                Err(e) => result = Err(format!("failed to program the task's VIP balancer: {e}")),
             }
         }
         if result.is_err() {
@@ -177,9 +196,23 @@ impl NetworkAgent {
                 warn!(network = %id, "failed to update forwarding entries: {e}");
             }
         }
-        for s in inner.sandboxes.values() {
+        for s in inner.sandboxes.values_mut() {
             let nets: Vec<String> = s.attachments.iter().map(|a| a.0.clone()).collect();
             s.zone.send_replace(Arc::new(zone_for(&view, &nets)));
+            let Some(lb) = s.lb.as_mut() else { continue };
+            let cfg = lb_for(&view, &nets);
+            if &cfg == lb.programmed() {
+                continue;
+            }
+            match lb.update(cfg).await {
+                // Flows to removed backends go, or UDP keeps reaching a dead task.
+                Ok(stale) => {
+                    if let Err(e) = shoal_lb::flush_conntrack(&s.netns, &stale).await {
+                        warn!(netns = %s.netns, "failed to flush conntrack entries of removed backends: {e}");
+                    }
+                }
+                Err(e) => warn!(netns = %s.netns, "failed to update the VIP balancer: {e}"),
+            }
         }
     }
 

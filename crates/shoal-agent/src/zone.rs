@@ -64,3 +64,42 @@ pub fn zone_for(view: &EndpointView, networks: &[String]) -> Zone {
     }
     Zone::new(out)
 }
+
+/// What one sandbox's VIP balancer programs: every vip-mode service on the sandbox's
+/// networks (ingress excluded), all ports of its VIP, to its running tasks on that network.
+pub fn lb_for(view: &EndpointView, networks: &[String]) -> shoal_lb::LbConfig {
+    let mut services = Vec::new();
+    for id in networks {
+        let Some(n) = view.networks.get(id) else {
+            continue;
+        };
+        if n.info.ingress {
+            continue;
+        }
+        for s in n.services.values() {
+            let (EndpointMode::Vip, Some(vip)) = (s.mode, s.vip) else {
+                continue;
+            };
+            let mut backends: Vec<_> = n
+                .tasks
+                .values()
+                .filter(|t| t.service_id == s.id)
+                .map(|t| t.addr.addr())
+                .collect();
+            backends.sort();
+            services.push(shoal_lb::VipService {
+                // One chain per service and network: a sandbox on two of its networks has
+                // two VIPs for it.
+                id: format!(
+                    "{}_{}",
+                    &s.id[..12.min(s.id.len())],
+                    &id[..12.min(id.len())]
+                ),
+                vip: vip.addr(),
+                ports: Vec::new(),
+                backends,
+            });
+        }
+    }
+    shoal_lb::LbConfig::new(services)
+}

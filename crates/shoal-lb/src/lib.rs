@@ -1,0 +1,47 @@
+//! shoal's VIP load balancing: one nftables table per task sandbox, updated by atomic
+//! transactions.
+//!
+//! Each sandbox (a network namespace whose tasks connect to service VIPs) gets one table,
+//! `ip shoal`, and nothing else in it is touched. Its nat OUTPUT chain looks the destination
+//! up in verdict maps (`VIP . proto . port`, or `VIP` for services without declared ports) and
+//! jumps to a chain per (service, port) that DNATs round robin (`numgen inc mod N`) to the
+//! service's running tasks, address only (VIP port = task port, as in Swarm). The client's
+//! source address is kept. A filter OUTPUT chain refuses at once (TCP reset, ICMP port
+//! unreachable) whatever is still addressed to a VIP after that: a service without tasks, or
+//! a port it does not balance. The layout and why it uses shared backend maps: [`plan`].
+//!
+//! # Layout
+//! - [`model`]: [`LbConfig`], [`VipService`], [`Proto`]: the input, and its validation.
+//! - [`plan`]: [`plan()`](plan::plan) and [`removed_backends`], the pure diff from one config
+//!   to the next as [`Op`]s. No I/O.
+//! - [`text`]: [`render_create`] and [`render_update`], the ops as nft text (what `nft -f`
+//!   takes and what errors quote). Pure.
+//! - [`netlink`]: the same ops as an nfnetlink batch, and the kernel's answers parsed. Pure.
+//! - `apply`: the I/O: a thread that enters the namespace, `nft -f -`, the netlink socket.
+//! - [`balancer`]: [`Balancer`], one sandbox's table kept in step.
+//! - [`conntrack`]: [`flush_conntrack`] for flows to removed backends, and the sandbox's
+//!   idle timeout of established TCP.
+//!
+//! Architecture invariant: only `apply` and `conntrack` enter namespaces or start processes;
+//! `model`, `plan`, `text` and `netlink` are pure and unit-tested without root.
+
+#![forbid(unsafe_code)]
+
+mod apply;
+pub mod balancer;
+pub mod conntrack;
+mod error;
+pub mod model;
+pub mod netlink;
+pub mod plan;
+pub mod text;
+
+pub use balancer::{Balancer, Transport};
+pub use conntrack::{ensure_tcp_timeout, flush_conntrack, tcp_established_timeout};
+pub use error::LbError;
+pub use model::{LbConfig, Ports, Proto, VipService};
+pub use plan::{Op, SHARDS, Shard, StaleFlows, plan, removed_backends};
+pub use text::{render_create, render_update};
+
+#[cfg(test)]
+mod tests;
