@@ -8,6 +8,7 @@
 //!   `shoal-exec`) and reports every state change.
 //! - `network`: overlay namespaces, veths, VXLAN forwarding entries and each sandbox's
 //!   DNS server, kept in step with the endpoint table; `zone` cuts a sandbox's DNS zone.
+//! - `mesh`: the routing mesh (gateway bridge, ingress sandbox, published-port rules).
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!
 //! Architecture invariant: the agent never writes cluster state; it reports, and the
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod logs;
+pub mod mesh;
 pub mod network;
 pub mod session;
 pub mod worker;

@@ -19,6 +19,7 @@ use shoal_types::endpoint::{EndpointView, NetworkEndpoints};
 use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
 
+use crate::mesh::{self, LocalTask, Mesh};
 use crate::zone::{lb_for, zone_for};
 
 pub struct NetworkAgent {
@@ -29,11 +30,11 @@ pub struct NetworkAgent {
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     view: Arc<EndpointView>,
     overlays: BTreeMap<String, Overlay>,
     sandboxes: BTreeMap<String, Sandbox>,
+    mesh: Mesh,
 }
 
 struct Overlay {
@@ -50,15 +51,24 @@ struct Sandbox {
     dns: Option<DnsServer>,
     /// The sandbox's VIP balancer (nftables table `ip shoal`).
     lb: Option<shoal_lb::Balancer>,
+    /// Its address on the gateway bridge (its way out, and `mode=host` ports).
+    gw_addr: Option<Ipv4Addr>,
+    task: Task,
 }
 
 impl NetworkAgent {
     pub fn new(node_id: String, vtep: Ipv4Addr, upstream: Upstream) -> NetworkAgent {
+        let mesh_id = node_id.clone();
         NetworkAgent {
             node_id,
             vtep,
             upstream,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                view: Arc::new(EndpointView::default()),
+                overlays: BTreeMap::new(),
+                sandboxes: BTreeMap::new(),
+                mesh: Mesh::new(&mesh_id),
+            }),
         }
     }
 
@@ -105,6 +115,8 @@ impl NetworkAgent {
                 zone: zone_tx,
                 dns: None,
                 lb: None,
+                gw_addr: None,
+                task: task.clone(),
             },
         );
         let mut result = Ok(());
@@ -140,11 +152,58 @@ impl NetworkAgent {
                 Err(e) => result = Err(format!("failed to program the task's VIP balancer: {e}")),
             }
         }
+        if result.is_ok() {
+            result = self.attach_gateway(&mut inner, &task.id, netns).await;
+        }
         if result.is_err() {
             drop(inner);
             self.release_task(&task.id).await;
+            return result;
+        }
+        if let Err(e) = self.publish(&mut inner).await {
+            warn!("failed to update published ports: {e}");
         }
         result
+    }
+
+    /// The task's way out through the node, and its address for local published ports.
+    async fn attach_gateway(
+        &self,
+        inner: &mut Inner,
+        task_id: &str,
+        netns: &str,
+    ) -> Result<(), String> {
+        inner.mesh.ensure().await?;
+        let addr = inner
+            .mesh
+            .take_addr()
+            .ok_or("the gateway bridge has no free address")?;
+        if let Some(s) = inner.sandboxes.get_mut(task_id) {
+            s.gw_addr = Some(addr);
+        }
+        shoal_net::gateway::attach_gateway(&inner.mesh.gateway, netns, mesh::TASK_GW_IF, addr, true)
+            .await
+            .map_err(|e| format!("failed to attach the task to the gateway bridge: {e}"))
+    }
+
+    /// Programs the published ports from the endpoint table and the local tasks.
+    async fn publish(&self, inner: &mut Inner) -> Result<(), String> {
+        if !inner.mesh.ready {
+            return Ok(());
+        }
+        let local: Vec<LocalTask<'_>> = inner
+            .sandboxes
+            .values()
+            .filter_map(|s| {
+                s.gw_addr.map(|gw_addr| LocalTask {
+                    service_id: &s.task.service_id,
+                    gw_addr,
+                    task: &s.task,
+                })
+            })
+            .collect();
+        let input = inner.mesh.input(&inner.view, &local);
+        inner.mesh.apply(&input).await
     }
 
     /// After a task's process has exited: unplug it and stop its DNS server.
@@ -155,6 +214,18 @@ impl NetworkAgent {
         };
         if let Some(dns) = sandbox.dns {
             dns.stop().await;
+        }
+        if let Some(addr) = sandbox.gw_addr {
+            if let Err(e) = shoal_net::gateway::detach_gateway(addr).await {
+                warn!(
+                    task = task_id,
+                    "failed to detach the task from the gateway bridge: {e}"
+                );
+            }
+            inner.mesh.free_addr(addr);
+        }
+        if let Err(e) = self.publish(&mut inner).await {
+            warn!("failed to update published ports: {e}");
         }
         for (net, _, _) in &sandbox.attachments {
             if let Err(e) = self.reconcile(&mut inner, net).await {
@@ -169,6 +240,12 @@ impl NetworkAgent {
     pub async fn apply_view(&self, view: Arc<EndpointView>) {
         let mut inner = self.inner.lock().await;
         inner.view = Arc::clone(&view);
+        // The node joins the ingress network through its ingress sandbox.
+        if view.networks.values().any(|n| n.info.ingress)
+            && let Err(e) = inner.mesh.ensure().await
+        {
+            warn!("failed to set up the routing mesh: {e}");
+        }
         for (id, n) in &view.networks {
             if let Err(e) = self
                 .ensure_overlay(&mut inner, id, n.info.vni, n.info.subnet)
@@ -213,6 +290,9 @@ impl NetworkAgent {
                 }
                 Err(e) => warn!(netns = %s.netns, "failed to update the VIP balancer: {e}"),
             }
+        }
+        if let Err(e) = self.publish(&mut inner).await {
+            warn!("failed to update published ports: {e}");
         }
     }
 
@@ -270,6 +350,18 @@ impl NetworkAgent {
 }
 
 fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
+    // On ingress, the node's own endpoint lives in its ingress sandbox.
+    let own = inner
+        .view
+        .networks
+        .get(network_id)
+        .filter(|n| n.info.ingress && inner.mesh.ready)
+        .and_then(|n| n.nodes.get(node_id))
+        .map(|e| NetAttachment {
+            addr: e.addr,
+            sandbox: inner.mesh.sandbox.clone(),
+            ifname: mesh::SANDBOX_INGRESS_IF.into(),
+        });
     let attachments: Vec<NetAttachment> = inner
         .sandboxes
         .values()
@@ -283,6 +375,7 @@ fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
                     ifname: ifname.clone(),
                 })
         })
+        .chain(own)
         .collect();
     let remotes = inner
         .view

@@ -201,6 +201,7 @@ mod tests {
             spec_version: 1,
             spec: spec("vote", 1).task_template.container_spec,
             networks: vec![],
+            ports: vec![],
             created_at: Millis(0),
             updated_at: Millis(0),
         };

@@ -77,7 +77,10 @@ fn must_replace(state: &ClusterState, service: &Service, t: &Task) -> Option<&'s
             return Some("node drained or no longer satisfies constraints");
         }
     }
-    if t.spec_version < service.version && t.spec != service.spec.task_template.container_spec {
+    if t.spec_version < service.version
+        && (t.spec != service.spec.task_template.container_spec
+            || t.ports != service.spec.endpoint_spec.ports)
+    {
         return Some("service updated");
     }
     None
@@ -132,6 +135,7 @@ fn new_task(service: &Service, slot: u64, node_id: Option<&str>, now: Millis, id
         spec_version: service.version,
         spec: service.spec.task_template.container_spec.clone(),
         networks: vec![],
+        ports: service.spec.endpoint_spec.ports.clone(),
         created_at: now,
         updated_at: now,
     }

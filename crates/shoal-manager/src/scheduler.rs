@@ -102,6 +102,7 @@ mod tests {
             spec_version: 1,
             spec: spec(service, 1).task_template.container_spec,
             networks: vec![],
+            ports: vec![],
             created_at: Millis(slot),
             updated_at: Millis(slot),
         }

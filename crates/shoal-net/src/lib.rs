@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod gateway;
 pub mod link;
 pub mod neigh;
 pub mod netns;

@@ -27,6 +27,10 @@ pub struct Task {
     /// Its address on each of its networks, set by the allocator (New -> Pending).
     #[serde(rename = "NetworksAttachments", default)]
     pub networks: Vec<Attachment>,
+    /// The service's published ports when the task was made: the agent serves `mode=host`
+    /// and `traffic=local` ports from its own tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::PortConfig>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

@@ -47,6 +47,7 @@ fn task_status_never_moves_backwards() {
         spec_version: 1,
         spec: spec("web", 1).task_template.container_spec,
         networks: vec![],
+        ports: vec![],
         created_at: Millis(1),
         updated_at: Millis(1),
     };

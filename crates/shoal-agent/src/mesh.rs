@@ -1,0 +1,239 @@
+//! The routing mesh on this node: the gateway bridge (tasks' way out, like
+//! `docker_gwbridge`), the ingress sandbox (this node's endpoint on the ingress network)
+//! and the nftables rules that publish ports (`mesh::rules`).
+
+pub mod rules;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use shoal_net::gateway::{self, Gateway};
+use shoal_types::endpoint::EndpointView;
+use shoal_types::{PublishMode, Task, TrafficPolicy};
+use tracing::info;
+
+use rules::{MeshInput, Published, Serve};
+
+/// The ingress sandbox's address on the gateway bridge (Docker uses .2 too).
+const SANDBOX_GW: u32 = 2;
+/// Interface names inside the ingress sandbox.
+pub const SANDBOX_INGRESS_IF: &str = "eth0";
+const SANDBOX_GW_IF: &str = "eth1";
+/// A task's interface on the gateway bridge.
+pub const TASK_GW_IF: &str = "gw0";
+
+pub struct Mesh {
+    pub gateway: Gateway,
+    /// `shoal-ingress-<node12>`.
+    pub sandbox: String,
+    /// Set once the gateway bridge and the sandbox exist.
+    pub ready: bool,
+    /// Local addresses on the gateway bridge in use (tasks).
+    used: BTreeSet<Ipv4Addr>,
+    /// What is programmed, to skip identical updates.
+    node_rules: String,
+    ingress_rules: String,
+}
+
+/// A local task as the mesh needs it: its gateway address and the ports its service publishes.
+pub struct LocalTask<'a> {
+    pub service_id: &'a str,
+    pub gw_addr: Ipv4Addr,
+    pub task: &'a Task,
+}
+
+impl Mesh {
+    pub fn new(node_id: &str) -> Mesh {
+        Mesh {
+            gateway: Gateway::docker_default(),
+            sandbox: format!("shoal-ingress-{}", &node_id[..12.min(node_id.len())]),
+            ready: false,
+            used: BTreeSet::new(),
+            node_rules: String::new(),
+            ingress_rules: String::new(),
+        }
+    }
+
+    fn sandbox_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.gateway.subnet.network()) + SANDBOX_GW)
+    }
+
+    /// The gateway bridge and the ingress sandbox (idempotent).
+    pub async fn ensure(&mut self) -> Result<(), String> {
+        if self.ready {
+            return Ok(());
+        }
+        gateway::ensure_gateway(&self.gateway)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !shoal_net::netns_exists(&self.sandbox) {
+            shoal_net::create_netns(&self.sandbox).map_err(|e| e.to_string())?;
+        }
+        let nl = shoal_net::Netlink::in_netns(&self.sandbox)
+            .await
+            .map_err(|e| e.to_string())?;
+        nl.set_lo_up().await.map_err(|e| e.to_string())?;
+        if nl
+            .link(SANDBOX_GW_IF)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            gateway::attach_gateway(
+                &self.gateway,
+                &self.sandbox,
+                SANDBOX_GW_IF,
+                self.sandbox_addr(),
+                true,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        gateway::set_sysctl(&self.sandbox, "net/ipv4/ip_forward", "1")
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(sandbox = %self.sandbox, "routing mesh ready");
+        self.ready = true;
+        Ok(())
+    }
+
+    /// A free address on the gateway bridge for a task.
+    pub fn take_addr(&mut self) -> Option<Ipv4Addr> {
+        let base = u32::from(self.gateway.subnet.network());
+        let hosts = 1u32 << (32 - u32::from(self.gateway.subnet.prefix_len()));
+        let addr = (SANDBOX_GW + 1..hosts - 1)
+            .map(|i| Ipv4Addr::from(base + i))
+            .find(|a| !self.used.contains(a))?;
+        self.used.insert(addr);
+        Some(addr)
+    }
+
+    pub fn free_addr(&mut self, addr: Ipv4Addr) {
+        self.used.remove(&addr);
+    }
+
+    /// What to publish: cluster ports from the ingress network's services, local and host
+    /// ports from this node's own tasks.
+    pub fn input(&self, view: &EndpointView, local: &[LocalTask<'_>]) -> MeshInput {
+        let mut ports = Vec::new();
+        if let Some(ingress) = view.networks.values().find(|n| n.info.ingress) {
+            for s in ingress.services.values() {
+                for p in &s.ports {
+                    let Some(port) = p.published_port else {
+                        continue;
+                    };
+                    if p.publish_mode != PublishMode::Ingress || p.traffic != TrafficPolicy::Cluster
+                    {
+                        continue;
+                    }
+                    let mut backends: Vec<Ipv4Addr> = ingress
+                        .tasks
+                        .values()
+                        .filter(|t| t.service_id == s.id)
+                        .map(|t| t.addr.addr())
+                        .collect();
+                    backends.sort();
+                    ports.push(Published {
+                        protocol: p.protocol,
+                        port,
+                        target: p.target_port,
+                        serve: Serve::Cluster {
+                            ingress_backends: backends,
+                        },
+                    });
+                }
+            }
+        }
+        let mut local_ports: std::collections::BTreeMap<(u8, u16, u16), Vec<Ipv4Addr>> =
+            Default::default();
+        for t in local {
+            for p in &t.task.ports {
+                let Some(port) = p.published_port else {
+                    continue;
+                };
+                if p.publish_mode == PublishMode::Host || p.traffic == TrafficPolicy::Local {
+                    let key = (p.protocol as u8, port, p.target_port);
+                    local_ports.entry(key).or_default().push(t.gw_addr);
+                }
+            }
+        }
+        for ((proto, port, target), mut backends) in local_ports {
+            backends.sort();
+            let protocol = if proto == shoal_types::Protocol::Tcp as u8 {
+                shoal_types::Protocol::Tcp
+            } else {
+                shoal_types::Protocol::Udp
+            };
+            ports.push(Published {
+                protocol,
+                port,
+                target,
+                serve: Serve::Local {
+                    gateway_backends: backends,
+                },
+            });
+        }
+        ports.sort_by_key(|p| (p.port, p.protocol as u8));
+        MeshInput {
+            gateway: self.gateway,
+            sandbox: self.sandbox_addr(),
+            ingress_if: SANDBOX_INGRESS_IF.into(),
+            ports,
+        }
+    }
+
+    /// Programs both tables if they changed (each one atomic transaction).
+    pub async fn apply(&mut self, input: &MeshInput) -> Result<(), String> {
+        let node = rules::render_node(input);
+        if node != self.node_rules {
+            nft(None, &node).await?;
+            self.node_rules = node;
+        }
+        let ingress = rules::render_ingress(input);
+        if ingress != self.ingress_rules {
+            nft(Some(&self.sandbox), &ingress).await?;
+            self.ingress_rules = ingress;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `nft -f -` with `script` (one transaction), in `netns` or in our own namespace.
+async fn nft(netns: Option<&str>, script: &str) -> Result<(), String> {
+    let script = script.to_string();
+    let run = move || -> Result<(), String> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("failed to run nft (is the nftables package installed?): {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|e| format!("failed to write to nft: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("nft failed: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "nft refused the routing mesh rules: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    match netns {
+        // The child inherits the namespace of the thread that spawns it.
+        Some(ns) => shoal_net::run_in_netns_async(ns, run)
+            .await
+            .map_err(|e| e.to_string())?,
+        None => tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|e| e.to_string())?,
+    }
+}
