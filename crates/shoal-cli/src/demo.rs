@@ -1,13 +1,16 @@
 //! `shoal demo`: the seed walkthrough's two apps, shipped so that no image registry is needed.
 //! - `vote`: an HTTP server whose page says `Processed by container ID <hostname>` (the
-//!   task's short id), like the seed's voting app.
+//!   task's short id), like the seed's voting app, and the address the request came from;
+//!   optionally a UDP responder saying the same.
 //! - `client`: an idle task to `shoal exec` into (the seed's `ping anoyi.com` has no target
 //!   in a lab with no route out).
+//! - `udp-send`: one datagram and its reply, to try UDP services from inside a task.
 
 use std::net::{Ipv6Addr, SocketAddr};
 
 use anyhow::{Context, Result};
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::response::Html;
 use axum::routing::get;
 use clap::{Args, Subcommand};
@@ -18,6 +21,8 @@ pub enum DemoCmd {
     Vote(VoteArgs),
     /// Wait idly until stopped, to exec into.
     Client,
+    /// Send one UDP datagram and print the reply.
+    UdpSend(UdpSendArgs),
 }
 
 #[derive(Debug, Args)]
@@ -25,15 +30,39 @@ pub struct VoteArgs {
     /// TCP port to listen on (all addresses).
     #[arg(long, default_value_t = 80)]
     pub port: u16,
+    /// Also answer UDP datagrams on this port with the container id.
+    #[arg(long)]
+    pub udp: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct UdpSendArgs {
+    /// HOST:PORT to send to (names resolve through the task's DNS).
+    pub target: String,
+    /// What to send.
+    #[arg(default_value = "hello")]
+    pub message: String,
+    /// How long to wait for the reply, e.g. 2s.
+    #[arg(long, default_value = "2s")]
+    pub timeout: String,
 }
 
 pub async fn demo(cmd: DemoCmd) -> Result<i32> {
     match cmd {
-        DemoCmd::Vote(args) => vote(args.port).await,
+        DemoCmd::Vote(args) => {
+            if let Some(port) = args.udp {
+                let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+                    .await
+                    .with_context(|| format!("failed to listen on UDP port {port}"))?;
+                tokio::spawn(udp_echo(socket));
+            }
+            vote(args.port).await
+        }
         DemoCmd::Client => {
             terminated().await;
             Ok(0)
         }
+        DemoCmd::UdpSend(args) => udp_send(&args).await,
     }
 }
 
@@ -43,19 +72,20 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The page, with the line the seed's walkthrough looks for.
-pub fn page(id: &str) -> String {
+/// The page, with the line the seed's walkthrough looks for, and the address the request
+/// came from (to see which load-balancing paths keep it).
+pub fn page(id: &str, client: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html><head><title>Cats vs Dogs!</title></head>\n<body>\n<h3>Cats vs Dogs!</h3>\n\
-         <p>Processed by container ID {id}</p>\n</body></html>\n"
+         <p>Processed by container ID {id}</p>\n<p>Client address {client}</p>\n</body></html>\n"
     )
 }
 
 async fn vote(port: u16) -> Result<i32> {
-    let body = page(&hostname());
+    let id = hostname();
     // GET routes answer HEAD too (axum drops the body).
-    let app = Router::new().fallback(get(move || {
-        let body = body.clone();
+    let app = Router::new().fallback(get(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+        let body = page(&id, &peer.ip().to_canonical().to_string());
         async move { Html(body) }
     }));
     // One dual-stack socket: IPv4 and IPv6 clients alike.
@@ -68,12 +98,55 @@ async fn vote(port: u16) -> Result<i32> {
     };
     println!("vote: serving on port {port} as container {}", hostname());
     // On SIGTERM: stop accepting, finish the requests in flight, exit.
-    axum::serve(listener, app)
-        .with_graceful_shutdown(terminated())
-        .await
-        .context("the HTTP server failed")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(terminated())
+    .await
+    .context("the HTTP server failed")?;
     println!("vote: stopped");
     Ok(0)
+}
+
+/// Answers every datagram with the container id.
+async fn udp_echo(socket: tokio::net::UdpSocket) {
+    let reply = format!("Processed by container ID {}\n", hostname());
+    let mut buf = [0u8; 2048];
+    while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+        let _ = socket.send_to(reply.as_bytes(), from).await;
+    }
+}
+
+async fn udp_send(args: &UdpSendArgs) -> Result<i32> {
+    let timeout =
+        shoal_types::time::parse_duration_ms(&args.timeout).map_err(anyhow::Error::msg)?;
+    let target = tokio::net::lookup_host(&args.target)
+        .await
+        .with_context(|| format!("failed to resolve {}", args.target))?
+        .find(|a| a.is_ipv4())
+        .with_context(|| format!("{} has no IPv4 address", args.target))?;
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+        .await
+        .context("failed to open a UDP socket")?;
+    socket
+        .send_to(args.message.as_bytes(), target)
+        .await
+        .with_context(|| format!("failed to send to {target}"))?;
+    let mut buf = [0u8; 2048];
+    match tokio::time::timeout(
+        std::time::Duration::from_millis(timeout),
+        socket.recv_from(&mut buf),
+    )
+    .await
+    {
+        Ok(Ok((n, _))) => {
+            print!("{}", String::from_utf8_lossy(&buf[..n]));
+            Ok(0)
+        }
+        Ok(Err(e)) => anyhow::bail!("no reply from {target}: {e}"),
+        Err(_) => anyhow::bail!("no reply from {target} within {}", args.timeout),
+    }
 }
 
 async fn terminated() {
@@ -90,7 +163,9 @@ async fn terminated() {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_page_names_the_container() {
-        assert!(super::page("4f2c1a9e0b1d").contains("Processed by container ID 4f2c1a9e0b1d<"));
+    fn the_page_names_the_container_and_the_client() {
+        let page = super::page("4f2c1a9e0b1d", "10.0.0.3");
+        assert!(page.contains("Processed by container ID 4f2c1a9e0b1d<"));
+        assert!(page.contains("Client address 10.0.0.3<"));
     }
 }

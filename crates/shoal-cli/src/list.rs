@@ -230,6 +230,7 @@ mod tests {
                 status,
                 spec_version: 1,
                 networks: Vec::new(),
+                ports: Vec::new(),
                 spec: fixtures::spec("vote", 1).task_template.container_spec,
                 created_at: Millis(at),
                 updated_at: Millis(at),

@@ -76,7 +76,7 @@ fn every_flag() {
         "--network",
         "name=back,alias=api,alias=v",
         "--endpoint-mode",
-        "dnsrr",
+        "vip",
         "--dns-ttl",
         "5",
         "-p",
@@ -129,7 +129,7 @@ fn every_flag() {
     );
     assert_eq!(
         (spec.endpoint_spec.mode, spec.endpoint_spec.dns_ttl),
-        (EndpointMode::Dnsrr, Some(5))
+        (EndpointMode::Vip, Some(5))
     );
     let ports = &spec.endpoint_spec.ports;
     assert_eq!(

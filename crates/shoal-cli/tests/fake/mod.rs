@@ -98,6 +98,7 @@ impl State {
                 status,
                 spec_version: svc.version,
                 networks: Vec::new(),
+                ports: Vec::new(),
                 spec: cs.clone(),
                 created_at: now(),
                 updated_at: now(),
