@@ -33,6 +33,7 @@ fn task(id: &str, slot: u64) -> Task {
         status: TaskStatus::new(TaskState::Running, Millis(1_000), "started"),
         spec_version: 1,
         networks: Vec::new(),
+        ports: Vec::new(),
         spec: fixtures::spec("vote", 1).task_template.container_spec,
         created_at: Millis(0),
         updated_at: Millis(0),

@@ -51,6 +51,7 @@ pub(crate) fn node_command(
     node: &NodeInfo,
     program: &Path,
     daemon: bool,
+    hosts: Option<std::ffi::CString>,
 ) -> Result<Command, LabError> {
     let netns = shoal_net::open_netns(&node.netns)
         .map_err(|e| LabError::net(format!("open the namespace of {}", node.name), e))?;
@@ -66,6 +67,7 @@ pub(crate) fn node_command(
             netns,
             cgroup_procs,
             new_session: daemon,
+            hosts,
         },
     );
     Ok(cmd)
@@ -103,7 +105,7 @@ pub(crate) fn spawn_daemon(
     let log_err = log
         .try_clone()
         .map_err(|e| LabError::io(format!("duplicate the fd of {}", node.log.display()), e))?;
-    let mut cmd = node_command(lab, node, Path::new(program), true)?;
+    let mut cmd = node_command(lab, node, Path::new(program), true, None)?;
     cmd.args(args)
         .env(shoal_net::REGISTRY_ENV, registry_dir(&lab.name))
         .stdin(Stdio::null())
@@ -186,7 +188,7 @@ pub(crate) async fn run_cli(
     let mut full = vec!["-H".to_string(), host_url(&node.socket)];
     full.extend(args.iter().cloned());
     let command = format!("{} {}", shoal_bin.display(), full.join(" "));
-    let mut cmd = node_command(lab, node, shoal_bin, false)?;
+    let mut cmd = node_command(lab, node, shoal_bin, false, None)?;
     cmd.args(&full).stdin(Stdio::null());
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);

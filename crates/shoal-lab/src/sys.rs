@@ -16,6 +16,9 @@ pub(crate) struct NodeEntry {
     pub cgroup_procs: Option<OwnedFd>,
     /// Start a new session (daemons), so a terminal's signals do not reach it.
     pub new_session: bool,
+    /// A hosts file to bind over /etc/hosts in a private mount namespace (`lab exec`, so
+    /// that node names resolve on the nodes as in the seed).
+    pub hosts: Option<std::ffi::CString>,
 }
 
 impl NodeEntry {
@@ -27,6 +30,13 @@ impl NodeEntry {
         setns(&self.netns, CloneFlags::CLONE_NEWNET)?;
         if self.new_session {
             setsid()?;
+        }
+        if let Some(hosts) = &self.hosts {
+            use nix::mount::{MsFlags, mount};
+            nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
+            // Private first, so the bind below stays in this process's mount namespace.
+            mount(None::<&str>, c"/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+            mount(Some(hosts.as_c_str()), c"/etc/hosts", None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
         }
         Ok(())
     }
