@@ -23,6 +23,8 @@ pub enum DemoCmd {
     Client,
     /// Send one UDP datagram and print the reply.
     UdpSend(UdpSendArgs),
+    /// Every step of Swarm's service-discovery tutorial on a 2-node lab, checked.
+    Walkthrough(crate::walkthrough::WalkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +65,7 @@ pub async fn demo(cmd: DemoCmd) -> Result<i32> {
             Ok(0)
         }
         DemoCmd::UdpSend(args) => udp_send(&args).await,
+        DemoCmd::Walkthrough(args) => crate::walkthrough::run(args).await,
     }
 }
 

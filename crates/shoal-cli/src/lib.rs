@@ -27,6 +27,7 @@ pub mod service;
 pub mod spec;
 pub mod swarm;
 pub mod table;
+pub mod walkthrough;
 
 use std::ffi::OsString;
 
