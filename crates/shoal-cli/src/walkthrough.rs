@@ -66,6 +66,17 @@ impl Walk {
         )
     }
 
+    /// `shoal LINE` on node N, the line split at spaces as a shell would (no quoting);
+    /// `SHOAL` stands for this binary, which the tasks run as their command.
+    fn cmd(&self, node: u32, line: &str) -> Result<String> {
+        let me = self.shoal.display().to_string();
+        let args: Vec<&str> = line
+            .split_whitespace()
+            .map(|a| if a == "SHOAL" { me.as_str() } else { a })
+            .collect();
+        self.shoal(node, &args)
+    }
+
     /// A command inside a task (through `shoal exec` on the node that runs it).
     fn in_task(&self, task: &str, cmd: &[&str]) -> Result<String> {
         let node = self.node_of(task)?;
@@ -199,13 +210,12 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
         shoal: shoal.clone(),
         lab: args.name.clone(),
     };
-    let me = shoal.display().to_string();
     w.run(
         "$ shoal lab up --nodes 2",
         Command::new(&shoal).args(["lab", "up", "--nodes", "2", "--name", &args.name]),
     )?;
 
-    let ls = w.shoal(1, &["node", "ls"])?;
+    let ls = w.cmd(1, "node ls")?;
     let lines: Vec<&str> = ls.lines().skip(1).collect();
     w.check(
         "two nodes, Ready and Active",
@@ -220,53 +230,19 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
             .iter()
             .any(|l| l.contains("node1") && l.contains("Leader")),
     )?;
-    w.shoal(1, &["network", "create", "--driver", "overlay", "overlay1"])?;
+    w.cmd(1, "network create --driver overlay overlay1")?;
 
     println!("\n## 1. DNS-based load balancing (endpoint mode dnsrr)");
-    w.shoal(
-        1,
-        &[
-            "service",
-            "create",
-            "--endpoint-mode",
-            "dnsrr",
-            "--replicas",
-            "1",
-            "--name",
-            "client",
-            "--network",
-            "overlay1",
-            &me,
-            "demo",
-            "client",
-        ],
-    )?;
-    w.shoal(
-        1,
-        &[
-            "service",
-            "create",
-            "--endpoint-mode",
-            "dnsrr",
-            "--name",
-            "vote",
-            "--network",
-            "overlay1",
-            "--replicas",
-            "2",
-            &me,
-            "demo",
-            "vote",
-        ],
-    )?;
-    let ls = w.shoal(1, &["service", "ls"])?;
+    w.cmd(1, "service create --endpoint-mode dnsrr --replicas 1 --name client --network overlay1 SHOAL demo client")?;
+    w.cmd(1, "service create --endpoint-mode dnsrr --name vote --network overlay1 --replicas 2 SHOAL demo vote")?;
+    let ls = w.cmd(1, "service ls")?;
     w.check(
         "client 1/1 and vote 2/2",
         ls.lines()
             .any(|l| l.contains("client") && l.contains("1/1"))
             && ls.lines().any(|l| l.contains("vote") && l.contains("2/2")),
     )?;
-    let ps = w.shoal(1, &["service", "ps", "vote"])?;
+    let ps = w.cmd(1, "service ps vote")?;
     w.check("vote.1 and vote.2 run on node1 and node2", {
         let nodes: BTreeSet<&str> = ps
             .lines()
@@ -298,60 +274,21 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
         "curl reaches both vote tasks (two container ids)",
         ids.len() == 2,
     )?;
-    w.shoal(1, &["service", "rm", "client", "vote"])?;
+    w.cmd(1, "service rm client vote")?;
 
     println!("\n## 2. VIP-based load balancing (the default endpoint mode)");
-    w.shoal(
+    w.cmd(
         1,
-        &[
-            "service",
-            "create",
-            "--replicas",
-            "1",
-            "--name",
-            "client",
-            "--network",
-            "overlay1",
-            &me,
-            "demo",
-            "client",
-        ],
+        "service create --replicas 1 --name client --network overlay1 SHOAL demo client",
     )?;
-    w.shoal(
+    w.cmd(
         1,
-        &[
-            "service",
-            "create",
-            "--name",
-            "vote",
-            "--network",
-            "overlay1",
-            "--replicas",
-            "2",
-            &me,
-            "demo",
-            "vote",
-        ],
+        "service create --name vote --network overlay1 --replicas 2 SHOAL demo vote",
     )?;
-    let vips = w.shoal(
+    let vips = w.cmd(1, "service inspect --format {{.Endpoint.VirtualIPs}} vote")?;
+    w.cmd(
         1,
-        &[
-            "service",
-            "inspect",
-            "--format",
-            "{{.Endpoint.VirtualIPs}}",
-            "vote",
-        ],
-    )?;
-    w.shoal(
-        1,
-        &[
-            "service",
-            "inspect",
-            "--format",
-            "{{.Endpoint.VirtualIPs}}",
-            "client",
-        ],
+        "service inspect --format {{.Endpoint.VirtualIPs}} client",
     )?;
     let vip = vips
         .split_whitespace()
@@ -381,26 +318,12 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
         "curl vote alternates between the two tasks",
         seen.len() == 4 && seen.windows(2).all(|p| p[0] != p[1]),
     )?;
-    w.shoal(1, &["service", "rm", "vote"])?;
+    w.cmd(1, "service rm vote")?;
 
     println!("\n## 3. The routing mesh (published ports)");
-    w.shoal(
+    w.cmd(
         1,
-        &[
-            "service",
-            "create",
-            "--name",
-            "vote",
-            "--network",
-            "overlay1",
-            "--replicas",
-            "2",
-            "-p",
-            "8080:80",
-            &me,
-            "demo",
-            "vote",
-        ],
+        "service create --name vote --network overlay1 --replicas 2 -p 8080:80 SHOAL demo vote",
     )?;
     for (from, to) in [(1, "node2"), (2, "node1")] {
         let mut ids = BTreeSet::new();
@@ -417,17 +340,7 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
 
     println!("\n## What Swarm could not do");
     // Restarts would bring a new task at once; keep the kill visible.
-    w.shoal(
-        1,
-        &[
-            "service",
-            "update",
-            "-d",
-            "--restart-condition",
-            "none",
-            "vote",
-        ],
-    )?;
+    w.cmd(1, "service update -d --restart-condition none vote")?;
     wait_for_two(&w).await?;
     let tasks = w.tasks("vote")?;
     let (_, victim) = tasks.first().context("no vote task")?.clone();
@@ -475,26 +388,8 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
         "SRV records for published ports",
         srv.contains(" 80 vote.overlay1."),
     )?;
-    w.shoal(
-        1,
-        &[
-            "service",
-            "create",
-            "--name",
-            "web",
-            "--constraint",
-            "node.hostname==node1",
-            "--publish",
-            "published=8081,target=80,traffic=local",
-            &me,
-            "demo",
-            "vote",
-        ],
-    )?;
-    let node2 = w.shoal(
-        1,
-        &["node", "inspect", "--format", "{{.Status.Addr}}", "node2"],
-    )?;
+    w.cmd(1, "service create --name web --constraint node.hostname==node1 --publish published=8081,target=80,traffic=local SHOAL demo vote")?;
+    let node2 = w.cmd(1, "node inspect --format {{.Status.Addr}} node2")?;
     let page = w.on_node(2, &["curl", "-s", "node1:8081"])?;
     w.check(
         "traffic=local keeps the client's source address",
