@@ -139,6 +139,10 @@ pub fn create_netns(name: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(NetError::io(format!("remove stale {}", path.display()), e)),
     }
+    // Recorded before the file exists: a process killed between creating the file and
+    // mounting on it (`lab down` ends daemons with cgroup.kill) must not leave a file that
+    // nobody knows to remove.
+    record(name, true);
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -176,9 +180,9 @@ pub fn create_netns(name: &str) -> Result<()> {
         .unwrap_or_else(|_| Err(NetError::ThreadPanicked(name.to_string())));
     if let Err(e) = made {
         let _ = fs::remove_file(&path);
+        record(name, false);
         return Err(e);
     }
-    record(name, true);
     tracing::debug!(netns = name, "created network namespace");
     Ok(())
 }
