@@ -126,10 +126,10 @@ pub(crate) fn check_vips(cfg: &LbConfig, these: &[&VipService]) -> Result<(), Lb
         return Err(clash(w[0].1, w[1].1));
     }
     for other in cfg.services.values() {
-        if let Ok(i) = mine.binary_search_by_key(&u32::from(other.vip), |(vip, _)| *vip) {
-            if mine[i].1.id != other.id {
-                return Err(clash(other, mine[i].1));
-            }
+        if let Ok(i) = mine.binary_search_by_key(&u32::from(other.vip), |(vip, _)| *vip)
+            && mine[i].1.id != other.id
+        {
+            return Err(clash(other, mine[i].1));
         }
     }
     Ok(())

@@ -175,15 +175,15 @@ fn names_vip_ptr_srv_and_forwarding() {
         .to_string();
     assert_eq!(
         lab.dig(1, "client.1", &["vote"]),
-        [vip.clone()],
+        [vip.as_str()],
         "vip mode answers the VIP only"
     );
     assert_eq!(
         lab.dig(1, "client.1", &["ballot"]),
-        [vip.clone()],
+        [vip.as_str()],
         "a network alias resolves like the name"
     );
-    assert_eq!(lab.dig(1, "client.1", &["vote.overlay1"]), [vip.clone()]);
+    assert_eq!(lab.dig(1, "client.1", &["vote.overlay1"]), [vip.as_str()]);
 
     let addrs: BTreeSet<String> = votes.iter().map(|(_, id)| lab.task_addr(id)).collect();
     let tasks: BTreeSet<String> = lab
@@ -199,12 +199,12 @@ fn names_vip_ptr_srv_and_forwarding() {
     let addr = lab.task_addr(id);
     assert_eq!(
         lab.dig(1, "client.1", &[&name]),
-        [addr.clone()],
+        [addr.as_str()],
         "task name"
     );
     assert_eq!(
         lab.dig(1, "client.1", &[&id[..12]]),
-        [addr.clone()],
+        [addr.as_str()],
         "short task id"
     );
     assert_eq!(

@@ -50,7 +50,7 @@ fn scenario_2_vip_balances_refuses_when_empty_and_drops_dead_tasks() {
 
     let vips = lab.ok(1, &["service", "inspect", "--format", "{{.Endpoint.VirtualIPs}}", "vote"]);
     let vip = vips.split_whitespace().nth(1).unwrap().split('/').next().unwrap().to_string();
-    assert_eq!(lab.dig(1, "client.1", &["vote"]), [vip.clone()]);
+    assert_eq!(lab.dig(1, "client.1", &["vote"]), [vip.as_str()]);
 
     // curl vote alternates between the two tasks (round robin in the client's sandbox).
     let seen = ids(6, || text(&lab.in_task(1, "client.1", &["curl", "-s", "--max-time", "5", "vote"]).stdout));
