@@ -44,6 +44,9 @@ pub struct Line {
 pub struct Snapshot {
     pub running: u64,
     pub desired: u64,
+    /// Tasks still meant to run in slots above the replica count (a scale-down the
+    /// manager has not acted on yet).
+    pub excess: u64,
     pub lines: Vec<Line>,
     /// Ready nodes that applied the latest endpoint change, of `endpoint_nodes`.
     pub endpoint_nodes_synced: usize,
@@ -55,6 +58,7 @@ impl Snapshot {
     /// Every task is running the current spec.
     pub fn tasks_converged(&self) -> bool {
         self.running == self.desired
+            && self.excess == 0
             && self
                 .lines
                 .iter()
@@ -147,6 +151,14 @@ pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
         )
     };
     let (mut lines, mut running) = (Vec::new(), 0);
+    let excess = match spec.mode {
+        ServiceMode::Replicated { replicas } => groups
+            .iter()
+            .filter(|((slot, _), _)| *slot > replicas)
+            .filter(|(_, g)| g.iter().any(|t| t.task.desired_state <= TaskState::Running))
+            .count() as u64,
+        ServiceMode::Global {} => 0,
+    };
     let desired = match spec.mode {
         ServiceMode::Replicated { replicas } => {
             for slot in 1..=replicas {
@@ -183,6 +195,7 @@ pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
     Snapshot {
         running,
         desired,
+        excess,
         lines,
         endpoint_nodes_synced: view.status.endpoint_nodes_synced,
         endpoint_nodes: view.status.endpoint_nodes,
@@ -501,5 +514,21 @@ mod tests {
         let s = snapshot(&v, &starting);
         assert!(!s.converged());
         assert_eq!(s.endpoint_wait(), None);
+    }
+
+    #[test]
+    fn a_scale_down_waits_until_extra_slots_stop() {
+        // Scaled from 2 to 1: slot 2 still meant to run until the manager acts.
+        let tasks = [
+            task("a00000000000", 1, TaskState::Running, 10, ""),
+            task("b00000000000", 2, TaskState::Running, 10, ""),
+        ];
+        let s = snapshot(&view(1), &tasks);
+        assert_eq!(s.excess, 1);
+        assert!(!s.converged());
+        let mut stopping = tasks[1].clone();
+        stopping.task.desired_state = TaskState::Shutdown;
+        let s = snapshot(&view(1), &[tasks[0].clone(), stopping]);
+        assert!(s.converged());
     }
 }

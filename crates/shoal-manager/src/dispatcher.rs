@@ -118,7 +118,8 @@ impl Convergence {
     ) {
         self.pending.push_back((version, now));
         for s in services {
-            self.service_changed.insert(s, version);
+            let v = self.service_changed.entry(s).or_default();
+            *v = (*v).max(version);
         }
     }
 

@@ -56,6 +56,13 @@ impl Manager {
             return Arc::clone(&cache.1);
         }
         let table = Arc::new(endpoints::table(state));
+        // A caller holding an older state (sessions and API calls read the state at their
+        // own pace) gets its table but must not rewind the cache: that would record the
+        // newer change a second time under the older version, and a service could read as
+        // synced before its last change has reached anyone.
+        if state.version < cache.0 {
+            return table;
+        }
         if *table != *cache.1 {
             let changed = endpoints::changed_services(&cache.1, &table);
             lock(&self.convergence).table_changed(state.version, self.mono_ms(), changed);
