@@ -303,10 +303,16 @@ pub fn exec(lab: &str, node: u32, cmd: &[String]) -> Result<std::process::Comman
     })?;
     // Node names resolve on the nodes, as in the seed (`curl node2:8080` from node1).
     let hosts_file = lab_dir(lab).join("etc-hosts");
-    let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{}", info.render_hosts());
-    std::fs::write(&hosts_file, hosts).map_err(|e| LabError::io(format!("write {}", hosts_file.display()), e))?;
-    let hosts_c = std::ffi::CString::new(hosts_file.as_os_str().as_encoded_bytes())
-        .map_err(|_| LabError::InvalidSpec(format!("{} contains a NUL byte", hosts_file.display())))?;
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{}",
+        info.render_hosts()
+    );
+    std::fs::write(&hosts_file, hosts)
+        .map_err(|e| LabError::io(format!("write {}", hosts_file.display()), e))?;
+    let hosts_c =
+        std::ffi::CString::new(hosts_file.as_os_str().as_encoded_bytes()).map_err(|_| {
+            LabError::InvalidSpec(format!("{} contains a NUL byte", hosts_file.display()))
+        })?;
     let mut command = daemon::node_command(&info, node, Path::new(program), false, Some(hosts_c))?;
     command
         .args(args)

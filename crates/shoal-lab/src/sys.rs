@@ -35,8 +35,20 @@ impl NodeEntry {
             use nix::mount::{MsFlags, mount};
             nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
             // Private first, so the bind below stays in this process's mount namespace.
-            mount(None::<&str>, c"/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
-            mount(Some(hosts.as_c_str()), c"/etc/hosts", None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+            mount(
+                None::<&str>,
+                c"/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            mount(
+                Some(hosts.as_c_str()),
+                c"/etc/hosts",
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
         }
         Ok(())
     }

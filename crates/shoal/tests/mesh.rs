@@ -31,55 +31,164 @@ fn ids(n: usize, mut f: impl FnMut() -> String) -> Vec<String> {
 /// `curl` run in a lab node's namespace.
 fn curl_on_node(lab: &Lab, node: u32, url: &str) -> std::process::Output {
     std::process::Command::new(SHOAL)
-        .args(["lab", "exec", "--name", &lab.name, &format!("node{node}"), "--", "curl", "-s", "--max-time", "5", url])
+        .args([
+            "lab",
+            "exec",
+            "--name",
+            &lab.name,
+            &format!("node{node}"),
+            "--",
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            url,
+        ])
         .output()
         .unwrap()
 }
 
 fn node_addr(lab: &Lab, node: u32) -> String {
-    lab.ok(1, &["node", "inspect", "--format", "{{.Status.Addr}}", &format!("node{node}")]).trim().to_string()
+    lab.ok(
+        1,
+        &[
+            "node",
+            "inspect",
+            "--format",
+            "{{.Status.Addr}}",
+            &format!("node{node}"),
+        ],
+    )
+    .trim()
+    .to_string()
 }
 
 #[test]
 fn scenario_2_vip_balances_refuses_when_empty_and_drops_dead_tasks() {
     let lab = Lab::up("vip", 2, 1);
     lab.ok(1, &["network", "create", "--driver", "overlay", "overlay1"]);
-    create(&lab, &["--name", "client", "--network", "overlay1", "--constraint", "node.hostname==node1", SHOAL, "demo", "client"]);
-    create(&lab, &["--name", "vote", "--network", "overlay1", "--replicas", "2", "--restart-condition", "none", SHOAL, "demo", "vote", "--udp", "5353"]);
+    create(
+        &lab,
+        &[
+            "--name",
+            "client",
+            "--network",
+            "overlay1",
+            "--constraint",
+            "node.hostname==node1",
+            SHOAL,
+            "demo",
+            "client",
+        ],
+    );
+    create(
+        &lab,
+        &[
+            "--name",
+            "vote",
+            "--network",
+            "overlay1",
+            "--replicas",
+            "2",
+            "--restart-condition",
+            "none",
+            SHOAL,
+            "demo",
+            "vote",
+            "--udp",
+            "5353",
+        ],
+    );
     let votes = lab.wait_running("vote", 2);
 
-    let vips = lab.ok(1, &["service", "inspect", "--format", "{{.Endpoint.VirtualIPs}}", "vote"]);
-    let vip = vips.split_whitespace().nth(1).unwrap().split('/').next().unwrap().to_string();
+    let vips = lab.ok(
+        1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Endpoint.VirtualIPs}}",
+            "vote",
+        ],
+    );
+    let vip = vips
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(lab.dig(1, "client.1", &["vote"]), [vip.as_str()]);
 
     // curl vote alternates between the two tasks (round robin in the client's sandbox).
-    let seen = ids(6, || text(&lab.in_task(1, "client.1", &["curl", "-s", "--max-time", "5", "vote"]).stdout));
+    let seen = ids(6, || {
+        text(
+            &lab.in_task(1, "client.1", &["curl", "-s", "--max-time", "5", "vote"])
+                .stdout,
+        )
+    });
     let expected: BTreeSet<String> = votes.iter().map(|(_, id)| id[..12].to_string()).collect();
-    assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), expected, "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0] != w[1]), "round robin alternates: {seen:?}");
+    assert_eq!(
+        seen.iter().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "{seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "round robin alternates: {seen:?}"
+    );
     // The server sees the client's own address: no SNAT on the VIP path.
     let client_addr = lab.task_addr(&lab.tasks_by_node("client")[0].1);
     let page = text(&lab.in_task(1, "client.1", &["curl", "-s", "vote"]).stdout);
-    assert!(page.contains(&format!("Client address {client_addr}<")), "{page}");
+    assert!(
+        page.contains(&format!("Client address {client_addr}<")),
+        "{page}"
+    );
 
     // UDP through the VIP.
-    let udp = text(&lab.in_task(1, "client.1", &[SHOAL, "demo", "udp-send", "vote:5353"]).stdout);
+    let udp = text(
+        &lab.in_task(1, "client.1", &[SHOAL, "demo", "udp-send", "vote:5353"])
+            .stdout,
+    );
     assert!(udp.contains("Processed by container ID"), "{udp}");
 
     // The seed's ipvsadm view: nftables in the client's sandbox maps the VIP.
-    let nft = text(&lab.in_task(1, "client.1", &["nft", "list", "table", "ip", "shoal"]).stdout);
+    let nft = text(
+        &lab.in_task(1, "client.1", &["nft", "list", "table", "ip", "shoal"])
+            .stdout,
+    );
     assert!(nft.contains(&format!("{vip} : goto svc_")), "{nft}");
 
     // A killed task gets no new connection once its removal has reached the client's node.
     let (_, victim) = &votes[0];
-    let pid = lab.task_json(victim)["Status"]["PID"].as_u64().unwrap().to_string();
-    std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    let pid = lab.task_json(victim)["Status"]["PID"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
     let dead_addr = lab.task_addr(victim);
-    wait_for("the killed task to leave tasks.vote", Duration::from_secs(20), || {
-        let t = lab.dig(1, "client.1", &["tasks.vote"]);
-        if t.contains(&dead_addr) { Err(format!("{t:?}")) } else { Ok(()) }
+    wait_for(
+        "the killed task to leave tasks.vote",
+        Duration::from_secs(20),
+        || {
+            let t = lab.dig(1, "client.1", &["tasks.vote"]);
+            if t.contains(&dead_addr) {
+                Err(format!("{t:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let seen = ids(6, || {
+        text(
+            &lab.in_task(1, "client.1", &["curl", "-s", "--max-time", "5", "vote"])
+                .stdout,
+        )
     });
-    let seen = ids(6, || text(&lab.in_task(1, "client.1", &["curl", "-s", "--max-time", "5", "vote"]).stdout));
     assert!(seen.iter().all(|id| id != &victim[..12]), "{seen:?}");
 
     // Scaled to zero: refused at once, not a timeout.
@@ -87,7 +196,11 @@ fn scenario_2_vip_balances_refuses_when_empty_and_drops_dead_tasks() {
     let t0 = Instant::now();
     let out = lab.in_task(1, "client.1", &["curl", "-s", "--max-time", "5", "vote"]);
     assert_eq!(out.status.code(), Some(7), "curl: connection refused");
-    assert!(t0.elapsed() < Duration::from_secs(2), "refused fast, took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "refused fast, took {:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -95,7 +208,28 @@ fn scenario_3_published_port_on_every_node() {
     let lab = Lab::up("mesh", 3, 1);
     lab.ok(1, &["network", "create", "overlay1"]);
     // Two tasks, pinned away from node3: node3 runs none and still serves the port.
-    create(&lab, &["--name", "vote", "--network", "overlay1", "--replicas", "2", "--constraint", "node.hostname!=node3", "-p", "8080:80", "-p", "5353:5353/udp", SHOAL, "demo", "vote", "--udp", "5353"]);
+    create(
+        &lab,
+        &[
+            "--name",
+            "vote",
+            "--network",
+            "overlay1",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=node3",
+            "-p",
+            "8080:80",
+            "-p",
+            "5353:5353/udp",
+            SHOAL,
+            "demo",
+            "vote",
+            "--udp",
+            "5353",
+        ],
+    );
     let votes = lab.wait_running("vote", 2);
     let expected: BTreeSet<String> = votes.iter().map(|(_, id)| id[..12].to_string()).collect();
     let ls = lab.ok(1, &["service", "ls"]);
@@ -105,51 +239,152 @@ fn scenario_3_published_port_on_every_node() {
         for to in 1..=3 {
             let url = format!("http://{}:8080", node_addr(&lab, to));
             let seen = ids(4, || text(&curl_on_node(&lab, from, &url).stdout));
-            assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), expected, "node{from} -> node{to}: {seen:?}");
+            assert_eq!(
+                seen.iter().cloned().collect::<BTreeSet<_>>(),
+                expected,
+                "node{from} -> node{to}: {seen:?}"
+            );
         }
     }
-    let seen = ids(4, || text(&curl_on_node(&lab, 3, "http://localhost:8080").stdout));
-    assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), expected, "localhost on node3: {seen:?}");
+    let seen = ids(4, || {
+        text(&curl_on_node(&lab, 3, "http://localhost:8080").stdout)
+    });
+    assert_eq!(
+        seen.iter().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "localhost on node3: {seen:?}"
+    );
 
     // UDP through the published port, from another node.
     let out = std::process::Command::new(SHOAL)
-        .args(["lab", "exec", "--name", &lab.name, "node2", "--", SHOAL, "demo", "udp-send", &format!("{}:5353", node_addr(&lab, 3))])
+        .args([
+            "lab",
+            "exec",
+            "--name",
+            &lab.name,
+            "node2",
+            "--",
+            SHOAL,
+            "demo",
+            "udp-send",
+            &format!("{}:5353", node_addr(&lab, 3)),
+        ])
         .output()
         .unwrap();
-    assert!(text(&out.stdout).contains("Processed by container ID"), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Processed by container ID"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 
     // A second service cannot take the port; removing the service closes it everywhere.
-    let err = lab.fails(1, &["service", "create", "--name", "other", "-p", "8080:80", SHOAL, "demo", "vote"]);
-    assert!(err.contains("port 8080/tcp is already published by service vote"), "{err}");
+    let err = lab.fails(
+        1,
+        &[
+            "service", "create", "--name", "other", "-p", "8080:80", SHOAL, "demo", "vote",
+        ],
+    );
+    assert!(
+        err.contains("port 8080/tcp is already published by service vote"),
+        "{err}"
+    );
     lab.ok(1, &["service", "rm", "vote"]);
     for node in 1..=3 {
         let url = format!("http://{}:8080", node_addr(&lab, node));
-        wait_for(&format!("port 8080 closed on node{node}"), Duration::from_secs(20), || {
-            let out = curl_on_node(&lab, 1, &url);
-            if out.status.success() { Err(text(&out.stdout)) } else { Ok(()) }
-        });
+        wait_for(
+            &format!("port 8080 closed on node{node}"),
+            Duration::from_secs(20),
+            || {
+                let out = curl_on_node(&lab, 1, &url);
+                if out.status.success() {
+                    Err(text(&out.stdout))
+                } else {
+                    Ok(())
+                }
+            },
+        );
     }
 }
 
 #[test]
 fn traffic_local_keeps_the_client_address_and_tasks_reach_out() {
     let lab = Lab::up("local", 2, 1);
-    create(&lab, &["--name", "web", "--constraint", "node.hostname==node1", "--publish", "published=8081,target=80,traffic=local", SHOAL, "demo", "vote"]);
-    create(&lab, &["--name", "mesh", "--constraint", "node.hostname==node1", "-p", "8082:80", SHOAL, "demo", "vote"]);
+    create(
+        &lab,
+        &[
+            "--name",
+            "web",
+            "--constraint",
+            "node.hostname==node1",
+            "--publish",
+            "published=8081,target=80,traffic=local",
+            SHOAL,
+            "demo",
+            "vote",
+        ],
+    );
+    create(
+        &lab,
+        &[
+            "--name",
+            "mesh",
+            "--constraint",
+            "node.hostname==node1",
+            "-p",
+            "8082:80",
+            SHOAL,
+            "demo",
+            "vote",
+        ],
+    );
     let (node1, node2) = (node_addr(&lab, 1), node_addr(&lab, 2));
 
     // traffic=local: node1 serves from its own task and the task sees node2's address.
     let page = text(&curl_on_node(&lab, 2, &format!("http://{node1}:8081")).stdout);
     assert!(page.contains(&format!("Client address {node2}<")), "{page}");
     // ...and node2, which runs no task of web, does not serve the port.
-    assert!(!curl_on_node(&lab, 1, &format!("http://{node2}:8081")).status.success());
+    assert!(
+        !curl_on_node(&lab, 1, &format!("http://{node2}:8081"))
+            .status
+            .success()
+    );
     // The cluster path masquerades (like Swarm's routing mesh).
     let page = text(&curl_on_node(&lab, 2, &format!("http://{node1}:8082")).stdout);
-    assert!(page.contains("Processed by container ID") && !page.contains(&format!("Client address {node2}<")), "{page}");
+    assert!(
+        page.contains("Processed by container ID")
+            && !page.contains(&format!("Client address {node2}<")),
+        "{page}"
+    );
 
     // Egress through the gateway bridge: a task on node2 reaches a server on node1's address.
-    create(&lab, &["--name", "client", "--constraint", "node.hostname==node2", SHOAL, "demo", "client"]);
+    create(
+        &lab,
+        &[
+            "--name",
+            "client",
+            "--constraint",
+            "node.hostname==node2",
+            SHOAL,
+            "demo",
+            "client",
+        ],
+    );
     lab.wait_running("client", 1);
-    let out = lab.in_task(2, "client.1", &["curl", "-s", "--max-time", "5", &format!("http://{node1}:8082")]);
-    assert!(text(&out.stdout).contains("Processed by container ID"), "{}", text(&out.stderr));
+    let out = lab.in_task(
+        2,
+        "client.1",
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{node1}:8082"),
+        ],
+    );
+    assert!(
+        text(&out.stdout).contains("Processed by container ID"),
+        "{}",
+        text(&out.stderr)
+    );
 }

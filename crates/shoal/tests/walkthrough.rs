@@ -37,12 +37,21 @@ fn the_seed_walkthrough_twice() {
             .output()
             .expect("run shoal demo walkthrough");
         let transcript = text(&out.stdout);
-        assert!(out.status.success(), "run {run} failed:\n{transcript}\n{}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "run {run} failed:\n{transcript}\n{}",
+            text(&out.stderr)
+        );
         let mut rest = transcript.as_str();
         for check in CHECKS {
-            let at = rest.find(&format!("✓ {check}")).unwrap_or_else(|| panic!("run {run}: no ✓ for {check:?}"));
+            let at = rest
+                .find(&format!("✓ {check}"))
+                .unwrap_or_else(|| panic!("run {run}: no ✓ for {check:?}"));
             rest = &rest[at..];
         }
-        assert!(!std::path::Path::new(&format!("/run/shoal-lab/{name}")).exists(), "run {run} left its lab behind");
+        assert!(
+            !std::path::Path::new(&format!("/run/shoal-lab/{name}")).exists(),
+            "run {run} left its lab behind"
+        );
     }
 }
