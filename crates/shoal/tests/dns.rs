@@ -11,48 +11,14 @@ use common::*;
 
 const SLOW: Duration = Duration::from_secs(30);
 
-/// `service create`, waiting (as the CLI does without -d) until the tasks run and their
-/// endpoints have reached every node.
-fn create(lab: &Lab, args: &[&str]) {
-    let mut a = vec!["service", "create"];
-    a.extend_from_slice(args);
-    lab.ok(1, &a);
-}
-
 #[test]
 fn scenario_1_dnsrr_across_two_nodes() {
     let lab = Lab::up("dnsrr", 2, 1);
     lab.ok(1, &["network", "create", "--driver", "overlay", "overlay1"]);
-    create(
-        &lab,
-        &[
-            "--name",
-            "client",
-            "--network",
-            "overlay1",
-            "--constraint",
-            "node.hostname==node1",
-            SHOAL,
-            "demo",
-            "client",
-        ],
+    lab.create(
+        "--name client --network overlay1 --constraint node.hostname==node1 SHOAL demo client",
     );
-    create(
-        &lab,
-        &[
-            "--endpoint-mode",
-            "dnsrr",
-            "--name",
-            "vote",
-            "--network",
-            "overlay1",
-            "--replicas",
-            "2",
-            SHOAL,
-            "demo",
-            "vote",
-        ],
-    );
+    lab.create("--endpoint-mode dnsrr --name vote --network overlay1 --replicas 2 SHOAL demo vote");
     let votes = lab.wait_running("vote", 2);
     lab.wait_running("client", 1);
     let nodes: BTreeSet<u32> = votes.iter().map(|v| v.0).collect();
@@ -111,35 +77,11 @@ fn names_vip_ptr_srv_and_forwarding() {
     let lab = Lab::up_with("names", 2, 1, &["--dns-upstream", "127.0.0.1:5300"]);
     let _upstream = Upstream::start(&lab.netns(1), "127.0.0.1:5300");
     lab.ok(1, &["network", "create", "overlay1"]);
-    create(
-        &lab,
-        &[
-            "--name",
-            "client",
-            "--network",
-            "overlay1",
-            "--constraint",
-            "node.hostname==node1",
-            SHOAL,
-            "demo",
-            "client",
-        ],
+    lab.create(
+        "--name client --network overlay1 --constraint node.hostname==node1 SHOAL demo client",
     );
-    create(
-        &lab,
-        &[
-            "--name",
-            "vote",
-            "--network",
-            "name=overlay1,alias=ballot",
-            "--replicas",
-            "2",
-            "-p",
-            "8080:80",
-            SHOAL,
-            "demo",
-            "vote",
-        ],
+    lab.create(
+        "--name vote --network name=overlay1,alias=ballot --replicas 2 -p 8080:80 SHOAL demo vote",
     );
     let votes = lab.wait_running("vote", 2);
     lab.wait_running("client", 1);
@@ -248,50 +190,9 @@ fn a_killed_task_leaves_dns_on_every_node_and_networks_are_isolated() {
     let lab = Lab::up("kill", 3, 1);
     lab.ok(1, &["network", "create", "overlay1"]);
     lab.ok(1, &["network", "create", "overlay2"]);
-    create(
-        &lab,
-        &[
-            "--name",
-            "client",
-            "--mode",
-            "global",
-            "--network",
-            "overlay1",
-            SHOAL,
-            "demo",
-            "client",
-        ],
-    );
-    create(
-        &lab,
-        &[
-            "--endpoint-mode",
-            "dnsrr",
-            "--name",
-            "vote",
-            "--network",
-            "overlay1",
-            "--replicas",
-            "3",
-            "--restart-condition",
-            "none",
-            SHOAL,
-            "demo",
-            "vote",
-        ],
-    );
-    create(
-        &lab,
-        &[
-            "--name",
-            "other",
-            "--network",
-            "overlay2",
-            SHOAL,
-            "demo",
-            "client",
-        ],
-    );
+    lab.create("--name client --mode global --network overlay1 SHOAL demo client");
+    lab.create("--endpoint-mode dnsrr --name vote --network overlay1 --replicas 3 --restart-condition none SHOAL demo vote");
+    lab.create("--name other --network overlay2 SHOAL demo client");
     let votes = lab.wait_running("vote", 3);
     let clients = lab.wait_running("client", 3);
     let others = lab.wait_running("other", 1);

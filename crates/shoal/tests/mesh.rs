@@ -8,12 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn create(lab: &Lab, args: &[&str]) {
-    let mut a = vec!["service", "create"];
-    a.extend_from_slice(args);
-    lab.ok(1, &a);
-}
-
 /// The container ids `curl` reports over `n` requests run by `f`.
 fn ids(n: usize, mut f: impl FnMut() -> String) -> Vec<String> {
     (0..n)
@@ -67,38 +61,10 @@ fn node_addr(lab: &Lab, node: u32) -> String {
 fn scenario_2_vip_balances_refuses_when_empty_and_drops_dead_tasks() {
     let lab = Lab::up("vip", 2, 1);
     lab.ok(1, &["network", "create", "--driver", "overlay", "overlay1"]);
-    create(
-        &lab,
-        &[
-            "--name",
-            "client",
-            "--network",
-            "overlay1",
-            "--constraint",
-            "node.hostname==node1",
-            SHOAL,
-            "demo",
-            "client",
-        ],
+    lab.create(
+        "--name client --network overlay1 --constraint node.hostname==node1 SHOAL demo client",
     );
-    create(
-        &lab,
-        &[
-            "--name",
-            "vote",
-            "--network",
-            "overlay1",
-            "--replicas",
-            "2",
-            "--restart-condition",
-            "none",
-            SHOAL,
-            "demo",
-            "vote",
-            "--udp",
-            "5353",
-        ],
-    );
+    lab.create("--name vote --network overlay1 --replicas 2 --restart-condition none SHOAL demo vote --udp 5353");
     let votes = lab.wait_running("vote", 2);
 
     let vips = lab.ok(
@@ -208,28 +174,7 @@ fn scenario_3_published_port_on_every_node() {
     let lab = Lab::up("mesh", 3, 1);
     lab.ok(1, &["network", "create", "overlay1"]);
     // Two tasks, pinned away from node3: node3 runs none and still serves the port.
-    create(
-        &lab,
-        &[
-            "--name",
-            "vote",
-            "--network",
-            "overlay1",
-            "--replicas",
-            "2",
-            "--constraint",
-            "node.hostname!=node3",
-            "-p",
-            "8080:80",
-            "-p",
-            "5353:5353/udp",
-            SHOAL,
-            "demo",
-            "vote",
-            "--udp",
-            "5353",
-        ],
-    );
+    lab.create("--name vote --network overlay1 --replicas 2 --constraint node.hostname!=node3 -p 8080:80 -p 5353:5353/udp SHOAL demo vote --udp 5353");
     let votes = lab.wait_running("vote", 2);
     let expected: BTreeSet<String> = votes.iter().map(|(_, id)| id[..12].to_string()).collect();
     let ls = lab.ok(1, &["service", "ls"]);
@@ -310,34 +255,8 @@ fn scenario_3_published_port_on_every_node() {
 #[test]
 fn traffic_local_keeps_the_client_address_and_tasks_reach_out() {
     let lab = Lab::up("local", 2, 1);
-    create(
-        &lab,
-        &[
-            "--name",
-            "web",
-            "--constraint",
-            "node.hostname==node1",
-            "--publish",
-            "published=8081,target=80,traffic=local",
-            SHOAL,
-            "demo",
-            "vote",
-        ],
-    );
-    create(
-        &lab,
-        &[
-            "--name",
-            "mesh",
-            "--constraint",
-            "node.hostname==node1",
-            "-p",
-            "8082:80",
-            SHOAL,
-            "demo",
-            "vote",
-        ],
-    );
+    lab.create("--name web --constraint node.hostname==node1 --publish published=8081,target=80,traffic=local SHOAL demo vote");
+    lab.create("--name mesh --constraint node.hostname==node1 -p 8082:80 SHOAL demo vote");
     let (node1, node2) = (node_addr(&lab, 1), node_addr(&lab, 2));
 
     // traffic=local: node1 serves from its own task and the task sees node2's address.
@@ -358,18 +277,7 @@ fn traffic_local_keeps_the_client_address_and_tasks_reach_out() {
     );
 
     // Egress through the gateway bridge: a task on node2 reaches a server on node1's address.
-    create(
-        &lab,
-        &[
-            "--name",
-            "client",
-            "--constraint",
-            "node.hostname==node2",
-            SHOAL,
-            "demo",
-            "client",
-        ],
-    );
+    lab.create("--name client --constraint node.hostname==node2 SHOAL demo client");
     lab.wait_running("client", 1);
     let out = lab.in_task(
         2,

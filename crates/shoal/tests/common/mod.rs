@@ -268,3 +268,17 @@ impl Lab {
         )
     }
 }
+
+impl Lab {
+    /// `shoal service create ARGS` on node1, waiting (as the CLI does without -d) until the
+    /// tasks run and their endpoints have reached every node. ARGS is split at spaces;
+    /// `SHOAL` stands for the shoal binary (the demo apps' command).
+    pub fn create(&self, args: &str) {
+        let mut a = vec!["service", "create"];
+        a.extend(
+            args.split_whitespace()
+                .map(|w| if w == "SHOAL" { SHOAL } else { w }),
+        );
+        self.ok(1, &a);
+    }
+}
