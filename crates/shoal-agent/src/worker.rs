@@ -23,8 +23,6 @@ pub type Report = (String, TaskStatus);
 pub struct Worker {
     cfg: AgentConfig,
     network: NetworkAgent,
-    /// The endpoint table as last applied; DNS and the data plane follow it.
-    endpoints: tokio::sync::watch::Sender<Arc<EndpointView>>,
     // Guarded by a std mutex: held only for map updates, never across an await.
     tasks: Mutex<HashMap<String, Local>>,
     /// Set when the daemon stops: no task starts after it.
@@ -59,7 +57,6 @@ impl Worker {
         Arc::new(Worker {
             cfg,
             network,
-            endpoints: tokio::sync::watch::Sender::new(Arc::new(EndpointView::default())),
             tasks: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
             reports,
@@ -77,12 +74,7 @@ impl Worker {
 
     /// Applies a new endpoint table; returns once this node acts on it.
     pub async fn apply_endpoints(&self, view: Arc<EndpointView>) {
-        self.network.apply_view(Arc::clone(&view)).await;
-        self.endpoints.send_replace(view);
-    }
-
-    pub fn endpoints(&self) -> tokio::sync::watch::Receiver<Arc<EndpointView>> {
-        self.endpoints.subscribe()
+        self.network.apply_view(view).await;
     }
 
     /// The pid of a task this node runs, for `shoal exec`.

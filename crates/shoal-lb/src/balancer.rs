@@ -25,6 +25,9 @@ pub enum Transport {
 /// It remembers what it programmed, so an update sends only the difference and never lists
 /// the kernel's rules. Whoever else edits the table makes the next update fail (and leave the
 /// rules as they were) rather than silently diverge: recreate the balancer then.
+///
+/// Dropping it leaves the table in place (the sandbox's namespace takes it along when it
+/// goes); [`Balancer::remove`] deletes it.
 pub struct Balancer {
     netns: String,
     /// What the kernel holds. Replaced only once the kernel accepted a transaction, so a
@@ -89,10 +92,13 @@ impl Balancer {
     /// Applies `new` as one transaction with only what changed. On error the rules and
     /// [`Balancer::programmed`] stay as they were, and the error names the failing command.
     ///
-    /// Returns the flows that went to backends `new` no longer has for their VIP and port:
-    /// flush them with [`crate::flush_conntrack`], or UDP flows keep reaching dead tasks.
-    /// `new` is taken by value because it becomes the balancer's record (no copy of 10,000
-    /// services per update).
+    /// Returns the flows that went to backends `new` no longer has for their VIP: flush them
+    /// with [`crate::flush_conntrack`], or UDP flows keep reaching dead tasks. `new` is taken
+    /// by value because it becomes the balancer's record (no copy of 10,000 services per
+    /// update).
+    ///
+    /// Not cancel-safe: if the future is dropped while the kernel works, whether the
+    /// transaction applied is unknown; recreate the balancer then.
     pub async fn update(&mut self, new: LbConfig) -> Result<Vec<StaleFlows>, LbError> {
         // Only what changed is validated and diffed: at 10,000 services a full pass over the
         // config costs more than the kernel's part of a small transaction.

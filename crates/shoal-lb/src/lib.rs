@@ -4,15 +4,23 @@
 //! Each sandbox (a network namespace whose tasks connect to service VIPs) gets one table,
 //! `ip shoal`, and nothing else in it is touched. Its nat OUTPUT chain looks the destination
 //! up in verdict maps (`VIP . proto . port`, or `VIP` for services without declared ports) and
-//! jumps to a chain per (service, port) that DNATs round robin (`numgen inc mod N`) to the
-//! service's running tasks, address only (VIP port = task port, as in Swarm). The client's
-//! source address is kept. A filter OUTPUT chain refuses at once (TCP reset, ICMP port
-//! unreachable) whatever is still addressed to a VIP after that: a service without tasks, or
-//! a port it does not balance. The layout and why it uses shared backend maps: [`plan`].
+//! jumps to the service's chain, which DNATs round robin (`numgen inc mod N`, one counter per
+//! service as Swarm's IPVS has one per VIP) to the service's running tasks, address only (VIP
+//! port = task port, as in Swarm). The client's source address is kept. A filter OUTPUT chain
+//! refuses at once (TCP reset, ICMP port unreachable) whatever is still addressed to a VIP
+//! after that: a service without tasks, or a port it does not balance. The layout, and why
+//! backends live in shared maps: [`mod@plan`].
+//!
+//! Updates go to the kernel as our own nfnetlink batch on a socket kept in the sandbox
+//! ([`netlink`] says why not `nft -f`); the table is created once by `nft -f -`. Figures on
+//! this machine (bench/vip): one endpoint change with 10,000 services programmed takes
+//! ~0.3-0.5 ms when a task is replaced and ~3-5 ms when the number of tasks changes (the
+//! kernel then re-validates every chain of the table); a new connection through a VIP costs
+//! ~3-5 µs more than straight to a task, flat from 1 to 10,000 services.
 //!
 //! # Layout
 //! - [`model`]: [`LbConfig`], [`VipService`], [`Proto`]: the input, and its validation.
-//! - [`plan`]: [`plan()`](plan::plan) and [`removed_backends`], the pure diff from one config
+//! - [`mod@plan`]: [`plan()`](plan::plan) and [`removed_backends`], the pure diff from one config
 //!   to the next as [`Op`]s. No I/O.
 //! - [`text`]: [`render_create`] and [`render_update`], the ops as nft text (what `nft -f`
 //!   takes and what errors quote). Pure.

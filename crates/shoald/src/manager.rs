@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_api::ApiError;
-use shoal_manager::dispatcher::{self, Convergence, Heartbeats};
+use shoal_manager::dispatcher::{Convergence, Heartbeats};
 use shoal_manager::{allocator, endpoints, orchestrator, scheduler};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
@@ -223,11 +223,6 @@ impl Manager {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-    }
-
-    /// The tasks to send a node's agent.
-    pub fn assignments(&self, node_id: &str) -> Vec<shoal_types::Task> {
-        dispatcher::assignments(&self.state(), node_id)
     }
 }
 

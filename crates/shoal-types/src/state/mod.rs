@@ -464,10 +464,6 @@ impl ClusterState {
             .values()
             .filter(move |t| t.service_id == service_id)
     }
-
-    pub fn leader_hint(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(|n| n.is_manager())
-    }
 }
 
 mod network;
