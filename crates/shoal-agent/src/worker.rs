@@ -246,7 +246,7 @@ impl Worker {
         }
 
         let exit = running.wait().await;
-        let stopping = self.locked().remove(&id).is_some_and(|l| l.stopping);
+        let stopping = self.locked().get(&id).is_some_and(|l| l.stopping);
         let mut st = match (stopping, exit) {
             (true, _) => status(TaskState::Shutdown, "shutdown"),
             (false, Some(0)) => status(TaskState::Complete, "finished"),
@@ -264,5 +264,7 @@ impl Worker {
         self.network.release_task(&id).await;
         self.report(&id, st);
         shoal_exec::cleanup(&spec).await;
+        // Only now: `stop_all` waits for this, so a stopping daemon leaves no sandbox behind.
+        self.locked().remove(&id);
     }
 }

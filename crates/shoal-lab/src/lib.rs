@@ -316,6 +316,9 @@ pub fn exec(lab: &str, node: u32, cmd: &[String]) -> Result<std::process::Comman
     let mut command = daemon::node_command(&info, node, Path::new(program), false, Some(hosts_c))?;
     command
         .args(args)
-        .env("SHOAL_HOST", daemon::host_url(&node.socket));
+        .env("SHOAL_HOST", daemon::host_url(&node.socket))
+        // Whatever runs in the lab (a daemon restarted by hand, too) records the namespaces
+        // it creates, so that `lab down` finds them.
+        .env(shoal_net::REGISTRY_ENV, state::registry_dir(lab));
     Ok(command)
 }
