@@ -45,6 +45,7 @@ pub struct LocalTask<'a> {
 impl Mesh {
     pub fn new(node_id: &str) -> Mesh {
         Mesh {
+            // Chosen for real in `ensure`, against what the node uses.
             gateway: Gateway::docker_default(),
             sandbox: format!("shoal-ingress-{}", &node_id[..12.min(node_id.len())]),
             ready: false,
@@ -58,11 +59,15 @@ impl Mesh {
         Ipv4Addr::from(u32::from(self.gateway.subnet.network()) + SANDBOX_GW)
     }
 
-    /// The gateway bridge and the ingress sandbox (idempotent).
-    pub async fn ensure(&mut self) -> Result<(), String> {
+    /// The gateway bridge and the ingress sandbox (idempotent). `overlays` are the subnets
+    /// of the networks this node knows: a task has both, so they must not overlap.
+    pub async fn ensure(&mut self, overlays: &[ipnet::Ipv4Net]) -> Result<(), String> {
         if self.ready {
             return Ok(());
         }
+        self.gateway = choose_gateway(&shoal_net::host::host_reserved(), overlays).ok_or(
+            "no free /16 in 172.18.0.0-172.31.255.255 for the gateway bridge: the host uses them all",
+        )?;
         gateway::ensure_gateway(&self.gateway)
             .await
             .map_err(|e| e.to_string())?;
@@ -198,6 +203,29 @@ impl Mesh {
     }
 }
 
+/// The first /16 of 172.18–172.31 (Docker's range for its bridges) that overlaps nothing the
+/// node uses, other than our own bridge (so a restarted daemon keeps its subnet), and no
+/// overlay network.
+pub fn choose_gateway(
+    reserved: &[shoal_net::host::Reserved],
+    overlays: &[ipnet::Ipv4Net],
+) -> Option<Gateway> {
+    let overlaps =
+        |a: ipnet::Ipv4Net, b: ipnet::Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    (18..=31u8).find_map(|second| {
+        let subnet = ipnet::Ipv4Net::new(Ipv4Addr::new(172, second, 0, 0), 16).ok()?;
+        let taken = reserved
+            .iter()
+            .filter(|r| r.ifname.as_deref() != Some(gateway::GW_BRIDGE))
+            .any(|r| overlaps(r.net, subnet))
+            || overlays.iter().any(|o| overlaps(*o, subnet));
+        (!taken).then(|| Gateway {
+            subnet,
+            addr: Ipv4Addr::new(172, second, 0, 1),
+        })
+    })
+}
+
 /// Runs `nft -f -` with `script` (one transaction), in `netns` or in our own namespace.
 async fn nft(netns: Option<&str>, script: &str) -> Result<(), String> {
     let script = script.to_string();
@@ -235,5 +263,38 @@ async fn nft(netns: Option<&str>, script: &str) -> Result<(), String> {
         None => tokio::task::spawn_blocking(run)
             .await
             .map_err(|e| e.to_string())?,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_net::host::Reserved;
+
+    fn r(net: &str, ifname: Option<&str>) -> Reserved {
+        Reserved {
+            net: net.parse().unwrap(),
+            what: net.into(),
+            ifname: ifname.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_gateway_avoids_the_host_and_overlays_but_not_itself() {
+        assert_eq!(
+            choose_gateway(&[], &[]).unwrap().subnet.to_string(),
+            "172.18.0.0/16"
+        );
+        let host = [r("172.18.5.0/24", Some("eth0")), r("172.19.0.0/16", None)];
+        let g = choose_gateway(&host, &["172.20.1.0/24".parse().unwrap()]).unwrap();
+        assert_eq!(
+            (g.subnet.to_string(), g.addr.to_string()),
+            ("172.21.0.0/16".into(), "172.21.0.1".into())
+        );
+        let ours = [r("172.18.0.0/16", Some(gateway::GW_BRIDGE))];
+        assert_eq!(
+            choose_gateway(&ours, &[]).unwrap().subnet.to_string(),
+            "172.18.0.0/16"
+        );
     }
 }

@@ -173,7 +173,8 @@ impl NetworkAgent {
         task_id: &str,
         netns: &str,
     ) -> Result<(), String> {
-        inner.mesh.ensure().await?;
+        let overlays = subnets(&inner.view);
+        inner.mesh.ensure(&overlays).await?;
         let addr = inner
             .mesh
             .take_addr()
@@ -242,7 +243,7 @@ impl NetworkAgent {
         inner.view = Arc::clone(&view);
         // The node joins the ingress network through its ingress sandbox.
         if view.networks.values().any(|n| n.info.ingress)
-            && let Err(e) = inner.mesh.ensure().await
+            && let Err(e) = inner.mesh.ensure(&subnets(&view)).await
         {
             warn!("failed to set up the routing mesh: {e}");
         }
@@ -347,6 +348,10 @@ impl NetworkAgent {
             Err(e) => Err(format!("failed to program overlay {}: {e}", ov.spec.netns)),
         }
     }
+}
+
+fn subnets(view: &EndpointView) -> Vec<Ipv4Net> {
+    view.networks.values().map(|n| n.info.subnet).collect()
 }
 
 fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {

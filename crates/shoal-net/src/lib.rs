@@ -18,6 +18,7 @@
 
 mod error;
 pub mod gateway;
+pub mod host;
 pub mod link;
 pub mod neigh;
 pub mod netns;
