@@ -300,3 +300,72 @@ fn drain_node_failure_and_manager_restart() {
     drop(lab);
     restarted.wait().unwrap();
 }
+
+#[test]
+fn three_managers_survive_the_leader_stopping() {
+    let lab = Lab::up("ha", 3, 3);
+    let ls = lab.ok(1, &["node", "ls"]);
+    assert_eq!(
+        ls.lines()
+            .filter(|l| l.contains("Reachable") || l.contains("Leader"))
+            .count(),
+        3,
+        "{ls}"
+    );
+    lab.create("--name web --replicas 3 SHOAL demo client");
+    lab.wait_running("web", 3);
+
+    // Stop the leader's daemon: the two others elect a leader and keep the service.
+    let pid = lab.daemon_pid(1).expect("node1's shoald");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        "a new leader among node2 and node3, and node1 unreachable",
+        SLOW,
+        || {
+            let out = lab.shoal(2, &["node", "ls"]);
+            let s = text(&out.stdout);
+            let leader = s.lines().find(|l| l.contains("Leader")).unwrap_or("");
+            let node1_gone = s
+                .lines()
+                .any(|l| l.contains("node1") && l.contains("Down") && l.contains("Unreachable"));
+            if (leader.contains("node2") || leader.contains("node3")) && node1_gone {
+                Ok(())
+            } else {
+                Err(s + &text(&out.stderr))
+            }
+        },
+    );
+    // The replicas that ran on node1 come back on the others, decided by the new leader.
+    wait_for(
+        "web back to 3 running tasks on node2 and node3",
+        SLOW,
+        || {
+            let out = lab.shoal(
+                2,
+                &[
+                    "service",
+                    "ps",
+                    "--format",
+                    "{{.Node}} {{.DesiredState}} {{.CurrentState}}",
+                    "web",
+                ],
+            );
+            let s = text(&out.stdout);
+            let running: Vec<&str> = s
+                .lines()
+                .filter(|l| l.contains(" Running Running"))
+                .map(|l| l.split(' ').next().unwrap_or(""))
+                .collect();
+            if running.len() == 3 && running.iter().all(|n| *n != "node1") {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        },
+    );
+    // Writes work through any remaining manager.
+    lab.ok(3, &["service", "scale", "web=4"]);
+}
