@@ -207,12 +207,15 @@ pub async fn wait(client: &Client, service: &str, timeout: Duration) -> Result<(
     let mut out = Output::new(std::io::stdout().is_terminal());
     let start = Instant::now();
     loop {
-        let view = client.service(service).await?;
+        // Tasks first, then the service: its endpoint sync then describes a state at least
+        // as new as the tasks seen, so a change the tasks show cannot read as synced before
+        // the daemon has even recorded it.
         let filter = TaskFilter {
-            service: Some(view.service.id.clone()),
+            service: Some(service.to_string()),
             node: None,
         };
         let tasks = client.tasks(&filter).await?;
+        let view = client.service(service).await?;
         let snap = snapshot(&view, &tasks);
         out.show(&snap);
         if snap.converged() {
