@@ -191,12 +191,16 @@ impl Mesh {
     pub async fn apply(&mut self, input: &MeshInput) -> Result<(), String> {
         let node = rules::render_node(input);
         if node != self.node_rules {
-            nft(None, &node).await?;
+            shoal_lb::nft_transaction(None, &node)
+                .await
+                .map_err(|e| format!("nft refused the routing mesh rules: {e}"))?;
             self.node_rules = node;
         }
         let ingress = rules::render_ingress(input);
         if ingress != self.ingress_rules {
-            nft(Some(&self.sandbox), &ingress).await?;
+            shoal_lb::nft_transaction(Some(&self.sandbox), &ingress)
+                .await
+                .map_err(|e| format!("nft refused the ingress rules: {e}"))?;
             self.ingress_rules = ingress;
         }
         Ok(())
@@ -224,46 +228,6 @@ pub fn choose_gateway(
             addr: Ipv4Addr::new(172, second, 0, 1),
         })
     })
-}
-
-/// Runs `nft -f -` with `script` (one transaction), in `netns` or in our own namespace.
-async fn nft(netns: Option<&str>, script: &str) -> Result<(), String> {
-    let script = script.to_string();
-    let run = move || -> Result<(), String> {
-        use std::io::Write;
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("failed to run nft (is the nftables package installed?): {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .map_err(|e| format!("failed to write to nft: {e}"))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("nft failed: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "nft refused the routing mesh rules: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    };
-    match netns {
-        // The child inherits the namespace of the thread that spawns it.
-        Some(ns) => shoal_net::run_in_netns_async(ns, run)
-            .await
-            .map_err(|e| e.to_string())?,
-        None => tokio::task::spawn_blocking(run)
-            .await
-            .map_err(|e| e.to_string())?,
-    }
 }
 
 #[cfg(test)]

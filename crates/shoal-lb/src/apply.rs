@@ -5,13 +5,11 @@
 //! namespace. Work happens on a fresh std thread that `setns`es and ends with the work;
 //! children it spawns and sockets it creates keep that namespace.
 
-use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
-use nix::sched::{CloneFlags, setns};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
     setsockopt, socket, sockopt,
@@ -23,47 +21,33 @@ use crate::netlink::{Ack, Batch, parse_acks};
 
 /// Checks that `name` is a plain file name under /run/netns.
 pub(crate) fn validate_netns(name: &str) -> Result<(), LbError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(LbError::InvalidNetns(name.to_string()))
-    }
+    Ok(shoal_net::validate_netns_name(name)?)
 }
 
-/// Runs `work` on a new thread inside network namespace `netns` and returns its result.
+/// Runs `work` on a new thread inside network namespace `netns` (shoal-net's helper) and
+/// returns its result.
 pub(crate) async fn in_netns<T, F>(netns: &str, work: F) -> Result<T, LbError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, LbError> + Send + 'static,
 {
-    validate_netns(netns)?;
-    let file = File::open(format!("/run/netns/{netns}")).map_err(|source| LbError::OpenNetns {
-        netns: netns.to_string(),
-        source,
-    })?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let name = netns.to_string();
-    std::thread::Builder::new()
-        .name("shoal-lb-netns".to_string())
-        .spawn(move || {
-            let result = setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(|source| LbError::EnterNetns {
-                    netns: name,
-                    source,
-                })
-                .and_then(|()| work());
-            let _ = tx.send(result);
-        })
-        .map_err(|_| LbError::NetnsThread(netns.to_string()))?;
-    rx.await
-        .map_err(|_| LbError::NetnsThread(netns.to_string()))?
+    shoal_net::run_in_netns_async(netns, work).await?
+}
+
+/// Applies `script` as one `nft -f -` transaction in network namespace `netns`, or in the
+/// caller's own namespace with `None` (for tables of ours that live elsewhere than a
+/// sandbox, such as the routing mesh's).
+pub async fn nft_transaction(netns: Option<&str>, script: &str) -> Result<(), LbError> {
+    let script = script.to_string();
+    match netns {
+        Some(ns) => {
+            let name = ns.to_string();
+            in_netns(ns, move || run_nft(&name, &script)).await
+        }
+        None => tokio::task::spawn_blocking(move || run_nft("(own)", &script))
+            .await
+            .map_err(|_| LbError::NetnsThread("(own)".into()))?,
+    }
 }
 
 /// Runs `nft -f -` with `text` on stdin; call it on a thread inside the namespace.

@@ -14,27 +14,9 @@ pub enum LbError {
         /// What is wrong, as a verb phrase.
         reason: String,
     },
-    /// The namespace name cannot be a file under /run/netns.
-    #[error("invalid network namespace name {0:?}: use letters, digits, '.', '_' and '-'")]
-    InvalidNetns(String),
-    /// /run/netns/NAME could not be opened.
-    #[error("failed to open network namespace {netns} (does /run/netns/{netns} exist?): {source}")]
-    OpenNetns {
-        /// The namespace name.
-        netns: String,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// setns(2) failed.
-    #[error("failed to enter network namespace {netns} (are we root?): {source}")]
-    EnterNetns {
-        /// The namespace name.
-        netns: String,
-        /// Why.
-        #[source]
-        source: nix::Error,
-    },
+    /// The sandbox's namespace could not be found or entered.
+    #[error(transparent)]
+    Netns(#[from] shoal_net::NetError),
     /// The helper thread that works inside the namespace died before answering.
     #[error("the helper thread working in network namespace {0} died")]
     NetnsThread(String),

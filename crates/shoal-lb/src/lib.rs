@@ -44,6 +44,7 @@ pub mod netlink;
 pub mod plan;
 pub mod text;
 
+pub use apply::nft_transaction;
 pub use balancer::{Balancer, Transport};
 pub use conntrack::{ensure_tcp_timeout, flush_conntrack, tcp_established_timeout};
 pub use error::LbError;
