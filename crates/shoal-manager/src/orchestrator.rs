@@ -77,13 +77,21 @@ fn must_replace(state: &ClusterState, service: &Service, t: &Task) -> Option<&'s
             return Some("node drained or no longer satisfies constraints");
         }
     }
-    if t.spec_version < service.version
-        && (t.spec != service.spec.task_template.container_spec
-            || t.ports != service.spec.endpoint_spec.ports)
-    {
-        return Some("service updated");
+    if outdated(service, t) {
+        return Some(UPDATED);
     }
     None
+}
+
+/// Slots updated at once by a spec change (docker's default `--update-parallelism 1`).
+const UPDATE_PARALLELISM: usize = 1;
+const UPDATED: &str = "service updated";
+
+/// Made from an older spec that differs in what the task runs or publishes.
+fn outdated(service: &Service, t: &Task) -> bool {
+    t.spec_version < service.version
+        && (t.spec != service.spec.task_template.container_spec
+            || t.ports != service.spec.endpoint_spec.ports)
 }
 
 /// A node may keep running this service's tasks (not drained, constraints hold).
@@ -161,32 +169,66 @@ fn replicated(
     for t in tasks {
         by_slot.entry(t.slot).or_default().push(t);
     }
+    // Slots already being updated: a new task that does not run yet beside an old one.
+    let mut updating = by_slot
+        .values()
+        .filter(|ts| {
+            let live = |t: &&&Task| t.desired_state <= TaskState::Running;
+            ts.iter().filter(live).any(|t| outdated(service, t))
+                && ts
+                    .iter()
+                    .filter(live)
+                    .any(|t| !outdated(service, t) && t.status.state != TaskState::Running)
+        })
+        .count();
     for slot in 1..=replicas.max(by_slot.keys().max().copied().unwrap_or(0)) {
         let slot_tasks = by_slot.get(&slot).map(Vec::as_slice).unwrap_or(&[]);
-        let mut live: Vec<&Task> = Vec::new();
+        let (mut current, mut old): (Vec<&Task>, Vec<&Task>) = (Vec::new(), Vec::new());
         for t in slot_tasks
             .iter()
             .filter(|t| t.desired_state <= TaskState::Running)
         {
-            if slot > replicas || must_replace(state, service, t).is_some() {
-                out.shutdown.insert(t.id.clone());
-            } else {
-                live.push(t);
+            match must_replace(state, service, t) {
+                _ if slot > replicas => {
+                    out.shutdown.insert(t.id.clone());
+                }
+                // An outdated task keeps serving until its successor runs (start first).
+                Some(why) if why == UPDATED => old.push(t),
+                Some(_) => {
+                    out.shutdown.insert(t.id.clone());
+                }
+                None => current.push(t),
             }
         }
-        // Two live tasks in one slot should not happen; keep the newest.
-        live.sort_by_key(|t| t.created_at);
-        while live.len() > 1 {
-            out.shutdown.insert(live.remove(0).id.clone());
-        }
-        if slot > replicas || !live.is_empty() {
+        if slot > replicas {
             continue;
         }
-        let last = slot_tasks.iter().max_by_key(|t| t.created_at).copied();
-        let ended = slot_tasks.iter().filter(|t| ended_on_its_own(t)).count();
-        if restart_allowed(service, last, ended, now) {
-            out.create
-                .push(new_task(service, slot, None, now, new_id()));
+        // Two current tasks in one slot should not happen; keep the newest.
+        current.sort_by_key(|t| t.created_at);
+        while current.len() > 1 {
+            out.shutdown.insert(current.remove(0).id.clone());
+        }
+        match current.first() {
+            Some(new) if new.status.state == TaskState::Running => {
+                out.shutdown.extend(old.iter().map(|t| t.id.clone()));
+            }
+            Some(_) => {}
+            None if !old.is_empty() => {
+                // Rolling update: one slot at a time (docker's --update-parallelism 1).
+                if updating < UPDATE_PARALLELISM {
+                    updating += 1;
+                    out.create
+                        .push(new_task(service, slot, None, now, new_id()));
+                }
+            }
+            None => {
+                let last = slot_tasks.iter().max_by_key(|t| t.created_at).copied();
+                let ended = slot_tasks.iter().filter(|t| ended_on_its_own(t)).count();
+                if restart_allowed(service, last, ended, now) {
+                    out.create
+                        .push(new_task(service, slot, None, now, new_id()));
+                }
+            }
         }
     }
 }

@@ -296,3 +296,36 @@ fn traffic_local_keeps_the_client_address_and_tasks_reach_out() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn no_request_fails_while_tasks_stop() {
+    let lab = Lab::up("drain", 2, 1);
+    lab.ok(1, &["network", "create", "overlay1"]);
+    lab.create(
+        "--name client --network overlay1 --constraint node.hostname==node1 SHOAL demo client",
+    );
+    lab.create("--name vote --network overlay1 --replicas 3 SHOAL demo vote");
+    // A steady stream of requests through the VIP while tasks stop and start.
+    let load = std::process::Command::new(SHOAL)
+        .args(["-H", &lab.socket(1), "exec", "client.1", "--", "sh", "-c"])
+        .arg("for i in $(seq 1 300); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 vote; done")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    lab.ok(1, &["service", "scale", "vote=2"]);
+    lab.ok(
+        1,
+        &["service", "update", "--env-add", "GENERATION=2", "vote"],
+    );
+    lab.ok(1, &["service", "scale", "vote=3"]);
+    let out = load.wait_with_output().unwrap();
+    let codes = text(&out.stdout);
+    let failed: Vec<&str> = codes.lines().filter(|c| *c != "200").collect();
+    assert_eq!(codes.lines().count(), 300, "{codes}");
+    assert!(
+        failed.is_empty(),
+        "{} of 300 requests failed while tasks stopped: {failed:?}",
+        failed.len()
+    );
+}

@@ -79,9 +79,12 @@ async fn session_loop(
                 .await;
             return;
         }
-        let tasks = serde_json::to_vec(&shoal_manager::dispatcher::assignments(&state, node_id))
-            .unwrap_or_default();
         let table = manager.endpoint_table(&state);
+        let assigned = manager.drain_before_stop(
+            &state,
+            shoal_manager::dispatcher::assignments(&state, node_id),
+        );
+        let tasks = serde_json::to_vec(&assigned).unwrap_or_default();
         let view = shoal_manager::endpoints::node_view(&state, &table, node_id);
         let delta = sent.diff(&view);
         let endpoints_changed = !delta.is_empty() || sent.version == 0;
@@ -111,7 +114,12 @@ async fn session_loop(
             manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
         }
         // Wake on a state change, or after a while to notice a leadership loss.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), state_rx.changed()).await;
+        // ...or an ack, which may release a task held for draining.
+        tokio::select! {
+            _ = state_rx.changed() => {}
+            _ = manager.acked.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use shoal_manager::{allocator, endpoints, orchestrator, scheduler};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
 use shoal_types::endpoint::NetworkEndpoints;
-use shoal_types::{ClusterState, Command, CommandResult, NodeState};
+use shoal_types::{ClusterState, Command, CommandResult, NodeState, TaskState};
 use tracing::{debug, info, warn};
 
 use crate::errors::apply_error;
@@ -25,10 +25,15 @@ pub struct Manager {
     endpoints: Mutex<(u64, Arc<EndpointTable>)>,
     /// How far endpoint changes have reached (leader only).
     pub convergence: Mutex<Convergence>,
+    /// Woken on every endpoint ack: sessions re-check the tasks they hold for draining.
+    pub acked: tokio::sync::Notify,
     started: Instant,
 }
 
 pub type EndpointTable = BTreeMap<String, NetworkEndpoints>;
+
+/// The longest a stopping task is kept running while its endpoint removal propagates.
+const DRAIN_LIMIT_MS: u64 = 10_000;
 
 /// How long a write waits for a leader to be elected before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -40,6 +45,7 @@ impl Manager {
             heartbeats: Mutex::new(Heartbeats::default()),
             endpoints: Mutex::new((0, Arc::new(BTreeMap::new()))),
             convergence: Mutex::new(Convergence::default()),
+            acked: tokio::sync::Notify::new(),
             started: Instant::now(),
         })
     }
@@ -87,10 +93,40 @@ impl Manager {
         match event {
             Progress::Sent(v) => c.sent(node, v),
             Progress::Unchanged(v) => c.unchanged(node, v),
-            Progress::Acked(v) => c.acked(node, v),
+            Progress::Acked(v) => {
+                c.acked(node, v);
+                self.acked.notify_waiters();
+            }
             Progress::Disconnected => c.disconnected(node),
         }
         c.settle(self.mono_ms(), &Self::ready_nodes(state));
+    }
+
+    /// Drain before stop: a task that is to stop keeps running (its agent is told it is
+    /// still desired) until the endpoint change that took it out of DNS and the VIPs has
+    /// reached every Ready node, so that no new connection is sent to a task that is
+    /// going away. Bounded by `DRAIN_LIMIT_MS`, so a slow node cannot hold a stop forever.
+    pub fn drain_before_stop(
+        &self,
+        state: &ClusterState,
+        mut tasks: Vec<shoal_types::Task>,
+    ) -> Vec<shoal_types::Task> {
+        let now = shoal_agent::worker::now();
+        let ready = Self::ready_nodes(state);
+        let c = lock(&self.convergence);
+        for t in &mut tasks {
+            let draining = t.desired_state == TaskState::Shutdown
+                && t.status.state == TaskState::Running
+                && !t.networks.is_empty()
+                && now.since(t.updated_at) < DRAIN_LIMIT_MS;
+            if draining {
+                let (synced, of) = c.service_progress(&t.service_id, &ready);
+                if synced < of {
+                    t.desired_state = TaskState::Running;
+                }
+            }
+        }
+        tasks
     }
 
     pub fn mono_ms(&self) -> u64 {

@@ -204,7 +204,7 @@ fn global_service_runs_once_per_eligible_node() {
 }
 
 #[test]
-fn changed_command_replaces_tasks() {
+fn changed_command_replaces_tasks_one_slot_at_a_time_start_first() {
     let mut st = three_nodes_with(spec("web", 2));
     let old: Vec<String> = st.tasks.keys().cloned().collect();
     let mut s = st.services["s1"].spec.clone();
@@ -215,12 +215,31 @@ fn changed_command_replaces_tasks() {
         at: Millis(1),
     })
     .unwrap();
-    step(&mut st, 1);
-    assert_eq!(live(&st).len(), 2);
-    assert!(
+    let shut = |st: &ClusterState| {
         old.iter()
-            .all(|id| st.tasks[id].desired_state == TaskState::Shutdown)
+            .filter(|id| st.tasks[*id].desired_state == TaskState::Shutdown)
+            .count()
+    };
+    // Slot 1 first: its successor starts while both old tasks keep serving.
+    step(&mut st, 1);
+    assert_eq!((live(&st).len(), shut(&st)), (3, 0));
+    step(&mut st, 2);
+    assert_eq!(
+        (live(&st).len(), shut(&st)),
+        (3, 0),
+        "nothing more until the successor runs"
     );
+    run_all(&mut st, 3);
+    step(&mut st, 4);
+    assert_eq!(
+        shut(&st),
+        1,
+        "the old slot-1 task stops once its successor runs"
+    );
+    assert_eq!(live(&st).len(), 3, "and slot 2's successor starts");
+    run_all(&mut st, 5);
+    step(&mut st, 6);
+    assert_eq!((live(&st).len(), shut(&st)), (2, 2));
 }
 
 #[test]
