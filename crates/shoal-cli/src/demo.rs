@@ -23,6 +23,9 @@ pub enum DemoCmd {
     Client,
     /// Send one UDP datagram and print the reply.
     UdpSend(UdpSendArgs),
+    /// Sequential HTTP requests for a while; prints how many failed (to watch a service
+    /// while its tasks change).
+    Load(LoadArgs),
     /// Every step of Swarm's service-discovery tutorial on a 2-node lab, checked.
     Walkthrough(crate::walkthrough::WalkArgs),
 }
@@ -35,6 +38,15 @@ pub struct VoteArgs {
     /// Also answer UDP datagrams on this port with the container id.
     #[arg(long)]
     pub udp: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// HOST:PORT to send `GET /` to, one connection per request.
+    pub target: String,
+    /// For how long, e.g. 5s.
+    #[arg(long, default_value = "5s")]
+    pub duration: String,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +77,7 @@ pub async fn demo(cmd: DemoCmd) -> Result<i32> {
             Ok(0)
         }
         DemoCmd::UdpSend(args) => udp_send(&args).await,
+        DemoCmd::Load(args) => load(&args).await,
         DemoCmd::Walkthrough(args) => crate::walkthrough::run(args).await,
     }
 }
@@ -150,6 +163,54 @@ async fn udp_send(args: &UdpSendArgs) -> Result<i32> {
         Ok(Err(e)) => anyhow::bail!("no reply from {target}: {e}"),
         Err(_) => anyhow::bail!("no reply from {target} within {}", args.timeout),
     }
+}
+
+/// One request on a fresh connection; Ok if the answer is a 200.
+async fn one_request(target: SocketAddr) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(target).await?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: load\r\n\r\n")
+        .await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    Ok(reply.starts_with(b"HTTP/1.1 200") || reply.starts_with(b"HTTP/1.0 200"))
+}
+
+async fn load(args: &LoadArgs) -> Result<i32> {
+    let duration =
+        shoal_types::time::parse_duration_ms(&args.duration).map_err(anyhow::Error::msg)?;
+    let target = tokio::net::lookup_host(&args.target)
+        .await
+        .with_context(|| format!("failed to resolve {}", args.target))?
+        .find(|a| a.is_ipv4())
+        .with_context(|| format!("{} has no IPv4 address", args.target))?;
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(duration);
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut first_error = None;
+    while std::time::Instant::now() < end {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), one_request(target)).await {
+            Ok(Ok(true)) => ok += 1,
+            Ok(Ok(false)) => failed += 1,
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+            Err(_) => {
+                failed += 1;
+                first_error.get_or_insert("timed out".into());
+            }
+        }
+    }
+    println!(
+        "requests {} failed {}{}",
+        ok + failed,
+        failed,
+        first_error
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    Ok(if failed == 0 { 0 } else { 1 })
 }
 
 async fn terminated() {
