@@ -283,12 +283,19 @@ impl NetworkAgent {
                 continue;
             }
             match lb.update(cfg).await {
-                // Flows to removed backends go, or UDP keeps reaching a dead task.
-                Ok(stale) => {
-                    if let Err(e) = shoal_lb::flush_conntrack(&s.netns, &stale).await {
-                        warn!(netns = %s.netns, "failed to flush conntrack entries of removed backends: {e}");
-                    }
+                // Flows to removed backends go, or UDP keeps reaching a dead task. In the
+                // background: the new rules already send no new flow there, and running
+                // `conntrack` in every sandbox costs tens of milliseconds that the
+                // endpoint ack (and so every node's view of the change) need not wait for.
+                Ok(stale) if !stale.is_empty() => {
+                    let netns = s.netns.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = shoal_lb::flush_conntrack(&netns, &stale).await {
+                            warn!(%netns, "failed to flush conntrack entries of removed backends: {e}");
+                        }
+                    });
                 }
+                Ok(_) => {}
                 Err(e) => warn!(netns = %s.netns, "failed to update the VIP balancer: {e}"),
             }
         }
