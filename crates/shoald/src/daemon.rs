@@ -172,7 +172,7 @@ impl Daemon {
                 }),
             );
         }
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = nodelay(listener);
         handles.push(tokio::spawn(async move {
             if let Err(e) = router.serve_with_incoming(incoming).await {
                 warn!("cluster listener stopped: {e}");
@@ -441,7 +441,7 @@ async fn spawn_raft_only(
         .await
         .map_err(|e| internal(&format!("failed to listen on {listen}"), e))?;
     let router = tonic::transport::Server::builder().add_service(manager.store.grpc_service());
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = nodelay(listener);
     Ok(tokio::spawn(async move {
         let _ = router.serve_with_incoming(incoming).await;
     }))
@@ -464,4 +464,17 @@ async fn persist_managers(daemon: Arc<Daemon>, managers: Managers) {
         }
         last = now;
     }
+}
+
+/// Accepted cluster connections with Nagle off: session messages and acks are small and
+/// latency-bound; with Nagle and delayed ACKs each would wait ~40 ms.
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
