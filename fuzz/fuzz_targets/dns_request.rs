@@ -13,18 +13,19 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use shoal_dns::message::MAX_TCP_MESSAGE;
 use shoal_dns::{
-    NetworkView, Outcome, Parsed, Protocol, ServiceView, SrvPort, TaskView, Zone, answer,
+    NetworkView, NodeZones, Outcome, Parsed, Protocol, ServiceView, SrvPort, TaskView, answer,
     encode_reply, parse_request, udp_limit,
 };
 
-static ZONE: LazyLock<Zone> = LazyLock::new(|| {
+/// The node's zones, and the sandbox's networks in its order.
+static ZONE: LazyLock<(NodeZones, Vec<String>)> = LazyLock::new(|| {
     let task = |service: &str, slot: u32, addr: [u8; 4]| TaskView {
         id: format!("{slot:024x}"),
         name: format!("{service}.{slot}.{slot:024x}"),
         addr: Ipv4Addr::from(addr),
         aliases: vec![format!("{service}-{slot}")],
     };
-    Zone::new(vec![
+    let networks = vec![
         NetworkView {
             name: "overlay1".into(),
             services: vec![
@@ -38,7 +39,9 @@ static ZONE: LazyLock<Zone> = LazyLock::new(|| {
                         protocol: Protocol::Tcp,
                         target_port: 80,
                     }],
-                    tasks: (1..=60).map(|i| task("vote", i, [10, 0, 0, i as u8])).collect(),
+                    tasks: (1..=60)
+                        .map(|i| task("vote", i, [10, 0, 0, i as u8]))
+                        .collect(),
                     ..Default::default()
                 },
                 ServiceView {
@@ -64,7 +67,9 @@ static ZONE: LazyLock<Zone> = LazyLock::new(|| {
                 ..Default::default()
             }],
         },
-    ])
+    ];
+    let ids: Vec<String> = networks.iter().map(|n| format!("id-{}", n.name)).collect();
+    (ids.iter().cloned().zip(networks).collect(), ids)
 });
 
 fuzz_target!(|data: &[u8]| {
@@ -78,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
         Parsed::Request(request) => request,
     };
     let mut rng = SmallRng::seed_from_u64(u64::from(request.id));
-    let Outcome::Reply(reply) = answer(&ZONE, &request, &mut rng) else {
+    let Outcome::Reply(reply) = answer(ZONE.0.scope(&ZONE.1), &request, &mut rng) else {
         return;
     };
     for limit in [udp_limit(&request), MAX_TCP_MESSAGE] {

@@ -7,7 +7,8 @@
 //! - `worker`: turns assignments into started and stopped task processes (through
 //!   `shoal-exec`) and reports every state change.
 //! - `network`: overlay namespaces, veths, VXLAN forwarding entries and each sandbox's
-//!   DNS server, kept in step with the endpoint table; `zone` cuts a sandbox's DNS zone.
+//!   DNS server, kept in step with the endpoint table; `zone` builds the node's DNS zones
+//!   (one per network, shared by every sandbox's server).
 //! - `mesh`: the routing mesh (gateway bridge, ingress sandbox, published-port rules).
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!

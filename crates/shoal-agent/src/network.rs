@@ -1,7 +1,7 @@
 //! This node's part of the overlay networks and of DNS: an overlay namespace (bridge and
 //! VXLAN device) per network the node takes part in, a veth into each local task's sandbox,
-//! static forwarding entries for every remote task, and a DNS server in each sandbox whose
-//! zone follows the endpoint table.
+//! static forwarding entries for every remote task, and a DNS server in each sandbox that
+//! answers from the node's one set of DNS zones (`zone::Zones`), through its own networks.
 //!
 //! The agent knows what it programmed (`Overlay::current`), so a change costs the
 //! difference only; after a failure it reads the kernel state back before planning again.
@@ -11,16 +11,16 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use shoal_dns::{DnsServer, Upstream, Zone};
+use shoal_dns::{DnsServer, Upstream};
 use shoal_net::overlay::plan::{Attachment as NetAttachment, Current, Desired, Remote};
 use shoal_net::overlay::{self, OverlaySpec};
 use shoal_types::Task;
 use shoal_types::endpoint::{EndpointView, NetworkEndpoints};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::mesh::{self, LocalTask, Mesh};
-use crate::zone::{lb_for, zone_for};
+use crate::zone::{Zones, lb_for};
 
 pub struct NetworkAgent {
     node_id: String,
@@ -35,6 +35,8 @@ struct Inner {
     overlays: BTreeMap<String, Overlay>,
     sandboxes: BTreeMap<String, Sandbox>,
     mesh: Mesh,
+    /// The node's DNS zones, which every sandbox's DNS server follows.
+    zones: Zones,
 }
 
 struct Overlay {
@@ -47,7 +49,6 @@ struct Sandbox {
     netns: String,
     /// (network id, address, interface name in the sandbox).
     attachments: Vec<(String, Ipv4Net, String)>,
-    zone: watch::Sender<Arc<Zone>>,
     dns: Option<DnsServer>,
     /// The sandbox's VIP balancer (nftables table `ip shoal`).
     lb: Option<shoal_lb::Balancer>,
@@ -68,6 +69,7 @@ impl NetworkAgent {
                 overlays: BTreeMap::new(),
                 sandboxes: BTreeMap::new(),
                 mesh: Mesh::new(&mesh_id),
+                zones: Zones::new(),
             }),
         }
     }
@@ -102,17 +104,12 @@ impl NetworkAgent {
                 .await?;
             attachments.push((a.network_id.clone(), a.addr, format!("eth{i}")));
         }
-        let zone = Arc::new(zone_for(
-            &inner.view,
-            &attachments.iter().map(|a| a.0.clone()).collect::<Vec<_>>(),
-        ));
-        let (zone_tx, zone_rx) = watch::channel(zone);
+        let zones = inner.zones.subscribe();
         inner.sandboxes.insert(
             task.id.clone(),
             Sandbox {
                 netns: netns.to_string(),
                 attachments: attachments.clone(),
-                zone: zone_tx,
                 dns: None,
                 lb: None,
                 gw_addr: None,
@@ -127,7 +124,8 @@ impl NetworkAgent {
             }
         }
         if result.is_ok() {
-            match DnsServer::start(netns, zone_rx, self.upstream.clone()).await {
+            let nets = attachments.iter().map(|a| a.0.clone()).collect();
+            match DnsServer::start(netns, zones, nets, self.upstream.clone()).await {
                 Ok(dns) => {
                     if let Some(s) = inner.sandboxes.get_mut(&task.id) {
                         s.dns = Some(dns);
@@ -237,7 +235,7 @@ impl NetworkAgent {
     }
 
     /// A new endpoint table: overlays for its networks, forwarding entries for remote
-    /// tasks, and every sandbox's zone. Returns once the kernel and DNS have it.
+    /// tasks, and the node's DNS zones. Returns once the kernel and DNS have it.
     pub async fn apply_view(&self, view: Arc<EndpointView>) {
         let mut inner = self.inner.lock().await;
         inner.view = Arc::clone(&view);
@@ -274,9 +272,10 @@ impl NetworkAgent {
                 warn!(network = %id, "failed to update forwarding entries: {e}");
             }
         }
+        // Once for the node, not per sandbox: every DNS server reads the same zones.
+        inner.zones.update(&view);
         for s in inner.sandboxes.values_mut() {
             let nets: Vec<String> = s.attachments.iter().map(|a| a.0.clone()).collect();
-            s.zone.send_replace(Arc::new(zone_for(&view, &nets)));
             let Some(lb) = s.lb.as_mut() else { continue };
             let cfg = lb_for(&view, &nets);
             if &cfg == lb.programmed() {

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_dns::{DnsServer, NetworkView, ServiceView, TaskView, Upstream, Zone};
+use shoal_dns::{DnsServer, NetworkView, NodeZones, ServiceView, TaskView, Upstream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -148,24 +148,30 @@ fn main() {
         eprintln!("dns_bench_server: failed to write the data files: {e}");
         std::process::exit(1);
     }
-    let zone = Zone::new(vec![NetworkView {
-        name: NETWORK.to_string(),
-        services,
-    }]);
+    let networks = vec![format!("id-{NETWORK}")];
+    let zones: NodeZones = [(
+        networks[0].clone(),
+        NetworkView {
+            name: NETWORK.to_string(),
+            services,
+        },
+    )]
+    .into_iter()
+    .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
-        let names = zone.name_count();
-        let (_tx, rx) = watch::channel(Arc::new(zone));
+        let names = zones.scope(&networks).name_count();
+        let (_tx, rx) = watch::channel(Arc::new(zones));
         // No upstream: the benchmark asks only cluster names, and must never leave the box.
         let upstream = Upstream {
             servers: vec![],
             timeout: Duration::from_secs(1),
         };
-        let server = match DnsServer::start(&args.netns, rx, upstream).await {
+        let server = match DnsServer::start(&args.netns, rx, networks, upstream).await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("dns_bench_server: {e}");

@@ -1,4 +1,4 @@
-//! The answer to one query: a reply built from the [`Zone`], or "forward it".
+//! The answer to one query: a reply built from a sandbox's [`Scope`], or "forward it".
 //!
 //! Pure: no I/O, no clock. Randomness (the per-query shuffle of dnsrr addresses) comes in
 //! as an argument so tests pin it with a seed.
@@ -9,7 +9,8 @@ use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::zone::{Lookup, Zone, key_of};
+use crate::node::Scope;
+use crate::zone::{Lookup, key_of};
 
 /// The UDP payload size we advertise in our own OPT record: what we accept, not what we send
 /// (that follows the client's). 1232 is the DNS Flag Day 2020 value that avoids fragmentation.
@@ -27,7 +28,7 @@ pub enum Outcome {
     Ignore,
 }
 
-/// Decides what to do with `request` for a sandbox that sees `zone`.
+/// Decides what to do with `request` for a sandbox that sees `scope`.
 ///
 /// The rules (names are case-insensitive, with or without the trailing dot):
 /// - a known name of the asked type (A, SRV, PTR, or ANY) answers its records with the
@@ -37,7 +38,7 @@ pub enum Outcome {
 /// - everything else is [`Outcome::Forward`]ed;
 /// - more or less than one question is FORMERR, an opcode other than QUERY is NOTIMP, an
 ///   EDNS version above 0 is BADVERS.
-pub fn answer(zone: &Zone, request: &Message, rng: &mut impl Rng) -> Outcome {
+pub fn answer(scope: Scope<'_>, request: &Message, rng: &mut impl Rng) -> Outcome {
     if request.message_type != MessageType::Query {
         return Outcome::Ignore;
     }
@@ -60,7 +61,7 @@ pub fn answer(zone: &Zone, request: &Message, rng: &mut impl Rng) -> Outcome {
     reply.metadata.authoritative = true;
     let owner = query.name().clone();
     let wants = |t: RecordType| query.query_type() == t || query.query_type() == RecordType::ANY;
-    match zone.lookup(&key) {
+    match scope.lookup(&key) {
         Lookup::NotOurs => return Outcome::Forward,
         Lookup::NxDomain => reply.metadata.response_code = ResponseCode::NXDomain,
         Lookup::Addrs(set) if wants(RecordType::A) => {

@@ -1,13 +1,17 @@
 //! shoal's embedded DNS server: cluster names answered at 127.0.0.11 in every task sandbox.
 //!
 //! Every sandbox gets its own UDP and TCP sockets on 127.0.0.11:53, created inside the
-//! sandbox's network namespace and served from the daemon's runtime. Each socket answers from
-//! one [`Zone`], the view of the endpoint table that the sandbox's networks allow, so scoping
-//! per network needs no lookup of "who is asking".
+//! sandbox's network namespace and served from the daemon's runtime. The names themselves are
+//! held once per node: one [`NetworkZone`] per network in one shared [`NodeZones`], which all
+//! servers follow through one watch channel. Each server knows its sandbox's networks and
+//! answers through that [`Scope`], so scoping per network needs no lookup of "who is asking"
+//! and a change costs the same whatever the number of sandboxes.
 //!
 //! # Layout
-//! - [`zone`]: [`Zone`] and the views the agent builds it from; every name, reverse address
-//!   and SRV owner indexed once, so a query is one hash lookup.
+//! - [`zone`]: [`NetworkZone`] and the views the agent builds it from; every name, reverse
+//!   address and SRV owner indexed once, so a query is one hash lookup per network.
+//! - [`node`]: [`NodeZones`] (network id → zone) and [`Scope`] (one sandbox's ordered
+//!   networks, where precedence across networks is decided).
 //! - [`answer`](mod@answer): [`answer()`], the pure decision "reply with this message, or forward". No
 //!   I/O, no clock; randomness comes in as an argument.
 //! - [`message`]: bytes ↔ [`Message`](hickory_proto::op::Message) at the edges: parsing with
@@ -16,14 +20,15 @@
 //!   the cluster's, over the client's transport.
 //! - [`server`]: [`DnsServer`], the thin socket loops, and entering a namespace to bind.
 //!
-//! Architecture invariant: only `server` and `upstream` touch sockets; `zone`, `answer` and
-//! `message` are pure, which is what the unit tests and the fuzz target drive.
+//! Architecture invariant: only `server` and `upstream` touch sockets; `zone`, `node`,
+//! `answer` and `message` are pure, which is what the unit tests and the fuzz target drive.
 
 #![forbid(unsafe_code)]
 
 pub mod answer;
 mod error;
 pub mod message;
+pub mod node;
 pub mod server;
 pub mod upstream;
 pub mod zone;
@@ -31,6 +36,7 @@ pub mod zone;
 pub use answer::{Outcome, answer, servfail};
 pub use error::DnsError;
 pub use message::{Parsed, encode_reply, parse_request, udp_limit};
+pub use node::{NodeZones, Scope};
 pub use server::DnsServer;
 pub use upstream::Upstream;
-pub use zone::{NetworkView, Protocol, ServiceView, SrvPort, TaskView, Zone};
+pub use zone::{NetworkView, NetworkZone, Protocol, ServiceView, SrvPort, TaskView};

@@ -23,8 +23,8 @@ use tokio::time::timeout;
 use crate::answer::{Outcome, answer, servfail};
 use crate::error::DnsError;
 use crate::message::{MAX_TCP_MESSAGE, Parsed, encode_reply, parse_request, udp_limit};
+use crate::node::NodeZones;
 use crate::upstream::Upstream;
-use crate::zone::Zone;
 
 /// Where every sandbox finds its resolver (Docker's address, so images that hard-code it work).
 pub const LISTEN_ADDR: SocketAddr =
@@ -65,8 +65,12 @@ pub struct DnsServer {
 
 /// What every loop and child needs.
 struct Shared {
-    /// The latest zone; read once per query, so updates apply to the next query.
-    zone: watch::Receiver<Arc<Zone>>,
+    /// The node's latest zones, shared by every sandbox's server; read once per query, so
+    /// updates apply to the next query.
+    zones: watch::Receiver<Arc<NodeZones>>,
+    /// The sandbox's network ids, in its order: what it may resolve, and which network wins
+    /// an unqualified name that several define.
+    networks: Box<[String]>,
     upstream: Upstream,
     forwards: Arc<Semaphore>,
     connections: Arc<Semaphore>,
@@ -74,26 +78,29 @@ struct Shared {
 
 impl DnsServer {
     /// Binds UDP and TCP 127.0.0.11:53 inside the named network namespace `netns` (a file
-    /// under /run/netns) and serves answers from `zone`, forwarding other names to
-    /// `upstream`. Must be called within a tokio runtime.
+    /// under /run/netns) and answers from the zones of `networks` (ids, in the sandbox's
+    /// order) in the node's `zones`, forwarding other names to `upstream`. Must be called
+    /// within a tokio runtime.
     pub async fn start(
         netns: &str,
-        zone: watch::Receiver<Arc<Zone>>,
+        zones: watch::Receiver<Arc<NodeZones>>,
+        networks: Vec<String>,
         upstream: Upstream,
     ) -> Result<DnsServer, DnsError> {
         let (udp, tcp) = bind_in_netns(netns, LISTEN_ADDR).await?;
-        DnsServer::from_std(udp, tcp, zone, upstream)
+        DnsServer::from_std(udp, tcp, zones, networks, upstream)
     }
 
     /// Binds UDP and TCP on `addr` in the caller's own namespace (port 0 picks one for each).
     /// For tests and benchmarks; sandboxes use [`DnsServer::start`].
     pub async fn bind(
         addr: SocketAddr,
-        zone: watch::Receiver<Arc<Zone>>,
+        zones: watch::Receiver<Arc<NodeZones>>,
+        networks: Vec<String>,
         upstream: Upstream,
     ) -> Result<DnsServer, DnsError> {
         let (udp, tcp) = bind_std(addr, "(current)")?;
-        DnsServer::from_std(udp, tcp, zone, upstream)
+        DnsServer::from_std(udp, tcp, zones, networks, upstream)
     }
 
     /// Serves on sockets bound elsewhere (in another namespace, or handed over by a parent).
@@ -101,7 +108,8 @@ impl DnsServer {
     pub fn from_std(
         udp: std::net::UdpSocket,
         tcp: std::net::TcpListener,
-        zone: watch::Receiver<Arc<Zone>>,
+        zones: watch::Receiver<Arc<NodeZones>>,
+        networks: Vec<String>,
         upstream: Upstream,
     ) -> Result<DnsServer, DnsError> {
         let bind_error = |proto, addr, source| DnsError::Bind {
@@ -124,7 +132,8 @@ impl DnsServer {
         let tcp = TcpListener::from_std(tcp).map_err(|e| bind_error("tcp", tcp_addr, e))?;
 
         let shared = Arc::new(Shared {
-            zone,
+            zones,
+            networks: networks.into_boxed_slice(),
             upstream,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
             connections: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
@@ -241,8 +250,8 @@ fn step(shared: &Shared, packet: &[u8], limit: impl Fn(&Message) -> usize) -> St
         Parsed::Reply(bytes) => Step::Send(bytes),
         Parsed::Request(request) => {
             // Clone the Arc and let go of the lock at once: an update must not wait on us.
-            let zone = shared.zone.borrow().clone();
-            match answer(&zone, &request, &mut rand::rng()) {
+            let zones = shared.zones.borrow().clone();
+            match answer(zones.scope(&shared.networks), &request, &mut rand::rng()) {
                 Outcome::Reply(reply) => match encode_reply(&reply, limit(&request)) {
                     Some(bytes) => Step::Send(bytes),
                     None => Step::Nothing,

@@ -1,13 +1,15 @@
-//! What one sandbox can resolve: the cluster's names on the sandbox's networks, indexed once.
+//! What one network's tasks can resolve: its cluster names, indexed once per change.
 //!
-//! The agent builds a [`Zone`] from its endpoint table whenever that changes, scoped to the
-//! networks the sandbox is attached to, and hands it to the sandbox's server. All the work
+//! The agent builds a [`NetworkZone`] per network from its endpoint table, only for networks
+//! whose endpoints changed, and publishes them together as one [`NodeZones`](crate::NodeZones)
+//! that every sandbox's server reads through its own ordered list of networks. All the work
 //! (lowercasing, qualifying with the network, SRV owner names, reverse names) happens here, so
-//! that answering a query is one hash lookup plus building the records.
+//! that answering a query is one hash lookup per attached network plus building the records.
 //!
-//! Precedence: an unqualified name that two networks (or a service and an alias) both claim
-//! resolves to the first definition, in the order of the networks given and, within a network,
-//! services before their tasks. `<name>.<network>` is never ambiguous.
+//! Precedence within a network: an unqualified name that a service and an alias (or a task)
+//! both claim resolves to the first definition, services before their tasks. Across networks,
+//! the sandbox's order decides ([`Scope`](crate::Scope)). `<name>.<network>` is never
+//! ambiguous.
 
 use std::collections::{HashMap, HashSet};
 use std::iter;
@@ -90,19 +92,20 @@ pub struct TaskView {
 /// How many hex digits a short task id has.
 const SHORT_ID_LEN: usize = 12;
 
-/// What a sandbox can resolve. Cheap to share (`Arc<Zone>`), immutable once built.
+/// The names of one network, indexed once per change of that network and shared by every
+/// sandbox on the node that is attached to it (through [`NodeZones`]). Immutable once built.
 #[derive(Debug, Default)]
-pub struct Zone {
+pub struct NetworkZone {
+    /// The network's name, lowercase: `<unknown>.<network>` is ours to deny. Empty for a
+    /// network without a usable name, whose zone then holds nothing.
+    network: Box<str>,
     /// Every forward name, lowercase, without the trailing dot.
     names: HashMap<Box<str>, Entry>,
     /// Task addresses and VIPs to their canonical name.
     reverse: HashMap<Ipv4Addr, Ptr>,
-    /// Network names, lowercase: `<unknown>.<network>` is ours to deny.
-    networks: HashSet<Box<str>>,
     /// Unqualified service names and aliases: `_<unknown port>._tcp.<service>` is ours to deny.
     srv_owners: HashSet<Box<str>>,
 }
-
 /// What a forward name holds.
 #[derive(Clone, Debug)]
 pub(crate) enum Entry {
@@ -156,53 +159,40 @@ pub(crate) enum Lookup<'z> {
     NotOurs,
 }
 
-impl Zone {
-    /// Indexes the names of `networks` (see the module docs for precedence).
-    pub fn new(networks: Vec<NetworkView>) -> Zone {
-        let mut zone = Zone::default();
-        for network in &networks {
-            zone.add_network(network);
-        }
+impl NetworkZone {
+    /// Indexes the names of `network` (see the module docs for precedence within it).
+    pub fn new(network: &NetworkView) -> NetworkZone {
+        let mut zone = NetworkZone::default();
+        zone.add_network(network);
         zone
     }
 
-    /// How many forward names (including qualified and SRV names) the zone answers.
+    /// How many forward names (including qualified and SRV names) the network answers.
     pub fn name_count(&self) -> usize {
         self.names.len()
     }
 
-    /// Looks up `key`: a lowercase name without the trailing dot (see [`key_of`]).
-    pub(crate) fn lookup(&self, key: &str) -> Lookup<'_> {
-        if let Some(entry) = self.names.get(key) {
-            return match entry {
-                Entry::Addrs(set) => Lookup::Addrs(set),
-                Entry::Srv(set) => Lookup::Srv(set),
-            };
-        }
-        if let Some(addr) = parse_reverse(key) {
-            // Reverse names of addresses that are not ours may be the host's: forward them.
-            return self.reverse.get(&addr).map_or(Lookup::NotOurs, Lookup::Ptr);
-        }
-        if let Some((_, last)) = key.rsplit_once('.')
-            && self.networks.contains(last)
-        {
-            return Lookup::NxDomain;
-        }
-        if let Some(("tasks", rest)) = key.split_once('.')
-            && !rest.contains('.')
-        {
-            // Only `tasks.<one label>`: `tasks.example.com` is somebody else's name.
-            return Lookup::NxDomain;
-        }
-        let mut parts = key.splitn(3, '.');
-        if let (Some(port), Some(proto), Some(owner)) = (parts.next(), parts.next(), parts.next())
-            && port.starts_with('_')
-            && (proto == "_tcp" || proto == "_udp")
-            && self.srv_owners.contains(owner)
-        {
-            return Lookup::NxDomain;
-        }
-        Lookup::NotOurs
+    /// The records of exactly `key`, if this network defines it.
+    pub(crate) fn get(&self, key: &str) -> Option<Lookup<'_>> {
+        self.names.get(key).map(|entry| match entry {
+            Entry::Addrs(set) => Lookup::Addrs(set),
+            Entry::Srv(set) => Lookup::Srv(set),
+        })
+    }
+
+    /// The reverse name of `addr`, if it is a task or VIP of this network.
+    pub(crate) fn ptr(&self, addr: Ipv4Addr) -> Option<&Ptr> {
+        self.reverse.get(&addr)
+    }
+
+    /// Whether `label` is this network's name.
+    pub(crate) fn is_named(&self, label: &str) -> bool {
+        !self.network.is_empty() && *self.network == *label
+    }
+
+    /// Whether `owner` is a service name or alias here (its SRV names are ours).
+    pub(crate) fn owns_srv(&self, owner: &str) -> bool {
+        self.srv_owners.contains(owner)
     }
 
     fn add_network(&mut self, network: &NetworkView) {
@@ -210,7 +200,7 @@ impl Zone {
         if net.is_empty() {
             return;
         }
-        self.networks.insert(net.clone().into());
+        self.network = net.clone().into();
         for service in &network.services {
             self.add_service(service, &net);
         }
@@ -375,7 +365,7 @@ fn fqdn(name: &str) -> Option<Name> {
 }
 
 /// `d.c.b.a.in-addr.arpa` to `a.b.c.d`.
-fn parse_reverse(key: &str) -> Option<Ipv4Addr> {
+pub(crate) fn parse_reverse(key: &str) -> Option<Ipv4Addr> {
     let octets = key.strip_suffix(".in-addr.arpa")?;
     let mut parts = octets.split('.');
     let mut addr = [0u8; 4];

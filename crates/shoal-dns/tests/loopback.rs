@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{EXAMPLE_ADDR, TestUpstream, seed_zone};
+use common::{EXAMPLE_ADDR, TestUpstream, seed_networks, seed_zone};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use shoal_dns::{DnsServer, Upstream};
@@ -19,9 +19,14 @@ use tokio::time::timeout;
 
 async fn server(upstream: Upstream) -> DnsServer {
     let (_, rx) = watch::channel(Arc::new(seed_zone(0)));
-    DnsServer::bind("127.0.0.1:0".parse().expect("addr"), rx, upstream)
-        .await
-        .expect("bind on loopback")
+    DnsServer::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        rx,
+        seed_networks(),
+        upstream,
+    )
+    .await
+    .expect("bind on loopback")
 }
 
 fn query(id: u16, name: &str) -> Vec<u8> {

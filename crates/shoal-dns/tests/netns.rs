@@ -8,23 +8,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    EXAMPLE_ADDR, Netns, TestUpstream, VOTE2, dig, dig_short_sorted, seed_zone, status, words,
+    EXAMPLE_ADDR, Netns, TestUpstream, VOTE2, dig, dig_short_sorted, seed_networks, seed_zone,
+    status, words,
 };
-use shoal_dns::{DnsError, DnsServer, Upstream, Zone};
+use shoal_dns::{DnsError, DnsServer, NodeZones, Upstream};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 /// A namespace with a server in it. Fields drop in order: server first, then the namespace.
 struct Lab {
     server: Option<DnsServer>,
-    zone: watch::Sender<Arc<Zone>>,
+    zone: watch::Sender<Arc<NodeZones>>,
     netns: Netns,
 }
 
-async fn lab(zone: Zone, upstream: Upstream) -> Lab {
+async fn lab(zone: NodeZones, upstream: Upstream) -> Lab {
     let netns = Netns::new();
     let (tx, rx) = watch::channel(Arc::new(zone));
-    let server = DnsServer::start(&netns.name, rx, upstream)
+    let server = DnsServer::start(&netns.name, rx, seed_networks(), upstream)
         .await
         .expect("start the DNS server in the test namespace");
     Lab {
@@ -248,7 +249,7 @@ async fn stop_frees_the_address_for_a_new_server() {
         "{out}"
     );
     let (_, rx) = watch::channel(Arc::new(seed_zone(0)));
-    let again = DnsServer::start(&lab.netns.name, rx, no_upstream())
+    let again = DnsServer::start(&lab.netns.name, rx, seed_networks(), no_upstream())
         .await
         .expect("restart");
     assert_eq!(
@@ -260,15 +261,67 @@ async fn stop_frees_the_address_for_a_new_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_in_a_missing_namespace_says_so() {
-    let (_, rx) = watch::channel(Arc::new(Zone::default()));
+    let (_, rx) = watch::channel(Arc::new(NodeZones::new()));
     let name = format!("shoaltest-dns-{}-missing", std::process::id());
-    let err = DnsServer::start(&name, rx.clone(), no_upstream())
+    let err = DnsServer::start(&name, rx.clone(), seed_networks(), no_upstream())
         .await
         .expect_err("no such netns");
     assert!(matches!(err, DnsError::OpenNetns { .. }), "{err}");
     assert!(err.to_string().contains("/run/netns/"), "{err}");
-    let err = DnsServer::start("../etc", rx, no_upstream())
+    let err = DnsServer::start("../etc", rx, seed_networks(), no_upstream())
         .await
         .expect_err("bad name");
     assert!(matches!(err, DnsError::InvalidNetns(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_share_one_view_and_each_sees_only_its_networks() {
+    use shoal_dns::{NetworkView, ServiceView};
+    let other = |vip: [u8; 4]| NetworkView {
+        name: "other".to_string(),
+        services: vec![ServiceView {
+            name: "secret".to_string(),
+            vip: Some(vip.into()),
+            ttl: 600,
+            ..Default::default()
+        }],
+    };
+    let zones = |vip| {
+        let mut zones = seed_zone(0);
+        zones.insert(
+            "net-other",
+            Arc::new(shoal_dns::NetworkZone::new(&other(vip))),
+        );
+        zones
+    };
+    // One sender for the node; each server gets a receiver and its own networks.
+    let (tx, rx) = watch::channel(Arc::new(zones([10, 9, 0, 1])));
+    let (a, b) = (Netns::new(), Netns::new());
+    let on_seed = DnsServer::start(&a.name, rx.clone(), seed_networks(), no_upstream())
+        .await
+        .expect("start on the seed's network");
+    let on_other = DnsServer::start(&b.name, rx, vec!["net-other".to_string()], no_upstream())
+        .await
+        .expect("start on the other network");
+
+    assert_eq!(dig_short_sorted(&a, &["client"]).await, ["10.0.0.7"]);
+    assert_eq!(dig_short_sorted(&b, &["secret"]).await, ["10.9.0.1"]);
+    // Not ours on that sandbox: forwarded, and with no upstream that is SERVFAIL.
+    for name in ["secret", "secret.other"] {
+        assert_eq!(status(&dig(&a, &[name]).await), "SERVFAIL", "{name}");
+    }
+    for name in ["client", "vote.overlay1"] {
+        assert_eq!(status(&dig(&b, &[name]).await), "SERVFAIL", "{name}");
+    }
+
+    // One send reaches both sandboxes.
+    tx.send_replace(Arc::new(zones([10, 9, 0, 2])));
+    assert_eq!(dig_short_sorted(&b, &["secret"]).await, ["10.9.0.2"]);
+    assert_eq!(
+        status(&dig(&a, &["secret"]).await),
+        "SERVFAIL",
+        "still not a's"
+    );
+    on_seed.stop().await;
+    on_other.stop().await;
 }

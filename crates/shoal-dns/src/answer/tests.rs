@@ -13,7 +13,8 @@ use rand::rngs::StdRng;
 
 use super::{Outcome, answer};
 use crate::message::{Parsed, encode_reply, parse_request, udp_limit};
-use crate::zone::{NetworkView, Protocol, ServiceView, SrvPort, TaskView, Zone};
+use crate::node::{NodeZones, Scope};
+use crate::zone::{NetworkView, Protocol, ServiceView, SrvPort, TaskView};
 
 const VOTE1: &str = "a1b2c3d4e5f6a7b8c9d0e1f2";
 const VOTE2: &str = "b2c3d4e5f6a7b8c9d0e1f2a3";
@@ -28,9 +29,33 @@ fn task(service: &str, slot: u32, id: &str, addr: [u8; 4]) -> TaskView {
     }
 }
 
+/// A sandbox: the node's zones and the sandbox's networks, in its order.
+pub(super) struct Sandbox {
+    zones: NodeZones,
+    networks: Vec<String>,
+}
+
+impl Sandbox {
+    fn scope(&self) -> Scope<'_> {
+        self.zones.scope(&self.networks)
+    }
+}
+
+/// A sandbox attached to `networks`, in that order, each with its own zone (id `id-<name>`).
+pub(super) fn sandbox(networks: Vec<NetworkView>) -> Sandbox {
+    let networks: Vec<(String, NetworkView)> = networks
+        .into_iter()
+        .map(|n| (format!("id-{}", n.name), n))
+        .collect();
+    Sandbox {
+        networks: networks.iter().map(|(id, _)| id.clone()).collect(),
+        zones: networks.into_iter().collect(),
+    }
+}
+
 /// The seed's cluster: `vote` in dnsrr mode with two tasks, `client` in vip mode, plus a VIP
 /// service with no task, a dnsrr service with no task, and a second network.
-fn zone() -> Zone {
+fn zone() -> Sandbox {
     let overlay1 = NetworkView {
         name: "overlay1".to_string(),
         services: vec![
@@ -94,7 +119,7 @@ fn zone() -> Zone {
             ..Default::default()
         }],
     };
-    Zone::new(vec![overlay1, backend])
+    sandbox(vec![overlay1, backend])
 }
 
 fn request(name: &str, qtype: RecordType) -> Message {
@@ -109,12 +134,12 @@ fn request(name: &str, qtype: RecordType) -> Message {
 }
 
 /// Runs `request` through parse → answer → encode (UDP limits) → decode and renders it.
-fn run(zone: &Zone, request: &Message, seed: u64) -> String {
+fn run(zone: &Sandbox, request: &Message, seed: u64) -> String {
     let bytes = request.to_vec().expect("encodable request");
     let Parsed::Request(parsed) = parse_request(&bytes) else {
         panic!("request did not parse");
     };
-    match answer(zone, &parsed, &mut StdRng::seed_from_u64(seed)) {
+    match answer(zone.scope(), &parsed, &mut StdRng::seed_from_u64(seed)) {
         Outcome::Forward => "FORWARD\n".to_string(),
         Outcome::Ignore => "IGNORE\n".to_string(),
         Outcome::Reply(reply) => {
@@ -609,4 +634,5 @@ fn everything_else_is_forwarded() {
     assert_eq!(run(&zone(), &chaos, 1), "FORWARD\n");
 }
 
+mod networks;
 mod wire;

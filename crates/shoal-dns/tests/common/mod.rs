@@ -16,7 +16,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use shoal_dns::{NetworkView, Protocol, ServiceView, SrvPort, TaskView, Zone};
+use shoal_dns::{NetworkView, NodeZones, Protocol, ServiceView, SrvPort, TaskView};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
@@ -129,10 +129,19 @@ pub fn task(service: &str, slot: u32, id: &str, addr: Ipv4Addr) -> TaskView {
     }
 }
 
-/// The seed's services on `overlay1`, TTL 600: `vote` (dnsrr, two tasks, port http/80),
-/// `client` (VIP 10.0.0.7), and `big` (dnsrr, `big_tasks` tasks, to overflow UDP).
-pub fn seed_zone(big_tasks: u8) -> Zone {
-    Zone::new(vec![NetworkView {
+/// The id of the seed's network `overlay1` in [`seed_zone`].
+pub const SEED_NET: &str = "net-overlay1";
+
+/// The networks of a sandbox on the seed's network.
+pub fn seed_networks() -> Vec<String> {
+    vec![SEED_NET.to_string()]
+}
+
+/// The node's zones with the seed's services on `overlay1` (id [`SEED_NET`]), TTL 600: `vote`
+/// (dnsrr, two tasks, port http/80), `client` (VIP 10.0.0.7), and `big` (dnsrr, `big_tasks`
+/// tasks, to overflow UDP).
+pub fn seed_zone(big_tasks: u8) -> NodeZones {
+    let overlay1 = NetworkView {
         name: "overlay1".to_string(),
         services: vec![
             ServiceView {
@@ -169,7 +178,8 @@ pub fn seed_zone(big_tasks: u8) -> Zone {
                 ..Default::default()
             },
         ],
-    }])
+    };
+    [(SEED_NET.to_string(), overlay1)].into_iter().collect()
 }
 
 /// A tiny authoritative server of our own on 127.0.0.53 (UDP and TCP, same port): answers

@@ -6,10 +6,10 @@ use hickory_proto::rr::{Name, RecordType};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::{render, request, run, task, zone};
+use super::{Sandbox, render, request, run, sandbox, task, zone};
 use crate::answer::{Outcome, answer};
 use crate::message::{MAX_TCP_MESSAGE, Parsed, encode_reply, parse_request, udp_limit};
-use crate::zone::{NetworkView, ServiceView, Zone};
+use crate::zone::{NetworkView, ServiceView};
 
 #[test]
 fn header_copies_id_and_rd_and_sets_aa_ra() {
@@ -55,8 +55,8 @@ fn edns_versions_above_zero_are_badvers() {
 }
 
 /// A dnsrr service with `n` tasks: 16 bytes per A record, so 40 overflow 512 bytes.
-fn big_zone(n: u8) -> Zone {
-    Zone::new(vec![NetworkView {
+fn big_zone(n: u8) -> Sandbox {
+    sandbox(vec![NetworkView {
         name: "overlay1".to_string(),
         services: vec![ServiceView {
             name: "big".to_string(),
@@ -109,7 +109,7 @@ fn udp_reply_fits_the_clients_edns_size() {
 fn tcp_reply_carries_every_record() {
     let zone = big_zone(200);
     let req = request("big", RecordType::A);
-    let Outcome::Reply(reply) = answer(&zone, &req, &mut StdRng::seed_from_u64(1)) else {
+    let Outcome::Reply(reply) = answer(zone.scope(), &req, &mut StdRng::seed_from_u64(1)) else {
         panic!("big is ours");
     };
     let bytes = encode_reply(&reply, MAX_TCP_MESSAGE).expect("encodable");
@@ -198,7 +198,7 @@ fn random_packets_never_panic() {
         }
         packet.truncate(rng.random_range(0..=packet.len()));
         if let Parsed::Request(req) = parse_request(&packet)
-            && let Outcome::Reply(reply) = answer(&zone, &req, &mut rng)
+            && let Outcome::Reply(reply) = answer(zone.scope(), &req, &mut rng)
         {
             let _ = encode_reply(&reply, udp_limit(&req));
         }
