@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+//
+// shoal's node-wide VIP balancer at the socket layer (cgroup sock_addr programs).
+//
+// A VIP:port is rewritten to a backend's address when a socket connects (TCP, connected UDP)
+// or sends a datagram (unconnected UDP), so packets leave with the backend as destination:
+// no NAT, no conntrack, the client's source address kept. Replies to unconnected UDP and
+// getpeername() are rewritten back to the VIP from the `reverse` map.
+//
+// Several shoal nodes may share one kernel and one cgroup tree (the lab): every node loads its
+// own copy of these programs and maps, attached with BPF_F_ALLOW_MULTI, and each acts only on
+// sockets whose network namespace is one of its own sandboxes (`membership`, slot 0). Any
+// other socket (the host's, another node's) is left exactly as it was.
+//
+// Layouts are shared with src/maps.rs (the Rust encoders); change both together.
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+
+#define ENETUNREACH 101
+#define ECONNREFUSED 111
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+// {netns cookie, network index} -> 1. Network index 0 marks "a sandbox of this node".
+struct member_key {
+	__u64 netns_cookie;
+	__u32 net;
+	__u32 pad;
+};
+
+// {VIP, port, protocol}; port 0 and protocol 0 = every port and protocol of the VIP.
+struct svc_key {
+	__u32 vip;   // network order
+	__u16 port;  // network order
+	__u8 proto;  // IPPROTO_TCP / IPPROTO_UDP / 0
+	__u8 pad;
+};
+
+struct svc_val {
+	__u32 id;    // the service's index (backends key)
+	__u32 net;   // the network index the VIP belongs to
+	__u32 count; // backends in slots 0..count
+	__u32 rr;    // round-robin counter, incremented atomically
+};
+
+struct be_key {
+	__u32 svc;
+	__u32 slot;
+};
+
+struct be_val {
+	__u32 addr;  // network order
+	__u16 port;  // network order; 0 = keep the requested port (Swarm: VIP port = task port)
+	__u16 pad;
+};
+
+// {socket cookie, backend address, backend port} -> {VIP, VIP port}.
+struct rev_key {
+	__u64 cookie;
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+struct rev_val {
+	__u32 vip;
+	__u16 port;
+	__u16 pad;
+};
+
+// Sizes are upper bounds; hash maps allocate per element (BPF_F_NO_PREALLOC), so a node with
+// few services costs little kernel memory.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct member_key);
+	__type(value, __u8);
+} membership SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct svc_key);
+	__type(value, struct svc_val);
+} services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct be_key);
+	__type(value, struct be_val);
+} backends SEC(".maps");
+
+// LRU: entries of closed sockets age out on their own; the socket cookie is unique for the
+// kernel's lifetime, so a stale entry can never match a new socket.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct rev_key);
+	__type(value, struct rev_val);
+} reverse SEC(".maps");
+
+// Rewrites ctx's destination if it is a VIP this node balances for the socket's sandbox.
+// Returns 0 (go on, rewritten or untouched) or a positive errno to refuse with.
+static __always_inline int translate(struct bpf_sock_addr *ctx)
+{
+	struct member_key mk = {};
+	mk.netns_cookie = bpf_get_netns_cookie(ctx);
+	mk.net = 0;
+	if (!bpf_map_lookup_elem(&membership, &mk))
+		return 0; // not one of this node's sandboxes
+
+	struct svc_key sk = {};
+	sk.vip = ctx->user_ip4;
+	sk.port = (__u16)ctx->user_port;
+	sk.proto = (__u8)ctx->protocol;
+	struct svc_val *svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc) {
+		sk.port = 0;
+		sk.proto = 0;
+		svc = bpf_map_lookup_elem(&services, &sk);
+		if (!svc)
+			return 0; // not a VIP
+	}
+
+	mk.net = svc->net;
+	if (!bpf_map_lookup_elem(&membership, &mk))
+		return ENETUNREACH; // a VIP of a network this sandbox is not attached to
+
+	__u32 count = svc->count;
+	if (count == 0)
+		return ECONNREFUSED;
+	__u32 n = __sync_fetch_and_add(&svc->rr, 1);
+	struct be_key bk = { .svc = svc->id, .slot = n % count };
+	struct be_val *be = bpf_map_lookup_elem(&backends, &bk);
+	if (!be) {
+		// The service shrank between our two lookups: slot 0 always exists while count > 0.
+		bk.slot = 0;
+		be = bpf_map_lookup_elem(&backends, &bk);
+		if (!be)
+			return ECONNREFUSED;
+	}
+
+	struct rev_val rv = { .vip = ctx->user_ip4, .port = (__u16)ctx->user_port };
+	__u16 port = be->port ? be->port : (__u16)ctx->user_port;
+	struct rev_key rk = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.addr = be->addr,
+		.port = port,
+	};
+	struct rev_val *old = bpf_map_lookup_elem(&reverse, &rk);
+	// Only write when it changes: an unconnected UDP socket sends through here per datagram.
+	if (!old || old->vip != rv.vip || old->port != rv.port)
+		bpf_map_update_elem(&reverse, &rk, &rv, BPF_ANY);
+
+	ctx->user_ip4 = be->addr;
+	ctx->user_port = port;
+	return 0;
+}
+
+static __always_inline int refuse_or_allow(int err)
+{
+	if (err) {
+		// Returning 0 alone gives EPERM; this makes connect()/sendmsg() say why.
+		bpf_set_retval(-err);
+		return 0;
+	}
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int shoal_connect4(struct bpf_sock_addr *ctx)
+{
+	return refuse_or_allow(translate(ctx));
+}
+
+SEC("cgroup/sendmsg4")
+int shoal_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return refuse_or_allow(translate(ctx));
+}
+
+// The peer a socket reports (recvfrom's source, getpeername) goes back to the VIP it asked for.
+static __always_inline void reverse_translate(struct bpf_sock_addr *ctx)
+{
+	struct rev_key rk = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.addr = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+	};
+	struct rev_val *rv = bpf_map_lookup_elem(&reverse, &rk);
+	if (rv) {
+		ctx->user_ip4 = rv->vip;
+		ctx->user_port = rv->port;
+	}
+}
+
+SEC("cgroup/recvmsg4")
+int shoal_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	reverse_translate(ctx);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int shoal_getpeername4(struct bpf_sock_addr *ctx)
+{
+	reverse_translate(ctx);
+	return 1;
+}

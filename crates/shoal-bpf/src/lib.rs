@@ -1,0 +1,40 @@
+//! shoal's node-wide VIP balancer at the socket layer: cgroup `connect4`, `sendmsg4`,
+//! `recvmsg4` and `getpeername4` programs (C, `bpf/sock_lb.c`, compiled by clang in
+//! `build.rs` and embedded), loaded with aya and attached at the root of the cgroup v2 tree.
+//!
+//! Why at the socket: a VIP:port becomes a backend's address when the socket connects (or, for
+//! unconnected UDP, sends), so no packet ever carries the VIP: no NAT, no conntrack entry, the
+//! client's source address kept, and one set of maps per node instead of one nftables table
+//! per sandbox. An endpoint change is a handful of map writes for that service, whatever the
+//! number of sandboxes on the node.
+//!
+//! Maps (layouts in [`maps`] and the C file):
+//! - `membership` {netns cookie, network index} → 1: which sandboxes are this node's (network
+//!   index 0) and which networks each is attached to. A socket of an unknown namespace is left
+//!   alone (the host, another lab node on the same kernel); a socket of one of this node's
+//!   sandboxes that asks for a VIP of a network it is not on gets ENETUNREACH.
+//! - `services` {VIP, port, proto} → {service index, network index, backend count, rr counter};
+//!   port 0 / proto 0 = every port of the VIP (what shoal uses, as Swarm's fwmark does).
+//! - `backends` {service index, slot} → {address, port}.
+//! - `reverse` (LRU) {socket cookie, backend, port} → {VIP, port}: replies to unconnected UDP
+//!   and `getpeername()` show the VIP the program asked for.
+//!
+//! # Layout
+//! - [`plan`]: the node's config and the ordered map operations between two configs. Pure.
+//! - [`maps`]: the byte layouts shared with the C programs. Pure.
+//! - `loader`: [`SockLb`], the programs and maps of one node (the I/O).
+//! - `cookie`: a sandbox's network-namespace cookie.
+//!
+//! Architecture invariant: only `loader` and `cookie` touch the kernel.
+#![forbid(unsafe_code)]
+
+mod cookie;
+mod error;
+mod loader;
+pub mod maps;
+pub mod plan;
+
+pub use cookie::{current_netns_cookie, netns_cookie, netns_cookie_blocking};
+pub use error::BpfError;
+pub use loader::{Applied, Options, PROGRAMS, SockLb, cgroup2_root};
+pub use plan::{MapOp, NodeConfig, Proto, Service, ServiceKey};

@@ -1,0 +1,322 @@
+//! The I/O: one node's programs and maps, loaded from the embedded object, attached at the root
+//! of the cgroup v2 tree through bpf links, and kept in step with the node's config.
+//!
+//! Links are not pinned: they live as long as this process holds their fds, so the programs
+//! are detached when the [`SockLb`] is dropped and also when the daemon dies, SIGKILL included.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
+use tracing::warn;
+
+use crate::error::BpfError;
+use crate::maps::{NODE_SANDBOX, backend_key, backend_val, member_key};
+use crate::plan::{MapOp, NodeConfig, Programmed, plan};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
+static BUILD_ERROR: &str = include_str!(concat!(env!("OUT_DIR"), "/sock_lb.err"));
+
+/// The programs, by function name in bpf/sock_lb.c.
+pub const PROGRAMS: [&str; 4] = [
+    "shoal_connect4",
+    "shoal_sendmsg4",
+    "shoal_recvmsg4",
+    "shoal_getpeername4",
+];
+
+/// Where a cgroup v2 hierarchy may be mounted: at the top on a pure v2 system, at `unified`
+/// on a hybrid v1/v2 one (like the development machine).
+const CGROUP2_CANDIDATES: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+
+/// The root of the mounted cgroup v2 hierarchy.
+pub fn cgroup2_root() -> Result<PathBuf, BpfError> {
+    CGROUP2_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| statfs(p).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC))
+        .ok_or_else(|| BpfError::NoCgroup2 {
+            tried: CGROUP2_CANDIDATES.join(" and "),
+        })
+}
+
+/// How to load.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The cgroup to attach at; default: the root of the cgroup v2 tree, so that every
+    /// process is covered whatever cgroup a runtime puts it in.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// One node's socket-level VIP balancer.
+pub struct SockLb {
+    // Owns the programs and, through them, the links: dropping it detaches them.
+    ebpf: aya::Ebpf,
+    membership: HashMap<MapData, [u8; 16], u8>,
+    services: HashMap<MapData, [u8; 8], [u8; 16]>,
+    backends: HashMap<MapData, [u8; 8], [u8; 8]>,
+    cgroup: PathBuf,
+    programmed: Programmed,
+    /// False after a failed update: the maps are emptied and rewritten on the next one.
+    in_sync: bool,
+    /// Netns cookie -> the network indices written for it.
+    sandboxes: BTreeMap<u64, Vec<u32>>,
+}
+
+impl std::fmt::Debug for SockLb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SockLb")
+            .field("cgroup", &self.cgroup)
+            .field("services", &self.programmed.service_count())
+            .field("sandboxes", &self.sandboxes.len())
+            .finish()
+    }
+}
+
+/// The outcome of [`SockLb::apply`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Map operations sent to the kernel.
+    pub ops: usize,
+    /// Services left out because their VIP is another service's (see [`crate::plan::Plan`]).
+    pub conflicts: Vec<String>,
+}
+
+fn take_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, BpfError> {
+    let map: Map = ebpf
+        .take_map(name)
+        .ok_or(BpfError::Missing { kind: "map", name })?;
+    HashMap::try_from(map).map_err(|source| BpfError::Map {
+        action: "open",
+        map: name,
+        source,
+    })
+}
+
+impl SockLb {
+    /// Loads this node's programs and maps and attaches the programs (multi-attach, so other
+    /// nodes' and other tools' programs keep running). Needs Linux 5.7+ for links; an older
+    /// kernel would get a plain attachment that does not die with the process.
+    pub fn load(opts: &Options) -> Result<SockLb, BpfError> {
+        if OBJECT.is_empty() {
+            return Err(BpfError::NotBuilt(BUILD_ERROR.trim().to_string()));
+        }
+        let cgroup = match &opts.cgroup {
+            Some(p) => p.clone(),
+            None => cgroup2_root()?,
+        };
+        let is_cgroup2 = statfs(&cgroup).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC);
+        if !is_cgroup2 {
+            return Err(BpfError::Cgroup {
+                path: cgroup,
+                source: std::io::Error::other("not a directory of a cgroup v2 hierarchy"),
+            });
+        }
+        let mut ebpf = aya::Ebpf::load(OBJECT)?;
+        let membership = take_hash(&mut ebpf, "membership")?;
+        let services = take_hash(&mut ebpf, "services")?;
+        let backends = take_hash(&mut ebpf, "backends")?;
+        let dir = File::open(&cgroup).map_err(|source| BpfError::Cgroup {
+            path: cgroup.clone(),
+            source,
+        })?;
+        for name in PROGRAMS {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(BpfError::Missing {
+                    kind: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(|source| BpfError::Program {
+                    action: "open",
+                    program: name,
+                    source,
+                })?;
+            prog.load().map_err(|source| BpfError::Program {
+                action: "load",
+                program: name,
+                source,
+            })?;
+            // Through a bpf link (aya uses one on 5.7+), which the kernel always attaches as
+            // multi; it refuses any flag on a link, so "Single" (no flag) is what asks for it.
+            prog.attach(&dir, CgroupAttachMode::Single)
+                .map_err(|source| BpfError::Program {
+                    action: "attach",
+                    program: name,
+                    source,
+                })?;
+        }
+        Ok(SockLb {
+            ebpf,
+            membership,
+            services,
+            backends,
+            cgroup,
+            programmed: Programmed::default(),
+            in_sync: true,
+            sandboxes: BTreeMap::new(),
+        })
+    }
+
+    /// The cgroup the programs are attached at.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// The kernel ids of this instance's programs (as `bpftool cgroup show` lists them).
+    pub fn program_ids(&self) -> Vec<u32> {
+        PROGRAMS
+            .iter()
+            .filter_map(|name| self.ebpf.program(name))
+            .filter_map(|p| p.info().ok())
+            .map(|info| info.id())
+            .collect()
+    }
+
+    /// Makes the sockets of the namespace with `netns_cookie` this node's, able to reach the
+    /// VIPs of `networks` (network ids) and refused the VIPs of any other network. Replaces
+    /// what an earlier call said for the same cookie.
+    pub fn add_sandbox(&mut self, netns_cookie: u64, networks: &[String]) -> Result<(), BpfError> {
+        let mut nets: Vec<u32> = networks
+            .iter()
+            .map(|n| self.programmed.network_index(n))
+            .collect();
+        nets.sort_unstable();
+        nets.dedup();
+        // Networks first, the "this node's sandbox" mark last: until it is there the programs
+        // leave the sandbox alone rather than refuse a network not written yet.
+        for &net in &nets {
+            self.put_member(netns_cookie, net)?;
+        }
+        self.put_member(netns_cookie, NODE_SANDBOX)?;
+        let old = self.sandboxes.insert(netns_cookie, nets.clone());
+        for net in old.unwrap_or_default() {
+            if !nets.contains(&net) {
+                self.delete_member(netns_cookie, net)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a sandbox (after its task ended).
+    pub fn remove_sandbox(&mut self, netns_cookie: u64) -> Result<(), BpfError> {
+        let nets = self.sandboxes.remove(&netns_cookie).unwrap_or_default();
+        self.delete_member(netns_cookie, NODE_SANDBOX)?;
+        for net in nets {
+            self.delete_member(netns_cookie, net)?;
+        }
+        Ok(())
+    }
+
+    fn put_member(&mut self, cookie: u64, net: u32) -> Result<(), BpfError> {
+        self.membership
+            .insert(member_key(cookie, net), 1u8, 0)
+            .map_err(|source| BpfError::Map {
+                action: "add a sandbox",
+                map: "membership",
+                source,
+            })
+    }
+
+    fn delete_member(&mut self, cookie: u64, net: u32) -> Result<(), BpfError> {
+        ignore_missing(self.membership.remove(&member_key(cookie, net))).map_err(|source| {
+            BpfError::Map {
+                action: "remove a sandbox",
+                map: "membership",
+                source,
+            }
+        })
+    }
+
+    /// Brings the service and backend maps to `desired`; returns what it took.
+    pub fn apply(&mut self, desired: &NodeConfig) -> Result<Applied, BpfError> {
+        if !self.in_sync {
+            self.clear()?;
+        }
+        let p = plan(&self.programmed, desired);
+        for c in &p.conflicts {
+            warn!("eBPF VIP balancer: {c}; that VIP keeps its first service");
+        }
+        for op in &p.ops {
+            if let Err(e) = self.write(op) {
+                self.in_sync = false;
+                return Err(e);
+            }
+        }
+        self.programmed = p.next;
+        Ok(Applied {
+            ops: p.ops.len(),
+            conflicts: p.conflicts,
+        })
+    }
+
+    /// Empties the service and backend maps (after a failure left them unknown).
+    fn clear(&mut self) -> Result<(), BpfError> {
+        let err = |map, source| BpfError::Map {
+            action: "empty",
+            map,
+            source,
+        };
+        let keys: Vec<[u8; 8]> = self.services.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            ignore_missing(self.services.remove(&k)).map_err(|e| err("services", e))?;
+        }
+        let keys: Vec<[u8; 8]> = self.backends.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            ignore_missing(self.backends.remove(&k)).map_err(|e| err("backends", e))?;
+        }
+        self.programmed = self.programmed.without_services();
+        self.in_sync = true;
+        Ok(())
+    }
+
+    fn write(&mut self, op: &MapOp) -> Result<(), BpfError> {
+        let (action, map, result) = match op {
+            MapOp::PutBackend {
+                service,
+                slot,
+                addr,
+            } => (
+                "write a backend",
+                "backends",
+                self.backends
+                    .insert(backend_key(*service, *slot), backend_val(*addr, 0), 0),
+            ),
+            MapOp::DeleteBackend { service, slot } => (
+                "delete a backend",
+                "backends",
+                ignore_missing(self.backends.remove(&backend_key(*service, *slot))),
+            ),
+            MapOp::PutService { key, value } => (
+                "write a service",
+                "services",
+                self.services.insert(key.encode(), value.encode(), 0),
+            ),
+            MapOp::DeleteService { key } => (
+                "delete a service",
+                "services",
+                ignore_missing(self.services.remove(&key.encode())),
+            ),
+        };
+        result.map_err(|source| BpfError::Map {
+            action,
+            map,
+            source,
+        })
+    }
+}
+
+/// Deleting what is already gone is success (the goal is its absence).
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}

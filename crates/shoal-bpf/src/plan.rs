@@ -1,0 +1,302 @@
+//! What the node's maps must hold, and the map operations from one config to the next. Pure:
+//! no I/O, unit-tested without root.
+//!
+//! The input is node-wide: every VIP service of every network the node takes part in, keyed
+//! by (network, service). Which sandbox may use which network is `membership`, kept apart by
+//! the loader, so one endpoint change costs a handful of map operations for that service
+//! whatever the number of sandboxes on the node.
+//!
+//! Ordering keeps the programs consistent at every step: backends are written before a service
+//! entry counts them, and a service entry shrinks before the slots it no longer counts are
+//! deleted. Slots are stable: replacing one task rewrites one backend slot, and the service
+//! entry (and its round-robin counter) is untouched while the number of tasks stays the same.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use crate::maps::{PROTO_ANY, SvcKey, SvcVal};
+
+/// A transport protocol a VIP port is balanced for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number, as `bpf_sock_addr.protocol` gives it.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+/// (network id, service id).
+pub type ServiceKey = (String, String);
+
+/// One service's VIP on one network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub vip: Ipv4Addr,
+    /// Ports balanced (VIP port = task port, as in Swarm). Empty: every port and protocol of
+    /// the VIP, which is what shoal's services use (Swarm balances a VIP by firewall mark).
+    pub ports: Vec<(Proto, u16)>,
+    /// The service's running tasks on that network. Empty: connections are refused.
+    pub backends: Vec<Ipv4Addr>,
+}
+
+impl Service {
+    fn keys(&self) -> BTreeSet<SvcKey> {
+        if self.ports.is_empty() {
+            return BTreeSet::from([SvcKey {
+                vip: self.vip,
+                port: 0,
+                proto: PROTO_ANY,
+            }]);
+        }
+        self.ports
+            .iter()
+            .map(|&(proto, port)| SvcKey {
+                vip: self.vip,
+                port,
+                proto: proto.number(),
+            })
+            .collect()
+    }
+}
+
+/// Everything the node balances.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub services: BTreeMap<ServiceKey, Service>,
+}
+
+/// One map operation, in the order it must reach the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    PutBackend {
+        service: u32,
+        slot: u32,
+        addr: Ipv4Addr,
+    },
+    DeleteBackend {
+        service: u32,
+        slot: u32,
+    },
+    PutService {
+        key: SvcKey,
+        value: SvcVal,
+    },
+    DeleteService {
+        key: SvcKey,
+    },
+}
+
+/// What the maps hold for one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    index: u32,
+    net: u32,
+    keys: BTreeSet<SvcKey>,
+    /// Backends by slot.
+    slots: Vec<Ipv4Addr>,
+}
+
+/// What the loader has programmed, and the indices it gave networks and services. Indices
+/// are never reused while the maps live, so no stale key can mean a new service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Programmed {
+    networks: BTreeMap<String, u32>,
+    next_net: u32,
+    services: BTreeMap<ServiceKey, Entry>,
+    next_service: u32,
+}
+
+impl Default for Programmed {
+    fn default() -> Programmed {
+        Programmed {
+            networks: BTreeMap::new(),
+            next_net: crate::maps::NODE_SANDBOX + 1,
+            services: BTreeMap::new(),
+            next_service: 0,
+        }
+    }
+}
+
+impl Programmed {
+    /// The index of network `id`, given one on first sight.
+    pub fn network_index(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.networks.get(id) {
+            return i;
+        }
+        let i = self.next_net;
+        self.next_net += 1;
+        self.networks.insert(id.to_string(), i);
+        i
+    }
+
+    /// The same network indices, and no service: what the maps hold after they were emptied.
+    pub fn without_services(&self) -> Programmed {
+        Programmed {
+            services: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+}
+
+/// The operations from `current` to `desired`, the state after them, and the services left
+/// out because another service already holds their VIP (networks with overlapping subnets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<MapOp>,
+    pub next: Programmed,
+    pub conflicts: Vec<String>,
+}
+
+pub fn plan(current: &Programmed, desired: &NodeConfig) -> Plan {
+    let mut next = current.without_services();
+    let mut conflicts = Vec::new();
+    let mut claimed: BTreeMap<SvcKey, &ServiceKey> = BTreeMap::new();
+    // Four phases, so that each step leaves the programs consistent: (1) backends a service
+    // will count, (2) service entries, (3) keys nobody holds any more, (4) backends nobody
+    // counts any more.
+    let (mut put_backends, mut put_services, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut drop_backends = Vec::new();
+    for (skey, svc) in &desired.services {
+        let mut keys = svc.keys();
+        keys.retain(|k| match claimed.get(k) {
+            Some(owner) => {
+                conflicts.push(format!(
+                    "service {} on network {}: {}:{} is already the VIP of service {} on network {}",
+                    skey.1, skey.0, k.vip, k.port, owner.1, owner.0
+                ));
+                false
+            }
+            None => {
+                claimed.insert(*k, skey);
+                true
+            }
+        });
+        let net = next.network_index(&skey.0);
+        let (index, old_slots, old_keys) = match current.services.get(skey) {
+            Some(e) if e.net == net => (e.index, e.slots.as_slice(), &e.keys),
+            // A new service, or one that moved network (not possible today): a fresh index;
+            // the old one's backends go in phase 4 below.
+            _ => {
+                let i = next.next_service;
+                next.next_service += 1;
+                (i, &[][..], &EMPTY)
+            }
+        };
+        let slots = assign_slots(old_slots, &svc.backends);
+        for (slot, addr) in slots.iter().enumerate() {
+            if old_slots.get(slot) != Some(addr) {
+                put_backends.push(MapOp::PutBackend {
+                    service: index,
+                    slot: slot as u32,
+                    addr: *addr,
+                });
+            }
+        }
+        let value = SvcVal {
+            index,
+            net,
+            count: slots.len() as u32,
+        };
+        let count_changed = slots.len() != old_slots.len();
+        for k in &keys {
+            if count_changed || !old_keys.contains(k) {
+                put_services.push(MapOp::PutService { key: *k, value });
+            }
+        }
+        for slot in slots.len()..old_slots.len() {
+            drop_backends.push(MapOp::DeleteBackend {
+                service: index,
+                slot: slot as u32,
+            });
+        }
+        next.services.insert(
+            skey.clone(),
+            Entry {
+                index,
+                net,
+                keys,
+                slots,
+            },
+        );
+    }
+    for (skey, old) in &current.services {
+        for k in &old.keys {
+            if !claimed.contains_key(k) {
+                deletes.push(MapOp::DeleteService { key: *k });
+            }
+        }
+        let kept = next
+            .services
+            .get(skey)
+            .is_some_and(|e| e.index == old.index);
+        if !kept {
+            drop_backends.extend(
+                (0..old.slots.len() as u32).map(|slot| MapOp::DeleteBackend {
+                    service: old.index,
+                    slot,
+                }),
+            );
+        }
+    }
+    let mut ops = put_backends;
+    ops.append(&mut put_services);
+    ops.append(&mut deletes);
+    ops.append(&mut drop_backends);
+    Plan {
+        ops,
+        next,
+        conflicts,
+    }
+}
+
+static EMPTY: BTreeSet<SvcKey> = BTreeSet::new();
+
+/// Backends by slot after a change: a kept backend keeps its slot, a new one takes a freed
+/// slot, and when the service shrinks the last backends move down into the holes. A fresh
+/// service keeps the order it was given (round robin visits them in that order).
+fn assign_slots(old: &[Ipv4Addr], desired: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+    let mut want: Vec<Ipv4Addr> = Vec::with_capacity(desired.len());
+    for a in desired {
+        if !want.contains(a) {
+            want.push(*a);
+        }
+    }
+    let wanted: BTreeSet<Ipv4Addr> = want.iter().copied().collect();
+    let mut slots: Vec<Option<Ipv4Addr>> = old
+        .iter()
+        .map(|a| wanted.contains(a).then_some(*a))
+        .collect();
+    let kept: BTreeSet<Ipv4Addr> = slots.iter().flatten().copied().collect();
+    let mut additions = want.into_iter().filter(|a| !kept.contains(a));
+    for slot in slots.iter_mut().filter(|s| s.is_none()) {
+        match additions.next() {
+            Some(a) => *slot = Some(a),
+            None => break,
+        }
+    }
+    slots.extend(additions.map(Some));
+    // Close the holes from the end.
+    while let Some(hole) = slots.iter().position(Option::is_none) {
+        match slots.pop() {
+            Some(Some(last)) => slots[hole] = Some(last),
+            _ => continue,
+        }
+    }
+    slots.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,248 @@
+//! A small lab for the kernel tests (the style of shoal-lb's): sandboxes and backends in
+//! namespaces of our own on one bridge, tiny TCP and UDP servers that answer their name and
+//! the address they saw.
+//!
+//! ```text
+//!   shoaltest-bpf-<pid>-<n>-br        bridge br0
+//!     ├─ ... -a    10.78.0.1/24   sandbox on net1
+//!     ├─ ... -b    10.78.0.2/24   sandbox on net2
+//!     ├─ ... -b1   10.78.0.11/24  answers "b1"
+//!     └─ ... -b2   10.78.0.12/24  answers "b2"
+//! ```
+//! VIPs are addresses of 10.78.0.0/24 that nobody owns: a socket the programs leave alone
+//! waits for an ARP answer that never comes.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
+use shoal_bpf::{NodeConfig, Service};
+
+pub const A: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+pub const B: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+pub const B1: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 11);
+pub const B2: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 12);
+/// `web` on net1.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 100);
+/// `empty` on net1: no tasks.
+pub const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 101);
+/// `api` on net2.
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 102);
+pub const TCP_PORT: u16 = 8080;
+pub const UDP_PORT: u16 = 5353;
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A network namespace that exists for one test and is deleted when dropped, also when the
+/// test fails.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread inside the namespace; sockets it creates live there.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let file = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
+        std::thread::spawn(move || {
+            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns (are we root?)");
+            f()
+        })
+        .join()
+        .expect("thread in namespace panicked")
+    }
+
+    pub fn cookie(&self) -> u64 {
+        shoal_bpf::netns_cookie_blocking(&self.name).expect("netns cookie")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+pub fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is it installed?)"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Lab {
+    pub a: Netns,
+    pub b: Netns,
+    pub b1: Netns,
+    pub b2: Netns,
+    // Dropped last: deleting it removes the bridge and every veth.
+    pub br: Netns,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "shoaltest-bpf-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let br = Netns::new(format!("{prefix}-br"));
+        run(
+            "ip",
+            &["-n", &br.name, "link", "add", "br0", "type", "bridge"],
+        );
+        run("ip", &["-n", &br.name, "link", "set", "br0", "up"]);
+        let attach = |ns: &Netns, port: &str, addr: Ipv4Addr| {
+            // Both ends are made in the bridge namespace: the root namespace never sees them.
+            run(
+                "ip",
+                &[
+                    "-n", &br.name, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                    "netns", &ns.name,
+                ],
+            );
+            run(
+                "ip",
+                &["-n", &br.name, "link", "set", port, "master", "br0", "up"],
+            );
+            let cidr = format!("{addr}/24");
+            run("ip", &["-n", &ns.name, "addr", "add", &cidr, "dev", "eth0"]);
+            run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
+        };
+        let a = Netns::new(format!("{prefix}-a"));
+        let b = Netns::new(format!("{prefix}-b"));
+        let b1 = Netns::new(format!("{prefix}-b1"));
+        let b2 = Netns::new(format!("{prefix}-b2"));
+        attach(&a, "p-a", A);
+        attach(&b, "p-b", B);
+        attach(&b1, "p-b1", B1);
+        attach(&b2, "p-b2", B2);
+        for (ns, name) in [(&b1, "b1"), (&b2, "b2")] {
+            serve_tcp(ns, name, TCP_PORT);
+            serve_udp(ns, name, UDP_PORT);
+        }
+        Lab { a, b, b1, b2, br }
+    }
+}
+
+/// For each line received: `<name> <peer address>`.
+pub fn serve_tcp(ns: &Netns, name: &'static str, port: u16) {
+    let listener = ns.run(move || TcpListener::bind(("0.0.0.0", port)).expect("bind tcp"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let peer = stream
+                    .peer_addr()
+                    .map(|p| p.ip().to_string())
+                    .unwrap_or_default();
+                let mut writer = stream.try_clone().expect("clone stream");
+                for line in BufReader::new(stream).lines() {
+                    if line.is_err() || writeln!(writer, "{name} {peer}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Answers every datagram with `<name> <peer address>`.
+pub fn serve_udp(ns: &Netns, name: &'static str, port: u16) {
+    let socket = ns.run(move || UdpSocket::bind(("0.0.0.0", port)).expect("bind udp"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(format!("{name} {}", peer.ip()).as_bytes(), peer);
+        }
+    });
+}
+
+/// A new TCP connection from inside `ns`, one line each way. Returns the answer and the peer
+/// address the client's socket reports.
+pub fn tcp_request(
+    ns: &Netns,
+    to: Ipv4Addr,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<(String, SocketAddr)> {
+    let conn =
+        ns.run(move || TcpStream::connect_timeout(&SocketAddr::from((to, port)), timeout))?;
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    let peer = conn.peer_addr()?;
+    (&conn).write_all(b"hello\n")?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    Ok((line.trim().to_string(), peer))
+}
+
+/// An unbound UDP socket made inside `ns`.
+pub fn udp_socket(ns: &Netns) -> UdpSocket {
+    let s = ns.run(|| UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    s
+}
+
+/// Splits a server's answer into (backend name, the address it saw).
+pub fn split(answer: &str) -> (String, String) {
+    let (n, p) = answer.split_once(' ').unwrap_or((answer, ""));
+    (n.to_string(), p.to_string())
+}
+
+/// `web` (VIP, every port) and `empty` (VIP_EMPTY) on net1, `api` (VIP2) on net2.
+pub fn config(web: &[Ipv4Addr], api: &[Ipv4Addr]) -> NodeConfig {
+    let svc = |vip, backends: &[Ipv4Addr]| Service {
+        vip,
+        ports: vec![],
+        backends: backends.to_vec(),
+    };
+    NodeConfig {
+        services: [
+            (("net1".into(), "web".into()), svc(VIP, web)),
+            (("net1".into(), "empty".into()), svc(VIP_EMPTY, &[])),
+            (("net2".into(), "api".into()), svc(VIP2, api)),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+/// The program ids attached at `cgroup`, per `bpftool cgroup show`.
+pub fn attached_ids(cgroup: &std::path::Path) -> Vec<u32> {
+    let out = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(cgroup)
+        .output()
+        .expect("run bpftool (apt install bpftool)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("\"id\":")
+        .skip(1)
+        .filter_map(|s| {
+            s.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
