@@ -3,9 +3,11 @@
 //! pointed to) until the daemon stops.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use futures::FutureExt;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::{EndpointAck, HeartbeatRequest, SessionRequest, StatusReport};
 use shoal_types::endpoint::{EndpointDelta, EndpointView};
@@ -30,6 +32,13 @@ const RETRY: Duration = Duration::from_millis(300);
 impl Session {
     /// Runs until the process ends. Reports queue up while no manager is reachable.
     pub async fn run(self, mut reports: mpsc::UnboundedReceiver<Report>) {
+        let beat = match Heartbeat::start(self.node_id.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("failed to start the heartbeat thread: {e}");
+                return;
+            }
+        };
         let mut pending: BTreeMap<String, TaskStatus> = BTreeMap::new();
         let mut next = 0usize;
         let mut hint: Option<String> = None;
@@ -46,7 +55,10 @@ impl Session {
                     list[next].clone()
                 }
             };
-            match self.connected(&addr, &mut reports, &mut pending).await {
+            match self
+                .connected(&addr, &mut reports, &mut pending, &beat)
+                .await
+            {
                 Ok(()) => {}
                 Err(status) => {
                     hint = shoal_rpc::leader_hint(&status).filter(|h| h != &addr);
@@ -64,6 +76,7 @@ impl Session {
         addr: &str,
         reports: &mut mpsc::UnboundedReceiver<Report>,
         pending: &mut BTreeMap<String, TaskStatus>,
+        beat: &Arc<Heartbeat>,
     ) -> Result<(), tonic::Status> {
         let channel =
             shoal_rpc::channel(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -75,38 +88,58 @@ impl Session {
             .await?
             .into_inner();
         info!(manager = %addr, "session established");
+        beat.follow(Some(addr.to_string()));
+        let _stop_beating = StopBeating(beat);
         // Each session starts from a full table (the manager's first delta is from 0).
         let mut view = EndpointView::default();
-        let mut period = Duration::from_secs(1);
-        let mut beat = tokio::time::interval(period);
         loop {
             tokio::select! {
                 msg = stream.message() => {
-                    let Some(a) = msg? else { return Err(tonic::Status::unavailable("session closed by the manager")) };
-                    if !a.managers.is_empty() && let Ok(mut m) = self.managers.write() {
-                        *m = a.managers.clone();
+                    let Some(first) = msg? else { return Err(tonic::Status::unavailable("session closed by the manager")) };
+                    // Coalesce: take every message that has already arrived. Deltas are
+                    // folded into the in-memory view in order (cheap); the kernel and DNS
+                    // then get only the newest view, once, and the newest task list.
+                    let mut batch = vec![first];
+                    while let Some(next) = stream.message().now_or_never() {
+                        match next? {
+                            Some(a) => batch.push(a),
+                            None => break,
+                        }
                     }
-                    if a.heartbeat_period_ms > 0 && Duration::from_millis(a.heartbeat_period_ms) != period {
-                        period = Duration::from_millis(a.heartbeat_period_ms);
-                        beat = tokio::time::interval(period);
+                    let coalesced = batch.len();
+                    let mut endpoints_changed = false;
+                    let mut tasks = None;
+                    for a in batch {
+                        if !a.managers.is_empty() && let Ok(mut m) = self.managers.write() {
+                            *m = a.managers.clone();
+                        }
+                        if a.heartbeat_period_ms > 0 {
+                            beat.set_period(Duration::from_millis(a.heartbeat_period_ms));
+                        }
+                        if !a.endpoints.is_empty() {
+                            let delta: EndpointDelta = serde_json::from_slice(&a.endpoints)
+                                .map_err(|e| tonic::Status::data_loss(format!("endpoint delta does not parse: {e}")))?;
+                            // A delta for another base version means we missed one: reconnect
+                            // and start again from a full table.
+                            view.apply(&delta).map_err(tonic::Status::data_loss)?;
+                            endpoints_changed = true;
+                        }
+                        tasks = Some(a.tasks);
                     }
-                    if !a.endpoints.is_empty() {
-                        let delta: EndpointDelta = serde_json::from_slice(&a.endpoints)
-                            .map_err(|e| tonic::Status::data_loss(format!("endpoint delta does not parse: {e}")))?;
-                        // A delta for another base version means we missed one: reconnect
-                        // and start again from a full table.
-                        view.apply(&delta).map_err(tonic::Status::data_loss)?;
+                    if coalesced > 1 {
+                        debug!(messages = coalesced, version = view.version, "applying coalesced assignments");
+                    }
+                    if endpoints_changed {
                         self.worker.apply_endpoints(Arc::new(view.clone())).await;
                         client.ack_endpoints(EndpointAck { node_id: self.node_id.clone(), version: view.version }).await?;
                     }
                     // Tasks after endpoints: a new task's networks are then known here.
-                    match serde_json::from_slice::<Vec<Task>>(&a.tasks) {
-                        Ok(tasks) => self.worker.apply(tasks),
-                        Err(e) => warn!("ignoring assignments that do not parse: {e}"),
+                    if let Some(tasks) = tasks {
+                        match serde_json::from_slice::<Vec<Task>>(&tasks) {
+                            Ok(tasks) => self.worker.apply(tasks),
+                            Err(e) => warn!("ignoring assignments that do not parse: {e}"),
+                        }
                     }
-                }
-                _ = beat.tick() => {
-                    client.heartbeat(HeartbeatRequest { node_id: self.node_id.clone() }).await?;
                 }
                 Some((id, st)) = reports.recv() => {
                     pending.insert(id, st);
@@ -120,6 +153,95 @@ impl Session {
                 send_reports(&mut client, &self.node_id, pending).await?;
             }
         }
+    }
+}
+
+/// Stops heartbeats to a manager when the session with it ends, however it ends.
+struct StopBeating<'a>(&'a Heartbeat);
+
+impl Drop for StopBeating<'_> {
+    fn drop(&mut self) {
+        self.0.follow(None);
+    }
+}
+
+/// Heartbeats to the manager of the current session, sent from a thread of their own with
+/// its own runtime and connection: however busy the agent's runtime is with data-plane work
+/// (hundreds of sandboxes, a burst of changes), the node keeps saying it is alive, so the
+/// leader does not mistake a busy node for a dead one and reschedule its tasks.
+pub struct Heartbeat {
+    node_id: String,
+    target: Mutex<Option<String>>,
+    period_ms: AtomicU64,
+}
+
+impl Heartbeat {
+    /// Starts the heartbeat thread; it ends when the returned handle is dropped.
+    pub fn start(node_id: String) -> std::io::Result<Arc<Heartbeat>> {
+        let beat = Arc::new(Heartbeat {
+            node_id,
+            target: Mutex::new(None),
+            period_ms: AtomicU64::new(1000),
+        });
+        let weak = Arc::downgrade(&beat);
+        std::thread::Builder::new()
+            .name("shoal-heartbeat".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        warn!("failed to start the heartbeat runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(beat_loop(weak));
+            })?;
+        Ok(beat)
+    }
+
+    fn follow(&self, addr: Option<String>) {
+        if let Ok(mut t) = self.target.lock() {
+            *t = addr;
+        }
+    }
+
+    fn set_period(&self, period: Duration) {
+        self.period_ms
+            .store(period.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+}
+
+async fn beat_loop(beat: Weak<Heartbeat>) {
+    let mut client: Option<(String, ClusterClient<Channel>)> = None;
+    loop {
+        let (node_id, target, period) = {
+            let Some(b) = beat.upgrade() else { return };
+            let target = b.target.lock().ok().and_then(|t| t.clone());
+            let period = Duration::from_millis(b.period_ms.load(Ordering::Relaxed));
+            (b.node_id.clone(), target, period)
+        };
+        if let Some(addr) = target {
+            if client.as_ref().is_none_or(|(a, _)| a != &addr) {
+                client = shoal_rpc::channel(&addr)
+                    .ok()
+                    .map(|c| (addr.clone(), ClusterClient::new(c)));
+            }
+            if let Some((_, c)) = client.as_mut() {
+                // A reply later than a period is as good as none: the next beat is due.
+                let call = c.heartbeat(HeartbeatRequest { node_id });
+                match tokio::time::timeout(period, call).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(status)) => {
+                        debug!(manager = %addr, "heartbeat refused: {}", status.message())
+                    }
+                    Err(_) => debug!(manager = %addr, "heartbeat timed out"),
+                }
+            }
+        }
+        tokio::time::sleep(period).await;
     }
 }
 

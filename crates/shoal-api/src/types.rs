@@ -49,6 +49,9 @@ pub struct InitRequest {
     pub listen_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_period_ms: Option<u64>,
+    /// Heartbeat periods a node may miss before it is marked Down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_grace: Option<u32>,
     /// Subnet of the ingress network (`10.0.0.0/24`); the daemon picks one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_subnet: Option<String>,

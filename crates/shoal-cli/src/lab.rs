@@ -31,6 +31,10 @@ pub struct LabUpArgs {
     /// How often agents send heartbeats; a node is Down after three missed ones.
     #[arg(long, default_value = "1s")]
     pub heartbeat_period: String,
+    /// Heartbeat periods a node may miss before it is marked Down. Lab nodes share two
+    /// cores, so the lab is more patient than a cluster's default of 3.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat_grace: u32,
     /// DNS server (IP:PORT) the nodes forward non-cluster names to; repeatable. Lab
     /// nodes have no route out, so the host's resolvers are unreachable from them.
     #[arg(long)]
@@ -123,6 +127,8 @@ async fn up(args: LabUpArgs) -> Result<i32> {
             shoal_lab::hosts_path(&args.name).display().to_string(),
             "--heartbeat-period".into(),
             args.heartbeat_period.clone(),
+            "--heartbeat-grace".into(),
+            args.heartbeat_grace.to_string(),
         ]
         .into_iter()
         .chain(

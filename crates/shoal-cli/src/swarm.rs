@@ -21,6 +21,13 @@ pub struct InitArgs {
     /// daemon's choice, which it prints).
     #[arg(long, value_name = "CIDR")]
     pub ingress_subnet: Option<String>,
+    /// How often agents send heartbeats, e.g. 5s (docker's `--dispatcher-heartbeat`;
+    /// default: the daemon's `--heartbeat-period`, 5s unless set).
+    #[arg(long, value_name = "DURATION")]
+    pub dispatcher_heartbeat: Option<String>,
+    /// Heartbeat periods a node may miss before it is marked Down (default 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub heartbeat_grace: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -63,10 +70,22 @@ pub fn init_request(args: InitArgs) -> Result<InitRequest> {
     if let Some(s) = &args.ingress_subnet {
         parse_subnet(s).map_err(|e| anyhow::anyhow!("invalid --ingress-subnet: {e}"))?;
     }
+    let heartbeat = match &args.dispatcher_heartbeat {
+        Some(d) => {
+            let ms = shoal_types::time::parse_duration_ms(d)
+                .map_err(|e| anyhow::anyhow!("invalid --dispatcher-heartbeat: {e}"))?;
+            if ms < 100 {
+                bail!("invalid --dispatcher-heartbeat {d:?}: use at least 100ms");
+            }
+            Some(ms)
+        }
+        None => None,
+    };
     Ok(InitRequest {
         advertise_addr: args.advertise_addr,
         listen_addr: args.listen_addr,
-        heartbeat_period_ms: None,
+        heartbeat_period_ms: heartbeat,
+        heartbeat_grace: args.heartbeat_grace,
         ingress_subnet: args.ingress_subnet,
     })
 }

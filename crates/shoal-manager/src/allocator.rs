@@ -24,6 +24,8 @@ struct Pass<'a> {
     state: &'a ClusterState,
     used: BTreeMap<String, BTreeSet<Ipv4Addr>>,
     cursor: BTreeMap<String, u32>,
+    /// Networks found full in this pass: not searched again (a /16 is 65,534 addresses).
+    full: BTreeSet<String>,
 }
 
 impl<'a> Pass<'a> {
@@ -32,12 +34,16 @@ impl<'a> Pass<'a> {
             state,
             used: BTreeMap::new(),
             cursor: BTreeMap::new(),
+            full: BTreeSet::new(),
         }
     }
 
     /// The next free address on a network, or None when it is full.
     fn next(&mut self, network_id: &str) -> Option<Ipv4Net> {
         let net = self.state.networks.get(network_id)?;
+        if self.full.contains(network_id) {
+            return None;
+        }
         let used = self
             .used
             .entry(network_id.to_string())
@@ -59,7 +65,27 @@ impl<'a> Pass<'a> {
                 return Ipv4Net::new(addr, net.ipam.subnet.prefix_len()).ok();
             }
         }
+        self.full.insert(network_id.to_string());
         None
+    }
+
+    /// Why a task gets no address on a full network, with the figures a user needs.
+    fn exhausted(&self, network_id: &str) -> String {
+        let Some(net) = self.state.networks.get(network_id) else {
+            return format!("network {network_id} no longer exists");
+        };
+        // The gateway is in `used` but not in the capacity.
+        let in_use = self
+            .used
+            .get(network_id)
+            .map_or(0, |u| u.iter().filter(|a| net.usable(**a)).count());
+        format!(
+            "no available IPv4 address in network {} ({}): {} of {} in use",
+            net.name,
+            net.ipam.subnet,
+            in_use,
+            net.capacity()
+        )
     }
 }
 
@@ -134,6 +160,7 @@ pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
         }
     }
     let mut allocations = Vec::new();
+    let mut errors = Vec::new();
     for task in state
         .tasks
         .values()
@@ -150,14 +177,20 @@ pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
                     addr,
                     aliases,
                 }),
-                // A full network: the task stays New until an address frees up.
-                None => break,
+                // A full network: the task stays New until an address frees up, and
+                // says so. (Addresses taken for its other networks are only this
+                // pass's bookkeeping; nothing is claimed.)
+                None => {
+                    errors.push((task.id.clone(), pass.exhausted(&network_id)));
+                    break;
+                }
             }
         }
         if attachments.len() == service_networks(state, service).len() {
             allocations.push((task.id.clone(), attachments));
         }
     }
+    cmds.extend(task_errors(state, errors));
     if !allocations.is_empty() {
         cmds.push(Command::AllocateTasks {
             allocations,
@@ -165,6 +198,16 @@ pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
         });
     }
     cmds
+}
+
+/// The command that shows why tasks wait, for those whose ERROR does not say so yet (so a
+/// leader pass over an unchanged cluster proposes nothing).
+pub fn task_errors(state: &ClusterState, errors: Vec<(String, String)>) -> Option<Command> {
+    let errors: Vec<(String, String)> = errors
+        .into_iter()
+        .filter(|(id, err)| state.tasks.get(id).is_some_and(|t| &t.status.err != err))
+        .collect();
+    (!errors.is_empty()).then_some(Command::SetTaskErrors { errors })
 }
 
 /// The lowest VXLAN id no network uses.

@@ -18,13 +18,18 @@ pub fn assignments(state: &ClusterState, node_id: &str) -> Vec<Task> {
 }
 
 /// Heartbeat bookkeeping on the leader. Times are milliseconds from any monotonic origin.
+///
+/// Declaring a node Down reschedules all its tasks, which loads every other node; on a
+/// cluster that is merely busy that load makes more nodes miss heartbeats (the storm that
+/// took a 3-node lab to 0 running tasks). So the leader never judges its own node, and it
+/// marks at most one node Down per grace period: a node that is really gone is still
+/// caught within two grace periods, a flapping one cannot cascade.
 #[derive(Debug, Default)]
 pub struct Heartbeats {
     last_seen: HashMap<String, u64>,
+    /// When the last node was marked Down.
+    last_down: Option<u64>,
 }
-
-/// Missed periods after which a node is declared Down.
-pub const MISSED_HEARTBEATS: u64 = 3;
 
 impl Heartbeats {
     pub fn seen(&mut self, node_id: &str, now: u64) {
@@ -35,21 +40,40 @@ impl Heartbeats {
     /// from `now` instead of being judged on another leader's silence.
     pub fn reset(&mut self, state: &ClusterState, now: u64) {
         self.last_seen = state.nodes.keys().map(|id| (id.clone(), now)).collect();
+        self.last_down = None;
     }
 
-    /// Nodes marked Ready whose last heartbeat is older than `MISSED_HEARTBEATS` periods.
+    /// The node to mark Down now, if any: the Ready node silent the longest, once it has
+    /// been silent for more than `grace_ms`, never `own` (the leader's node: its agent
+    /// talks to this very process, so its silence says the leader is busy, not that the
+    /// node is gone), and not within `grace_ms` of the previous one.
     /// (A Down node becomes Ready again when its next heartbeat arrives, not here.)
-    pub fn expired(&mut self, state: &ClusterState, now: u64, period_ms: u64) -> Vec<String> {
-        state
+    pub fn expired(
+        &mut self,
+        state: &ClusterState,
+        now: u64,
+        grace_ms: u64,
+        own: &str,
+    ) -> Option<String> {
+        if self
+            .last_down
+            .is_some_and(|at| now.saturating_sub(at) <= grace_ms)
+        {
+            return None;
+        }
+        let victim = state
             .nodes
             .values()
-            .filter(|node| node.status.state == NodeState::Ready)
-            .filter(|node| {
+            .filter(|node| node.status.state == NodeState::Ready && node.id != own)
+            .map(|node| {
                 let seen = *self.last_seen.entry(node.id.clone()).or_insert(now);
-                now.saturating_sub(seen) > MISSED_HEARTBEATS * period_ms
+                (now.saturating_sub(seen), node.id.clone())
             })
-            .map(|node| node.id.clone())
-            .collect()
+            .filter(|(silent, _)| *silent > grace_ms)
+            .max()
+            .map(|(_, id)| id)?;
+        self.last_down = Some(now);
+        Some(victim)
     }
 }
 
@@ -59,24 +83,56 @@ mod tests {
     use shoal_types::fixtures::*;
     use shoal_types::{Command, Millis};
 
+    fn down(st: &mut ClusterState, id: &str) {
+        st.apply(Command::SetNodeState {
+            id: id.into(),
+            state: NodeState::Down,
+            message: String::new(),
+            at: Millis(0),
+        })
+        .unwrap();
+    }
+
     #[test]
     fn silent_node_goes_down_once() {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
         let mut hb = Heartbeats::default();
         hb.reset(&st, 1_000);
         hb.seen("n1", 3_000);
-        assert!(hb.expired(&st, 3_000, 1_000).is_empty());
+        assert_eq!(hb.expired(&st, 3_000, 3_000, "n1"), None);
         hb.seen("n1", 4_500);
-        assert_eq!(hb.expired(&st, 4_500, 1_000), ["n2"]);
-        st.apply(Command::SetNodeState {
-            id: "n2".into(),
-            state: NodeState::Down,
-            message: String::new(),
-            at: Millis(0),
-        })
-        .unwrap();
+        assert_eq!(hb.expired(&st, 4_500, 3_000, "n1"), Some("n2".into()));
+        down(&mut st, "n2");
         // Already Down: not reported again.
-        assert!(hb.expired(&st, 9_000, 1_000).iter().all(|n| n != "n2"));
+        assert_eq!(hb.expired(&st, 20_000, 3_000, "n1"), None);
+    }
+
+    #[test]
+    fn the_leader_never_marks_its_own_node() {
+        let st = cluster(&[("n1", "node1"), ("n2", "node2")]);
+        let mut hb = Heartbeats::default();
+        hb.reset(&st, 0);
+        hb.seen("n2", 60_000);
+        // n1 (the leader's node) has been silent for a minute: its agent is starved by
+        // the same process that judges it.
+        assert_eq!(hb.expired(&st, 60_000, 3_000, "n1"), None);
+    }
+
+    #[test]
+    fn nodes_go_down_one_per_grace_period() {
+        let mut st = cluster(&[("n1", "node1"), ("n2", "node2"), ("n3", "node3")]);
+        let mut hb = Heartbeats::default();
+        hb.reset(&st, 0);
+        hb.seen("n3", 1_000);
+        // Both silent past the grace: the longer silent goes first, the other waits.
+        assert_eq!(hb.expired(&st, 5_000, 3_000, "n1"), Some("n2".into()));
+        down(&mut st, "n2");
+        assert_eq!(hb.expired(&st, 7_000, 3_000, "n1"), None);
+        // n3 spoke again in the meantime: it stays.
+        hb.seen("n3", 7_500);
+        assert_eq!(hb.expired(&st, 8_500, 3_000, "n1"), None);
+        // Silent again past another grace period: now it goes.
+        assert_eq!(hb.expired(&st, 11_000, 3_000, "n1"), Some("n3".into()));
     }
 }
 

@@ -69,6 +69,7 @@ pub fn info() -> ClusterInfo {
         worker_secret: "w".into(),
         manager_secret: "m".into(),
         heartbeat_period_ms: 1000,
+        heartbeat_grace: 3,
     }
 }
 
@@ -107,6 +108,7 @@ pub fn network(id: &str, name: &str, subnet: &str, vni: u32) -> Network {
         vni,
         labels: BTreeMap::new(),
         next_host: 0,
+        usage: None,
     }
 }
 

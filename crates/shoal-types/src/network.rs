@@ -34,6 +34,18 @@ pub struct Network {
     /// the subnet, so a freed address is not given to another task at once.
     #[serde(default)]
     pub next_host: u32,
+    /// How many addresses are taken and how many there are. Derived, never stored:
+    /// filled in when the network is read through the API.
+    #[serde(rename = "IPAMUsage", default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<AddressUsage>,
+}
+
+/// Addresses of a network in use (tasks, VIPs, nodes' ingress endpoints) and its capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AddressUsage {
+    pub in_use: u64,
+    pub capacity: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +73,13 @@ pub const FIRST_VNI: u32 = 4096;
 impl Network {
     /// Hosts of the subnet that tasks may get: not the network/broadcast addresses, not the
     /// gateway.
+    /// How many addresses tasks, VIPs and nodes can get: the subnet without its network,
+    /// broadcast and gateway addresses.
+    pub fn capacity(&self) -> u64 {
+        let size = 1u64 << (32 - u32::from(self.ipam.subnet.prefix_len()));
+        size.saturating_sub(3)
+    }
+
     pub fn usable(&self, addr: Ipv4Addr) -> bool {
         let net = self.ipam.subnet;
         net.contains(&addr)

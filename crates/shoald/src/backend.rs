@@ -152,6 +152,7 @@ impl Backend for Api {
             .init(
                 req.advertise_addr,
                 req.heartbeat_period_ms,
+                req.heartbeat_grace,
                 req.ingress_subnet,
             )
             .await?;
@@ -443,14 +444,19 @@ impl Backend for Api {
     }
 
     async fn networks(&self) -> ApiResult<Vec<Network>> {
-        Ok(self.state()?.networks.values().cloned().collect())
+        let state = self.state()?;
+        Ok(state
+            .networks
+            .values()
+            .map(|n| state.network_with_usage(n))
+            .collect())
     }
 
     async fn network(&self, key: String) -> ApiResult<Network> {
         let state = self.state()?;
         state
             .find_network(&key)
-            .cloned()
+            .map(|n| state.network_with_usage(n))
             .ok_or_else(|| ApiError::not_found(format!("no such network: {key}")))
     }
 

@@ -34,6 +34,7 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     pub advertise_addr: Option<String>,
     pub heartbeat_period_ms: u64,
+    pub heartbeat_grace: u32,
     pub extra_hosts: Option<PathBuf>,
     pub upstream: shoal_dns::Upstream,
 }
@@ -128,7 +129,7 @@ impl Daemon {
         )
         .await
         .map_err(|e| internal("failed to open the raft store", e))?;
-        Ok(Manager::new(store))
+        Ok(Manager::new(store, identity.node_id.clone()))
     }
 
     /// Starts the gRPC server, the agent and (for managers) the leader loop.
@@ -208,6 +209,7 @@ impl Daemon {
         self: &Arc<Self>,
         advertise: Option<String>,
         heartbeat_ms: Option<u64>,
+        heartbeat_grace: Option<u32>,
         ingress_subnet: Option<String>,
     ) -> Result<(Active, Vec<String>), ApiError> {
         let _guard = self.lifecycle.lock().await;
@@ -256,6 +258,7 @@ impl Daemon {
             worker_secret: ids::new_secret(),
             manager_secret: ids::new_secret(),
             heartbeat_period_ms: heartbeat_ms.unwrap_or(self.cfg.heartbeat_period_ms),
+            heartbeat_grace: heartbeat_grace.unwrap_or(self.cfg.heartbeat_grace),
         };
         let node = Node {
             id: node_id.clone(),

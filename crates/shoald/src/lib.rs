@@ -46,9 +46,15 @@ pub struct Args {
     /// The node's name in `node ls` (default: the host's name).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// How often agents send heartbeats when this node initialises a cluster, e.g. 1s.
-    #[arg(long, default_value = "1s", value_parser = parse_ms)]
+    /// How often agents send heartbeats when this node initialises a cluster (Swarm's
+    /// `--dispatcher-heartbeat`, 5s by default).
+    #[arg(long, default_value = "5s", value_parser = parse_ms)]
     pub heartbeat_period: u64,
+    /// Heartbeat periods a node may miss before it is marked Down, when this node
+    /// initialises a cluster.
+    #[arg(long, default_value_t = shoal_types::state::DEFAULT_HEARTBEAT_GRACE,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub heartbeat_grace: u32,
     /// A hosts file whose lines are added to every task's /etc/hosts (the lab's node names).
     #[arg(long)]
     pub extra_hosts: Option<PathBuf>,
@@ -78,6 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listen_addr: args.listen_addr,
         advertise_addr: args.advertise_addr.clone(),
         heartbeat_period_ms: args.heartbeat_period,
+        heartbeat_grace: args.heartbeat_grace,
         extra_hosts: args.extra_hosts.clone(),
         upstream: if args.dns_upstream.is_empty() {
             shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf").unwrap_or(

@@ -19,6 +19,8 @@ use crate::errors::apply_error;
 
 pub struct Manager {
     pub store: Store,
+    /// This node's id: the leader never marks its own node Down.
+    node_id: String,
     /// Leader-only bookkeeping; reset whenever this node becomes leader.
     heartbeats: Mutex<Heartbeats>,
     /// The endpoint table of the newest state version, shared by every agent session.
@@ -39,9 +41,10 @@ const DRAIN_LIMIT_MS: u64 = 10_000;
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 impl Manager {
-    pub fn new(store: Store) -> Arc<Manager> {
+    pub fn new(store: Store, node_id: String) -> Arc<Manager> {
         Arc::new(Manager {
             store,
+            node_id,
             heartbeats: Mutex::new(Heartbeats::default()),
             endpoints: Mutex::new((0, Arc::new(BTreeMap::new()))),
             convergence: Mutex::new(Convergence::default()),
@@ -219,12 +222,12 @@ impl Manager {
                     hb.reset(&state, now);
                     was_leader = true;
                 }
-                let period = state
+                let grace = state
                     .cluster
                     .as_ref()
-                    .map_or(1000, |c| c.heartbeat_period_ms);
-                for id in hb.expired(&state, now, period) {
-                    info!(node = %id, "node missed its heartbeats; marking it down");
+                    .map_or(3000, |c| c.heartbeat_grace_ms());
+                if let Some(id) = hb.expired(&state, now, grace, &self.node_id) {
+                    info!(node = %id, grace_ms = grace, "node missed its heartbeats; marking it down");
                     cmds.push(Command::SetNodeState {
                         id,
                         state: NodeState::Down,
@@ -249,6 +252,7 @@ impl Manager {
                     at: wall,
                 });
             }
+            cmds.extend(allocator::task_errors(&state, plan.unplaced));
             if cmds.is_empty() {
                 continue;
             }

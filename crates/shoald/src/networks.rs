@@ -98,6 +98,7 @@ pub fn plan_network(
         vni: allocator::next_vni(state),
         labels: Default::default(),
         next_host: 0,
+        usage: None,
     })
 }
 

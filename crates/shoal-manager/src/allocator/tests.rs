@@ -182,3 +182,37 @@ fn a_network_in_use_cannot_be_removed() {
         "{err}"
     );
 }
+
+#[test]
+fn a_full_network_says_why_its_tasks_wait() {
+    let mut st = cluster(&[("n1", "node1")]);
+    // A /29: 8 addresses, 5 usable after network, broadcast and gateway. The VIP takes
+    // one, so 4 of 6 replicas get an address.
+    st.apply(Command::CreateNetwork {
+        network: network("net1", "small", "10.0.9.0/29", 4096),
+    })
+    .unwrap();
+    st.apply(Command::CreateService {
+        service: service("s1", spec_on("web", 6, &["net1"])),
+    })
+    .unwrap();
+    step(&mut st, 0);
+    let waiting: Vec<&shoal_types::Task> = st
+        .tasks
+        .values()
+        .filter(|t| t.status.state == TaskState::New)
+        .collect();
+    assert_eq!(waiting.len(), 2);
+    for t in waiting {
+        assert_eq!(
+            t.status.err,
+            "no available IPv4 address in network small (10.0.9.0/29): 5 of 5 in use"
+        );
+    }
+    // Nothing new to say on the next pass: no command is proposed again.
+    assert!(
+        !allocate(&st, Millis(1))
+            .iter()
+            .any(|c| matches!(c, Command::SetTaskErrors { .. }))
+    );
+}

@@ -35,8 +35,26 @@ pub struct ClusterInfo {
     pub created_at: Millis,
     pub worker_secret: String,
     pub manager_secret: String,
-    /// How often agents send heartbeats; a node is Down after three missed periods.
+    /// How often agents send heartbeats.
     pub heartbeat_period_ms: u64,
+    /// Periods without a heartbeat after which a node is Down (Swarm's grace multiple).
+    #[serde(default = "default_heartbeat_grace")]
+    pub heartbeat_grace: u32,
+}
+
+/// Swarm's grace multiple: a node is Down after three silent periods.
+pub const DEFAULT_HEARTBEAT_GRACE: u32 = 3;
+
+fn default_heartbeat_grace() -> u32 {
+    DEFAULT_HEARTBEAT_GRACE
+}
+
+impl ClusterInfo {
+    /// How long a node may stay silent before it is marked Down.
+    pub fn heartbeat_grace_ms(&self) -> u64 {
+        self.heartbeat_period_ms
+            .saturating_mul(u64::from(self.heartbeat_grace.max(1)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +149,11 @@ pub enum Command {
     },
     RemoveNetwork {
         id: String,
+    },
+    /// Why tasks that wait (New or Pending) cannot go on: no address left, no node that
+    /// fits. Shown in the ERROR column of `service ps`; the state does not change.
+    SetTaskErrors {
+        errors: Vec<(String, String)>,
     },
     /// The allocator's addresses for New tasks; moves each to Pending.
     AllocateTasks {
@@ -356,6 +379,15 @@ impl ClusterState {
             }
             Command::CreateNetwork { network } => self.create_network(network)?,
             Command::RemoveNetwork { id } => self.remove_network(&id)?,
+            Command::SetTaskErrors { errors } => {
+                for (id, err) in errors {
+                    if let Some(t) = self.tasks.get_mut(&id)
+                        && t.status.state <= TaskState::Pending
+                    {
+                        t.status.err = err;
+                    }
+                }
+            }
             Command::AllocateTasks { allocations, at } => self.allocate_tasks(allocations, at)?,
             Command::SetVips { service_id, vips } => self.set_vips(&service_id, vips)?,
             Command::SetNodeIngress { node_id, addr } => self.set_node_ingress(&node_id, addr)?,

@@ -32,6 +32,22 @@ impl ClusterState {
 
     /// Addresses taken on a network: its gateway, the VIPs, and the addresses of tasks
     /// that have not finished.
+    /// The network as the API shows it: with its address use and capacity.
+    pub fn network_with_usage(&self, network: &Network) -> Network {
+        let in_use = self
+            .addresses_in_use(&network.id)
+            .into_iter()
+            .filter(|a| network.usable(*a))
+            .count() as u64;
+        Network {
+            usage: Some(crate::network::AddressUsage {
+                in_use,
+                capacity: network.capacity(),
+            }),
+            ..network.clone()
+        }
+    }
+
     pub fn addresses_in_use(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
         let mut used = BTreeSet::new();
         if let Some(n) = self.networks.get(network_id) {

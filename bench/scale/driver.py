@@ -1,0 +1,164 @@
+"""bench/scale driver (run by run.sh): stages of tasks per node, CPU per endpoint change,
+then client-observed propagation at FINAL tasks. Talks to the lab only through the shoal
+CLI, the API socket and /proc; probes run inside the client tasks' namespaces."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+SHOAL, LAB, STAGES, CHANGES, PROBES, FINAL = sys.argv[1:7]
+STAGES = [int(s) for s in STAGES.split()]
+CHANGES, PROBES, FINAL = int(CHANGES), int(PROBES), int(FINAL)
+SOCK = f"/run/shoal-lab/{LAB}/node1/shoal.sock"
+TICK = os.sysconf("SC_CLK_TCK")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def shoal(*args, check=True):
+    out = subprocess.run([SHOAL, "-H", f"unix://{SOCK}", *args], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        sys.exit(f"shoal {' '.join(args)} failed: {out.stderr}")
+    return out.stdout
+
+
+def daemons():
+    pids = {}
+    for n in (1, 2, 3):
+        out = subprocess.run(["ip", "netns", "pids", f"shoal-{LAB}-node{n}"], capture_output=True, text=True).stdout
+        for p in out.split():
+            try:
+                if open(f"/proc/{p}/comm").read().strip() == "shoald":
+                    pids[n] = int(p)
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_ms(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) * 1000 / TICK
+
+
+def rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, max(0, -(-len(v) * p // 100) - 1))]
+
+
+downs = []
+stop = threading.Event()
+
+
+def watch():
+    while not stop.is_set():
+        out = shoal("node", "ls", "--format", "{{.Hostname}} {{.Status}}", check=False)
+        downs.extend(l for l in out.splitlines() if l and not l.endswith(" Ready"))
+        time.sleep(1)
+
+
+def running_tasks():
+    out = shoal("service", "ls", "--format", "{{.Replicas}}")
+    return sum(int(l.split("/")[0]) for l in out.split() if "/" in l)
+
+
+services = 0
+
+
+def grow_to(tasks):
+    """Adds services of 2 replicas until `tasks` run (clients and web included)."""
+    global services
+    t0 = time.monotonic()
+    while 3 + 2 * services < tasks:
+        if services == 0:
+            shoal("service", "create", "-d", "--name", "web", "--network", "ovl", "--replicas", "2", SHOAL, "demo", "vote")
+        else:
+            shoal("service", "create", "-d", "--name", f"s{services}", "--network", "ovl", "--replicas", "2", "/bin/sleep", "infinity")
+        services += 1
+    want = 3 + 2 * services
+    while (n := running_tasks()) < want:
+        if time.monotonic() - t0 > 900:
+            sys.exit(f"only {n} of {want} tasks running after 15 minutes; node states seen: {downs[-5:]}")
+        time.sleep(2)
+    return want, time.monotonic() - t0
+
+
+shoal("network", "create", "--subnet", "10.10.0.0/16", "ovl")
+shoal("service", "create", "--name", "client", "--mode", "global", "--network", "ovl", SHOAL, "demo", "client")
+threading.Thread(target=watch, daemon=True).start()
+
+print(f"3-node lab, one /16 overlay; {CHANGES} endpoint changes per stage (scale web 3<->2)")
+print(f"{'tasks/node':>10} {'tasks':>6} {'cpu ms/change n1':>17} {'n2':>7} {'n3':>7} {'vs first':>9} {'RSS MiB n1/n2/n3':>18}")
+first = None
+replicas = 2
+for per_node in STAGES:
+    total, _ = grow_to(3 * per_node)
+    pids = daemons()
+    before = {n: cpu_ms(p) for n, p in pids.items()}
+    for _ in range(CHANGES):
+        replicas = 5 - replicas
+        shoal("service", "scale", f"web={replicas}")
+    per = {n: (cpu_ms(p) - before[n]) / CHANGES for n, p in pids.items()}
+    mean = sum(per.values()) / len(per)
+    first = first or mean
+    rss = "/".join(f"{rss_mib(pids[n]):.0f}" for n in sorted(pids))
+    print(f"{total // 3:>10} {total:>6} {per[1]:>17.1f} {per[2]:>7.1f} {per[3]:>7.1f} {mean / first:>8.2f}x {rss:>18}")
+
+total, took = grow_to(FINAL)
+print(f"{total} tasks running ({took:.0f} s to add the last ones); node states other than Ready seen: {len(downs)}")
+
+# Client-observed propagation: a probe in each node's client task.
+vip = json.loads(shoal("service", "inspect", "--format", "{{json .Endpoint.VirtualIPs}}", "web"))[0]["Addr"].split("/")[0]
+clients = [l.split("|") for l in shoal("service", "ps", "--no-trunc", "--format", "{{.Node}}|{{.ID}}|{{.CurrentState}}", "client").split()]
+probes = []
+for node, task_id, state in (c for c in clients if len(c) == 3):
+    ns = f"shoal-task-{task_id[:12]}"
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "python3", f"{HERE}/probe.py", vip], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    probes.append((node, p))
+if len(probes) != 3:
+    sys.exit(f"expected a client task on each of 3 nodes, found {clients}")
+subprocess.run(["curl", "-sf", "-X", "DELETE", "--unix-socket", SOCK, "http://shoal/v1/endpoints/stats"], check=True)
+lat = {node: [] for node, _ in probes}
+for i in range(PROBES):
+    replicas = 5 - replicas
+    for _, p in probes:
+        p.stdin.write(f"{replicas}\n")
+        p.stdin.flush()
+    t0 = time.monotonic_ns()
+    shoal("service", "scale", "-d", f"web={replicas}")
+    for node, p in probes:
+        line = p.stdout.readline()
+        if not line:
+            sys.exit(f"the probe on {node} stopped")
+        lat[node].append((int(line) - t0) / 1e6)
+    time.sleep(0.05)
+for _, p in probes:
+    p.stdin.close()
+stats = json.loads(subprocess.run(["curl", "-sf", "--unix-socket", SOCK, "http://shoal/v1/endpoints/stats"], capture_output=True, text=True, check=True).stdout)
+
+# Baseline: one committed write through the API (CLI start-up included).
+base = []
+for i in range(30):
+    t0 = time.monotonic_ns()
+    shoal("node", "update", "--label-add", f"bench={i}", "node2")
+    base.append((time.monotonic_ns() - t0) / 1e6)
+stop.set()
+
+allv = [v for vs in lat.values() for v in vs]
+print(f"\none endpoint change at {total} tasks, from the API call until a client on the node resolves tasks.web")
+print(f"to the new set and connects to the VIP ({PROBES} changes, scale web 3<->2):")
+for node, vs in sorted(lat.items()):
+    print(f"  {node}: p50 {pct(vs, 50):7.1f} ms   p99 {pct(vs, 99):7.1f} ms")
+print(f"  all: p50 {pct(allv, 50):7.1f} ms   p99 {pct(allv, 99):7.1f} ms   (target: p99 <= 100 ms)")
+print(f"leader's view, table change until every node acked ({stats['Count']} changes): p50 {stats['P50Ms']} ms   p99 {stats['P99Ms']} ms")
+b50, b99 = pct(base, 50), pct(base, 99)
+print(f"baseline, one committed write through the API: p50 {b50:.1f} ms   p99 {b99:.1f} ms")
+print(f"ratio client-observed/commit: p50 {pct(allv, 50) / b50:.2f}x   p99 {pct(allv, 99) / b99:.2f}x")
+print(f"node states other than Ready seen during the run: {len(downs)} {downs[:5]}")

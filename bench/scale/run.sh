@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Scale on a 3-node lab with one /16 overlay: how the cost of an endpoint change on a node
+# grows with the tasks it runs, and how long a change takes to reach clients everywhere.
+#
+#   sudo bench/scale/run.sh                 # STAGES="10 100 300" tasks per node, 1,000 at the end
+#   STAGES="10 100" CHANGES=20 sudo bench/scale/run.sh     # quicker
+#
+# Stages: services of 2 replicas (idle processes, one web service) are added until the lab
+# runs STAGE tasks per node; at each stage CHANGES endpoint changes (scale web 3<->2, each
+# waited for until every node acked it) are made and each node's shoald CPU time (utime +
+# stime from /proc) is divided by CHANGES. Baseline, same run: the first stage's figure
+# (the target is flat: ratio ~1). Daemon RSS per node is printed at each stage.
+# Then 1,000 tasks (500 services x 2) are in place, with no node ever Down (checked once a
+# second throughout), and PROBES scale-downs/ups of web are timed by a client on every node:
+# from the API call until that node's 127.0.0.11 answers tasks.web with the new set and the
+# web VIP accepts a connection. Beside it, the leader's ack-based figure and one committed
+# Raft write (the floor under any change).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STAGES=${STAGES:-"10 100 300"}
+CHANGES=${CHANGES:-30}
+PROBES=${PROBES:-100}
+FINAL=${FINAL:-1000}
+cargo build --release -q -p shoal
+SHOAL=$PWD/target/release/shoal
+LAB=scale$$
+trap '"$SHOAL" lab down --name "$LAB" >/dev/null 2>&1 || true' EXIT
+"$SHOAL" lab up --nodes 3 --name "$LAB" >/dev/null
+exec python3 "$(dirname "$0")/driver.py" "$SHOAL" "$LAB" "$STAGES" "$CHANGES" "$PROBES" "$FINAL"
