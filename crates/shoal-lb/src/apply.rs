@@ -129,6 +129,41 @@ impl NfSocket {
         })
     }
 
+    /// Sends one buffer of netlink messages (no batch framing), retrying on EINTR.
+    pub(crate) fn send_raw(&self, bytes: &[u8]) -> Result<(), LbError> {
+        loop {
+            match send(self.fd.as_raw_fd(), bytes, MsgFlags::empty()) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(source) => {
+                    return Err(LbError::Netlink {
+                        action: "send request",
+                        netns: self.netns.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads what the kernel queued (waits up to the socket's 5 s timeout).
+    pub(crate) fn recv_raw(&self, buf: &mut [u8]) -> Result<usize, LbError> {
+        loop {
+            match recv(self.fd.as_raw_fd(), buf, MsgFlags::empty()) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Err(LbError::NoAnswer(self.netns.clone())),
+                Err(source) => {
+                    return Err(LbError::Netlink {
+                        action: "read answer",
+                        netns: self.netns.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
     /// Sends one batch and waits for the kernel's verdict on it. Blocking; the kernel handles
     /// a batch synchronously within `send`, so this takes as long as the transaction.
     pub(crate) fn transact(&mut self, batch: &Batch) -> Result<(), LbError> {

@@ -20,7 +20,7 @@ pub enum LbError {
     /// The helper thread that works inside the namespace died before answering.
     #[error("the helper thread working in network namespace {0} died")]
     NetnsThread(String),
-    /// A program (nft, conntrack) could not be started.
+    /// A program (nft) could not be started.
     #[error(
         "failed to run {program} in network namespace {netns} (is it installed? apt-get install {package}): {source}"
     )]
@@ -77,15 +77,21 @@ pub enum LbError {
         "the kernel did not answer a transaction in network namespace {0} within 5 s; recreate the balancer to be sure of its rules"
     )]
     NoAnswer(String),
-    /// `conntrack -D` failed.
-    #[error("failed to flush conntrack entries `{filter}` in network namespace {netns}: {stderr}")]
+    /// The kernel refused a conntrack dump or delete (ctnetlink); flows of removed
+    /// backends may remain until they expire.
+    #[error(
+        "the kernel refused to {action} conntrack entries in network namespace {netns}: {source}{hint}"
+    )]
     Conntrack {
-        /// The conntrack arguments.
-        filter: String,
+        /// "list" or "delete".
+        action: &'static str,
         /// The namespace name.
         netns: String,
-        /// What conntrack said.
-        stderr: String,
+        /// The errno.
+        #[source]
+        source: io::Error,
+        /// What to do about it.
+        hint: &'static str,
     },
     /// A conntrack sysctl could not be read or written.
     #[error("failed to {action} {path} in network namespace {netns}: {source}")]

@@ -27,17 +27,20 @@
 //! - [`netlink`]: the same ops as an nfnetlink batch, and the kernel's answers parsed. Pure.
 //! - `apply`: the I/O: a thread that enters the namespace, `nft -f -`, the netlink socket.
 //! - [`balancer`]: [`Balancer`], one sandbox's table kept in step.
-//! - [`conntrack`]: [`flush_conntrack`] for flows to removed backends, and the sandbox's
-//!   idle timeout of established TCP.
+//! - [`ctnetlink`]: conntrack dump and delete messages, and the filter of a removed
+//!   backend's flows. Pure.
+//! - [`conntrack`]: [`flush_conntrack`] and [`delete_flows`] for flows to removed backends
+//!   (over ctnetlink, no process), and the sandbox's idle timeout of established TCP.
 //!
 //! Architecture invariant: only `apply` and `conntrack` enter namespaces or start processes;
-//! `model`, `plan`, `text` and `netlink` are pure and unit-tested without root.
+//! `model`, `plan`, `text`, `netlink` and `ctnetlink` are pure and unit-tested without root.
 
 #![forbid(unsafe_code)]
 
 mod apply;
 pub mod balancer;
 pub mod conntrack;
+pub mod ctnetlink;
 mod error;
 pub mod model;
 pub mod netlink;
@@ -46,7 +49,10 @@ pub mod text;
 
 pub use apply::nft_transaction;
 pub use balancer::{Balancer, Transport};
-pub use conntrack::{ensure_tcp_timeout, flush_conntrack, tcp_established_timeout};
+pub use conntrack::{
+    delete_flows, ensure_tcp_timeout, flush_conntrack, tcp_established_timeout, vip_filter,
+};
+pub use ctnetlink::FlowFilter;
 pub use error::LbError;
 pub use model::{LbConfig, Ports, Proto, VipService};
 pub use plan::{Op, SHARDS, Shard, StaleFlows, plan, removed_backends};
