@@ -9,6 +9,8 @@
 //! - `network`: overlay namespaces, veths, VXLAN forwarding entries and each sandbox's
 //!   DNS server, kept in step with the endpoint table; `zone` builds the node's DNS zones
 //!   (one per network, shared by every sandbox's server).
+//! - `vip`: the node's VIP balancer: eBPF (`shoal-bpf`, one per node) or the nftables
+//!   fallback (`shoal-lb`, one table per sandbox), behind one interface.
 //! - `mesh`: the routing mesh (gateway bridge, ingress sandbox, published-port rules).
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!
@@ -20,6 +22,7 @@ pub mod logs;
 pub mod mesh;
 pub mod network;
 pub mod session;
+pub mod vip;
 pub mod worker;
 pub mod zone;
 
@@ -39,4 +42,6 @@ pub struct AgentConfig {
     pub vtep: std::net::Ipv4Addr,
     /// Where the sandboxes' DNS servers send names that are not the cluster's.
     pub upstream: shoal_dns::Upstream,
+    /// The node's VIP balancer, loaded once when the daemon starts (`vip::VipBalancer::select`).
+    pub vip_balancer: std::sync::Arc<vip::VipBalancer>,
 }

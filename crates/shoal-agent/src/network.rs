@@ -20,12 +20,15 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::mesh::{self, LocalTask, Mesh};
-use crate::zone::{Zones, lb_for};
+use crate::vip::{VipBalancer, VipBalancerInfo};
+use crate::zone::Zones;
 
 pub struct NetworkAgent {
     node_id: String,
     vtep: Ipv4Addr,
     upstream: Upstream,
+    /// The node's VIP balancer (eBPF, or nftables in each sandbox): `crate::vip`.
+    vip: Arc<VipBalancer>,
     // Held across netlink calls (an async mutex): one change at a time, in order.
     inner: Mutex<Inner>,
 }
@@ -50,20 +53,24 @@ struct Sandbox {
     /// (network id, address, interface name in the sandbox).
     attachments: Vec<(String, Ipv4Net, String)>,
     dns: Option<DnsServer>,
-    /// The sandbox's VIP balancer (nftables table `ip shoal`).
-    lb: Option<shoal_lb::Balancer>,
     /// Its address on the gateway bridge (its way out, and `mode=host` ports).
     gw_addr: Option<Ipv4Addr>,
     task: Task,
 }
 
 impl NetworkAgent {
-    pub fn new(node_id: String, vtep: Ipv4Addr, upstream: Upstream) -> NetworkAgent {
+    pub fn new(
+        node_id: String,
+        vtep: Ipv4Addr,
+        upstream: Upstream,
+        vip: Arc<VipBalancer>,
+    ) -> NetworkAgent {
         let mesh_id = node_id.clone();
         NetworkAgent {
             node_id,
             vtep,
             upstream,
+            vip,
             inner: Mutex::new(Inner {
                 view: Arc::new(EndpointView::default()),
                 overlays: BTreeMap::new(),
@@ -72,6 +79,12 @@ impl NetworkAgent {
                 zones: Zones::new(),
             }),
         }
+    }
+
+    /// The VIP balancer this node uses, and why if it is the nftables fallback (for `shoal
+    /// node inspect`).
+    pub fn vip_balancer_kind(&self) -> VipBalancerInfo {
+        self.vip.info()
     }
 
     /// Overlay namespace names must be unique on the machine (lab nodes share one kernel).
@@ -111,7 +124,6 @@ impl NetworkAgent {
                 netns: netns.to_string(),
                 attachments: attachments.clone(),
                 dns: None,
-                lb: None,
                 gw_addr: None,
                 task: task.clone(),
             },
@@ -136,19 +148,10 @@ impl NetworkAgent {
         }
         if result.is_ok() {
             let nets: Vec<String> = attachments.iter().map(|a| a.0.clone()).collect();
-            let cfg = lb_for(&inner.view, &nets);
-            // Idle connections must outlive Swarm's 15 minutes (moby #31208).
-            if let Err(e) = shoal_lb::ensure_tcp_timeout(netns).await {
-                warn!(netns, "failed to check the conntrack timeout: {e}");
-            }
-            match shoal_lb::Balancer::create(netns, &cfg).await {
-                Ok(lb) => {
-                    if let Some(s) = inner.sandboxes.get_mut(&task.id) {
-                        s.lb = Some(lb);
-                    }
-                }
-                Err(e) => result = Err(format!("failed to program the task's VIP balancer: {e}")),
-            }
+            result = self
+                .vip
+                .attach_sandbox(&task.id, netns, &nets, &inner.view)
+                .await;
         }
         if result.is_ok() {
             result = self.attach_gateway(&mut inner, &task.id, netns).await;
@@ -211,6 +214,7 @@ impl NetworkAgent {
         let Some(sandbox) = inner.sandboxes.remove(task_id) else {
             return;
         };
+        self.vip.release_sandbox(task_id).await;
         if let Some(dns) = sandbox.dns {
             dns.stop().await;
         }
@@ -274,30 +278,8 @@ impl NetworkAgent {
         }
         // Once for the node, not per sandbox: every DNS server reads the same zones.
         inner.zones.update(&view);
-        for s in inner.sandboxes.values_mut() {
-            let nets: Vec<String> = s.attachments.iter().map(|a| a.0.clone()).collect();
-            let Some(lb) = s.lb.as_mut() else { continue };
-            let cfg = lb_for(&view, &nets);
-            if &cfg == lb.programmed() {
-                continue;
-            }
-            match lb.update(cfg).await {
-                // Flows to removed backends go, or UDP keeps reaching a dead task. In the
-                // background: the new rules already send no new flow there, and running
-                // `conntrack` in every sandbox costs tens of milliseconds that the
-                // endpoint ack (and so every node's view of the change) need not wait for.
-                Ok(stale) if !stale.is_empty() => {
-                    let netns = s.netns.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = shoal_lb::flush_conntrack(&netns, &stale).await {
-                            warn!(%netns, "failed to flush conntrack entries of removed backends: {e}");
-                        }
-                    });
-                }
-                Ok(_) => {}
-                Err(e) => warn!(netns = %s.netns, "failed to update the VIP balancer: {e}"),
-            }
-        }
+        // eBPF: a few map writes for what changed, once for the node; nftables: each sandbox.
+        self.vip.apply(&view).await;
         if let Err(e) = self.publish(&mut inner).await {
             warn!("failed to update published ports: {e}");
         }

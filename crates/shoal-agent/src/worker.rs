@@ -53,7 +53,12 @@ fn status(state: TaskState, message: &str) -> TaskStatus {
 
 impl Worker {
     pub fn new(cfg: AgentConfig, reports: mpsc::UnboundedSender<Report>) -> Arc<Worker> {
-        let network = NetworkAgent::new(cfg.node_id.clone(), cfg.vtep, cfg.upstream.clone());
+        let network = NetworkAgent::new(
+            cfg.node_id.clone(),
+            cfg.vtep,
+            cfg.upstream.clone(),
+            Arc::clone(&cfg.vip_balancer),
+        );
         Arc::new(Worker {
             cfg,
             network,
@@ -75,6 +80,11 @@ impl Worker {
     /// Applies a new endpoint table; returns once this node acts on it.
     pub async fn apply_endpoints(&self, view: Arc<EndpointView>) {
         self.network.apply_view(view).await;
+    }
+
+    /// The VIP balancer this node uses (`shoal node inspect`).
+    pub fn vip_balancer_kind(&self) -> crate::vip::VipBalancerInfo {
+        self.network.vip_balancer_kind()
     }
 
     /// The pid of a task this node runs, for `shoal exec`.

@@ -37,6 +37,8 @@ pub struct Config {
     pub heartbeat_grace: u32,
     pub extra_hosts: Option<PathBuf>,
     pub upstream: shoal_dns::Upstream,
+    /// The node's VIP balancer, shared by every activation of the agent.
+    pub vip_balancer: Arc<shoal_agent::vip::VipBalancer>,
 }
 
 pub struct Daemon {
@@ -153,6 +155,7 @@ impl Daemon {
                 extra_hosts: self.cfg.extra_hosts.clone(),
                 vtep,
                 upstream: self.cfg.upstream.clone(),
+                vip_balancer: Arc::clone(&self.cfg.vip_balancer),
             },
             reports_tx,
         );

@@ -62,6 +62,14 @@ pub struct Args {
     /// the nameservers of the host's /etc/resolv.conf.
     #[arg(long = "dns-upstream")]
     pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// The VIP balancer: `auto` (eBPF socket balancer, one per node, else nftables in each
+    /// sandbox with a warning), `ebpf` (a load failure stops the daemon) or `nftables`.
+    #[arg(long, default_value = "auto", value_parser = parse_vip_choice)]
+    pub vip_balancer: shoal_agent::vip::VipChoice,
+}
+
+fn parse_vip_choice(s: &str) -> Result<shoal_agent::vip::VipChoice, String> {
+    s.parse()
 }
 
 fn parse_ms(s: &str) -> Result<u64, String> {
@@ -78,6 +86,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("failed to create the data dir {}", args.data_dir.display()))?;
+    // Once per daemon, before anything else: `--vip-balancer ebpf` fails here, at start.
+    let vip_balancer = Arc::new(shoal_agent::vip::VipBalancer::select(args.vip_balancer)?);
     let cfg = daemon::Config {
         hostname,
         data_dir: args.data_dir.clone(),
@@ -86,6 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         heartbeat_period_ms: args.heartbeat_period,
         heartbeat_grace: args.heartbeat_grace,
         extra_hosts: args.extra_hosts.clone(),
+        vip_balancer,
         upstream: if args.dns_upstream.is_empty() {
             shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf").unwrap_or(
                 shoal_dns::Upstream {

@@ -1,0 +1,365 @@
+//! The node's VIP balancer, behind one interface: the eBPF socket balancer (`shoal-bpf`, one
+//! instance for the whole node) or, where it cannot load, the nftables balancer (`shoal-lb`,
+//! one table per sandbox).
+//!
+//! With eBPF an endpoint change is a few map writes for the service that changed, whatever the
+//! number of sandboxes, and VIP flows have no conntrack entry to flush. The nftables fallback
+//! costs one table update per sandbox per change (O(sandboxes)) and keeps today's conntrack
+//! handling. `shoald --vip-balancer auto|ebpf|nftables` chooses; `auto` tries eBPF first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use shoal_types::EndpointMode;
+use shoal_types::endpoint::EndpointView;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+/// Which balancer the node should use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VipChoice {
+    /// eBPF if it loads, else nftables (with a warning naming the error).
+    #[default]
+    Auto,
+    /// eBPF or nothing: a load failure stops the daemon.
+    Ebpf,
+    /// The per-sandbox nftables balancer.
+    Nftables,
+}
+
+impl FromStr for VipChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<VipChoice, String> {
+        match s {
+            "auto" => Ok(VipChoice::Auto),
+            "ebpf" => Ok(VipChoice::Ebpf),
+            "nftables" => Ok(VipChoice::Nftables),
+            other => Err(format!(
+                "unknown VIP balancer {other:?}: use auto, ebpf or nftables"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for VipChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VipChoice::Auto => "auto",
+            VipChoice::Ebpf => "ebpf",
+            VipChoice::Nftables => "nftables",
+        })
+    }
+}
+
+/// What `shoal node inspect` shows: the balancer in use and, for nftables, why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipBalancerInfo {
+    /// "ebpf" or "nftables".
+    pub kind: &'static str,
+    /// Why the node uses the nftables fallback (`None` with eBPF).
+    pub fallback_reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    #[error(
+        "--vip-balancer ebpf: {0}. Use --vip-balancer auto to fall back to the nftables balancer"
+    )]
+    Ebpf(shoal_bpf::BpfError),
+}
+
+/// The node's balancer. Shared by every sandbox of the node.
+#[derive(Debug)]
+pub struct VipBalancer {
+    info: VipBalancerInfo,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+enum State {
+    Ebpf {
+        // Boxed: the loader is large and there is one per node.
+        lb: Box<shoal_bpf::SockLb>,
+        /// Task id -> its sandbox's netns cookie.
+        sandboxes: BTreeMap<String, u64>,
+    },
+    Nftables {
+        sandboxes: BTreeMap<String, NftSandbox>,
+    },
+}
+
+struct NftSandbox {
+    netns: String,
+    networks: Vec<String>,
+    lb: shoal_lb::Balancer,
+}
+
+impl fmt::Debug for NftSandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NftSandbox")
+            .field("netns", &self.netns)
+            .field("networks", &self.networks)
+            .finish()
+    }
+}
+
+impl VipBalancer {
+    /// Loads the balancer `choice` asks for. Only `Ebpf` can fail; `Auto` falls back.
+    pub fn select(choice: VipChoice) -> Result<VipBalancer, VipError> {
+        VipBalancer::select_with(choice, &shoal_bpf::Options::default())
+    }
+
+    /// [`VipBalancer::select`] with load options (tests force a failure with them).
+    pub fn select_with(
+        choice: VipChoice,
+        opts: &shoal_bpf::Options,
+    ) -> Result<VipBalancer, VipError> {
+        match choice {
+            VipChoice::Nftables => Ok(VipBalancer::nftables(
+                "chosen with --vip-balancer nftables".into(),
+            )),
+            VipChoice::Ebpf => shoal_bpf::SockLb::load(opts)
+                .map(VipBalancer::ebpf)
+                .map_err(VipError::Ebpf),
+            VipChoice::Auto => match shoal_bpf::SockLb::load(opts) {
+                Ok(lb) => Ok(VipBalancer::ebpf(lb)),
+                Err(e) => {
+                    warn!("the eBPF VIP balancer could not load, using nftables instead: {e}");
+                    Ok(VipBalancer::nftables(format!(
+                        "the eBPF balancer could not load: {e}"
+                    )))
+                }
+            },
+        }
+    }
+
+    fn ebpf(lb: shoal_bpf::SockLb) -> VipBalancer {
+        info!(cgroup = %lb.cgroup().display(), programs = ?lb.program_ids(), "VIP balancer: eBPF (one per node)");
+        VipBalancer {
+            info: VipBalancerInfo {
+                kind: "ebpf",
+                fallback_reason: None,
+            },
+            state: Mutex::new(State::Ebpf {
+                lb: Box::new(lb),
+                sandboxes: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// The nftables balancer, for `reason`.
+    pub fn nftables(reason: String) -> VipBalancer {
+        info!(%reason, "VIP balancer: nftables (one table per sandbox)");
+        VipBalancer {
+            info: VipBalancerInfo {
+                kind: "nftables",
+                fallback_reason: Some(reason),
+            },
+            state: Mutex::new(State::Nftables {
+                sandboxes: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// "ebpf" or "nftables".
+    pub fn kind(&self) -> &'static str {
+        self.info.kind
+    }
+
+    pub fn info(&self) -> VipBalancerInfo {
+        self.info.clone()
+    }
+
+    /// A new sandbox on `networks` (network ids): from now on it reaches the VIPs of those
+    /// networks and no other.
+    pub async fn attach_sandbox(
+        &self,
+        task_id: &str,
+        netns: &str,
+        networks: &[String],
+        view: &EndpointView,
+    ) -> Result<(), String> {
+        // Read outside the lock: it takes a thread entering the namespace.
+        let cookie =
+            if self.info.kind == "ebpf" {
+                Some(shoal_bpf::netns_cookie(netns).await.map_err(|e| {
+                    format!("failed to register the task with the VIP balancer: {e}")
+                })?)
+            } else {
+                None
+            };
+        let mut state = self.state.lock().await;
+        match &mut *state {
+            State::Ebpf { lb, sandboxes } => {
+                let cookie = cookie.ok_or("no netns cookie")?;
+                lb.add_sandbox(cookie, networks).map_err(|e| {
+                    format!("failed to register the task with the VIP balancer: {e}")
+                })?;
+                sandboxes.insert(task_id.to_string(), cookie);
+            }
+            State::Nftables { sandboxes } => {
+                // Idle connections must outlive Swarm's 15 minutes (moby #31208).
+                if let Err(e) = shoal_lb::ensure_tcp_timeout(netns).await {
+                    warn!(netns, "failed to check the conntrack timeout: {e}");
+                }
+                let lb = shoal_lb::Balancer::create(netns, &sandbox_config(view, networks))
+                    .await
+                    .map_err(|e| format!("failed to program the task's VIP balancer: {e}"))?;
+                sandboxes.insert(
+                    task_id.to_string(),
+                    NftSandbox {
+                        netns: netns.to_string(),
+                        networks: networks.to_vec(),
+                        lb,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a sandbox (its task ended; the namespace goes with its table, if any).
+    pub async fn release_sandbox(&self, task_id: &str) {
+        let mut state = self.state.lock().await;
+        match &mut *state {
+            State::Ebpf { lb, sandboxes } => {
+                if let Some(cookie) = sandboxes.remove(task_id)
+                    && let Err(e) = lb.remove_sandbox(cookie)
+                {
+                    warn!(
+                        task = task_id,
+                        "failed to unregister the task from the VIP balancer: {e}"
+                    );
+                }
+            }
+            State::Nftables { sandboxes } => {
+                sandboxes.remove(task_id);
+            }
+        }
+    }
+
+    /// A new endpoint table.
+    pub async fn apply(&self, view: &EndpointView) {
+        let mut state = self.state.lock().await;
+        match &mut *state {
+            State::Ebpf { lb, .. } => {
+                if let Err(e) = lb.apply(&node_config(view)) {
+                    warn!("failed to update the eBPF VIP balancer: {e}");
+                }
+            }
+            State::Nftables { sandboxes } => {
+                for s in sandboxes.values_mut() {
+                    let cfg = sandbox_config(view, &s.networks);
+                    if &cfg == s.lb.programmed() {
+                        continue;
+                    }
+                    match s.lb.update(cfg).await {
+                        // Flows to removed backends go, or UDP keeps reaching a dead task. In
+                        // the background: the new rules already send no new flow there, and
+                        // the endpoint ack need not wait for a `conntrack` run per sandbox.
+                        Ok(stale) if !stale.is_empty() => {
+                            let netns = s.netns.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = shoal_lb::flush_conntrack(&netns, &stale).await {
+                                    warn!(%netns, "failed to flush conntrack entries of removed backends: {e}");
+                                }
+                            });
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(netns = %s.netns, "failed to update the VIP balancer: {e}")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One vip-mode service on one network (ingress excluded: it carries no VIPs), with its
+/// running tasks on that network.
+struct VipEntry<'a> {
+    network: &'a str,
+    service: &'a str,
+    vip: std::net::Ipv4Addr,
+    backends: Vec<std::net::Ipv4Addr>,
+}
+
+fn vip_services<'a>(
+    view: &'a EndpointView,
+    networks: impl Iterator<Item = &'a String>,
+) -> Vec<VipEntry<'a>> {
+    let mut out = Vec::new();
+    for id in networks {
+        let Some(n) = view.networks.get(id) else {
+            continue;
+        };
+        if n.info.ingress {
+            continue;
+        }
+        for s in n.services.values() {
+            let (EndpointMode::Vip, Some(vip)) = (s.mode, s.vip) else {
+                continue;
+            };
+            let mut backends: Vec<_> = n
+                .tasks
+                .values()
+                .filter(|t| t.service_id == s.id)
+                .map(|t| t.addr.addr())
+                .collect();
+            backends.sort();
+            out.push(VipEntry {
+                network: id,
+                service: &s.id,
+                vip: vip.addr(),
+                backends,
+            });
+        }
+    }
+    out
+}
+
+/// What the node's eBPF balancer holds: every VIP of every network the node takes part in,
+/// every port of each VIP (VIP port = task port, as in Swarm).
+pub fn node_config(view: &EndpointView) -> shoal_bpf::NodeConfig {
+    shoal_bpf::NodeConfig {
+        services: vip_services(view, view.networks.keys())
+            .into_iter()
+            .map(|e| {
+                (
+                    (e.network.to_string(), e.service.to_string()),
+                    shoal_bpf::Service {
+                        vip: e.vip,
+                        ports: Vec::new(),
+                        backends: e.backends,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// What one sandbox's nftables balancer programs: the VIPs of the sandbox's networks.
+pub fn sandbox_config(view: &EndpointView, networks: &[String]) -> shoal_lb::LbConfig {
+    shoal_lb::LbConfig::new(vip_services(view, networks.iter()).into_iter().map(|e| {
+        shoal_lb::VipService {
+            // One chain per service and network: a sandbox on two of its networks has two
+            // VIPs for it.
+            id: format!(
+                "{}_{}",
+                &e.service[..12.min(e.service.len())],
+                &e.network[..12.min(e.network.len())]
+            ),
+            vip: e.vip,
+            ports: Vec::new(),
+            backends: e.backends,
+        }
+    }))
+}
+
+#[cfg(test)]
+#[path = "vip_tests.rs"]
+mod tests;

@@ -1,0 +1,104 @@
+use super::*;
+
+/// Two overlay networks and ingress: `web` (vip) on net1 and net2, `rr` (dnsrr) on net1,
+/// `mesh` (vip) on ingress.
+fn view() -> EndpointView {
+    let svc = |id: &str, mode: &str, vip: Option<&str>| {
+        serde_json::json!({"id": id, "name": id, "mode": mode, "vip": vip, "ports": [],
+            "aliases": [], "dns_ttl": null})
+    };
+    let task = |id: &str, service: &str, addr: &str| {
+        serde_json::json!({"id": id, "name": id, "service_id": service, "addr": addr,
+            "node_id": "n1", "vtep": "192.168.1.1"})
+    };
+    let net = |id: &str, ingress: bool, services: serde_json::Value, tasks: serde_json::Value| {
+        serde_json::json!({"info": {"id": id, "name": id, "vni": 4097, "subnet": "10.0.0.0/8",
+            "gateway": "10.0.0.1", "ingress": ingress}, "services": services, "tasks": tasks})
+    };
+    serde_json::from_value(serde_json::json!({"version": 1, "networks": {
+        "net1aaaaaaaaaaaa": net("net1aaaaaaaaaaaa", false,
+            serde_json::json!({"websvcid00000": svc("websvcid00000", "vip", Some("10.1.0.2/24")),
+                               "rrsvc": svc("rrsvc", "dnsrr", None)}),
+            serde_json::json!({"t2": task("t2", "websvcid00000", "10.1.0.4/24"),
+                               "t1": task("t1", "websvcid00000", "10.1.0.3/24"),
+                               "t3": task("t3", "rrsvc", "10.1.0.5/24")})),
+        "net2bbbbbbbbbbbb": net("net2bbbbbbbbbbbb", false,
+            serde_json::json!({"websvcid00000": svc("websvcid00000", "vip", Some("10.2.0.2/24"))}),
+            serde_json::json!({"t1": task("t1", "websvcid00000", "10.2.0.3/24")})),
+        "ingress": net("ingress", true,
+            serde_json::json!({"mesh": svc("mesh", "vip", Some("10.255.0.2/16"))}),
+            serde_json::json!({"t9": task("t9", "mesh", "10.255.0.3/16")})),
+    }}))
+    .expect("a valid view")
+}
+
+#[test]
+fn the_node_config_holds_every_vip_of_the_nodes_networks_but_ingress() {
+    let cfg = node_config(&view());
+    let keys: Vec<_> = cfg.services.keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [
+            ("net1aaaaaaaaaaaa".to_string(), "websvcid00000".to_string()),
+            ("net2bbbbbbbbbbbb".to_string(), "websvcid00000".to_string()),
+        ]
+    );
+    let web1 = &cfg.services[&keys[0]];
+    assert_eq!(web1.vip.to_string(), "10.1.0.2");
+    assert!(web1.ports.is_empty(), "every port of the VIP");
+    let backends: Vec<String> = web1.backends.iter().map(|b| b.to_string()).collect();
+    assert_eq!(backends, ["10.1.0.3", "10.1.0.4"]);
+}
+
+#[test]
+fn a_sandbox_config_holds_only_its_networks() {
+    let v = view();
+    let cfg = sandbox_config(&v, &["net2bbbbbbbbbbbb".to_string()]);
+    let ids: Vec<_> = cfg.services.keys().cloned().collect();
+    assert_eq!(ids, ["websvcid0000_net2bbbbbbbb"]);
+    assert_eq!(cfg.services[&ids[0]].vip.to_string(), "10.2.0.2");
+    cfg.validate().expect("nftables accepts it");
+}
+
+#[test]
+fn choices_parse_as_the_flag_spells_them() {
+    for c in [VipChoice::Auto, VipChoice::Ebpf, VipChoice::Nftables] {
+        assert_eq!(c.to_string().parse::<VipChoice>(), Ok(c));
+    }
+    assert!("ipvs".parse::<VipChoice>().unwrap_err().contains("auto"));
+}
+
+#[test]
+fn nftables_on_request_says_so() {
+    let lb = VipBalancer::select(VipChoice::Nftables).expect("nftables");
+    assert_eq!(lb.kind(), "nftables");
+    assert!(
+        lb.info()
+            .fallback_reason
+            .is_some_and(|r| r.contains("--vip-balancer nftables"))
+    );
+}
+
+/// A load failure (forced: a directory that is no cgroup) falls back under `auto` and names the
+/// error; under `ebpf` it is an error that says what to do.
+#[test]
+fn a_failed_load_falls_back_under_auto_and_fails_under_ebpf() {
+    let broken = shoal_bpf::Options {
+        cgroup: Some("/proc".into()),
+    };
+    let lb = VipBalancer::select_with(VipChoice::Auto, &broken).expect("auto never fails");
+    let info = lb.info();
+    assert_eq!(info.kind, "nftables");
+    let reason = info.fallback_reason.expect("a reason");
+    assert!(
+        reason.contains("could not load") && reason.contains("/proc"),
+        "{reason}"
+    );
+
+    let err = VipBalancer::select_with(VipChoice::Ebpf, &broken).expect_err("ebpf must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/proc") && msg.contains("--vip-balancer auto"),
+        "{msg}"
+    );
+}
