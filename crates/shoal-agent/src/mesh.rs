@@ -1,38 +1,39 @@
 //! The routing mesh on this node: the gateway bridge (tasks' way out, like
-//! `docker_gwbridge`), the ingress sandbox (this node's endpoint on the ingress network)
-//! and the nftables rules that publish ports (`mesh::rules`).
+//! `docker_gwbridge`, and the way in to local tasks for published ports) and the nftables
+//! rules that publish ports (`mesh::rules`): one DNAT per flow on each node, to a local task
+//! over the bridge or to a node that runs one over the underlay. Swarm's ingress sandbox
+//! (a second DNAT, a masquerade and the ingress overlay on every connection) is gone; why,
+//! with figures: bench/mesh.
 
 pub mod rules;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use shoal_net::gateway::{self, Gateway};
 use shoal_types::endpoint::EndpointView;
 use shoal_types::{PublishMode, Task, TrafficPolicy};
-use tracing::info;
+use tracing::{info, warn};
 
-use rules::{MeshInput, Published, Serve};
+use rules::{Backend, MeshInput, Published, Serve};
 
-/// The ingress sandbox's address on the gateway bridge (Docker uses .2 too).
-const SANDBOX_GW: u32 = 2;
-/// Interface names inside the ingress sandbox.
-pub const SANDBOX_INGRESS_IF: &str = "eth0";
-const SANDBOX_GW_IF: &str = "eth1";
+/// The first task address on the gateway bridge (.1 is the bridge; .2 was the ingress
+/// sandbox's, kept free so a restarted older node's address cannot clash).
+const FIRST_TASK: u32 = 3;
 /// A task's interface on the gateway bridge.
 pub const TASK_GW_IF: &str = "gw0";
 
 pub struct Mesh {
     pub gateway: Gateway,
-    /// `shoal-ingress-<node12>`.
-    pub sandbox: String,
-    /// Set once the gateway bridge and the sandbox exist.
+    /// The ingress sandbox an older shoal made, removed once.
+    old_sandbox: String,
+    /// Set once the gateway bridge exists.
     pub ready: bool,
     /// Local addresses on the gateway bridge in use (tasks).
     used: BTreeSet<Ipv4Addr>,
-    /// What is programmed, to skip identical updates.
+    /// What is programmed, to skip identical updates and find removed backends.
     node_rules: String,
-    ingress_rules: String,
+    programmed: Option<MeshInput>,
 }
 
 /// A local task as the mesh needs it: its gateway address and the ports its service publishes.
@@ -47,20 +48,16 @@ impl Mesh {
         Mesh {
             // Chosen for real in `ensure`, against what the node uses.
             gateway: Gateway::docker_default(),
-            sandbox: format!("shoal-ingress-{}", &node_id[..12.min(node_id.len())]),
+            old_sandbox: format!("shoal-ingress-{}", &node_id[..12.min(node_id.len())]),
             ready: false,
             used: BTreeSet::new(),
             node_rules: String::new(),
-            ingress_rules: String::new(),
+            programmed: None,
         }
     }
 
-    fn sandbox_addr(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.gateway.subnet.network()) + SANDBOX_GW)
-    }
-
-    /// The gateway bridge and the ingress sandbox (idempotent). `overlays` are the subnets
-    /// of the networks this node knows: a task has both, so they must not overlap.
+    /// The gateway bridge (idempotent). `overlays` are the subnets of the networks this node
+    /// knows: a task has both, so they must not overlap.
     pub async fn ensure(&mut self, overlays: &[ipnet::Ipv4Net]) -> Result<(), String> {
         if self.ready {
             return Ok(());
@@ -71,33 +68,13 @@ impl Mesh {
         gateway::ensure_gateway(&self.gateway)
             .await
             .map_err(|e| e.to_string())?;
-        if !shoal_net::netns_exists(&self.sandbox) {
-            shoal_net::create_netns(&self.sandbox).map_err(|e| e.to_string())?;
-        }
-        let nl = shoal_net::Netlink::in_netns(&self.sandbox)
-            .await
-            .map_err(|e| e.to_string())?;
-        nl.set_lo_up().await.map_err(|e| e.to_string())?;
-        if nl
-            .link(SANDBOX_GW_IF)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
+        // The ingress sandbox of an older shoal is no longer on any path.
+        if shoal_net::netns_exists(&self.old_sandbox)
+            && let Err(e) = shoal_net::delete_netns(&self.old_sandbox)
         {
-            gateway::attach_gateway(
-                &self.gateway,
-                &self.sandbox,
-                SANDBOX_GW_IF,
-                self.sandbox_addr(),
-                true,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            warn!(netns = %self.old_sandbox, "failed to remove the old ingress sandbox: {e}");
         }
-        gateway::set_sysctl(&self.sandbox, "net/ipv4/ip_forward", "1")
-            .await
-            .map_err(|e| e.to_string())?;
-        info!(sandbox = %self.sandbox, "routing mesh ready");
+        info!(bridge = gateway::GW_BRIDGE, "routing mesh ready");
         self.ready = true;
         Ok(())
     }
@@ -106,7 +83,7 @@ impl Mesh {
     pub fn take_addr(&mut self) -> Option<Ipv4Addr> {
         let base = u32::from(self.gateway.subnet.network());
         let hosts = 1u32 << (32 - u32::from(self.gateway.subnet.prefix_len()));
-        let addr = (SANDBOX_GW + 1..hosts - 1)
+        let addr = (FIRST_TASK..hosts - 1)
             .map(|i| Ipv4Addr::from(base + i))
             .find(|a| !self.used.contains(a))?;
         self.used.insert(addr);
@@ -117,11 +94,31 @@ impl Mesh {
         self.used.remove(&addr);
     }
 
-    /// What to publish: cluster ports from the ingress network's services, local and host
-    /// ports from this node's own tasks.
-    pub fn input(&self, view: &EndpointView, local: &[LocalTask<'_>]) -> MeshInput {
+    /// What to publish: cluster ports from the ingress network's services (each task reached
+    /// on this node over the bridge, or through its own node), local and host ports from this
+    /// node's own tasks.
+    pub fn input(&self, view: &EndpointView, node_id: &str, local: &[LocalTask<'_>]) -> MeshInput {
+        let here: BTreeMap<&str, Ipv4Addr> = local
+            .iter()
+            .map(|t| (t.task.id.as_str(), t.gw_addr))
+            .collect();
         let mut ports = Vec::new();
+        let mut peers = BTreeSet::new();
         if let Some(ingress) = view.networks.values().find(|n| n.info.ingress) {
+            peers.extend(
+                ingress
+                    .nodes
+                    .values()
+                    .filter(|n| n.node_id != node_id)
+                    .map(|n| n.vtep),
+            );
+            peers.extend(
+                ingress
+                    .tasks
+                    .values()
+                    .filter(|t| t.node_id != node_id)
+                    .map(|t| t.vtep),
+            );
             for s in ingress.services.values() {
                 for p in &s.ports {
                     let Some(port) = p.published_port else {
@@ -131,26 +128,30 @@ impl Mesh {
                     {
                         continue;
                     }
-                    let mut backends: Vec<Ipv4Addr> = ingress
+                    // A task of this node without a sandbox (starting, or gone) is skipped.
+                    let mut backends: Vec<Backend> = ingress
                         .tasks
                         .values()
                         .filter(|t| t.service_id == s.id)
-                        .map(|t| t.addr.addr())
+                        .filter_map(|t| {
+                            if t.node_id == node_id {
+                                here.get(t.id.as_str()).map(|a| Backend::Here(*a))
+                            } else {
+                                Some(Backend::Node(t.vtep))
+                            }
+                        })
                         .collect();
                     backends.sort();
                     ports.push(Published {
                         protocol: p.protocol,
                         port,
                         target: p.target_port,
-                        serve: Serve::Cluster {
-                            ingress_backends: backends,
-                        },
+                        serve: Serve::Cluster { backends },
                     });
                 }
             }
         }
-        let mut local_ports: std::collections::BTreeMap<(u8, u16, u16), Vec<Ipv4Addr>> =
-            Default::default();
+        let mut local_ports: BTreeMap<(u8, u16, u16), Vec<Ipv4Addr>> = Default::default();
         for t in local {
             for p in &t.task.ports {
                 let Some(port) = p.published_port else {
@@ -181,27 +182,36 @@ impl Mesh {
         ports.sort_by_key(|p| (p.port, p.protocol as u8));
         MeshInput {
             gateway: self.gateway,
-            sandbox: self.sandbox_addr(),
-            ingress_if: SANDBOX_INGRESS_IF.into(),
+            peers: peers.into_iter().collect(),
             ports,
         }
     }
 
-    /// Programs both tables if they changed (each one atomic transaction).
+    /// Programs the node's table if it changed (one atomic transaction), then deletes the
+    /// conntrack entries of UDP flows to backends that left (in the background: the new rules
+    /// already send no new flow there).
     pub async fn apply(&mut self, input: &MeshInput) -> Result<(), String> {
         let node = rules::render_node(input);
-        if node != self.node_rules {
-            shoal_lb::nft_transaction(None, &node)
-                .await
-                .map_err(|e| format!("nft refused the routing mesh rules: {e}"))?;
-            self.node_rules = node;
+        if node == self.node_rules {
+            return Ok(());
         }
-        let ingress = rules::render_ingress(input);
-        if ingress != self.ingress_rules {
-            shoal_lb::nft_transaction(Some(&self.sandbox), &ingress)
-                .await
-                .map_err(|e| format!("nft refused the ingress rules: {e}"))?;
-            self.ingress_rules = ingress;
+        shoal_lb::nft_transaction(None, &node)
+            .await
+            .map_err(|e| format!("nft refused the routing mesh rules: {e}"))?;
+        self.node_rules = node;
+        let stale = self
+            .programmed
+            .replace(input.clone())
+            .map(|old| rules::stale_udp_flows(&old, input))
+            .unwrap_or_default();
+        if !stale.is_empty() {
+            tokio::spawn(async move {
+                if let Err(e) = shoal_lb::delete_flows(None, &stale).await {
+                    warn!(
+                        "failed to delete conntrack entries of removed published-port backends: {e}"
+                    );
+                }
+            });
         }
         Ok(())
     }

@@ -204,7 +204,7 @@ impl NetworkAgent {
                 })
             })
             .collect();
-        let input = inner.mesh.input(&inner.view, &local);
+        let input = inner.mesh.input(&inner.view, &self.node_id, &local);
         inner.mesh.apply(&input).await
     }
 
@@ -243,7 +243,7 @@ impl NetworkAgent {
     pub async fn apply_view(&self, view: Arc<EndpointView>) {
         let mut inner = self.inner.lock().await;
         inner.view = Arc::clone(&view);
-        // The node joins the ingress network through its ingress sandbox.
+        // The gateway bridge carries published ports to local tasks.
         if view.networks.values().any(|n| n.info.ingress)
             && let Err(e) = inner.mesh.ensure(&subnets(&view)).await
         {
@@ -343,18 +343,6 @@ fn subnets(view: &EndpointView) -> Vec<Ipv4Net> {
 }
 
 fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
-    // On ingress, the node's own endpoint lives in its ingress sandbox.
-    let own = inner
-        .view
-        .networks
-        .get(network_id)
-        .filter(|n| n.info.ingress && inner.mesh.ready)
-        .and_then(|n| n.nodes.get(node_id))
-        .map(|e| NetAttachment {
-            addr: e.addr,
-            sandbox: inner.mesh.sandbox.clone(),
-            ifname: mesh::SANDBOX_INGRESS_IF.into(),
-        });
     let attachments: Vec<NetAttachment> = inner
         .sandboxes
         .values()
@@ -368,7 +356,6 @@ fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
                     ifname: ifname.clone(),
                 })
         })
-        .chain(own)
         .collect();
     let remotes = inner
         .view
@@ -382,16 +369,6 @@ fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
                     addr: t.addr.addr(),
                     vtep: t.vtep,
                 })
-                // Other nodes' own ingress endpoints: tasks reply to them.
-                .chain(
-                    n.nodes
-                        .values()
-                        .filter(|e| e.node_id != node_id)
-                        .map(|e| Remote {
-                            addr: e.addr.addr(),
-                            vtep: e.vtep,
-                        }),
-                )
                 .collect()
         })
         .unwrap_or_default();

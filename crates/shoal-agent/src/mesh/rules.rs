@@ -1,25 +1,51 @@
 //! The routing mesh's nftables rules, rendered from what the node knows (pure).
 //!
-//! Two tables of ours, each replaced whole in one `nft -f` transaction (they hold one rule
-//! per published port, so a rebuild is cheap; conntrack keeps established flows):
-//! - `ip shoal_mesh` in the node's namespace: a published port on any local address goes
-//!   to the ingress sandbox (cluster traffic), or straight to this node's own tasks on the
-//!   gateway bridge (`traffic=local`, `mode=host`: the client's address is kept). Loopback
-//!   sources are masqueraded (so `curl localhost:8080` works), and so is the tasks' egress.
-//! - `ip shoal_ingress` in the node's ingress sandbox: round robin over the service's tasks
-//!   on the ingress network, masqueraded so that replies come back through this node.
+//! One table of ours, `ip shoal_mesh` in the node's namespace, replaced whole in one `nft -f`
+//! transaction (one rule per published port, so a rebuild is cheap; conntrack keeps
+//! established flows). Each published port takes one path per node, with one DNAT:
+//! - a task on this node: DNAT straight to its address on the gateway bridge (one veth, no
+//!   masquerade, the client's address kept);
+//! - a task on another node: DNAT to that node's own address, same port, over the underlay
+//!   (no VXLAN, no ingress sandbox), masqueraded so that replies come back through this node,
+//!   and the flow's first packet marked with DSCP [`FORWARDED_DSCP`]. A marked flow from a
+//!   peer node goes to a local task only, never onward: no loops, one extra hop at most.
+//!   The mark, not the peer's address, tells a forwarded flow from a peer's own client
+//!   (`curl node2:8080` on node1), which is balanced over the whole cluster like any other.
+//!
+//! Measured against the old path (DNAT to an ingress sandbox, DNAT + masquerade there, the
+//! ingress overlay and VXLAN to the task): see bench/mesh. Loopback sources are
+//! masqueraded (so `curl localhost:8080` works), so are tasks reaching a published port
+//! served on their own bridge (hairpin) and the tasks' egress.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+use shoal_lb::FlowFilter;
 use shoal_net::gateway::{GW_BRIDGE, Gateway};
 use shoal_types::Protocol;
+
+/// DSCP of the first packet of a flow forwarded to another node: 43 (0b101011), in RFC
+/// 2474's pool 2 for local use, so no standard marking collides with it. Only the first
+/// packet matters: the receiving node decides a flow's NAT on it. If a network between
+/// nodes rewrites DSCP, a forwarded flow is balanced again on arrival: still delivered, at
+/// the cost of another hop now and then.
+pub const FORWARDED_DSCP: u8 = 43;
+
+/// Where one task of a published port is reached from this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Backend {
+    /// A task on this node: its address on the gateway bridge.
+    Here(Ipv4Addr),
+    /// A task on another node: that node's address.
+    Node(Ipv4Addr),
+}
 
 /// How a node serves one published port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Serve {
-    /// Through the ingress sandbox to every task on the ingress network.
-    Cluster { ingress_backends: Vec<Ipv4Addr> },
+    /// Round robin over every task of the service in the cluster (ingress mode).
+    Cluster { backends: Vec<Backend> },
     /// Straight to this node's own tasks (`traffic=local` or `mode=host`).
     Local { gateway_backends: Vec<Ipv4Addr> },
 }
@@ -35,10 +61,8 @@ pub struct Published {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshInput {
     pub gateway: Gateway,
-    /// The ingress sandbox's address on the gateway bridge.
-    pub sandbox: Ipv4Addr,
-    /// The ingress sandbox's interface on the ingress network.
-    pub ingress_if: String,
+    /// The other nodes' addresses: flows they forward here are delivered locally.
+    pub peers: Vec<Ipv4Addr>,
     pub ports: Vec<Published>,
 }
 
@@ -49,91 +73,124 @@ fn proto(p: Protocol) -> &'static str {
     }
 }
 
-/// Appends a round-robin over `backends` (port `target`) from a rule prefix: chains named
-/// `<prefix>_<i>`, each DNATing to one backend.
-fn round_robin(
-    out: &mut String,
-    chain_prefix: &str,
-    p: &Published,
-    backends: &[Ipv4Addr],
-) -> String {
-    let vmap: Vec<String> = (0..backends.len())
-        .map(|i| format!("{i} : goto {chain_prefix}_{i}"))
-        .collect();
-    for (i, b) in backends.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "  chain {chain_prefix}_{i} {{\n    meta l4proto {} dnat to {b}:{}\n  }}",
-            proto(p.protocol),
-            p.target
-        );
+/// A rule that jumps round robin to one chain per target (`<prefix>_<i>`, each `body(i)`).
+fn round_robin(out: &mut String, prefix: &str, n: usize, body: impl Fn(usize) -> String) -> String {
+    let vmap: Vec<String> = (0..n).map(|i| format!("{i} : goto {prefix}_{i}")).collect();
+    for i in 0..n {
+        let _ = writeln!(out, "  chain {prefix}_{i} {{\n    {}\n  }}", body(i));
     }
-    format!(
-        "numgen inc mod {} vmap {{ {} }}",
-        backends.len(),
-        vmap.join(", ")
-    )
+    format!("numgen inc mod {n} vmap {{ {} }}", vmap.join(", "))
+}
+
+/// The backends of this node's own tasks among `backends`.
+fn here(backends: &[Backend]) -> Vec<Ipv4Addr> {
+    backends
+        .iter()
+        .filter_map(|b| match b {
+            Backend::Here(a) => Some(*a),
+            Backend::Node(_) => None,
+        })
+        .collect()
 }
 
 /// `ip shoal_mesh`, for the node's namespace.
 pub fn render_node(m: &MeshInput) -> String {
     let mut chains = String::new();
     let mut published = String::new();
+    let mut delivered = String::new();
     for p in &m.ports {
-        let matcher = format!("meta l4proto {} th dport {}", proto(p.protocol), p.port);
+        let l4 = proto(p.protocol);
+        let matcher = format!("meta l4proto {l4} th dport {}", p.port);
+        let local_dnat = |a: &Ipv4Addr| format!("meta l4proto {l4} dnat to {a}:{}", p.target);
         match &p.serve {
-            Serve::Cluster { .. } => {
-                let _ = writeln!(published, "    {matcher} dnat to {}", m.sandbox);
+            // No task anywhere: no rule, so the node refuses (reset, port unreachable).
+            Serve::Cluster { backends } if backends.is_empty() => {}
+            Serve::Cluster { backends } => {
+                let prefix = format!("c_{l4}_{}", p.port);
+                let rr = round_robin(&mut chains, &prefix, backends.len(), |i| {
+                    match backends[i] {
+                        Backend::Here(a) => local_dnat(&a),
+                        Backend::Node(n) => format!(
+                            "ip dscp set {FORWARDED_DSCP} meta l4proto {l4} dnat to {n}:{}",
+                            p.port
+                        ),
+                    }
+                });
+                let _ = writeln!(published, "    {matcher} {rr}");
+                let local = here(backends);
+                if !local.is_empty() {
+                    let prefix = format!("d_{l4}_{}", p.port);
+                    // The mark is cleared: it means something only between nodes.
+                    let rr = round_robin(&mut chains, &prefix, local.len(), |i| {
+                        format!("ip dscp set 0 {}", local_dnat(&local[i]))
+                    });
+                    let _ = writeln!(delivered, "    {matcher} {rr}");
+                }
             }
             // No local task: no rule, so the port is closed on this node.
             Serve::Local { gateway_backends } if gateway_backends.is_empty() => {}
             Serve::Local { gateway_backends } => {
-                let prefix = format!("l_{}_{}", proto(p.protocol), p.port);
-                let rr = round_robin(&mut chains, &prefix, p, gateway_backends);
+                let prefix = format!("l_{l4}_{}", p.port);
+                let rr = round_robin(&mut chains, &prefix, gateway_backends.len(), |i| {
+                    local_dnat(&gateway_backends[i])
+                });
                 let _ = writeln!(published, "    {matcher} {rr}");
             }
         }
     }
+    let peers = if m.peers.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = m.peers.iter().map(Ipv4Addr::to_string).collect();
+        format!("\n    elements = {{ {} }}", list.join(", "))
+    };
     format!(
-        "table ip shoal_mesh {{}}\ndelete table ip shoal_mesh\ntable ip shoal_mesh {{\n{chains}\
-         \x20 chain published {{\n{published}  }}\n\
+        "table ip shoal_mesh {{}}\ndelete table ip shoal_mesh\ntable ip shoal_mesh {{\n\
+         \x20 set peers {{\n    type ipv4_addr;{peers}\n  }}\n{chains}\
+         \x20 chain published {{\n    ip saddr @peers ip dscp {FORWARDED_DSCP} goto delivered\n{published}  }}\n\
+         \x20 chain delivered {{\n{delivered}  }}\n\
          \x20 chain prerouting {{\n    type nat hook prerouting priority -100; policy accept;\n    fib daddr type local jump published\n  }}\n\
          \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump published\n  }}\n\
          \x20 chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n\
+         \x20   ip dscp {FORWARDED_DSCP} ct status dnat masquerade\n\
          \x20   oifname \"{GW_BRIDGE}\" ip saddr 127.0.0.0/8 masquerade\n\
+         \x20   oifname \"{GW_BRIDGE}\" ip saddr {subnet} ct status dnat masquerade\n\
          \x20   ip saddr {subnet} oifname != \"{GW_BRIDGE}\" masquerade\n  }}\n}}\n",
         subnet = m.gateway.subnet,
     )
 }
 
-/// `ip shoal_ingress`, for the node's ingress sandbox.
-pub fn render_ingress(m: &MeshInput) -> String {
-    let mut chains = String::new();
-    let mut rules = String::new();
-    for p in &m.ports {
-        let Serve::Cluster { ingress_backends } = &p.serve else {
-            continue;
-        };
-        if ingress_backends.is_empty() {
-            // No rule: the sandbox itself answers with a reset (TCP) or port unreachable
-            // (UDP), so the client is refused at once.
-            continue;
+/// The addresses each UDP port's flows were translated to (its backends).
+fn udp_backends(m: &MeshInput) -> BTreeSet<(u16, Ipv4Addr)> {
+    let mut out = BTreeSet::new();
+    for p in m.ports.iter().filter(|p| p.protocol == Protocol::Udp) {
+        match &p.serve {
+            Serve::Cluster { backends } => out.extend(backends.iter().map(|b| match b {
+                Backend::Here(a) | Backend::Node(a) => (p.port, *a),
+            })),
+            Serve::Local { gateway_backends } => {
+                out.extend(gateway_backends.iter().map(|a| (p.port, *a)))
+            }
         }
-        let prefix = format!("i_{}_{}", proto(p.protocol), p.port);
-        let rr = round_robin(&mut chains, &prefix, p, ingress_backends);
-        let _ = writeln!(
-            rules,
-            "    meta l4proto {} th dport {} {rr}",
-            proto(p.protocol),
-            p.port
-        );
     }
-    format!(
-        "table ip shoal_ingress {{}}\ndelete table ip shoal_ingress\ntable ip shoal_ingress {{\n{chains}\
-         \x20 chain prerouting {{\n    type nat hook prerouting priority -100; policy accept;\n{rules}  }}\n\
-         \x20 chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    oifname \"{}\" masquerade\n  }}\n}}\n",
-        m.ingress_if
-    )
+    out
+}
+
+/// The conntrack entries to delete after going from `old` to `new`: UDP flows of a published
+/// port whose reply came from a backend that no longer serves it (a removed local task, or a
+/// node with no task of the service left), or they keep reaching it. TCP is left alone: a
+/// connection to a removed task ends with it, and one to a live backend must go on.
+pub fn stale_udp_flows(old: &MeshInput, new: &MeshInput) -> Vec<FlowFilter> {
+    let live = udp_backends(new);
+    udp_backends(old)
+        .difference(&live)
+        .map(|&(port, backend)| FlowFilter {
+            reply_src: backend,
+            orig_dst: None,
+            proto: Some(shoal_lb::ctnetlink::UDP),
+            orig_dport: Some(port),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -141,20 +198,21 @@ mod tests {
     use super::*;
     use expect_test::expect;
 
+    const NODE2: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
+
     fn input() -> MeshInput {
         MeshInput {
             gateway: Gateway::docker_default(),
-            sandbox: Ipv4Addr::new(172, 18, 0, 2),
-            ingress_if: "eth0".into(),
+            peers: vec![NODE2, Ipv4Addr::new(192, 168, 50, 3)],
             ports: vec![
                 Published {
                     protocol: Protocol::Tcp,
                     port: 8080,
                     target: 80,
                     serve: Serve::Cluster {
-                        ingress_backends: vec![
-                            Ipv4Addr::new(10, 254, 0, 5),
-                            Ipv4Addr::new(10, 254, 0, 6),
+                        backends: vec![
+                            Backend::Here(Ipv4Addr::new(172, 18, 0, 3)),
+                            Backend::Node(NODE2),
                         ],
                     },
                 },
@@ -174,6 +232,14 @@ mod tests {
                         gateway_backends: vec![],
                     },
                 },
+                Published {
+                    protocol: Protocol::Udp,
+                    port: 7000,
+                    target: 7,
+                    serve: Serve::Cluster {
+                        backends: vec![Backend::Node(NODE2)],
+                    },
+                },
             ],
         }
     }
@@ -184,12 +250,33 @@ mod tests {
             table ip shoal_mesh {}
             delete table ip shoal_mesh
             table ip shoal_mesh {
+              set peers {
+                type ipv4_addr;
+                elements = { 192.168.50.2, 192.168.50.3 }
+              }
+              chain c_tcp_8080_0 {
+                meta l4proto tcp dnat to 172.18.0.3:80
+              }
+              chain c_tcp_8080_1 {
+                ip dscp set 43 meta l4proto tcp dnat to 192.168.50.2:8080
+              }
+              chain d_tcp_8080_0 {
+                ip dscp set 0 meta l4proto tcp dnat to 172.18.0.3:80
+              }
               chain l_udp_5353_0 {
                 meta l4proto udp dnat to 172.18.0.3:53
               }
+              chain c_udp_7000_0 {
+                ip dscp set 43 meta l4proto udp dnat to 192.168.50.2:7000
+              }
               chain published {
-                meta l4proto tcp th dport 8080 dnat to 172.18.0.2
+                ip saddr @peers ip dscp 43 goto delivered
+                meta l4proto tcp th dport 8080 numgen inc mod 2 vmap { 0 : goto c_tcp_8080_0, 1 : goto c_tcp_8080_1 }
                 meta l4proto udp th dport 5353 numgen inc mod 1 vmap { 0 : goto l_udp_5353_0 }
+                meta l4proto udp th dport 7000 numgen inc mod 1 vmap { 0 : goto c_udp_7000_0 }
+              }
+              chain delivered {
+                meta l4proto tcp th dport 8080 numgen inc mod 1 vmap { 0 : goto d_tcp_8080_0 }
               }
               chain prerouting {
                 type nat hook prerouting priority -100; policy accept;
@@ -201,36 +288,36 @@ mod tests {
               }
               chain postrouting {
                 type nat hook postrouting priority 100; policy accept;
+                ip dscp 43 ct status dnat masquerade
                 oifname "shoal_gwbridge" ip saddr 127.0.0.0/8 masquerade
+                oifname "shoal_gwbridge" ip saddr 172.18.0.0/16 ct status dnat masquerade
                 ip saddr 172.18.0.0/16 oifname != "shoal_gwbridge" masquerade
               }
             }
-        "#]]
-        .assert_eq(&render_node(&input()));
+        "#]].assert_eq(&render_node(&input()));
     }
 
     #[test]
-    fn ingress_table() {
-        expect![[r#"
-            table ip shoal_ingress {}
-            delete table ip shoal_ingress
-            table ip shoal_ingress {
-              chain i_tcp_8080_0 {
-                meta l4proto tcp dnat to 10.254.0.5:80
-              }
-              chain i_tcp_8080_1 {
-                meta l4proto tcp dnat to 10.254.0.6:80
-              }
-              chain prerouting {
-                type nat hook prerouting priority -100; policy accept;
-                meta l4proto tcp th dport 8080 numgen inc mod 2 vmap { 0 : goto i_tcp_8080_0, 1 : goto i_tcp_8080_1 }
-              }
-              chain postrouting {
-                type nat hook postrouting priority 100; policy accept;
-                oifname "eth0" masquerade
-              }
-            }
-        "#]]
-        .assert_eq(&render_ingress(&input()));
+    fn udp_flows_of_removed_backends_only() {
+        let old = input();
+        let mut new = input();
+        // The local task of 5353 left; node2 still serves 7000; 8080 is TCP (left alone).
+        new.ports[1].serve = Serve::Local {
+            gateway_backends: vec![],
+        };
+        new.ports[0].serve = Serve::Cluster { backends: vec![] };
+        assert_eq!(
+            stale_udp_flows(&old, &new),
+            [FlowFilter {
+                reply_src: Ipv4Addr::new(172, 18, 0, 3),
+                orig_dst: None,
+                proto: Some(17),
+                orig_dport: Some(5353),
+            }]
+        );
+        // node2 has no task of 7000 left: flows forwarded there go.
+        new.ports[3].serve = Serve::Cluster { backends: vec![] };
+        assert_eq!(stale_udp_flows(&old, &new).len(), 2);
+        assert!(stale_udp_flows(&old, &old).is_empty());
     }
 }
