@@ -59,6 +59,10 @@ pub struct UdpSendArgs {
     /// How long to wait for the reply, e.g. 2s.
     #[arg(long, default_value = "2s")]
     pub timeout: String,
+    /// Send from this source port (0: any), so that runs in a row are one UDP flow, as a
+    /// long-lived client's would be (to watch a flow move when its task goes).
+    #[arg(long, default_value_t = 0)]
+    pub source_port: u16,
 }
 
 pub async fn demo(cmd: DemoCmd) -> Result<i32> {
@@ -142,9 +146,9 @@ async fn udp_send(args: &UdpSendArgs) -> Result<i32> {
         .with_context(|| format!("failed to resolve {}", args.target))?
         .find(|a| a.is_ipv4())
         .with_context(|| format!("{} has no IPv4 address", args.target))?;
-    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+    let socket = tokio::net::UdpSocket::bind(("0.0.0.0", args.source_port))
         .await
-        .context("failed to open a UDP socket")?;
+        .with_context(|| format!("failed to open a UDP socket on port {}", args.source_port))?;
     socket
         .send_to(args.message.as_bytes(), target)
         .await

@@ -272,17 +272,11 @@ fn traffic_local_keeps_the_client_address_and_tasks_reach_out() {
     // The cluster path on the task's node is one DNAT over the gateway bridge: the client's
     // address is kept there too (Swarm's ingress sandbox masquerades it away).
     let page = text(&curl_on_node(&lab, 2, &format!("http://{node1}:8082")).stdout);
-    assert!(
-        page.contains(&format!("Client address {node2}<")),
-        "{page}"
-    );
+    assert!(page.contains(&format!("Client address {node2}<")), "{page}");
     // Through node2, which runs no task, the flow is forwarded to node1 and masqueraded so
     // that replies return through node2: the task sees node2's address, whoever called.
     let page = text(&curl_on_node(&lab, 1, &format!("http://{node2}:8082")).stdout);
-    assert!(
-        page.contains(&format!("Client address {node2}<")),
-        "{page}"
-    );
+    assert!(page.contains(&format!("Client address {node2}<")), "{page}");
 
     // Egress through the gateway bridge: a task on node2 reaches a server on node1's address.
     lab.create("--name client --constraint node.hostname==node2 SHOAL demo client");
@@ -351,5 +345,94 @@ fn no_request_fails_while_tasks_stop() {
     assert!(
         report.contains(" failed 0"),
         "requests failed while tasks stopped: {report}"
+    );
+}
+
+/// The container id in a `shoal demo vote` answer (TCP page or UDP datagram).
+fn answered_by(out: &std::process::Output) -> Option<String> {
+    let page = text(&out.stdout);
+    let id = page.split("Processed by container ID ").nth(1)?;
+    Some(id.chars().take_while(|c| c.is_ascii_hexdigit()).collect())
+}
+
+/// One datagram from `node`'s own namespace, always from `sport`: runs in a row are one flow.
+fn udp_from(lab: &Lab, node: u32, to: &str, sport: u16) -> Option<String> {
+    let out = std::process::Command::new(SHOAL)
+        .args([
+            "lab",
+            "exec",
+            "--name",
+            &lab.name,
+            &format!("node{node}"),
+            "--",
+        ])
+        .args([SHOAL, "demo", "udp-send", to, "--timeout", "1s"])
+        .args(["--source-port", &sport.to_string()])
+        .output()
+        .unwrap();
+    answered_by(&out)
+}
+
+#[test]
+fn a_removed_task_leaves_the_mesh_udp_flows_too() {
+    let lab = Lab::up("meshudp", 2, 1);
+    lab.create("--name vote --replicas 2 --restart-condition none -p 5353:5353/udp SHOAL demo vote --udp 5353");
+    let votes = lab.wait_running("vote", 2);
+    let on = |node: u32| {
+        votes
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, id)| id[..12].to_string())
+            .unwrap_or_else(|| panic!("no task on node{node}: {votes:?}"))
+    };
+    let (t1, t2) = (on(1), on(2));
+    let (node1, node2) = (node_addr(&lab, 1), node_addr(&lab, 2));
+    // Two flows into each node, each from another node's own namespace (a node as a
+    // client is balanced over the cluster): round robin sends each pair to both tasks,
+    // one of them through the other node.
+    let flows = [
+        (2, format!("{node1}:5353"), 40000),
+        (2, format!("{node1}:5353"), 40001),
+        (1, format!("{node2}:5353"), 40002),
+        (1, format!("{node2}:5353"), 40003),
+    ];
+    let first: Vec<String> = flows
+        .iter()
+        .map(|(from, to, sport)| udp_from(&lab, *from, to, *sport).expect("udp answer"))
+        .collect();
+    for pair in first.chunks(2) {
+        let seen: BTreeSet<&String> = pair.iter().collect();
+        assert_eq!(seen, BTreeSet::from([&t1, &t2]), "{first:?}");
+    }
+    // Each flow is one conntrack entry: it keeps its task.
+    for ((from, to, sport), task) in flows.iter().zip(&first) {
+        assert_eq!(udp_from(&lab, *from, to, *sport).as_ref(), Some(task));
+    }
+
+    // node2's task dies. On node1 the flow forwarded to node2 goes (node2 has no task left);
+    // on node2 the flow delivered to its own task goes. Their next datagrams reach t1.
+    let (_, victim) = votes.iter().find(|(n, _)| *n == 2).unwrap();
+    let pid = lab.task_json(victim)["Status"]["PID"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    wait_for(
+        "every flow to reach the live task",
+        Duration::from_secs(20),
+        || {
+            let now: Vec<Option<String>> = flows
+                .iter()
+                .map(|(from, to, sport)| udp_from(&lab, *from, to, *sport))
+                .collect();
+            if now.iter().all(|t| t.as_ref() == Some(&t1)) {
+                Ok(())
+            } else {
+                Err(format!("{now:?}"))
+            }
+        },
     );
 }
