@@ -25,6 +25,8 @@ pub struct Session {
     pub node_id: String,
     pub managers: Managers,
     pub worker: Arc<Worker>,
+    /// Reported at every session start, for `node inspect`.
+    pub data_plane: Option<shoal_types::node::DataPlane>,
 }
 
 const RETRY: Duration = Duration::from_millis(300);
@@ -84,6 +86,11 @@ impl Session {
         let mut stream = client
             .session(SessionRequest {
                 node_id: self.node_id.clone(),
+                data_plane: self
+                    .data_plane
+                    .as_ref()
+                    .and_then(|d| serde_json::to_vec(d).ok())
+                    .unwrap_or_default(),
             })
             .await?
             .into_inner();

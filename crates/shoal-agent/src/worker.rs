@@ -52,6 +52,15 @@ fn status(state: TaskState, message: &str) -> TaskStatus {
 }
 
 impl Worker {
+    /// The node's data plane, as `node inspect` shows it.
+    pub fn data_plane(&self) -> shoal_types::node::DataPlane {
+        let info = self.vip_balancer_kind();
+        shoal_types::node::DataPlane {
+            vip_balancer: info.kind.to_string(),
+            fallback_reason: info.fallback_reason,
+        }
+    }
+
     pub fn new(cfg: AgentConfig, reports: mpsc::UnboundedSender<Report>) -> Arc<Worker> {
         let network = NetworkAgent::new(
             cfg.node_id.clone(),

@@ -19,6 +19,7 @@ pub fn node(id: &str, hostname: &str) -> Node {
         },
         description: NodeDescription {
             hostname: hostname.into(),
+            data_plane: None,
         },
         status: NodeStatus {
             state: NodeState::Ready,

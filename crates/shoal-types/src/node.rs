@@ -39,6 +39,20 @@ pub struct NodeSpec {
 #[serde(rename_all = "PascalCase")]
 pub struct NodeDescription {
     pub hostname: String,
+    /// What the node's agent runs its data plane with, as it reported at its last session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlane>,
+}
+
+/// How a node balances VIPs: `ebpf` (one socket-level balancer for the node) or
+/// `nftables` (a table per task sandbox, the fallback), and why the fallback was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DataPlane {
+    #[serde(rename = "VIPBalancer")]
+    pub vip_balancer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

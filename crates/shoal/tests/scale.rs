@@ -16,6 +16,23 @@ const SERVICES: usize = 150;
 #[test]
 fn three_hundred_tasks_on_one_network_hold() {
     let lab = Arc::new(Lab::up("scale", 3, 1));
+    // Every node balances VIPs with the node-wide eBPF balancer (this kernel has it), and
+    // says so.
+    for node in ["node1", "node2", "node3"] {
+        let format = "{{.Description.DataPlane.VIPBalancer}}";
+        wait_for(
+            &format!("{node} reporting ebpf"),
+            Duration::from_secs(10),
+            || {
+                let kind = lab.ok(1, &["node", "inspect", "--format", format, node]);
+                if kind.trim() == "ebpf" {
+                    Ok(())
+                } else {
+                    Err(kind)
+                }
+            },
+        );
+    }
     lab.ok(1, &["network", "create", "--subnet", "10.10.0.0/16", "ovl"]);
 
     // Watch every node's state for the whole test, once a second.
@@ -126,4 +143,55 @@ fn three_hundred_tasks_on_one_network_hold() {
         .filter_map(|l| l.split('/').next()?.parse::<usize>().ok())
         .sum();
     assert_eq!(running, total - 1 + 3, "every task still runs:\n{out}");
+}
+
+#[test]
+fn a_full_network_says_so() {
+    let lab = Lab::up("full", 1, 1);
+    // A /29: 5 addresses for tasks and VIPs. The VIP takes one, 4 replicas get the rest.
+    lab.ok(
+        1,
+        &["network", "create", "--subnet", "10.20.0.0/29", "small"],
+    );
+    lab.create("-d --name web --network small --replicas 6 /bin/sleep infinity");
+    let why = "no available IPv4 address in network small (10.20.0.0/29): 5 of 5 in use";
+    wait_for(
+        "two tasks saying why they wait",
+        Duration::from_secs(30),
+        || {
+            let out = lab.ok(
+                1,
+                &[
+                    "service",
+                    "ps",
+                    "--no-trunc",
+                    "--format",
+                    "{{.CurrentState}}|{{.Error}}",
+                    "web",
+                ],
+            );
+            let waiting = out.lines().filter(|l| l.contains(why)).count();
+            let running = out.lines().filter(|l| l.starts_with("Running")).count();
+            if waiting == 2 && running == 4 {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    );
+    let usage = lab.ok(
+        1,
+        &[
+            "network",
+            "inspect",
+            "--format",
+            "{{json .IPAMUsage}}",
+            "small",
+        ],
+    );
+    assert_eq!(usage.trim(), r#"{"InUse":5,"Capacity":5}"#);
+    // Scaled to what fits, nothing waits any more and the service converges.
+    lab.ok(1, &["service", "scale", "web=4"]);
+    let out = lab.ok(1, &["service", "ls", "--format", "{{.Name}} {{.Replicas}}"]);
+    assert_eq!(out.trim(), "web 4/4");
 }

@@ -11,7 +11,7 @@ use shoal_rpc::{
     Assignments, EndpointAck, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
     SessionRequest, StatusAck, StatusReport,
 };
-use shoal_types::node::{ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
+use shoal_types::node::{DataPlane, ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
 use shoal_types::token::JoinToken;
 use shoal_types::{Availability, Command, CommandResult, Node, NodeRole, NodeState, TaskStatus};
 use tokio_stream::Stream;
@@ -207,6 +207,7 @@ impl Cluster for ClusterService {
             },
             description: NodeDescription {
                 hostname: req.hostname.clone(),
+                data_plane: None,
             },
             status: NodeStatus {
                 state: NodeState::Ready,
@@ -247,16 +248,39 @@ impl Cluster for ClusterService {
         &self,
         req: Request<SessionRequest>,
     ) -> Result<Response<SessionStream>, Status> {
-        let node_id = req.into_inner().node_id;
+        let req = req.into_inner();
+        let node_id = req.node_id;
         if !self.manager.store.is_leader() {
             return Err(not_leader(&self.manager));
         }
-        if !self.manager.state().nodes.contains_key(&node_id) {
+        let Some(node) = self.manager.state().nodes.get(&node_id).cloned() else {
             return Err(Status::not_found(format!(
                 "node {node_id} is not part of the cluster; it was removed"
             )));
-        }
+        };
         self.manager.seen(&node_id);
+        if !req.data_plane.is_empty() {
+            let data_plane: DataPlane = serde_json::from_slice(&req.data_plane).map_err(|e| {
+                Status::invalid_argument(format!("data plane report does not parse: {e}"))
+            })?;
+            if node.description.data_plane.as_ref() != Some(&data_plane) {
+                let description = NodeDescription {
+                    data_plane: Some(data_plane),
+                    ..node.description.clone()
+                };
+                let manager = Arc::clone(&self.manager);
+                let id = node_id.clone();
+                tokio::spawn(async move {
+                    let cmd = Command::SetNodeDescription {
+                        id: id.clone(),
+                        description,
+                    };
+                    if let Err(e) = manager.propose(cmd).await {
+                        warn!(node = %id, "failed to record the node's data plane: {e}");
+                    }
+                });
+            }
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let manager = Arc::clone(&self.manager);
         tokio::spawn(async move {

@@ -189,6 +189,7 @@ impl Daemon {
             node_id: identity.node_id.clone(),
             managers: Arc::clone(&managers),
             worker: Arc::clone(&worker),
+            data_plane: Some(worker.data_plane()),
         };
         handles.push(tokio::spawn(session.run(reports_rx)));
         handles.push(tokio::spawn(persist_managers(
@@ -274,6 +275,7 @@ impl Daemon {
             },
             description: NodeDescription {
                 hostname: self.cfg.hostname.clone(),
+                data_plane: None,
             },
             status: NodeStatus {
                 state: NodeState::Ready,

@@ -103,6 +103,11 @@ pub enum Command {
         labels: Option<BTreeMap<String, String>>,
         at: Millis,
     },
+    /// What a node reported about itself (its data plane) when its session started.
+    SetNodeDescription {
+        id: String,
+        description: crate::node::NodeDescription,
+    },
     SetNodeState {
         id: String,
         state: NodeState,
@@ -376,6 +381,10 @@ impl ClusterState {
                 for id in tasks {
                     self.tasks.remove(&id);
                 }
+            }
+            Command::SetNodeDescription { id, description } => {
+                let node = self.nodes.get_mut(&id).ok_or(ApplyError::NoSuchNode(id))?;
+                node.description = description;
             }
             Command::CreateNetwork { network } => self.create_network(network)?,
             Command::RemoveNetwork { id } => self.remove_network(&id)?,
