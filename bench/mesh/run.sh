@@ -6,7 +6,8 @@
 # HTTP GET + close, interleaved in blocks, to:
 #   direct        node2-addr:9000  baseline: node1 -> lab bridge -> node2, no NAT rule matches
 #   mesh @node2   node2-addr:8080  the published port on the node that runs the tasks
-#   mesh @node1   node1-addr:8080  the published port on a node without tasks (via VXLAN)
+#   mesh @node1   node1-addr:8080  the published port on a node without tasks (forwarded
+#                                  to node2 over the underlay, no VXLAN)
 # and prints connections/s, p50 and p99 per path, with the difference and ratio to direct.
 #
 # Run as root: bash bench/mesh/run.sh    (a few seconds after the build)
@@ -134,13 +135,11 @@ cat <<'EOF'
 What each path crosses (besides the client's and the server's TCP stacks, on the same cores):
   direct       node1 -> lab bridge -> node2's namespace; conntrack and the mesh's nat hooks
                are evaluated there, but no rule matches port 9000: no NAT, no other hop.
-  mesh @node2  node1 -> lab bridge -> node2: DNAT (shoal_mesh) to node2's ingress sandbox over
-               shoal_gwbridge (veth), DNAT round robin (shoal_ingress) to a task on the
-               ingress network + masquerade, out through the ingress overlay's bridge (veth)
-               to the task's sandbox (veth). 3 namespaces more, 2 DNATs and a SNAT.
-  mesh @node1  node1's own namespace: DNAT to node1's ingress sandbox (veth, gwbridge), DNAT
-               to a task on node2 + masquerade, node1's ingress overlay bridge, VXLAN encap,
-               lab bridge, decap in node2's ingress overlay, the task's sandbox (veth). The
-               same NAT work as mesh @node2 plus a VXLAN round trip; replies come back the
-               same way (the masquerade sends them to node1's sandbox).
+  mesh @node2  node1 -> lab bridge -> node2: one DNAT (shoal_mesh, round robin) straight to
+               a task's address on shoal_gwbridge, one veth into the task's sandbox. No
+               masquerade: the task sees the client's address.
+  mesh @node1  node1's own namespace (OUTPUT): DNAT to node2's address, same port, first
+               packet marked DSCP 43, masquerade; lab bridge; node2 sees a marked flow from a
+               peer and DNATs it to one of its own tasks over shoal_gwbridge (one veth). Two
+               DNATs and a SNAT, no VXLAN, no ingress sandbox; replies retrace the same way.
 EOF
