@@ -131,7 +131,10 @@ impl Session {
                             view.apply(&delta).map_err(tonic::Status::data_loss)?;
                             endpoints_changed = true;
                         }
-                        tasks = Some(a.tasks);
+                        // Empty: the task list is as in the last message that had one.
+                        if !a.tasks.is_empty() {
+                            tasks = Some(a.tasks);
+                        }
                     }
                     if coalesced > 1 {
                         debug!(messages = coalesced, version = view.version, "applying coalesced assignments");

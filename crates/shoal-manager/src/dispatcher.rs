@@ -6,15 +6,28 @@ use shoal_types::{ClusterState, NodeState, Task, TaskState};
 
 /// The tasks an agent is responsible for: every task assigned to it that still exists.
 /// The agent starts those desired Running and stops the others.
-pub fn assignments(state: &ClusterState, node_id: &str) -> Vec<Task> {
+pub fn assignments<'a>(
+    state: &'a ClusterState,
+    node_id: &'a str,
+) -> impl Iterator<Item = &'a Task> {
     // A global task names its node from birth, but is the agent's only once the allocator
     // has given it its addresses and the scheduler has confirmed it (Assigned).
-    state
-        .tasks
-        .values()
-        .filter(|t| t.node_id.as_deref() == Some(node_id) && t.status.state >= TaskState::Assigned)
-        .cloned()
-        .collect()
+    state.tasks.values().filter(move |t| {
+        t.node_id.as_deref() == Some(node_id) && t.status.state >= TaskState::Assigned
+    })
+}
+
+/// What an agent acts on in its task list: which tasks, what is desired of each and where
+/// each stands. The task list is sent again only when this changes (a hash of it), so a
+/// state change elsewhere in the cluster costs a node's session no copy and no encoding of
+/// its tasks.
+pub fn assignments_fingerprint<'a>(tasks: impl IntoIterator<Item = (&'a Task, TaskState)>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (t, desired) in tasks {
+        (&t.id, desired, t.status.state).hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Heartbeat bookkeeping on the leader. Times are milliseconds from any monotonic origin.

@@ -132,9 +132,30 @@ impl Netlink {
         Ok(msgs.iter().map(LinkInfo::from_message).collect())
     }
 
-    /// The link named `name`, if any.
+    /// The link named `name`, if any. One RTM_GETLINK by name, not a dump: a node's
+    /// namespace and each overlay namespace hold a veth per local task, and a dump of
+    /// hundreds of links on every task start made each start cost O(tasks on the node).
     pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
-        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+        let found: std::result::Result<Vec<LinkMessage>, rtnetlink::Error> = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_collect()
+            .await;
+        match found {
+            Ok(msgs) => Ok(msgs.first().map(LinkInfo::from_message)),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.is_some_and(|c| -c.get() == nix::libc::ENODEV) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(NetError::netlink(
+                format!("look up link {name} in {}", self.place()),
+                e,
+            )),
+        }
     }
 
     pub(crate) async fn index_of(&self, name: &str) -> Result<u32> {

@@ -62,9 +62,10 @@ async fn session_loop(
     tx: tokio::sync::mpsc::Sender<Result<Assignments, Status>>,
 ) {
     let mut state_rx = manager.store.state();
-    let mut last_tasks: Option<Vec<u8>> = None;
-    // The view as the agent has it (the base of the next delta).
+    let mut last_tasks: Option<u64> = None;
+    // The view as the agent has it (the base of the next delta), and the table it came from.
     let mut sent = EndpointView::default();
+    let mut sent_table: Option<Arc<crate::manager::EndpointTable>> = None;
     loop {
         if !manager.store.is_leader() {
             let _ = tx.send(Err(not_leader(manager))).await;
@@ -84,33 +85,57 @@ async fn session_loop(
             &state,
             shoal_manager::dispatcher::assignments(&state, node_id),
         );
-        let tasks = serde_json::to_vec(&assigned).unwrap_or_default();
-        let view = shoal_manager::endpoints::node_view(&state, &table, node_id);
-        let delta = sent.diff(&view);
-        let endpoints_changed = !delta.is_empty() || sent.version == 0;
-        if last_tasks.as_ref() != Some(&tasks) || endpoints_changed {
+        let fingerprint =
+            shoal_manager::dispatcher::assignments_fingerprint(assigned.iter().copied());
+        let tasks_changed = last_tasks != Some(fingerprint);
+        // The node's view depends on the table and on the networks of its tasks: with
+        // neither changed there is nothing to compute (most state changes are elsewhere).
+        let unchanged_table = sent_table.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table));
+        let (view, delta) = if unchanged_table && !tasks_changed && sent.version != 0 {
+            (None, None)
+        } else {
+            let view = shoal_manager::endpoints::node_view(&state, &table, node_id);
+            let delta = sent.diff(&view);
+            (Some(view), Some(delta))
+        };
+        let endpoints_changed = delta.as_ref().is_some_and(|d| !d.is_empty()) || sent.version == 0;
+        if tasks_changed || endpoints_changed {
+            // An empty task list means "unchanged" to the agent (an empty one is `[]`).
+            let tasks = if tasks_changed {
+                let list: Vec<shoal_types::Task> = assigned
+                    .iter()
+                    .map(|(t, desired)| shoal_types::Task {
+                        desired_state: *desired,
+                        ..(*t).clone()
+                    })
+                    .collect();
+                serde_json::to_vec(&list).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             let msg = Assignments {
                 version: state.version,
-                tasks: tasks.clone(),
+                tasks,
                 managers: manager_addrs(&state),
                 heartbeat_period_ms: manager.heartbeat_period_ms(),
-                endpoints: if endpoints_changed {
-                    serde_json::to_vec(&delta).unwrap_or_default()
-                } else {
-                    Vec::new()
+                endpoints: match (&delta, endpoints_changed) {
+                    (Some(d), true) => serde_json::to_vec(d).unwrap_or_default(),
+                    _ => Vec::new(),
                 },
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
-            last_tasks = Some(tasks);
-            if endpoints_changed {
+            last_tasks = Some(fingerprint);
+            sent_table = Some(Arc::clone(&table));
+            if let (true, Some(view)) = (endpoints_changed, view) {
                 manager.endpoints_progress(node_id, &state, Progress::Sent(view.version));
                 sent = view;
             } else {
                 manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
             }
         } else {
+            sent_table = Some(Arc::clone(&table));
             manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
         }
         // Wake on a state change, or after a while to notice a leadership loss.

@@ -72,10 +72,14 @@ impl Manager {
         if state.version < cache.0 {
             return table;
         }
-        if *table != *cache.1 {
-            let changed = endpoints::changed_services(&cache.1, &table);
-            lock(&self.convergence).table_changed(state.version, self.mono_ms(), changed);
+        if *table == *cache.1 {
+            // Unchanged: keep the same Arc, so that sessions can tell with a pointer
+            // comparison that no node's view needs computing again.
+            cache.0 = state.version;
+            return Arc::clone(&cache.1);
         }
+        let changed = endpoints::changed_services(&cache.1, &table);
+        lock(&self.convergence).table_changed(state.version, self.mono_ms(), changed);
         *cache = (state.version, Arc::clone(&table));
         table
     }
@@ -109,27 +113,36 @@ impl Manager {
     /// still desired) until the endpoint change that took it out of DNS and the VIPs has
     /// reached every Ready node, so that no new connection is sent to a task that is
     /// going away. Bounded by `DRAIN_LIMIT_MS`, so a slow node cannot hold a stop forever.
-    pub fn drain_before_stop(
+    /// Returns each task with the desired state its agent is told.
+    pub fn drain_before_stop<'a>(
         &self,
         state: &ClusterState,
-        mut tasks: Vec<shoal_types::Task>,
-    ) -> Vec<shoal_types::Task> {
+        tasks: impl IntoIterator<Item = &'a shoal_types::Task>,
+    ) -> Vec<(&'a shoal_types::Task, TaskState)> {
         let now = shoal_agent::worker::now();
         let ready = Self::ready_nodes(state);
         let c = lock(&self.convergence);
-        for t in &mut tasks {
-            let draining = t.desired_state == TaskState::Shutdown
-                && t.status.state == TaskState::Running
-                && !t.networks.is_empty()
-                && now.since(t.updated_at) < DRAIN_LIMIT_MS;
-            if draining {
-                let (synced, of) = c.service_progress(&t.service_id, &ready);
-                if synced < of {
-                    t.desired_state = TaskState::Running;
-                }
-            }
-        }
         tasks
+            .into_iter()
+            .map(|t| {
+                let draining = t.desired_state == TaskState::Shutdown
+                    && t.status.state == TaskState::Running
+                    && !t.networks.is_empty()
+                    && now.since(t.updated_at) < DRAIN_LIMIT_MS;
+                let held = draining && {
+                    let (synced, of) = c.service_progress(&t.service_id, &ready);
+                    synced < of
+                };
+                (
+                    t,
+                    if held {
+                        TaskState::Running
+                    } else {
+                        t.desired_state
+                    },
+                )
+            })
+            .collect()
     }
 
     pub fn mono_ms(&self) -> u64 {

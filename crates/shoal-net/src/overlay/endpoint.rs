@@ -192,8 +192,9 @@ async fn remove_remote_in(ov: &Netlink, addr: Ipv4Addr, vtep: Option<Ipv4Addr>) 
     }
     // The kernel ignores a delete whose VTEP does not match, so look at what is left: if the
     // MAC still points somewhere, the endpoint lives there now and keeps its neighbour entry.
-    let remaining = ov.fdb_remotes(VXLAN).await?;
-    if remaining.iter().any(|r| r.mac == mac) {
+    // Without a VTEP the delete took whatever was there: no dump (it costs O(remote
+    // endpoints), and the agent's plan removes endpoints this way on every change).
+    if vtep.is_some() && ov.fdb_remotes(VXLAN).await?.iter().any(|r| r.mac == mac) {
         tracing::debug!(%addr, ?vtep, "kept remote endpoint: it is known at another VTEP");
         return Ok(());
     }
