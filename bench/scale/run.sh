@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 STAGES=${STAGES:-"10 100 300"}
 CHANGES=${CHANGES:-30}
-PROBES=${PROBES:-100}
+PROBES=${PROBES:-200}
 FINAL=${FINAL:-1000}
 cargo build --release -q -p shoal
 SHOAL=$PWD/target/release/shoal
