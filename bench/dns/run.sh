@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # shoal-dns against well-known servers under dnsperf, in one throwaway network namespace:
-# shoal-dns on 127.0.0.11, unbound on 127.0.0.12, dnsmasq on 127.0.0.13, all answering the
-# same generated names with the same records. Only loopback traffic; the namespace has no
-# other interface. Run as root from anywhere: bash bench/dns/run.sh
+# shoal-dns on 127.0.0.11, unbound on .12, dnsmasq on .13, NSD on .14, Knot DNS on .15, all
+# answering the same generated names with the same records. Only loopback traffic; the
+# namespace has no other interface. Run as root from anywhere: bash bench/dns/run.sh
 #
 # Knobs (environment): SERVICES=1000 TASKS=3 DURATION=10 CLIENTS=4 OUTSTANDING=100
-#   RATE=100000 (offered load of the latency run) THREADS=2 (shoal-dns and unbound threads)
-#   SERVERS="shoal unbound dnsmasq" ROUNDS=3
+#   RATE=20000 (offered load of the fixed-rate run) THREADS=2 (workers of every server but
+#   dnsmasq, which has one) SERVERS="shoal nsd knot unbound" (dnsmasq too if named) ROUNDS=3
 set -euo pipefail
 
 SERVICES=${SERVICES:-1000}
@@ -14,23 +14,36 @@ TASKS=${TASKS:-3}
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-4}
 OUTSTANDING=${OUTSTANDING:-100}
-RATE=${RATE:-100000}
+RATE=${RATE:-20000}
 THREADS=${THREADS:-2}
-SERVERS=${SERVERS:-"shoal unbound dnsmasq"}
+SERVERS=${SERVERS:-"shoal nsd knot unbound"}
 ROUNDS=${ROUNDS:-3}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NS="shoalbench-dns-$$"
 WORK=$(mktemp -d /tmp/shoal-dns-bench.XXXXXX)
+POLICY=/usr/sbin/policy-rc.d
 PIDS=()
+POLICY_STATE=none # none | ours (created by us) | saved (theirs moved to $WORK)
+KEEP_WORK=no
 
-die() { echo "run.sh: $*" >&2; exit 1; }
+die() { echo "run.sh: $*" >&2; KEEP_WORK=yes; exit 1; }
+
+restore_policy() {
+    case $POLICY_STATE in
+        ours) rm -f "$POLICY" ;;
+        saved) mv -f "$WORK/policy-rc.d.saved" "$POLICY" ;;
+    esac
+    POLICY_STATE=none
+}
 
 cleanup() {
+    restore_policy
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     ip netns del "$NS" 2>/dev/null || true
-    rm -rf "$WORK"
+    # After a failure the servers' logs and configs stay for a look.
+    if [ "$KEEP_WORK" = yes ]; then echo "run.sh: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -38,12 +51,29 @@ trap cleanup EXIT INT TERM
 
 missing=()
 command -v dnsperf >/dev/null || missing+=(dnsperf)
-command -v unbound >/dev/null || missing+=(unbound)
-command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
 command -v dig >/dev/null || missing+=(dnsutils)
+for s in $SERVERS; do
+    case $s in
+        unbound) command -v unbound >/dev/null || missing+=(unbound) ;;
+        dnsmasq) command -v dnsmasq >/dev/null || missing+=(dnsmasq-base) ;;
+        nsd) command -v nsd >/dev/null || missing+=(nsd) ;;
+        knot) command -v knotd >/dev/null || missing+=(knot) ;;
+    esac
+done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
+    # nsd, knot and unbound ship services: a policy-rc.d that says no keeps them from being
+    # started on the host during the install. One that is already there is put back after.
+    if [ -e "$POLICY" ]; then
+        cp -p "$POLICY" "$WORK/policy-rc.d.saved"
+        POLICY_STATE=saved
+    else
+        POLICY_STATE=ours
+    fi
+    printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+    chmod 755 "$POLICY"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    restore_policy
 fi
 
 echo "building the bench server (release)..." >&2
@@ -57,7 +87,7 @@ in_ns() { ip netns exec "$NS" "$@"; }
 # shoal-dns; it also writes the baselines' data and the query file.
 "$BIN" --netns "$NS" --services "$SERVICES" --tasks "$TASKS" --threads "$THREADS" \
     --write-unbound "$WORK/local-data.conf" --write-hosts "$WORK/hosts" \
-    --write-queries "$WORK/queries.txt" >"$WORK/shoal.log" 2>&1 &
+    --write-zone "$WORK/bench.zone" --write-queries "$WORK/queries.txt" >"$WORK/shoal.log" 2>&1 &
 PIDS+=($!)
 declare -A PID=([shoal]=$!)
 
@@ -84,73 +114,154 @@ remote-control:
     control-enable: no
 CONF
 
+# NSD: the zone compiled in memory (no database file), THREADS server processes.
+cat >"$WORK/nsd.conf" <<CONF
+server:
+    ip-address: 127.0.0.14
+    port: 53
+    do-ip6: no
+    server-count: $THREADS
+    reuseport: yes
+    username: ""
+    chroot: ""
+    zonesdir: "$WORK"
+    database: ""
+    zonelistfile: "$WORK/nsd-zone.list"
+    xfrdfile: "$WORK/nsd-xfrd.state"
+    xfrdir: "$WORK"
+    pidfile: "$WORK/nsd.pid"
+    logfile: "$WORK/nsd.log"
+    verbosity: 0
+    # No NS records in the authority section of answers: the same records as the others.
+    minimal-responses: yes
+    # Response rate limiting is on by default (200 qps per /24): every query comes from
+    # 127.0.0.1 here, so it would drop most of them.
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
+remote-control:
+    control-enable: no
+zone:
+    name: "bench."
+    zonefile: "$WORK/bench.zone"
+CONF
+
+# Knot DNS: THREADS UDP workers (the bench asks over UDP only), its databases in $WORK.
+mkdir -p "$WORK/knot"
+cat >"$WORK/knot.conf" <<CONF
+server:
+    rundir: "$WORK/knot"
+    listen: 127.0.0.15@53
+    udp-workers: $THREADS
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: "$WORK/knot"
+template:
+  - id: default
+    storage: "$WORK"
+    semantic-checks: off
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: bench.
+    file: bench.zone
+CONF
+
 wait_for() { # name addr
     for _ in $(seq 1 100); do
         if in_ns dig +time=1 +tries=1 +short "@$2" svc0.bench A 2>/dev/null | grep -q .; then return 0; fi
         sleep 0.1
     done
-    die "$1 did not answer on $2 (logs in $WORK)"
+    die "$1 did not answer on $2"
 }
 
-declare -A ADDR=([shoal]=127.0.0.11 [unbound]=127.0.0.12 [dnsmasq]=127.0.0.13)
+declare -A ADDR=([shoal]=127.0.0.11 [unbound]=127.0.0.12 [dnsmasq]=127.0.0.13 [nsd]=127.0.0.14 [knot]=127.0.0.15)
 wait_for shoal-dns 127.0.0.11
 for s in $SERVERS; do
+    # Not through in_ns: a backgrounded function is a subshell, and $! would be its pid
+    # rather than the server's; ip netns exec execs the server in place.
     case $s in
-        unbound)
-            # Not through in_ns: a backgrounded function is a subshell, and $! would be its
-            # pid rather than the server's; ip netns exec execs the server in place.
-            ip netns exec "$NS" unbound -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 &
-            PIDS+=($!)
-            PID[unbound]=$!
-            ;;
+        shoal) continue ;;
+        unbound) ip netns exec "$NS" unbound -d -c "$WORK/unbound.conf" >"$WORK/unbound.log" 2>&1 & ;;
         dnsmasq)
             ip netns exec "$NS" dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --addn-hosts="$WORK/hosts" \
                 --listen-address=127.0.0.13 --bind-interfaces --port=53 --local-ttl=600 \
                 --user=root --pid-file= --local=/bench/ >"$WORK/dnsmasq.log" 2>&1 &
-            PIDS+=($!)
-            PID[dnsmasq]=$!
             ;;
+        nsd) ip netns exec "$NS" nsd -d -c "$WORK/nsd.conf" >"$WORK/nsd.out" 2>&1 & ;;
+        knot) ip netns exec "$NS" knotd -c "$WORK/knot.conf" >"$WORK/knot.log" 2>&1 & ;;
+        *) die "unknown server $s" ;;
     esac
-    [ "$s" = shoal ] || wait_for "$s" "${ADDR[$s]}"
+    PIDS+=($!)
+    PID[$s]=$!
+    wait_for "$s" "${ADDR[$s]}"
 done
 
-# Same answers from every server (as sets) before any number is taken.
-for name in svc0.bench svc1.bench "svc$((SERVICES - 1)).bench"; do
-    want=$(in_ns dig +short @127.0.0.11 "$name" A | sort | tr '\n' ' ')
+# Same answers from every server before any number is taken: the address sets of services
+# and tasks. names, NODATA for AAAA, NXDOMAIN for names that do not exist.
+answer() { # addr name type
+    local out
+    out=$(in_ns dig +time=2 +tries=1 "@$1" "$2" "$3")
+    printf '%s %s\n' "$(sed -n 's/.*status: \([A-Z]*\),.*/\1/p' <<<"$out")" \
+        "$(awk -v t="$3" '/^;; ANSWER SECTION/ {a = 1; next} /^$/ {a = 0} a && $4 == t {print $5}' <<<"$out" |
+            sort | tr '\n' ' ')"
+}
+last=$((SERVICES - 1))
+for q in "svc0.bench A" "svc1.bench A" "svc$last.bench A" "tasks.svc0.bench A" \
+    "tasks.svc1.bench A" "svc0.bench AAAA" "tasks.svc1.bench AAAA" "nx0.bench A" "nx1.bench AAAA"; do
+    read -r name type <<<"$q"
+    want=$(answer 127.0.0.11 "$name" "$type")
     for s in $SERVERS; do
-        got=$(in_ns dig +short "@${ADDR[$s]}" "$name" A | sort | tr '\n' ' ')
-        [ "$got" = "$want" ] || die "$s answers $name with '$got', shoal-dns with '$want'"
+        got=$(answer "${ADDR[$s]}" "$name" "$type")
+        [ "$got" = "$want" ] || die "$s answers $name $type with '$got', shoal-dns with '$want'"
     done
 done
 
-# CPU time (user + system, in clock ticks) a process has used so far, all threads included.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time (user + system, in clock ticks) used so far by a process and its children alive
+# (NSD serves from forked processes), all threads included.
+ticks() {
+    local total=0 p
+    for p in $(tree "$1"); do
+        # Fields 14 and 15, counted after the command name: NSD's have spaces in them.
+        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{t = $12 + $13} END {print t + 0}')))
+    done
+    echo "$total"
+}
+tree() { # pid: it and its descendants
+    local c
+    echo "$1"
+    for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do tree "$c"; done
+}
 
 field() { sed -n "s/^ *$1 *\([0-9.]*\).*/\1/p" "$2" | head -1; }
 lost() { sed -n 's/^ *Queries lost: *[0-9]* (\(.*\)%)/\1/p' "$1"; }
+avg_ms() { sed -n 's/^ *Average Latency (s): *\([0-9.]*\).*/\1/p' "$1" | awk '{printf "%.3f", $1 * 1000}'; }
 
 # One round for server $1: full speed, then fixed rate. Appends a row to results.tsv:
-# server round maxqps avg_ms lost% rateqps p50 p99 p99.9 lost% cpu%
+# server round | maxqps avg_ms lost% | rateqps avg_ms p99_ms lost% cpu_ms_per_100k
 measure() {
-    local s=$1 round=$2 addr=${ADDR[$1]} before avg cpu pct
+    local s=$1 round=$2 addr=${ADDR[$1]} before after cpu p99
     echo "round $round, $s ($addr): ${DURATION}s at full speed, then ${DURATION}s at $RATE qps..." >&2
     in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" \
         >"$WORK/max.txt" 2>&1
-    avg=$(sed -n 's/^ *Average Latency (s): *\([0-9.]*\).*/\1/p' "$WORK/max.txt")
     before=$(ticks "${PID[$s]}")
-    # -v prints one line per query ("> NOERROR name A 0.000061"): percentiles from those.
+    # -v prints one line per query ("> NOERROR name A 0.000061"): the p99 comes from those.
     in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" \
         -Q "$RATE" -v >"$WORK/rate.txt" 2>&1
-    # The server's CPU use during the fixed-rate run, in % of one core: the cost of the
-    # same work, less sensitive than qps to whatever else the machine is doing.
-    cpu=$(awk -v a="$before" -v b="$(ticks "${PID[$s]}")" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" \
-        'BEGIN{printf "%.0f", (b - a) / hz / d * 100}')
-    pct=$(awk '/^> /{print $NF}' "$WORK/rate.txt" | sort -g |
-        awk '{v[NR]=$1} END {if (NR==0) {print "- - -"; exit}
-             printf "%.3f\t%.3f\t%.3f", v[int(NR*0.50)+1]*1000, v[int(NR*0.99)+1]*1000, v[int(NR*0.999)+1]*1000}')
-    printf '%s\t%s\t%.0f\t%.3f\t%s\t%.0f\t%s\t%s\t%s\n' "$s" "$round" \
-        "$(field "Queries per second:" "$WORK/max.txt")" "$(awk -v a="$avg" 'BEGIN{print a*1000}')" \
-        "$(lost "$WORK/max.txt")" "$(field "Queries per second:" "$WORK/rate.txt")" "$pct" \
+    after=$(ticks "${PID[$s]}")
+    # The server's CPU time for the same work: less sensitive than qps to whatever else the
+    # machine is doing.
+    cpu=$(awk -v a="$before" -v b="$after" -v hz="$(getconf CLK_TCK)" \
+        -v n="$(field "Queries completed:" "$WORK/rate.txt")" \
+        'BEGIN{ if (n > 0) printf "%.0f", (b - a) / hz * 1000 * 100000 / n; else print "-" }')
+    p99=$(awk '/^> /{print $NF}' "$WORK/rate.txt" | sort -g |
+        awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.3f", v[int(NR*0.99)+1]*1000}')
+    printf '%s\t%s\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n' "$s" "$round" \
+        "$(field "Queries per second:" "$WORK/max.txt")" "$(avg_ms "$WORK/max.txt")" "$(lost "$WORK/max.txt")" \
+        "$(field "Queries per second:" "$WORK/rate.txt")" "$(avg_ms "$WORK/rate.txt")" "$p99" \
         "$(lost "$WORK/rate.txt")" "$cpu" >>"$WORK/results.tsv"
 }
 
@@ -163,35 +274,45 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 header() {
-    printf '%-10s %5s | %9s %7s %6s | %10s %7s %7s %8s %6s %5s\n' server round "max qps" "avg ms" \
-        "lost%" "qps@rate" "p50 ms" "p99 ms" "p99.9ms" "lost%" "cpu%"
+    printf '%-13s %5s | %9s %7s %6s | %9s %7s %7s %6s %9s\n' server round "max qps" "avg ms" \
+        "lost%" "qps@rate" "avg ms" "p99 ms" "lost%" "cpu/100k"
 }
-row() { awk -F'\t' '{printf "%-10s %5s | %9s %7s %6s | %10s %7s %7s %8s %6s %5s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11}'; }
+row() { awk -F'\t' '{printf "%-13s %5s | %9s %7s %6s | %9s %7s %7s %6s %9s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10}'; }
 
 echo
-echo "$SERVICES services x $TASKS tasks ($(wc -l <"$WORK/queries.txt") names, half dnsrr, half VIP);" \
-    "dnsperf -c $CLIENTS -q $OUTSTANDING, ${DURATION}s per run, fixed rate $RATE qps;" \
+echo "$SERVICES services x $TASKS tasks; $(wc -l <"$WORK/queries.txt") queries (A and AAAA of" \
+    "services, tasks. names and missing names); dnsperf -c $CLIENTS -q $OUTSTANDING, ${DURATION}s" \
+    "per run, fixed rate $RATE qps; cpu/100k = server CPU ms per 100k queries at that rate;" \
     "$(nproc) cores shared by servers and dnsperf"
 header
 sort -k1,1 -k2,2n "$WORK/results.tsv" | row
 echo
-echo "median of $ROUNDS round(s):"
+echo "median of $ROUNDS round(s); under each baseline, shoal-dns's figure divided by its" \
+    "(qps: above 1 is better; latency and cpu: below 1 is better):"
 header
 for s in $SERVERS; do
     awk -F'\t' -v s="$s" '$1 == s' "$WORK/results.tsv" | awk -F'\t' '
-        { for (c = 3; c <= 11; c++) v[c, NR] = $c; n = NR; name = $1 }
+        { for (c = 3; c <= 10; c++) v[c, NR] = $c; n = NR; name = $1 }
         END {
             printf "%s\tmed", name
-            for (c = 3; c <= 11; c++) {
-                m = 0; for (i = 1; i <= n; i++) a[i] = v[c, i]
+            for (c = 3; c <= 10; c++) {
+                for (i = 1; i <= n; i++) a[i] = v[c, i]
                 for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
                 printf "\t%s", a[int((n + 1) / 2)]
             }
             printf "\n"
         }'
-done | tee "$WORK/median.tsv" | row
-for s in $SERVERS; do
-    [ "$s" = shoal ] && continue
-    awk -F'\t' -v n="$s" '$1 == "shoal" {a = $3} $1 == n {b = $3} END {
-        if (a && b) printf "median max qps, shoal-dns / %s: %.2f\n", n, a / b }' "$WORK/median.tsv"
-done
+done >"$WORK/median.tsv"
+awk -F'\t' '
+    NR == FNR { if ($1 == "shoal") for (c = 3; c <= 10; c++) shoal[c] = $c; next }
+    {
+        print
+        if ($1 == "shoal" || !(3 in shoal)) next
+        printf " shoal/%s\tratio", $1
+        for (c = 3; c <= 10; c++) {
+            # Loss is a percentage already: a ratio of two zeros says nothing.
+            if (c == 5 || c == 9 || $c + 0 == 0) printf "\t-"
+            else printf "\t%.2f", shoal[c] / $c
+        }
+        printf "\n"
+    }' "$WORK/median.tsv" "$WORK/median.tsv" | row

@@ -1,12 +1,12 @@
 //! The embedded DNS server for bench/dns/run.sh: a synthetic zone of N services on network
 //! `bench`, served at 127.0.0.11:53 inside a named namespace until SIGTERM or Ctrl-C.
 //!
-//! It also writes the same data for the baseline servers (an unbound `local-data` include
-//! and a dnsmasq hosts file) and the dnsperf query file, so every server answers exactly the
-//! same names with the same records.
+//! It also writes the same data for the baseline servers (an unbound `local-data` include, a
+//! dnsmasq hosts file and an authoritative zone file for NSD and Knot) and the dnsperf query
+//! file, so every server answers exactly the same names with the same records.
 //!
 //! Usage: dns_bench_server --netns NAME [--services 1000] [--tasks 3] [--threads 2]
-//!        [--write-unbound FILE] [--write-hosts FILE] [--write-queries FILE]
+//!        [--write-unbound FILE] [--write-hosts FILE] [--write-zone FILE] [--write-queries FILE]
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -28,6 +28,7 @@ struct Args {
     unbound: Option<String>,
     hosts: Option<String>,
     queries: Option<String>,
+    zone: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
         unbound: None,
         hosts: None,
         queries: None,
+        zone: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
             "--write-unbound" => args.unbound = Some(value()?),
             "--write-hosts" => args.hosts = Some(value()?),
             "--write-queries" => args.queries = Some(value()?),
+            "--write-zone" => args.zone = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -92,21 +95,43 @@ fn services(count: u32, tasks: u32) -> Vec<ServiceView> {
         .collect()
 }
 
-/// The A records each query name must return, for the baselines.
+/// The A records of every name queried that exists: each service and its `tasks.` name.
 fn records(services: &[ServiceView]) -> Vec<(String, Vec<Ipv4Addr>)> {
-    services
-        .iter()
-        .map(|s| {
-            let addrs = match s.vip {
-                Some(vip) => vec![vip],
-                None => s.tasks.iter().map(|t| t.addr).collect(),
-            };
-            (format!("{}.{NETWORK}", s.name), addrs)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(services.len() * 2);
+    for s in services {
+        let tasks: Vec<Ipv4Addr> = s.tasks.iter().map(|t| t.addr).collect();
+        let addrs = match s.vip {
+            Some(vip) => vec![vip],
+            None => tasks.clone(),
+        };
+        out.push((format!("{}.{NETWORK}", s.name), addrs));
+        out.push((format!("tasks.{}.{NETWORK}", s.name), tasks));
+    }
+    out
 }
 
-fn write_files(args: &Args, records: &[(String, Vec<Ipv4Addr>)]) -> std::io::Result<()> {
+/// The query mix, as glibc asks: an A and an AAAA query for every lookup (no name here has
+/// an IPv6 address: NODATA), of a service, of its `tasks.` name, and of a name that does not
+/// exist (NXDOMAIN), in equal parts.
+fn queries(services: &[ServiceView]) -> String {
+    let mut out = String::new();
+    for (i, s) in services.iter().enumerate() {
+        for name in [
+            format!("{}.{NETWORK}", s.name),
+            format!("tasks.{}.{NETWORK}", s.name),
+            format!("nx{i}.{NETWORK}"),
+        ] {
+            let _ = writeln!(out, "{name} A\n{name} AAAA");
+        }
+    }
+    out
+}
+
+fn write_files(
+    args: &Args,
+    records: &[(String, Vec<Ipv4Addr>)],
+    queries: &str,
+) -> std::io::Result<()> {
     if let Some(path) = &args.unbound {
         let mut out = format!("local-zone: \"{NETWORK}.\" static\n");
         for (name, addrs) in records {
@@ -125,12 +150,23 @@ fn write_files(args: &Args, records: &[(String, Vec<Ipv4Addr>)]) -> std::io::Res
         }
         std::fs::write(path, out)?;
     }
-    if let Some(path) = &args.queries {
-        let mut out = String::new();
-        for (name, _) in records {
-            let _ = writeln!(out, "{name} A");
+    if let Some(path) = &args.zone {
+        // An authoritative zone for NSD and Knot. The NS target is outside the zone, so no
+        // glue rides along in the additional section of their answers.
+        let mut out = format!(
+            "$ORIGIN {NETWORK}.\n$TTL {TTL}\n\
+             @ IN SOA ns.invalid. hostmaster.invalid. 1 3600 600 86400 {TTL}\n\
+             @ IN NS ns.invalid.\n"
+        );
+        for (name, addrs) in records {
+            for addr in addrs {
+                let _ = writeln!(out, "{name}. IN A {addr}");
+            }
         }
         std::fs::write(path, out)?;
+    }
+    if let Some(path) = &args.queries {
+        std::fs::write(path, queries)?;
     }
     Ok(())
 }
@@ -144,7 +180,7 @@ fn main() {
         }
     };
     let services = services(args.services, args.tasks);
-    if let Err(e) = write_files(&args, &records(&services)) {
+    if let Err(e) = write_files(&args, &records(&services), &queries(&services)) {
         eprintln!("dns_bench_server: failed to write the data files: {e}");
         std::process::exit(1);
     }
