@@ -4,8 +4,8 @@
 //! as an argument so tests pin it with a seed.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR, SRV};
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::rr::rdata::{A, PTR, SOA, SRV};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use rand::Rng;
 use rand::seq::SliceRandom;
 
@@ -15,6 +15,10 @@ use crate::zone::{Lookup, key_of};
 /// The UDP payload size we advertise in our own OPT record: what we accept, not what we send
 /// (that follows the client's). 1232 is the DNS Flag Day 2020 value that avoids fragmentation.
 pub const OUR_UDP_PAYLOAD: u16 = 1232;
+
+/// How long a resolver may cache a negative answer about a cluster name (the SOA's TTL and
+/// MINIMUM, RFC 2308 §5). Short: a name that does not exist now may be a task starting.
+pub const NEGATIVE_TTL: u32 = 5;
 
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +41,9 @@ pub enum Outcome {
 ///   answer NXDOMAIN: those names are ours, upstream cannot know them;
 /// - everything else is [`Outcome::Forward`]ed;
 /// - more or less than one question is FORMERR, an opcode other than QUERY is NOTIMP, an
-///   EDNS version above 0 is BADVERS.
+///   EDNS version above 0 is BADVERS;
+/// - a negative answer about a cluster name (NXDOMAIN, or NOERROR without records) carries
+///   an SOA in the authority section ([`negative_soa`]), so that resolvers may cache it.
 pub fn answer(scope: Scope<'_>, request: &Message, rng: &mut impl Rng) -> Outcome {
     if request.message_type != MessageType::Query {
         return Outcome::Ignore;
@@ -103,7 +109,32 @@ pub fn answer(scope: Scope<'_>, request: &Message, rng: &mut impl Rng) -> Outcom
         // A name we know, asked for a type it does not have: NODATA.
         Lookup::Addrs(_) | Lookup::Srv(_) | Lookup::Ptr(_) => {}
     }
+    if reply.answers.is_empty() {
+        reply.authorities.push(negative_soa(query.name()));
+    }
     Outcome::Reply(reply)
+}
+
+/// The SOA that makes a negative answer about `name` cacheable (RFC 2308 §3), for
+/// [`NEGATIVE_TTL`] seconds. Its owner stands for the zone the name is in: cluster names are
+/// `<name>.<network>` or flat names, so the last label (the network, or the flat name's own
+/// top label) is the apex; reverse names are in `in-addr.arpa.`. The server names itself as
+/// the zone's primary; refresh, retry and expire mean nothing without zone transfers.
+pub fn negative_soa(name: &Name) -> Record {
+    let reverse = name.num_labels() > 2 && {
+        let mut last = name.iter().rev();
+        last.next().is_some_and(|l| l.eq_ignore_ascii_case(b"arpa"))
+            && last
+                .next()
+                .is_some_and(|l| l.eq_ignore_ascii_case(b"in-addr"))
+    };
+    let mut apex = name.trim_to(if reverse { 2 } else { 1 }).to_lowercase();
+    apex.set_fqdn(true);
+    let rname = Name::from_labels([&b"hostmaster"[..]])
+        .and_then(|n| n.append_domain(&apex))
+        .unwrap_or_else(|_| apex.clone());
+    let soa = SOA::new(apex.clone(), rname, 1, 3600, 600, 86400, NEGATIVE_TTL);
+    Record::from_rdata(apex, NEGATIVE_TTL, RData::SOA(soa))
 }
 
 /// SERVFAIL for `request`: what a forwarded query gets when no upstream answers.

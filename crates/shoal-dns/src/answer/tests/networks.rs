@@ -115,6 +115,7 @@ fn a_sandbox_sees_no_name_of_a_network_it_is_not_on() {
         expect![[r#"
             NXDomain(3) id=4242 qr aa rd ra
             ? tasks.api. IN A
+            ns api. 5 IN SOA api. hostmaster.api. 1 3600 600 86400 5
         "#]],
     );
     // Its own network still answers, from the same shared zones.
@@ -184,6 +185,7 @@ fn the_first_of_the_sandboxs_networks_wins_a_shared_name() {
         expect![[r#"
             NoError(0) id=4242 qr aa rd ra
             ? tasks.db. IN A
+            ns db. 5 IN SOA db. hostmaster.db. 1 3600 600 86400 5
         "#]],
     );
     // A task name of the first network beats a service of the second.
@@ -237,6 +239,7 @@ fn the_first_of_the_sandboxs_networks_wins_a_shared_name() {
             expect![[r#"
                 NXDomain(3) id=4242 qr aa rd ra
                 ? nope.front. IN A
+                ns front. 5 IN SOA front. hostmaster.front. 1 3600 600 86400 5
             "#]],
         );
         check(
@@ -246,6 +249,7 @@ fn the_first_of_the_sandboxs_networks_wins_a_shared_name() {
             expect![[r#"
                 NXDomain(3) id=4242 qr aa rd ra
                 ? _nope._tcp.api. IN SRV
+                ns api. 5 IN SOA api. hostmaster.api. 1 3600 600 86400 5
             "#]],
         );
         check(
