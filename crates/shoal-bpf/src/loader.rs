@@ -240,17 +240,18 @@ impl SockLb {
         if !self.in_sync {
             self.clear()?;
         }
-        let p = plan(&self.programmed, desired);
+        let p = plan(&mut self.programmed, desired);
         for c in &p.conflicts {
             warn!("eBPF VIP balancer: {c}; that VIP keeps its first service");
         }
         for op in &p.ops {
             if let Err(e) = self.write(op) {
+                // `programmed` already says what this plan meant to do: rewrite everything
+                // on the next apply.
                 self.in_sync = false;
                 return Err(e);
             }
         }
-        self.programmed = p.next;
         Ok(Applied {
             ops: p.ops.len(),
             conflicts: p.conflicts,
@@ -272,7 +273,7 @@ impl SockLb {
         for k in keys {
             ignore_missing(self.backends.remove(&k)).map_err(|e| err("backends", e))?;
         }
-        self.programmed = self.programmed.without_services();
+        self.programmed.clear_services();
         self.in_sync = true;
         Ok(())
     }

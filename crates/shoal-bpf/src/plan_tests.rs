@@ -32,9 +32,10 @@ fn config(services: &[(&str, &str, u8, &[u8])]) -> NodeConfig {
 
 /// Applies `to` on top of `from` and returns the ops and the new state.
 fn step(from: &Programmed, to: &NodeConfig) -> (Vec<MapOp>, Programmed) {
-    let p = plan(from, to);
+    let mut next = from.clone();
+    let p = plan(&mut next, to);
     assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
-    (p.ops, p.next)
+    (p.ops, next)
 }
 
 fn put_be(service: u32, slot: u32, last: u8) -> MapOp {
@@ -187,8 +188,9 @@ fn networks_get_stable_indices_from_one() {
 
 #[test]
 fn a_vip_taken_by_another_network_is_reported_not_overwritten() {
+    let mut state = Programmed::default();
     let p = plan(
-        &Programmed::default(),
+        &mut state,
         &config(&[("net1", "web", 100, &[11]), ("net2", "api", 100, &[12])]),
     );
     assert_eq!(p.conflicts.len(), 1, "{:?}", p.conflicts);
@@ -246,4 +248,40 @@ fn slots_stay_put_and_holes_close_from_the_end() {
         [ip(4), ip(2)]
     );
     assert_eq!(assign_slots(&[], &[ip(2), ip(1), ip(2)]), [ip(2), ip(1)]);
+}
+
+#[test]
+fn a_service_that_lost_its_vip_takes_it_back_once_free() {
+    let mut state = Programmed::default();
+    let both = config(&[("net1", "web", 100, &[11]), ("net2", "api", 100, &[12])]);
+    assert_eq!(plan(&mut state, &both).conflicts.len(), 1);
+    // Unchanged: still refused, nothing written.
+    let again = plan(&mut state, &both);
+    assert_eq!(again.conflicts.len(), 1);
+    assert!(again.ops.is_empty(), "{:?}", again.ops);
+    // `web` goes: `api` takes the VIP in the same plan, and the key is not deleted.
+    let p = plan(&mut state, &config(&[("net2", "api", 100, &[12])]));
+    assert!(p.conflicts.is_empty());
+    assert!(
+        p.ops.iter().any(|o| matches!(o, MapOp::PutService { key, value } if key.vip == ip(100) && value.net == 2)),
+        "{:?}",
+        p.ops
+    );
+    assert!(!p.ops.contains(&MapOp::DeleteService { key: any(ip(100)) }));
+}
+
+#[test]
+fn a_vip_change_moves_the_key() {
+    let (_, s) = step(
+        &Programmed::default(),
+        &config(&[("net1", "web", 100, &[11])]),
+    );
+    let (ops, _) = step(&s, &config(&[("net1", "web", 101, &[11])]));
+    assert_eq!(
+        ops,
+        [
+            put_svc(101, 0, 1, 1),
+            MapOp::DeleteService { key: any(ip(100)) }
+        ]
+    );
 }
