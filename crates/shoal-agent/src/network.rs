@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use shoal_dns::{DnsServer, Upstream};
+use shoal_dns::{DnsRuntime, DnsServer, Upstream};
 use shoal_net::overlay::plan::{Attachment as NetAttachment, Current, Desired, Remote};
 use shoal_net::overlay::{self, OverlaySpec};
 use shoal_types::Task;
@@ -27,6 +27,9 @@ pub struct NetworkAgent {
     node_id: String,
     vtep: Ipv4Addr,
     upstream: Upstream,
+    /// The threads that serve every sandbox's DNS sockets: a few for the node, none per
+    /// sandbox, and apart from the daemon's runtime so DNS load never delays heartbeats.
+    dns: DnsRuntime,
     /// The node's VIP balancer (eBPF, or nftables in each sandbox): `crate::vip`.
     vip: Arc<VipBalancer>,
     // Held across netlink calls (an async mutex): one change at a time, in order.
@@ -70,6 +73,7 @@ impl NetworkAgent {
             node_id,
             vtep,
             upstream,
+            dns: DnsRuntime::default(),
             vip,
             inner: Mutex::new(Inner {
                 view: Arc::new(EndpointView::default()),
@@ -137,7 +141,7 @@ impl NetworkAgent {
         }
         if result.is_ok() {
             let nets = attachments.iter().map(|a| a.0.clone()).collect();
-            match DnsServer::start(netns, zones, nets, self.upstream.clone()).await {
+            match DnsServer::start(&self.dns, netns, zones, nets, self.upstream.clone()).await {
                 Ok(dns) => {
                     if let Some(s) = inner.sandboxes.get_mut(&task.id) {
                         s.dns = Some(dns);

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_dns::{DnsServer, NetworkView, NodeZones, ServiceView, TaskView, Upstream};
+use shoal_dns::{DnsRuntime, DnsServer, NetworkView, NodeZones, ServiceView, TaskView, Upstream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -194,8 +194,10 @@ fn main() {
     )]
     .into_iter()
     .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
+    // The servers run on the DNS threads, as in the daemon; this runtime only waits for a
+    // signal.
+    let dns = DnsRuntime::new(args.threads);
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -207,7 +209,7 @@ fn main() {
             servers: vec![],
             timeout: Duration::from_secs(1),
         };
-        let server = match DnsServer::start(&args.netns, rx, networks, upstream).await {
+        let server = match DnsServer::start(&dns, &args.netns, rx, networks, upstream).await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("dns_bench_server: {e}");

@@ -45,6 +45,9 @@ pub enum DnsError {
     /// The helper thread that enters the namespace died before answering.
     #[error("the thread that binds inside network namespace {0} died")]
     NetnsThread(String),
+    /// The node's DNS threads could not be started.
+    #[error("failed to start the DNS server threads: {0}")]
+    Runtime(#[source] io::Error),
     /// A resolv.conf could not be read.
     #[error("failed to read {path}: {source}")]
     ResolvConf {
@@ -63,7 +66,7 @@ impl DnsError {
         match self {
             DnsError::Bind { source, .. } => source.kind() == io::ErrorKind::AddrInUse,
             DnsError::OpenNetns { source, .. } => source.kind() == io::ErrorKind::NotFound,
-            DnsError::NetnsThread(_) => true,
+            DnsError::NetnsThread(_) | DnsError::Runtime(_) => true,
             DnsError::InvalidNetns(_)
             | DnsError::EnterNetns { .. }
             | DnsError::ResolvConf { .. } => false,

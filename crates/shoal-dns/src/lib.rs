@@ -1,7 +1,8 @@
 //! shoal's embedded DNS server: cluster names answered at 127.0.0.11 in every task sandbox.
 //!
 //! Every sandbox gets its own UDP and TCP sockets on 127.0.0.11:53, created inside the
-//! sandbox's network namespace and served from the daemon's runtime. The names themselves are
+//! sandbox's network namespace and served by the node's few DNS threads ([`DnsRuntime`]):
+//! one UDP socket per thread (SO_REUSEPORT), read and answered in batches. The names themselves are
 //! held once per node: one [`NetworkZone`] per network in one shared [`NodeZones`], which all
 //! servers follow through one watch channel. Each server knows its sandbox's networks and
 //! answers through that [`Scope`], so scoping per network needs no lookup of "who is asking"
@@ -18,9 +19,10 @@
 //!   a FORMERR fallback, encoding within the client's UDP size (TC when it does not fit).
 //! - [`upstream`]: [`Upstream`] (the host's resolvers) and forwarding of names that are not
 //!   the cluster's, over the client's transport.
-//! - [`server`]: [`DnsServer`], the thin socket loops, and entering a namespace to bind.
+//! - [`server`]: [`DnsServer`], binding inside a namespace, the TCP loop; `udp`: the batched
+//!   UDP loop (`recvmmsg`/`sendmmsg`, buffers per thread); `runtime`: [`DnsRuntime`].
 //!
-//! Architecture invariant: only `server` and `upstream` touch sockets; `zone`, `node`,
+//! Architecture invariant: only `server`, `udp` and `upstream` touch sockets; `zone`, `node`,
 //! `answer` and `message` are pure, which is what the unit tests and the fuzz target drive.
 
 #![forbid(unsafe_code)]
@@ -29,14 +31,17 @@ pub mod answer;
 mod error;
 pub mod message;
 pub mod node;
+mod runtime;
 pub mod server;
+mod udp;
 pub mod upstream;
 pub mod zone;
 
 pub use answer::{Outcome, answer, servfail};
 pub use error::DnsError;
-pub use message::{Parsed, encode_reply, parse_request, udp_limit};
+pub use message::{Parsed, encode_reply, encode_reply_into, parse_request, udp_limit};
 pub use node::{NodeZones, Scope};
+pub use runtime::DnsRuntime;
 pub use server::DnsServer;
 pub use upstream::Upstream;
 pub use zone::{NetworkView, NetworkZone, Protocol, ServiceView, SrvPort, TaskView};

@@ -60,19 +60,20 @@ pub fn udp_limit(request: &Message) -> usize {
 /// encoder keeps the records that fit and sets TC itself. `None` only if even the
 /// header-and-question form cannot be encoded.
 pub fn encode_reply(reply: &Message, limit: usize) -> Option<Vec<u8>> {
-    let full = encode(reply);
-    match full {
-        Some(bytes) if bytes.len() <= limit => Some(bytes),
-        _ => {
-            let truncated = reply.truncate();
-            encode(&truncated).filter(|bytes| bytes.len() <= limit.max(512))
-        }
-    }
+    let mut out = Vec::with_capacity(512);
+    encode_reply_into(reply, limit, &mut out).then_some(out)
 }
 
-fn encode(message: &Message) -> Option<Vec<u8>> {
-    let mut buf = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut buf);
-    message.emit(&mut encoder).ok()?;
-    Some(buf)
+/// [`encode_reply`] into `out` (cleared first), so that a server can reuse its buffers;
+/// `false` where that gives `None`.
+pub fn encode_reply_into(reply: &Message, limit: usize, out: &mut Vec<u8>) -> bool {
+    if encode(reply, out) && out.len() <= limit {
+        return true;
+    }
+    encode(&reply.truncate(), out) && out.len() <= limit.max(512)
+}
+
+fn encode(message: &Message, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    message.emit(&mut BinEncoder::new(out)).is_ok()
 }

@@ -1,19 +1,24 @@
-//! The socket loops of one sandbox's DNS server, and binding them inside its namespace.
+//! A sandbox's DNS server: its sockets, bound inside its namespace and served on the node's
+//! DNS threads ([`DnsRuntime`]), and the TCP side.
 //!
-//! Thin on purpose: bytes in, [`parse_request`], [`answer()`], [`encode_reply`], bytes out.
-//! Local answers are computed inline in the receive loop (a few microseconds, no allocation
-//! worth a task); only forwarded queries and TCP connections get tasks of their own, bounded
-//! by semaphores so that a flood cannot exhaust memory or file descriptors.
+//! Thin on purpose: bytes in, [`parse_request`], [`answer()`], [`encode_reply_into`], bytes
+//! out. Local answers are computed inline in the receive loop (a few microseconds); only
+//! forwarded queries and TCP connections get tasks of their own, bounded by semaphores so
+//! that a flood cannot exhaust memory or file descriptors. The UDP side is in `udp`.
 
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::Message;
 use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -22,8 +27,10 @@ use tokio::time::timeout;
 
 use crate::answer::{Outcome, answer, servfail};
 use crate::error::DnsError;
-use crate::message::{MAX_TCP_MESSAGE, Parsed, encode_reply, parse_request, udp_limit};
+use crate::message::{MAX_TCP_MESSAGE, Parsed, encode_reply_into, parse_request};
 use crate::node::NodeZones;
+use crate::runtime::DnsRuntime;
+use crate::udp::serve_udp;
 use crate::upstream::Upstream;
 
 /// Where every sandbox finds its resolver (Docker's address, so images that hard-code it work).
@@ -37,15 +44,6 @@ const NETNS_DIR: &str = "/run/netns";
 /// retries) rather than queued without bound.
 const MAX_FORWARDS: usize = 256;
 
-/// Receive loops sharing the UDP socket: more than one lets a busy server use more than one
-/// runtime thread (each datagram still goes to exactly one loop).
-const UDP_READERS: usize = 2;
-
-/// The largest UDP query read whole. A query is one question and an OPT record (with padding,
-/// RFC 8467, a few hundred bytes); anything longer is cut here and answered FORMERR. Kept
-/// small because every sandbox has its own receive loops.
-const MAX_UDP_QUERY: usize = 4096;
-
 /// Open TCP connections per server; past this, new ones are closed at once.
 const MAX_TCP_CONNECTIONS: usize = 64;
 
@@ -58,55 +56,59 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 pub struct DnsServer {
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
-    /// The UDP and TCP loops. Each owns a `JoinSet` of its children, so aborting a loop
-    /// aborts everything it started.
+    /// The UDP loops (one per DNS thread) and the TCP loop. Each owns a `JoinSet` of its
+    /// children, so aborting a loop aborts everything it started.
     tasks: Vec<JoinHandle<()>>,
 }
 
 /// What every loop and child needs.
-struct Shared {
-    /// The node's latest zones, shared by every sandbox's server; read once per query, so
-    /// updates apply to the next query.
-    zones: watch::Receiver<Arc<NodeZones>>,
+pub(crate) struct Shared {
+    /// The node's latest zones, shared by every sandbox's server; read once per batch of
+    /// queries, so updates apply to the next one.
+    pub(crate) zones: watch::Receiver<Arc<NodeZones>>,
     /// The sandbox's network ids, in its order: what it may resolve, and which network wins
     /// an unqualified name that several define.
     networks: Box<[String]>,
-    upstream: Upstream,
-    forwards: Arc<Semaphore>,
+    pub(crate) upstream: Upstream,
+    pub(crate) forwards: Arc<Semaphore>,
     connections: Arc<Semaphore>,
 }
 
 impl DnsServer {
     /// Binds UDP and TCP 127.0.0.11:53 inside the named network namespace `netns` (a file
     /// under /run/netns) and answers from the zones of `networks` (ids, in the sandbox's
-    /// order) in the node's `zones`, forwarding other names to `upstream`. Must be called
-    /// within a tokio runtime.
+    /// order) in the node's `zones`, forwarding other names to `upstream`. Served on
+    /// `runtime`'s threads: one UDP socket per thread (SO_REUSEPORT), one TCP listener.
     pub async fn start(
+        runtime: &DnsRuntime,
         netns: &str,
         zones: watch::Receiver<Arc<NodeZones>>,
         networks: Vec<String>,
         upstream: Upstream,
     ) -> Result<DnsServer, DnsError> {
-        let (udp, tcp) = bind_in_netns(netns, LISTEN_ADDR).await?;
-        DnsServer::from_std(udp, tcp, zones, networks, upstream)
+        let (udp, tcp) = bind_in_netns(netns, LISTEN_ADDR, runtime.threads()).await?;
+        DnsServer::from_std(runtime, udp, tcp, zones, networks, upstream)
     }
 
     /// Binds UDP and TCP on `addr` in the caller's own namespace (port 0 picks one for each).
     /// For tests and benchmarks; sandboxes use [`DnsServer::start`].
     pub async fn bind(
+        runtime: &DnsRuntime,
         addr: SocketAddr,
         zones: watch::Receiver<Arc<NodeZones>>,
         networks: Vec<String>,
         upstream: Upstream,
     ) -> Result<DnsServer, DnsError> {
-        let (udp, tcp) = bind_std(addr, "(current)")?;
-        DnsServer::from_std(udp, tcp, zones, networks, upstream)
+        let (udp, tcp) = bind_std(addr, runtime.threads(), "(current)")?;
+        DnsServer::from_std(runtime, udp, tcp, zones, networks, upstream)
     }
 
-    /// Serves on sockets bound elsewhere (in another namespace, or handed over by a parent).
-    /// They are set non-blocking here. Must be called within a tokio runtime.
+    /// Serves on sockets bound elsewhere (in another namespace): the `udp` sockets share one
+    /// address (SO_REUSEPORT), one per thread of `runtime`, round robin if they are not as
+    /// many. They are set non-blocking here.
     pub fn from_std(
-        udp: std::net::UdpSocket,
+        runtime: &DnsRuntime,
+        udp: Vec<std::net::UdpSocket>,
         tcp: std::net::TcpListener,
         zones: watch::Receiver<Arc<NodeZones>>,
         networks: Vec<String>,
@@ -118,18 +120,20 @@ impl DnsServer {
             netns: "(given socket)".to_string(),
             source,
         };
-        let udp_addr = udp
-            .local_addr()
-            .map_err(|e| bind_error("udp", LISTEN_ADDR, e))?;
+        let workers = runtime.workers()?;
+        let handles = &workers.handles;
+        let udp_addr = match udp.first() {
+            Some(socket) => socket
+                .local_addr()
+                .map_err(|e| bind_error("udp", LISTEN_ADDR, e))?,
+            None => {
+                let none = io::Error::new(io::ErrorKind::InvalidInput, "no UDP socket given");
+                return Err(bind_error("udp", LISTEN_ADDR, none));
+            }
+        };
         let tcp_addr = tcp
             .local_addr()
             .map_err(|e| bind_error("tcp", LISTEN_ADDR, e))?;
-        udp.set_nonblocking(true)
-            .map_err(|e| bind_error("udp", udp_addr, e))?;
-        tcp.set_nonblocking(true)
-            .map_err(|e| bind_error("tcp", tcp_addr, e))?;
-        let udp = UdpSocket::from_std(udp).map_err(|e| bind_error("udp", udp_addr, e))?;
-        let tcp = TcpListener::from_std(tcp).map_err(|e| bind_error("tcp", tcp_addr, e))?;
 
         let shared = Arc::new(Shared {
             zones,
@@ -138,11 +142,30 @@ impl DnsServer {
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
             connections: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
         });
-        let udp = Arc::new(udp);
-        let mut tasks: Vec<JoinHandle<()>> = (0..UDP_READERS)
-            .map(|_| tokio::spawn(serve_udp(udp.clone(), shared.clone())))
+        // Registered with the I/O driver of the thread that serves it (hence `enter`): the
+        // socket's wakeups then never cross threads.
+        let mut ready = Vec::with_capacity(udp.len());
+        for (i, socket) in udp.into_iter().enumerate() {
+            let handle = &handles[i % handles.len()];
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| bind_error("udp", udp_addr, e))?;
+            let _entered = handle.enter();
+            let socket = UdpSocket::from_std(socket).map_err(|e| bind_error("udp", udp_addr, e))?;
+            ready.push((handle, socket));
+        }
+        let tcp_handle = &handles[runtime.next_index() % handles.len()];
+        tcp.set_nonblocking(true)
+            .map_err(|e| bind_error("tcp", tcp_addr, e))?;
+        let tcp = {
+            let _entered = tcp_handle.enter();
+            TcpListener::from_std(tcp).map_err(|e| bind_error("tcp", tcp_addr, e))?
+        };
+        let mut tasks: Vec<JoinHandle<()>> = ready
+            .into_iter()
+            .map(|(handle, socket)| handle.spawn(serve_udp(socket, shared.clone())))
             .collect();
-        tasks.push(tokio::spawn(serve_tcp(tcp, shared)));
+        tasks.push(tcp_handle.spawn(serve_tcp(tcp, shared)));
         Ok(DnsServer {
             udp_addr,
             tcp_addr,
@@ -160,8 +183,9 @@ impl DnsServer {
         self.tcp_addr
     }
 
-    /// Stops serving and waits until both listening sockets are closed, so the address can
-    /// be bound again right away.
+    /// Stops serving and waits until every listening socket is closed, so the address can
+    /// be bound again right away (with SO_REUSEPORT, a socket left open would still take a
+    /// share of the queries).
     pub async fn stop(mut self) {
         let tasks = std::mem::take(&mut self.tasks);
         for task in &tasks {
@@ -188,7 +212,8 @@ impl Drop for DnsServer {
 async fn bind_in_netns(
     netns: &str,
     addr: SocketAddr,
-) -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
+    udp_count: usize,
+) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), DnsError> {
     let valid = !netns.is_empty()
         && netns != "."
         && netns != ".."
@@ -213,7 +238,7 @@ async fn bind_in_netns(
                     netns: name.clone(),
                     source,
                 })
-                .and_then(|()| bind_std(addr, &name));
+                .and_then(|()| bind_std(addr, udp_count, &name));
             // The receiver is gone only if the caller was cancelled; the sockets then close.
             let _ = tx.send(result);
         })
@@ -222,101 +247,79 @@ async fn bind_in_netns(
         .map_err(|_| DnsError::NetnsThread(netns.to_string()))?
 }
 
+/// `udp_count` UDP sockets on `addr` (all on the port the first one got, with SO_REUSEPORT:
+/// the kernel spreads clients over them by address and port) and one TCP listener.
 fn bind_std(
     addr: SocketAddr,
+    udp_count: usize,
     netns: &str,
-) -> Result<(std::net::UdpSocket, std::net::TcpListener), DnsError> {
+) -> Result<(Vec<std::net::UdpSocket>, std::net::TcpListener), DnsError> {
     let error = |proto, addr, source| DnsError::Bind {
         proto,
         addr,
         netns: netns.to_string(),
         source,
     };
-    let udp = std::net::UdpSocket::bind(addr).map_err(|e| error("udp", addr, e))?;
+    let first = reuseport_udp(addr).map_err(|e| error("udp", addr, e))?;
+    let bound = first.local_addr().map_err(|e| error("udp", addr, e))?;
+    let mut udp = vec![first];
+    for _ in 1..udp_count.max(1) {
+        udp.push(reuseport_udp(bound).map_err(|e| error("udp", bound, e))?);
+    }
     let tcp = std::net::TcpListener::bind(addr).map_err(|e| error("tcp", addr, e))?;
     Ok((udp, tcp))
 }
 
-/// What a parsed request leads to, before transport: bytes to send now, or a forward.
-enum Step {
-    Send(Vec<u8>),
+/// A UDP socket bound to `addr` with SO_REUSEPORT (which must be set before bind; std
+/// cannot). Joining the group takes the same user, in the same namespace: only the sandbox's
+/// own root could add a socket, and it would only divert its own queries.
+fn reuseport_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// What a parsed request leads to, before transport: a reply (in the caller's buffer), or a
+/// forward.
+pub(crate) enum Step {
+    Reply,
     Forward(Message),
     Nothing,
 }
 
-fn step(shared: &Shared, packet: &[u8], limit: impl Fn(&Message) -> usize) -> Step {
+/// Answers `packet` from `zones` as this sandbox sees them, encoding a reply into `out`.
+pub(crate) fn step(
+    shared: &Shared,
+    zones: &NodeZones,
+    packet: &[u8],
+    limit: impl Fn(&Message) -> usize,
+    out: &mut Vec<u8>,
+) -> Step {
     match parse_request(packet) {
         Parsed::Drop => Step::Nothing,
-        Parsed::Reply(bytes) => Step::Send(bytes),
+        Parsed::Reply(bytes) => {
+            out.clear();
+            out.extend_from_slice(&bytes);
+            Step::Reply
+        }
         Parsed::Request(request) => {
-            // Clone the Arc and let go of the lock at once: an update must not wait on us.
-            let zones = shared.zones.borrow().clone();
             match answer(zones.scope(&shared.networks), &request, &mut rand::rng()) {
-                Outcome::Reply(reply) => match encode_reply(&reply, limit(&request)) {
-                    Some(bytes) => Step::Send(bytes),
-                    None => Step::Nothing,
-                },
+                Outcome::Reply(reply) => {
+                    if encode_reply_into(&reply, limit(&request), out) {
+                        Step::Reply
+                    } else {
+                        Step::Nothing
+                    }
+                }
                 Outcome::Forward => Step::Forward(request),
                 Outcome::Ignore => Step::Nothing,
             }
         }
-    }
-}
-
-async fn serve_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
-    let mut buf = vec![0u8; MAX_UDP_QUERY];
-    let mut forwards = JoinSet::new();
-    loop {
-        // Reap finished forwards so the set stays the size of what is in flight.
-        while forwards.try_join_next().is_some() {}
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(error) => {
-                // Errors here are per-datagram (e.g. a queued ICMP error): keep serving, but
-                // pause a moment so that an error that does not go away cannot spin a core.
-                tracing::debug!(%error, "dns: udp receive failed");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
-        };
-        let packet = &buf[..len];
-        match step(&shared, packet, udp_limit) {
-            Step::Nothing => {}
-            Step::Send(bytes) => {
-                if let Err(error) = socket.send_to(&bytes, peer).await {
-                    tracing::debug!(%error, %peer, "dns: udp send failed");
-                }
-            }
-            Step::Forward(request) => {
-                let Ok(permit) = shared.forwards.clone().try_acquire_owned() else {
-                    tracing::debug!(%peer, "dns: too many forwarded queries in flight; dropped one");
-                    continue;
-                };
-                let query = packet.to_vec();
-                let shared = shared.clone();
-                // Weak: once the loop is gone, the socket closes even while forwards finish.
-                let socket = Arc::downgrade(&socket);
-                forwards.spawn(async move {
-                    let _permit = permit;
-                    let reply = match shared.upstream.forward_udp(&query).await {
-                        Some(reply) => Some(reply),
-                        None => encode_reply(&servfail(&request), udp_limit(&request)),
-                    };
-                    if let Some(reply) = reply {
-                        send_weak(&socket, &reply, peer);
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// Sends without holding the socket across an await (see the caller).
-fn send_weak(socket: &Weak<UdpSocket>, bytes: &[u8], peer: SocketAddr) {
-    if let Some(socket) = socket.upgrade()
-        && let Err(error) = socket.try_send_to(bytes, peer)
-    {
-        tracing::debug!(%error, %peer, "dns: udp send of a forwarded reply failed");
     }
 }
 
@@ -362,17 +365,21 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
         timeout(TCP_IDLE, stream.read_exact(&mut packet))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stalled mid-message"))??;
-        let reply = match step(shared, &packet, |_| MAX_TCP_MESSAGE) {
+        // Clone the Arc and let go of the lock at once: an update must not wait on us.
+        let zones = shared.zones.borrow().clone();
+        let mut reply = Vec::new();
+        match step(shared, &zones, &packet, |_| MAX_TCP_MESSAGE, &mut reply) {
             Step::Nothing => return Ok(()),
-            Step::Send(bytes) => bytes,
+            Step::Reply => {}
             Step::Forward(request) => match shared.upstream.forward_tcp(&packet).await {
-                Some(reply) => reply,
-                None => match encode_reply(&servfail(&request), MAX_TCP_MESSAGE) {
-                    Some(bytes) => bytes,
-                    None => return Ok(()),
-                },
+                Some(bytes) => reply = bytes,
+                None => {
+                    if !encode_reply_into(&servfail(&request), MAX_TCP_MESSAGE, &mut reply) {
+                        return Ok(());
+                    }
+                }
             },
-        };
+        }
         let Ok(len) = u16::try_from(reply.len()) else {
             return Ok(());
         };

@@ -20,6 +20,7 @@ use tokio::time::timeout;
 async fn server(upstream: Upstream) -> DnsServer {
     let (_, rx) = watch::channel(Arc::new(seed_zone(0)));
     DnsServer::bind(
+        &common::RUNTIME,
         "127.0.0.1:0".parse().expect("addr"),
         rx,
         seed_networks(),

@@ -25,7 +25,7 @@ struct Lab {
 async fn lab(zone: NodeZones, upstream: Upstream) -> Lab {
     let netns = Netns::new();
     let (tx, rx) = watch::channel(Arc::new(zone));
-    let server = DnsServer::start(&netns.name, rx, seed_networks(), upstream)
+    let server = DnsServer::start(&common::RUNTIME, &netns.name, rx, seed_networks(), upstream)
         .await
         .expect("start the DNS server in the test namespace");
     Lab {
@@ -249,9 +249,15 @@ async fn stop_frees_the_address_for_a_new_server() {
         "{out}"
     );
     let (_, rx) = watch::channel(Arc::new(seed_zone(0)));
-    let again = DnsServer::start(&lab.netns.name, rx, seed_networks(), no_upstream())
-        .await
-        .expect("restart");
+    let again = DnsServer::start(
+        &common::RUNTIME,
+        &lab.netns.name,
+        rx,
+        seed_networks(),
+        no_upstream(),
+    )
+    .await
+    .expect("restart");
     assert_eq!(
         dig_short_sorted(&lab.netns, &["client"]).await,
         ["10.0.0.7"]
@@ -263,14 +269,26 @@ async fn stop_frees_the_address_for_a_new_server() {
 async fn start_in_a_missing_namespace_says_so() {
     let (_, rx) = watch::channel(Arc::new(NodeZones::new()));
     let name = format!("shoaltest-dns-{}-missing", std::process::id());
-    let err = DnsServer::start(&name, rx.clone(), seed_networks(), no_upstream())
-        .await
-        .expect_err("no such netns");
+    let err = DnsServer::start(
+        &common::RUNTIME,
+        &name,
+        rx.clone(),
+        seed_networks(),
+        no_upstream(),
+    )
+    .await
+    .expect_err("no such netns");
     assert!(matches!(err, DnsError::OpenNetns { .. }), "{err}");
     assert!(err.to_string().contains("/run/netns/"), "{err}");
-    let err = DnsServer::start("../etc", rx, seed_networks(), no_upstream())
-        .await
-        .expect_err("bad name");
+    let err = DnsServer::start(
+        &common::RUNTIME,
+        "../etc",
+        rx,
+        seed_networks(),
+        no_upstream(),
+    )
+    .await
+    .expect_err("bad name");
     assert!(matches!(err, DnsError::InvalidNetns(_)), "{err}");
 }
 
@@ -297,12 +315,24 @@ async fn sandboxes_share_one_view_and_each_sees_only_its_networks() {
     // One sender for the node; each server gets a receiver and its own networks.
     let (tx, rx) = watch::channel(Arc::new(zones([10, 9, 0, 1])));
     let (a, b) = (Netns::new(), Netns::new());
-    let on_seed = DnsServer::start(&a.name, rx.clone(), seed_networks(), no_upstream())
-        .await
-        .expect("start on the seed's network");
-    let on_other = DnsServer::start(&b.name, rx, vec!["net-other".to_string()], no_upstream())
-        .await
-        .expect("start on the other network");
+    let on_seed = DnsServer::start(
+        &common::RUNTIME,
+        &a.name,
+        rx.clone(),
+        seed_networks(),
+        no_upstream(),
+    )
+    .await
+    .expect("start on the seed's network");
+    let on_other = DnsServer::start(
+        &common::RUNTIME,
+        &b.name,
+        rx,
+        vec!["net-other".to_string()],
+        no_upstream(),
+    )
+    .await
+    .expect("start on the other network");
 
     assert_eq!(dig_short_sorted(&a, &["client"]).await, ["10.0.0.7"]);
     assert_eq!(dig_short_sorted(&b, &["secret"]).await, ["10.9.0.1"]);

@@ -13,6 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// The DNS threads of every server in a test binary, as a node has one set for all its
+/// sandboxes; two threads, so every sandbox gets two UDP sockets sharing its address.
+pub static RUNTIME: std::sync::LazyLock<shoal_dns::DnsRuntime> =
+    std::sync::LazyLock::new(|| shoal_dns::DnsRuntime::new(2));
+
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
