@@ -39,6 +39,10 @@ pub struct LabUpArgs {
     /// nodes have no route out, so the host's resolvers are unreachable from them.
     #[arg(long)]
     pub dns_upstream: Vec<String>,
+    /// The nodes' VIP balancer: auto (eBPF, else nftables), ebpf or nftables. Every node
+    /// loads its own eBPF programs; they act only on that node's tasks.
+    #[arg(long, default_value = "auto")]
+    pub vip_balancer: String,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +133,8 @@ async fn up(args: LabUpArgs) -> Result<i32> {
             args.heartbeat_period.clone(),
             "--heartbeat-grace".into(),
             args.heartbeat_grace.to_string(),
+            "--vip-balancer".into(),
+            args.vip_balancer.clone(),
         ]
         .into_iter()
         .chain(

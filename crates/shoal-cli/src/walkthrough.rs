@@ -305,11 +305,25 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
         "dig vote answers the VIP only",
         a_records(&dig) == [vip.clone()],
     )?;
-    let nft = w.in_task("client.1", &["nft", "list", "table", "ip", "shoal"])?;
-    w.check(
-        "the client's sandbox maps the VIP to the service's chain (our ipvsadm)",
-        nft.contains(&format!("{vip} : goto svc_")),
+    // Our ipvsadm: which balancer the client's node uses, and with the nftables fallback the
+    // client's own table, which maps the VIP to the service's chain.
+    let node = w.node_of("client.1")?;
+    let balancer = w.cmd(
+        1,
+        &format!("node inspect --format {{{{.Description.DataPlane.VIPBalancer}}}} node{node}"),
     )?;
+    if balancer.trim() == "nftables" {
+        let nft = w.in_task("client.1", &["nft", "list", "table", "ip", "shoal"])?;
+        w.check(
+            "the client's node maps the VIP (our ipvsadm): the sandbox's nftables table sends it to the service's chain",
+            nft.contains(&format!("{vip} : goto svc_")),
+        )?;
+    } else {
+        w.check(
+            "the client's node maps the VIP (our ipvsadm): with its eBPF socket balancer, one per node",
+            balancer.trim() == "ebpf",
+        )?;
+    }
     let mut seen = Vec::new();
     for _ in 0..4 {
         seen.extend(page_id(&w.in_task("client.1", &["curl", "-s", "vote"])?));

@@ -17,7 +17,7 @@ const CHECKS: &[&str] = &[
     "curl reaches both vote tasks (two container ids)",
     "vote has one VIP on overlay1",
     "dig vote answers the VIP only",
-    "the client's sandbox maps the VIP to the service's chain (our ipvsadm)",
+    "the client's node maps the VIP (our ipvsadm)",
     "curl vote alternates between the two tasks",
     "curl node2:8080 from node1 reaches both tasks",
     "curl node1:8080 from node2 reaches both tasks",
