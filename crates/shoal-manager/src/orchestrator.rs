@@ -23,8 +23,14 @@ pub fn reconcile(
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<Command> {
     let mut out = Changes::default();
+    // One pass over the tasks, not one per service: this runs on every state change, and
+    // `tasks_of` per service made it O(services × tasks).
+    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        by_service.entry(t.service_id.as_str()).or_default().push(t);
+    }
     for service in state.services.values() {
-        let tasks: Vec<&Task> = state.tasks_of(&service.id).collect();
+        let tasks = by_service.remove(service.id.as_str()).unwrap_or_default();
         match service.spec.replicas() {
             Some(replicas) => replicated(state, service, replicas, &tasks, now, new_id, &mut out),
             None => global(state, service, &tasks, now, new_id, &mut out),
