@@ -14,6 +14,7 @@
 //
 // Layouts are shared with src/maps.rs (the Rust encoders); change both together.
 
+#include <stdbool.h>
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
@@ -105,9 +106,35 @@ struct {
 	__type(value, struct rev_val);
 } reverse SEC(".maps");
 
+// {socket cookie, VIP, port} -> the backend an unconnected UDP socket last sent that VIP's
+// datagrams to: a flow keeps its backend as it would under conntrack (Swarm's IPVS), instead
+// of every datagram going round robin. It is reused only while that slot still holds that
+// address, so a removed task gets no more datagrams, with no flush.
+struct aff_key {
+	__u64 cookie;
+	__u32 vip;
+	__u16 port;
+	__u16 pad;
+};
+
+struct aff_val {
+	__u32 svc;
+	__u32 slot;
+	__u32 addr; // what the slot held: another address there means this task is gone
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct aff_key);
+	__type(value, struct aff_val);
+} affinity SEC(".maps");
+
 // Rewrites ctx's destination if it is a VIP this node balances for the socket's sandbox.
-// Returns 0 (go on, rewritten or untouched) or a positive errno to refuse with.
-static __always_inline int translate(struct bpf_sock_addr *ctx)
+// Returns 0 (go on, rewritten or untouched) or a positive errno to refuse with. `sticky`:
+// keep the socket's earlier backend for this VIP (unconnected UDP, per datagram).
+static __always_inline int translate(struct bpf_sock_addr *ctx, bool sticky)
 {
 	struct member_key mk = {};
 	mk.netns_cookie = bpf_get_netns_cookie(ctx);
@@ -135,9 +162,24 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 	__u32 count = svc->count;
 	if (count == 0)
 		return ECONNREFUSED;
-	__u32 n = __sync_fetch_and_add(&svc->rr, 1);
-	struct be_key bk = { .svc = svc->id, .slot = n % count };
-	struct be_val *be = bpf_map_lookup_elem(&backends, &bk);
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct aff_key ak = { .cookie = cookie, .vip = ctx->user_ip4, .port = (__u16)ctx->user_port };
+	struct be_key bk = { .svc = svc->id };
+	struct be_val *be = 0;
+	if (sticky) {
+		struct aff_val *prev = bpf_map_lookup_elem(&affinity, &ak);
+		if (prev && prev->svc == svc->id && prev->slot < count) {
+			bk.slot = prev->slot;
+			be = bpf_map_lookup_elem(&backends, &bk);
+			if (be && be->addr != prev->addr)
+				be = 0; // the flow's task is gone: pick anew
+		}
+	}
+	if (!be) {
+		__u32 n = __sync_fetch_and_add(&svc->rr, 1);
+		bk.slot = n % count;
+		be = bpf_map_lookup_elem(&backends, &bk);
+	}
 	if (!be) {
 		// The service shrank between our two lookups: slot 0 always exists while count > 0.
 		bk.slot = 0;
@@ -149,7 +191,7 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 	struct rev_val rv = { .vip = ctx->user_ip4, .port = (__u16)ctx->user_port };
 	__u16 port = be->port ? be->port : (__u16)ctx->user_port;
 	struct rev_key rk = {
-		.cookie = bpf_get_socket_cookie(ctx),
+		.cookie = cookie,
 		.addr = be->addr,
 		.port = port,
 	};
@@ -157,6 +199,13 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 	// Only write when it changes: an unconnected UDP socket sends through here per datagram.
 	if (!old || old->vip != rv.vip || old->port != rv.port)
 		bpf_map_update_elem(&reverse, &rk, &rv, BPF_ANY);
+
+	if (sticky) {
+		struct aff_val av = { .svc = bk.svc, .slot = bk.slot, .addr = be->addr };
+		struct aff_val *prev = bpf_map_lookup_elem(&affinity, &ak);
+		if (!prev || prev->svc != av.svc || prev->slot != av.slot || prev->addr != av.addr)
+			bpf_map_update_elem(&affinity, &ak, &av, BPF_ANY);
+	}
 
 	ctx->user_ip4 = be->addr;
 	ctx->user_port = port;
@@ -176,13 +225,13 @@ static __always_inline int refuse_or_allow(int err)
 SEC("cgroup/connect4")
 int shoal_connect4(struct bpf_sock_addr *ctx)
 {
-	return refuse_or_allow(translate(ctx));
+	return refuse_or_allow(translate(ctx, false));
 }
 
 SEC("cgroup/sendmsg4")
 int shoal_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return refuse_or_allow(translate(ctx));
+	return refuse_or_allow(translate(ctx, true));
 }
 
 // The peer a socket reports (recvfrom's source, getpeername) goes back to the VIP it asked for.

@@ -18,6 +18,9 @@
 //! - `backends` {service index, slot} → {address, port}.
 //! - `reverse` (LRU) {socket cookie, backend, port} → {VIP, port}: replies to unconnected UDP
 //!   and `getpeername()` show the VIP the program asked for.
+//! - `affinity` (LRU) {socket cookie, VIP, port} → {service, slot, address}: an unconnected
+//!   UDP socket's datagrams to a VIP keep their backend (a flow, as under conntrack) while
+//!   that slot still holds that address; once the task is gone they move, with no flush.
 //!
 //! # Layout
 //! - [`plan`]: the node's config and the ordered map operations between two configs. Pure.

@@ -123,9 +123,9 @@ fn udp_replies_come_from_the_vip() {
     lb.apply(&config(&[B1, B2], &[])).expect("apply");
     let vip = SocketAddr::from((VIP, UDP_PORT));
 
-    let socket = udp_socket(&lab.a);
-    let mut names = Vec::new();
-    for _ in 0..2 {
+    // One unconnected socket's datagrams to the VIP are one flow: they keep their backend,
+    // as under conntrack; another socket gets the next backend.
+    let ask = |socket: &std::net::UdpSocket| {
         socket.send_to(b"hello", vip).expect("send to the VIP");
         let mut buf = [0u8; 256];
         let (n, from) = socket.recv_from(&mut buf).expect("reply");
@@ -136,10 +136,19 @@ fn udp_replies_come_from_the_vip() {
             A.to_string(),
             "the backend must see the client's address"
         );
-        names.push(name);
-    }
-    names.sort();
-    assert_eq!(names, ["b1", "b2"], "round robin per datagram");
+        name
+    };
+    let first = udp_socket(&lab.a);
+    let second = udp_socket(&lab.a);
+    let a = ask(&first);
+    assert_eq!(ask(&first), a, "a flow keeps its backend");
+    let b = ask(&second);
+    assert_ne!(a, b, "the next flow goes to the next backend");
+    assert_eq!(ask(&first), a);
+    // The flow's task goes: its next datagram goes to a live one, with nothing to flush.
+    let left = if a == "b1" { B2 } else { B1 };
+    lb.apply(&config(&[left], &[])).expect("remove a's backend");
+    assert_eq!(ask(&first), b);
 
     let connected = udp_socket(&lab.a);
     connected.connect(vip).expect("connect to the VIP");
