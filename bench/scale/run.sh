@@ -26,4 +26,4 @@ SHOAL=$PWD/target/release/shoal
 LAB=scale$$
 trap '"$SHOAL" lab down --name "$LAB" >/dev/null 2>&1 || true' EXIT
 "$SHOAL" lab up --nodes 3 --name "$LAB" >/dev/null
-exec python3 "$(dirname "$0")/driver.py" "$SHOAL" "$LAB" "$STAGES" "$CHANGES" "$PROBES" "$FINAL"
+python3 "$(dirname "$0")/driver.py" "$SHOAL" "$LAB" "$STAGES" "$CHANGES" "$PROBES" "$FINAL"
