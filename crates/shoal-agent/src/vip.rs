@@ -300,16 +300,21 @@ fn vip_services<'a>(
         if n.info.ingress {
             continue;
         }
+        // The network's tasks grouped by service in one pass: filtering them per service
+        // made every change O(services x tasks) on every node.
+        let mut by_service: std::collections::HashMap<&str, Vec<std::net::Ipv4Addr>> =
+            std::collections::HashMap::new();
+        for t in n.tasks.values() {
+            by_service
+                .entry(t.service_id.as_str())
+                .or_default()
+                .push(t.addr.addr());
+        }
         for s in n.services.values() {
             let (EndpointMode::Vip, Some(vip)) = (s.mode, s.vip) else {
                 continue;
             };
-            let mut backends: Vec<_> = n
-                .tasks
-                .values()
-                .filter(|t| t.service_id == s.id)
-                .map(|t| t.addr.addr())
-                .collect();
+            let mut backends = by_service.remove(s.id.as_str()).unwrap_or_default();
             backends.sort();
             out.push(VipEntry {
                 network: id,
