@@ -44,4 +44,4 @@ pub use node::{NodeZones, Scope};
 pub use runtime::DnsRuntime;
 pub use server::DnsServer;
 pub use upstream::Upstream;
-pub use zone::{NetworkView, NetworkZone, Protocol, ServiceView, SrvPort, TaskView};
+pub use zone::{NetworkView, NetworkZone, Protocol, ServiceView, ServiceZone, SrvPort, TaskView};

@@ -1,21 +1,32 @@
 //! What one network's tasks can resolve: its cluster names, indexed once per change.
 //!
-//! The agent builds a [`NetworkZone`] per network from its endpoint table, only for networks
-//! whose endpoints changed, and publishes them together as one [`NodeZones`](crate::NodeZones)
-//! that every sandbox's server reads through its own ordered list of networks. All the work
-//! (lowercasing, qualifying with the network, SRV owner names, reverse names) happens here, so
-//! that answering a query is one hash lookup per attached network plus building the records.
+//! The agent keeps a [`NetworkZone`] per network made of one [`ServiceZone`] per service,
+//! replaces only the parts of the services whose endpoints changed, and publishes the zones
+//! together as one [`NodeZones`](crate::NodeZones) that every sandbox's server reads through
+//! its own ordered list of networks. All the work (lowercasing, qualifying with the network,
+//! SRV owner names, reverse names) happens when a part is built, so that answering a query is
+//! one hash lookup per attached network plus building the records.
 //!
 //! Precedence within a network: an unqualified name that a service and an alias (or a task)
-//! both claim resolves to the first definition, services before their tasks. Across networks,
-//! the sandbox's order decides ([`Scope`](crate::Scope)). `<name>.<network>` is never
-//! ambiguous.
+//! both claim resolves to the first definition in a full build that adds every service's own
+//! names in the services' order, then every task's names in the same order. Parts keep that
+//! order by their order key (`slot`), however the changes came. Across networks, the sandbox's
+//! order decides ([`Scope`](crate::Scope)). `<name>.<network>` is never ambiguous.
 
-use std::collections::{HashMap, HashSet};
-use std::iter;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use hickory_proto::rr::Name;
+
+mod service;
+mod slot;
+#[cfg(test)]
+mod tests;
+
+pub use service::ServiceZone;
+use service::Tier;
+use slot::Claims;
 
 /// One network the sandbox is attached to, with the services that have endpoints on it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,22 +103,30 @@ pub struct TaskView {
 /// How many hex digits a short task id has.
 const SHORT_ID_LEN: usize = 12;
 
-/// The names of one network, indexed once per change of that network and shared by every
-/// sandbox on the node that is attached to it (through [`NodeZones`]). Immutable once built.
-#[derive(Debug, Default)]
+/// The names of one network, shared by every sandbox on the node that is attached to it
+/// (through [`NodeZones`]). Immutable once published: a change makes a new version with
+/// [`NetworkZone::set_service`] on a clone, which shares everything it does not touch.
+///
+/// Why per-service parts in persistent maps: with hundreds of services on one network, a
+/// change of one service used to re-index every name of the network (a third of a busy
+/// node's CPU). Now a change costs the names of the services it touched times O(log n), and
+/// readers still see one whole version or the other (one `Arc` swap in [`NodeZones`]).
+#[derive(Clone, Debug, Default)]
 pub struct NetworkZone {
     /// The network's name, lowercase: `<unknown>.<network>` is ours to deny. Empty for a
     /// network without a usable name, whose zone then holds nothing.
-    network: Box<str>,
-    /// Every forward name, lowercase, without the trailing dot.
-    names: HashMap<Box<str>, Entry>,
+    network: Arc<str>,
+    /// Every forward name, lowercase, without the trailing dot, with the services claiming it.
+    names: Claims<Arc<str>, Arc<Entry>>,
     /// Task addresses and VIPs to their canonical name.
-    reverse: HashMap<Ipv4Addr, Ptr>,
+    reverse: Claims<Ipv4Addr, Arc<Ptr>>,
     /// Unqualified service names and aliases: `_<unknown port>._tcp.<service>` is ours to deny.
-    srv_owners: HashSet<Box<str>>,
+    srv_owners: Claims<Arc<str>, ()>,
+    /// Each service's names by its order key, to withdraw them when it changes.
+    services: imbl::HashMap<Arc<str>, Arc<ServiceZone>>,
 }
 /// What a forward name holds.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Entry {
     Addrs(AddrSet),
     Srv(SrvSet),
@@ -115,7 +134,7 @@ pub(crate) enum Entry {
 
 /// A-record data of one name. May be empty (a dnsrr service with no running task): the name
 /// still exists, so other types and the empty set answer NODATA, not NXDOMAIN.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct AddrSet {
     pub ttl: u32,
     pub addrs: Vec<Ipv4Addr>,
@@ -125,7 +144,7 @@ pub(crate) struct AddrSet {
 }
 
 /// SRV data of one `_<port>._<proto>.<service>` name.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct SrvSet {
     pub ttl: u32,
     pub targets: Vec<SrvTarget>,
@@ -140,11 +159,24 @@ pub(crate) struct SrvTarget {
     pub addr: Ipv4Addr,
 }
 
+/// Names compare with their case: the answer carries it.
+impl PartialEq for SrvTarget {
+    fn eq(&self, other: &SrvTarget) -> bool {
+        self.name.eq_case(&other.name) && self.port == other.port && self.addr == other.addr
+    }
+}
+
 /// The reverse name of an address.
 #[derive(Clone, Debug)]
 pub(crate) struct Ptr {
     pub ttl: u32,
     pub name: Name,
+}
+
+impl PartialEq for Ptr {
+    fn eq(&self, other: &Ptr) -> bool {
+        self.ttl == other.ttl && self.name.eq_case(&other.name)
+    }
 }
 
 /// The result of looking a name up.
@@ -160,11 +192,77 @@ pub(crate) enum Lookup<'z> {
 }
 
 impl NetworkZone {
-    /// Indexes the names of `network` (see the module docs for precedence within it).
+    /// Indexes the names of `network` (see the module docs for precedence within it): the
+    /// services are ordered as listed.
     pub fn new(network: &NetworkView) -> NetworkZone {
-        let mut zone = NetworkZone::default();
-        zone.add_network(network);
+        let mut zone = NetworkZone::named(&network.name);
+        for (i, service) in network.services.iter().enumerate() {
+            let part = ServiceZone::new(&network.name, service);
+            // Fixed width, so that the keys sort as the positions do.
+            zone.set_service(&format!("{i:020}"), Some(Arc::new(part)));
+        }
         zone
+    }
+
+    /// A network called `name`, with no services yet.
+    pub fn named(name: &str) -> NetworkZone {
+        NetworkZone {
+            network: key(name).into(),
+            ..NetworkZone::default()
+        }
+    }
+
+    /// Replaces the names of the service whose order key is `order` with `part` (`None`:
+    /// the service left the network). Where two services claim an unqualified name, the one
+    /// with the lower key answers (services' own names before any task's, as in
+    /// [`NetworkZone::new`]), whatever order the changes came in. `part` must have been built
+    /// for this network's name. Costs the names of the old and new part, O(log n) each.
+    pub fn set_service(&mut self, order: &str, part: Option<Arc<ServiceZone>>) {
+        let order: Arc<str> = order.into();
+        let old = match &part {
+            Some(part) => {
+                debug_assert_eq!(*part.network, *self.network, "built for another network");
+                self.services.insert(Arc::clone(&order), Arc::clone(part))
+            }
+            None => self.services.remove(&order),
+        };
+        if let Some(old) = old {
+            if part.as_ref().is_some_and(|new| Arc::ptr_eq(new, &old)) {
+                return;
+            }
+            for (name, tier, _) in &old.names {
+                slot::unclaim(&mut self.names, name, &(*tier, Arc::clone(&order)));
+            }
+            for (addr, tier, _) in &old.reverse {
+                slot::unclaim(&mut self.reverse, addr, &(*tier, Arc::clone(&order)));
+            }
+            for owner in &old.srv_owners {
+                slot::unclaim(
+                    &mut self.srv_owners,
+                    owner,
+                    &(Tier::Service, Arc::clone(&order)),
+                );
+            }
+        }
+        if let Some(new) = part {
+            for (name, tier, entry) in &new.names {
+                let rank = (*tier, Arc::clone(&order));
+                slot::claim(&mut self.names, Arc::clone(name), rank, Arc::clone(entry));
+            }
+            for (addr, tier, ptr) in &new.reverse {
+                let rank = (*tier, Arc::clone(&order));
+                slot::claim(&mut self.reverse, *addr, rank, Arc::clone(ptr));
+            }
+            for owner in &new.srv_owners {
+                let rank = (Tier::Service, Arc::clone(&order));
+                slot::claim(&mut self.srv_owners, Arc::clone(owner), rank, ());
+            }
+        }
+    }
+
+    /// How many services have names here.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
     }
 
     /// How many forward names (including qualified and SRV names) the network answers.
@@ -174,7 +272,7 @@ impl NetworkZone {
 
     /// The records of exactly `key`, if this network defines it.
     pub(crate) fn get(&self, key: &str) -> Option<Lookup<'_>> {
-        self.names.get(key).map(|entry| match entry {
+        self.names.get(key).map(|slot| match &**slot.winner() {
             Entry::Addrs(set) => Lookup::Addrs(set),
             Entry::Srv(set) => Lookup::Srv(set),
         })
@@ -182,7 +280,7 @@ impl NetworkZone {
 
     /// The reverse name of `addr`, if it is a task or VIP of this network.
     pub(crate) fn ptr(&self, addr: Ipv4Addr) -> Option<&Ptr> {
-        self.reverse.get(&addr)
+        self.reverse.get(&addr).map(|slot| &**slot.winner())
     }
 
     /// Whether `label` is this network's name.
@@ -192,145 +290,27 @@ impl NetworkZone {
 
     /// Whether `owner` is a service name or alias here (its SRV names are ours).
     pub(crate) fn owns_srv(&self, owner: &str) -> bool {
-        self.srv_owners.contains(owner)
+        self.srv_owners.contains_key(owner)
     }
+}
 
-    fn add_network(&mut self, network: &NetworkView) {
-        let net = key(&network.name);
-        if net.is_empty() {
-            return;
+/// Two zones are equal when they answer the same: same network name, and every name, reverse
+/// address and SRV owner resolves to the same records (how the order of changes is checked
+/// not to matter). Which services hold the losing claims does not count.
+impl PartialEq for NetworkZone {
+    fn eq(&self, other: &NetworkZone) -> bool {
+        fn same<K: Hash + Eq + Clone, T: Clone + PartialEq>(
+            a: &Claims<K, T>,
+            b: &Claims<K, T>,
+        ) -> bool {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, s)| b.get(k).is_some_and(|t| s.winner() == t.winner()))
         }
-        self.network = net.clone().into();
-        for service in &network.services {
-            self.add_service(service, &net);
-        }
-        for service in &network.services {
-            for task in &service.tasks {
-                self.add_task(task, service.ttl, &net);
-            }
-        }
-    }
-
-    fn add_service(&mut self, service: &ServiceView, net: &str) {
-        let ttl = service.ttl;
-        let task_addrs: Vec<Ipv4Addr> = service.tasks.iter().map(|t| t.addr).collect();
-        let vip = if service.dnsrr { None } else { service.vip };
-        let resolved = match vip {
-            Some(vip) => AddrSet {
-                ttl,
-                addrs: vec![vip],
-                shuffle: false,
-            },
-            None => AddrSet {
-                ttl,
-                addrs: task_addrs.clone(),
-                shuffle: true,
-            },
-        };
-        let tasks = AddrSet {
-            ttl,
-            addrs: task_addrs,
-            shuffle: true,
-        };
-        let owners: Vec<&String> = iter::once(&service.name)
-            .chain(&service.aliases)
-            .filter(|n| !key(n).is_empty())
-            .collect();
-        for owner in &owners {
-            self.add(owner, net, &Entry::Addrs(resolved.clone()));
-            self.add(&format!("tasks.{owner}"), net, &Entry::Addrs(tasks.clone()));
-            self.srv_owners.insert(key(owner).into());
-        }
-
-        let targets: Vec<SrvTarget> = match vip {
-            Some(vip) => fqdn(&format!("{}.{net}", service.name))
-                .map(|name| SrvTarget {
-                    name,
-                    port: 0,
-                    addr: vip,
-                })
-                .into_iter()
-                .collect(),
-            None => service
-                .tasks
-                .iter()
-                .filter_map(|t| {
-                    let name = fqdn(&format!("{}.{net}", t.name))?;
-                    Some(SrvTarget {
-                        name,
-                        port: 0,
-                        addr: t.addr,
-                    })
-                })
-                .collect(),
-        };
-        for port in &service.ports {
-            let srv = SrvSet {
-                ttl,
-                targets: targets
-                    .iter()
-                    .map(|t| SrvTarget {
-                        port: port.target_port,
-                        ..t.clone()
-                    })
-                    .collect(),
-                shuffle: vip.is_none(),
-            };
-            let labels = port
-                .name
-                .iter()
-                .cloned()
-                .chain(iter::once(port.target_port.to_string()));
-            for label in labels {
-                for owner in &owners {
-                    let name = format!("_{label}.{}.{owner}", port.protocol.label());
-                    self.add(&name, net, &Entry::Srv(srv.clone()));
-                }
-            }
-        }
-
-        if let Some(vip) = vip
-            && let Some(name) = fqdn(&format!("{}.{net}", service.name))
-        {
-            self.reverse.entry(vip).or_insert(Ptr { ttl, name });
-        }
-    }
-
-    fn add_task(&mut self, task: &TaskView, ttl: u32, net: &str) {
-        let entry = Entry::Addrs(AddrSet {
-            ttl,
-            addrs: vec![task.addr],
-            shuffle: false,
-        });
-        let short_id = task
-            .id
-            .get(..SHORT_ID_LEN)
-            .filter(|s| s.len() < task.id.len());
-        let names = iter::once(task.name.as_str())
-            .chain(iter::once(task.id.as_str()))
-            .chain(short_id)
-            .chain(task.aliases.iter().map(String::as_str));
-        for name in names {
-            self.add(name, net, &entry);
-        }
-        if let Some(name) = fqdn(&format!("{}.{net}", task.name)) {
-            self.reverse.entry(task.addr).or_insert(Ptr { ttl, name });
-        }
-    }
-
-    /// Adds `name` and `name.net`, each unless an earlier definition claimed it.
-    fn add(&mut self, name: &str, net: &str, entry: &Entry) {
-        let name = key(name);
-        if name.is_empty() {
-            return;
-        }
-        let qualified = format!("{name}.{net}");
-        self.names
-            .entry(name.into())
-            .or_insert_with(|| entry.clone());
-        self.names
-            .entry(qualified.into())
-            .or_insert_with(|| entry.clone());
+        self.network == other.network
+            && same(&self.names, &other.names)
+            && same(&self.reverse, &other.reverse)
+            && same(&self.srv_owners, &other.srv_owners)
     }
 }
 
