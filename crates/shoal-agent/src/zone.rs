@@ -1,17 +1,21 @@
 //! The node's DNS zones (one per network, shared by every sandbox; ingress carries no names,
 //! as in Swarm) and what one sandbox's VIP balancer programs.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use shoal_dns::{NetworkView, NetworkZone, NodeZones, Protocol, ServiceView, SrvPort, TaskView};
-use shoal_types::endpoint::{EndpointView, NetworkEndpoints, TASK_TTL, VIP_TTL};
+use shoal_dns::{NetworkZone, NodeZones, Protocol, ServiceView, ServiceZone, SrvPort, TaskView};
+use shoal_types::endpoint::{
+    EndpointView, NetworkEndpoints, ServiceEndpoint, TASK_TTL, TaskEndpoint, VIP_TTL,
+};
 use shoal_types::{EndpointMode, Protocol as PortProtocol};
 use tokio::sync::watch;
 
 /// The node's DNS zones and the one channel every sandbox's DNS server follows them on.
 ///
-/// An endpoint change rebuilds the zones of the networks it touched, once for the node, and
-/// publishes them with one send: its cost does not depend on how many sandboxes there are.
+/// An endpoint change rebuilds the names of the services it touched, once for the node, and
+/// publishes the networks' new zones with one send: its cost depends neither on how many
+/// sandboxes there are nor on how many other services share the network.
 pub struct Zones {
     tx: watch::Sender<Arc<NodeZones>>,
     /// The endpoint table the published zones were built from.
@@ -37,109 +41,184 @@ impl Zones {
         self.tx.subscribe()
     }
 
-    /// Follows a new endpoint table. Returns how many networks' zones were rebuilt.
+    /// Follows a new endpoint table. Returns how many networks' zones changed.
     pub fn update(&mut self, view: &Arc<EndpointView>) -> usize {
-        self.update_with(view, network_zone)
+        self.update_with(view, service_zone)
     }
 
-    /// [`Zones::update`] with the builder of one network's zone given (tests count calls).
+    /// [`Zones::update`] with the builder of one service's names given (tests count calls).
+    ///
+    /// Why per service: a network with hundreds of services used to be re-indexed whole for a
+    /// change of one of them. Now the services whose endpoints differ from the last table are
+    /// found by comparing the two (cheap equality, no allocation), only their parts are built,
+    /// and the network's new zone shares everything else with the one readers still hold.
     fn update_with(
         &mut self,
         view: &Arc<EndpointView>,
-        mut build: impl FnMut(&NetworkEndpoints) -> NetworkZone,
+        mut build: impl FnMut(&str, &ServiceEndpoint, &[&TaskEndpoint]) -> ServiceZone,
     ) -> usize {
         let mut zones = NodeZones::clone(&self.tx.borrow());
-        let mut changed = false;
+        let mut changed = 0;
         let gone: Vec<String> = zones
             .ids()
             .filter(|id| view.networks.get(*id).is_none_or(|n| n.info.ingress))
             .map(str::to_string)
             .collect();
+        let removed = !gone.is_empty();
         for id in gone {
             zones.remove(&id);
-            changed = true;
         }
-        let mut rebuilt = 0;
         for (id, n) in &view.networks {
             if n.info.ingress {
                 continue;
             }
-            let same = zones.get(id).is_some()
-                && self
-                    .view
-                    .networks
-                    .get(id)
-                    .is_some_and(|old| same_names(old, n));
-            if same {
-                continue;
-            }
-            zones.insert(id, Arc::new(build(n)));
-            rebuilt += 1;
-            changed = true;
+            let old = zones.get(id).zip(self.view.networks.get(id));
+            let zone = match old {
+                // Same network name: every other service's names stay as they are.
+                Some((zone, old)) if old.info.name == n.info.name => {
+                    let services = changed_services(old, n);
+                    if services.is_empty() {
+                        continue;
+                    }
+                    let mut zone = NetworkZone::clone(zone);
+                    let tasks = tasks_by_service(n, |sid| services.contains(sid));
+                    for sid in services {
+                        let part = n.services.get(sid).map(|s| {
+                            let tasks = tasks.get(sid).map_or(&[][..], Vec::as_slice);
+                            Arc::new(build(&n.info.name, s, tasks))
+                        });
+                        zone.set_service(sid, part);
+                    }
+                    zone
+                }
+                // New, or renamed (every qualified name changes): build every service.
+                _ => {
+                    let mut zone = NetworkZone::named(&n.info.name);
+                    let tasks = tasks_by_service(n, |_| true);
+                    for (sid, s) in &n.services {
+                        let tasks = tasks.get(sid.as_str()).map_or(&[][..], Vec::as_slice);
+                        zone.set_service(sid, Some(Arc::new(build(&n.info.name, s, tasks))));
+                    }
+                    zone
+                }
+            };
+            zones.insert(id, Arc::new(zone));
+            changed += 1;
         }
         self.view = Arc::clone(view);
-        if changed {
+        if changed > 0 || removed {
             self.tx.send_replace(Arc::new(zones));
         }
-        rebuilt
+        changed
     }
 }
 
-/// Whether two versions of a network define the same names (the ingress endpoints of nodes
-/// are not names).
-fn same_names(a: &NetworkEndpoints, b: &NetworkEndpoints) -> bool {
-    a.info == b.info && a.services == b.services && a.tasks == b.tasks
+/// The ids of the services of a network whose names may differ between `old` and `new`:
+/// added, removed or changed services, and the services of tasks that came, went or changed
+/// their name or address (the ingress endpoints of nodes, a task's node and VTEP are not names).
+fn changed_services<'a>(old: &'a NetworkEndpoints, new: &'a NetworkEndpoints) -> BTreeSet<&'a str> {
+    let mut changed = BTreeSet::new();
+    if old.services != new.services {
+        for (id, s) in &new.services {
+            if old.services.get(id) != Some(s) {
+                changed.insert(id.as_str());
+            }
+        }
+        for id in old.services.keys() {
+            if !new.services.contains_key(id) {
+                changed.insert(id.as_str());
+            }
+        }
+    }
+    let named = |t: &TaskEndpoint, u: &TaskEndpoint| {
+        t.name == u.name && t.service_id == u.service_id && t.addr.addr() == u.addr.addr()
+    };
+    for (id, t) in &new.tasks {
+        match old.tasks.get(id) {
+            Some(o) if named(o, t) => {}
+            Some(o) => {
+                changed.insert(o.service_id.as_str());
+                changed.insert(t.service_id.as_str());
+            }
+            None => {
+                changed.insert(t.service_id.as_str());
+            }
+        }
+    }
+    for (id, t) in &old.tasks {
+        if !new.tasks.contains_key(id) {
+            changed.insert(t.service_id.as_str());
+        }
+    }
+    changed
 }
 
-/// The names of one network: its services with their VIPs, ports and running tasks.
+/// The tasks of the services `wanted` picks, by service, in task id order (one pass).
+fn tasks_by_service(
+    n: &NetworkEndpoints,
+    wanted: impl Fn(&str) -> bool,
+) -> HashMap<&str, Vec<&TaskEndpoint>> {
+    let mut by_service: HashMap<&str, Vec<&TaskEndpoint>> = HashMap::new();
+    for t in n.tasks.values() {
+        if wanted(&t.service_id) {
+            by_service.entry(&t.service_id).or_default().push(t);
+        }
+    }
+    by_service
+}
+
+/// The names of one service on the network called `network`: its VIP, ports and running
+/// tasks (`tasks`, in task id order).
+pub fn service_zone(network: &str, s: &ServiceEndpoint, tasks: &[&TaskEndpoint]) -> ServiceZone {
+    let vip = if s.mode == EndpointMode::Vip {
+        s.vip.map(|v| v.addr())
+    } else {
+        None
+    };
+    let service = ServiceView {
+        name: s.name.clone(),
+        vip,
+        dnsrr: s.mode == EndpointMode::Dnsrr,
+        ttl: s
+            .dns_ttl
+            .unwrap_or(if vip.is_some() { VIP_TTL } else { TASK_TTL }),
+        aliases: s.aliases.clone(),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| SrvPort {
+                name: p.name.clone(),
+                protocol: match p.protocol {
+                    PortProtocol::Tcp => Protocol::Tcp,
+                    PortProtocol::Udp => Protocol::Udp,
+                },
+                target_port: p.target_port,
+            })
+            .collect(),
+        tasks: tasks
+            .iter()
+            .map(|t| TaskView {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                addr: t.addr.addr(),
+                aliases: vec![],
+            })
+            .collect(),
+    };
+    ServiceZone::new(network, &service)
+}
+
+/// The names of one network built whole, services in id order: what an incremental update
+/// must equal (tests).
+#[cfg(test)]
 pub fn network_zone(n: &NetworkEndpoints) -> NetworkZone {
-    let services = n
-        .services
-        .values()
-        .map(|s| {
-            let vip = if s.mode == EndpointMode::Vip {
-                s.vip.map(|v| v.addr())
-            } else {
-                None
-            };
-            ServiceView {
-                name: s.name.clone(),
-                vip,
-                dnsrr: s.mode == EndpointMode::Dnsrr,
-                ttl: s
-                    .dns_ttl
-                    .unwrap_or(if vip.is_some() { VIP_TTL } else { TASK_TTL }),
-                aliases: s.aliases.clone(),
-                ports: s
-                    .ports
-                    .iter()
-                    .map(|p| SrvPort {
-                        name: p.name.clone(),
-                        protocol: match p.protocol {
-                            PortProtocol::Tcp => Protocol::Tcp,
-                            PortProtocol::Udp => Protocol::Udp,
-                        },
-                        target_port: p.target_port,
-                    })
-                    .collect(),
-                tasks: n
-                    .tasks
-                    .values()
-                    .filter(|t| t.service_id == s.id)
-                    .map(|t| TaskView {
-                        id: t.id.clone(),
-                        name: t.name.clone(),
-                        addr: t.addr.addr(),
-                        aliases: vec![],
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    NetworkZone::new(&NetworkView {
-        name: n.info.name.clone(),
-        services,
-    })
+    let mut zone = NetworkZone::named(&n.info.name);
+    let tasks = tasks_by_service(n, |_| true);
+    for (sid, s) in &n.services {
+        let tasks = tasks.get(sid.as_str()).map_or(&[][..], Vec::as_slice);
+        zone.set_service(sid, Some(Arc::new(service_zone(&n.info.name, s, tasks))));
+    }
+    zone
 }
 
 /// What one sandbox's VIP balancer programs: every vip-mode service on the sandbox's

@@ -10,9 +10,11 @@ use shoal_types::endpoint::{
     EndpointView, NetworkEndpoints, NetworkInfo, NodeEndpoint, ServiceEndpoint, TaskEndpoint,
 };
 
-use super::{Zones, network_zone};
+use super::{Zones, network_zone, service_zone};
 
-fn network(id: &str, name: &str, octet: u8, ingress: bool) -> NetworkEndpoints {
+mod incremental;
+
+pub(super) fn network(id: &str, name: &str, octet: u8, ingress: bool) -> NetworkEndpoints {
     NetworkEndpoints {
         info: NetworkInfo {
             id: id.to_string(),
@@ -28,7 +30,7 @@ fn network(id: &str, name: &str, octet: u8, ingress: bool) -> NetworkEndpoints {
     }
 }
 
-fn add_service(n: &mut NetworkEndpoints, id: &str, name: &str, vip: u8) {
+pub(super) fn add_service(n: &mut NetworkEndpoints, id: &str, name: &str, vip: u8) {
     let octet = n.info.gateway.octets()[1];
     n.services.insert(
         id.to_string(),
@@ -44,7 +46,7 @@ fn add_service(n: &mut NetworkEndpoints, id: &str, name: &str, vip: u8) {
     );
 }
 
-fn add_task(n: &mut NetworkEndpoints, service_id: &str, slot: u8) {
+pub(super) fn add_task(n: &mut NetworkEndpoints, service_id: &str, slot: u8) {
     let octet = n.info.gateway.octets()[1];
     let id = format!("{service_id}{slot:0>20}");
     n.tasks.insert(
@@ -88,9 +90,9 @@ fn a_change_rebuilds_each_changed_network_once_whatever_the_number_of_sandboxes(
         // Each sandbox's DNS server holds a receiver and nothing else.
         let receivers: Vec<_> = (0..sandboxes).map(|_| zones.subscribe()).collect();
         let builds = Cell::new(0);
-        let counting = |n: &NetworkEndpoints| {
+        let counting = |net: &str, s: &ServiceEndpoint, tasks: &[&TaskEndpoint]| {
             builds.set(builds.get() + 1);
-            network_zone(n)
+            service_zone(net, s, tasks)
         };
 
         let first = Arc::new(view());
@@ -129,7 +131,7 @@ fn a_change_rebuilds_each_changed_network_once_whatever_the_number_of_sandboxes(
     assert_eq!(
         per_count,
         [(1, 2, 1), (10, 2, 1), (300, 2, 1)],
-        "(sandboxes, builds for the first view, builds for a one-network change)"
+        "(sandboxes, services built for the first view, services built for a one-service change)"
     );
 }
 
