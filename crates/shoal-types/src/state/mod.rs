@@ -417,7 +417,9 @@ impl ClusterState {
     }
 
     /// Published ports are one space per node: an ingress port takes it on every node, so
-    /// no other service may publish it (ingress or host mode).
+    /// no other service may publish it (ingress or host mode). Two host-mode services on one
+    /// port are refused too: shoal does not place tasks by free host port, so both would land
+    /// on one node and the first rule would silently win.
     fn check_ports(&self, spec: &ServiceSpec, except: Option<&str>) -> Result<(), ApplyError> {
         for p in &spec.endpoint_spec.ports {
             let Some(port) = p.published_port else {
@@ -428,12 +430,12 @@ impl ClusterState {
                 .values()
                 .filter(|s| Some(s.id.as_str()) != except)
             {
-                let clash = other.spec.endpoint_spec.ports.iter().any(|q| {
-                    q.published_port == Some(port)
-                        && q.protocol == p.protocol
-                        && (q.publish_mode == crate::PublishMode::Ingress
-                            || p.publish_mode == crate::PublishMode::Ingress)
-                });
+                let clash = other
+                    .spec
+                    .endpoint_spec
+                    .ports
+                    .iter()
+                    .any(|q| q.published_port == Some(port) && q.protocol == p.protocol);
                 if clash {
                     return Err(ApplyError::PortInUse {
                         port: format!("{port}/{}", p.protocol),

@@ -170,3 +170,46 @@ fn a_published_port_belongs_to_one_service() {
     })
     .unwrap();
 }
+
+#[test]
+fn two_host_mode_services_cannot_share_a_port() {
+    let mut st = cluster(&[("n1", "node1")]);
+    let host = |name: &str, port: &str| {
+        let mut s = spec(name, 1);
+        s.endpoint_spec.ports = vec![crate::PortConfig::parse(port).unwrap()];
+        s
+    };
+    st.apply(Command::CreateService {
+        service: service("s1", host("web", "published=8080,target=80,mode=host")),
+    })
+    .unwrap();
+    let before = st.clone();
+    let err = st
+        .apply(Command::CreateService {
+            service: service("s2", host("api", "published=8080,target=81,mode=host")),
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "port 8080/tcp is already published by service web; publish another port or remove web"
+    );
+    assert_eq!(st, before);
+    // An update that moves another service onto the port is refused the same way.
+    st.apply(Command::CreateService {
+        service: service("s3", host("db", "published=9090,target=81,mode=host")),
+    })
+    .unwrap();
+    let err = st
+        .apply(Command::UpdateService {
+            id: "s3".into(),
+            spec: host("db", "published=8080,target=81,mode=host"),
+            at: Millis(1),
+        })
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::PortInUse { ref service, .. } if service == "web"));
+    // The same port over UDP is another port.
+    st.apply(Command::CreateService {
+        service: service("s4", host("dns", "published=8080,target=53,protocol=udp,mode=host")),
+    })
+    .unwrap();
+}
