@@ -1,5 +1,6 @@
-//! A client of the API for the CLI: hyper 1 over a Unix socket (or plain TCP for now), one
-//! connection per call, which is what a command-line tool needs.
+//! A client of the API for the CLI: hyper 1 over a Unix socket, one connection per call,
+//! which is what a command-line tool needs. `tcp://` is refused until shoald has a TLS
+//! listener: a plain TCP API would hand the cluster to anyone who reaches the port.
 
 use std::path::PathBuf;
 
@@ -19,11 +20,10 @@ use crate::types::*;
 /// Where the CLI finds the local daemon unless `-H` or `$SHOAL_HOST` say otherwise.
 pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
 
-/// Where a daemon listens: `unix:///path`, a bare `/path`, or `tcp://host:port`.
+/// Where a daemon listens: `unix:///path` or a bare `/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
     Unix(PathBuf),
-    Tcp(String),
 }
 
 impl Host {
@@ -38,7 +38,7 @@ impl Host {
         } else if let Some(addr) = s.strip_prefix("tcp://") {
             match addr.rsplit_once(':') {
                 Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
-                    Ok(Host::Tcp(addr.to_string()))
+                    Err(ClientError::TcpNeedsTls(addr.to_string()))
                 }
                 _ => Err(bad()),
             }
@@ -51,19 +51,22 @@ impl Host {
 }
 
 impl std::fmt::Display for Host {
-    /// How error messages name the daemon: the socket's path, or `tcp://host:port`.
+    /// How error messages name the daemon: the socket's path.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Host::Unix(p) => write!(f, "{}", p.display()),
-            Host::Tcp(a) => write!(f, "tcp://{a}"),
         }
     }
 }
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("invalid host {0:?}: expected unix:///path/to/shoal.sock or tcp://HOST:PORT")]
+    #[error("invalid host {0:?}: expected unix:///path/to/shoal.sock")]
     InvalidHost(String),
+    #[error(
+        "tcp://{0} is not supported yet: the API over TCP needs --tlsverify and a daemon started with -H tcp://..., and shoald has no TLS listener yet; run shoal on that host (e.g. ssh HOST shoal ...) against its unix socket"
+    )]
+    TcpNeedsTls(String),
     #[error("cannot connect to the shoal daemon at {host}: is shoald running?")]
     Connect {
         host: String,
@@ -108,7 +111,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// `host` as `-H` takes it: `unix:///run/shoal/shoal.sock`, `/path`, `tcp://host:port`.
+    /// `host` as `-H` takes it: `unix:///run/shoal/shoal.sock` or `/path`.
     pub fn new(host: &str) -> ClientResult<Client> {
         Ok(Client {
             host: Host::parse(host)?,
@@ -292,12 +295,6 @@ impl Client {
                     .map_err(|e| self.connect_error(e))?;
                 self.exchange(io, req).await?
             }
-            Host::Tcp(addr) => {
-                let io = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| self.connect_error(e))?;
-                self.exchange(io, req).await?
-            }
         };
         if status.is_success() {
             let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
@@ -389,9 +386,12 @@ mod tests {
             Host::parse("/tmp/s.sock").unwrap(),
             Host::Unix("/tmp/s.sock".into())
         );
+        // No daemon listens on TCP: say so and what to do, instead of "is shoald running?".
         assert_eq!(
-            Host::parse("tcp://10.0.0.1:2375").unwrap(),
-            Host::Tcp("10.0.0.1:2375".into())
+            Host::parse("tcp://10.0.0.1:2375").unwrap_err().to_string(),
+            "tcp://10.0.0.1:2375 is not supported yet: the API over TCP needs --tlsverify and a \
+             daemon started with -H tcp://..., and shoald has no TLS listener yet; run shoal on \
+             that host (e.g. ssh HOST shoal ...) against its unix socket"
         );
         for bad in [
             "unix://rel.sock",

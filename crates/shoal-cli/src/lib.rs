@@ -42,7 +42,8 @@ use shoal_types::Millis;
     about = "Services, overlay networks and load balancing for a cluster of Linux hosts"
 )]
 pub struct Cli {
-    /// Daemon socket to connect to (unix:///path or tcp://HOST:PORT).
+    /// Daemon socket to connect to (unix:///path). tcp://HOST:PORT is refused until shoald has
+    /// a TLS listener.
     #[arg(short = 'H', long, env = "SHOAL_HOST", default_value = DEFAULT_HOST, global = true)]
     pub host: String,
     #[command(subcommand)]
