@@ -102,6 +102,7 @@ pub fn create_request(a: &CreateArgs) -> Result<NetworkCreate> {
     if a.name.is_empty() {
         bail!("a network name is required");
     }
+    shoal_types::dns_name::check_network(&a.name).map_err(anyhow::Error::msg)?;
     let subnet = a
         .subnet
         .as_deref()
@@ -348,6 +349,12 @@ mod tests {
         assert_eq!(
             err(&["--label", "=v", "x"]),
             "invalid label \"=v\": expected KEY=VALUE"
+        );
+        assert!(
+            err(&["tasks"]).starts_with("invalid network name \"tasks\": the name is reserved")
+        );
+        assert!(
+            err(&["org"]).starts_with("invalid network name \"org\": it is a top-level domain")
         );
         assert!(Cli::try_parse_from(["shoal", "network", "create"]).is_err());
     }

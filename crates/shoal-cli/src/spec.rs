@@ -186,6 +186,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         },
     };
     spec.validate().map_err(anyhow::Error::msg)?;
+    shoal_types::dns_name::check_service(&spec).map_err(anyhow::Error::msg)?;
     Ok(spec)
 }
 
@@ -345,6 +346,7 @@ pub fn apply_update(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec
         spec.task_template.restart_policy.condition = c;
     }
     spec.validate().map_err(anyhow::Error::msg)?;
+    shoal_types::dns_name::check_service(&spec).map_err(anyhow::Error::msg)?;
     Ok(spec)
 }
 

@@ -206,6 +206,20 @@ fn bad_values_say_what_to_do() {
     );
     assert!(err(&["--network", "alias=x", "sleep", "1"]).contains("name=NAME is required"));
     assert!(err(&["--name", "-bad", "sleep", "1"]).starts_with("invalid service name"));
+    // Names the resolver gives another meaning, and aliases that are not one label.
+    assert_eq!(
+        err(&["--name", "tasks", "sleep", "1"]),
+        "invalid service name \"tasks\": the name is reserved in DNS (tasks.<service> lists a \
+         service's tasks); pick another name"
+    );
+    assert_eq!(
+        err(&["--network", "name=x,alias=example.com", "sleep", "1"]),
+        "invalid network alias \"example.com\": it must be one DNS label, without dots"
+    );
+    assert!(
+        err(&["--network", "name=x,alias=localhost", "sleep", "1"])
+            .starts_with("invalid network alias \"localhost\": the name is reserved")
+    );
     assert!(err(&["-p", "80:80", "-p", "80:81", "sleep", "1"]).contains("given twice"));
     // Usage errors are clap's.
     assert!(Cli::try_parse_from(["shoal", "service", "create", "--name", "x"]).is_err());

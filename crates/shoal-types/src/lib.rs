@@ -4,6 +4,7 @@
 //! - `ids`: random hex ids and their short forms.
 //! - `node`, `service`, `task`: the objects, with docker's field names when serialised.
 //! - `constraint`: placement constraints (`node.hostname==x`), parsed and matched.
+//! - `dns_name`: service names, aliases and network names as DNS labels, reserved names.
 //! - `state`: [`ClusterState`] and the [`Command`]s that change it. `apply` is pure and
 //!   deterministic: ids and timestamps are chosen by the proposer, never here, so every
 //!   manager replaying the log reaches the same state.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod constraint;
+pub mod dns_name;
 pub mod endpoint;
 pub mod ids;
 pub mod network;

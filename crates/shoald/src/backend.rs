@@ -298,6 +298,7 @@ impl Backend for Api {
         let m = self.manager()?;
         let mut spec = spec;
         spec.validate().map_err(ApiError::bad_request)?;
+        shoal_types::dns_name::check_service(&spec).map_err(ApiError::bad_request)?;
         networks::resolve_networks(&m.state(), &mut spec)?;
         let now = shoal_agent::worker::now();
         let id = ids::new_id();
@@ -317,6 +318,7 @@ impl Backend for Api {
         let m = self.manager()?;
         let mut spec = spec;
         spec.validate().map_err(ApiError::bad_request)?;
+        shoal_types::dns_name::check_service(&spec).map_err(ApiError::bad_request)?;
         networks::resolve_networks(&m.state(), &mut spec)?;
         let s = Self::find_service(&m.state(), &key)?;
         m.propose(Command::UpdateService {
@@ -468,6 +470,7 @@ impl Backend for Api {
                 req.driver
             )));
         }
+        shoal_types::dns_name::check_network(&req.name).map_err(ApiError::bad_request)?;
         let state = m.state();
         let id = ids::new_id();
         let want = networks::NetworkRequest {

@@ -209,7 +209,10 @@ fn two_host_mode_services_cannot_share_a_port() {
     assert!(matches!(err, ApplyError::PortInUse { ref service, .. } if service == "web"));
     // The same port over UDP is another port.
     st.apply(Command::CreateService {
-        service: service("s4", host("dns", "published=8080,target=53,protocol=udp,mode=host")),
+        service: service(
+            "s4",
+            host("dns", "published=8080,target=53,protocol=udp,mode=host"),
+        ),
     })
     .unwrap();
 }
