@@ -34,6 +34,7 @@ fn task(id: &str, slot: u64) -> Task {
         spec_version: 1,
         networks: Vec::new(),
         ports: Vec::new(),
+        restarts: 0,
         spec: fixtures::spec("vote", 1).task_template.container_spec,
         created_at: Millis(0),
         updated_at: Millis(0),

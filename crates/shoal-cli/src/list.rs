@@ -231,6 +231,7 @@ mod tests {
                 spec_version: 1,
                 networks: Vec::new(),
                 ports: Vec::new(),
+                restarts: 0,
                 spec: fixtures::spec("vote", 1).task_template.container_spec,
                 created_at: Millis(at),
                 updated_at: Millis(at),

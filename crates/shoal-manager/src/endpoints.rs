@@ -202,6 +202,7 @@ mod tests {
             spec: spec("vote", 1).task_template.container_spec,
             networks: vec![],
             ports: vec![],
+            restarts: 0,
             created_at: Millis(0),
             updated_at: Millis(0),
         };

@@ -113,14 +113,10 @@ fn keeps_tasks(service: &Service, node: &Node) -> bool {
 }
 
 /// Whether a new task may replace `last` (the newest task of a slot) now, per the
-/// restart policy. `ended` counts tasks of the slot that ended on their own.
-fn restart_allowed(service: &Service, last: Option<&Task>, ended: usize, now: Millis) -> bool {
+/// restart policy.
+fn restart_allowed(service: &Service, last: Option<&Task>, now: Millis) -> bool {
     let Some(last) = last else { return true };
-    let on_its_own = matches!(
-        last.status.state,
-        TaskState::Complete | TaskState::Failed | TaskState::Rejected
-    );
-    if !on_its_own {
+    if !ended_on_its_own(last) {
         return true;
     }
     let policy = &service.spec.task_template.restart_policy;
@@ -129,13 +125,31 @@ fn restart_allowed(service: &Service, last: Option<&Task>, ended: usize, now: Mi
         RestartCondition::OnFailure if last.status.state == TaskState::Complete => return false,
         _ => {}
     }
-    if policy.max_attempts > 0 && ended as u64 > policy.max_attempts {
+    if policy.max_attempts > 0 && last.restarts >= policy.max_attempts && !outdated(service, last) {
         return false;
     }
     now.since(last.status.timestamp) >= policy.delay_ms
 }
 
-fn new_task(service: &Service, slot: u64, node_id: Option<&str>, now: Millis, id: String) -> Task {
+/// The restart count of a task that follows `last` in its slot: one more when `last` ended on
+/// its own, the same when the cluster took it away, none under a changed spec (as docker).
+fn restarts_after(service: &Service, last: Option<&Task>) -> u64 {
+    match last {
+        Some(t) if outdated(service, t) => 0,
+        Some(t) if ended_on_its_own(t) => t.restarts + 1,
+        Some(t) => t.restarts,
+        None => 0,
+    }
+}
+
+fn new_task(
+    service: &Service,
+    slot: u64,
+    node_id: Option<&str>,
+    now: Millis,
+    id: String,
+    restarts: u64,
+) -> Task {
     // New: the allocator gives it addresses next (Pending), then the scheduler a node.
     let status = TaskStatus::new(TaskState::New, now, "created");
     Task {
@@ -150,6 +164,7 @@ fn new_task(service: &Service, slot: u64, node_id: Option<&str>, now: Millis, id
         spec: service.spec.task_template.container_spec.clone(),
         networks: vec![],
         ports: service.spec.endpoint_spec.ports.clone(),
+        restarts,
         created_at: now,
         updated_at: now,
     }
@@ -224,15 +239,15 @@ fn replicated(
                 if updating < UPDATE_PARALLELISM {
                     updating += 1;
                     out.create
-                        .push(new_task(service, slot, None, now, new_id()));
+                        .push(new_task(service, slot, None, now, new_id(), 0));
                 }
             }
             None => {
                 let last = slot_tasks.iter().max_by_key(|t| t.created_at).copied();
-                let ended = slot_tasks.iter().filter(|t| ended_on_its_own(t)).count();
-                if restart_allowed(service, last, ended, now) {
+                if restart_allowed(service, last, now) {
+                    let restarts = restarts_after(service, last);
                     out.create
-                        .push(new_task(service, slot, None, now, new_id()));
+                        .push(new_task(service, slot, None, now, new_id(), restarts));
                 }
             }
         }
@@ -277,10 +292,16 @@ fn global(
             continue;
         }
         let last = node_tasks.iter().max_by_key(|t| t.created_at).copied();
-        let ended = node_tasks.iter().filter(|t| ended_on_its_own(t)).count();
-        if restart_allowed(service, last, ended, now) {
-            out.create
-                .push(new_task(service, 0, Some(&node.id), now, new_id()));
+        if restart_allowed(service, last, now) {
+            let restarts = restarts_after(service, last);
+            out.create.push(new_task(
+                service,
+                0,
+                Some(&node.id),
+                now,
+                new_id(),
+                restarts,
+            ));
         }
     }
 }

@@ -103,6 +103,7 @@ mod tests {
             spec: spec(service, 1).task_template.container_spec,
             networks: vec![],
             ports: vec![],
+            restarts: 0,
             created_at: Millis(slot),
             updated_at: Millis(slot),
         }

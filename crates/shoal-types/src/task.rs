@@ -31,6 +31,11 @@ pub struct Task {
     /// and `traffic=local` ports from its own tasks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::PortConfig>,
+    /// How many times its slot was restarted under this spec before it, after tasks that
+    /// ended on their own (`--restart-max-attempts`). Kept in the task, not counted from the
+    /// slot's history, which is trimmed to a few tasks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u64,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -48,6 +53,10 @@ pub struct TaskStatus {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TaskStatus {

@@ -99,6 +99,7 @@ impl State {
                 spec_version: svc.version,
                 networks: Vec::new(),
                 ports: Vec::new(),
+                restarts: 0,
                 spec: cs.clone(),
                 created_at: now(),
                 updated_at: now(),

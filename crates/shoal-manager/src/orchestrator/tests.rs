@@ -281,3 +281,83 @@ fn history_is_bounded() {
         st.tasks.len()
     );
 }
+
+/// Fails the slot's running task and lets the manager react, from `t0` on, until nothing
+/// runs or `limit`.
+/// Returns how many tasks were started after the first (the restarts).
+fn fail_until_given_up(st: &mut ClusterState, t0: u64, limit: u64) -> u64 {
+    let mut restarts = 0;
+    for i in 0..limit {
+        let Some(id) = st
+            .tasks
+            .values()
+            .find(|t| t.desired_state == TaskState::Running)
+            .map(|t| t.id.clone())
+        else {
+            break;
+        };
+        if i > 0 {
+            restarts += 1;
+        }
+        let at = t0 + i * 10;
+        report(st, &id, TaskState::Failed, at);
+        step(st, at + 1);
+        run_all(st, at + 2);
+    }
+    restarts
+}
+
+#[test]
+fn max_attempts_above_the_kept_history_is_reached() {
+    // 7 > TASK_HISTORY_LIMIT: counting ended tasks in the (trimmed) history never got there.
+    let mut s = spec("flaky", 1);
+    s.task_template.restart_policy.delay_ms = 0;
+    s.task_template.restart_policy.max_attempts = 7;
+    let mut st = three_nodes_with(s.clone());
+    assert_eq!(fail_until_given_up(&mut st, 10, 30), 7);
+    assert!(live(&st).is_empty(), "still running: {:?}", live(&st));
+    assert!(st.tasks.len() <= TASK_HISTORY_LIMIT + 1);
+
+    // A changed spec starts the count again, as docker does.
+    s.task_template.container_spec.command = vec!["sleep".into(), "2".into()];
+    st.apply(Command::UpdateService {
+        id: "s1".into(),
+        spec: s,
+        at: Millis(1_000),
+    })
+    .unwrap();
+    step(&mut st, 1_001);
+    run_all(&mut st, 1_002);
+    assert_eq!(live(&st), ["flaky.1@node1"]);
+    assert_eq!(fail_until_given_up(&mut st, 1_010, 30), 7);
+}
+
+#[test]
+fn a_task_taken_away_is_no_restart_attempt() {
+    let mut s = spec("web", 1);
+    s.task_template.restart_policy.delay_ms = 0;
+    s.task_template.restart_policy.max_attempts = 1;
+    let mut st = three_nodes_with(s);
+    // Its node goes down twice: the task moves each time, and that is not the task failing.
+    for (n, at) in [("n1", 100), ("n2", 200)] {
+        st.apply(Command::SetNodeState {
+            id: n.into(),
+            state: NodeState::Down,
+            message: "gone".into(),
+            at: Millis(at),
+        })
+        .unwrap();
+        step(&mut st, at + 1);
+        run_all(&mut st, at + 2);
+    }
+    assert_eq!(live(&st), ["web.1@node3"]);
+    // One failure still gets its one restart.
+    st.apply(Command::SetNodeState {
+        id: "n1".into(),
+        state: NodeState::Ready,
+        message: String::new(),
+        at: Millis(300),
+    })
+    .unwrap();
+    assert_eq!(fail_until_given_up(&mut st, 310, 10), 1);
+}

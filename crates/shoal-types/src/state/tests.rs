@@ -48,6 +48,7 @@ fn task_status_never_moves_backwards() {
         spec: spec("web", 1).task_template.container_spec,
         networks: vec![],
         ports: vec![],
+        restarts: 0,
         created_at: Millis(1),
         updated_at: Millis(1),
     };
