@@ -30,53 +30,35 @@ pub fn human_duration(ms: u64) -> String {
     }
 }
 
-/// Parses docker-style durations: "10s", "1m30s", "500ms", "2h", or a bare number of seconds.
+/// The longest duration a flag takes: a year. Anything longer is a typo, and the bound keeps
+/// `Millis` arithmetic far from overflow.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 3_600_000;
+
+/// Parses docker-style durations with `humantime`: "10s", "1m30s", "500ms", "2h", "1d", or a
+/// bare number of seconds. Values above [`MAX_DURATION_MS`] are refused.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err("empty duration: expected e.g. 10s, 1m30s, 500ms".into());
     }
-    if let Ok(n) = s.parse::<u64>() {
-        return Ok(n * 1000);
-    }
-    let mut total: f64 = 0.0;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
+    let too_long = || format!("invalid duration {s:?}: longer than a year; use at most 365d");
+    // A bare number is seconds, as docker takes it for its older flags.
+    let text = if s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{s}s")
+    } else {
+        s.to_string()
+    };
+    let d = humantime::parse_duration(&text).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_long(),
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")
         }
-        let mut unit = String::from(c);
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphabetic() {
-                unit.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 1m30s, 500ms"))?;
-        num.clear();
-        let factor = match unit.as_str() {
-            "ms" => 1.0,
-            "s" => 1000.0,
-            "m" => 60_000.0,
-            "h" => 3_600_000.0,
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m or h)"
-                ));
-            }
-        };
-        total += value * factor;
-    }
-    if !num.is_empty() {
-        return Err(format!("invalid duration {s:?}: missing unit after {num}"));
-    }
-    Ok(total as u64)
+        _ => format!("invalid duration {s:?}: expected e.g. 10s, 1m30s, 500ms"),
+    })?;
+    u64::try_from(d.as_millis())
+        .ok()
+        .filter(|ms| *ms <= MAX_DURATION_MS)
+        .ok_or_else(too_long)
 }
 
 #[cfg(test)]
@@ -92,6 +74,27 @@ mod tests {
         assert!(parse_duration_ms("10x").is_err());
         assert!(parse_duration_ms("10").is_ok());
         assert!(parse_duration_ms("s").is_err());
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("2d"), Ok(172_800_000));
+        assert_eq!(
+            parse_duration_ms("10x").unwrap_err(),
+            "invalid duration \"10x\": unknown unit \"x\" (use ms, s, m, h or d)"
+        );
+        assert!(parse_duration_ms("-5s").is_err());
+    }
+
+    #[test]
+    fn out_of_range_durations_are_refused() {
+        let msg = |s: &str| format!("invalid duration {s:?}: longer than a year; use at most 365d");
+        // Seconds that overflowed u64 milliseconds (a panic in debug builds, a wrap in release).
+        let huge = "18446744073709551615";
+        assert_eq!(parse_duration_ms(huge), Err(msg(huge)));
+        assert_eq!(
+            parse_duration_ms("99999999999999999999h"),
+            Err(msg("99999999999999999999h"))
+        );
+        assert_eq!(parse_duration_ms("366d"), Err(msg("366d")));
+        assert_eq!(parse_duration_ms("365d"), Ok(MAX_DURATION_MS));
     }
 
     #[test]
