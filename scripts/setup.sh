@@ -1,28 +1,67 @@
 #!/usr/bin/env bash
-# Prepares a fresh Debian machine (as root) to build and test shoal: the packages the tests
-# and the demo use, and a Rust toolchain if none is installed. Safe to run again.
+# Prepares a fresh Debian machine (as root) to build and test shoal: the packages the tests,
+# the eBPF build and the demo call, and a Rust toolchain at least the workspace's rust-version
+# with rustfmt and clippy. Safe to run again: it installs only what is missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
+# Before anything is installed: the lab and the tests create network namespaces.
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: shoal's lab and tests create network namespaces; run them as root" >&2
+  exit 1
+fi
+
+# command:package. `type -P` looks on PATH only: `kill` is also a shell builtin, but the
+# tests run the binary (procps).
 need=()
-for pair in ip:iproute2 nft:nftables dig:dnsutils curl:curl ping:iputils-ping conntrack:conntrack nsenter:util-linux gcc:gcc; do
+for pair in \
+  ip:iproute2 bridge:iproute2 nft:nftables conntrack:conntrack \
+  dig:dnsutils curl:curl ping:iputils-ping \
+  nsenter:util-linux unshare:util-linux kill:procps sysctl:procps \
+  python3:python3 gcc:gcc g++:g++ \
+  clang:clang llvm-strip:llvm bpftool:bpftool; do
   cmd=${pair%%:*} pkg=${pair#*:}
-  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+  type -P "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The eBPF programs of shoal-bpf include libbpf's headers.
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 if [ ${#need[@]} -gt 0 ]; then
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# shellcheck disable=SC1091
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: installing the Rust toolchain (rustup, stable)"
-  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt -c clippy
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup: shoal's lab and tests create network namespaces; run them as root" >&2
-  exit 1
+# The workspace's rust-version (Cargo.toml) is the oldest toolchain that builds it.
+want=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -n1)
+have=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1)" != "$want" ]; then
+  if ! command -v rustup >/dev/null 2>&1; then
+    echo "setup: rustc $have is older than the workspace's rust-version $want, and there is no rustup to upgrade it; install Rust $want or newer" >&2
+    exit 1
+  fi
+  echo "setup: rustc $have is older than the workspace's rust-version $want; updating stable"
+  rustup update stable --no-self-update
+  rustup default stable
+  have=$(rustc --version | awk '{print $2}')
+  if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1)" != "$want" ]; then
+    echo "setup: rustc is still $have after the update; shoal needs $want or newer" >&2
+    exit 1
+  fi
 fi
+for tool in fmt clippy; do
+  if ! cargo "$tool" --version >/dev/null 2>&1; then
+    echo "setup: adding the toolchain's $tool"
+    rustup component add "$([ "$tool" = fmt ] && echo rustfmt || echo clippy)"
+  fi
+done
