@@ -25,7 +25,6 @@ mod slot;
 mod tests;
 
 pub use service::ServiceZone;
-use service::Tier;
 use slot::Claims;
 
 /// One network the sandbox is attached to, with the services that have endpoints on it.
@@ -226,38 +225,22 @@ impl NetworkZone {
             }
             None => self.services.remove(&order),
         };
-        if let Some(old) = old {
-            if part.as_ref().is_some_and(|new| Arc::ptr_eq(new, &old)) {
-                return;
-            }
-            for (name, tier, _) in &old.names {
-                slot::unclaim(&mut self.names, name, &(*tier, Arc::clone(&order)));
-            }
-            for (addr, tier, _) in &old.reverse {
-                slot::unclaim(&mut self.reverse, addr, &(*tier, Arc::clone(&order)));
-            }
-            for owner in &old.srv_owners {
-                slot::unclaim(
-                    &mut self.srv_owners,
-                    owner,
-                    &(Tier::Service, Arc::clone(&order)),
-                );
-            }
+        if let (Some(old), Some(new)) = (&old, &part)
+            && Arc::ptr_eq(old, new)
+        {
+            return;
         }
-        if let Some(new) = part {
-            for (name, tier, entry) in &new.names {
-                let rank = (*tier, Arc::clone(&order));
-                slot::claim(&mut self.names, Arc::clone(name), rank, Arc::clone(entry));
-            }
-            for (addr, tier, ptr) in &new.reverse {
-                let rank = (*tier, Arc::clone(&order));
-                slot::claim(&mut self.reverse, *addr, rank, Arc::clone(ptr));
-            }
-            for owner in &new.srv_owners {
-                let rank = (Tier::Service, Arc::clone(&order));
-                slot::claim(&mut self.srv_owners, Arc::clone(owner), rank, ());
-            }
-        }
+        let none = ServiceZone::default();
+        let old = old.as_deref().unwrap_or(&none);
+        let new = part.as_deref().unwrap_or(&none);
+        slot::replace(&mut self.names, &order, &old.names, &new.names);
+        slot::replace(&mut self.reverse, &order, &old.reverse, &new.reverse);
+        slot::replace(
+            &mut self.srv_owners,
+            &order,
+            &old.srv_owners,
+            &new.srv_owners,
+        );
     }
 
     /// How many services have names here.

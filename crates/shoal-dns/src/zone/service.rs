@@ -34,7 +34,7 @@ pub struct ServiceZone {
     /// Reverse entries, each address at most once per tier.
     pub(super) reverse: Vec<(Ipv4Addr, Tier, Arc<Ptr>)>,
     /// The service's name and aliases, for SRV denial; each once.
-    pub(super) srv_owners: Vec<Arc<str>>,
+    pub(super) srv_owners: Vec<(Arc<str>, Tier, ())>,
 }
 
 impl ServiceZone {
@@ -106,8 +106,8 @@ impl Builder {
             self.add(owner, Tier::Service, &resolved);
             self.add(&format!("tasks.{owner}"), Tier::Service, &tasks);
             let owner: Arc<str> = key(owner).into();
-            if !self.zone.srv_owners.contains(&owner) {
-                self.zone.srv_owners.push(owner);
+            if !self.zone.srv_owners.iter().any(|(o, _, _)| *o == owner) {
+                self.zone.srv_owners.push((owner, Tier::Service, ()));
             }
         }
 

@@ -6,6 +6,7 @@
 //! service be removed or replaced without rebuilding the others: its claims go, and the next
 //! one in rank answers, exactly as if the network had been built without it.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -55,10 +56,49 @@ impl<T: Clone> Slot<T> {
 
 /// A persistent map from keys to their claims: cloning it is O(1), and changing a key copies
 /// only the O(log n) nodes on its path, so a new zone version costs what changed.
-pub(super) type Claims<K, T> = imbl::HashMap<K, Slot<T>>;
+pub(super) type Claims<K, T> =
+    imbl::GenericHashMap<K, Slot<T>, Hasher, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// foldhash rather than SipHash: every query hashes its name once per network in scope, and
+/// the keys are the cluster's own names (seeded per map, so not predictable from outside).
+pub(super) type Hasher = foldhash::fast::RandomState;
+
+/// Moves the claims of the service ordered `order` from `old` to `new` (each key at most once
+/// per tier). Keys it claims in both with the same records are not touched: a scale change
+/// leaves the service's VIP name and its other tasks' names as they were, and every key
+/// touched costs a copy of its path in the persistent map.
+pub(super) fn replace<K, T>(
+    map: &mut Claims<K, T>,
+    order: &Arc<str>,
+    old: &[(K, Tier, T)],
+    new: &[(K, Tier, T)],
+) where
+    K: Hash + Eq + Clone,
+    T: Clone + PartialEq,
+{
+    let before: HashMap<(&K, Tier), &T> = old.iter().map(|(k, t, v)| ((k, *t), v)).collect();
+    let mut kept: HashMap<(&K, Tier), ()> = HashMap::new();
+    if !before.is_empty() {
+        for (k, tier, v) in new {
+            if before.get(&(k, *tier)).is_some_and(|was| *was == v) {
+                kept.insert((k, *tier), ());
+            }
+        }
+    }
+    for (k, tier, _) in old {
+        if !kept.contains_key(&(k, *tier)) {
+            unclaim(map, k, &(*tier, Arc::clone(order)));
+        }
+    }
+    for (k, tier, v) in new {
+        if !kept.contains_key(&(k, *tier)) {
+            claim(map, k.clone(), (*tier, Arc::clone(order)), v.clone());
+        }
+    }
+}
 
 /// Adds the claim of `rank` on `key`.
-pub(super) fn claim<K, T>(map: &mut Claims<K, T>, key: K, rank: Rank, value: T)
+fn claim<K, T>(map: &mut Claims<K, T>, key: K, rank: Rank, value: T)
 where
     K: Hash + Eq + Clone,
     T: Clone,
@@ -77,7 +117,7 @@ where
 }
 
 /// Drops the claim of `rank` on `key`, and the key if nothing else claims it.
-pub(super) fn unclaim<K, T>(map: &mut Claims<K, T>, key: &K, rank: &Rank)
+fn unclaim<K, T>(map: &mut Claims<K, T>, key: &K, rank: &Rank)
 where
     K: Hash + Eq + Clone,
     T: Clone,
