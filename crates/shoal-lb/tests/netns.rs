@@ -161,7 +161,8 @@ async fn removing_a_backend_keeps_established_connections() {
     }
     // The TCP connection to b2 lost its translation: its next segment reaches b1, which
     // knows no such connection and resets it.
-    assert!(to_b2.request().is_err());
+    let err = to_b2.request().expect_err("the old connection is gone");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err:?}");
 }
 
 /// What `nft list` shows, and that the netlink fast path writes exactly what nft would.

@@ -67,7 +67,12 @@ fn init_join_node_ls_and_bad_input() {
         "{err}"
     );
     let out = lab.shoal(1, &["service", "ls", "--no-such-flag"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        text(&out.stderr).contains("unexpected argument '--no-such-flag'"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

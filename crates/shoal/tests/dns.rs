@@ -187,7 +187,12 @@ fn names_vip_ptr_srv_and_forwarding() {
 
 #[test]
 fn a_killed_task_leaves_dns_on_every_node_and_networks_are_isolated() {
-    let lab = Lab::up("kill", 3, 1);
+    // The test's own upstream on every node: a name that is not the cluster's gets its
+    // NXDOMAIN, whatever the host's resolvers would say.
+    let lab = Lab::up_with("kill", 3, 1, &["--dns-upstream", "127.0.0.1:5300"]);
+    let _upstreams: Vec<Upstream> = (1..=3)
+        .map(|n| Upstream::start(&lab.netns(n), "127.0.0.1:5300"))
+        .collect();
     lab.ok(1, &["network", "create", "overlay1"]);
     lab.ok(1, &["network", "create", "overlay2"]);
     lab.create("--name client --mode global --network overlay1 SHOAL demo client");
@@ -229,18 +234,21 @@ fn a_killed_task_leaves_dns_on_every_node_and_networks_are_isolated() {
         );
     }
 
-    // A task on another network neither resolves nor reaches vote.
+    // A task on another network neither resolves nor reaches vote: the name is not its
+    // network's, so it goes upstream (NXDOMAIN), and the address is not routed.
     let (onode, other) = &others[0];
-    assert_ne!(lab.dig_status(*onode, other, "vote"), "NOERROR");
+    assert_eq!(lab.dig_status(*onode, other, "vote"), "NXDOMAIN");
     let alive = &votes[1].1;
     let out = lab.in_task(
         *onode,
         other,
-        &["curl", "-s", "--max-time", "2", &lab.task_addr(alive)],
+        &["curl", "-sS", "--max-time", "2", &lab.task_addr(alive)],
     );
-    assert!(
-        !out.status.success(),
-        "overlay2 must not reach overlay1: {}",
-        text(&out.stdout)
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "overlay2 must not reach overlay1: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
     );
 }

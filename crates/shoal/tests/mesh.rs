@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -123,8 +123,9 @@ fn scenario_2_vip_balances_refuses_when_empty_and_drops_dead_tasks() {
     // table. The nftables fallback's table is checked in `vip.rs`.
     let nft = lab.in_task(1, "client.1", &["nft", "list", "table", "ip", "shoal"]);
     assert!(
-        !nft.status.success(),
-        "no VIP table in the sandbox with eBPF"
+        !nft.status.success() && text(&nft.stderr).contains("No such file or directory"),
+        "no VIP table in the sandbox with eBPF: {}",
+        text(&nft.stderr)
     );
 
     // A killed task gets no new connection once its removal has reached the client's node.
@@ -158,16 +159,10 @@ fn scenario_2_vip_balances_refuses_when_empty_and_drops_dead_tasks() {
     });
     assert!(seen.iter().all(|id| id != &victim[..12]), "{seen:?}");
 
-    // Scaled to zero: refused at once, not a timeout.
+    // Scaled to zero: refused (curl's 7), not a timeout (curl's 28 after --max-time).
     lab.ok(1, &["service", "scale", "vote=0"]);
-    let t0 = Instant::now();
-    let out = lab.in_task(1, "client.1", &["curl", "-s", "--max-time", "5", "vote"]);
-    assert_eq!(out.status.code(), Some(7), "curl: connection refused");
-    assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "refused fast, took {:?}",
-        t0.elapsed()
-    );
+    let out = lab.in_task(1, "client.1", &["curl", "-sS", "--max-time", "5", "vote"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
 }
 
 #[test]
