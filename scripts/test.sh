@@ -17,7 +17,7 @@ cargo test --workspace --locked -- --test-threads=2
 
 # Each fuzz target for a few seconds from the committed seeds. cargo-fuzz passes nightly-only
 # flags (-Zsanitizer=address); RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. The
-# fuzz crate is its own workspace (fuzz/Cargo.lock); its build goes to target/fuzz.
+# fuzz crate is its own workspace (fuzz/Cargo.lock); its sanitizer build goes to target/<triple>/.
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "test: installing cargo-fuzz"
   cargo install cargo-fuzz --locked --quiet
@@ -28,6 +28,6 @@ trap 'rm -rf "$corpus"' EXIT
 for t in $(cargo fuzz list --fuzz-dir fuzz); do
   mkdir -p "$corpus/$t"
   echo "fuzz: $t for ${fuzz_secs}s"
-  RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --target-dir target/fuzz "$t" \
+  RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --target-dir target "$t" \
     "$corpus/$t" "fuzz/seeds/$t" -- -max_total_time="$fuzz_secs" -print_final_stats=1
 done
