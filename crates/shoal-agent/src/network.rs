@@ -253,6 +253,13 @@ impl NetworkAgent {
         {
             warn!("failed to set up the routing mesh: {e}");
         }
+        // Names and VIPs first: a task that leaves gets no new flow from here before its
+        // forwarding entries go below (a connect that picked it in between would send its
+        // SYN into a missing neighbour entry and hang until it timed out).
+        // Once for the node, not per sandbox: every DNS server reads the same zones.
+        inner.zones.update(&view);
+        // eBPF: a few map writes for what changed, once for the node; nftables: each sandbox.
+        self.vip.apply(&view).await;
         for (id, n) in &view.networks {
             if let Err(e) = self
                 .ensure_overlay(&mut inner, id, n.info.vni, n.info.subnet)
@@ -280,10 +287,6 @@ impl NetworkAgent {
                 warn!(network = %id, "failed to update forwarding entries: {e}");
             }
         }
-        // Once for the node, not per sandbox: every DNS server reads the same zones.
-        inner.zones.update(&view);
-        // eBPF: a few map writes for what changed, once for the node; nftables: each sandbox.
-        self.vip.apply(&view).await;
         if let Err(e) = self.publish(&mut inner).await {
             warn!("failed to update published ports: {e}");
         }
