@@ -33,6 +33,7 @@ static ZONE: LazyLock<(NodeZones, Vec<String>)> = LazyLock::new(|| {
                     name: "vote".into(),
                     dnsrr: true,
                     ttl: 600,
+                    task_ttl: 600,
                     aliases: vec!["ballot".into()],
                     ports: vec![SrvPort {
                         name: Some("http".into()),
@@ -48,6 +49,7 @@ static ZONE: LazyLock<(NodeZones, Vec<String>)> = LazyLock::new(|| {
                     name: "client".into(),
                     vip: Some(Ipv4Addr::new(10, 0, 1, 1)),
                     ttl: 30,
+                    task_ttl: 30,
                     ports: vec![SrvPort {
                         name: None,
                         protocol: Protocol::Udp,
@@ -64,6 +66,7 @@ static ZONE: LazyLock<(NodeZones, Vec<String>)> = LazyLock::new(|| {
                 name: "db".into(),
                 vip: Some(Ipv4Addr::new(10, 1, 0, 1)),
                 ttl: 5,
+                task_ttl: 5,
                 ..Default::default()
             }],
         },

@@ -182,6 +182,9 @@ pub fn service_zone(network: &str, s: &ServiceEndpoint, tasks: &[&TaskEndpoint])
         ttl: s
             .dns_ttl
             .unwrap_or(if vip.is_some() { VIP_TTL } else { TASK_TTL }),
+        // `--dns-ttl` is the user's choice for every record of the service; without it,
+        // task addresses get the short TTL in every endpoint mode.
+        task_ttl: s.dns_ttl.unwrap_or(TASK_TTL),
         aliases: s.aliases.clone(),
         ports: s
             .ports

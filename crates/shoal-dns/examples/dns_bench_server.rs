@@ -88,6 +88,7 @@ fn services(count: u32, tasks: u32) -> Vec<ServiceView> {
                 vip: (!dnsrr).then(|| Ipv4Addr::from(0x0a80_0000 + i + 1)),
                 dnsrr,
                 ttl: TTL,
+                task_ttl: TTL,
                 tasks,
                 ..Default::default()
             }

@@ -47,8 +47,13 @@ pub struct ServiceView {
     /// Endpoint mode dnsrr: the name resolves to the running tasks' addresses, shuffled.
     /// A service without a VIP on this network is treated the same way.
     pub dnsrr: bool,
-    /// TTL of every record about this service and its tasks, in seconds.
+    /// TTL of the records about the service itself (its name's VIP, the VIP's PTR, SRV to
+    /// the VIP), in seconds.
     pub ttl: u32,
+    /// TTL of the records that hold task addresses (`tasks.<svc>`, dnsrr answers, task
+    /// names, their PTR and SRV), in seconds: short in every endpoint mode, since they
+    /// change whenever a task does.
+    pub task_ttl: u32,
     /// `--network-alias` names of the service; each resolves like the service name.
     pub aliases: Vec<String>,
     /// Ports answered as SRV records.

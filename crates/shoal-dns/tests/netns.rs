@@ -301,6 +301,7 @@ async fn sandboxes_share_one_view_and_each_sees_only_its_networks() {
             name: "secret".to_string(),
             vip: Some(vip.into()),
             ttl: 600,
+            task_ttl: 600,
             ..Default::default()
         }],
     };

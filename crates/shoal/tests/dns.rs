@@ -176,6 +176,25 @@ fn names_vip_ptr_srv_and_forwarding() {
     );
     assert_eq!(lab.dig_status(1, "client.1", "unknown.test"), "NXDOMAIN");
 
+    // TTLs: a VIP is stable (60 s), task addresses are not (5 s), also in vip mode;
+    // `--dns-ttl` sets every record of its service.
+    lab.create("--name timed --network overlay1 --dns-ttl 30 SHOAL demo vote --port 81");
+    lab.wait_running("timed", 1);
+    let ttl = |name: &str| {
+        let out = lab.in_task(1, "client.1", &["dig", "+noall", "+answer", name]);
+        let answer = text(&out.stdout);
+        let ttls: Vec<String> = answer
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect();
+        assert_eq!(ttls.len(), 1, "dig {name}: {answer}");
+        ttls[0].clone()
+    };
+    assert_eq!(ttl("vote"), "60");
+    assert_eq!(ttl("tasks.client"), "5");
+    assert_eq!(ttl("timed"), "30");
+    assert_eq!(ttl("tasks.timed"), "30");
+
     // Scaled to zero, a vip service still resolves (Swarm's stops resolving).
     lab.ok(1, &["service", "scale", "vote=0"]);
     assert_eq!(lab.dig(1, "client.1", &["vote"]), [vip]);

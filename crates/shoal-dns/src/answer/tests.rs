@@ -63,6 +63,7 @@ fn zone() -> Sandbox {
                 name: "vote".to_string(),
                 dnsrr: true,
                 ttl: 600,
+                task_ttl: 600,
                 ports: vec![SrvPort {
                     name: Some("http".to_string()),
                     protocol: Protocol::Tcp,
@@ -78,6 +79,7 @@ fn zone() -> Sandbox {
                 name: "client".to_string(),
                 vip: Some(Ipv4Addr::new(10, 0, 0, 7)),
                 ttl: 600,
+                task_ttl: 600,
                 aliases: vec!["front".to_string()],
                 ports: vec![SrvPort {
                     name: None,
@@ -94,6 +96,7 @@ fn zone() -> Sandbox {
                 name: "web".to_string(),
                 vip: Some(Ipv4Addr::new(10, 0, 0, 9)),
                 ttl: 30,
+                task_ttl: 30,
                 ports: vec![SrvPort {
                     name: Some("http".to_string()),
                     protocol: Protocol::Tcp,
@@ -105,6 +108,7 @@ fn zone() -> Sandbox {
                 name: "idle".to_string(),
                 dnsrr: true,
                 ttl: 5,
+                task_ttl: 5,
                 ..Default::default()
             },
         ],
@@ -115,6 +119,7 @@ fn zone() -> Sandbox {
             name: "vote".to_string(),
             dnsrr: true,
             ttl: 600,
+            task_ttl: 600,
             tasks: vec![task("vote", 1, VOTE1, [10, 1, 0, 5])],
             ..Default::default()
         }],
@@ -533,3 +538,38 @@ fn everything_else_is_forwarded() {
 mod negative;
 mod networks;
 mod wire;
+
+#[test]
+fn task_addresses_carry_the_task_ttl_in_vip_mode() {
+    // A VIP is stable (60 s); task addresses change with every task (5 s), also for a
+    // vip-mode service's `tasks.` name and task names.
+    let web = sandbox(vec![NetworkView {
+        name: "overlay1".to_string(),
+        services: vec![ServiceView {
+            name: "web".to_string(),
+            vip: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            dnsrr: false,
+            ttl: 60,
+            task_ttl: 5,
+            aliases: vec![],
+            ports: vec![],
+            tasks: vec![task("web", 1, VOTE1, [10, 0, 0, 3])],
+        }],
+    }]);
+    let ttl_of = |name: &str| {
+        let out = run(&web, &request(name, RecordType::A), 1);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("an "))
+            .unwrap_or_default()
+            .to_string();
+        line.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(ttl_of("web"), "60");
+    assert_eq!(ttl_of("tasks.web"), "5");
+    assert_eq!(ttl_of(&format!("web.1.{VOTE1}")), "5");
+    assert_eq!(ttl_of(&VOTE1[..12]), "5");
+}

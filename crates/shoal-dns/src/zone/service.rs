@@ -56,7 +56,7 @@ impl ServiceZone {
         }
         part.add_service(service);
         for task in &service.tasks {
-            part.add_task(task, service.ttl);
+            part.add_task(task, service.task_ttl);
         }
         part.zone
     }
@@ -87,14 +87,14 @@ impl Builder {
                 shuffle: false,
             },
             None => AddrSet {
-                ttl,
+                ttl: service.task_ttl,
                 addrs: task_addrs.clone(),
                 shuffle: true,
             },
         };
         let resolved = Arc::new(Entry::Addrs(resolved));
         let tasks = Arc::new(Entry::Addrs(AddrSet {
-            ttl,
+            ttl: service.task_ttl,
             addrs: task_addrs,
             shuffle: true,
         }));
@@ -133,9 +133,11 @@ impl Builder {
                 })
                 .collect(),
         };
+        // SRV to the VIP lives as long as the VIP; SRV to tasks as long as task addresses.
+        let srv_ttl = if vip.is_some() { ttl } else { service.task_ttl };
         for port in &service.ports {
             let srv = Arc::new(Entry::Srv(SrvSet {
-                ttl,
+                ttl: srv_ttl,
                 targets: targets
                     .iter()
                     .map(|t| SrvTarget {

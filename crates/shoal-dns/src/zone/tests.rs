@@ -46,6 +46,7 @@ fn service(rng: &mut StdRng) -> ServiceView {
             .then(|| Ipv4Addr::new(10, 0, 0, rng.random_range(2..6))),
         dnsrr: rng.random_bool(0.3),
         ttl: rng.random_range(1..3),
+        task_ttl: rng.random_range(1..3),
         aliases: (0..rng.random_range(0..2)).map(|_| pick(rng)).collect(),
         ports: if rng.random_bool(0.3) {
             vec![SrvPort {
@@ -99,6 +100,7 @@ fn the_first_service_in_order_answers_a_shared_name_whatever_came_first() {
         name: "web".to_string(),
         vip: Some(Ipv4Addr::new(10, 0, 0, last)),
         ttl: 60,
+        task_ttl: 60,
         ..ServiceView::default()
     };
     let answer = |zone: &NetworkZone| match zone.get("web") {

@@ -153,6 +153,7 @@ pub fn seed_zone(big_tasks: u8) -> NodeZones {
                 name: "vote".to_string(),
                 dnsrr: true,
                 ttl: 600,
+                task_ttl: 600,
                 ports: vec![SrvPort {
                     name: Some("http".to_string()),
                     protocol: Protocol::Tcp,
@@ -168,12 +169,14 @@ pub fn seed_zone(big_tasks: u8) -> NodeZones {
                 name: "client".to_string(),
                 vip: Some(Ipv4Addr::new(10, 0, 0, 7)),
                 ttl: 600,
+                task_ttl: 600,
                 ..Default::default()
             },
             ServiceView {
                 name: "big".to_string(),
                 dnsrr: true,
                 ttl: 60,
+                task_ttl: 60,
                 tasks: (0..big_tasks)
                     .map(|i| {
                         let id = format!("{:024x}", u32::from(i) + 1);

@@ -26,6 +26,7 @@ fn node() -> NodeZones {
                 name: "web".to_string(),
                 vip: Some(Ipv4Addr::new(10, 1, 0, 1)),
                 ttl: 60,
+                task_ttl: 60,
                 tasks: vec![task("web", 1, FRONT1, [10, 1, 0, 10])],
                 ..Default::default()
             },
@@ -33,6 +34,7 @@ fn node() -> NodeZones {
                 name: "db".to_string(),
                 vip: Some(Ipv4Addr::new(10, 1, 0, 2)),
                 ttl: 60,
+                task_ttl: 60,
                 ..Default::default()
             },
         ],
@@ -44,6 +46,7 @@ fn node() -> NodeZones {
                 name: "api".to_string(),
                 dnsrr: true,
                 ttl: 5,
+                task_ttl: 5,
                 ports: vec![SrvPort {
                     name: Some("http".to_string()),
                     protocol: Protocol::Tcp,
@@ -56,6 +59,7 @@ fn node() -> NodeZones {
                 name: "db".to_string(),
                 vip: Some(Ipv4Addr::new(10, 2, 0, 2)),
                 ttl: 60,
+                task_ttl: 60,
                 tasks: vec![task("db", 1, SHARED_BACK, [10, 2, 0, 11])],
                 ..Default::default()
             },
@@ -64,6 +68,7 @@ fn node() -> NodeZones {
                 name: format!("web.1.{FRONT1}"),
                 vip: Some(Ipv4Addr::new(10, 2, 0, 3)),
                 ttl: 60,
+                task_ttl: 60,
                 ..Default::default()
             },
         ],
@@ -286,6 +291,7 @@ fn replacing_one_networks_zone_changes_what_its_sandboxes_see_only() {
                 name: "web".to_string(),
                 vip: Some(Ipv4Addr::new(10, 1, 0, 99)),
                 ttl: 60,
+                task_ttl: 60,
                 ..Default::default()
             }],
         })),

@@ -62,6 +62,7 @@ fn big_zone(n: u8) -> Sandbox {
             name: "big".to_string(),
             dnsrr: true,
             ttl: 600,
+            task_ttl: 600,
             tasks: (0..n)
                 .map(|i| task("big", u32::from(i) + 1, &format!("{i:024x}"), [10, 0, 1, i]))
                 .collect(),

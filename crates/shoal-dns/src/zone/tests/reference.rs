@@ -54,7 +54,7 @@ impl Reference {
         }
         for service in &network.services {
             for task in &service.tasks {
-                self.add_task(task, service.ttl, &net);
+                self.add_task(task, service.task_ttl, &net);
             }
         }
     }
@@ -70,13 +70,13 @@ impl Reference {
                 shuffle: false,
             },
             None => AddrSet {
-                ttl,
+                ttl: service.task_ttl,
                 addrs: task_addrs.clone(),
                 shuffle: true,
             },
         };
         let tasks = AddrSet {
-            ttl,
+            ttl: service.task_ttl,
             addrs: task_addrs,
             shuffle: true,
         };
@@ -112,9 +112,10 @@ impl Reference {
                 })
                 .collect(),
         };
+        let srv_ttl = if vip.is_some() { ttl } else { service.task_ttl };
         for port in &service.ports {
             let srv = SrvSet {
-                ttl,
+                ttl: srv_ttl,
                 targets: targets
                     .iter()
                     .map(|t| SrvTarget {
