@@ -23,6 +23,52 @@ fn info(n: &Network) -> NetworkInfo {
     }
 }
 
+/// A hash of everything [`table`] reads, without building it: most state changes (a task
+/// scheduled, starting, a status message) leave the table as it was, and building and
+/// comparing the whole table on each of them was the leader's largest cost per change at
+/// 1,000 tasks. Equal fingerprints mean an equal table (up to a 64-bit hash collision).
+pub fn table_fingerprint(state: &ClusterState) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for n in state.networks.values() {
+        (
+            &n.id,
+            &n.name,
+            n.vni,
+            n.ipam.subnet,
+            n.ipam.gateway,
+            n.ingress,
+        )
+            .hash(&mut h);
+    }
+    // A spec change bumps the version: names, modes, ports, aliases, networks, TTLs.
+    for s in state.services.values() {
+        (&s.id, s.version).hash(&mut h);
+        for v in &s.endpoint.virtual_ips {
+            (&v.network_id, v.addr).hash(&mut h);
+        }
+    }
+    for node in state.nodes.values() {
+        (
+            &node.id,
+            node.status.state,
+            node.ingress_addr,
+            &node.status.addr,
+        )
+            .hash(&mut h);
+    }
+    for t in state.tasks.values() {
+        if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
+            continue;
+        }
+        (&t.id, &t.node_id, &t.service_id, &t.service_name, t.slot).hash(&mut h);
+        for a in &t.networks {
+            (&a.network_id, a.addr, &a.aliases).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 /// Every network with its services and running tasks.
 pub fn table(state: &ClusterState) -> BTreeMap<String, NetworkEndpoints> {
     let mut nets: BTreeMap<String, NetworkEndpoints> = state
@@ -223,6 +269,81 @@ mod tests {
             status,
         })
         .unwrap();
+    }
+
+    /// The fingerprint moves exactly when the table does, over a run of commands that
+    /// touch it and commands that do not.
+    #[test]
+    fn the_fingerprint_follows_the_table() {
+        let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
+        let mut last = (table_fingerprint(&st), table(&st));
+        let mut step = |st: &mut ClusterState, cmd: Option<Command>, what: &str| {
+            if let Some(cmd) = cmd {
+                st.apply(cmd).unwrap();
+            }
+            let now = (table_fingerprint(st), table(st));
+            assert_eq!(
+                now.0 != last.0,
+                now.1 != last.1,
+                "{what}: fingerprint changed {}, table changed {}",
+                now.0 != last.0,
+                now.1 != last.1
+            );
+            last = now;
+        };
+        let net = network("net1", "overlay1", "10.0.0.0/24", 4096);
+        step(
+            &mut st,
+            Some(Command::CreateNetwork { network: net }),
+            "network",
+        );
+        let svc = service("s1", spec_on("vote", 2, &["net1"]));
+        step(
+            &mut st,
+            Some(Command::CreateService { service: svc }),
+            "service",
+        );
+        running_task(&mut st, "ta", "n1");
+        step(&mut st, None, "a task runs");
+        step(
+            &mut st,
+            Some(Command::SetTaskErrors {
+                errors: vec![("ta".into(), "x".into())],
+            }),
+            "an error text",
+        );
+        let mut spec = spec_on("vote", 3, &["net1"]);
+        spec.endpoint_spec.dns_ttl = Some(30);
+        step(
+            &mut st,
+            Some(Command::UpdateService {
+                id: "s1".into(),
+                spec,
+                at: Millis(2),
+            }),
+            "a TTL",
+        );
+        step(
+            &mut st,
+            Some(Command::SetDesiredState {
+                tasks: vec!["ta".into()],
+                state: TaskState::Shutdown,
+                at: Millis(3),
+            }),
+            "a task stops",
+        );
+        running_task(&mut st, "tb", "n2");
+        step(&mut st, None, "another task runs");
+        step(
+            &mut st,
+            Some(Command::SetNodeState {
+                id: "n2".into(),
+                state: shoal_types::NodeState::Down,
+                message: String::new(),
+                at: Millis(4),
+            }),
+            "its node goes down",
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct Manager {
     /// Leader-only bookkeeping; reset whenever this node becomes leader.
     heartbeats: Mutex<Heartbeats>,
     /// The endpoint table of the newest state version, shared by every agent session.
-    endpoints: Mutex<(u64, Arc<EndpointTable>)>,
+    endpoints: Mutex<TableCache>,
     /// How far endpoint changes have reached (leader only).
     pub convergence: Mutex<Convergence>,
     /// Woken on every endpoint ack: sessions re-check the tasks they hold for draining.
@@ -33,6 +33,15 @@ pub struct Manager {
 }
 
 pub type EndpointTable = BTreeMap<String, NetworkEndpoints>;
+
+/// The endpoint table of the newest state version, with the fingerprint of what it was built
+/// from (`endpoints::table_fingerprint`).
+#[derive(Default)]
+struct TableCache {
+    version: u64,
+    fingerprint: u64,
+    table: Arc<EndpointTable>,
+}
 
 /// The longest a stopping task is kept running while its endpoint removal propagates.
 const DRAIN_LIMIT_MS: u64 = 10_000;
@@ -46,7 +55,7 @@ impl Manager {
             store,
             node_id,
             heartbeats: Mutex::new(Heartbeats::default()),
-            endpoints: Mutex::new((0, Arc::new(BTreeMap::new()))),
+            endpoints: Mutex::new(TableCache::default()),
             convergence: Mutex::new(Convergence::default()),
             acked: tokio::sync::Notify::new(),
             started: Instant::now(),
@@ -61,26 +70,36 @@ impl Manager {
     /// the table is recorded so its propagation can be measured.
     pub fn endpoint_table(&self, state: &ClusterState) -> Arc<EndpointTable> {
         let mut cache = lock(&self.endpoints);
-        if cache.0 == state.version {
-            return Arc::clone(&cache.1);
+        if cache.version == state.version {
+            return Arc::clone(&cache.table);
+        }
+        let fingerprint = endpoints::table_fingerprint(state);
+        if fingerprint == cache.fingerprint && state.version > cache.version {
+            // Nothing the table is made of changed: the same Arc, so that sessions can tell
+            // with a pointer comparison that no node's view needs computing again.
+            cache.version = state.version;
+            return Arc::clone(&cache.table);
         }
         let table = Arc::new(endpoints::table(state));
         // A caller holding an older state (sessions and API calls read the state at their
         // own pace) gets its table but must not rewind the cache: that would record the
         // newer change a second time under the older version, and a service could read as
         // synced before its last change has reached anyone.
-        if state.version < cache.0 {
+        if state.version < cache.version {
             return table;
         }
-        if *table == *cache.1 {
-            // Unchanged: keep the same Arc, so that sessions can tell with a pointer
-            // comparison that no node's view needs computing again.
-            cache.0 = state.version;
-            return Arc::clone(&cache.1);
+        if *table == *cache.table {
+            cache.version = state.version;
+            cache.fingerprint = fingerprint;
+            return Arc::clone(&cache.table);
         }
-        let changed = endpoints::changed_services(&cache.1, &table);
+        let changed = endpoints::changed_services(&cache.table, &table);
         lock(&self.convergence).table_changed(state.version, self.mono_ms(), changed);
-        *cache = (state.version, Arc::clone(&table));
+        *cache = TableCache {
+            version: state.version,
+            fingerprint,
+            table: Arc::clone(&table),
+        };
         table
     }
 
