@@ -91,6 +91,8 @@ impl Session {
                     .as_ref()
                     .and_then(|d| serde_json::to_vec(d).ok())
                     .unwrap_or_default(),
+                // Read at each session: addresses and routes may have changed since the join.
+                host_networks: serde_json::to_vec(&host_networks()).unwrap_or_default(),
             })
             .await?
             .into_inner();
@@ -164,6 +166,17 @@ impl Session {
             }
         }
     }
+}
+
+/// What no overlay may cover on this node: its addresses, routes and resolvers.
+pub fn host_networks() -> Vec<shoal_types::node::HostNetwork> {
+    shoal_net::host::host_reserved()
+        .into_iter()
+        .map(|r| shoal_types::node::HostNetwork {
+            net: r.net,
+            what: r.what,
+        })
+        .collect()
 }
 
 /// Stops heartbeats to a manager when the session with it ends, however it ends.

@@ -20,6 +20,7 @@ pub fn node(id: &str, hostname: &str) -> Node {
         description: NodeDescription {
             hostname: hostname.into(),
             data_plane: None,
+            host_networks: vec![],
         },
         status: NodeStatus {
             state: NodeState::Ready,

@@ -42,6 +42,19 @@ pub struct NodeDescription {
     /// What the node's agent runs its data plane with, as it reported at its last session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_plane: Option<DataPlane>,
+    /// The node's own addresses, routes and resolvers, as it reported them when it joined
+    /// and at each session: no overlay subnet may cover them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_networks: Vec<HostNetwork>,
+}
+
+/// Something of a node's host that an overlay must not cover (`10.0.0.0/24`, "the host's
+/// address 10.0.0.5 (eth0)").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostNetwork {
+    pub net: ipnet::Ipv4Net,
+    pub what: String,
 }
 
 /// How a node balances VIPs: `ebpf` (one socket-level balancer for the node) or

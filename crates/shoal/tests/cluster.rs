@@ -374,3 +374,58 @@ fn three_managers_survive_the_leader_stopping() {
     // Writes work through any remaining manager.
     lab.ok(3, &["service", "scale", "web=4"]);
 }
+
+#[test]
+fn overlays_never_cover_a_nodes_own_addresses() {
+    let lab = Lab::up("overlap", 2, 1);
+    let token = lab
+        .ok(1, &["join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let manager = lab
+        .ok(
+            1,
+            &[
+                "node",
+                "inspect",
+                "--format",
+                "{{.ManagerStatus.Addr}}",
+                "node1",
+            ],
+        )
+        .trim()
+        .to_string();
+    let netns = lab.netns(2);
+    let ip = |args: &[&str]| {
+        let mut cmd = vec!["-n", netns.as_str()];
+        cmd.extend_from_slice(args);
+        let out = std::process::Command::new("ip")
+            .args(&cmd)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {cmd:?}: {}", text(&out.stderr));
+    };
+
+    // A node joining with an address that an overlay covers is told which one.
+    lab.ok(1, &["network", "create", "--subnet", "10.78.0.0/24", "n78"]);
+    lab.ok(2, &["leave"]);
+    ip(&["addr", "add", "10.78.0.5/24", "dev", "lo"]);
+    let err = lab.fails(2, &["join", "--token", &token, &manager]);
+    assert!(
+        err.contains("the host's address 10.78.0.5 (lo) overlaps network n78 (10.78.0.0/24)"),
+        "{err}"
+    );
+
+    // Without it, the node joins, and reports what it has: a network over a worker's
+    // address is refused, naming the worker.
+    ip(&["addr", "del", "10.78.0.5/24", "dev", "lo"]);
+    ip(&["addr", "add", "10.77.0.1/24", "dev", "lo"]);
+    lab.ok(2, &["join", "--token", &token, &manager]);
+    let err = lab.fails(1, &["network", "create", "--subnet", "10.77.0.0/16", "n77"]);
+    assert!(
+        err.contains(
+            "subnet 10.77.0.0/16 overlaps the host's address 10.77.0.1 (lo) on node node2"
+        ),
+        "{err}"
+    );
+}

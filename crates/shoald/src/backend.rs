@@ -484,7 +484,7 @@ impl Backend for Api {
             &state,
             id.clone(),
             &want,
-            &networks::host_reserved(),
+            &networks::cluster_reserved(&state, networks::host_reserved()),
             shoal_agent::worker::now(),
         )?;
         network.labels = req.labels;

@@ -11,7 +11,9 @@ use shoal_rpc::{
     Assignments, EndpointAck, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
     SessionRequest, StatusAck, StatusReport,
 };
-use shoal_types::node::{DataPlane, ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
+use shoal_types::node::{
+    DataPlane, HostNetwork, ManagerStatus, NodeDescription, NodeSpec, NodeStatus,
+};
 use shoal_types::token::JoinToken;
 use shoal_types::{Availability, Command, CommandResult, Node, NodeRole, NodeState, TaskStatus};
 use tokio_stream::Stream;
@@ -209,6 +211,21 @@ impl Cluster for ClusterService {
                 "a node with this id is already in the cluster",
             ));
         }
+        let host_networks: Vec<HostNetwork> = if req.host_networks.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_slice(&req.host_networks)
+                .map_err(|e| Status::invalid_argument(format!("host networks do not parse: {e}")))?
+        };
+        // A node whose own address or route an overlay covers would lose its way to it
+        // (or its tasks would): refuse now, naming both, rather than when traffic breaks.
+        if let Some((h, n)) = crate::networks::overlapping_network(&state, &host_networks) {
+            warn!(node = %req.hostname, network = %n.name, "refused a join: {} overlaps the network", h.what);
+            return Err(Status::failed_precondition(format!(
+                "{} overlaps network {} ({}): remove or renumber that address or route on {}, or remove the network, then join again",
+                h.what, n.name, n.ipam.subnet, req.hostname
+            )));
+        }
         let raft_id = shoal_types::ids::raft_id_of(&req.node_id);
         let now = shoal_agent::worker::now();
         if role == NodeRole::Manager {
@@ -233,6 +250,7 @@ impl Cluster for ClusterService {
             description: NodeDescription {
                 hostname: req.hostname.clone(),
                 data_plane: None,
+                host_networks,
             },
             status: NodeStatus {
                 state: NodeState::Ready,
@@ -284,27 +302,31 @@ impl Cluster for ClusterService {
             )));
         };
         self.manager.seen(&node_id);
+        let mut description = node.description.clone();
         if !req.data_plane.is_empty() {
             let data_plane: DataPlane = serde_json::from_slice(&req.data_plane).map_err(|e| {
                 Status::invalid_argument(format!("data plane report does not parse: {e}"))
             })?;
-            if node.description.data_plane.as_ref() != Some(&data_plane) {
-                let description = NodeDescription {
-                    data_plane: Some(data_plane),
-                    ..node.description.clone()
+            description.data_plane = Some(data_plane);
+        }
+        if !req.host_networks.is_empty() {
+            description.host_networks =
+                serde_json::from_slice(&req.host_networks).map_err(|e| {
+                    Status::invalid_argument(format!("host networks do not parse: {e}"))
+                })?;
+        }
+        if description != node.description {
+            let manager = Arc::clone(&self.manager);
+            let id = node_id.clone();
+            tokio::spawn(async move {
+                let cmd = Command::SetNodeDescription {
+                    id: id.clone(),
+                    description,
                 };
-                let manager = Arc::clone(&self.manager);
-                let id = node_id.clone();
-                tokio::spawn(async move {
-                    let cmd = Command::SetNodeDescription {
-                        id: id.clone(),
-                        description,
-                    };
-                    if let Err(e) = manager.propose(cmd).await {
-                        warn!(node = %id, "failed to record the node's data plane: {e}");
-                    }
-                });
-            }
+                if let Err(e) = manager.propose(cmd).await {
+                    warn!(node = %id, "failed to record what the node reported: {e}");
+                }
+            });
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let manager = Arc::clone(&self.manager);

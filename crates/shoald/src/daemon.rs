@@ -276,6 +276,7 @@ impl Daemon {
             description: NodeDescription {
                 hostname: self.cfg.hostname.clone(),
                 data_plane: None,
+                host_networks: networks::host_networks(),
             },
             status: NodeStatus {
                 state: NodeState::Ready,
@@ -343,6 +344,7 @@ impl Daemon {
             addr: addr.clone(),
             cluster_addr: cluster_addr.clone(),
             node_id: node_id.clone(),
+            host_networks: serde_json::to_vec(&networks::host_networks()).unwrap_or_default(),
         };
         let reply = tokio::time::timeout(
             Duration::from_secs(30),

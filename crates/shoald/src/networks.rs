@@ -9,7 +9,38 @@ use shoal_api::ApiError;
 use shoal_manager::allocator::{self, overlaps};
 pub use shoal_net::host::{Reserved, host_reserved};
 use shoal_types::network::{Ipam, parse_subnet};
+use shoal_types::node::HostNetwork;
 use shoal_types::{ClusterState, Network, ServiceSpec};
+
+/// What this host reports to the cluster, for the other managers' checks.
+pub use shoal_agent::session::host_networks;
+
+/// What a new network must not cover: this host's own (`here`), and what every node of the
+/// cluster reported of its host, named with the node.
+pub fn cluster_reserved(state: &ClusterState, here: Vec<Reserved>) -> Vec<Reserved> {
+    let nodes = state.nodes.values().flat_map(|n| {
+        n.description.host_networks.iter().map(move |h| Reserved {
+            net: h.net,
+            what: format!("{} on node {}", h.what, n.hostname()),
+            ifname: None,
+        })
+    });
+    here.into_iter().chain(nodes).collect()
+}
+
+/// The first of a joining node's host networks that an existing overlay network covers.
+pub fn overlapping_network<'a>(
+    state: &'a ClusterState,
+    host: &'a [HostNetwork],
+) -> Option<(&'a HostNetwork, &'a Network)> {
+    host.iter().find_map(|h| {
+        state
+            .networks
+            .values()
+            .find(|n| overlaps(n.ipam.subnet, h.net))
+            .map(|n| (h, n))
+    })
+}
 
 fn conflict(net: Ipv4Net, reserved: &[Reserved]) -> Option<&Reserved> {
     reserved.iter().find(|r| overlaps(r.net, net))
@@ -180,6 +211,60 @@ mod tests {
         let (s, note) = ingress_subnet(None, &r).unwrap();
         assert_eq!(s, "10.254.0.0/16");
         assert!(note.unwrap().contains("10.255.255.53"));
+    }
+
+    #[test]
+    fn a_subnet_over_a_workers_address_is_refused_naming_the_worker() {
+        let mut st = shoal_types::fixtures::cluster(&[("n1", "node1"), ("n2", "node2")]);
+        if let Some(n) = st.nodes.get_mut("n2") {
+            n.description.host_networks = vec![HostNetwork {
+                net: "10.77.0.0/24".parse().unwrap(),
+                what: "the host's address 10.77.0.1 (lo)".into(),
+            }];
+        }
+        let req = NetworkRequest {
+            name: "net",
+            subnet: Some("10.77.0.0/16"),
+            ..Default::default()
+        };
+        let reserved = cluster_reserved(&st, vec![]);
+        let err = plan_network(&st, "x".into(), &req, &reserved, Default::default()).unwrap_err();
+        assert_eq!(
+            err.message,
+            "subnet 10.77.0.0/16 overlaps the host's address 10.77.0.1 (lo) on node node2; choose another --subnet"
+        );
+        // A subnet of its own is chosen around it.
+        let req = NetworkRequest {
+            name: "net",
+            ..Default::default()
+        };
+        let auto = plan_network(&st, "x".into(), &req, &reserved, Default::default()).unwrap();
+        assert!(!overlaps(auto.ipam.subnet, "10.77.0.0/24".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_joining_node_covered_by_a_network_is_told_which() {
+        let mut st = shoal_types::fixtures::cluster(&[("n1", "node1")]);
+        st.apply(shoal_types::Command::CreateNetwork {
+            network: shoal_types::fixtures::network("net1", "n78", "10.78.0.0/24", 4096),
+        })
+        .unwrap();
+        let host = [
+            HostNetwork {
+                net: "172.29.1.0/24".parse().unwrap(),
+                what: "the host's address 172.29.1.2 (eth0)".into(),
+            },
+            HostNetwork {
+                net: "10.78.0.0/24".parse().unwrap(),
+                what: "the host's address 10.78.0.5 (lo)".into(),
+            },
+        ];
+        let (h, n) = overlapping_network(&st, &host).unwrap();
+        assert_eq!(
+            (h.what.as_str(), n.name.as_str()),
+            ("the host's address 10.78.0.5 (lo)", "n78")
+        );
+        assert!(overlapping_network(&st, &host[..1]).is_none());
     }
 
     #[test]
