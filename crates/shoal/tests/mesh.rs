@@ -336,7 +336,9 @@ fn no_request_fails_while_tasks_stop() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(requests > 1000, "the load ran: {report}");
+    // That the load ran through the stops (hundreds of requests per stop here; the rate
+    // itself is bench/mesh's business, so the floor is low).
+    assert!(requests > 100, "the load ran: {report}");
     assert!(
         report.contains(" failed 0"),
         "requests failed while tasks stopped: {report}"
