@@ -14,14 +14,25 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use nix::sched::{CloneFlags, setns};
+pub use shoal_testns::{Netns, run, serve_tcp, serve_udp};
+
+/// The namespace's cookie, as the programs see it (`bpf_get_netns_cookie`).
+pub trait Cookie {
+    fn cookie(&self) -> u64;
+}
+
+impl Cookie for Netns {
+    fn cookie(&self) -> u64 {
+        shoal_bpf::netns_cookie_blocking(&self.name).expect("netns cookie")
+    }
+}
 use shoal_bpf::{NodeConfig, Service};
 
 pub const A: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
@@ -37,57 +48,6 @@ pub const VIP2: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 102);
 pub const TCP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
 pub const TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A network namespace that exists for one test and is deleted when dropped, also when the
-/// test fails.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: String) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `f` on a thread inside the namespace; sockets it creates live there.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let file = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns (are we root?)");
-            f()
-        })
-        .join()
-        .expect("thread in namespace panicked")
-    }
-
-    pub fn cookie(&self) -> u64 {
-        shoal_bpf::netns_cookie_blocking(&self.name).expect("netns cookie")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-pub fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 pub struct Lab {
     pub a: Netns,
@@ -143,39 +103,6 @@ impl Lab {
         }
         Lab { a, b, b1, b2, br }
     }
-}
-
-/// For each line received: `<name> <peer address>`.
-pub fn serve_tcp(ns: &Netns, name: &'static str, port: u16) {
-    let listener = ns.run(move || TcpListener::bind(("0.0.0.0", port)).expect("bind tcp"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let peer = stream
-                    .peer_addr()
-                    .map(|p| p.ip().to_string())
-                    .unwrap_or_default();
-                let mut writer = stream.try_clone().expect("clone stream");
-                for line in BufReader::new(stream).lines() {
-                    if line.is_err() || writeln!(writer, "{name} {peer}").is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// Answers every datagram with `<name> <peer address>`.
-pub fn serve_udp(ns: &Netns, name: &'static str, port: u16) {
-    let socket = ns.run(move || UdpSocket::bind(("0.0.0.0", port)).expect("bind udp"));
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(format!("{name} {}", peer.ip()).as_bytes(), peer);
-        }
-    });
 }
 
 /// A new TCP connection from inside `ns`, one line each way. Returns the answer and the peer

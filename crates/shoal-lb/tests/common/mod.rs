@@ -14,15 +14,14 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use nix::sched::{CloneFlags, setns};
 use shoal_lb::{LbConfig, Proto, VipService};
+pub use shoal_testns::{Netns, run, serve_tcp, serve_udp};
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const B1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 11);
@@ -32,81 +31,6 @@ pub const VIP_ANY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
 pub const VIP_EMPTY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 102);
 pub const TCP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
-
-/// A network namespace that exists for one test and is deleted when dropped, also when the
-/// test fails.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: String) -> Netns {
-        // A leftover of a crashed run with the same pid would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// Runs `f` on a thread inside the namespace and returns its result. Sockets `f` creates
-    /// live in the namespace.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let file = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns (are we root?)");
-            f()
-        })
-        .join()
-        .expect("thread in namespace panicked")
-    }
-
-    /// Starts `f` on a detached thread inside the namespace (servers).
-    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
-        let file = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        std::thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns (are we root?)");
-            f()
-        });
-    }
-
-    /// Runs a command inside the namespace and returns its stdout; fails the test if it fails.
-    pub fn cmd(&self, program: &str, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed in {}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Runs a setup command and fails the test loudly if it cannot.
-pub fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The lab: client sandbox, two backends answering "b1" and "b2", all on one bridge.
 pub struct Lab {
@@ -182,38 +106,6 @@ impl Lab {
 /// A TCP server on every address of `ns`, port `port`: for each line received it answers
 /// `<name> <peer address>`, so a client learns which backend it reached and which source
 /// address that backend saw.
-pub fn serve_tcp(ns: &Netns, name: &'static str, port: u16) {
-    let listener = ns.run(move || TcpListener::bind(("0.0.0.0", port)).expect("bind tcp"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let peer = stream
-                    .peer_addr()
-                    .map(|p| p.ip().to_string())
-                    .unwrap_or_default();
-                let mut writer = stream.try_clone().expect("clone stream");
-                for line in BufReader::new(stream).lines() {
-                    if line.is_err() || writeln!(writer, "{name} {peer}").is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// A UDP server that answers every datagram with `<name> <peer address>`.
-pub fn serve_udp(ns: &Netns, name: &'static str, port: u16) {
-    let socket = ns.run(move || UdpSocket::bind(("0.0.0.0", port)).expect("bind udp"));
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((_, peer)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(format!("{name} {}", peer.ip()).as_bytes(), peer);
-        }
-    });
-}
-
 /// One request on a new TCP connection from inside `ns`: connect, send a line, read the answer.
 pub fn tcp_request(ns: &Netns, to: Ipv4Addr, port: u16) -> std::io::Result<String> {
     ns.run(move || {
