@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{B1, B2, Lab, Netns, VIP, run};
+use common::{B1, B2, Lab, Netns, VIP};
 use shoal_lb::{Balancer, LbConfig, Proto, VipService};
 
 const PORT: u16 = 7000;
@@ -258,21 +258,7 @@ async fn nft_updates(
 /// The eBPF client: a second sandbox on the lab's bridge.
 fn ebpf_client(lab: &Lab) -> Netns {
     let ns = Netns::new(lab.client.name.replace("-client", "-ebpf"));
-    let br = &lab.br.name;
-    run(
-        "ip",
-        &[
-            "-n", br, "link", "add", "p-ebpf", "type", "veth", "peer", "name", "eth0", "netns",
-            &ns.name,
-        ],
-    );
-    run(
-        "ip",
-        &["-n", br, "link", "set", "p-ebpf", "master", "br0", "up"],
-    );
-    let cidr = format!("{EBPF_CLIENT}/24");
-    run("ip", &["-n", &ns.name, "addr", "add", &cidr, "dev", "eth0"]);
-    run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
+    lab.br.attach(&ns, "p-ebpf", EBPF_CLIENT);
     ns
 }
 
@@ -339,7 +325,11 @@ async fn main() {
             // Idle sandboxes up to `s`: each is one more membership entry for eBPF, one more
             // table (created once per size) for nftables.
             while idle.len() + 1 < s {
-                let name = format!("{}-idle{}", lab.br.name.trim_end_matches("-br"), idle.len());
+                let name = format!(
+                    "{}-idle{}",
+                    lab.br.ns.name.trim_end_matches("-br"),
+                    idle.len()
+                );
                 let ns = Netns::new(name);
                 sock_lb
                     .add_sandbox(cookie(&ns), &["net".to_string()])

@@ -6,8 +6,9 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sched::{CloneFlags, setns};
 
@@ -86,7 +87,9 @@ pub fn run(program: &str, args: &[&str]) {
     );
 }
 
-/// For each line received: `<name> <peer address>`.
+/// A TCP server on every address of `ns`, port `port`: for each line received it answers
+/// `<name> <peer address>`, so a client learns which backend it reached and which source
+/// address that backend saw.
 pub fn serve_tcp(ns: &Netns, name: &'static str, port: u16) {
     let listener = ns.run(move || TcpListener::bind(("0.0.0.0", port)).expect("bind tcp"));
     std::thread::spawn(move || {
@@ -117,4 +120,54 @@ pub fn serve_udp(ns: &Netns, name: &'static str, port: u16) {
             let _ = socket.send_to(format!("{name} {}", peer.ip()).as_bytes(), peer);
         }
     });
+}
+
+/// `<kind>-<pid>-<n>`: a name prefix unique to this process and call, so that parallel tests
+/// (and a leftover of a crashed run) never share a namespace.
+pub fn unique_prefix(kind: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{kind}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A bridge `br0` in a namespace of its own, and veths from it into other namespaces.
+/// Dropping it deletes the bridge and every veth; drop it after the namespaces it joins.
+pub struct Bridge {
+    pub ns: Netns,
+}
+
+impl Bridge {
+    pub fn new(name: String) -> Bridge {
+        let ns = Netns::new(name);
+        run(
+            "ip",
+            &["-n", &ns.name, "link", "add", "br0", "type", "bridge"],
+        );
+        run("ip", &["-n", &ns.name, "link", "set", "br0", "up"]);
+        Bridge { ns }
+    }
+
+    /// Plugs `ns` into the bridge: `eth0` there with `addr`/24, port `port` on the bridge.
+    /// Both ends are made in the bridge's namespace and one is moved: the root namespace
+    /// never sees them.
+    pub fn attach(&self, ns: &Netns, port: &str, addr: Ipv4Addr) {
+        let br = &self.ns.name;
+        run(
+            "ip",
+            &[
+                "-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns.name,
+            ],
+        );
+        run(
+            "ip",
+            &["-n", br, "link", "set", port, "master", "br0", "up"],
+        );
+        let cidr = format!("{addr}/24");
+        run("ip", &["-n", &ns.name, "addr", "add", &cidr, "dev", "eth0"]);
+        run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
+    }
 }

@@ -18,10 +18,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-pub use shoal_testns::{Netns, run, serve_tcp, serve_udp};
+pub use shoal_testns::{Bridge, Netns, serve_tcp, serve_udp, unique_prefix};
 
 /// The namespace's cookie, as the programs see it (`bpf_get_netns_cookie`).
 pub trait Cookie {
@@ -55,48 +54,21 @@ pub struct Lab {
     pub b1: Netns,
     pub b2: Netns,
     // Dropped last: deleting it removes the bridge and every veth.
-    pub br: Netns,
+    pub br: Bridge,
 }
 
 impl Lab {
     pub fn new() -> Lab {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "shoaltest-bpf-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let br = Netns::new(format!("{prefix}-br"));
-        run(
-            "ip",
-            &["-n", &br.name, "link", "add", "br0", "type", "bridge"],
-        );
-        run("ip", &["-n", &br.name, "link", "set", "br0", "up"]);
-        let attach = |ns: &Netns, port: &str, addr: Ipv4Addr| {
-            // Both ends are made in the bridge namespace: the root namespace never sees them.
-            run(
-                "ip",
-                &[
-                    "-n", &br.name, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-                    "netns", &ns.name,
-                ],
-            );
-            run(
-                "ip",
-                &["-n", &br.name, "link", "set", port, "master", "br0", "up"],
-            );
-            let cidr = format!("{addr}/24");
-            run("ip", &["-n", &ns.name, "addr", "add", &cidr, "dev", "eth0"]);
-            run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
-        };
+        let prefix = unique_prefix("shoaltest-bpf");
+        let br = Bridge::new(format!("{prefix}-br"));
         let a = Netns::new(format!("{prefix}-a"));
         let b = Netns::new(format!("{prefix}-b"));
         let b1 = Netns::new(format!("{prefix}-b1"));
         let b2 = Netns::new(format!("{prefix}-b2"));
-        attach(&a, "p-a", A);
-        attach(&b, "p-b", B);
-        attach(&b1, "p-b1", B1);
-        attach(&b2, "p-b2", B2);
+        br.attach(&a, "p-a", A);
+        br.attach(&b, "p-b", B);
+        br.attach(&b1, "p-b1", B1);
+        br.attach(&b2, "p-b2", B2);
         for (ns, name) in [(&b1, "b1"), (&b2, "b2")] {
             serve_tcp(ns, name, TCP_PORT);
             serve_udp(ns, name, UDP_PORT);

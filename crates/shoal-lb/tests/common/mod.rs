@@ -17,11 +17,10 @@
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use shoal_lb::{LbConfig, Proto, VipService};
-pub use shoal_testns::{Netns, run, serve_tcp, serve_udp};
+pub use shoal_testns::{Bridge, Netns, serve_tcp, serve_udp, unique_prefix};
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const B1: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 11);
@@ -38,7 +37,7 @@ pub struct Lab {
     pub b1: Netns,
     pub b2: Netns,
     // Dropped last: deleting it removes the bridge and every veth.
-    pub br: Netns,
+    pub br: Bridge,
 }
 
 impl Lab {
@@ -48,52 +47,14 @@ impl Lab {
 
     /// A lab whose namespaces are named `<kind>-<pid>-<n>-...`.
     pub fn named(kind: &str) -> Lab {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!(
-            "{kind}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let br = Netns::new(format!("{prefix}-br"));
-        run(
-            "ip",
-            &["-n", &br.name, "link", "add", "br0", "type", "bridge"],
-        );
-        run("ip", &["-n", &br.name, "link", "set", "br0", "up"]);
-        let attach = |ns: &Netns, port: &str, addr: Ipv4Addr| {
-            // Both ends are created in the bridge namespace and one is moved: the root
-            // namespace never sees them.
-            run(
-                "ip",
-                &[
-                    "-n", &br.name, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-                    "netns", &ns.name,
-                ],
-            );
-            run(
-                "ip",
-                &["-n", &br.name, "link", "set", port, "master", "br0", "up"],
-            );
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &ns.name,
-                    "addr",
-                    "add",
-                    &format!("{addr}/24"),
-                    "dev",
-                    "eth0",
-                ],
-            );
-            run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
-        };
+        let prefix = unique_prefix(kind);
+        let br = Bridge::new(format!("{prefix}-br"));
         let client = Netns::new(format!("{prefix}-client"));
         let b1 = Netns::new(format!("{prefix}-b1"));
         let b2 = Netns::new(format!("{prefix}-b2"));
-        attach(&client, "p-client", CLIENT);
-        attach(&b1, "p-b1", B1);
-        attach(&b2, "p-b2", B2);
+        br.attach(&client, "p-client", CLIENT);
+        br.attach(&b1, "p-b1", B1);
+        br.attach(&b2, "p-b2", B2);
         for (ns, name) in [(&b1, "b1"), (&b2, "b2")] {
             serve_tcp(ns, name, TCP_PORT);
             serve_tcp(ns, name, 9090);
@@ -103,9 +64,6 @@ impl Lab {
     }
 }
 
-/// A TCP server on every address of `ns`, port `port`: for each line received it answers
-/// `<name> <peer address>`, so a client learns which backend it reached and which source
-/// address that backend saw.
 /// One request on a new TCP connection from inside `ns`: connect, send a line, read the answer.
 pub fn tcp_request(ns: &Netns, to: Ipv4Addr, port: u16) -> std::io::Result<String> {
     ns.run(move || {
