@@ -1,0 +1,177 @@
+//! The crate's errors, worded as docker words them where users already know the text.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
+
+/// Everything that can go wrong with images on a node. `Clone` because a pull's outcome is
+/// shared by every caller waiting for the same pull (io errors are kept behind an `Arc`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid reference format {input:?}: {reason}")]
+    InvalidReference { input: String, reason: String },
+
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+
+    #[error("manifest for {reference} not found: manifest unknown: manifest unknown")]
+    ManifestUnknown { reference: String },
+
+    #[error(
+        "pull access denied for {repository}, repository does not exist or may require 'docker login'"
+    )]
+    PullAccessDenied { repository: String },
+
+    #[error("cannot reach registry {registry}: {reason} (is it running and is the address right?)")]
+    Unreachable { registry: String, reason: String },
+
+    #[error(
+        "no matching manifest for {wanted} in the manifest list entries of {reference} (it has: {available})"
+    )]
+    NoMatchingPlatform {
+        reference: String,
+        wanted: String,
+        available: String,
+    },
+
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("unsupported {what} in {reference}: {detail}")]
+    Unsupported {
+        reference: String,
+        what: &'static str,
+        detail: String,
+    },
+
+    #[error("registry {registry} answered {reference}: {detail}")]
+    Registry {
+        registry: String,
+        reference: String,
+        detail: String,
+    },
+
+    #[error("layer {layer}: entry {entry:?} {reason}; the layer is refused")]
+    UnsafeEntry {
+        layer: String,
+        entry: String,
+        reason: String,
+    },
+
+    #[error("{action} {path}: no space left on device")]
+    NoSpace { action: String, path: PathBuf },
+
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: String,
+        path: PathBuf,
+        #[source]
+        source: Arc<io::Error>,
+    },
+
+    #[error("image {image} is in use by {users}; remove those first")]
+    InUse { image: String, users: String },
+
+    #[error("{0}")]
+    InvalidTaskId(String),
+
+    #[error("corrupt image store record {path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+impl ImageError {
+    /// An io error while `action` on `path`; ENOSPC becomes docker's "no space left on device".
+    pub fn io(action: impl Into<String>, path: impl Into<PathBuf>, err: io::Error) -> ImageError {
+        if err.raw_os_error() == Some(nix::libc::ENOSPC) {
+            ImageError::NoSpace {
+                action: action.into(),
+                path: path.into(),
+            }
+        } else {
+            ImageError::Io {
+                action: action.into(),
+                path: path.into(),
+                source: Arc::new(err),
+            }
+        }
+    }
+}
+
+/// Maps the registry client's error for `reference` (whole, e.g. `127.0.0.1:5000/a/b:1`) in
+/// repository `repository` on `registry` to the error users know from docker.
+pub(crate) fn from_registry(
+    err: OciDistributionError,
+    registry: &str,
+    repository: &str,
+    reference: &str,
+) -> ImageError {
+    let denied = || ImageError::PullAccessDenied {
+        repository: repository.to_string(),
+    };
+    match err {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes.contains(&&OciErrorCode::ManifestUnknown) {
+                ImageError::ManifestUnknown {
+                    reference: reference.to_string(),
+                }
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::NameUnknown | OciErrorCode::Unauthorized | OciErrorCode::Denied
+                )
+            }) {
+                denied()
+            } else {
+                ImageError::Registry {
+                    registry: registry.to_string(),
+                    reference: reference.to_string(),
+                    detail: envelope.to_string(),
+                }
+            }
+        }
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => denied(),
+        OciDistributionError::ServerError { code: 404, .. } => ImageError::ManifestUnknown {
+            reference: reference.to_string(),
+        },
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => denied(),
+        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
+            ImageError::DigestMismatch {
+                what: reference.to_string(),
+                expected,
+                actual,
+            }
+        }
+        OciDistributionError::IoError(e) => ImageError::io("write a blob of", reference, e),
+        OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
+            ImageError::Unreachable {
+                registry: registry.to_string(),
+                reason: root_cause(&e),
+            }
+        }
+        other => ImageError::Registry {
+            registry: registry.to_string(),
+            reference: reference.to_string(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// The innermost error's text ("Connection refused (os error 111)"), which says more than
+/// reqwest's "error sending request".
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
