@@ -17,13 +17,16 @@
 //!   I/O, no clock; randomness comes in as an argument.
 //! - [`message`]: bytes ↔ [`Message`](hickory_proto::op::Message) at the edges: parsing with
 //!   a FORMERR fallback, encoding within the client's UDP size (TC when it does not fit).
+//! - `wire`: the common queries (A/AAAA of a cluster name, NODATA, NXDOMAIN) answered
+//!   straight from the packet's bytes into the reply's, without a `Message`; byte for byte
+//!   what the general path sends, which answers everything else.
 //! - [`upstream`]: [`Upstream`] (the host's resolvers) and forwarding of names that are not
 //!   the cluster's, over the client's transport.
 //! - [`server`]: [`DnsServer`], binding inside a namespace, the TCP loop; `udp`: the batched
 //!   UDP loop (`recvmmsg`/`sendmmsg`, buffers per thread); `runtime`: [`DnsRuntime`].
 //!
 //! Architecture invariant: only `server`, `udp` and `upstream` touch sockets; `zone`, `node`,
-//! `answer` and `message` are pure, which is what the unit tests and the fuzz target drive.
+//! `answer`, `message` and `wire` are pure, which is what the unit tests and the fuzz target drive.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +38,7 @@ mod runtime;
 pub mod server;
 mod udp;
 pub mod upstream;
+mod wire;
 pub mod zone;
 
 pub use answer::{Outcome, answer, servfail};

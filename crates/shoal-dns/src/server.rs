@@ -27,11 +27,12 @@ use tokio::time::timeout;
 
 use crate::answer::{Outcome, answer, servfail};
 use crate::error::DnsError;
-use crate::message::{MAX_TCP_MESSAGE, Parsed, encode_reply_into, parse_request};
+use crate::message::{MAX_TCP_MESSAGE, Parsed, encode_reply_into, parse_request, udp_limit};
 use crate::node::NodeZones;
 use crate::runtime::DnsRuntime;
 use crate::udp::serve_udp;
 use crate::upstream::Upstream;
+use crate::wire::{self, Scratch, Transport};
 
 /// Where every sandbox finds its resolver (Docker's address, so images that hard-code it work).
 pub const LISTEN_ADDR: SocketAddr =
@@ -292,14 +293,22 @@ pub(crate) enum Step {
     Nothing,
 }
 
-/// Answers `packet` from `zones` as this sandbox sees them, encoding a reply into `out`.
+/// Answers `packet` from `zones` as this sandbox sees them, encoding a reply into `out`: on
+/// the wire path (`wire`) when the query is a common one, through hickory's `Message`
+/// otherwise.
 pub(crate) fn step(
     shared: &Shared,
     zones: &NodeZones,
     packet: &[u8],
-    limit: impl Fn(&Message) -> usize,
+    transport: Transport,
+    scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) -> Step {
+    let scope = zones.scope(&shared.networks);
+    let mut rng = rand::rng();
+    if wire::reply(scope, packet, transport, &mut rng, scratch, out) {
+        return Step::Reply;
+    }
     match parse_request(packet) {
         Parsed::Drop => Step::Nothing,
         Parsed::Reply(bytes) => {
@@ -307,19 +316,21 @@ pub(crate) fn step(
             out.extend_from_slice(&bytes);
             Step::Reply
         }
-        Parsed::Request(request) => {
-            match answer(zones.scope(&shared.networks), &request, &mut rand::rng()) {
-                Outcome::Reply(reply) => {
-                    if encode_reply_into(&reply, limit(&request), out) {
-                        Step::Reply
-                    } else {
-                        Step::Nothing
-                    }
+        Parsed::Request(request) => match answer(scope, &request, &mut rng) {
+            Outcome::Reply(reply) => {
+                let limit = match transport {
+                    Transport::Udp => udp_limit(&request),
+                    Transport::Tcp => MAX_TCP_MESSAGE,
+                };
+                if encode_reply_into(&reply, limit, out) {
+                    Step::Reply
+                } else {
+                    Step::Nothing
                 }
-                Outcome::Forward => Step::Forward(request),
-                Outcome::Ignore => Step::Nothing,
             }
-        }
+            Outcome::Forward => Step::Forward(request),
+            Outcome::Ignore => Step::Nothing,
+        },
     }
 }
 
@@ -355,6 +366,7 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
 async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut packet = Vec::new();
+    let mut scratch = Scratch::default();
     loop {
         let len = match timeout(TCP_IDLE, stream.read_u16()).await {
             Err(_) => return Ok(()),
@@ -368,7 +380,14 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
         // Clone the Arc and let go of the lock at once: an update must not wait on us.
         let zones = shared.zones.borrow().clone();
         let mut reply = Vec::new();
-        match step(shared, &zones, &packet, |_| MAX_TCP_MESSAGE, &mut reply) {
+        match step(
+            shared,
+            &zones,
+            &packet,
+            Transport::Tcp,
+            &mut scratch,
+            &mut reply,
+        ) {
             Step::Nothing => return Ok(()),
             Step::Reply => {}
             Step::Forward(request) => match shared.upstream.forward_tcp(&packet).await {

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::answer::servfail;
 use crate::message::{encode_reply, udp_limit};
 use crate::server::{Shared, Step, step};
+use crate::wire::{Scratch, Transport};
 
 /// Datagrams read (and replies sent) per system call. dnsperf-like loads queue tens per
 /// wakeup; more would only grow the per-thread buffers.
@@ -61,6 +62,7 @@ struct Buffers {
     rx_v4: MultiHeaders<SockaddrStorage>,
     rx_v6: MultiHeaders<SockaddrStorage>,
     tx: MultiHeaders<SockaddrStorage>,
+    scratch: Scratch,
 }
 
 impl Buffers {
@@ -73,6 +75,7 @@ impl Buffers {
             rx_v4: MultiHeaders::preallocate(BATCH, None),
             rx_v6: MultiHeaders::preallocate(BATCH, None),
             tx: MultiHeaders::preallocate(BATCH, None),
+            scratch: Scratch::default(),
         }
     }
 
@@ -95,7 +98,15 @@ impl Buffers {
             let (len, peer) = self.received[i];
             let Some(peer) = peer else { continue };
             let packet = &self.queries[i][..len.min(MAX_UDP_QUERY)];
-            match step(shared, &zones, packet, udp_limit, &mut self.replies[out]) {
+            let reply = &mut self.replies[out];
+            match step(
+                shared,
+                &zones,
+                packet,
+                Transport::Udp,
+                &mut self.scratch,
+                reply,
+            ) {
                 Step::Reply => {
                     self.peers[out] = Some(peer);
                     out += 1;
