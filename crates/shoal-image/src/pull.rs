@@ -290,10 +290,24 @@ impl Inner {
         reference: &ImageRef,
         target: &Reference,
     ) -> Result<(OciManifest, String), ImageError> {
-        let (bytes, digest) = client
-            .pull_manifest_raw(target, auth, ACCEPT)
-            .await
-            .map_err(self.registry_err(reference))?;
+        let (bytes, digest) = match client.pull_manifest_raw(target, auth, ACCEPT).await {
+            Ok(found) => found,
+            Err(e) => {
+                let err = self.registry_err(reference)(e);
+                // The distribution registry answers "manifest unknown" for a repository it
+                // does not have at all; its tag list tells the two apart, and a missing
+                // repository gets docker's "pull access denied" (what Docker Hub answers).
+                if matches!(err, ImageError::ManifestUnknown { .. }) {
+                    if let Err(e) = client.list_tags(target, auth, Some(1), None).await {
+                        let tags_err = self.registry_err(reference)(e);
+                        if matches!(tags_err, ImageError::PullAccessDenied { .. }) {
+                            return Err(tags_err);
+                        }
+                    }
+                }
+                return Err(err);
+            }
+        };
         self.manifests.fetch_add(1, Ordering::Relaxed);
         let manifest = serde_json::from_slice(&bytes).map_err(|e| ImageError::Unsupported {
             reference: reference.to_string(),

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod registry;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};

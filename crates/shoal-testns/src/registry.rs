@@ -1,0 +1,173 @@
+//! A lab registry for image tests: Debian's `docker-registry` (the CNCF distribution
+//! registry) inside a test's namespace, and a tiny busybox image built with umoci and pushed
+//! with skopeo, as an operator would.
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{Netns, run, unique_prefix};
+
+/// The manifest format an image is pushed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFormat {
+    Oci,
+    /// Docker image manifest v2, schema 2.
+    DockerV2,
+}
+
+/// A `docker-registry` serving `127.0.0.1:<port>` inside a namespace, with its storage, config
+/// and log in a directory of its own. Stopped (by its pid) and deleted when dropped.
+pub struct LabRegistry {
+    /// `127.0.0.1:<port>`, as image references name it.
+    pub addr: String,
+    ns: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl LabRegistry {
+    /// Starts the registry inside `ns` and waits until it accepts connections.
+    pub fn start(ns: &Netns, port: u16) -> LabRegistry {
+        let dir = std::env::temp_dir().join(unique_prefix("shoal-registry"));
+        fs::create_dir_all(dir.join("storage")).expect("create registry dir");
+        let addr = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {addr}\n",
+            dir.join("storage").display()
+        );
+        fs::write(dir.join("config.yml"), config).expect("write registry config");
+        let log = fs::File::create(dir.join("registry.log")).expect("create registry log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "docker-registry", "serve"])
+            .arg(dir.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry (is the docker-registry package installed?)");
+        let mut registry = LabRegistry {
+            addr: addr.clone(),
+            ns: ns.name.clone(),
+            dir,
+            child: Some(child),
+        };
+        // Readiness, not a timing assertion: give up after 10 s with the registry's log.
+        let ready = ns.run(move || {
+            (0..200).any(|_| {
+                let up = TcpStream::connect(&addr).is_ok();
+                if !up {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                up
+            })
+        });
+        if !ready {
+            let log = registry.log();
+            registry.stop();
+            panic!("docker-registry did not listen on {}: {log}", registry.addr);
+        }
+        registry
+    }
+
+    /// The registry's log (its access log lines: `"GET /v2/<repo>/blobs/<digest> HTTP/1.1"`).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+
+    /// Where the registry keeps its blobs and repositories.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.join("storage")
+    }
+
+    /// Builds (once) a one-layer image holding the host's static busybox as `/bin/busybox`
+    /// (and `/bin/sh` linked to it, Cmd `/bin/sh`), pushes it as `repo_tag`
+    /// (`lab/busybox:1`) and returns the digest the registry reports for it.
+    pub fn push_busybox(&self, repo_tag: &str, format: ManifestFormat) -> String {
+        let layout = self.busybox_layout();
+        let dest = format!("docker://{}/{repo_tag}", self.addr);
+        let src = format!("oci:{}:busybox", layout.display());
+        let mut args = vec!["copy", "--quiet", "--dest-tls-verify=false"];
+        if format == ManifestFormat::DockerV2 {
+            args.extend(["--format", "v2s2"]);
+        }
+        args.extend([src.as_str(), dest.as_str()]);
+        self.skopeo(&args);
+        self.skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &dest,
+        ])
+        .trim()
+        .to_string()
+    }
+
+    fn skopeo(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "skopeo"])
+            .args(args)
+            .output()
+            .expect("run skopeo (is the skopeo package installed?)");
+        assert!(
+            out.status.success(),
+            "skopeo {args:?} failed: {}\nregistry log: {}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn busybox_layout(&self) -> PathBuf {
+        let build = self.dir.join("build");
+        let layout = build.join("oci");
+        if layout.exists() {
+            return layout;
+        }
+        fs::create_dir_all(&build).expect("create build dir");
+        let image = format!("{}:busybox", layout.display());
+        let bundle = build.join("bundle");
+        let bundle = bundle.to_str().expect("utf-8 path");
+        run(
+            "umoci",
+            &["init", "--layout", layout.to_str().expect("utf-8")],
+        );
+        run("umoci", &["new", "--image", &image]);
+        run("umoci", &["unpack", "--image", &image, bundle]);
+        let bin = Path::new(bundle).join("rootfs/bin");
+        fs::create_dir_all(&bin).expect("create rootfs/bin");
+        fs::copy(busybox(), bin.join("busybox")).expect("copy busybox (busybox-static)");
+        std::os::unix::fs::symlink("busybox", bin.join("sh")).expect("link sh");
+        run("umoci", &["repack", "--image", &image, bundle]);
+        run(
+            "umoci",
+            &["config", "--image", &image, "--config.cmd", "/bin/sh"],
+        );
+        layout
+    }
+
+    /// Stops the registry (its pid only) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The static busybox the lab images are made of.
+pub fn busybox() -> &'static Path {
+    Path::new("/bin/busybox")
+}
+
+impl Drop for LabRegistry {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
