@@ -5,7 +5,7 @@
 use std::fs;
 use std::future::Future;
 
-use shoal_image::{ImageError, ImageRef, Images, Store};
+use shoal_image::{Credentials, ImageError, ImageRef, Images, Store};
 use shoal_testns::registry::{LabRegistry, ManifestFormat, busybox};
 use shoal_testns::{Netns, unique_prefix};
 
@@ -293,4 +293,38 @@ fn remove_refuses_images_in_use_and_prune_deletes_the_rest() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(layers, vec![std::ffi::OsString::from("tmp")]);
+}
+
+/// bcrypt (cost 5) of "lab-password", made once with crypt(3): the registry reads only
+/// bcrypt hashes, and a test-only password hash is no secret.
+const LAB_HASH: &str = "$2b$05$A6Sl0M3BcfxIkYJWf6bNieO/0d48ciByyEF7OBWaGa378UInwPqcu";
+
+#[test]
+fn a_registry_that_requires_a_login_gets_the_credentials_passed_in() {
+    let ns = Netns::new(unique_prefix("img"));
+    let registry = LabRegistry::start_with_login(&ns, 5000, "lab", "lab-password", LAB_HASH);
+    let digest = registry.push_busybox("team/busybox:1", ManifestFormat::Oci);
+    let lab = Lab {
+        registry,
+        ns,
+        store_dir: tempfile::tempdir().unwrap(),
+    };
+    let images = lab.images();
+    let r = lab.reference("team/busybox:1");
+    let good = Credentials::new("lab", "lab-password");
+    let bad = Credentials::new("lab", "wrong");
+    assert!(!format!("{good:?}").contains("lab-password"), "{good:?}");
+    let i = images.clone();
+    let (anonymous, wrong, right) = lab.block_on(move || async move {
+        (
+            i.pull(&r, None).await.unwrap_err(),
+            i.pull(&r, Some(&bad)).await.unwrap_err(),
+            i.pull(&r, Some(&good)).await.unwrap(),
+        )
+    });
+    let denied = "pull access denied for 127.0.0.1:5000/team/busybox, repository does not exist or may require 'docker login'";
+    assert_eq!(anonymous.to_string(), denied);
+    assert_eq!(wrong.to_string(), denied);
+    assert_eq!(right.repo_digest, digest);
+    assert!(!lab.registry.log().contains("lab-password"));
 }

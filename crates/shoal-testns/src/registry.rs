@@ -26,20 +26,46 @@ pub struct LabRegistry {
     ns: String,
     dir: PathBuf,
     child: Option<Child>,
+    /// `user:password` for skopeo when the registry requires a login.
+    creds: Option<String>,
 }
 
 impl LabRegistry {
     /// Starts the registry inside `ns` and waits until it accepts connections.
     pub fn start(ns: &Netns, port: u16) -> LabRegistry {
+        Self::start_inner(ns, port, None)
+    }
+
+    /// Starts a registry that requires a login (htpasswd, HTTP basic auth): `user` with the
+    /// bcrypt hash `hash` of `password` (the registry reads only bcrypt hashes).
+    pub fn start_with_login(
+        ns: &Netns,
+        port: u16,
+        user: &str,
+        password: &str,
+        hash: &str,
+    ) -> LabRegistry {
+        Self::start_inner(ns, port, Some((user, password, hash)))
+    }
+
+    fn start_inner(ns: &Netns, port: u16, login: Option<(&str, &str, &str)>) -> LabRegistry {
         let dir = std::env::temp_dir().join(unique_prefix("shoal-registry"));
         fs::create_dir_all(dir.join("storage")).expect("create registry dir");
         let addr = format!("127.0.0.1:{port}");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
              http:\n  addr: {addr}\n",
             dir.join("storage").display()
         );
+        if let Some((user, _, hash)) = login {
+            let htpasswd = dir.join("htpasswd");
+            fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("write htpasswd");
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: lab\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
         fs::write(dir.join("config.yml"), config).expect("write registry config");
         let log = fs::File::create(dir.join("registry.log")).expect("create registry log");
         let child = Command::new("ip")
@@ -55,6 +81,7 @@ impl LabRegistry {
             ns: ns.name.clone(),
             dir,
             child: Some(child),
+            creds: login.map(|(user, password, _)| format!("{user}:{password}")),
         };
         // Readiness, not a timing assertion: give up after 10 s with the registry's log.
         let ready = ns.run(move || {
@@ -95,17 +122,17 @@ impl LabRegistry {
         if format == ManifestFormat::DockerV2 {
             args.extend(["--format", "v2s2"]);
         }
+        if let Some(creds) = &self.creds {
+            args.extend(["--dest-creds", creds]);
+        }
         args.extend([src.as_str(), dest.as_str()]);
         self.skopeo(&args);
-        self.skopeo(&[
-            "inspect",
-            "--tls-verify=false",
-            "--format",
-            "{{.Digest}}",
-            &dest,
-        ])
-        .trim()
-        .to_string()
+        let mut args = vec!["inspect", "--tls-verify=false", "--format", "{{.Digest}}"];
+        if let Some(creds) = &self.creds {
+            args.extend(["--creds", creds]);
+        }
+        args.push(&dest);
+        self.skopeo(&args).trim().to_string()
     }
 
     fn skopeo(&self, args: &[&str]) -> String {
