@@ -19,18 +19,36 @@ for pair in \
   dig:dnsutils curl:curl ping:iputils-ping \
   nsenter:util-linux unshare:util-linux kill:procps sysctl:procps \
   python3:python3 gcc:gcc g++:g++ \
-  clang:clang llvm-strip:llvm bpftool:bpftool; do
+  clang:clang llvm-strip:llvm bpftool:bpftool \
+  docker-registry:docker-registry skopeo:skopeo umoci:umoci runc:runc; do
   cmd=${pair%%:*} pkg=${pair#*:}
   type -P "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
 # The eBPF programs of shoal-bpf include libbpf's headers.
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+# Image tests build images from a static busybox (busybox-static, not the dynamic busybox).
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
+  need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # docker-registry ships a service; the tests start their own registries, so no package
+  # may start one: policy-rc.d answers 101 (action forbidden) while installing.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+    own_policy=1
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 # shellcheck disable=SC1091
