@@ -297,12 +297,12 @@ impl Inner {
                 // The distribution registry answers "manifest unknown" for a repository it
                 // does not have at all; its tag list tells the two apart, and a missing
                 // repository gets docker's "pull access denied" (what Docker Hub answers).
-                if matches!(err, ImageError::ManifestUnknown { .. }) {
-                    if let Err(e) = client.list_tags(target, auth, Some(1), None).await {
-                        let tags_err = self.registry_err(reference)(e);
-                        if matches!(tags_err, ImageError::PullAccessDenied { .. }) {
-                            return Err(tags_err);
-                        }
+                if matches!(err, ImageError::ManifestUnknown { .. })
+                    && let Err(e) = client.list_tags(target, auth, Some(1), None).await
+                {
+                    let tags_err = self.registry_err(reference)(e);
+                    if matches!(tags_err, ImageError::PullAccessDenied { .. }) {
+                        return Err(tags_err);
                     }
                 }
                 return Err(err);
@@ -331,10 +331,10 @@ impl Inner {
         credentials: Option<&Credentials>,
     ) -> Result<ImageRecord, ImageError> {
         let _gc = self.gc.read().await;
-        if reference.digest().is_some() {
-            if let Ok(image) = self.store.get(&reference.to_string()) {
-                return Ok(image);
-            }
+        if reference.digest().is_some()
+            && let Ok(image) = self.store.get(&reference.to_string())
+        {
+            return Ok(image);
         }
         let (client, auth) = self.client(reference, credentials)?;
         let (manifest, repo_digest) = self

@@ -300,13 +300,13 @@ impl Store {
                 .ok()
                 .map(|n| n.to_string())
                 .filter(|n| image.references.contains(n));
-            if let Some(reference) = &by_ref {
-                if image.references.len() > 1 {
-                    r.images
-                        .get_mut(&image.digest)
-                        .map(|i| i.references.remove(reference));
-                    return Ok(vec![format!("Untagged: {reference}")]);
+            if let Some(reference) = &by_ref
+                && image.references.len() > 1
+            {
+                if let Some(i) = r.images.get_mut(&image.digest) {
+                    i.references.remove(reference);
                 }
+                return Ok(vec![format!("Untagged: {reference}")]);
             }
             let users: Vec<&String> = in_use
                 .iter()
