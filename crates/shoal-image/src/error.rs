@@ -88,7 +88,7 @@ pub enum ImageError {
 impl ImageError {
     /// An io error while `action` on `path`; ENOSPC becomes docker's "no space left on device".
     pub fn io(action: impl Into<String>, path: impl Into<PathBuf>, err: io::Error) -> ImageError {
-        if err.raw_os_error() == Some(nix::libc::ENOSPC) {
+        if no_space(&err) {
             ImageError::NoSpace {
                 action: action.into(),
                 path: path.into(),
@@ -101,6 +101,28 @@ impl ImageError {
             }
         }
     }
+}
+
+/// ENOSPC, also when wrapped (tar-rs wraps io errors in its own, keeping only the kind).
+fn no_space(err: &io::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.raw_os_error() == Some(nix::libc::ENOSPC)
+                || io.kind() == io::ErrorKind::StorageFull
+            {
+                return true;
+            }
+            cur = io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+            if cur.is_some() {
+                continue;
+            }
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Maps the registry client's error for `reference` (whole, e.g. `127.0.0.1:5000/a/b:1`) in
@@ -174,4 +196,29 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_reads_as_docker_says_it_also_when_wrapped() {
+        let raw = io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        let e = ImageError::io("write", "/s/blobs/tmp/1", raw);
+        assert_eq!(
+            e.to_string(),
+            "write /s/blobs/tmp/1: no space left on device"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("failed to unpack")]
+        struct Wrapper(#[source] io::Error);
+        let wrapped = io::Error::other(Wrapper(io::Error::from_raw_os_error(nix::libc::ENOSPC)));
+        assert!(matches!(
+            ImageError::io("unpack", "/x", wrapped),
+            ImageError::NoSpace { .. }
+        ));
+        let other = ImageError::io("unpack", "/x", io::Error::other("boom"));
+        assert_eq!(other.to_string(), "unpack /x: boom");
+    }
 }

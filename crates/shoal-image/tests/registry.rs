@@ -5,6 +5,9 @@
 use std::fs;
 use std::future::Future;
 
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+
 use shoal_image::{Credentials, ImageError, ImageRef, Images, Store};
 use shoal_testns::registry::{LabRegistry, ManifestFormat, busybox};
 use shoal_testns::{Netns, unique_prefix};
@@ -327,4 +330,91 @@ fn a_registry_that_requires_a_login_gets_the_credentials_passed_in() {
     assert_eq!(wrong.to_string(), denied);
     assert_eq!(right.repo_digest, digest);
     assert!(!lab.registry.log().contains("lab-password"));
+}
+
+#[test]
+fn an_index_yields_the_node_platform_or_names_the_platforms_it_has() {
+    let (lab, image_digest) = lab();
+    let multi = lab.registry.push_busybox_index(
+        "lab/busybox",
+        "multi",
+        &[("linux", "arm64"), ("linux", "amd64")],
+    );
+    lab.registry.push_busybox_index(
+        "lab/busybox",
+        "arm",
+        &[("linux", "arm64"), ("linux", "s390x")],
+    );
+    let images = lab.images();
+    let (r, arm) = (
+        lab.reference("lab/busybox:multi"),
+        lab.reference("lab/busybox:arm"),
+    );
+    let i = images.clone();
+    let (resolved, image, err) = lab.block_on(move || async move {
+        (
+            i.resolve(&r, None).await.unwrap(),
+            i.pull(&r, None).await.unwrap(),
+            i.pull(&arm, None).await.unwrap_err(),
+        )
+    });
+    assert_eq!(resolved, multi, "a service pins the index");
+    assert_eq!(image.repo_digest, multi);
+    assert_eq!(image.digest, image_digest, "the linux/amd64 entry");
+    assert!(
+        images
+            .store()
+            .layer_dir(&image.layers[0])
+            .unwrap()
+            .join("bin/busybox")
+            .exists()
+    );
+    assert_eq!(
+        err.to_string(),
+        "no matching manifest for linux/amd64 in the manifest list entries of \
+         127.0.0.1:5000/lab/busybox:arm (it has: linux/arm64, linux/s390x)"
+    );
+}
+
+#[test]
+fn a_full_disk_reads_no_space_left_on_device() {
+    let (lab, _) = lab();
+    let small = lab.store_dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let r = lab.reference("lab/busybox:1");
+    // A 256 KiB tmpfs as the store, mounted in a private mount namespace of the thread
+    // that runs the pull (its runtime's threads inherit it), so the host never sees it.
+    let (err, leftovers) = lab.ns.run(move || {
+        unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).unwrap();
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            Some("tmpfs"),
+            &small,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=256k"),
+        )
+        .unwrap();
+        let images = Images::new(Store::open(&small).unwrap(), vec![]);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt.block_on(images.pull(&r, None)).unwrap_err();
+        (err, fs::read_dir(small.join("blobs/tmp")).unwrap().count())
+    });
+    assert!(matches!(err, ImageError::NoSpace { .. }), "{err:?}");
+    assert!(
+        err.to_string().ends_with(": no space left on device"),
+        "{err}"
+    );
+    assert_eq!(leftovers, 0, "the partial download is removed");
 }

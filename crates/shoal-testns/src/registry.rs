@@ -135,6 +135,65 @@ impl LabRegistry {
         self.skopeo(&args).trim().to_string()
     }
 
+    /// Pushes the busybox image, then an OCI image index `repo:tag` whose entries all point
+    /// at it, one per `(os, architecture)` of `platforms` (PUT straight to the registry, as a
+    /// multi-platform build would); returns the index's digest.
+    pub fn push_busybox_index(&self, repo: &str, tag: &str, platforms: &[(&str, &str)]) -> String {
+        let image = format!("{repo}:{tag}-image");
+        let digest = self.push_busybox(&image, ManifestFormat::Oci);
+        let src = format!("docker://{}/{image}", self.addr);
+        let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+        if let Some(creds) = &self.creds {
+            args.extend(["--creds", creds]);
+        }
+        args.push(&src);
+        let size = self.skopeo(&args).len();
+        let entries: Vec<String> = platforms
+            .iter()
+            .map(|(os, arch)| {
+                format!(
+                    r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{size},"platform":{{"os":"{os}","architecture":"{arch}"}}}}"#
+                )
+            })
+            .collect();
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+            entries.join(",")
+        );
+        let file = self.dir.join(format!("index-{tag}.json"));
+        fs::write(&file, &index).expect("write index");
+        let url = format!("http://{}/v2/{repo}/manifests/{tag}", self.addr);
+        let mut curl = Command::new("ip");
+        curl.args(["netns", "exec", &self.ns, "curl", "-sS", "-o", "/dev/null"])
+            .args(["-w", "%{http_code}", "-X", "PUT"])
+            .args([
+                "-H",
+                "Content-Type: application/vnd.oci.image.index.v1+json",
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()));
+        if let Some(creds) = &self.creds {
+            curl.args(["-u", creds]);
+        }
+        let out = curl.arg(&url).output().expect("run curl");
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            status,
+            "201",
+            "PUT {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sum = Command::new("sha256sum")
+            .arg(&file)
+            .output()
+            .expect("run sha256sum");
+        let sum = String::from_utf8_lossy(&sum.stdout);
+        format!(
+            "sha256:{}",
+            sum.split_whitespace().next().unwrap_or_default()
+        )
+    }
+
     fn skopeo(&self, args: &[&str]) -> String {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns, "skopeo"])
