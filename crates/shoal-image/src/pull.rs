@@ -175,11 +175,13 @@ impl Images {
                             .remove(&k);
                         out
                     });
+                    let registry = reference.registry().to_string();
+                    let whole = key.clone();
                     let pull = async move {
                         task.await.unwrap_or_else(|e| {
                             Err(ImageError::Registry {
-                                registry: String::new(),
-                                reference: String::new(),
+                                registry,
+                                reference: whole,
                                 detail: format!("the pull stopped: {e}"),
                             })
                         })
@@ -416,8 +418,12 @@ impl Inner {
         for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
             self.unpack(&layer.digest, diff_id).await?;
         }
-        self.store.put(image.clone(), Some(reference))?;
-        self.store.get(&image.digest)
+        let reference = reference.clone();
+        self.blocking(move |s| {
+            s.put(image.clone(), Some(&reference))?;
+            s.get(&image.digest)
+        })
+        .await
     }
 
     fn check_layers(&self, reference: &ImageRef, m: &OciImageManifest) -> Result<(), ImageError> {
