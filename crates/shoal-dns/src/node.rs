@@ -13,7 +13,8 @@ use crate::zone::{Lookup, NetworkView, NetworkZone, parse_reverse};
 /// Every network's zone on this node, by network id. Ingress has none (it carries no names).
 #[derive(Clone, Debug, Default)]
 pub struct NodeZones {
-    networks: HashMap<Box<str>, Arc<NetworkZone>>,
+    /// foldhash rather than SipHash: every query hashes the id of each network in scope.
+    networks: HashMap<Box<str>, Arc<NetworkZone>, foldhash::fast::RandomState>,
 }
 
 impl NodeZones {
