@@ -1,6 +1,7 @@
 //! The node's DNS zones (one per network, shared by every sandbox; ingress carries no names,
 //! as in Swarm) and what one sandbox's VIP balancer programs.
 
+use imbl::ordmap::DiffItem;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -117,37 +118,31 @@ impl Zones {
 /// added, removed or changed services, and the services of tasks that came, went or changed
 /// their name or address (the ingress endpoints of nodes, a task's node and VTEP are not names).
 fn changed_services<'a>(old: &'a NetworkEndpoints, new: &'a NetworkEndpoints) -> BTreeSet<&'a str> {
+    // The maps are persistent: their difference is walked, not the whole network.
     let mut changed = BTreeSet::new();
-    if old.services != new.services {
-        for (id, s) in &new.services {
-            if old.services.get(id) != Some(s) {
-                changed.insert(id.as_str());
-            }
-        }
-        for id in old.services.keys() {
-            if !new.services.contains_key(id) {
-                changed.insert(id.as_str());
-            }
-        }
+    for d in old.services.diff(&new.services) {
+        match d {
+            DiffItem::Add(id, _) | DiffItem::Remove(id, _) => changed.insert(id.as_str()),
+            DiffItem::Update { new: (id, _), .. } => changed.insert(id.as_str()),
+        };
     }
     let named = |t: &TaskEndpoint, u: &TaskEndpoint| {
         t.name == u.name && t.service_id == u.service_id && t.addr.addr() == u.addr.addr()
     };
-    for (id, t) in &new.tasks {
-        match old.tasks.get(id) {
-            Some(o) if named(o, t) => {}
-            Some(o) => {
-                changed.insert(o.service_id.as_str());
+    for d in old.tasks.diff(&new.tasks) {
+        match d {
+            DiffItem::Add(_, t) | DiffItem::Remove(_, t) => {
                 changed.insert(t.service_id.as_str());
             }
-            None => {
-                changed.insert(t.service_id.as_str());
+            DiffItem::Update {
+                old: (_, o),
+                new: (_, t),
+            } => {
+                if !named(o, t) {
+                    changed.insert(o.service_id.as_str());
+                    changed.insert(t.service_id.as_str());
+                }
             }
-        }
-    }
-    for (id, t) in &old.tasks {
-        if !new.tasks.contains_key(id) {
-            changed.insert(t.service_id.as_str());
         }
     }
     changed

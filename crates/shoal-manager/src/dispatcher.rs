@@ -2,19 +2,71 @@
 
 use std::collections::HashMap;
 
+use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 use shoal_types::{ClusterState, NodeState, Task, TaskState};
 
-/// The tasks an agent is responsible for: every task assigned to it that still exists.
-/// The agent starts those desired Running and stops the others.
-pub fn assignments<'a>(
-    state: &'a ClusterState,
-    node_id: &'a str,
-) -> impl Iterator<Item = &'a Task> {
-    // A global task names its node from birth, but is the agent's only once the allocator
-    // has given it its addresses and the scheduler has confirmed it (Assigned).
-    state.tasks.values().filter(move |t| {
-        t.node_id.as_deref() == Some(node_id) && t.status.state >= TaskState::Assigned
-    })
+/// The tasks that name one node, kept up to date from the difference between successive
+/// states (the state's maps are persistent, so that difference costs the size of the
+/// change): a session follows its node without reading every task of the cluster at each
+/// state change.
+#[derive(Debug, Clone, Default)]
+pub struct NodeTasks {
+    node_id: String,
+    mine: OrdMap<String, Task>,
+}
+
+impl NodeTasks {
+    pub fn new(node_id: &str, state: &ClusterState) -> NodeTasks {
+        let mine = state
+            .tasks
+            .values()
+            .filter(|t| t.node_id.as_deref() == Some(node_id))
+            .map(|t| (t.id.clone(), t.clone()))
+            .collect();
+        NodeTasks {
+            node_id: node_id.to_string(),
+            mine,
+        }
+    }
+
+    /// Follows the state from `old` to `new`; true when a task of this node changed.
+    pub fn follow(&mut self, old: &ClusterState, new: &ClusterState) -> bool {
+        let mut changed = false;
+        for d in old.tasks.diff(&new.tasks) {
+            let (id, now) = match d {
+                DiffItem::Add(id, t) | DiffItem::Update { new: (id, t), .. } => (id, Some(t)),
+                DiffItem::Remove(id, _) => (id, None),
+            };
+            match now.filter(|t| t.node_id.as_deref() == Some(self.node_id.as_str())) {
+                Some(t) => {
+                    self.mine.insert(id.clone(), t.clone());
+                    changed = true;
+                }
+                None => changed |= self.mine.remove(id).is_some(),
+            }
+        }
+        changed
+    }
+
+    /// Every task that names this node, whatever its state.
+    pub fn all(&self) -> impl Iterator<Item = &Task> {
+        self.mine.values()
+    }
+
+    /// The tasks the agent is responsible for: every task assigned to it that still
+    /// exists. The agent starts those desired Running and stops the others. (A global task
+    /// names its node from birth, but is the agent's only once the allocator has given it
+    /// its addresses and the scheduler has confirmed it: Assigned.)
+    pub fn assigned(&self) -> impl Iterator<Item = &Task> {
+        self.mine
+            .values()
+            .filter(|t| t.status.state >= TaskState::Assigned)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Task> {
+        self.mine.get(id)
+    }
 }
 
 /// What an agent acts on in its task list: which tasks, what is desired of each and where
@@ -104,6 +156,69 @@ mod tests {
             at: Millis(0),
         })
         .unwrap();
+    }
+
+    /// Following the state change by change gives the same tasks as reading them all.
+    #[test]
+    fn node_tasks_follow_the_state() {
+        let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
+        st.apply(Command::CreateService {
+            service: service("s1", spec("vote", 2)),
+        })
+        .unwrap();
+        let mut mine = NodeTasks::new("n1", &st);
+        let ids = |m: &NodeTasks| m.all().map(|t| t.id.clone()).collect::<Vec<_>>();
+        let task = |id: &str| {
+            let mut t = shoal_types::Task {
+                id: id.into(),
+                service_id: "s1".into(),
+                service_name: "vote".into(),
+                slot: 1,
+                node_id: None,
+                desired_state: TaskState::Running,
+                status: shoal_types::TaskStatus::new(TaskState::Pending, Millis(0), ""),
+                spec_version: 1,
+                spec: spec("vote", 1).task_template.container_spec,
+                networks: vec![],
+                ports: vec![],
+                restarts: 0,
+                created_at: Millis(0),
+                updated_at: Millis(0),
+            };
+            t.slot = id.len() as u64;
+            t
+        };
+        let steps = vec![
+            Command::CreateTasks {
+                tasks: vec![task("ta"), task("tb"), task("tc")],
+            },
+            Command::AssignTasks {
+                assignments: vec![("ta".into(), "n1".into()), ("tb".into(), "n2".into())],
+                at: Millis(1),
+            },
+            Command::AssignTasks {
+                assignments: vec![("tc".into(), "n1".into())],
+                at: Millis(2),
+            },
+            Command::SetDesiredState {
+                tasks: vec!["tb".into()],
+                state: TaskState::Shutdown,
+                at: Millis(3),
+            },
+            Command::DeleteTasks {
+                tasks: vec!["ta".into()],
+            },
+        ];
+        let expect_changed = [false, true, true, false, true];
+        for (cmd, want) in steps.into_iter().zip(expect_changed) {
+            let old = st.clone();
+            let what = format!("{cmd:?}");
+            st.apply(cmd).unwrap();
+            assert_eq!(mine.follow(&old, &st), want, "{what}");
+            assert_eq!(ids(&mine), ids(&NodeTasks::new("n1", &st)), "{what}");
+        }
+        assert_eq!(ids(&mine), ["tc"]);
+        assert_eq!(mine.assigned().count(), 1);
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! (VIPs, ports, aliases) and their running tasks, with the underlay address of each task's
 //! node. A task is in the table while it runs, is meant to run, and its node is Ready.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+
+use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 
 use shoal_types::endpoint::{
     EndpointView, NetworkEndpoints, NetworkInfo, NodeEndpoint, ServiceEndpoint, TaskEndpoint,
 };
-use shoal_types::{ClusterState, Network, NodeState, TaskState};
+use shoal_types::{ClusterState, Network, Node, NodeState, Service, Task, TaskState};
 
 use crate::allocator::service_networks;
 
@@ -23,153 +26,206 @@ fn info(n: &Network) -> NetworkInfo {
     }
 }
 
-/// A hash of everything [`table`] reads, without building it: most state changes (a task
-/// scheduled, starting, a status message) leave the table as it was, and building and
-/// comparing the whole table on each of them was the leader's largest cost per change at
-/// 1,000 tasks. Equal fingerprints mean an equal table (up to a 64-bit hash collision).
-pub fn table_fingerprint(state: &ClusterState) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for n in state.networks.values() {
-        (
-            &n.id,
-            &n.name,
-            n.vni,
-            n.ipam.subnet,
-            n.ipam.gateway,
-            n.ingress,
-        )
-            .hash(&mut h);
-    }
-    // A spec change bumps the version: names, modes, ports, aliases, networks, TTLs.
-    for s in state.services.values() {
-        (&s.id, s.version).hash(&mut h);
-        for v in &s.endpoint.virtual_ips {
-            (&v.network_id, v.addr).hash(&mut h);
-        }
-    }
-    for node in state.nodes.values() {
-        (
-            &node.id,
-            node.status.state,
-            node.ingress_addr,
-            &node.status.addr,
-        )
-            .hash(&mut h);
-    }
-    for t in state.tasks.values() {
-        if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
-            continue;
-        }
-        (&t.id, &t.node_id, &t.service_id, &t.service_name, t.slot).hash(&mut h);
-        for a in &t.networks {
-            (&a.network_id, a.addr, &a.aliases).hash(&mut h);
-        }
-    }
-    h.finish()
-}
+/// Every network's endpoints, keyed by network id.
+pub type EndpointTable = OrdMap<String, NetworkEndpoints>;
 
-/// Every network with its services and running tasks.
-pub fn table(state: &ClusterState) -> BTreeMap<String, NetworkEndpoints> {
-    let mut nets: BTreeMap<String, NetworkEndpoints> = state
+/// Every network with its services and running tasks, built from scratch.
+pub fn table(state: &ClusterState) -> EndpointTable {
+    let mut nets: EndpointTable = state
         .networks
         .values()
-        .map(|n| {
-            (
-                n.id.clone(),
-                NetworkEndpoints {
-                    info: info(n),
-                    services: BTreeMap::new(),
-                    tasks: BTreeMap::new(),
-                    nodes: BTreeMap::new(),
-                },
-            )
-        })
+        .map(|n| (n.id.clone(), NetworkEndpoints::empty(info(n))))
         .collect();
     for s in state.services.values() {
-        for (net, aliases) in service_networks(state, s) {
-            let Some(entry) = nets.get_mut(&net) else {
-                continue;
-            };
-            let vip = s
-                .endpoint
-                .virtual_ips
-                .iter()
-                .find(|v| v.network_id == net)
-                .map(|v| v.addr);
-            entry.services.insert(
-                s.id.clone(),
-                ServiceEndpoint {
-                    id: s.id.clone(),
-                    name: s.spec.name.clone(),
-                    mode: s.spec.endpoint_spec.mode,
-                    vip,
-                    ports: s.spec.endpoint_spec.ports.clone(),
-                    aliases,
-                    dns_ttl: s.spec.endpoint_spec.dns_ttl,
-                },
-            );
+        for (net, e) in service_entries(state, s) {
+            if let Some(entry) = nets.get_mut(&net) {
+                entry.services.insert(e.id.clone(), e);
+            }
         }
     }
     // Every Ready node's own ingress endpoint.
     if let Some(ingress) = state.ingress().and_then(|n| nets.get_mut(&n.id)) {
-        for node in state
-            .nodes
-            .values()
-            .filter(|n| n.status.state == NodeState::Ready)
-        {
-            let (Some(addr), Ok(vtep)) = (node.ingress_addr, node.status.addr.parse::<Ipv4Addr>())
-            else {
-                continue;
-            };
-            ingress.nodes.insert(
-                node.id.clone(),
-                NodeEndpoint {
-                    node_id: node.id.clone(),
-                    addr,
-                    vtep,
-                },
-            );
+        for node in state.nodes.values() {
+            if let Some(e) = node_entry(node) {
+                ingress.nodes.insert(node.id.clone(), e);
+            }
         }
     }
     for t in state.tasks.values() {
-        if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
-            continue;
-        }
-        let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else {
-            continue;
-        };
-        if node.status.state != NodeState::Ready {
-            continue;
-        }
-        let Ok(vtep) = node.status.addr.parse::<Ipv4Addr>() else {
-            continue;
-        };
-        for a in &t.networks {
-            if let Some(entry) = nets.get_mut(&a.network_id) {
-                entry.tasks.insert(
-                    t.id.clone(),
-                    TaskEndpoint {
-                        id: t.id.clone(),
-                        name: t.name(),
-                        service_id: t.service_id.clone(),
-                        addr: a.addr,
-                        node_id: node.id.clone(),
-                        vtep,
-                    },
-                );
+        for (net, e) in task_entries(state, t) {
+            if let Some(entry) = nets.get_mut(&net) {
+                entry.tasks.insert(e.id.clone(), e);
             }
         }
     }
     nets
 }
 
+/// The table of `new` made from the table of `old` by applying only what changed between
+/// the two states: the state's maps are persistent, so walking their difference costs the
+/// size of the change. A change to the networks, or to what the table reads of a node (its
+/// state and addresses), rebuilds the table (both are rare); anything else touches only
+/// the entries of the services and tasks that changed. Equal to `table(new)`.
+pub fn update_table(
+    table: &EndpointTable,
+    old: &ClusterState,
+    new: &ClusterState,
+) -> EndpointTable {
+    let networks_changed = old
+        .networks
+        .diff(&new.networks)
+        .any(|d| !matches!(d, DiffItem::Update { old: (_, a), new: (_, b) } if info(a) == info(b)));
+    let nodes_changed = old.nodes.diff(&new.nodes).any(|d| match d {
+        DiffItem::Update {
+            old: (_, a),
+            new: (_, b),
+        } => node_key(a) != node_key(b),
+        _ => true,
+    });
+    if networks_changed || nodes_changed {
+        return self::table(new);
+    }
+    let mut out = table.clone();
+    for d in old.services.diff(&new.services) {
+        let (was, now) = match d {
+            DiffItem::Add(_, s) => (None, Some(s)),
+            DiffItem::Update {
+                old: (_, a),
+                new: (_, b),
+            } => (Some(a), Some(b)),
+            DiffItem::Remove(_, s) => (Some(s), None),
+        };
+        if let Some(s) = was {
+            for (net, _) in service_networks(old, s) {
+                if let Some(entry) = out.get_mut(&net) {
+                    entry.services.remove(&s.id);
+                }
+            }
+        }
+        if let Some(s) = now {
+            for (net, e) in service_entries(new, s) {
+                if let Some(entry) = out.get_mut(&net) {
+                    entry.services.insert(e.id.clone(), e);
+                }
+            }
+        }
+    }
+    for d in old.tasks.diff(&new.tasks) {
+        let (was, now) = match d {
+            DiffItem::Add(_, t) => (None, Some(t)),
+            DiffItem::Update {
+                old: (_, a),
+                new: (_, b),
+            } => (Some(a), Some(b)),
+            DiffItem::Remove(_, t) => (Some(t), None),
+        };
+        let (before, after) = (
+            was.map(|t| task_entries(old, t)).unwrap_or_default(),
+            now.map(|t| task_entries(new, t)).unwrap_or_default(),
+        );
+        // Most task changes (scheduled, starting, a status message) leave its entries as
+        // they were: touching nothing keeps the table shared with the previous one.
+        if before == after {
+            continue;
+        }
+        for (net, e) in before {
+            if let Some(entry) = out.get_mut(&net) {
+                entry.tasks.remove(&e.id);
+            }
+        }
+        for (net, e) in after {
+            if let Some(entry) = out.get_mut(&net) {
+                entry.tasks.insert(e.id.clone(), e);
+            }
+        }
+    }
+    out
+}
+
+/// What the table reads of a node.
+fn node_key(n: &Node) -> (NodeState, Option<ipnet::Ipv4Net>, &str) {
+    (n.status.state, n.ingress_addr, &n.status.addr)
+}
+
+/// A Ready node's own endpoint on ingress.
+fn node_entry(node: &Node) -> Option<NodeEndpoint> {
+    if node.status.state != NodeState::Ready {
+        return None;
+    }
+    let (Some(addr), Ok(vtep)) = (node.ingress_addr, node.status.addr.parse::<Ipv4Addr>()) else {
+        return None;
+    };
+    Some(NodeEndpoint {
+        node_id: node.id.clone(),
+        addr,
+        vtep,
+    })
+}
+
+/// A service's entry on each of its networks.
+fn service_entries(state: &ClusterState, s: &Service) -> Vec<(String, ServiceEndpoint)> {
+    service_networks(state, s)
+        .into_iter()
+        .map(|(net, aliases)| {
+            let vip = s
+                .endpoint
+                .virtual_ips
+                .iter()
+                .find(|v| v.network_id == net)
+                .map(|v| v.addr);
+            let e = ServiceEndpoint {
+                id: s.id.clone(),
+                name: s.spec.name.clone(),
+                mode: s.spec.endpoint_spec.mode,
+                vip,
+                ports: s.spec.endpoint_spec.ports.clone(),
+                aliases,
+                dns_ttl: s.spec.endpoint_spec.dns_ttl,
+            };
+            (net, e)
+        })
+        .collect()
+}
+
+/// A task's entry on each of its networks: only while it runs, is meant to, and its node
+/// is Ready.
+fn task_entries(state: &ClusterState, t: &Task) -> Vec<(String, TaskEndpoint)> {
+    if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
+        return Vec::new();
+    }
+    let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else {
+        return Vec::new();
+    };
+    if node.status.state != NodeState::Ready {
+        return Vec::new();
+    }
+    let Ok(vtep) = node.status.addr.parse::<Ipv4Addr>() else {
+        return Vec::new();
+    };
+    t.networks
+        .iter()
+        .map(|a| {
+            let e = TaskEndpoint {
+                id: t.id.clone(),
+                name: t.name(),
+                service_id: t.service_id.clone(),
+                addr: a.addr,
+                node_id: node.id.clone(),
+                vtep,
+            };
+            (a.network_id.clone(), e)
+        })
+        .collect()
+}
+
 /// The networks a node takes part in: those of the tasks it should run, and ingress.
-pub fn node_networks(state: &ClusterState, node_id: &str) -> Vec<String> {
-    let mut ids: Vec<String> = state
-        .tasks
-        .values()
-        .filter(|t| t.node_id.as_deref() == Some(node_id) && t.desired_state <= TaskState::Running)
+pub fn node_networks<'a>(
+    state: &ClusterState,
+    mine: impl IntoIterator<Item = &'a Task>,
+) -> Vec<String> {
+    let mut ids: Vec<String> = mine
+        .into_iter()
+        .filter(|t| t.desired_state <= TaskState::Running)
         .flat_map(|t| t.networks.iter().map(|a| a.network_id.clone()))
         .chain(state.ingress().map(|n| n.id.clone()))
         .collect();
@@ -178,51 +234,42 @@ pub fn node_networks(state: &ClusterState, node_id: &str) -> Vec<String> {
     ids
 }
 
-/// One node's view, cut from the full table.
-pub fn node_view(
-    state: &ClusterState,
-    full: &BTreeMap<String, NetworkEndpoints>,
-    node_id: &str,
-) -> EndpointView {
-    let networks = node_networks(state, node_id)
-        .into_iter()
-        .filter_map(|id| full.get(&id).map(|n| (id, n.clone())))
+/// One node's view, cut from the full table: the networks it takes part in (a copy of a
+/// network's entry shares its maps with the table).
+pub fn node_view(version: u64, full: &EndpointTable, networks: &[String]) -> EndpointView {
+    let networks = networks
+        .iter()
+        .filter_map(|id| full.get(id).map(|n| (id.clone(), n.clone())))
         .collect();
-    EndpointView {
-        version: state.version,
-        networks,
-    }
+    EndpointView { version, networks }
 }
 
 /// Services whose endpoints differ between two tables (their VIP, ports, or tasks).
-pub fn changed_services(
-    old: &BTreeMap<String, NetworkEndpoints>,
-    new: &BTreeMap<String, NetworkEndpoints>,
-) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    let empty = BTreeMap::new();
-    for id in old.keys().chain(new.keys()) {
-        let (o, n) = (old.get(id), new.get(id));
-        let (os, ns) = (
-            o.map_or(&empty, |x| &x.services),
-            n.map_or(&empty, |x| &x.services),
-        );
-        for sid in os.keys().chain(ns.keys()) {
-            if os.get(sid) != ns.get(sid) {
-                out.insert(sid.clone());
-            }
+pub fn changed_services(old: &EndpointTable, new: &EndpointTable) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for d in old.diff(new) {
+        let (o, n) = match d {
+            DiffItem::Add(_, n) => (None, Some(n)),
+            DiffItem::Update {
+                old: (_, o),
+                new: (_, n),
+            } => (Some(o), Some(n)),
+            DiffItem::Remove(_, o) => (Some(o), None),
+        };
+        let blank = |x: &NetworkEndpoints| NetworkEndpoints::empty(x.info.clone());
+        let o = o.cloned().unwrap_or_else(|| blank(n.expect("one side")));
+        let n = n.cloned().unwrap_or_else(|| blank(&o));
+        for d in o.services.diff(&n.services) {
+            match d {
+                DiffItem::Add(k, _) | DiffItem::Remove(k, _) => out.insert(k.clone()),
+                DiffItem::Update { new: (k, _), .. } => out.insert(k.clone()),
+            };
         }
-        let no_tasks = BTreeMap::new();
-        let (ot, nt) = (
-            o.map_or(&no_tasks, |x| &x.tasks),
-            n.map_or(&no_tasks, |x| &x.tasks),
-        );
-        for tid in ot.keys().chain(nt.keys()) {
-            if ot.get(tid) != nt.get(tid)
-                && let Some(t) = nt.get(tid).or_else(|| ot.get(tid))
-            {
-                out.insert(t.service_id.clone());
-            }
+        for d in o.tasks.diff(&n.tasks) {
+            match d {
+                DiffItem::Add(_, t) | DiffItem::Remove(_, t) => out.insert(t.service_id.clone()),
+                DiffItem::Update { new: (_, t), .. } => out.insert(t.service_id.clone()),
+            };
         }
     }
     out
@@ -271,25 +318,50 @@ mod tests {
         .unwrap();
     }
 
-    /// The fingerprint moves exactly when the table does, over a run of commands that
-    /// touch it and commands that do not.
+    /// The table updated from the previous state's table and the difference between the
+    /// states is the table built from scratch, over a run of commands that touch it and
+    /// commands that do not; and the services it says changed are the ones that did.
     #[test]
-    fn the_fingerprint_follows_the_table() {
+    fn the_updated_table_equals_a_full_build() {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
-        let mut last = (table_fingerprint(&st), table(&st));
+        let mut last = (st.clone(), table(&st));
         let mut step = |st: &mut ClusterState, cmd: Option<Command>, what: &str| {
             if let Some(cmd) = cmd {
                 st.apply(cmd).unwrap();
             }
-            let now = (table_fingerprint(st), table(st));
+            let updated = update_table(&last.1, &last.0, st);
+            let full = table(st);
             assert_eq!(
-                now.0 != last.0,
-                now.1 != last.1,
-                "{what}: fingerprint changed {}, table changed {}",
-                now.0 != last.0,
-                now.1 != last.1
+                updated, full,
+                "{what}: the updated table differs from a full build"
             );
-            last = now;
+            let changed = changed_services(&last.1, &updated);
+            let expect: BTreeSet<String> = full
+                .values()
+                .flat_map(|n| {
+                    let old = last.1.get(&n.info.id);
+                    let svc = n.services.keys().filter(move |k| {
+                        old.and_then(|o| o.services.get(*k)) != n.services.get(*k)
+                    });
+                    let tasks = n
+                        .tasks
+                        .values()
+                        .filter(move |t| old.and_then(|o| o.tasks.get(&t.id)) != Some(*t));
+                    svc.cloned()
+                        .chain(tasks.map(|t| t.service_id.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .chain(last.1.values().flat_map(|o| {
+                    let now = full.get(&o.info.id);
+                    o.tasks
+                        .values()
+                        .filter(move |t| now.is_none_or(|n| !n.tasks.contains_key(&t.id)))
+                        .map(|t| t.service_id.clone())
+                        .collect::<Vec<_>>()
+                }))
+                .collect();
+            assert_eq!(changed, expect, "{what}: changed services");
+            last = (st.clone(), full);
         };
         let net = network("net1", "overlay1", "10.0.0.0/24", 4096);
         step(
@@ -344,6 +416,13 @@ mod tests {
             }),
             "its node goes down",
         );
+        running_task(&mut st, "tc", "n1");
+        step(&mut st, None, "a third task runs");
+        step(
+            &mut st,
+            Some(Command::RemoveService { id: "s1".into() }),
+            "the service goes",
+        );
     }
 
     #[test]
@@ -360,7 +439,14 @@ mod tests {
         running_task(&mut st, "ta", "n1");
         running_task(&mut st, "tb", "n2");
         let full = table(&st);
-        let v1 = node_view(&st, &full, "n1");
+        let view = |st: &ClusterState, full: &EndpointTable, node: &str| {
+            let mine = st
+                .tasks
+                .values()
+                .filter(|t| t.node_id.as_deref() == Some(node));
+            node_view(st.version, full, &node_networks(st, mine))
+        };
+        let v1 = view(&st, &full, "n1");
         assert_eq!(
             v1.networks["net1"].tasks.len(),
             2,
@@ -374,7 +460,7 @@ mod tests {
             Some("10.0.0.2/24")
         );
         assert!(
-            node_view(&st, &full, "n3").networks.is_empty(),
+            view(&st, &full, "n3").networks.is_empty(),
             "node3 runs nothing on overlay1"
         );
 
@@ -386,7 +472,7 @@ mod tests {
             at: Millis(2),
         })
         .unwrap();
-        let v2 = node_view(&st, &table(&st), "n1");
+        let v2 = view(&st, &table(&st), "n1");
         let delta = v1.diff(&v2);
         assert_eq!(
             delta.tasks_removed,

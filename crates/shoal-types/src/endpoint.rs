@@ -2,8 +2,10 @@
 //! rules and VXLAN forwarding entries. Derived from the cluster state by the dispatcher
 //! (`shoal_manager::endpoints`), sent to each agent as versioned deltas.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+
+use imbl::OrdMap;
+use imbl::ordmap::DiffItem;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -17,21 +19,26 @@ pub const VIP_TTL: u32 = 60;
 pub const TASK_TTL: u32 = 5;
 
 /// What one node knows: every network it takes part in.
+///
+/// The maps are persistent (`imbl`): a copy of a view shares everything with the original,
+/// and comparing two versions walks only the parts that differ, so cutting a node's view
+/// from the table and finding what a change touched cost the size of the change, not of
+/// the network (a network of a thousand tasks changes one task at a time).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointView {
     pub version: u64,
-    pub networks: BTreeMap<String, NetworkEndpoints>,
+    pub networks: OrdMap<String, NetworkEndpoints>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkEndpoints {
     pub info: NetworkInfo,
-    pub services: BTreeMap<String, ServiceEndpoint>,
-    pub tasks: BTreeMap<String, TaskEndpoint>,
+    pub services: OrdMap<String, ServiceEndpoint>,
+    pub tasks: OrdMap<String, TaskEndpoint>,
     /// The nodes' own endpoints (ingress only): the routing mesh's source addresses, to which
     /// tasks on other nodes reply.
     #[serde(default)]
-    pub nodes: BTreeMap<String, NodeEndpoint>,
+    pub nodes: OrdMap<String, NodeEndpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +82,35 @@ pub struct TaskEndpoint {
     pub vtep: Ipv4Addr,
 }
 
+impl NetworkEndpoints {
+    pub fn empty(info: NetworkInfo) -> NetworkEndpoints {
+        NetworkEndpoints {
+            info,
+            services: OrdMap::new(),
+            tasks: OrdMap::new(),
+            nodes: OrdMap::new(),
+        }
+    }
+}
+
+/// Appends what changed from `old` to `new` (one map of one network) to a delta's lists.
+fn map_diff<V: Clone + PartialEq>(
+    old: &OrdMap<String, V>,
+    new: &OrdMap<String, V>,
+    net: &str,
+    changed: &mut Vec<(String, V)>,
+    removed: &mut Vec<(String, String)>,
+) {
+    for item in old.diff(new) {
+        match item {
+            DiffItem::Add(_, v) | DiffItem::Update { new: (_, v), .. } => {
+                changed.push((net.to_string(), v.clone()))
+            }
+            DiffItem::Remove(k, _) => removed.push((net.to_string(), k.clone())),
+        }
+    }
+}
+
 /// The change from one version of a node's view to the next.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointDelta {
@@ -114,53 +150,46 @@ impl EndpointView {
             to: new.version,
             ..Default::default()
         };
-        for (id, n) in &new.networks {
-            let old = self.networks.get(id);
+        let empty = NetworkEndpoints::empty;
+        for item in self.networks.diff(&new.networks) {
+            let (old, n) = match item {
+                DiffItem::Add(_, n) => (None, n),
+                DiffItem::Update {
+                    old: (_, o),
+                    new: (_, n),
+                } => (Some(o), n),
+                DiffItem::Remove(id, _) => {
+                    d.networks_removed.push(id.clone());
+                    continue;
+                }
+            };
+            let id = &n.info.id;
             if old.map(|o| &o.info) != Some(&n.info) {
                 d.networks.push(n.info.clone());
             }
-            for (sid, s) in &n.services {
-                if old.and_then(|o| o.services.get(sid)) != Some(s) {
-                    d.services.push((id.clone(), s.clone()));
-                }
-            }
-            for (tid, t) in &n.tasks {
-                if old.and_then(|o| o.tasks.get(tid)) != Some(t) {
-                    d.tasks.push((id.clone(), t.clone()));
-                }
-            }
-            for (nid, e) in &n.nodes {
-                if old.and_then(|o| o.nodes.get(nid)) != Some(e) {
-                    d.nodes.push((id.clone(), e.clone()));
-                }
-            }
-            if let Some(o) = old {
-                d.nodes_removed.extend(
-                    o.nodes
-                        .keys()
-                        .filter(|k| !n.nodes.contains_key(*k))
-                        .map(|k| (id.clone(), k.clone())),
-                );
-                d.services_removed.extend(
-                    o.services
-                        .keys()
-                        .filter(|k| !n.services.contains_key(*k))
-                        .map(|k| (id.clone(), k.clone())),
-                );
-                d.tasks_removed.extend(
-                    o.tasks
-                        .keys()
-                        .filter(|k| !n.tasks.contains_key(*k))
-                        .map(|k| (id.clone(), k.clone())),
-                );
-            }
+            let base = old.cloned().unwrap_or_else(|| empty(n.info.clone()));
+            map_diff(
+                &base.services,
+                &n.services,
+                id,
+                &mut d.services,
+                &mut d.services_removed,
+            );
+            map_diff(
+                &base.tasks,
+                &n.tasks,
+                id,
+                &mut d.tasks,
+                &mut d.tasks_removed,
+            );
+            map_diff(
+                &base.nodes,
+                &n.nodes,
+                id,
+                &mut d.nodes,
+                &mut d.nodes_removed,
+            );
         }
-        d.networks_removed = self
-            .networks
-            .keys()
-            .filter(|k| !new.networks.contains_key(*k))
-            .cloned()
-            .collect();
         d
     }
 
@@ -181,12 +210,7 @@ impl EndpointView {
             self.networks
                 .entry(info.id.clone())
                 .and_modify(|n| n.info = info.clone())
-                .or_insert_with(|| NetworkEndpoints {
-                    info: info.clone(),
-                    services: BTreeMap::new(),
-                    tasks: BTreeMap::new(),
-                    nodes: BTreeMap::new(),
-                });
+                .or_insert_with(|| NetworkEndpoints::empty(info.clone()));
         }
         for (net, s) in &d.services {
             if let Some(n) = self.networks.get_mut(net) {

@@ -48,7 +48,7 @@ impl Api {
 
     /// A service with its task counts and how far its last endpoint change has got. Only
     /// the leader tracks propagation; elsewhere the endpoint counts are 0 (unknown).
-    fn view(m: &Manager, state: &ClusterState, s: Service) -> ServiceView {
+    fn view(m: &Manager, state: &std::sync::Arc<ClusterState>, s: Service) -> ServiceView {
         let running = state
             .tasks_of(&s.id)
             .filter(|t| {

@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use shoal_manager::dispatcher::NodeTasks;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::cluster_server::Cluster;
 use shoal_rpc::{
@@ -15,7 +16,9 @@ use shoal_types::node::{
     DataPlane, HostNetwork, ManagerStatus, NodeDescription, NodeSpec, NodeStatus,
 };
 use shoal_types::token::JoinToken;
-use shoal_types::{Availability, Command, CommandResult, Node, NodeRole, NodeState, TaskStatus};
+use shoal_types::{
+    Availability, Command, CommandResult, Node, NodeRole, NodeState, TaskState, TaskStatus,
+};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -58,6 +61,10 @@ pub fn manager_addrs(state: &shoal_types::ClusterState) -> Vec<String> {
 
 /// Streams a node's assignments and endpoint deltas until the agent goes away or this
 /// manager stops leading.
+///
+/// Each state change costs the session the size of the change, not of the cluster: its
+/// node's tasks follow the difference between successive states (`NodeTasks`), the view is
+/// cut from the shared table by reference, and the delta walks only what differs.
 async fn session_loop(
     manager: &Arc<Manager>,
     node_id: &str,
@@ -65,6 +72,13 @@ async fn session_loop(
 ) {
     let mut state_rx = manager.store.state();
     let mut last_tasks: Option<u64> = None;
+    // The state the node's tasks and networks were last followed to.
+    let mut prev: Option<Arc<shoal_types::ClusterState>> = None;
+    let mut mine = NodeTasks::default();
+    let mut networks: Vec<String> = Vec::new();
+    // Tasks that may be held running while their removal propagates (drain before stop).
+    let mut draining: Vec<String> = Vec::new();
+    let mut last_held: Vec<String> = Vec::new();
     // The view as the agent has it (the base of the next delta), and the table it came from.
     let mut sent = EndpointView::default();
     let mut sent_table: Option<Arc<crate::manager::EndpointTable>> = None;
@@ -82,21 +96,49 @@ async fn session_loop(
                 .await;
             return;
         }
+        let mine_changed = match &prev {
+            Some(p) if p.version <= state.version => {
+                let moved = mine.follow(p, &state);
+                moved || !p.networks.ptr_eq(&state.networks)
+            }
+            _ => {
+                mine = NodeTasks::new(node_id, &state);
+                true
+            }
+        };
+        prev = Some(Arc::clone(&state));
+        if mine_changed {
+            networks = shoal_manager::endpoints::node_networks(&state, mine.all());
+            draining = mine
+                .assigned()
+                .filter(|t| Manager::may_drain(t))
+                .map(|t| t.id.clone())
+                .collect();
+        }
         let table = manager.endpoint_table(&state);
-        let assigned = manager.drain_before_stop(
-            &state,
-            shoal_manager::dispatcher::assignments(&state, node_id),
-        );
-        let fingerprint =
-            shoal_manager::dispatcher::assignments_fingerprint(assigned.iter().copied());
-        let tasks_changed = last_tasks != Some(fingerprint);
+        let held = manager.held_for_drain(&state, draining.iter().filter_map(|id| mine.get(id)));
+        let mut tasks_changed = false;
+        let mut fingerprint = last_tasks;
+        if mine_changed || held != last_held {
+            let assigned = mine.assigned().map(|t| {
+                let desired = if held.contains(&t.id) {
+                    TaskState::Running
+                } else {
+                    t.desired_state
+                };
+                (t, desired)
+            });
+            let fp = shoal_manager::dispatcher::assignments_fingerprint(assigned);
+            tasks_changed = last_tasks != Some(fp);
+            fingerprint = Some(fp);
+        }
         // The node's view depends on the table and on the networks of its tasks: with
         // neither changed there is nothing to compute (most state changes are elsewhere).
         let unchanged_table = sent_table.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table));
-        let (view, delta) = if unchanged_table && !tasks_changed && sent.version != 0 {
+        let (view, delta) = if unchanged_table && !mine_changed && sent.version != 0 {
             (None, None)
         } else {
-            let view = shoal_manager::endpoints::node_view(&state, &table, node_id);
+            let view = shoal_manager::endpoints::node_view(state.version, &table, &networks);
             let delta = sent.diff(&view);
             (Some(view), Some(delta))
         };
@@ -104,11 +146,15 @@ async fn session_loop(
         if tasks_changed || endpoints_changed {
             // An empty task list means "unchanged" to the agent (an empty one is `[]`).
             let tasks = if tasks_changed {
-                let list: Vec<shoal_types::Task> = assigned
-                    .iter()
-                    .map(|(t, desired)| shoal_types::Task {
-                        desired_state: *desired,
-                        ..(*t).clone()
+                let list: Vec<shoal_types::Task> = mine
+                    .assigned()
+                    .map(|t| shoal_types::Task {
+                        desired_state: if held.contains(&t.id) {
+                            TaskState::Running
+                        } else {
+                            t.desired_state
+                        },
+                        ..t.clone()
                     })
                     .collect();
                 serde_json::to_vec(&list).unwrap_or_default()
@@ -128,7 +174,8 @@ async fn session_loop(
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
-            last_tasks = Some(fingerprint);
+            last_tasks = fingerprint;
+            last_held = held;
             sent_table = Some(Arc::clone(&table));
             if let (true, Some(view)) = (endpoints_changed, view) {
                 manager.endpoints_progress(node_id, &state, Progress::Sent(view.version));
@@ -137,6 +184,8 @@ async fn session_loop(
                 manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
             }
         } else {
+            last_tasks = fingerprint;
+            last_held = held;
             sent_table = Some(Arc::clone(&table));
             manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
         }

@@ -2,7 +2,6 @@
 //! orchestrator and scheduler while this node leads, and serves the `Cluster` gRPC service
 //! (joins, agent sessions, heartbeats, status reports).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,6 @@ use shoal_manager::dispatcher::{Convergence, Heartbeats};
 use shoal_manager::{allocator, endpoints, orchestrator, scheduler};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
-use shoal_types::endpoint::NetworkEndpoints;
 use shoal_types::{ClusterState, Command, CommandResult, NodeState, TaskState};
 use tracing::{debug, info, warn};
 
@@ -32,14 +30,13 @@ pub struct Manager {
     started: Instant,
 }
 
-pub type EndpointTable = BTreeMap<String, NetworkEndpoints>;
+pub use endpoints::EndpointTable;
 
-/// The endpoint table of the newest state version, with the fingerprint of what it was built
-/// from (`endpoints::table_fingerprint`).
+/// The endpoint table of the newest state version, with the state it was made from (the
+/// next one is made from it and the difference between the two states).
 #[derive(Default)]
 struct TableCache {
-    version: u64,
-    fingerprint: u64,
+    state: Arc<ClusterState>,
     table: Arc<EndpointTable>,
 }
 
@@ -66,38 +63,32 @@ impl Manager {
         self.store.state().borrow().clone()
     }
 
-    /// The endpoint table at `state`'s version, computed once per version. A change of
-    /// the table is recorded so its propagation can be measured.
-    pub fn endpoint_table(&self, state: &ClusterState) -> Arc<EndpointTable> {
+    /// The endpoint table at `state`'s version, computed once per version from the previous
+    /// one. A change of the table is recorded so its propagation can be measured.
+    pub fn endpoint_table(&self, state: &Arc<ClusterState>) -> Arc<EndpointTable> {
         let mut cache = lock(&self.endpoints);
-        if cache.version == state.version {
+        if cache.state.version == state.version {
             return Arc::clone(&cache.table);
         }
-        let fingerprint = endpoints::table_fingerprint(state);
-        if fingerprint == cache.fingerprint && state.version > cache.version {
-            // Nothing the table is made of changed: the same Arc, so that sessions can tell
-            // with a pointer comparison that no node's view needs computing again.
-            cache.version = state.version;
-            return Arc::clone(&cache.table);
-        }
-        let table = Arc::new(endpoints::table(state));
         // A caller holding an older state (sessions and API calls read the state at their
         // own pace) gets its table but must not rewind the cache: that would record the
         // newer change a second time under the older version, and a service could read as
         // synced before its last change has reached anyone.
-        if state.version < cache.version {
-            return table;
+        if state.version < cache.state.version {
+            return Arc::new(endpoints::table(state));
         }
-        if *table == *cache.table {
-            cache.version = state.version;
-            cache.fingerprint = fingerprint;
+        let table = endpoints::update_table(&cache.table, &cache.state, state);
+        if table == *cache.table {
+            // The same Arc, so that sessions can tell with a pointer comparison that no
+            // node's view needs computing again (most state changes leave the table alone).
+            cache.state = Arc::clone(state);
             return Arc::clone(&cache.table);
         }
         let changed = endpoints::changed_services(&cache.table, &table);
         lock(&self.convergence).table_changed(state.version, self.mono_ms(), changed);
+        let table = Arc::new(table);
         *cache = TableCache {
-            version: state.version,
-            fingerprint,
+            state: Arc::clone(state),
             table: Arc::clone(&table),
         };
         table
@@ -132,35 +123,35 @@ impl Manager {
     /// still desired) until the endpoint change that took it out of DNS and the VIPs has
     /// reached every Ready node, so that no new connection is sent to a task that is
     /// going away. Bounded by `DRAIN_LIMIT_MS`, so a slow node cannot hold a stop forever.
-    /// Returns each task with the desired state its agent is told.
-    pub fn drain_before_stop<'a>(
+    /// Whether a task is one that may be held: to stop, still running, with an address.
+    pub fn may_drain(t: &shoal_types::Task) -> bool {
+        t.desired_state == TaskState::Shutdown
+            && t.status.state == TaskState::Running
+            && !t.networks.is_empty()
+    }
+
+    /// Of `tasks` (those that `may_drain`), the ids of the ones held running now.
+    pub fn held_for_drain<'a>(
         &self,
         state: &ClusterState,
         tasks: impl IntoIterator<Item = &'a shoal_types::Task>,
-    ) -> Vec<(&'a shoal_types::Task, TaskState)> {
+    ) -> Vec<String> {
         let now = shoal_agent::worker::now();
+        let mut tasks = tasks
+            .into_iter()
+            .filter(|t| Self::may_drain(t) && now.since(t.updated_at) < DRAIN_LIMIT_MS)
+            .peekable();
+        if tasks.peek().is_none() {
+            return Vec::new();
+        }
         let ready = Self::ready_nodes(state);
         let c = lock(&self.convergence);
         tasks
-            .into_iter()
-            .map(|t| {
-                let draining = t.desired_state == TaskState::Shutdown
-                    && t.status.state == TaskState::Running
-                    && !t.networks.is_empty()
-                    && now.since(t.updated_at) < DRAIN_LIMIT_MS;
-                let held = draining && {
-                    let (synced, of) = c.service_progress(&t.service_id, &ready);
-                    synced < of
-                };
-                (
-                    t,
-                    if held {
-                        TaskState::Running
-                    } else {
-                        t.desired_state
-                    },
-                )
+            .filter(|t| {
+                let (synced, of) = c.service_progress(&t.service_id, &ready);
+                synced < of
             })
+            .map(|t| t.id.clone())
             .collect()
     }
 

@@ -1,7 +1,6 @@
 //! The node's DNS zones: built once per changed network, whatever the number of sandboxes.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -24,9 +23,9 @@ pub(super) fn network(id: &str, name: &str, octet: u8, ingress: bool) -> Network
             gateway: Ipv4Addr::new(10, octet, 0, 1),
             ingress,
         },
-        services: BTreeMap::new(),
-        tasks: BTreeMap::new(),
-        nodes: BTreeMap::new(),
+        services: imbl::OrdMap::new(),
+        tasks: imbl::OrdMap::new(),
+        nodes: imbl::OrdMap::new(),
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+pub use imbl::OrdMap;
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -15,14 +17,19 @@ use crate::{
     Availability, Millis, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, TaskStatus,
 };
 
+/// The maps are persistent (`imbl`): a copy shares everything with the original and a
+/// change copies only the path to it. The Raft state machine copies the state for each
+/// applied batch while readers (sessions, the API, the leader's loop) hold older versions,
+/// and a deep copy of a thousand tasks per batch was the leader's largest cost per change.
+/// The serialised form is the same as a `BTreeMap`'s (a JSON object in key order).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub cluster: Option<ClusterInfo>,
-    pub nodes: BTreeMap<String, Node>,
-    pub services: BTreeMap<String, Service>,
-    pub tasks: BTreeMap<String, Task>,
+    pub nodes: OrdMap<String, Node>,
+    pub services: OrdMap<String, Service>,
+    pub tasks: OrdMap<String, Task>,
     #[serde(default)]
-    pub networks: BTreeMap<String, Network>,
+    pub networks: OrdMap<String, Network>,
     /// Bumped by every command that changed something; agents and watchers compare it.
     pub version: u64,
 }
@@ -319,8 +326,11 @@ impl ClusterState {
                     .ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
                 // Its tasks stay until the agents have stopped them; the orchestrator
                 // sets them to shut down and deletes them once they are terminal.
-                for t in self.tasks.values_mut().filter(|t| t.service_id == id) {
-                    t.desired_state = t.desired_state.max(TaskState::Shutdown);
+                let ids: Vec<String> = self.tasks_of(&id).map(|t| t.id.clone()).collect();
+                for tid in ids {
+                    if let Some(t) = self.tasks.get_mut(&tid) {
+                        t.desired_state = t.desired_state.max(TaskState::Shutdown);
+                    }
                 }
             }
             Command::CreateTasks { tasks } => {

@@ -89,13 +89,14 @@ fn a_change_of_one_service_among_300_builds_that_service_only() {
     // Scale one service up, then down, then give it an alias, then remove it.
     task(&mut n, 150, 3);
     steps.push(n.clone());
-    n.tasks
-        .retain(|_, t| !(t.service_id == "s150" && t.name.starts_with("svc150.1.")));
+    n.tasks = n
+        .tasks
+        .without_values(|t| t.service_id == "s150" && t.name.starts_with("svc150.1."));
     steps.push(n.clone());
     n.services.get_mut("s150").expect("s150").aliases = vec!["svc7".to_string()];
     steps.push(n.clone());
     n.services.remove("s150");
-    n.tasks.retain(|_, t| t.service_id != "s150");
+    n.tasks = n.tasks.without_values(|t| t.service_id == "s150");
     steps.push(n.clone());
 
     let mut per_change = Vec::new();
@@ -157,18 +158,20 @@ fn any_sequence_of_endpoint_changes_publishes_the_full_builds_zones() {
                 3 | 4 => task(n, i, rng.below(3)),
                 5 => {
                     let slot = rng.below(3);
-                    n.tasks.retain(|id, _| *id != format!("{sid}{slot:0>21}"));
+                    n.tasks.remove(&format!("{sid}{slot:0>21}"));
                 }
                 6 => {
                     // A task moves to another node: not a name.
-                    if let Some(t) = n.tasks.values_mut().next() {
+                    let first = n.tasks.keys().next().cloned();
+                    if let Some(t) = first.and_then(|k| n.tasks.get_mut(&k)) {
                         t.node_id = format!("node{}", rng.below(3));
                     }
                 }
                 7 => {
                     // Same task, new address: its names change.
                     let nth = rng.below(4) as usize;
-                    if let Some(t) = n.tasks.values_mut().nth(nth) {
+                    let key = n.tasks.keys().nth(nth).cloned();
+                    if let Some(t) = key.and_then(|k| n.tasks.get_mut(&k)) {
                         t.addr = format!("10.1.200.{}/16", rng.below(4))
                             .parse()
                             .expect("addr");
@@ -186,5 +189,20 @@ fn any_sequence_of_endpoint_changes_publishes_the_full_builds_zones() {
             zones.update(&view);
             same_as_full_build(&rx.borrow(), &view);
         }
+    }
+}
+
+/// `retain` for the view's persistent maps (which have none): a copy without the values
+/// that match.
+trait WithoutValues<V> {
+    fn without_values(&self, drop: impl Fn(&V) -> bool) -> Self;
+}
+
+impl<V: Clone> WithoutValues<V> for imbl::OrdMap<String, V> {
+    fn without_values(&self, drop: impl Fn(&V) -> bool) -> Self {
+        self.iter()
+            .filter(|(_, v)| !drop(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
