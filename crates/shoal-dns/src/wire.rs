@@ -120,8 +120,12 @@ pub(crate) fn reply(
         (Transport::Udp, Some(edns)) => usize::from(edns.payload.max(512)).min(MAX_UDP_PAYLOAD),
     };
     let opt_len = if query.edns.is_some() { OPT_LEN } else { 0 };
-    let smallest = HEADER_LEN + query.question.len() + addrs.len() * A_RECORD_LEN + opt_len;
-    if smallest > limit {
+    let head = HEADER_LEN + query.question.len() + opt_len;
+    let smallest = head + addrs.len() * A_RECORD_LEN;
+    // Every owner written out (hickory stops compressing after 120 names): past 65,535 bytes
+    // hickory's encoder keeps what fits and sets TC itself, which is the general path's job.
+    let largest = head + addrs.len() * (A_RECORD_LEN - 2 + query.labels.len() + 1);
+    if transport == Transport::Udp && smallest > limit && largest <= usize::from(u16::MAX) {
         // Does not fit even with every owner compressed: only the truncated form goes.
         write_truncated(&query, rcode, out);
         return true;

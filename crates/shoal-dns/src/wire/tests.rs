@@ -260,6 +260,19 @@ fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
     assert_eq!(fast(&zones, &whole, Transport::Tcp), None);
     let reply = general(&zones, &whole, Transport::Tcp).expect("general path answers");
     assert_eq!(decoded(&reply).answers.len(), 150);
+
+    // So many that hickory's own encoder stops at 65,535 bytes and keeps what fits, TC set:
+    // the general path's, over UDP to a client that takes 65,535 bytes and over TCP.
+    let zones = self::zones(5000);
+    for (edns, transport) in [
+        (Some((u16::MAX, false)), Transport::Udp),
+        (None, Transport::Tcp),
+    ] {
+        let packet = query("tasks.vote", RecordType::A, edns);
+        assert_eq!(fast(&zones, &packet, transport), None, "{transport:?}");
+        let reply = decoded(&general(&zones, &packet, transport).expect("general path answers"));
+        assert!(reply.truncation, "{transport:?}");
+    }
 }
 
 #[test]
