@@ -7,6 +7,7 @@
 //!   subnets and VXLAN ids for new networks.
 //! - `scheduler`: which node each pending task goes to (spread, constraints).
 //! - `dispatcher`: which tasks each agent is told about, and which nodes missed heartbeats.
+//! - `changes`: what changed between two states, so that a pass looks only at that.
 //!
 //! Architecture invariant: nothing here does I/O or reads a clock. Inputs are a
 //! `ClusterState` and `now`; outputs are `Command`s that the daemon proposes through Raft.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod allocator;
+pub mod changes;
 pub mod dispatcher;
 pub mod endpoints;
 pub mod orchestrator;

@@ -22,21 +22,39 @@ pub fn reconcile(
     now: Millis,
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<Command> {
+    reconcile_services(state, now, new_id, None)
+}
+
+/// [`reconcile`] for the services in `scope` only (all of them with `None`): the leader
+/// passes the services whose spec or tasks changed since its last pass, so that a change
+/// of one service does not re-examine every other one. What depends on the nodes or on
+/// time (a node down, a restart delay over) is caught by a full pass.
+pub fn reconcile_services(
+    state: &ClusterState,
+    now: Millis,
+    new_id: &mut dyn FnMut() -> String,
+    scope: Option<&BTreeSet<String>>,
+) -> Vec<Command> {
+    let in_scope = |id: &str| scope.is_none_or(|s| s.contains(id));
     let mut out = Changes::default();
-    // One pass over the tasks, not one per service: this runs on every state change, and
-    // `tasks_of` per service made it O(services × tasks).
+    // One pass over the tasks, not one per service: `tasks_of` per service made it
+    // O(services × tasks).
     let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks.values() {
+    for t in state.tasks.values().filter(|t| in_scope(&t.service_id)) {
         by_service.entry(t.service_id.as_str()).or_default().push(t);
     }
-    for service in state.services.values() {
+    let services: Box<dyn Iterator<Item = &Service>> = match scope {
+        Some(ids) => Box::new(ids.iter().filter_map(|id| state.services.get(id))),
+        None => Box::new(state.services.values()),
+    };
+    for service in services {
         let tasks = by_service.remove(service.id.as_str()).unwrap_or_default();
         match service.spec.replicas() {
             Some(replicas) => replicated(state, service, replicas, &tasks, now, new_id, &mut out),
             None => global(state, service, &tasks, now, new_id, &mut out),
         }
     }
-    collect_garbage(state, &mut out);
+    collect_garbage(state, &mut out, &in_scope);
     out.into_commands(now)
 }
 
@@ -307,7 +325,7 @@ fn global(
 }
 
 /// Deletes tasks nobody will report on again, keeping `TASK_HISTORY_LIMIT` per slot.
-fn collect_garbage(state: &ClusterState, out: &mut Changes) {
+fn collect_garbage(state: &ClusterState, out: &mut Changes, in_scope: &dyn Fn(&str) -> bool) {
     let node_gone = |t: &Task| match t.node_id.as_deref() {
         None => true,
         Some(n) => state
@@ -316,7 +334,7 @@ fn collect_garbage(state: &ClusterState, out: &mut Changes) {
             .is_none_or(|n| n.status.state == NodeState::Down),
     };
     let mut history: BTreeMap<(&str, u64, &str), Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks.values() {
+    for t in state.tasks.values().filter(|t| in_scope(&t.service_id)) {
         let stopped = t.desired_state > TaskState::Running || out.shutdown.contains(&t.id);
         if !stopped || !(t.status.state.is_terminal() || node_gone(t)) {
             continue;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shoal_api::ApiError;
 use shoal_manager::dispatcher::{Convergence, Heartbeats};
-use shoal_manager::{allocator, endpoints, orchestrator, scheduler};
+use shoal_manager::{allocator, changes, endpoints, orchestrator, scheduler};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
 use shoal_types::{ClusterState, Command, CommandResult, NodeState, TaskState};
@@ -222,10 +222,18 @@ impl Manager {
     }
 
     /// Orchestrates, schedules and watches heartbeats while this node is the leader.
+    ///
+    /// Each pass looks only at what changed since the previous one (`changes::between`):
+    /// the services whose spec or tasks changed, the allocator only when something waits
+    /// for an address, the scheduler only when something waits for a node. A full pass
+    /// runs when nodes or networks change, after a failed proposal, and once a second for
+    /// what time alone decides (a restart delay that ran out).
     pub async fn run_leader_loop(self: Arc<Self>) {
         let mut state_rx = self.store.state();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut was_leader = false;
+        let mut prev: Option<Arc<ClusterState>> = None;
+        let mut last_full = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -233,6 +241,7 @@ impl Manager {
             }
             if !self.store.is_leader() {
                 was_leader = false;
+                prev = None;
                 continue;
             }
             let state = state_rx.borrow_and_update().clone();
@@ -259,35 +268,55 @@ impl Manager {
                     });
                 }
             }
+            let changed = match &prev {
+                Some(p) if last_full.elapsed() < FULL_PASS && p.version <= state.version => {
+                    changes::between(p, &state)
+                }
+                _ => changes::Changes::everything(),
+            };
+            if changed.all {
+                last_full = Instant::now();
+            }
+            prev = Some(Arc::clone(&state));
             let wall = shoal_agent::worker::now();
-            cmds.extend(orchestrator::reconcile(
+            cmds.extend(orchestrator::reconcile_services(
                 &state,
                 wall,
                 &mut shoal_types::new_id,
+                changed.scope(),
             ));
             // Allocation and scheduling read the state as it was; tasks created above are
             // allocated and placed on the next pass, a moment later.
-            cmds.extend(allocator::allocate(&state, wall));
-            let plan = scheduler::schedule(&state);
-            if !plan.assignments.is_empty() {
-                cmds.push(Command::AssignTasks {
-                    assignments: plan.assignments,
-                    at: wall,
-                });
+            if changed.allocate() {
+                cmds.extend(allocator::allocate(&state, wall));
             }
-            cmds.extend(allocator::task_errors(&state, plan.unplaced));
+            if changed.schedule() {
+                let plan = scheduler::schedule(&state);
+                if !plan.assignments.is_empty() {
+                    cmds.push(Command::AssignTasks {
+                        assignments: plan.assignments,
+                        at: wall,
+                    });
+                }
+                cmds.extend(allocator::task_errors(&state, plan.unplaced));
+            }
             if cmds.is_empty() {
                 continue;
             }
             debug!(count = cmds.len(), "proposing orchestration");
             if let Err(e) = self.propose(Command::Batch(cmds)).await {
                 warn!("orchestration step failed: {e}");
+                // Look at everything again next time: what this pass found is not done.
+                prev = None;
                 // Do not spin on a command the state keeps refusing.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
 }
+
+/// How often the leader's loop looks at every service, whatever changed.
+const FULL_PASS: Duration = Duration::from_secs(1);
 
 pub enum Progress {
     Sent(u64),
