@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use imbl::ordmap::DiffItem;
 use ipnet::Ipv4Net;
 use shoal_dns::{DnsRuntime, DnsServer, Upstream};
 use shoal_net::overlay::plan::{Attachment as NetAttachment, Current, Desired, Remote};
 use shoal_net::overlay::{self, OverlaySpec};
 use shoal_types::Task;
-use shoal_types::endpoint::{EndpointView, NetworkEndpoints};
+use shoal_types::endpoint::{EndpointView, TaskEndpoint};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -49,6 +50,10 @@ struct Overlay {
     spec: OverlaySpec,
     /// What this agent has programmed; `None` after a failure (read back before planning).
     current: Option<Current>,
+    /// What `current` was programmed from: the local attachments and the network's tasks
+    /// (the view's persistent map). With the same attachments, the next change is planned
+    /// from the difference between the two task maps alone.
+    synced: Option<(Vec<NetAttachment>, imbl::OrdMap<String, TaskEndpoint>)>,
 }
 
 struct Sandbox {
@@ -316,6 +321,7 @@ impl NetworkAgent {
             Overlay {
                 spec,
                 current: None,
+                synced: None,
             },
         );
         Ok(())
@@ -324,9 +330,38 @@ impl NetworkAgent {
     /// Brings one overlay's veths and forwarding entries to what the sandboxes and the
     /// endpoint table say.
     async fn reconcile(&self, inner: &mut Inner, network_id: &str) -> Result<(), String> {
-        let desired = desired(inner, network_id, &self.node_id);
+        let attachments = local_attachments(inner, network_id);
+        let tasks = inner
+            .view
+            .networks
+            .get(network_id)
+            .map(|n| n.tasks.clone())
+            .unwrap_or_default();
         let Some(ov) = inner.overlays.get_mut(network_id) else {
             return Ok(());
+        };
+        // The same local attachments as last time: only remote endpoints can differ, and
+        // only those of the tasks that changed.
+        if let (Some(current), Some((synced_attachments, synced_tasks))) =
+            (ov.current.as_mut(), ov.synced.as_ref())
+            && *synced_attachments == attachments
+        {
+            let changes = remote_changes(synced_tasks, &tasks, &self.node_id);
+            let ops = overlay::plan::plan_remotes(current, &changes);
+            if !ops.is_empty() {
+                if let Err(e) = overlay::apply(&ov.spec, &ops).await {
+                    ov.current = None;
+                    ov.synced = None;
+                    return Err(format!("failed to program overlay {}: {e}", ov.spec.netns));
+                }
+                current.record(&ops);
+            }
+            ov.synced = Some((attachments, tasks));
+            return Ok(());
+        }
+        let desired = Desired {
+            remotes: remotes(&tasks, &self.node_id),
+            attachments: attachments.clone(),
         };
         let current = match ov.current.take() {
             Some(c) => c,
@@ -335,9 +370,11 @@ impl NetworkAgent {
                 .map_err(|e| e.to_string())?,
         };
         let ops = overlay::plan::plan(&current, &desired);
+        ov.synced = None;
         match overlay::apply(&ov.spec, &ops).await {
             Ok(()) => {
                 ov.current = Some(programmed(&desired));
+                ov.synced = Some((attachments, tasks));
                 Ok(())
             }
             Err(e) => Err(format!("failed to program overlay {}: {e}", ov.spec.netns)),
@@ -345,12 +382,42 @@ impl NetworkAgent {
     }
 }
 
+/// The remote endpoints whose entry may differ between two versions of a network's tasks,
+/// with the VTEP each should be reached through now (`None`: no remote endpoint now).
+fn remote_changes(
+    old: &imbl::OrdMap<String, TaskEndpoint>,
+    new: &imbl::OrdMap<String, TaskEndpoint>,
+    node_id: &str,
+) -> BTreeMap<Ipv4Addr, Option<Ipv4Addr>> {
+    let remote = |t: &TaskEndpoint| t.node_id != node_id;
+    let mut gone = Vec::new();
+    let mut now = Vec::new();
+    for d in old.diff(new) {
+        let (was, is) = match d {
+            DiffItem::Add(_, t) => (None, Some(t)),
+            DiffItem::Update {
+                old: (_, a),
+                new: (_, b),
+            } => (Some(a), Some(b)),
+            DiffItem::Remove(_, t) => (Some(t), None),
+        };
+        gone.extend(was.filter(|t| remote(t)).map(|t| t.addr.addr()));
+        now.extend(is.filter(|t| remote(t)).map(|t| (t.addr.addr(), t.vtep)));
+    }
+    // An address that left one task and came to another is the newcomer's.
+    let mut changes: BTreeMap<Ipv4Addr, Option<Ipv4Addr>> =
+        gone.into_iter().map(|a| (a, None)).collect();
+    changes.extend(now.into_iter().map(|(a, v)| (a, Some(v))));
+    changes
+}
+
 fn subnets(view: &EndpointView) -> Vec<Ipv4Net> {
     view.networks.values().map(|n| n.info.subnet).collect()
 }
 
-fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
-    let attachments: Vec<NetAttachment> = inner
+/// The node's own tasks on the network.
+fn local_attachments(inner: &Inner, network_id: &str) -> Vec<NetAttachment> {
+    inner
         .sandboxes
         .values()
         .flat_map(|s| {
@@ -363,26 +430,19 @@ fn desired(inner: &Inner, network_id: &str, node_id: &str) -> Desired {
                     ifname: ifname.clone(),
                 })
         })
-        .collect();
-    let remotes = inner
-        .view
-        .networks
-        .get(network_id)
-        .map(|n: &NetworkEndpoints| {
-            n.tasks
-                .values()
-                .filter(|t| t.node_id != node_id)
-                .map(|t| Remote {
-                    addr: t.addr.addr(),
-                    vtep: t.vtep,
-                })
-                .collect()
+        .collect()
+}
+
+/// The network's tasks on other nodes.
+fn remotes(tasks: &imbl::OrdMap<String, TaskEndpoint>, node_id: &str) -> Vec<Remote> {
+    tasks
+        .values()
+        .filter(|t| t.node_id != node_id)
+        .map(|t| Remote {
+            addr: t.addr.addr(),
+            vtep: t.vtep,
         })
-        .unwrap_or_default();
-    Desired {
-        attachments,
-        remotes,
-    }
+        .collect()
 }
 
 /// What the kernel holds after `desired` was applied in full.

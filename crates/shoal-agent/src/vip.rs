@@ -7,9 +7,10 @@
 //! costs one table update per sandbox per change (O(sandboxes)) and keeps today's conntrack
 //! handling. `shoald --vip-balancer auto|ebpf|nftables` chooses; `auto` tries eBPF first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::Serialize;
 use shoal_types::EndpointMode;
@@ -85,6 +86,9 @@ enum State {
         lb: Box<shoal_bpf::SockLb>,
         /// Task id -> its sandbox's netns cookie.
         sandboxes: BTreeMap<String, u64>,
+        /// The view last applied and the config made from it: the next config is that
+        /// one with the changed services' entries made again. `None` after a failure.
+        applied: Option<(Arc<EndpointView>, shoal_bpf::NodeConfig)>,
     },
     Nftables {
         sandboxes: BTreeMap<String, NftSandbox>,
@@ -146,6 +150,7 @@ impl VipBalancer {
             state: Mutex::new(State::Ebpf {
                 lb: Box::new(lb),
                 sandboxes: BTreeMap::new(),
+                applied: None,
             }),
         }
     }
@@ -193,7 +198,7 @@ impl VipBalancer {
             };
         let mut state = self.state.lock().await;
         match &mut *state {
-            State::Ebpf { lb, sandboxes } => {
+            State::Ebpf { lb, sandboxes, .. } => {
                 let cookie = cookie.ok_or("no netns cookie")?;
                 lb.add_sandbox(cookie, networks).map_err(|e| {
                     format!("failed to register the task with the VIP balancer: {e}")
@@ -225,7 +230,7 @@ impl VipBalancer {
     pub async fn release_sandbox(&self, task_id: &str) {
         let mut state = self.state.lock().await;
         match &mut *state {
-            State::Ebpf { lb, sandboxes } => {
+            State::Ebpf { lb, sandboxes, .. } => {
                 if let Some(cookie) = sandboxes.remove(task_id)
                     && let Err(e) = lb.remove_sandbox(cookie)
                 {
@@ -242,12 +247,20 @@ impl VipBalancer {
     }
 
     /// A new endpoint table.
-    pub async fn apply(&self, view: &EndpointView) {
+    pub async fn apply(&self, view: &Arc<EndpointView>) {
         let mut state = self.state.lock().await;
         match &mut *state {
-            State::Ebpf { lb, .. } => {
-                if let Err(e) = lb.apply(&node_config(view)) {
-                    warn!("failed to update the eBPF VIP balancer: {e}");
+            State::Ebpf { lb, applied, .. } => {
+                let cfg = match applied.take() {
+                    Some((old, mut cfg)) => {
+                        update_node_config(&mut cfg, &old, view);
+                        cfg
+                    }
+                    None => node_config(view),
+                };
+                match lb.apply(&cfg) {
+                    Ok(_) => *applied = Some((Arc::clone(view), cfg)),
+                    Err(e) => warn!("failed to update the eBPF VIP balancer: {e}"),
                 }
             }
             State::Nftables { sandboxes } => {
@@ -344,6 +357,94 @@ pub fn node_config(view: &EndpointView) -> shoal_bpf::NodeConfig {
                 )
             })
             .collect(),
+    }
+}
+
+/// `cfg`, made by [`node_config`] from `old`, turned into what it makes from `new`: only the
+/// entries of services whose VIP or tasks changed are made again (the views' maps are
+/// persistent, so finding them walks the change, not the network).
+pub fn update_node_config(cfg: &mut shoal_bpf::NodeConfig, old: &EndpointView, new: &EndpointView) {
+    use imbl::ordmap::DiffItem;
+    for d in old.networks.diff(&new.networks) {
+        let (was, now) = match d {
+            DiffItem::Add(_, n) => (None, Some(n)),
+            DiffItem::Update {
+                old: (_, a),
+                new: (_, b),
+            } => (Some(a), Some(b)),
+            DiffItem::Remove(_, n) => (Some(n), None),
+        };
+        let id = was.or(now).map(|n| n.info.id.clone()).unwrap_or_default();
+        let (Some(was), Some(now)) = (was, now) else {
+            // A network came or went: all of its entries.
+            cfg.services.retain(|(net, _), _| *net != id);
+            if let Some(n) = now {
+                let one = EndpointView {
+                    version: new.version,
+                    networks: std::iter::once((id.clone(), n.clone())).collect(),
+                };
+                cfg.services.extend(node_config(&one).services);
+            }
+            continue;
+        };
+        let mut services: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        for d in was.services.diff(&now.services) {
+            match d {
+                DiffItem::Add(k, _) | DiffItem::Remove(k, _) => services.insert(k.as_str()),
+                DiffItem::Update { new: (k, _), .. } => services.insert(k.as_str()),
+            };
+        }
+        for d in was.tasks.diff(&now.tasks) {
+            match d {
+                DiffItem::Add(_, t) | DiffItem::Remove(_, t) => {
+                    services.insert(t.service_id.as_str());
+                }
+                DiffItem::Update {
+                    old: (_, a),
+                    new: (_, b),
+                } => {
+                    services.insert(a.service_id.as_str());
+                    services.insert(b.service_id.as_str());
+                }
+            }
+        }
+        if services.is_empty() {
+            continue;
+        }
+        for sid in &services {
+            cfg.services.remove(&(id.clone(), sid.to_string()));
+        }
+        if now.info.ingress {
+            continue;
+        }
+        // The changed services' tasks, in one pass over the network's tasks.
+        let mut backends: HashMap<&str, Vec<std::net::Ipv4Addr>> = HashMap::new();
+        for t in now.tasks.values() {
+            if services.contains(t.service_id.as_str()) {
+                backends
+                    .entry(&t.service_id)
+                    .or_default()
+                    .push(t.addr.addr());
+            }
+        }
+        for sid in services {
+            let Some(s) = now.services.get(sid) else {
+                continue;
+            };
+            let (EndpointMode::Vip, Some(vip)) = (s.mode, s.vip) else {
+                continue;
+            };
+            let mut b = backends.remove(sid).unwrap_or_default();
+            b.sort();
+            cfg.services.insert(
+                (id.clone(), sid.to_string()),
+                shoal_bpf::Service {
+                    vip: vip.addr(),
+                    ports: Vec::new(),
+                    backends: b,
+                },
+            );
+        }
     }
 }
 

@@ -102,3 +102,61 @@ fn a_failed_load_falls_back_under_auto_and_fails_under_ebpf() {
         "{msg}"
     );
 }
+
+/// One change to a view.
+type Step = Box<dyn Fn(&mut EndpointView)>;
+
+/// The config updated from the last one and the change between two views is the config
+/// made from scratch, over a run of changes: tasks come and go, a VIP changes, a service
+/// turns dnsrr, a network goes and comes back.
+#[test]
+fn the_updated_node_config_equals_a_full_build() {
+    let start = view();
+    let mut cfg = node_config(&start);
+    let mut old = start.clone();
+    let mut steps: Vec<Step> = Vec::new();
+    let net1 = "net1aaaaaaaaaaaa".to_string();
+    let n1 = net1.clone();
+    steps.push(Box::new(move |v| {
+        let n = v.networks.get_mut(&n1).expect("net1");
+        n.tasks.remove("t2");
+    }));
+    let n1 = net1.clone();
+    steps.push(Box::new(move |v| {
+        let n = v.networks.get_mut(&n1).expect("net1");
+        let mut t = n.tasks["t1"].clone();
+        t.id = "t7".into();
+        t.addr = "10.1.0.9/24".parse().expect("addr");
+        n.tasks.insert("t7".into(), t);
+    }));
+    let n1 = net1.clone();
+    steps.push(Box::new(move |v| {
+        let n = v.networks.get_mut(&n1).expect("net1");
+        n.services.get_mut("websvcid00000").expect("web").vip =
+            Some("10.1.0.20/24".parse().expect("vip"));
+    }));
+    let n1 = net1.clone();
+    steps.push(Box::new(move |v| {
+        let n = v.networks.get_mut(&n1).expect("net1");
+        n.services.get_mut("websvcid00000").expect("web").mode = EndpointMode::Dnsrr;
+    }));
+    steps.push(Box::new(|v| {
+        v.networks.remove("net2bbbbbbbbbbbb");
+    }));
+    let again = start.networks["net2bbbbbbbbbbbb"].clone();
+    steps.push(Box::new(move |v| {
+        v.networks
+            .insert("net2bbbbbbbbbbbb".to_string(), again.clone());
+    }));
+    steps.push(Box::new(|v| {
+        let n = v.networks.get_mut("ingress").expect("ingress");
+        n.tasks.remove("t9");
+    }));
+    for (i, step) in steps.iter().enumerate() {
+        let mut new = old.clone();
+        step(&mut new);
+        update_node_config(&mut cfg, &old, &new);
+        assert_eq!(cfg, node_config(&new), "step {i}");
+        old = new;
+    }
+}

@@ -150,7 +150,7 @@ async fn request(ns: &Netns, to: &str, timeout: Duration) -> std::io::Result<(St
 
 async fn same_behaviour(lb: &VipBalancer, lab: &Lab) {
     let v = view(&[11, 12], &[12]);
-    lb.apply(&v).await;
+    lb.apply(&std::sync::Arc::new(v.clone())).await;
     lb.attach_sandbox("task-a", &lab.a.0, &["net1".into()], &v)
         .await
         .expect("attach a");
@@ -177,7 +177,7 @@ async fn same_behaviour(lb: &VipBalancer, lab: &Lab) {
     assert_eq!((name.as_str(), peer), ("b2", B.to_string()));
 
     // An endpoint change reaches the sandbox.
-    lb.apply(&view(&[12], &[12])).await;
+    lb.apply(&std::sync::Arc::new(view(&[12], &[12]))).await;
     for _ in 0..3 {
         let (name, _) = request(&lab.a, VIP, Duration::from_secs(3))
             .await
