@@ -2,7 +2,7 @@
 //! heartbeats and status reports. Reconnects (to the next manager, or the leader it was
 //! pointed to) until the daemon stops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use futures::FutureExt;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::{EndpointAck, HeartbeatRequest, SessionRequest, StatusReport};
 use shoal_types::endpoint::{EndpointDelta, EndpointView};
-use shoal_types::{Task, TaskStatus};
+use shoal_types::{Task, TaskDelta, TaskStatus};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
@@ -99,8 +99,10 @@ impl Session {
         info!(manager = %addr, "session established");
         beat.follow(Some(addr.to_string()));
         let _stop_beating = StopBeating(beat);
-        // Each session starts from a full table (the manager's first delta is from 0).
+        // Each session starts from a full table (the manager's first delta is from 0) and
+        // a full task list, then gets changes to both.
         let mut view = EndpointView::default();
+        let mut assigned: BTreeMap<String, Task> = BTreeMap::new();
         loop {
             tokio::select! {
                 msg = stream.message() => {
@@ -117,7 +119,9 @@ impl Session {
                     }
                     let coalesced = batch.len();
                     let mut endpoints_changed = false;
-                    let mut tasks = None;
+                    // A whole list in the batch: reconcile with it all; else the tasks changed.
+                    let mut full = false;
+                    let mut changed: BTreeSet<String> = BTreeSet::new();
                     for a in batch {
                         if !a.managers.is_empty() && let Ok(mut m) = self.managers.write() {
                             *m = a.managers.clone();
@@ -135,7 +139,22 @@ impl Session {
                         }
                         // Empty: the task list is as in the last message that had one.
                         if !a.tasks.is_empty() {
-                            tasks = Some(a.tasks);
+                            let list: Vec<Task> = serde_json::from_slice(&a.tasks)
+                                .map_err(|e| tonic::Status::data_loss(format!("task list does not parse: {e}")))?;
+                            assigned = list.into_iter().map(|t| (t.id.clone(), t)).collect();
+                            full = true;
+                        }
+                        if !a.tasks_delta.is_empty() {
+                            let delta: TaskDelta = serde_json::from_slice(&a.tasks_delta)
+                                .map_err(|e| tonic::Status::data_loss(format!("task delta does not parse: {e}")))?;
+                            for t in delta.upsert {
+                                changed.insert(t.id.clone());
+                                assigned.insert(t.id.clone(), t);
+                            }
+                            for id in delta.remove {
+                                assigned.remove(&id);
+                                changed.insert(id);
+                            }
                         }
                     }
                     if coalesced > 1 {
@@ -146,11 +165,10 @@ impl Session {
                         client.ack_endpoints(EndpointAck { node_id: self.node_id.clone(), version: view.version }).await?;
                     }
                     // Tasks after endpoints: a new task's networks are then known here.
-                    if let Some(tasks) = tasks {
-                        match serde_json::from_slice::<Vec<Task>>(&tasks) {
-                            Ok(tasks) => self.worker.apply(tasks),
-                            Err(e) => warn!("ignoring assignments that do not parse: {e}"),
-                        }
+                    if full {
+                        self.worker.apply(assigned.values().cloned().collect());
+                    } else if !changed.is_empty() {
+                        self.worker.apply_changes(changed.iter().map(|id| (id.as_str(), assigned.get(id))));
                     }
                 }
                 Some((id, st)) = reports.recv() => {

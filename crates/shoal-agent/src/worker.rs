@@ -127,35 +127,7 @@ impl Worker {
             let assigned_ids: std::collections::HashSet<&str> =
                 assigned.iter().map(|t| t.id.as_str()).collect();
             for t in &assigned {
-                let known = local.contains_key(&t.id);
-                if t.desired_state <= TaskState::Running {
-                    if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
-                        continue;
-                    }
-                    if !known && (TaskState::Assigned..TaskState::Running).contains(&t.status.state)
-                    {
-                        local.insert(
-                            t.id.clone(),
-                            Local {
-                                name: t.name(),
-                                slot_name: t.slot_name(),
-                                grace_ms: t.spec.stop_grace_period_ms,
-                                ..Default::default()
-                            },
-                        );
-                        to_start.push(t.clone());
-                    } else if !known && !t.status.state.is_terminal() {
-                        // The manager believes it runs here, but this agent has no such
-                        // process (the daemon restarted): say so, and let it be replaced.
-                        let mut st = status(TaskState::Failed, "task process lost");
-                        st.err = "the task's process is gone: the node's daemon restarted".into();
-                        self.report(&t.id, st);
-                    }
-                } else if known {
-                    to_stop.push(t.id.clone());
-                } else if !t.status.state.is_terminal() {
-                    self.report(&t.id, status(TaskState::Shutdown, "shutdown"));
-                }
+                self.reconcile_one(&mut local, t, &mut to_start, &mut to_stop);
             }
             for id in local.keys() {
                 if !assigned_ids.contains(id.as_str()) {
@@ -163,6 +135,70 @@ impl Worker {
                 }
             }
         }
+        self.start_and_stop(to_start, to_stop);
+    }
+
+    /// Reconciles the tasks that changed since the last list or change: each as it is now,
+    /// `None` when it is no longer this node's. The same outcome as [`Worker::apply`] with
+    /// the whole list, at the cost of the change.
+    pub fn apply_changes<'a>(
+        self: &Arc<Self>,
+        changed: impl IntoIterator<Item = (&'a str, Option<&'a Task>)>,
+    ) {
+        let mut to_start = Vec::new();
+        let mut to_stop = Vec::new();
+        {
+            let mut local = self.locked();
+            for (id, task) in changed {
+                match task {
+                    Some(t) => self.reconcile_one(&mut local, t, &mut to_start, &mut to_stop),
+                    None if local.contains_key(id) => to_stop.push(id.to_string()),
+                    None => {}
+                }
+            }
+        }
+        self.start_and_stop(to_start, to_stop);
+    }
+
+    /// What one assigned task asks of this node: start it, stop it, or say it is lost.
+    fn reconcile_one(
+        &self,
+        local: &mut HashMap<String, Local>,
+        t: &Task,
+        to_start: &mut Vec<Task>,
+        to_stop: &mut Vec<String>,
+    ) {
+        let known = local.contains_key(&t.id);
+        if t.desired_state <= TaskState::Running {
+            if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            if !known && (TaskState::Assigned..TaskState::Running).contains(&t.status.state) {
+                local.insert(
+                    t.id.clone(),
+                    Local {
+                        name: t.name(),
+                        slot_name: t.slot_name(),
+                        grace_ms: t.spec.stop_grace_period_ms,
+                        ..Default::default()
+                    },
+                );
+                to_start.push(t.clone());
+            } else if !known && !t.status.state.is_terminal() {
+                // The manager believes it runs here, but this agent has no such
+                // process (the daemon restarted): say so, and let it be replaced.
+                let mut st = status(TaskState::Failed, "task process lost");
+                st.err = "the task's process is gone: the node's daemon restarted".into();
+                self.report(&t.id, st);
+            }
+        } else if known {
+            to_stop.push(t.id.clone());
+        } else if !t.status.state.is_terminal() {
+            self.report(&t.id, status(TaskState::Shutdown, "shutdown"));
+        }
+    }
+
+    fn start_and_stop(self: &Arc<Self>, to_start: Vec<Task>, to_stop: Vec<String>) {
         for t in to_start {
             let w = Arc::clone(self);
             tokio::spawn(async move { w.run(t).await });

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use imbl::OrdMap;
 use imbl::ordmap::DiffItem;
-use shoal_types::{ClusterState, NodeState, Task, TaskState};
+use shoal_types::{ClusterState, NodeState, Task, TaskDelta, TaskState};
 
 /// The tasks that name one node, kept up to date from the difference between successive
 /// states (the state's maps are persistent, so that difference costs the size of the
@@ -30,9 +30,10 @@ impl NodeTasks {
         }
     }
 
-    /// Follows the state from `old` to `new`; true when a task of this node changed.
-    pub fn follow(&mut self, old: &ClusterState, new: &ClusterState) -> bool {
-        let mut changed = false;
+    /// Follows the state from `old` to `new`; returns the ids of this node's tasks that
+    /// changed, came or went.
+    pub fn follow(&mut self, old: &ClusterState, new: &ClusterState) -> Vec<String> {
+        let mut changed = Vec::new();
         for d in old.tasks.diff(&new.tasks) {
             let (id, now) = match d {
                 DiffItem::Add(id, t) | DiffItem::Update { new: (id, t), .. } => (id, Some(t)),
@@ -41,9 +42,13 @@ impl NodeTasks {
             match now.filter(|t| t.node_id.as_deref() == Some(self.node_id.as_str())) {
                 Some(t) => {
                     self.mine.insert(id.clone(), t.clone());
-                    changed = true;
+                    changed.push(id.clone());
                 }
-                None => changed |= self.mine.remove(id).is_some(),
+                None => {
+                    if self.mine.remove(id).is_some() {
+                        changed.push(id.clone());
+                    }
+                }
             }
         }
         changed
@@ -69,17 +74,59 @@ impl NodeTasks {
     }
 }
 
-/// What an agent acts on in its task list: which tasks, what is desired of each and where
-/// each stands. The task list is sent again only when this changes (a hash of it), so a
-/// state change elsewhere in the cluster costs a node's session no copy and no encoding of
-/// its tasks.
-pub fn assignments_fingerprint<'a>(tasks: impl IntoIterator<Item = (&'a Task, TaskState)>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for (t, desired) in tasks {
-        (&t.id, desired, t.status.state).hash(&mut h);
+/// What a session has told its agent of each task: the desired state as told (drain before
+/// stop may hold a task running) and the state the task was in. Only these matter to an
+/// agent; a change of anything else (a status message, an error text) is not sent.
+#[derive(Debug, Clone, Default)]
+pub struct Told {
+    tasks: HashMap<String, (TaskState, TaskState)>,
+}
+
+impl Told {
+    /// The whole list for a new session, and what it tells.
+    pub fn full<'a>(tasks: impl IntoIterator<Item = (&'a Task, TaskState)>) -> (Told, Vec<Task>) {
+        let mut told = Told::default();
+        let list = tasks
+            .into_iter()
+            .map(|(t, desired)| {
+                told.tasks.insert(t.id.clone(), (desired, t.status.state));
+                Task {
+                    desired_state: desired,
+                    ..t.clone()
+                }
+            })
+            .collect();
+        (told, list)
     }
-    h.finish()
+
+    /// The change to tell for the tasks `ids`, each given as it is now (`None`: no longer
+    /// the agent's) with the desired state to tell.
+    pub fn delta<'a>(
+        &mut self,
+        now: impl IntoIterator<Item = (&'a str, Option<(&'a Task, TaskState)>)>,
+    ) -> TaskDelta {
+        let mut delta = TaskDelta::default();
+        for (id, task) in now {
+            match task {
+                Some((t, desired)) => {
+                    let key = (desired, t.status.state);
+                    if self.tasks.get(id) != Some(&key) {
+                        self.tasks.insert(id.to_string(), key);
+                        delta.upsert.push(Task {
+                            desired_state: desired,
+                            ..t.clone()
+                        });
+                    }
+                }
+                None => {
+                    if self.tasks.remove(id).is_some() {
+                        delta.remove.push(id.to_string());
+                    }
+                }
+            }
+        }
+        delta
+    }
 }
 
 /// Heartbeat bookkeeping on the leader. Times are milliseconds from any monotonic origin.
@@ -214,11 +261,56 @@ mod tests {
             let old = st.clone();
             let what = format!("{cmd:?}");
             st.apply(cmd).unwrap();
-            assert_eq!(mine.follow(&old, &st), want, "{what}");
+            assert_eq!(!mine.follow(&old, &st).is_empty(), want, "{what}");
             assert_eq!(ids(&mine), ids(&NodeTasks::new("n1", &st)), "{what}");
         }
         assert_eq!(ids(&mine), ["tc"]);
         assert_eq!(mine.assigned().count(), 1);
+    }
+
+    /// A task is told again only when what the agent acts on changed.
+    #[test]
+    fn a_session_tells_only_what_changed() {
+        let mut t = shoal_types::Task {
+            id: "ta".into(),
+            service_id: "s1".into(),
+            service_name: "vote".into(),
+            slot: 1,
+            node_id: Some("n1".into()),
+            desired_state: TaskState::Running,
+            status: shoal_types::TaskStatus::new(TaskState::Assigned, Millis(0), ""),
+            spec_version: 1,
+            spec: spec("vote", 1).task_template.container_spec,
+            networks: vec![],
+            ports: vec![],
+            restarts: 0,
+            created_at: Millis(0),
+            updated_at: Millis(0),
+        };
+        let (mut told, list) = Told::full([(&t, TaskState::Running)]);
+        assert_eq!(list.len(), 1);
+        // Only a message changed: nothing to tell.
+        t.status.message = "preparing the sandbox".into();
+        assert!(
+            told.delta([("ta", Some((&t, TaskState::Running)))])
+                .is_empty()
+        );
+        // Its state changed: told, whole.
+        t.status.state = TaskState::Running;
+        let d = told.delta([("ta", Some((&t, TaskState::Running)))]);
+        assert_eq!(d.upsert.len(), 1);
+        assert_eq!(d.upsert[0].status.state, TaskState::Running);
+        // To stop, but held running while its removal propagates: told as desired Running.
+        t.desired_state = TaskState::Shutdown;
+        assert!(
+            told.delta([("ta", Some((&t, TaskState::Running)))])
+                .is_empty()
+        );
+        let d = told.delta([("ta", Some((&t, TaskState::Shutdown)))]);
+        assert_eq!(d.upsert[0].desired_state, TaskState::Shutdown);
+        // Gone: told once.
+        assert_eq!(told.delta([("ta", None)]).remove, ["ta"]);
+        assert!(told.delta([("ta", None)]).is_empty());
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use service::{
     RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TrafficPolicy,
 };
 pub use state::{ApplyError, ClusterInfo, ClusterState, Command, CommandResult, Service};
-pub use task::{Task, TaskState, TaskStatus};
+pub use task::{Task, TaskDelta, TaskState, TaskStatus};
 pub use time::Millis;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;

@@ -133,3 +133,19 @@ impl Task {
         self.desired_state <= TaskState::Running && !self.status.state.is_terminal()
     }
 }
+
+/// What changed in a node's task list since the list or change its session sent last:
+/// tasks added or changed (whole), and the ids of tasks it no longer has. A session sends
+/// the whole list once, then these, so a change of one task costs its own encoding, not
+/// the node's hundreds of tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDelta {
+    pub upsert: Vec<Task>,
+    pub remove: Vec<String>,
+}
+
+impl TaskDelta {
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.remove.is_empty()
+    }
+}

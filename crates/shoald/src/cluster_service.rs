@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use shoal_manager::dispatcher::NodeTasks;
+use shoal_manager::dispatcher::{NodeTasks, Told};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::cluster_server::Cluster;
 use shoal_rpc::{
@@ -71,7 +71,8 @@ async fn session_loop(
     tx: tokio::sync::mpsc::Sender<Result<Assignments, Status>>,
 ) {
     let mut state_rx = manager.store.state();
-    let mut last_tasks: Option<u64> = None;
+    // What the agent has been told of its tasks; `None` until the whole list is sent.
+    let mut told: Option<Told> = None;
     // The state the node's tasks and networks were last followed to.
     let mut prev: Option<Arc<shoal_types::ClusterState>> = None;
     let mut mine = NodeTasks::default();
@@ -96,14 +97,15 @@ async fn session_loop(
                 .await;
             return;
         }
-        let mine_changed = match &prev {
+        let (mine_changed, mut changed_ids) = match &prev {
             Some(p) if p.version <= state.version => {
-                let moved = mine.follow(p, &state);
-                moved || !p.networks.ptr_eq(&state.networks)
+                let ids = mine.follow(p, &state);
+                (!ids.is_empty() || !p.networks.ptr_eq(&state.networks), ids)
             }
             _ => {
                 mine = NodeTasks::new(node_id, &state);
-                true
+                told = None;
+                (true, Vec::new())
             }
         };
         prev = Some(Arc::clone(&state));
@@ -117,21 +119,40 @@ async fn session_loop(
         }
         let table = manager.endpoint_table(&state);
         let held = manager.held_for_drain(&state, draining.iter().filter_map(|id| mine.get(id)));
-        let mut tasks_changed = false;
-        let mut fingerprint = last_tasks;
-        if mine_changed || held != last_held {
-            let assigned = mine.assigned().map(|t| {
-                let desired = if held.contains(&t.id) {
-                    TaskState::Running
-                } else {
-                    t.desired_state
-                };
-                (t, desired)
-            });
-            let fp = shoal_manager::dispatcher::assignments_fingerprint(assigned);
-            tasks_changed = last_tasks != Some(fp);
-            fingerprint = Some(fp);
-        }
+        // A task held or let go since last time is told again.
+        changed_ids.extend(
+            held.iter()
+                .filter(|id| !last_held.contains(id))
+                .chain(last_held.iter().filter(|id| !held.contains(id)))
+                .cloned(),
+        );
+        let told_as = |t: &shoal_types::Task| {
+            if held.contains(&t.id) {
+                TaskState::Running
+            } else {
+                t.desired_state
+            }
+        };
+        // The whole list once per session, then only what changed.
+        let (full_list, task_delta) = match told.as_mut() {
+            None => {
+                let (t, list) = Told::full(mine.assigned().map(|t| (t, told_as(t))));
+                told = Some(t);
+                (Some(list), None)
+            }
+            Some(t) if !changed_ids.is_empty() => {
+                let now = changed_ids.iter().map(|id| {
+                    let task = mine
+                        .get(id)
+                        .filter(|t| t.status.state >= TaskState::Assigned);
+                    (id.as_str(), task.map(|t| (t, told_as(t))))
+                });
+                let d = t.delta(now);
+                (None, (!d.is_empty()).then_some(d))
+            }
+            Some(_) => (None, None),
+        };
+        let tasks_changed = full_list.is_some() || task_delta.is_some();
         // The node's view depends on the table and on the networks of its tasks: with
         // neither changed there is nothing to compute (most state changes are elsewhere).
         let unchanged_table = sent_table.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table));
@@ -145,25 +166,16 @@ async fn session_loop(
         let endpoints_changed = delta.as_ref().is_some_and(|d| !d.is_empty()) || sent.version == 0;
         if tasks_changed || endpoints_changed {
             // An empty task list means "unchanged" to the agent (an empty one is `[]`).
-            let tasks = if tasks_changed {
-                let list: Vec<shoal_types::Task> = mine
-                    .assigned()
-                    .map(|t| shoal_types::Task {
-                        desired_state: if held.contains(&t.id) {
-                            TaskState::Running
-                        } else {
-                            t.desired_state
-                        },
-                        ..t.clone()
-                    })
-                    .collect();
-                serde_json::to_vec(&list).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+            let tasks = full_list
+                .map(|l| serde_json::to_vec(&l).unwrap_or_default())
+                .unwrap_or_default();
+            let tasks_delta = task_delta
+                .map(|d| serde_json::to_vec(&d).unwrap_or_default())
+                .unwrap_or_default();
             let msg = Assignments {
                 version: state.version,
                 tasks,
+                tasks_delta,
                 managers: manager_addrs(&state),
                 heartbeat_period_ms: manager.heartbeat_period_ms(),
                 endpoints: match (&delta, endpoints_changed) {
@@ -174,7 +186,6 @@ async fn session_loop(
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
-            last_tasks = fingerprint;
             last_held = held;
             sent_table = Some(Arc::clone(&table));
             if let (true, Some(view)) = (endpoints_changed, view) {
@@ -184,7 +195,6 @@ async fn session_loop(
                 manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
             }
         } else {
-            last_tasks = fingerprint;
             last_held = held;
             sent_table = Some(Arc::clone(&table));
             manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
