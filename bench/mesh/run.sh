@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The routing mesh's cost per new connection across nodes, against a plain server in the same
 # run. On a 2-node lab, a service `vote` (2 tasks, both on node2) publishes 8080:80; a plain
-# `shoal demo vote` listens on node2's own address, port 9000, outside any task. From node1's
-# namespace one sequential client (crates/shoal-lb/examples/conn_bench.rs) does connect + one
-# HTTP GET + close, interleaved in blocks, to:
+# `shoal demo vote` listens on node2's own address, port 9000, outside any task, and a second
+# one on 9001. From node1's namespace one sequential client
+# (crates/shoal-lb/examples/conn_bench.rs) does connect + one HTTP GET + close, interleaved in
+# blocks, to:
 #   direct        node2-addr:9000  baseline: node1 -> lab bridge -> node2, no NAT rule matches
+#   direct ×2     node2-addr:9000 and :9001 in turn: two plain servers taken round robin by the
+#                                  client, as the mesh takes the service's two tasks (each
+#                                  connection wakes the server that was idle, on both paths)
 #   mesh @node2   node2-addr:8080  the published port on the node that runs the tasks
 #   mesh @node1   node1-addr:8080  the published port on a node without tasks (forwarded
 #                                  to node2 over the underlay, no VXLAN)
@@ -23,6 +27,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 LAB=meshbench$$
 SHOAL=
 SERVER_PID=
+SERVER2_PID=
 CLIENT_PID=
 NODE_IDS=()
 
@@ -46,6 +51,7 @@ cleanup() {
     trap - EXIT INT TERM
     stop "$CLIENT_PID"
     stop "$SERVER_PID"
+    stop "$SERVER2_PID"
     if [ -n "$SHOAL" ]; then
         local pattern="^shoal-$LAB-" left before
         [ ${#NODE_IDS[@]} -eq 0 ] || pattern+=$(printf '|^%s' "${NODE_IDS[@]}")
@@ -102,9 +108,11 @@ while read -r id; do
     NODE_IDS+=("shoal-task-${id:0:12}")
 done < <("${S[@]}" service ps -q vote)
 
-echo "baseline: shoal demo vote on node2's own address, port 9000..." >&2
+echo "baseline: shoal demo vote on node2's own address, ports 9000 and 9001..." >&2
 "$SHOAL" lab exec --name "$LAB" node2 -- "$SHOAL" demo vote --port 9000 >/dev/null &
 SERVER_PID=$!
+"$SHOAL" lab exec --name "$LAB" node2 -- "$SHOAL" demo vote --port 9001 >/dev/null &
+SERVER2_PID=$!
 
 # Every connection leaves a TIME_WAIT socket on the client for 60 s. connect() takes ports of
 # one parity first (half of the range); once those to a destination are all in TIME_WAIT it
@@ -122,6 +130,7 @@ echo "node1 $NODE1, node2 $NODE2; client in node1's namespace"
 # only after a foreground command ends).
 "$SHOAL" lab exec --name "$LAB" node1 -- "$CLIENT" \
     "direct      $NODE2:9000=$NODE2:9000" \
+    "direct ×2   $NODE2:9000,9001=$NODE2:9000,$NODE2:9001" \
     "mesh @node2 $NODE2:8080=$NODE2:8080" \
     "mesh @node1 $NODE1:8080=$NODE1:8080" &
 CLIENT_PID=$!
@@ -135,11 +144,13 @@ cat <<'EOF'
 What each path crosses (besides the client's and the server's TCP stacks, on the same cores):
   direct       node1 -> lab bridge -> node2's namespace; conntrack and the mesh's nat hooks
                are evaluated there, but no rule matches port 9000: no NAT, no other hop.
-  mesh @node2  node1 -> lab bridge -> node2: one DNAT (shoal_mesh, round robin) straight to
-               a task's address on shoal_gwbridge, one veth into the task's sandbox. No
-               masquerade: the task sees the client's address.
+  direct ×2    the same to two plain servers in turn: what alternating between two
+               processes costs (the wake-up of the idle one), with no mesh at all.
+  mesh @node2  node1 -> lab bridge -> node2: one DNAT (shoal_mesh, round robin over the two
+               tasks) to a task's gateway address, routed over the task's own veth into its
+               sandbox (no bridge). No masquerade: the task sees the client's address.
   mesh @node1  node1's own namespace (OUTPUT): DNAT to node2's address, same port, first
                packet marked DSCP 43, masquerade; lab bridge; node2 sees a marked flow from a
-               peer and DNATs it to one of its own tasks over shoal_gwbridge (one veth). Two
-               DNATs and a SNAT, no VXLAN, no ingress sandbox; replies retrace the same way.
+               peer and DNATs it to one of its own tasks over the task's veth. Two DNATs and a
+               SNAT, no VXLAN, no ingress sandbox; replies retrace the same way.
 EOF

@@ -1,7 +1,8 @@
-//! The routing mesh on this node: the gateway bridge (tasks' way out, like
-//! `docker_gwbridge`, and the way in to local tasks for published ports) and the nftables
-//! rules that publish ports (`mesh::rules`): one DNAT per flow on each node, to a local task
-//! over the bridge or to a node that runs one over the underlay. Swarm's ingress sandbox
+//! The routing mesh on this node: the gateway (tasks' way out, like `docker_gwbridge`, and
+//! the way in to local tasks for published ports; a routed veth per task, no bridge on the
+//! path: `shoal_net::gateway`) and the nftables rules that publish ports (`mesh::rules`):
+//! one DNAT per flow on each node, to a local task over its veth or to a node that runs one
+//! over the underlay. Swarm's ingress sandbox
 //! (a second DNAT, a masquerade and the ingress overlay on every connection) is gone; why,
 //! with figures: bench/mesh.
 
@@ -95,7 +96,7 @@ impl Mesh {
     }
 
     /// What to publish: cluster ports from the ingress network's services (each task reached
-    /// on this node over the bridge, or through its own node), local and host ports from this
+    /// on this node over its veth, or through its own node), local and host ports from this
     /// node's own tasks.
     pub fn input(&self, view: &EndpointView, node_id: &str, local: &[LocalTask<'_>]) -> MeshInput {
         let here: BTreeMap<&str, Ipv4Addr> = local

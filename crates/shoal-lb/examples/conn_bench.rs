@@ -3,7 +3,11 @@
 //! that drift in the machine's load hits them all alike. The first target is the baseline
 //! the others are compared with.
 //!
-//! Usage: `conn_bench LABEL=IP:PORT [LABEL=IP:PORT ...]`
+//! Usage: `conn_bench LABEL=IP:PORT[,IP:PORT...] [LABEL=...]`
+//!
+//! A target with several addresses takes them in turn, one connection each: two plain
+//! servers taken round robin by the client are what a published port's two tasks are to the
+//! mesh, so that baseline has the same wake-ups of alternating servers.
 //!
 //! Knobs (environment): `CONNS=5000` (connections per target), `BLOCK=100` (connections per
 //! target per round), `MAX_SECS=20` (the run stops once any target has spent this long in
@@ -34,7 +38,9 @@ fn num(name: &str, default: u64) -> u64 {
 
 struct Target {
     label: String,
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
+    /// The index into `addrs` of the next connection.
+    next: usize,
     samples: Vec<Duration>,
     failures: u64,
     first_error: Option<String>,
@@ -115,8 +121,10 @@ fn one_connection(to: SocketAddr) -> Result<Answer, String> {
 impl Target {
     /// One timed connection, recorded.
     fn measure(&mut self) {
+        let addr = self.addrs[self.next];
+        self.next = (self.next + 1) % self.addrs.len();
         let started = Instant::now();
-        match one_connection(self.addr) {
+        match one_connection(addr) {
             Ok(answer) => {
                 self.samples.push(started.elapsed());
                 *self.served_by.entry(answer.served_by).or_default() += 1;
@@ -174,9 +182,11 @@ fn main() {
                 .unwrap_or_else(|| panic!("expected LABEL=IP:PORT, got {arg:?}"));
             Target {
                 label: label.to_string(),
-                addr: addr
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{addr:?} is not IP:PORT")),
+                addrs: addr
+                    .split(',')
+                    .map(|a| a.parse().unwrap_or_else(|_| panic!("{a:?} is not IP:PORT")))
+                    .collect(),
+                next: 0,
                 samples: Vec::with_capacity(conns),
                 failures: 0,
                 first_error: None,
@@ -186,18 +196,21 @@ fn main() {
         })
         .collect();
     if targets.is_empty() {
-        eprintln!("usage: conn_bench LABEL=IP:PORT [LABEL=IP:PORT ...]");
+        eprintln!("usage: conn_bench LABEL=IP:PORT[,IP:PORT...] [LABEL=...]");
         std::process::exit(2);
     }
 
     // Every target must answer before anything is timed.
-    for t in &targets {
+    for (t, &addr) in targets
+        .iter()
+        .flat_map(|t| t.addrs.iter().map(move |a| (t, a)))
+    {
         let deadline = Instant::now() + ready;
         loop {
-            match one_connection(t.addr) {
+            match one_connection(addr) {
                 Ok(_) => break,
                 Err(e) if Instant::now() >= deadline => {
-                    eprintln!("conn_bench: {} ({}) does not answer: {e}", t.label, t.addr);
+                    eprintln!("conn_bench: {} ({addr}) does not answer: {e}", t.label);
                     std::process::exit(1);
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -207,7 +220,9 @@ fn main() {
     // Warm up caches, ARP and neighbour entries on every path.
     for _ in 0..warmup {
         for t in &targets {
-            let _ = one_connection(t.addr);
+            for &addr in &t.addrs {
+                let _ = one_connection(addr);
+            }
         }
     }
 
@@ -254,10 +269,13 @@ fn main() {
             continue;
         }
         let s = summarize(&t.samples);
-        let mut line = format!(
-            "{:<width$}  {:>6.0} conn/s  p50 {:>6.1} µs",
-            t.label, s.rate, s.p50
-        );
+        let mut line = format!("{:<width$}  {:>6.0} conn/s", t.label, s.rate);
+        if let (Some(b), true) = (&base, i > 0) {
+            line += &format!(" ({:.2}x)", s.rate / b.rate);
+        } else {
+            line += "        ";
+        }
+        line += &format!("  p50 {:>6.1} µs", s.p50);
         if let (Some(b), true) = (&base, i > 0) {
             line += &format!(" ({:+6.1} µs, {:.2}x)", s.p50 - b.p50, s.p50 / b.p50);
         }

@@ -1,12 +1,25 @@
-//! The node's gateway bridge, like Docker's `docker_gwbridge`: a bridge in the node's own
-//! namespace that gives every task a way out (masqueraded by the node) and carries the
-//! routing mesh from the node to its ingress sandbox. Node-local: the same subnet on every
-//! node, never routed between nodes.
+//! The node's gateway, like Docker's `docker_gwbridge`: every task's way out (masqueraded
+//! by the node) and the routing mesh's way in to local tasks. Node-local: the same subnet on
+//! every node, never routed between nodes.
+//!
+//! Each task's veth is routed, not bridged: the node has a /32 route to the task's address
+//! over the veth and a permanent neighbour entry for it; the task has one for the gateway
+//! address, whose MAC every host-side veth carries. A packet to a task crosses one veth and
+//! no bridge (no bridge port lookup, and no `br_netfilter` pass over its replies, which ran
+//! the nat and conntrack hooks a second time on a host where it is loaded): bench/mesh.
+//! The bridge `shoal_gwbridge` stays, without ports, as the holder of the gateway address
+//! and its subnet, so that the node's own addresses name the subnet as taken.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 
 use ipnet::Ipv4Net;
+use netlink_packet_route::link::{InfoData, InfoVeth};
+use netlink_packet_route::route::RouteScope;
+use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use crate::netns::open_netns;
+use crate::overlay::mac_for;
 use crate::{NetError, Netlink, Result, run_in_netns_async};
 
 /// The bridge's name in the node's namespace.
@@ -50,8 +63,9 @@ pub async fn ensure_gateway(gw: &Gateway) -> Result<()> {
     Ok(())
 }
 
-/// Gives `sandbox` an interface `ifname` on the bridge with `addr` (prefix of the gateway
-/// subnet); with `default_route`, the sandbox's way out goes through the node.
+/// Gives `sandbox` an interface `ifname` with `addr` (prefix of the gateway subnet), routed
+/// from the node over its own veth; with `default_route`, the sandbox's way out goes
+/// through the node.
 pub async fn attach_gateway(
     gw: &Gateway,
     sandbox: &str,
@@ -68,29 +82,65 @@ pub async fn attach_gateway(
     }
     let nl = Netlink::current()?;
     let host = gw_ifname(addr);
-    // The peer gets a temporary name here, unique like the host side, so it cannot clash
-    // with the node's own interfaces before it moves.
-    let peer = format!("p{:08x}", u32::from(addr));
     if nl.link(&host).await?.is_some() {
         nl.delete_link(&host).await?;
     }
-    nl.create_veth(&host, &peer).await?;
-    nl.set_controller(&host, GW_BRIDGE).await?;
-    nl.set_up(&host).await?;
-    nl.move_to_netns(&peer, sandbox).await?;
+    // The peer is made in the sandbox under its final name, so a crash cannot leave it in
+    // the node's namespace under a temporary one.
+    let sandbox_fd = open_netns(sandbox)?;
+    let peer = LinkUnspec::new_with_name(ifname)
+        .address(mac_for(addr).to_vec())
+        .setns_by_fd(sandbox_fd.as_raw_fd())
+        .build();
+    let msg = LinkVeth::new(&host, ifname)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .address(mac_for(gw.addr).to_vec())
+        .up()
+        .build();
+    let made = nl.handle().link().add(msg).execute().await;
+    drop(sandbox_fd);
+    made.map_err(|e| {
+        NetError::netlink(
+            format!("create veth {host} with peer {ifname} in netns {sandbox}"),
+            e,
+        )
+    })?;
+    let index = nl.index_of(&host).await?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(addr, 32)
+        .output_interface(index)
+        .scope(RouteScope::Link)
+        .pref_source(gw.addr)
+        .build();
+    nl.handle()
+        .route()
+        .add(route)
+        .execute()
+        .await
+        .map_err(|e| {
+            NetError::netlink(
+                format!("add route {addr}/32 dev {host} in {}", nl.place()),
+                e,
+            )
+        })?;
+    // Both ends know each other's MAC: no ARP, whatever arp_ignore the host has.
+    nl.replace_neighbour(&host, addr, mac_for(addr)).await?;
     let inside = Netlink::in_netns(sandbox).await?;
-    inside.rename(&peer, ifname).await?;
     inside
         .add_address(ifname, addr, gw.subnet.prefix_len())
         .await?;
     inside.set_up(ifname).await?;
+    inside
+        .replace_neighbour(ifname, gw.addr, mac_for(gw.addr))
+        .await?;
     if default_route {
         inside.add_default_route(gw.addr).await?;
     }
     Ok(())
 }
 
-/// Removes a sandbox's gateway veth (both ends go). False if it was not there.
+/// Removes a sandbox's gateway veth (both ends go, and the node's route to it). False if it
+/// was not there.
 pub async fn detach_gateway(addr: Ipv4Addr) -> Result<bool> {
     let nl = Netlink::current()?;
     let host = gw_ifname(addr);

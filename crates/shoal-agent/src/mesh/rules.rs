@@ -3,8 +3,8 @@
 //! One table of ours, `ip shoal_mesh` in the node's namespace, replaced whole in one `nft -f`
 //! transaction (one rule per published port, so a rebuild is cheap; conntrack keeps
 //! established flows). Each published port takes one path per node, with one DNAT:
-//! - a task on this node: DNAT straight to its address on the gateway bridge (one veth, no
-//!   masquerade, the client's address kept);
+//! - a task on this node: DNAT straight to its gateway address, routed over its veth (no
+//!   bridge, no masquerade, the client's address kept);
 //! - a task on another node: DNAT to that node's own address, same port, over the underlay
 //!   (no VXLAN, no ingress sandbox), masqueraded so that replies come back through this node,
 //!   and the flow's first packet marked with DSCP [`FORWARDED_DSCP`]. A marked flow from a
@@ -15,14 +15,15 @@
 //! Measured against the old path (DNAT to an ingress sandbox, DNAT + masquerade there, the
 //! ingress overlay and VXLAN to the task): see bench/mesh. Loopback sources are
 //! masqueraded (so `curl localhost:8080` works), so are tasks reaching a published port
-//! served on their own bridge (hairpin) and the tasks' egress.
+//! served by a task of their own node (hairpin) and the tasks' egress. The gateway subnet is
+//! matched by address, not by interface: each task has a veth of its own (`shoal_net::gateway`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use shoal_lb::FlowFilter;
-use shoal_net::gateway::{GW_BRIDGE, Gateway};
+use shoal_net::gateway::Gateway;
 use shoal_types::Protocol;
 
 /// DSCP of the first packet of a flow forwarded to another node: 43 (0b101011), in RFC
@@ -153,9 +154,9 @@ pub fn render_node(m: &MeshInput) -> String {
          \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump published\n  }}\n\
          \x20 chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n\
          \x20   ip dscp {FORWARDED_DSCP} ct status dnat masquerade\n\
-         \x20   oifname \"{GW_BRIDGE}\" ip saddr 127.0.0.0/8 masquerade\n\
-         \x20   oifname \"{GW_BRIDGE}\" ip saddr {subnet} ct status dnat masquerade\n\
-         \x20   ip saddr {subnet} oifname != \"{GW_BRIDGE}\" masquerade\n  }}\n}}\n",
+         \x20   ip saddr 127.0.0.0/8 ip daddr {subnet} masquerade\n\
+         \x20   ip saddr {subnet} ip daddr {subnet} ct status dnat masquerade\n\
+         \x20   ip saddr {subnet} ip daddr != {subnet} masquerade\n  }}\n}}\n",
         subnet = m.gateway.subnet,
     )
 }
@@ -289,9 +290,9 @@ mod tests {
               chain postrouting {
                 type nat hook postrouting priority 100; policy accept;
                 ip dscp 43 ct status dnat masquerade
-                oifname "shoal_gwbridge" ip saddr 127.0.0.0/8 masquerade
-                oifname "shoal_gwbridge" ip saddr 172.18.0.0/16 ct status dnat masquerade
-                ip saddr 172.18.0.0/16 oifname != "shoal_gwbridge" masquerade
+                ip saddr 127.0.0.0/8 ip daddr 172.18.0.0/16 masquerade
+                ip saddr 172.18.0.0/16 ip daddr 172.18.0.0/16 ct status dnat masquerade
+                ip saddr 172.18.0.0/16 ip daddr != 172.18.0.0/16 masquerade
               }
             }
         "#]].assert_eq(&render_node(&input()));
