@@ -26,6 +26,8 @@ for pair in \
 done
 # The eBPF programs of shoal-bpf include libbpf's headers.
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+# Containers get containers-common's seccomp profile (runc has none of its own).
+[ -f /usr/share/containers/seccomp.json ] || need+=(golang-github-containers-common)
 # Image tests build images from a static busybox (busybox-static, not the dynamic busybox).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
   need+=(busybox-static)

@@ -10,6 +10,7 @@ use oci_spec::runtime::Spec;
 
 use crate::error::OciError;
 use crate::files;
+use crate::seccomp::{PACKAGED_PROFILE, Target, kernel_version};
 use crate::settings::{MountSpec, Paths, TaskSettings};
 use crate::spec::volume_dir;
 
@@ -94,4 +95,24 @@ pub fn read_user_db(rootfs: &Path) -> (Option<String>, Option<String>) {
         }
     };
     (read("passwd"), read("group"))
+}
+
+/// The packaged seccomp profile's text and this machine as a filter's target, or why there
+/// is none (the caller decides whether to run unconfined).
+pub fn packaged_seccomp() -> Result<(String, Target<'static>), OciError> {
+    let path = Path::new(PACKAGED_PROFILE);
+    let json =
+        fs::read_to_string(path).map_err(|e| OciError::io("read the seccomp profile", path, e))?;
+    let release = Path::new("/proc/sys/kernel/osrelease");
+    let text = fs::read_to_string(release).map_err(|e| OciError::io("read", release, e))?;
+    let kernel = kernel_version(text.trim()).ok_or_else(|| {
+        OciError::Invalid(format!("kernel release {text:?} is not <major>.<minor>…"))
+    })?;
+    let target = Target::native(kernel).ok_or_else(|| {
+        OciError::Invalid(format!(
+            "no seccomp architecture known for {}",
+            std::env::consts::ARCH
+        ))
+    })?;
+    Ok((json, target))
 }

@@ -6,12 +6,13 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
     LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder,
-    LinuxSeccomp, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::caps;
 use crate::error::OciError;
+use crate::seccomp::{self, Seccomp};
 use crate::settings::{ImageConfig, MountSpec, Paths, TaskSettings, UserDb};
 use crate::user;
 
@@ -255,14 +256,14 @@ fn task_mounts(task: &TaskSettings, paths: &Paths) -> Result<Vec<Mount>, OciErro
     Ok(out)
 }
 
-/// The container's runtime config. `seccomp` is the filter to apply, if any (see
-/// `seccomp`): runc applies none of its own when the config has none.
+/// The container's runtime config. `seccomp` is the filter to apply (see `seccomp`): runc
+/// applies none of its own when the config has none.
 pub fn generate(
     image: &ImageConfig,
     task: &TaskSettings,
     paths: &Paths,
     users: UserDb<'_>,
-    seccomp: Option<LinuxSeccomp>,
+    seccomp: Seccomp<'_>,
 ) -> Result<Spec, OciError> {
     if task.hostname.is_empty() {
         return Err(OciError::Invalid("the container needs a hostname".into()));
@@ -285,9 +286,12 @@ pub fn generate(
     if !who.additional_gids.is_empty() {
         user = user.additional_gids(who.additional_gids);
     }
-    let caps: HashSet<_> = caps::capabilities(&task.cap_add, &task.cap_drop)?
-        .into_iter()
-        .collect();
+    let cap_list = caps::capabilities(&task.cap_add, &task.cap_drop)?;
+    let filter = match seccomp {
+        Seccomp::Unconfined => None,
+        Seccomp::Profile { json, target } => Some(seccomp::from_profile(json, &cap_list, target)?),
+    };
+    let caps: HashSet<_> = cap_list.into_iter().collect();
     // No inheritable or ambient set: docker dropped them (CVE-2022-24769), so a non-root
     // process gains nothing across exec.
     // (oci-spec's builders start from its defaults, which have both: cleared here.)
@@ -383,8 +387,8 @@ pub fn generate(
         .cgroups_path(PathBuf::from(&paths.cgroups_path))
         .masked_paths(MASKED_PATHS.map(String::from).to_vec())
         .readonly_paths(READONLY_PATHS.map(String::from).to_vec());
-    if let Some(seccomp) = seccomp {
-        linux = linux.seccomp(seccomp);
+    if let Some(filter) = filter {
+        linux = linux.seccomp(filter);
     }
     let mut spec = SpecBuilder::default()
         .version("1.0.2")

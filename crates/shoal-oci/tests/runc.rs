@@ -16,6 +16,7 @@ fn task<'a>(lab: &'a Lab, name: &str, command: &[&str]) -> Task<'a> {
         lab,
         id: name.to_string(),
         settings: lab.task(command),
+        seccomp: true,
     }
 }
 
@@ -24,7 +25,7 @@ fn a_container_is_isolated_in_the_tasks_network_namespace() {
     let lab = Lab::new();
     let script = "echo pid=$$; busybox hostname; busybox cat /etc/resolv.conf /etc/hostname; \
                   busybox ip -4 -o addr show dev lo scope global; ls /work; busybox grep -E \
-                  '^(CapEff|NoNewPrivs)' /proc/self/status; busybox id";
+                  '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; busybox id";
     let out = task(&lab, "iso", &["sh", "-c", script]).run().unwrap();
     assert_eq!(out.exit.code, Some(0), "{out:?}");
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -45,15 +46,31 @@ fn a_container_is_isolated_in_the_tasks_network_namespace() {
         "the host's files are not there"
     );
     assert_eq!(
-        &lines[6..8],
-        ["CapEff:\t00000000a80425fb", "NoNewPrivs:\t1"],
-        "docker's default capabilities, no new privileges"
+        &lines[6..9],
+        ["CapEff:\t00000000a80425fb", "NoNewPrivs:\t1", "Seccomp:\t2"],
+        "docker's default capabilities, no new privileges, a seccomp filter"
     );
     assert_eq!(
-        lines[8], "uid=0 gid=0",
+        lines[9], "uid=0 gid=0",
         "root by default (no /etc/passwd to name it)"
     );
-    assert_eq!(lines.len(), 9, "{lines:?}");
+    assert_eq!(lines.len(), 10, "{lines:?}");
+
+    // The seccomp filter: swapon is refused by the profile (EPERM) even with CAP_SYS_ADMIN,
+    // where the kernel itself would get as far as finding no swap signature.
+    let swapon = ["busybox", "swapon", "/etc/hostname"];
+    let mut filtered = task(&lab, "filtered", &swapon);
+    filtered.settings.cap_add = vec!["SYS_ADMIN".into()];
+    let out = filtered.run().unwrap();
+    assert_eq!(
+        out.stderr.trim(),
+        "swapon: /etc/hostname: Operation not permitted"
+    );
+    let mut unconfined = task(&lab, "unconfined", &swapon);
+    unconfined.settings.cap_add = vec!["SYS_ADMIN".into()];
+    unconfined.seccomp = false;
+    let out = unconfined.run().unwrap();
+    assert_eq!(out.stderr.trim(), "swapon: /etc/hostname: Invalid argument");
 
     let mut as_user = task(&lab, "user", &["busybox", "id"]);
     as_user.settings.user = Some("1000:1000".into());

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use expect_test::{Expect, expect};
 use serde_json::Value;
+use shoal_oci::seccomp::Seccomp;
 use shoal_oci::spec::{environment, generate, process_args};
 use shoal_oci::{ImageConfig, MountSpec, Paths, TaskSettings, UserDb};
 
@@ -85,7 +86,7 @@ fn canonical(v: &Value, indent: usize, out: &mut String) {
 }
 
 fn check(image: &ImageConfig, task: &TaskSettings, want: Expect) {
-    let text = match generate(image, task, &paths(), USERS, None) {
+    let text = match generate(image, task, &paths(), USERS, Seccomp::Unconfined) {
         Ok(spec) => {
             let mut out = String::new();
             canonical(&serde_json::to_value(&spec).unwrap(), 0, &mut out);
@@ -98,7 +99,7 @@ fn check(image: &ImageConfig, task: &TaskSettings, want: Expect) {
 
 /// Only the part of the config that differs between the cases.
 fn check_part(image: &ImageConfig, task: &TaskSettings, pointer: &str, want: Expect) {
-    let text = match generate(image, task, &paths(), USERS, None) {
+    let text = match generate(image, task, &paths(), USERS, Seccomp::Unconfined) {
         Ok(spec) => {
             let v = serde_json::to_value(&spec).unwrap();
             let mut out = String::new();
@@ -385,7 +386,7 @@ fn every_setting_of_a_task() {
           }
         }"#]],
     );
-    let spec = generate(&image(), &t, &paths(), USERS, None).unwrap();
+    let spec = generate(&image(), &t, &paths(), USERS, Seccomp::Unconfined).unwrap();
     let mounts: Vec<String> = spec
         .mounts()
         .as_ref()
@@ -414,7 +415,7 @@ fn every_setting_of_a_task() {
 
 #[test]
 fn settings_that_cannot_make_a_container_are_named() {
-    let err = |t: TaskSettings| match generate(&image(), &t, &paths(), USERS, None) {
+    let err = |t: TaskSettings| match generate(&image(), &t, &paths(), USERS, Seccomp::Unconfined) {
         Ok(_) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
@@ -459,4 +460,62 @@ fn settings_that_cannot_make_a_container_are_named() {
             read_only: false,
         }]
     }));
+}
+
+#[test]
+fn a_seccomp_profile_becomes_the_configs_filter_for_the_tasks_capabilities() {
+    let profile = r#"{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+        "syscalls": [
+            {"names": ["bpf"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+            {"names": ["bpf"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "excludes": {"caps": ["CAP_SYS_ADMIN"]}}
+        ]}"#;
+    let target = shoal_oci::seccomp::Target {
+        arch: "amd64",
+        scmp_arch: "SCMP_ARCH_X86_64",
+        kernel: (6, 1),
+    };
+    let seccomp = Seccomp::Profile {
+        json: profile,
+        target,
+    };
+    let mut admin = task();
+    admin.cap_add = vec!["SYS_ADMIN".into()];
+    let render = |t: &TaskSettings| {
+        let spec = generate(&image(), t, &paths(), USERS, seccomp).unwrap();
+        let mut out = String::new();
+        canonical(
+            &serde_json::to_value(&spec).unwrap()["linux"]["seccomp"],
+            0,
+            &mut out,
+        );
+        out
+    };
+    expect![[r#"
+        {
+          "architectures": ["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
+          "defaultAction": "SCMP_ACT_ERRNO",
+          "defaultErrnoRet": 38,
+          "syscalls": [
+            {
+              "action": "SCMP_ACT_ERRNO",
+              "errnoRet": 1,
+              "names": ["bpf"]
+            }
+          ]
+        }"#]]
+    .assert_eq(&render(&task()));
+    expect![[r#"
+        {
+          "architectures": ["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
+          "defaultAction": "SCMP_ACT_ERRNO",
+          "defaultErrnoRet": 38,
+          "syscalls": [
+            {
+              "action": "SCMP_ACT_ALLOW",
+              "names": ["bpf"]
+            }
+          ]
+        }"#]]
+    .assert_eq(&render(&admin));
 }

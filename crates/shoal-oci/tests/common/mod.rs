@@ -13,7 +13,8 @@ use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use shoal_image::rootfs::{mount_rootfs, remove_rootfs};
 use shoal_image::{ImageRecord, ImageRef, Images, Store};
-use shoal_oci::bundle::read_user_db;
+use shoal_oci::bundle::{packaged_seccomp, read_user_db};
+use shoal_oci::seccomp::Seccomp;
 use shoal_oci::spec::generate;
 use shoal_oci::{Bundle, Container, Exit, ImageConfig, Logs, OciError, Runc, TaskSettings, UserDb};
 use shoal_testns::registry::{LabRegistry, ManifestFormat};
@@ -106,6 +107,8 @@ pub struct Task<'a> {
     pub lab: &'a Lab,
     pub id: String,
     pub settings: TaskSettings,
+    /// With the packaged seccomp profile (what a task gets by default).
+    pub seccomp: bool,
 }
 
 /// What a finished container left: its exit, its stdout and stderr.
@@ -174,7 +177,19 @@ impl Task<'_> {
                     &lab.dir.path().join("volumes"),
                     &lab.cgroups_path(&self.id),
                 );
-                let spec = generate(&image, &self.settings, &paths, users, None)?;
+                let profile = if self.seccomp {
+                    Some(packaged_seccomp().expect("the packaged seccomp profile"))
+                } else {
+                    None
+                };
+                let seccomp = match &profile {
+                    Some((json, target)) => Seccomp::Profile {
+                        json,
+                        target: *target,
+                    },
+                    None => Seccomp::Unconfined,
+                };
+                let spec = generate(&image, &self.settings, &paths, users, seccomp)?;
                 bundle.write(&spec, &self.settings, &paths, &[])?;
                 let logs = Logs {
                     stdout: fs::File::create(base.join("stdout.log")).unwrap(),
