@@ -211,11 +211,12 @@ fn stop_sends_term_then_kill_and_delete_leaves_nothing() {
     assert_eq!((exit.code, exit.signal), (Some(3), None));
 
     // Ignores SIGTERM (PID 1 without a handler): killed after the grace.
-    let t = task(
+    let mut t = task(
         &lab,
         "stubborn",
         &["sh", "-c", "while true; do busybox sleep 0.1; done"],
     );
+    t.settings.nano_cpus = Some(500_000_000);
     let (exit, pid, listed, adopted, during) = t
         .with(|c, _| {
             c.start().unwrap();
@@ -223,6 +224,17 @@ fn stop_sends_term_then_kill_and_delete_leaves_nothing() {
             let listed = lab.runc.list().unwrap();
             let adopted = lab.runc.adopt(&listed[0]).unwrap();
             let during = cgroup::existing_dirs(&c.cgroups_path);
+            // --limit-cpu 0.5: a 50 ms quota per 100 ms period (v1 cpu controller or v2).
+            let quota: Vec<String> = during
+                .iter()
+                .flat_map(|d| [d.join("cpu.cfs_quota_us"), d.join("cpu.max")])
+                .filter_map(|f| fs::read_to_string(f).ok())
+                .map(|q| q.trim().to_string())
+                .collect();
+            assert!(
+                quota == ["50000"] || quota == ["50000 100000"],
+                "cpu quota {quota:?} in {during:?}"
+            );
             let exit = c.stop(Duration::from_millis(300)).unwrap();
             c.delete(false).unwrap();
             (exit, c.pid, listed, adopted, during)
