@@ -199,12 +199,13 @@ fn a_missing_executable_is_runcs_error_as_docker_words_it_and_leaves_nothing() {
 fn stop_sends_term_then_kill_and_delete_leaves_nothing() {
     let lab = Lab::new();
     // Exits 3 on SIGTERM: stopped within the grace.
-    let polite = "trap 'exit 3' TERM; while true; do busybox sleep 0.1; done";
+    // It says "ready" once its trap is set: a SIGTERM before that would be ignored (PID 1).
+    let polite = "trap 'exit 3' TERM; echo ready; while true; do busybox sleep 0.1; done";
     let t = task(&lab, "polite", &["sh", "-c", polite]);
     let exit = t
-        .with(|c, _| {
+        .with(|c, base| {
             c.start().unwrap();
-            wait_running(c);
+            wait_for_output(&base.join("stdout.log"), "ready\n");
             c.stop(PATIENCE).unwrap()
         })
         .unwrap();
@@ -265,6 +266,17 @@ fn stop_sends_term_then_kill_and_delete_leaves_nothing() {
         "no cgroup dir"
     );
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "no process");
+}
+
+/// Waits until the container has written `text` (a readiness guard, not a timing check).
+fn wait_for_output(file: &Path, text: &str) {
+    for _ in 0..500 {
+        if fs::read_to_string(file).is_ok_and(|t| t == text) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} never said {text:?}", file.display());
 }
 
 /// Waits until runc says the container runs (start returns once it is told to).
