@@ -8,7 +8,7 @@
 //! A container adopted after a restart of the driver is not its child: its end is seen
 //! (runc says "stopped") but its exit code is not.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -79,11 +79,13 @@ pub struct Runc {
     root: PathBuf,
 }
 
-/// Where a container's stdout and stderr go (the files `service logs` will read).
+/// Where a container's stdout and stderr go: files (`File::into`) or the write ends of
+/// pipes whose reader rotates them (what `service logs` will read). runc passes them to the
+/// container's process as they are.
 #[derive(Debug)]
 pub struct Logs {
-    pub stdout: File,
-    pub stderr: File,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
 }
 
 impl Runc {

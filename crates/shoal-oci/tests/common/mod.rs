@@ -192,8 +192,8 @@ impl Task<'_> {
                 let spec = generate(&image, &self.settings, &paths, users, seccomp)?;
                 bundle.write(&spec, &self.settings, &paths, &[])?;
                 let logs = Logs {
-                    stdout: fs::File::create(base.join("stdout.log")).unwrap(),
-                    stderr: fs::File::create(base.join("stderr.log")).unwrap(),
+                    stdout: fs::File::create(base.join("stdout.log")).unwrap().into(),
+                    stderr: fs::File::create(base.join("stderr.log")).unwrap().into(),
                 };
                 let container = lab.runc.create(&self.id, &bundle, logs)?;
                 Ok(f(&container, &base))
