@@ -112,9 +112,24 @@ pub fn service_networks(state: &ClusterState, service: &Service) -> Vec<(String,
 }
 
 pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
+    allocate_for(state, now, None)
+}
+
+/// [`allocate`], looking at the VIPs of the services in `services` only (all with `None`):
+/// the leader passes the services whose spec changed. New tasks are found in one pass over
+/// the tasks (a state comparison each).
+pub fn allocate_for(
+    state: &ClusterState,
+    now: Millis,
+    services: Option<&BTreeSet<String>>,
+) -> Vec<Command> {
     let mut pass = Pass::new(state);
     let mut cmds = Vec::new();
-    for service in state.services.values() {
+    let in_scope: Box<dyn Iterator<Item = &Service>> = match services {
+        Some(ids) => Box::new(ids.iter().filter_map(|id| state.services.get(id))),
+        None => Box::new(state.services.values()),
+    };
+    for service in in_scope {
         let wanted: Vec<String> = match service.spec.endpoint_spec.mode {
             EndpointMode::Vip => service_networks(state, service)
                 .into_iter()

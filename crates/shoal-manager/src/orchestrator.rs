@@ -35,13 +35,21 @@ pub fn reconcile_services(
     new_id: &mut dyn FnMut() -> String,
     scope: Option<&BTreeSet<String>>,
 ) -> Vec<Command> {
-    let in_scope = |id: &str| scope.is_none_or(|s| s.contains(id));
     let mut out = Changes::default();
-    // One pass over the tasks, not one per service: `tasks_of` per service made it
-    // O(services × tasks).
+    // The tasks of the services in scope: from the state's index, or one pass over every
+    // task for a full pass.
     let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks.values().filter(|t| in_scope(&t.service_id)) {
-        by_service.entry(t.service_id.as_str()).or_default().push(t);
+    match scope {
+        Some(ids) => {
+            for id in ids {
+                by_service.insert(id, state.tasks_of(id).collect());
+            }
+        }
+        None => {
+            for t in state.tasks.values() {
+                by_service.entry(t.service_id.as_str()).or_default().push(t);
+            }
+        }
     }
     let services: Box<dyn Iterator<Item = &Service>> = match scope {
         Some(ids) => Box::new(ids.iter().filter_map(|id| state.services.get(id))),
@@ -54,7 +62,14 @@ pub fn reconcile_services(
             None => global(state, service, &tasks, now, new_id, &mut out),
         }
     }
-    collect_garbage(state, &mut out, &in_scope);
+    match scope {
+        Some(ids) => collect_garbage(
+            state,
+            &mut out,
+            ids.iter().flat_map(|id| state.tasks_of(id)),
+        ),
+        None => collect_garbage(state, &mut out, state.tasks.values()),
+    }
     out.into_commands(now)
 }
 
@@ -325,7 +340,11 @@ fn global(
 }
 
 /// Deletes tasks nobody will report on again, keeping `TASK_HISTORY_LIMIT` per slot.
-fn collect_garbage(state: &ClusterState, out: &mut Changes, in_scope: &dyn Fn(&str) -> bool) {
+fn collect_garbage<'a>(
+    state: &'a ClusterState,
+    out: &mut Changes,
+    tasks: impl Iterator<Item = &'a Task>,
+) {
     let node_gone = |t: &Task| match t.node_id.as_deref() {
         None => true,
         Some(n) => state
@@ -334,7 +353,7 @@ fn collect_garbage(state: &ClusterState, out: &mut Changes, in_scope: &dyn Fn(&s
             .is_none_or(|n| n.status.state == NodeState::Down),
     };
     let mut history: BTreeMap<(&str, u64, &str), Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks.values().filter(|t| in_scope(&t.service_id)) {
+    for t in tasks {
         let stopped = t.desired_state > TaskState::Running || out.shutdown.contains(&t.id);
         if !stopped || !(t.status.state.is_terminal() || node_gone(t)) {
             continue;

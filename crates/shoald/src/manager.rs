@@ -288,7 +288,8 @@ impl Manager {
             // Allocation and scheduling read the state as it was; tasks created above are
             // allocated and placed on the next pass, a moment later.
             if changed.allocate() {
-                cmds.extend(allocator::allocate(&state, wall));
+                let specs = (!changed.all).then_some(&changed.specs);
+                cmds.extend(allocator::allocate_for(&state, wall, specs));
             }
             if changed.schedule() {
                 let plan = scheduler::schedule(&state);

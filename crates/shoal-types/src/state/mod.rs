@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-pub use imbl::OrdMap;
+pub use imbl::{OrdMap, OrdSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -23,15 +23,54 @@ use crate::{
 /// and a deep copy of a thousand tasks per batch was the leader's largest cost per change.
 /// The serialised form is the same as a `BTreeMap`'s (a JSON object in key order).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StateRepr")]
 pub struct ClusterState {
     pub cluster: Option<ClusterInfo>,
     pub nodes: OrdMap<String, Node>,
     pub services: OrdMap<String, Service>,
+    /// Changed only by `apply`, which keeps `by_service` in step.
     pub tasks: OrdMap<String, Task>,
     #[serde(default)]
     pub networks: OrdMap<String, Network>,
     /// Bumped by every command that changed something; agents and watchers compare it.
     pub version: u64,
+    /// Task ids by service id: `tasks_of` reads a service's tasks without a pass over
+    /// every task of the cluster. Derived from `tasks`, so not serialised.
+    #[serde(skip)]
+    by_service: OrdMap<String, OrdSet<String>>,
+}
+
+/// The serialised form: the state without its derived index.
+#[derive(Deserialize)]
+struct StateRepr {
+    cluster: Option<ClusterInfo>,
+    nodes: OrdMap<String, Node>,
+    services: OrdMap<String, Service>,
+    tasks: OrdMap<String, Task>,
+    #[serde(default)]
+    networks: OrdMap<String, Network>,
+    version: u64,
+}
+
+impl From<StateRepr> for ClusterState {
+    fn from(r: StateRepr) -> ClusterState {
+        let mut by_service: OrdMap<String, OrdSet<String>> = OrdMap::new();
+        for t in r.tasks.values() {
+            by_service
+                .entry(t.service_id.clone())
+                .or_default()
+                .insert(t.id.clone());
+        }
+        ClusterState {
+            cluster: r.cluster,
+            nodes: r.nodes,
+            services: r.services,
+            tasks: r.tasks,
+            networks: r.networks,
+            version: r.version,
+            by_service,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +375,10 @@ impl ClusterState {
             Command::CreateTasks { tasks } => {
                 for t in tasks {
                     if self.services.contains_key(&t.service_id) {
+                        self.by_service
+                            .entry(t.service_id.clone())
+                            .or_default()
+                            .insert(t.id.clone());
                         self.tasks.insert(t.id.clone(), t);
                     }
                 }
@@ -389,7 +432,14 @@ impl ClusterState {
             }
             Command::DeleteTasks { tasks } => {
                 for id in tasks {
-                    self.tasks.remove(&id);
+                    if let Some(t) = self.tasks.remove(&id)
+                        && let Some(ids) = self.by_service.get_mut(&t.service_id)
+                    {
+                        ids.remove(&id);
+                        if ids.is_empty() {
+                            self.by_service.remove(&t.service_id);
+                        }
+                    }
                 }
             }
             Command::SetNodeDescription { id, description } => {
@@ -513,9 +563,11 @@ impl ClusterState {
     }
 
     pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks
-            .values()
-            .filter(move |t| t.service_id == service_id)
+        self.by_service
+            .get(service_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id))
     }
 }
 

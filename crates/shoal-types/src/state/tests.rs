@@ -217,3 +217,52 @@ fn two_host_mode_services_cannot_share_a_port() {
     })
     .unwrap();
 }
+
+/// `tasks_of` reads a service's tasks from an index kept by `apply` and rebuilt when a
+/// state is read back (a snapshot): the same tasks as a pass over every task.
+#[test]
+fn tasks_of_follows_creation_deletion_and_a_snapshot() {
+    use crate::fixtures::*;
+    let mut st = cluster(&[("n1", "node1")]);
+    st.apply(Command::CreateService {
+        service: service("s1", spec("vote", 2)),
+    })
+    .unwrap();
+    st.apply(Command::CreateService {
+        service: service("s2", spec("web", 1)),
+    })
+    .unwrap();
+    let task = |id: &str, sid: &str| Task {
+        id: id.into(),
+        service_id: sid.into(),
+        service_name: sid.into(),
+        slot: 1,
+        node_id: None,
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::New, Millis(0), ""),
+        spec_version: 1,
+        spec: spec("vote", 1).task_template.container_spec,
+        networks: vec![],
+        ports: vec![],
+        restarts: 0,
+        created_at: Millis(0),
+        updated_at: Millis(0),
+    };
+    st.apply(Command::CreateTasks {
+        tasks: vec![task("a", "s1"), task("b", "s2"), task("c", "s1")],
+    })
+    .unwrap();
+    st.apply(Command::DeleteTasks {
+        tasks: vec!["a".into()],
+    })
+    .unwrap();
+    let ids =
+        |st: &ClusterState, sid: &str| st.tasks_of(sid).map(|t| t.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&st, "s1"), ["c"]);
+    assert_eq!(ids(&st, "s2"), ["b"]);
+    assert!(ids(&st, "s3").is_empty());
+    let back: ClusterState = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+    assert_eq!(back, st, "the index is rebuilt, not stored");
+    assert_eq!(ids(&back, "s1"), ["c"]);
+    assert!(!serde_json::to_string(&st).unwrap().contains("by_service"));
+}
