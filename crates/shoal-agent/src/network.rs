@@ -41,6 +41,9 @@ struct Inner {
     view: Arc<EndpointView>,
     overlays: BTreeMap<String, Overlay>,
     sandboxes: BTreeMap<String, Sandbox>,
+    /// Bumped whenever a sandbox comes or goes: with the same value, no overlay's local
+    /// attachments changed and none need reading again.
+    sandboxes_gen: u64,
     mesh: Mesh,
     /// The node's DNS zones, which every sandbox's DNS server follows.
     zones: Zones,
@@ -53,7 +56,15 @@ struct Overlay {
     /// What `current` was programmed from: the local attachments and the network's tasks
     /// (the view's persistent map). With the same attachments, the next change is planned
     /// from the difference between the two task maps alone.
-    synced: Option<(Vec<NetAttachment>, imbl::OrdMap<String, TaskEndpoint>)>,
+    synced: Option<Synced>,
+}
+
+/// What an overlay's programming was made from.
+struct Synced {
+    /// `Inner::sandboxes_gen` when `attachments` was read.
+    sandboxes_gen: u64,
+    attachments: Vec<NetAttachment>,
+    tasks: imbl::OrdMap<String, TaskEndpoint>,
 }
 
 struct Sandbox {
@@ -84,6 +95,7 @@ impl NetworkAgent {
                 view: Arc::new(EndpointView::default()),
                 overlays: BTreeMap::new(),
                 sandboxes: BTreeMap::new(),
+                sandboxes_gen: 0,
                 mesh: Mesh::new(&mesh_id),
                 zones: Zones::new(),
             }),
@@ -127,6 +139,7 @@ impl NetworkAgent {
             attachments.push((a.network_id.clone(), a.addr, format!("eth{i}")));
         }
         let zones = inner.zones.subscribe();
+        inner.sandboxes_gen += 1;
         inner.sandboxes.insert(
             task.id.clone(),
             Sandbox {
@@ -223,6 +236,7 @@ impl NetworkAgent {
         let Some(sandbox) = inner.sandboxes.remove(task_id) else {
             return;
         };
+        inner.sandboxes_gen += 1;
         self.vip.release_sandbox(task_id).await;
         if let Some(dns) = sandbox.dns {
             dns.stop().await;
@@ -330,7 +344,19 @@ impl NetworkAgent {
     /// Brings one overlay's veths and forwarding entries to what the sandboxes and the
     /// endpoint table say.
     async fn reconcile(&self, inner: &mut Inner, network_id: &str) -> Result<(), String> {
-        let attachments = local_attachments(inner, network_id);
+        let generation = inner.sandboxes_gen;
+        // No sandbox came or went since the last programming: the local attachments are as
+        // they were (reading them walks every sandbox of the node).
+        let same_sandboxes = inner
+            .overlays
+            .get(network_id)
+            .and_then(|ov| ov.synced.as_ref())
+            .is_some_and(|s| s.sandboxes_gen == generation);
+        let attachments = if same_sandboxes {
+            None
+        } else {
+            Some(local_attachments(inner, network_id))
+        };
         let tasks = inner
             .view
             .networks
@@ -342,11 +368,12 @@ impl NetworkAgent {
         };
         // The same local attachments as last time: only remote endpoints can differ, and
         // only those of the tasks that changed.
-        if let (Some(current), Some((synced_attachments, synced_tasks))) =
-            (ov.current.as_mut(), ov.synced.as_ref())
-            && *synced_attachments == attachments
+        if let (Some(current), Some(synced)) = (ov.current.as_mut(), ov.synced.as_mut())
+            && attachments
+                .as_ref()
+                .is_none_or(|a| *a == synced.attachments)
         {
-            let changes = remote_changes(synced_tasks, &tasks, &self.node_id);
+            let changes = remote_changes(&synced.tasks, &tasks, &self.node_id);
             let ops = overlay::plan::plan_remotes(current, &changes);
             if !ops.is_empty() {
                 if let Err(e) = overlay::apply(&ov.spec, &ops).await {
@@ -356,9 +383,17 @@ impl NetworkAgent {
                 }
                 current.record(&ops);
             }
-            ov.synced = Some((attachments, tasks));
+            synced.sandboxes_gen = generation;
+            synced.tasks = tasks;
             return Ok(());
         }
+        let attachments = match attachments {
+            Some(a) => a,
+            None => local_attachments(inner, network_id),
+        };
+        let Some(ov) = inner.overlays.get_mut(network_id) else {
+            return Ok(());
+        };
         let desired = Desired {
             remotes: remotes(&tasks, &self.node_id),
             attachments: attachments.clone(),
@@ -374,7 +409,11 @@ impl NetworkAgent {
         match overlay::apply(&ov.spec, &ops).await {
             Ok(()) => {
                 ov.current = Some(programmed(&desired));
-                ov.synced = Some((attachments, tasks));
+                ov.synced = Some(Synced {
+                    sandboxes_gen: generation,
+                    attachments,
+                    tasks,
+                });
                 Ok(())
             }
             Err(e) => Err(format!("failed to program overlay {}: {e}", ov.spec.netns)),
