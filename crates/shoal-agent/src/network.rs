@@ -289,11 +289,14 @@ impl NetworkAgent {
         }
         let ids: Vec<String> = inner.overlays.keys().cloned().collect();
         for id in ids {
-            let in_use = inner
-                .sandboxes
-                .values()
-                .any(|s| s.attachments.iter().any(|a| a.0 == id));
-            if !view.networks.contains_key(&id) && !in_use {
+            // Whether a sandbox still uses it is asked only of a network the view dropped
+            // (the question walks every sandbox of the node).
+            let dropped = !view.networks.contains_key(&id)
+                && !inner
+                    .sandboxes
+                    .values()
+                    .any(|s| s.attachments.iter().any(|a| a.0 == id));
+            if dropped {
                 if let Some(ov) = inner.overlays.remove(&id) {
                     info!(netns = %ov.spec.netns, "removing overlay network this node no longer takes part in");
                     if let Err(e) = overlay::remove_overlay(&ov.spec.netns).await {
