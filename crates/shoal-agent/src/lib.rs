@@ -11,6 +11,8 @@
 //!   (one per network, shared by every sandbox's server).
 //! - `vip`: the node's VIP balancer: eBPF (`shoal-bpf`, one per node) or the nftables
 //!   fallback (`shoal-lb`, one table per sandbox), behind one interface.
+//! - `container`: the OCI runtime of `--runtime oci` tasks (image pull, root filesystem,
+//!   bundle, runc), inside the sandbox the worker makes.
 //! - `mesh`: the routing mesh (gateway bridge, ingress sandbox, published-port rules).
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!
@@ -18,6 +20,7 @@
 //! manager decides.
 #![forbid(unsafe_code)]
 
+pub mod container;
 pub mod logs;
 pub mod mesh;
 pub mod network;
@@ -34,6 +37,10 @@ pub struct AgentConfig {
     pub node_id: String,
     /// Where task run directories (logs, resolv.conf) live.
     pub run_dir: PathBuf,
+    /// The node's data dir: images, containers and runc's state go under it.
+    pub data_dir: PathBuf,
+    /// Registries (`host[:port]`) pulled from over plain HTTP (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
     /// Cluster addresses (ip:port) of managers to try, the leader first if known.
     pub managers: Vec<String>,
     /// Extra lines for every task's /etc/hosts (the lab's node names).

@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_types::endpoint::EndpointView;
+use shoal_types::service::Runtime;
 use shoal_types::{Millis, Task, TaskState, TaskStatus};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::AgentConfig;
+use crate::container::OciRuntime;
 use crate::network::NetworkAgent;
 
 /// A task status change for the manager: (task id, new status).
@@ -28,6 +30,8 @@ pub struct Worker {
     /// Set when the daemon stops: no task starts after it.
     closing: std::sync::atomic::AtomicBool,
     reports: mpsc::UnboundedSender<Report>,
+    /// Opened at the first `--runtime oci` task (a node that runs none needs no store).
+    oci: std::sync::OnceLock<Result<Arc<OciRuntime>, String>>,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +42,8 @@ struct Local {
     pid: Option<u32>,
     stopping: bool,
     grace_ms: u64,
+    /// An `oci` task's container, which `stop` stops through runc.
+    container: Option<shoal_oci::Container>,
 }
 
 pub fn now() -> Millis {
@@ -74,6 +80,7 @@ impl Worker {
             tasks: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
             reports,
+            oci: std::sync::OnceLock::new(),
         })
     }
 
@@ -217,6 +224,16 @@ impl Worker {
                 return;
             }
             l.stopping = true;
+            if let Some(c) = l.container.clone() {
+                let grace = Duration::from_millis(l.grace_ms);
+                info!(task = id, pid = c.pid, "stopping container");
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = c.stop(grace) {
+                        warn!(container = %c.id, "failed to stop the container: {e}");
+                    }
+                });
+                return;
+            }
             (l.pid, l.grace_ms)
         };
         if let Some(pid) = pid {
@@ -243,6 +260,37 @@ impl Worker {
         }
     }
 
+    /// The task's sandbox (for an `oci` task: its network namespace and run dir only).
+    fn sandbox_spec(&self, task: &Task) -> shoal_exec::SandboxSpec {
+        shoal_exec::SandboxSpec {
+            task_id: task.id.clone(),
+            hostname: task.hostname().to_string(),
+            command: task.spec.command.clone(),
+            env: task.spec.env.clone(),
+            workdir: task.spec.dir.clone(),
+            run_dir: self.run_dir(&task.id),
+            netns: None,
+            extra_hosts: self.cfg.extra_hosts.clone(),
+        }
+    }
+
+    /// Reports a task that could not start, after its sandbox is released.
+    pub(crate) async fn failed_to_start(
+        &self,
+        task: &Task,
+        spec: &shoal_exec::SandboxSpec,
+        what: &str,
+        err: String,
+    ) {
+        warn!(task = %task.name(), "{what}: {err}");
+        let mut st = status(TaskState::Failed, what);
+        st.err = err;
+        self.report(&task.id, st);
+        self.locked().remove(&task.id);
+        self.network.release_task(&task.id).await;
+        shoal_exec::cleanup(spec).await;
+    }
+
     /// Sandbox, networks and DNS, then the process.
     async fn start(
         &self,
@@ -256,19 +304,122 @@ impl Worker {
         shoal_exec::start(spec).await.map_err(|e| e.to_string())
     }
 
+    /// The node's OCI runtime, opened at its first use.
+    fn oci(&self) -> Result<Arc<OciRuntime>, String> {
+        self.oci
+            .get_or_init(|| {
+                OciRuntime::open(&self.cfg.data_dir, self.cfg.insecure_registries.clone())
+                    .map(Arc::new)
+            })
+            .clone()
+    }
+
+    /// Owns one `oci` task from its pull to its removal: Preparing while the image is
+    /// pulled, then the sandbox exactly as for a host command, then the container.
+    async fn run_container(self: Arc<Self>, task: Task) {
+        let id = task.id.clone();
+        let spec = self.sandbox_spec(&task);
+        self.report(&id, status(TaskState::Preparing, "preparing"));
+        let image_name = task.spec.image.clone().unwrap_or_default();
+        let prepared = async {
+            let rt = self.oci()?;
+            let image = rt.pull(&image_name).await?;
+            Ok::<_, String>((rt, image))
+        }
+        .await;
+        let (rt, image) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .failed_to_start(&task, &spec, "preparing the task failed", e)
+                    .await;
+            }
+        };
+        self.report(&id, status(TaskState::Starting, "starting"));
+        let netns = match shoal_exec::prepare_netns(&spec).await {
+            Ok(n) => n,
+            Err(e) => {
+                let e = e.to_string();
+                return self
+                    .failed_to_start(&task, &spec, "starting the task failed", e)
+                    .await;
+            }
+        };
+        if let Err(e) = self.network.prepare_task(&task, &netns).await {
+            return self
+                .failed_to_start(&task, &spec, "starting the task failed", e)
+                .await;
+        }
+        let log = spec.run_dir.join("task.log");
+        let started = {
+            let (rt, task, log) = (Arc::clone(&rt), task.clone(), log.clone());
+            let netns_path = PathBuf::from("/run/netns").join(&netns);
+            tokio::task::spawn_blocking(move || {
+                fs_create(&log)?;
+                rt.start(&task, &image, netns_path, &log)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("starting the container panicked: {e}")))
+        };
+        let mut running = match started {
+            Ok(r) => r,
+            Err(e) => {
+                remove_container(&rt, &id).await;
+                return self
+                    .failed_to_start(&task, &spec, "starting the task failed", e)
+                    .await;
+            }
+        };
+        let pid = running.pid;
+        let stop_requested = {
+            let mut local = self.locked();
+            let l = local.entry(id.clone()).or_default();
+            l.pid = Some(pid);
+            l.container = Some(running.container.clone());
+            l.stopping
+        };
+        let mut st = status(TaskState::Running, "started");
+        st.pid = Some(pid);
+        self.report(&id, st);
+        info!(task = %task.name(), pid, "container running");
+        if stop_requested {
+            self.locked().entry(id.clone()).or_default().stopping = false;
+            self.stop(&id);
+        }
+
+        // runc's exit status is the container's (128 + the signal for a killed one).
+        let code = running.waiter.wait().await.ok().and_then(|s| s.code());
+        let exit = shoal_oci::Exit {
+            code,
+            signal: None,
+            oom_killed: rt.oom_killed(&running.container),
+        };
+        let stopping = self.locked().get(&id).is_some_and(|l| l.stopping);
+        let mut st = match (stopping, exit.error()) {
+            (true, _) => status(TaskState::Shutdown, "shutdown"),
+            (false, None) => status(TaskState::Complete, "finished"),
+            (false, Some(err)) => {
+                let mut st = status(TaskState::Failed, "task exited");
+                st.err = err;
+                st
+            }
+        };
+        st.exit_code = code;
+        info!(task = %task.name(), state = %st.state, "container ended");
+        self.network.release_task(&id).await;
+        remove_container(&rt, &id).await;
+        self.report(&id, st);
+        shoal_exec::cleanup(&spec).await;
+        self.locked().remove(&id);
+    }
+
     /// Owns one task's process from start to exit.
     async fn run(self: Arc<Self>, task: Task) {
+        if task.spec.runtime == Runtime::Oci {
+            return self.run_container(task).await;
+        }
         let id = task.id.clone();
-        let spec = shoal_exec::SandboxSpec {
-            task_id: id.clone(),
-            hostname: task.hostname().to_string(),
-            command: task.spec.command.clone(),
-            env: task.spec.env.clone(),
-            workdir: task.spec.dir.clone(),
-            run_dir: self.run_dir(&id),
-            netns: None,
-            extra_hosts: self.cfg.extra_hosts.clone(),
-        };
+        let spec = self.sandbox_spec(&task);
         self.report(&id, status(TaskState::Starting, "starting"));
         let mut running = match self.start(&task, &spec).await {
             Ok(r) => r,
@@ -322,4 +473,17 @@ impl Worker {
         // Only now: `stop_all` waits for this, so a stopping daemon leaves no sandbox behind.
         self.locked().remove(&id);
     }
+}
+
+/// The task's run dir and its (truncated) log file.
+fn fs_create(log: &std::path::Path) -> Result<(), String> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn remove_container(rt: &Arc<OciRuntime>, id: &str) {
+    let (rt, id) = (Arc::clone(rt), id.to_string());
+    let _ = tokio::task::spawn_blocking(move || rt.remove(&id)).await;
 }

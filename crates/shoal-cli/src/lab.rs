@@ -43,6 +43,9 @@ pub struct LabUpArgs {
     /// loads its own eBPF programs; they act only on that node's tasks.
     #[arg(long, default_value = "auto")]
     pub vip_balancer: String,
+    /// A registry (HOST:PORT) the nodes pull from over plain HTTP; repeatable.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub insecure_registry: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +144,11 @@ async fn up(args: LabUpArgs) -> Result<i32> {
             args.dns_upstream
                 .iter()
                 .flat_map(|u| ["--dns-upstream".to_string(), u.clone()]),
+        )
+        .chain(
+            args.insecure_registry
+                .iter()
+                .flat_map(|r| ["--insecure-registry".to_string(), r.clone()]),
         )
         .collect(),
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use shoal_types::service::{ContainerSpec, Placement, TaskTemplate};
+use shoal_types::service::{ContainerSpec, Limits, Placement, Runtime, TaskTemplate};
 use shoal_types::time::parse_duration_ms;
 use shoal_types::{
     Constraint, EndpointMode, EndpointSpec, NetworkAttachment, PortConfig, RestartCondition,
@@ -19,9 +19,37 @@ pub enum Mode {
     Global,
 }
 
-/// `shoal service create [OPTIONS] COMMAND [ARG...]`: flags come before the command.
+/// `--runtime`: what a task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    /// IMAGE [COMMAND] [ARG...]: the image's container, run by runc.
+    Oci,
+    /// COMMAND [ARG...]: a command from the host's filesystem, in the task's namespaces.
+    Host,
+}
+
+/// `shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]` (`--runtime host`: COMMAND
+/// [ARG...]): flags come before the image.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// What the tasks run: oci (an image's container) or host (a command from the host).
+    #[arg(long, value_enum, default_value = "host")]
+    pub runtime: RuntimeArg,
+    /// Overwrite the image's ENTRYPOINT (oci).
+    #[arg(long, allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// Username or UID[:GID] the container's process runs as (oci).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Mount the container's root filesystem read-only (oci).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Memory limit (oci): bytes, or with a unit b, k, m, g (1024-based, as docker).
+    #[arg(long, value_name = "BYTES")]
+    pub limit_memory: Option<String>,
+    /// CPU limit (oci): a number of CPUs, e.g. 0.5.
+    #[arg(long, value_name = "CPUS")]
+    pub limit_cpu: Option<String>,
     /// Service name.
     #[arg(long)]
     pub name: Option<String>,
@@ -73,12 +101,12 @@ pub struct CreateArgs {
     /// How long to wait for the service to converge.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub timeout: String,
-    /// The command to run, and its arguments.
+    /// IMAGE [COMMAND] [ARG...] (`--runtime host`: COMMAND [ARG...]).
     #[arg(
         required = true,
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        value_name = "COMMAND"
+        value_name = "IMAGE [COMMAND] [ARG...]"
     )]
     pub command: Vec<String>,
 }
@@ -146,19 +174,18 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             replicas: r.unwrap_or(1),
         },
     };
+    let container_spec = container_spec(a)?;
     let spec = ServiceSpec {
         name: match &a.name {
             Some(n) => n.clone(),
-            None => default_name(&a.command),
+            None => match &container_spec.image {
+                Some(image) => default_name(&[image_base(image)]),
+                None => default_name(&a.command),
+            },
         },
         labels: key_values("label", &a.labels)?,
         task_template: TaskTemplate {
-            container_spec: ContainerSpec {
-                command: a.command.clone(),
-                env: checked_env(&a.env)?,
-                dir: a.workdir.clone(),
-                stop_grace_period_ms: duration("--stop-grace-period", &a.stop_grace_period)?,
-            },
+            container_spec,
             restart_policy: RestartPolicy {
                 condition: a.restart_condition,
                 delay_ms: duration("--restart-delay", &a.restart_delay)?,
@@ -188,6 +215,94 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     spec.validate().map_err(anyhow::Error::msg)?;
     shoal_types::dns_name::check_service(&spec).map_err(anyhow::Error::msg)?;
     Ok(spec)
+}
+
+/// The task's runtime and what it runs, from IMAGE [COMMAND] [ARG...] or, with `--runtime
+/// host`, COMMAND [ARG...]. An image reference that does not parse is refused here, naming
+/// it, as docker does.
+fn container_spec(a: &CreateArgs) -> Result<ContainerSpec> {
+    let oci_only = [
+        ("--entrypoint", a.entrypoint.is_some()),
+        ("--user", a.user.is_some()),
+        ("--read-only", a.read_only),
+        ("--limit-memory", a.limit_memory.is_some()),
+        ("--limit-cpu", a.limit_cpu.is_some()),
+    ];
+    let mut cs = ContainerSpec::host(a.command.clone());
+    cs.env = checked_env(&a.env)?;
+    cs.dir = a.workdir.clone();
+    cs.stop_grace_period_ms = duration("--stop-grace-period", &a.stop_grace_period)?;
+    match a.runtime {
+        RuntimeArg::Host => {
+            if let Some((flag, _)) = oci_only.iter().find(|(_, given)| *given) {
+                bail!(
+                    "{flag} is for containers (--runtime oci); a host command runs as the daemon's user on the host's filesystem"
+                );
+            }
+        }
+        RuntimeArg::Oci => {
+            let (image, command) = a
+                .command
+                .split_first()
+                .ok_or_else(|| anyhow::anyhow!("service create needs an IMAGE"))?;
+            shoal_image::ImageRef::parse(image).map_err(|e| anyhow::anyhow!("{e}"))?;
+            cs.runtime = Runtime::Oci;
+            cs.image = Some(image.clone());
+            cs.command = command.to_vec();
+            cs.entrypoint = a
+                .entrypoint
+                .as_ref()
+                .map(|e| e.split_whitespace().map(String::from).collect());
+            cs.user = a.user.clone();
+            cs.read_only = a.read_only;
+            cs.limits = Limits {
+                memory_bytes: a.limit_memory.as_deref().map(memory_bytes).transpose()?,
+                nano_cpus: a.limit_cpu.as_deref().map(nano_cpus).transpose()?,
+            };
+        }
+    }
+    Ok(cs)
+}
+
+/// The repository's last path component, for a generated service name.
+fn image_base(image: &str) -> String {
+    let path = image.split(['@']).next().unwrap_or(image);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    last.split(':').next().unwrap_or(last).to_string()
+}
+
+/// docker's memory sizes: a number with an optional unit b, k, m, g or t (1024-based).
+pub fn memory_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').filter(|r| !r.is_empty()).unwrap_or(&t);
+    let (num, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| {
+            anyhow::anyhow!("invalid --limit-memory {s:?}: expected a size such as 64m or 1g")
+        })?;
+    Ok((n * (1u64 << shift) as f64) as i64)
+}
+
+/// `--limit-cpu 0.5` as Swarm keeps it: CPUs × 10⁹.
+pub fn nano_cpus(s: &str) -> Result<u64> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| {
+            anyhow::anyhow!("invalid --limit-cpu {s:?}: expected a number of CPUs such as 0.5")
+        })?;
+    Ok((n * 1e9).round() as u64)
 }
 
 /// A name for a service created without `--name`: the program's file name and a random

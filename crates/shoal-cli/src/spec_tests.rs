@@ -342,3 +342,57 @@ fn network_long_form() {
         assert!(network(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn runtime_oci_takes_an_image_then_its_command() {
+    let spec = create(&[
+        "--runtime",
+        "oci",
+        "--name",
+        "bb",
+        "--entrypoint",
+        "sh -c",
+        "-u",
+        "1000",
+        "--read-only",
+        "--limit-memory",
+        "64m",
+        "--limit-cpu",
+        "0.5",
+        "127.0.0.1:5000/lab/busybox:1",
+        "httpd",
+        "-f",
+    ])
+    .unwrap();
+    let cs = &spec.task_template.container_spec;
+    assert_eq!(cs.runtime, Runtime::Oci);
+    assert_eq!(cs.image.as_deref(), Some("127.0.0.1:5000/lab/busybox:1"));
+    assert_eq!(cs.command, ["httpd", "-f"]);
+    assert_eq!(cs.entrypoint, Some(vec!["sh".into(), "-c".into()]));
+    assert_eq!(cs.user.as_deref(), Some("1000"));
+    assert!(cs.read_only);
+    assert_eq!(cs.limits.memory_bytes, Some(64 << 20));
+    assert_eq!(cs.limits.nano_cpus, Some(500_000_000));
+    let named = create(&["--runtime", "oci", "docker.io/library/nginx:1.27"]).unwrap();
+    assert!(named.name.starts_with("nginx-"), "{}", named.name);
+    assert!(named.task_template.container_spec.command.is_empty());
+}
+
+#[test]
+fn a_bad_reference_and_container_flags_on_host_are_refused() {
+    let err = create(&["--runtime", "oci", "Lab/BusyBox"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid reference format \"Lab/BusyBox\": repository name must be lowercase"
+    );
+    let err = create(&["--runtime", "host", "--read-only", "sleep", "1"]).unwrap_err();
+    assert!(
+        err.to_string().starts_with("--read-only is for containers"),
+        "{err}"
+    );
+    let host = create(&["--runtime", "host", "sleep", "1"]).unwrap();
+    assert_eq!(host.task_template.container_spec.runtime, Runtime::Host);
+    assert!(memory_bytes("lots").is_err());
+    assert_eq!(memory_bytes("512k").unwrap(), 512 << 10);
+    assert!(nano_cpus("-1").is_err());
+}

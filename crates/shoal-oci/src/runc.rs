@@ -173,6 +173,26 @@ impl Runc {
         })
     }
 
+    /// `runc run --keep` in the foreground, for the caller to spawn: runc creates and starts
+    /// the container and stays its parent (and subreaper) until it ends, then exits with its
+    /// status (128 + the signal for a killed one): a waiter per container, so the caller
+    /// needs no subreaper of its own. `--keep` leaves the stopped container (and its cgroup,
+    /// where the OOM count is) for `delete`. The init's pid goes to `init.pid` in the bundle
+    /// once it runs; runc's errors to `runc.log` there (`last_error`).
+    pub fn run_command(&self, id: &str, bundle: &Bundle) -> Command {
+        let dir = bundle.dir();
+        let mut c = self.command();
+        c.arg("--log")
+            .arg(dir.join("runc.log"))
+            .args(["--log-format", "json", "run", "--keep", "--bundle"])
+            .arg(dir)
+            .arg("--pid-file")
+            .arg(dir.join("init.pid"))
+            .arg(id)
+            .stdin(Stdio::null());
+        c
+    }
+
     /// `runc start`: runs the created container's process.
     pub fn start(&self, id: &str) -> Result<(), OciError> {
         let mut c = self.command();

@@ -43,6 +43,7 @@ pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
                 env: vec![],
                 dir: None,
                 stop_grace_period_ms: 10_000,
+                ..ContainerSpec::host(vec![])
             },
             restart_policy: RestartPolicy::default(),
             placement: Default::default(),

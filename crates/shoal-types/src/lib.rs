@@ -30,7 +30,7 @@ pub use network::{Attachment, Ipam, Network};
 pub use node::{Availability, Node, NodeRole, NodeState};
 pub use service::{
     EndpointMode, EndpointSpec, NetworkAttachment, PortConfig, Protocol, PublishMode,
-    RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TrafficPolicy,
+    RestartCondition, RestartPolicy, Runtime, ServiceMode, ServiceSpec, TrafficPolicy,
 };
 pub use state::{ApplyError, ClusterInfo, ClusterState, Command, CommandResult, Service};
 pub use task::{Task, TaskDelta, TaskState, TaskStatus};

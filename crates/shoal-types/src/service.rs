@@ -30,17 +30,96 @@ pub struct TaskTemplate {
     pub networks: Vec<NetworkAttachment>,
 }
 
-/// What a task runs. There is no image: the command comes from the host's filesystem.
+/// What a task runs: an image's container (`Runtime::Oci`), or a command from the host's
+/// filesystem (`Runtime::Host`). Specs stored before runtimes existed have none and read as
+/// `Host`, so a Raft log written then replays to the same state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerSpec {
+    #[serde(default, skip_serializing_if = "Runtime::is_host")]
+    pub runtime: Runtime,
+    /// The image reference as the user gave it (`oci` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `host`: the command and its arguments. `oci`: COMMAND [ARG...], replacing the image's
+    /// Cmd when not empty.
     pub command: Vec<String>,
+    /// `--entrypoint` (`oci`): replaces the image's Entrypoint and clears its Cmd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `-u name|uid[:group|gid]` (`oci`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `--read-only` (`oci`): the root filesystem is mounted read-only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// `--limit-memory` / `--limit-cpu` (`oci`).
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
     #[serde(default)]
     pub env: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
     /// Milliseconds between SIGTERM and SIGKILL.
     pub stop_grace_period_ms: u64,
+}
+
+impl ContainerSpec {
+    /// A host-command task's spec with the defaults (`--runtime host`).
+    pub fn host(command: Vec<String>) -> ContainerSpec {
+        ContainerSpec {
+            runtime: Runtime::Host,
+            image: None,
+            command,
+            entrypoint: None,
+            user: None,
+            read_only: false,
+            limits: Limits::default(),
+            env: vec![],
+            dir: None,
+            stop_grace_period_ms: 10_000,
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How a task runs (`service create --runtime`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// A command from the host's filesystem in the task's namespaces (what every task was
+    /// before images).
+    #[default]
+    Host,
+    /// An image's container, run by runc.
+    Oci,
+}
+display_lowercase!(Runtime { Host => "host", Oci => "oci" });
+
+impl Runtime {
+    pub fn is_host(&self) -> bool {
+        *self == Runtime::Host
+    }
+}
+
+/// Resource limits, as Swarm keeps them (`Resources.Limits`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Limits {
+    /// CPUs × 10⁹.
+    #[serde(rename = "NanoCPUs", default, skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.nano_cpus.is_none() && self.memory_bytes.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,8 +352,24 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
 impl ServiceSpec {
     pub fn validate(&self) -> Result<(), String> {
         validate_name("service", &self.name)?;
-        if self.task_template.container_spec.command.is_empty() {
-            return Err("a service needs a command to run, e.g. `shoal service create --name web shoal demo vote`".into());
+        let cs = &self.task_template.container_spec;
+        match cs.runtime {
+            Runtime::Host if cs.command.is_empty() => {
+                return Err("a service needs a command to run, e.g. `shoal service create --runtime host --name web shoal demo vote`".into());
+            }
+            Runtime::Oci if cs.image.as_deref().unwrap_or("").is_empty() => {
+                return Err(
+                    "a service needs an image to run, e.g. `shoal service create --name web nginx`"
+                        .into(),
+                );
+            }
+            Runtime::Host if cs.image.is_some() => {
+                return Err(
+                    "--runtime host runs a command from the host's filesystem: it takes no image"
+                        .into(),
+                );
+            }
+            _ => {}
         }
         for env in &self.task_template.container_spec.env {
             if !env.contains('=') || env.starts_with('=') {
@@ -342,5 +437,36 @@ mod tests {
         assert!(validate_name("service", "vote").is_ok());
         assert!(validate_name("service", "-vote").is_err());
         assert!(validate_name("service", "vo.te").is_err());
+    }
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_stored_before_runtimes_reads_as_host() {
+        let old = r#"{"Command":["sleep","100"],"Env":[],"StopGracePeriodMs":10000}"#;
+        let cs: ContainerSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(cs, ContainerSpec::host(vec!["sleep".into(), "100".into()]));
+    }
+
+    #[test]
+    fn an_oci_spec_keeps_its_image_and_settings() {
+        let cs = ContainerSpec {
+            runtime: Runtime::Oci,
+            image: Some("127.0.0.1:5000/busybox".into()),
+            entrypoint: Some(vec!["sh".into()]),
+            read_only: true,
+            limits: Limits {
+                nano_cpus: Some(500_000_000),
+                memory_bytes: Some(16 << 20),
+            },
+            ..ContainerSpec::host(vec!["-c".into(), "true".into()])
+        };
+        let json = serde_json::to_string(&cs).unwrap();
+        assert!(json.contains(r#""Runtime":"oci""#), "{json}");
+        assert!(json.contains(r#""NanoCPUs":500000000"#), "{json}");
+        assert_eq!(serde_json::from_str::<ContainerSpec>(&json).unwrap(), cs);
     }
 }

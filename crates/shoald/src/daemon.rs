@@ -36,6 +36,8 @@ pub struct Config {
     pub heartbeat_period_ms: u64,
     pub heartbeat_grace: u32,
     pub extra_hosts: Option<PathBuf>,
+    /// `--insecure-registry`: registries pulled from over plain HTTP.
+    pub insecure_registries: Vec<String>,
     pub upstream: shoal_dns::Upstream,
     /// The node's VIP balancer, shared by every activation of the agent.
     pub vip_balancer: Arc<shoal_agent::vip::VipBalancer>,
@@ -151,6 +153,8 @@ impl Daemon {
             AgentConfig {
                 node_id: identity.node_id.clone(),
                 run_dir: self.cfg.data_dir.join("tasks"),
+                data_dir: self.cfg.data_dir.clone(),
+                insecure_registries: self.cfg.insecure_registries.clone(),
                 managers: identity.managers.clone(),
                 extra_hosts: self.cfg.extra_hosts.clone(),
                 vtep,

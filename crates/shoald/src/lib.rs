@@ -66,6 +66,10 @@ pub struct Args {
     /// sandbox with a warning), `ebpf` (a load failure stops the daemon) or `nftables`.
     #[arg(long, default_value = "auto", value_parser = parse_vip_choice)]
     pub vip_balancer: shoal_agent::vip::VipChoice,
+    /// A registry (HOST:PORT) to pull images from over plain HTTP; repeatable. Loopback
+    /// registries (127.0.0.0/8, localhost) always are, as docker does.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
 }
 
 fn parse_vip_choice(s: &str) -> Result<shoal_agent::vip::VipChoice, String> {
@@ -96,6 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         heartbeat_period_ms: args.heartbeat_period,
         heartbeat_grace: args.heartbeat_grace,
         extra_hosts: args.extra_hosts.clone(),
+        insecure_registries: args.insecure_registries.clone(),
         vip_balancer,
         upstream: if args.dns_upstream.is_empty() {
             shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf").unwrap_or(

@@ -1,0 +1,212 @@
+//! `--runtime oci` on a 3-node lab with real runc and a real registry: a docker-registry on
+//! 127.0.0.1:5000 in each node's namespace (loopback registries are plain HTTP, as docker
+//! has it), each with the same busybox image pushed by skopeo; the nodes pull it themselves.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Lab, text, wait_for};
+use shoal_testns::Netns;
+use shoal_testns::registry::{LabRegistry, ManifestFormat};
+
+const IMAGE: &str = "127.0.0.1:5000/lab/busybox:1";
+
+/// Removes, when the test ends (also by failing), what runc still runs for a lab node: a
+/// container's processes are in a cgroup of their own, outside the lab's.
+struct Runcs(Vec<PathBuf>);
+
+impl Drop for Runcs {
+    fn drop(&mut self) {
+        for root in &self.0 {
+            for id in runc_ids(root) {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(root)
+                    .args(["delete", "--force", &id])
+                    .output();
+            }
+        }
+    }
+}
+
+fn runc_ids(root: &PathBuf) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+        .expect("run runc list");
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn data_dir(lab: &Lab, node: u32) -> PathBuf {
+    lab.dir().join(format!("node{node}")).join("data")
+}
+
+/// The registries live in the lab's namespaces, which `lab down` deletes: the `Netns`
+/// handles are forgotten, not dropped.
+fn registries(lab: &Lab) -> Vec<LabRegistry> {
+    (1..=lab.nodes)
+        .map(|n| {
+            let ns = Netns { name: lab.netns(n) };
+            let registry = LabRegistry::start(&ns, 5000);
+            registry.push_busybox("lab/busybox:1", ManifestFormat::Oci);
+            std::mem::forget(ns);
+            registry
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_runs_an_image_in_containers() {
+    let lab = Lab::up("oci", 3, 1);
+    let _runcs = Runcs((1..=3).map(|n| data_dir(&lab, n).join("runc")).collect());
+    let _registries = registries(&lab);
+    lab.ok(1, &["network", "create", "--driver", "overlay", "ovl"]);
+
+    // A reference that does not parse is refused at create, naming it.
+    let err = lab.fails(
+        1,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "oci",
+            "--name",
+            "bad",
+            "Lab/BusyBox",
+        ],
+    );
+    assert!(
+        err.contains("invalid reference format \"Lab/BusyBox\": repository name must be lowercase"),
+        "{err}"
+    );
+
+    lab.create(&format!(
+        "--runtime oci --name bb --network ovl --replicas 2 {IMAGE} busybox httpd -f -p 80"
+    ));
+    let tasks = lab.wait_running("bb", 2);
+    let inspect = lab.ok(
+        1,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            "bb",
+        ],
+    );
+    assert_eq!(inspect.trim(), IMAGE);
+
+    // A host-command client on every node; from one without a bb task, tasks.bb is both.
+    lab.create("--name client --mode global --network ovl sleep 1000");
+    let clients = lab.wait_running("client", 3);
+    let bb_nodes: Vec<u32> = tasks.iter().map(|(n, _)| *n).collect();
+    let (other, client) = clients
+        .iter()
+        .find(|(n, _)| !bb_nodes.contains(n))
+        .expect("a node without bb (two replicas on three nodes)");
+    let mut want: Vec<String> = tasks.iter().map(|(_, id)| lab.task_addr(id)).collect();
+    want.sort();
+    let mut got = lab.dig(*other, client, &["tasks.bb"]);
+    got.sort();
+    assert_eq!(got, want);
+    // The container serves on its task address, across the overlay.
+    let page = lab.in_task(
+        *other,
+        client,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{}/", want[0]),
+        ],
+    );
+    assert_eq!(
+        text(&page.stdout),
+        "404",
+        "busybox httpd answers (no index page)"
+    );
+
+    // PID 1 in its own PID namespace, and the host's files are not there.
+    for (_, id) in &tasks {
+        let pid = lab.task_json(id)["Status"]["PID"].as_u64().expect("a pid");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+        assert!(nspid.ends_with("\t1"), "{nspid}");
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/root/work")).exists(),
+            "the host's /work is not in the container's root {root:?}"
+        );
+        assert!(std::path::Path::new(&format!("/proc/{pid}/root/bin/busybox")).exists());
+    }
+
+    // A missing tag: the task fails with the registry's words, nothing stuck.
+    lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--runtime",
+            "oci",
+            "--name",
+            "missing",
+            "--restart-condition",
+            "none",
+            "127.0.0.1:5000/lab/busybox:nosuch",
+        ],
+    );
+    let error = wait_for(
+        "the missing tag's task to fail",
+        Duration::from_secs(60),
+        || {
+            let out = lab.ok(
+                1,
+                &[
+                    "service",
+                    "ps",
+                    "--no-trunc",
+                    "--format",
+                    "{{.CurrentState}}|{{.Error}}",
+                    "missing",
+                ],
+            );
+            match out.lines().next() {
+                Some(l) if l.starts_with("Failed") => Ok(l.to_string()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    assert!(error.contains("manifest unknown"), "{error}");
+
+    // service rm: no runc container, no mount, no writable layer left.
+    lab.ok(1, &["service", "rm", "bb", "missing"]);
+    for (node, id) in &tasks {
+        let data = data_dir(&lab, *node);
+        wait_for(
+            "the container to be removed",
+            Duration::from_secs(30),
+            || {
+                let ids = runc_ids(&data.join("runc"));
+                let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+                let layer = data.join("images/containers").join(id);
+                match (
+                    ids.contains(id),
+                    mounts.contains(id.as_str()),
+                    layer.exists(),
+                ) {
+                    (false, false, false) => Ok(()),
+                    state => Err(format!("runc, mount, writable layer: {state:?}")),
+                }
+            },
+        );
+    }
+}
