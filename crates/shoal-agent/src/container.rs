@@ -154,6 +154,31 @@ impl OciRuntime {
         }
     }
 
+    /// Removes every container this node's runc root or containers dir still holds: at
+    /// agent start nothing runs yet, and a container left by a daemon that died is not
+    /// adopted (no live restore yet), so it must not keep running unseen.
+    pub fn remove_leftovers(&self) -> Vec<String> {
+        let mut ids: Vec<String> = match self.runc.list() {
+            Ok(list) => list.into_iter().map(|c| c.id).collect(),
+            Err(e) => {
+                warn!("failed to list leftover containers: {e}");
+                vec![]
+            }
+        };
+        if let Ok(dir) = fs::read_dir(&self.dir) {
+            ids.extend(
+                dir.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        for id in &ids {
+            self.remove(id);
+        }
+        ids
+    }
+
     /// Whether the kernel's OOM killer struck the container (read before `remove`).
     pub fn oom_killed(&self, container: &Container) -> bool {
         shoal_oci::cgroup::oom_killed(&container.cgroups_path)

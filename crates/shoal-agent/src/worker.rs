@@ -74,13 +74,25 @@ impl Worker {
             cfg.upstream.clone(),
             Arc::clone(&cfg.vip_balancer),
         );
+        let oci = std::sync::OnceLock::new();
+        if cfg.data_dir.join("runc").exists() {
+            // This node ran containers before: remove what a daemon that died left.
+            let rt = OciRuntime::open(&cfg.data_dir, cfg.insecure_registries.clone());
+            if let Ok(rt) = &rt {
+                let left = rt.remove_leftovers();
+                if !left.is_empty() {
+                    warn!(containers = ?left, "removed containers left by an earlier daemon");
+                }
+            }
+            let _ = oci.set(rt.map(Arc::new));
+        }
         Arc::new(Worker {
             cfg,
             network,
             tasks: Mutex::new(HashMap::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
             reports,
-            oci: std::sync::OnceLock::new(),
+            oci,
         })
     }
 

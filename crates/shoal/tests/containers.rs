@@ -187,8 +187,55 @@ fn a_service_runs_an_image_in_containers() {
     );
     assert!(error.contains("manifest unknown"), "{error}");
 
+    // A memory limit stops an allocating container: dd's one 64 MiB block under 16 MiB.
+    lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--runtime",
+            "oci",
+            "--name",
+            "oom",
+            "--restart-condition",
+            "none",
+            "--limit-memory",
+            "16m",
+            IMAGE,
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=64M",
+            "count=1",
+        ],
+    );
+    let error = wait_for(
+        "the allocating task to fail",
+        Duration::from_secs(60),
+        || {
+            let out = lab.ok(
+                1,
+                &[
+                    "service",
+                    "ps",
+                    "--no-trunc",
+                    "--format",
+                    "{{.CurrentState}}|{{.Error}}",
+                    "oom",
+                ],
+            );
+            match out.lines().next() {
+                Some(l) if l.starts_with("Failed") => Ok(l.to_string()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    assert!(error.ends_with("|\"OOMKilled\""), "{error}");
+
     // service rm: no runc container, no mount, no writable layer left.
-    lab.ok(1, &["service", "rm", "bb", "missing"]);
+    lab.ok(1, &["service", "rm", "bb", "missing", "oom"]);
     for (node, id) in &tasks {
         let data = data_dir(&lab, *node);
         wait_for(
