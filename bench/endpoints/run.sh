@@ -20,8 +20,8 @@ S=("$SHOAL" -H "unix:///run/shoal-lab/$LAB/node1/shoal.sock")
 SOCK=/run/shoal-lab/$LAB/node1/shoal.sock
 
 "${S[@]}" network create overlay1 >/dev/null
-"${S[@]}" service create --name client --mode global --network overlay1 "$SHOAL" demo client >/dev/null
-"${S[@]}" service create --name web --network overlay1 --replicas 3 "$SHOAL" demo vote --port 8000 >/dev/null
+"${S[@]}" service create --runtime host --name client --mode global --network overlay1 "$SHOAL" demo client >/dev/null
+"${S[@]}" service create --runtime host --name web --network overlay1 --replicas 3 "$SHOAL" demo vote --port 8000 >/dev/null
 curl -sf -X DELETE --unix-socket "$SOCK" http://shoal/v1/endpoints/stats
 
 # Each scale step starts or stops one task: one change to propagate (the CLI waits until

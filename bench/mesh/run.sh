@@ -101,7 +101,7 @@ NODE1=$("${S[@]}" node inspect --format '{{.Status.Addr}}' node1)
 NODE2=$("${S[@]}" node inspect --format '{{.Status.Addr}}' node2)
 
 echo "service vote: 2 tasks on node2, published 8080:80..." >&2
-"${S[@]}" service create --name vote --replicas 2 --constraint node.hostname==node2 \
+"${S[@]}" service create --runtime host --name vote --replicas 2 --constraint node.hostname==node2 \
     -p 8080:80 "$SHOAL" demo vote >/dev/null
 "${S[@]}" service ps vote >&2
 while read -r id; do

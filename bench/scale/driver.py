@@ -84,9 +84,9 @@ def grow_to(tasks):
     t0 = time.monotonic()
     while 3 + 2 * services < tasks:
         if services == 0:
-            shoal("service", "create", "-d", "--name", "web", "--network", "ovl", "--replicas", "2", SHOAL, "demo", "vote")
+            shoal("service", "create", "--runtime", "host", "-d", "--name", "web", "--network", "ovl", "--replicas", "2", SHOAL, "demo", "vote")
         else:
-            shoal("service", "create", "-d", "--name", f"s{services}", "--network", "ovl", "--replicas", "2", "/bin/sleep", "infinity")
+            shoal("service", "create", "--runtime", "host", "-d", "--name", f"s{services}", "--network", "ovl", "--replicas", "2", "/bin/sleep", "infinity")
         services += 1
     want = 3 + 2 * services
     while (n := running_tasks()) < want:
@@ -97,7 +97,7 @@ def grow_to(tasks):
 
 
 shoal("network", "create", "--subnet", "10.10.0.0/16", "ovl")
-shoal("service", "create", "--name", "client", "--mode", "global", "--network", "ovl", SHOAL, "demo", "client")
+shoal("service", "create", "--runtime", "host", "--name", "client", "--mode", "global", "--network", "ovl", SHOAL, "demo", "client")
 threading.Thread(target=watch, daemon=True).start()
 
 print(f"3-node lab, one /16 overlay; {CHANGES} endpoint changes per stage (scale web 3<->2)")

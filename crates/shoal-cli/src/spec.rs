@@ -33,7 +33,7 @@ pub enum RuntimeArg {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// What the tasks run: oci (an image's container) or host (a command from the host).
-    #[arg(long, value_enum, default_value = "host")]
+    #[arg(long, value_enum, default_value = "oci")]
     pub runtime: RuntimeArg,
     /// Overwrite the image's ENTRYPOINT (oci).
     #[arg(long, allow_hyphen_values = true)]

@@ -5,8 +5,17 @@ use super::*;
 use crate::service::ServiceCmd;
 use crate::{Cli, Command};
 
+/// `service create ARGS`; host commands unless ARGS give a `--runtime`.
 fn create_args(args: &[&str]) -> CreateArgs {
-    let argv = ["shoal", "service", "create"].iter().chain(args);
+    let host: &[&str] = if args.contains(&"--runtime") {
+        &[]
+    } else {
+        &["--runtime", "host"]
+    };
+    let argv = ["shoal", "service", "create"]
+        .iter()
+        .chain(host)
+        .chain(args);
     match Cli::try_parse_from(argv).map(|c| c.command) {
         Ok(Command::Service(ServiceCmd::Create(a))) => a,
         Ok(other) => panic!("parsed as {other:?}"),
@@ -395,4 +404,26 @@ fn a_bad_reference_and_container_flags_on_host_are_refused() {
     assert!(memory_bytes("lots").is_err());
     assert_eq!(memory_bytes("512k").unwrap(), 512 << 10);
     assert!(nano_cpus("-1").is_err());
+}
+
+#[test]
+fn oci_is_the_default_runtime() {
+    let argv = [
+        "shoal",
+        "service",
+        "create",
+        "--name",
+        "web",
+        "nginx",
+        "-g",
+        "daemon off;",
+    ];
+    let a = match Cli::try_parse_from(argv).map(|c| c.command) {
+        Ok(Command::Service(ServiceCmd::Create(a))) => a,
+        other => panic!("parsed as {other:?}"),
+    };
+    let cs = build_spec(&a).unwrap().task_template.container_spec;
+    assert_eq!(cs.runtime, Runtime::Oci);
+    assert_eq!(cs.image.as_deref(), Some("nginx"));
+    assert_eq!(cs.command, ["-g", "daemon off;"]);
 }

@@ -233,8 +233,8 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
     w.cmd(1, "network create --driver overlay overlay1")?;
 
     println!("\n## 1. DNS-based load balancing (endpoint mode dnsrr)");
-    w.cmd(1, "service create --endpoint-mode dnsrr --replicas 1 --name client --network overlay1 SHOAL demo client")?;
-    w.cmd(1, "service create --endpoint-mode dnsrr --name vote --network overlay1 --replicas 2 SHOAL demo vote")?;
+    w.cmd(1, "service create --runtime host --endpoint-mode dnsrr --replicas 1 --name client --network overlay1 SHOAL demo client")?;
+    w.cmd(1, "service create --runtime host --endpoint-mode dnsrr --name vote --network overlay1 --replicas 2 SHOAL demo vote")?;
     let ls = w.cmd(1, "service ls")?;
     w.check(
         "client 1/1 and vote 2/2",
@@ -279,11 +279,11 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
     println!("\n## 2. VIP-based load balancing (the default endpoint mode)");
     w.cmd(
         1,
-        "service create --replicas 1 --name client --network overlay1 SHOAL demo client",
+        "service create --runtime host --replicas 1 --name client --network overlay1 SHOAL demo client",
     )?;
     w.cmd(
         1,
-        "service create --name vote --network overlay1 --replicas 2 SHOAL demo vote",
+        "service create --runtime host --name vote --network overlay1 --replicas 2 SHOAL demo vote",
     )?;
     let vips = w.cmd(1, "service inspect --format {{.Endpoint.VirtualIPs}} vote")?;
     w.cmd(
@@ -337,7 +337,7 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
     println!("\n## 3. The routing mesh (published ports)");
     w.cmd(
         1,
-        "service create --name vote --network overlay1 --replicas 2 -p 8080:80 SHOAL demo vote",
+        "service create --runtime host --name vote --network overlay1 --replicas 2 -p 8080:80 SHOAL demo vote",
     )?;
     for (from, to) in [(1, "node2"), (2, "node1")] {
         let mut ids = BTreeSet::new();
@@ -402,7 +402,7 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
         "SRV records for published ports",
         srv.contains(" 80 vote.overlay1."),
     )?;
-    w.cmd(1, "service create --name web --constraint node.hostname==node1 --publish published=8081,target=80,traffic=local SHOAL demo vote")?;
+    w.cmd(1, "service create --runtime host --name web --constraint node.hostname==node1 --publish published=8081,target=80,traffic=local SHOAL demo vote")?;
     let node2 = w.cmd(1, "node inspect --format {{.Status.Addr}} node2")?;
     let page = w.on_node(2, &["curl", "-s", "node1:8081"])?;
     w.check(

@@ -126,6 +126,8 @@ async fn service_lifecycle() {
     let create = [
         "service",
         "create",
+        "--runtime",
+        "host",
         "--name",
         "vote",
         "--replicas",
@@ -191,7 +193,16 @@ async fn global_services_refuse_scale() {
         shoal(
             &d,
             &[
-                "service", "create", "--name", "agent", "--mode", "global", "sleep", "100"
+                "service",
+                "create",
+                "--runtime",
+                "host",
+                "--name",
+                "agent",
+                "--mode",
+                "global",
+                "sleep",
+                "100"
             ]
         )
         .await,
@@ -204,6 +215,8 @@ async fn global_services_refuse_scale() {
             &[
                 "service",
                 "create",
+                "--runtime",
+                "host",
                 "--mode",
                 "global",
                 "--replicas",
@@ -223,6 +236,8 @@ async fn convergence_times_out_with_the_task_error() {
     let args = [
         "service",
         "create",
+        "--runtime",
+        "host",
         "--name",
         "broken",
         "--timeout",
@@ -234,7 +249,16 @@ async fn convergence_times_out_with_the_task_error() {
     assert_eq!(
         shoal(
             &d,
-            &["service", "create", "-d", "--name", "broken2", "false"]
+            &[
+                "service",
+                "create",
+                "--runtime",
+                "host",
+                "-d",
+                "--name",
+                "broken2",
+                "false"
+            ]
         )
         .await,
         0
@@ -396,7 +420,20 @@ async fn networks() {
 async fn convergence_waits_for_the_endpoint_change() {
     let d = fake::start();
     assert_eq!(
-        shoal(&d, &["service", "create", "--name", "web", "sleep", "100"]).await,
+        shoal(
+            &d,
+            &[
+                "service",
+                "create",
+                "--runtime",
+                "host",
+                "--name",
+                "web",
+                "sleep",
+                "100"
+            ]
+        )
+        .await,
         0
     );
     // The tasks run at once; converging took polls until both nodes had the change.

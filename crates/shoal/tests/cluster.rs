@@ -54,6 +54,8 @@ fn init_join_node_ls_and_bad_input() {
         &[
             "service",
             "create",
+            "--runtime",
+            "host",
             "--mode",
             "global",
             "--replicas",
@@ -83,6 +85,8 @@ fn services_spread_scale_restart_exec_logs() {
         &[
             "service",
             "create",
+            "--runtime",
+            "host",
             "--name",
             "web",
             "--replicas",
@@ -113,7 +117,19 @@ fn services_spread_scale_restart_exec_logs() {
         "{ls}"
     );
 
-    let err = lab.fails(1, &["service", "create", "--name", "web", "sleep", "1"]);
+    let err = lab.fails(
+        1,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "host",
+            "--name",
+            "web",
+            "sleep",
+            "1",
+        ],
+    );
     assert!(err.contains("already in use"), "{err}");
 
     lab.ok(1, &["service", "scale", "web=5"]);
@@ -165,6 +181,8 @@ fn services_spread_scale_restart_exec_logs() {
         &[
             "service",
             "create",
+            "--runtime",
+            "host",
             "--name",
             "hello",
             "--restart-condition",
@@ -207,6 +225,8 @@ fn drain_node_failure_and_manager_restart() {
         &[
             "service",
             "create",
+            "--runtime",
+            "host",
             "--name",
             "web",
             "--replicas",

@@ -223,7 +223,17 @@ fn scenario_3_published_port_on_every_node() {
     let err = lab.fails(
         1,
         &[
-            "service", "create", "--name", "other", "-p", "8080:80", SHOAL, "demo", "vote",
+            "service",
+            "create",
+            "--runtime",
+            "host",
+            "--name",
+            "other",
+            "-p",
+            "8080:80",
+            SHOAL,
+            "demo",
+            "vote",
         ],
     );
     assert!(

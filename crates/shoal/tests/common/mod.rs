@@ -270,11 +270,16 @@ impl Lab {
 }
 
 impl Lab {
-    /// `shoal service create ARGS` on node1, waiting (as the CLI does without -d) until the
+    /// `shoal service create ARGS` on node1 (`--runtime host` unless ARGS say), waiting (as the CLI does without -d) until the
     /// tasks run and their endpoints have reached every node. ARGS is split at spaces;
     /// `SHOAL` stands for the shoal binary (the demo apps' command).
     pub fn create(&self, args: &str) {
         let mut a = vec!["service", "create"];
+        // The lab tests run the demo apps from the host: `--runtime host` unless a test
+        // chooses.
+        if !args.contains("--runtime") {
+            a.extend(["--runtime", "host"]);
+        }
         a.extend(
             args.split_whitespace()
                 .map(|w| if w == "SHOAL" { SHOAL } else { w }),
