@@ -347,6 +347,12 @@ impl Worker {
                     .await;
             }
         };
+        if self.locked().get(&id).is_some_and(|l| l.stopping) {
+            // Stopped while its image was pulled: nothing was made yet.
+            self.report(&id, status(TaskState::Shutdown, "shutdown"));
+            self.locked().remove(&id);
+            return;
+        }
         self.report(&id, status(TaskState::Starting, "starting"));
         let netns = match shoal_exec::prepare_netns(&spec).await {
             Ok(n) => n,

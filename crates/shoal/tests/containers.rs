@@ -64,7 +64,7 @@ fn registries(lab: &Lab) -> Vec<LabRegistry> {
 fn a_service_runs_an_image_in_containers() {
     let lab = Lab::up("oci", 3, 1);
     let _runcs = Runcs((1..=3).map(|n| data_dir(&lab, n).join("runc")).collect());
-    let _registries = registries(&lab);
+    let registries = registries(&lab);
     lab.ok(1, &["network", "create", "--driver", "overlay", "ovl"]);
 
     // A reference that does not parse is refused at create, naming it.
@@ -187,6 +187,35 @@ fn a_service_runs_an_image_in_containers() {
     );
     assert!(error.contains("manifest unknown"), "{error}");
 
+    // A registry nobody serves: the task fails naming it.
+    lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "down",
+            "--restart-condition",
+            "none",
+            "127.0.0.1:5999/lab/busybox:1",
+        ],
+    );
+    let error = failed_error(&lab, "down");
+    assert!(error.contains("127.0.0.1:5999"), "{error}");
+
+    // Three tasks of one image on one node: one pull (the config and layer blobs once).
+    let node3 = &registries[2];
+    node3.push_busybox("lab/other:1", ManifestFormat::Oci);
+    let blob_gets = || node3.log().matches("\"GET /v2/lab/other/blobs/").count();
+    let before = blob_gets();
+    lab.create(
+        "--runtime oci --name three --replicas 3 --constraint node.hostname==node3 \
+         127.0.0.1:5000/lab/other:1 busybox sleep 1000",
+    );
+    lab.wait_running("three", 3);
+    assert_eq!(blob_gets() - before, 2, "{}", node3.log());
+
     // A memory limit stops an allocating container: dd's one 64 MiB block under 16 MiB.
     lab.ok(
         1,
@@ -235,7 +264,10 @@ fn a_service_runs_an_image_in_containers() {
     assert!(error.ends_with("|\"OOMKilled\""), "{error}");
 
     // service rm: no runc container, no mount, no writable layer left.
-    lab.ok(1, &["service", "rm", "bb", "missing", "oom"]);
+    lab.ok(
+        1,
+        &["service", "rm", "bb", "missing", "oom", "down", "three"],
+    );
     for (node, id) in &tasks {
         let data = data_dir(&lab, *node);
         wait_for(
@@ -256,4 +288,29 @@ fn a_service_runs_an_image_in_containers() {
             },
         );
     }
+}
+
+/// Waits until a service's (one, not restarted) task failed; its `service ps` ERROR.
+fn failed_error(lab: &Lab, service: &str) -> String {
+    wait_for(
+        &format!("{service}'s task to fail"),
+        Duration::from_secs(60),
+        || {
+            let out = lab.ok(
+                1,
+                &[
+                    "service",
+                    "ps",
+                    "--no-trunc",
+                    "--format",
+                    "{{.CurrentState}}|{{.Error}}",
+                    service,
+                ],
+            );
+            match out.lines().next() {
+                Some(l) if l.starts_with("Failed") => Ok(l.to_string()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
 }
