@@ -368,7 +368,8 @@ impl Worker {
                 .failed_to_start(&task, &spec, "starting the task failed", e)
                 .await;
         }
-        let log = spec.run_dir.join("task.log");
+        // The container's stdout and stderr, where `service logs` reads a host task's.
+        let log = shoal_exec::log_path(&spec.run_dir);
         let started = {
             let (rt, task, log) = (Arc::clone(&rt), task.clone(), log.clone());
             let netns_path = PathBuf::from("/run/netns").join(&netns);

@@ -67,6 +67,23 @@ fn a_service_runs_an_image_in_containers() {
     let registries = registries(&lab);
     lab.ok(1, &["network", "create", "--driver", "overlay", "ovl"]);
 
+    // Three tasks of one image on a node that has none: one pull (the config and layer
+    // blobs fetched once each). First, so that no other task has brought the image.
+    let node3 = &registries[2];
+    let blob_gets = || {
+        node3
+            .log()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/lab/busybox/blobs/") && l.contains("oci-client"))
+            .count()
+    };
+    lab.create(&format!(
+        "--runtime oci --name three --replicas 3 --constraint node.hostname==node3 {IMAGE} \
+         busybox sleep 1000"
+    ));
+    lab.wait_running("three", 3);
+    assert_eq!(blob_gets(), 2, "{}", node3.log());
+
     // A reference that does not parse is refused at create, naming it.
     let err = lab.fails(
         1,
@@ -202,19 +219,36 @@ fn a_service_runs_an_image_in_containers() {
         ],
     );
     let error = failed_error(&lab, "down");
-    assert!(error.contains("127.0.0.1:5999"), "{error}");
-
-    // Three tasks of one image on one node: one pull (the config and layer blobs once).
-    let node3 = &registries[2];
-    node3.push_busybox("lab/other:1", ManifestFormat::Oci);
-    let blob_gets = || node3.log().matches("\"GET /v2/lab/other/blobs/").count();
-    let before = blob_gets();
-    lab.create(
-        "--runtime oci --name three --replicas 3 --constraint node.hostname==node3 \
-         127.0.0.1:5000/lab/other:1 busybox sleep 1000",
+    assert!(
+        error.contains("cannot reach registry 127.0.0.1:5999"),
+        "{error}"
     );
-    lab.wait_running("three", 3);
-    assert_eq!(blob_gets() - before, 2, "{}", node3.log());
+
+    // What a container writes is what `service logs` shows.
+    lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "hello",
+            "--restart-condition",
+            "none",
+            IMAGE,
+            "busybox",
+            "echo",
+            "hello-from-a-container",
+        ],
+    );
+    wait_for("hello's log", Duration::from_secs(60), || {
+        let logs = text(&lab.shoal(1, &["service", "logs", "hello"]).stdout);
+        if logs.contains("hello-from-a-container") {
+            Ok(())
+        } else {
+            Err(logs)
+        }
+    });
 
     // A memory limit stops an allocating container: dd's one 64 MiB block under 16 MiB.
     lab.ok(
@@ -266,7 +300,9 @@ fn a_service_runs_an_image_in_containers() {
     // service rm: no runc container, no mount, no writable layer left.
     lab.ok(
         1,
-        &["service", "rm", "bb", "missing", "oom", "down", "three"],
+        &[
+            "service", "rm", "bb", "missing", "oom", "down", "three", "hello",
+        ],
     );
     for (node, id) in &tasks {
         let data = data_dir(&lab, *node);
