@@ -7,10 +7,10 @@
 # Baseline, same run: the latency of one committed Raft write through the API
 # (`node update --label-add`, CLI start-up included), the floor under any change.
 #
-#   sudo bench/endpoints/run.sh            # CHANGES=40 by default
+#   sudo bench/endpoints/run.sh            # CHANGES=200 by default (enough for a p99)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CHANGES=${CHANGES:-40}
+CHANGES=${CHANGES:-200}
 cargo build --release -q -p shoal
 SHOAL=$PWD/target/release/shoal
 LAB=bench$$
