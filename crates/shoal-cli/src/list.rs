@@ -51,9 +51,19 @@ pub fn service_row(v: &ServiceView) -> Row {
         "Name": spec.name,
         "Mode": spec.mode.name(),
         "Replicas": replicas,
-        "Command": truncate(&spec.task_template.container_spec.command.join(" "), COMMAND_WIDTH),
+        "Command": truncate(&what_runs(&spec.task_template.container_spec), COMMAND_WIDTH),
         "Ports": ports(v, None),
     }))
+}
+
+/// A service's COMMAND cell: its image first for a container (`IMAGE [COMMAND]`).
+fn what_runs(cs: &shoal_types::service::ContainerSpec) -> String {
+    cs.image
+        .iter()
+        .chain(&cs.command)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 const SERVICE_KEYS: &[&str] = &["ID", "Name", "Mode", "Replicas", "Command", "Ports"];
@@ -335,5 +345,14 @@ mod tests {
             cell(&task_rows(&tasks, &[v], Millis(0), false)[0], "Ports"),
             "*:8080->80/tcp"
         );
+    }
+
+    #[test]
+    fn a_containers_command_cell_starts_with_its_image() {
+        let mut cs = shoal_types::service::ContainerSpec::host(vec!["httpd".into(), "-f".into()]);
+        assert_eq!(what_runs(&cs), "httpd -f");
+        cs.runtime = shoal_types::Runtime::Oci;
+        cs.image = Some("busybox:1".into());
+        assert_eq!(what_runs(&cs), "busybox:1 httpd -f");
     }
 }
