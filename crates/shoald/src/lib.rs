@@ -157,3 +157,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Args;
+
+    #[test]
+    fn insecure_registries_are_repeatable_and_none_by_default() {
+        let args = Args::try_parse_from([
+            "shoald",
+            "--insecure-registry",
+            "10.1.2.3:5000",
+            "--insecure-registry",
+            "registry.lab:5000",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.insecure_registries,
+            ["10.1.2.3:5000", "registry.lab:5000"]
+        );
+        assert!(
+            Args::try_parse_from(["shoald"])
+                .unwrap()
+                .insecure_registries
+                .is_empty()
+        );
+    }
+}
