@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use imbl::ordmap::DiffItem;
 use ipnet::Ipv4Net;
 use shoal_dns::{DnsRuntime, DnsServer, Upstream};
 use shoal_net::overlay::plan::{Attachment as NetAttachment, Current, Desired, Remote};
@@ -434,15 +433,7 @@ fn remote_changes(
     let remote = |t: &TaskEndpoint| t.node_id != node_id;
     let mut gone = Vec::new();
     let mut now = Vec::new();
-    for d in old.diff(new) {
-        let (was, is) = match d {
-            DiffItem::Add(_, t) => (None, Some(t)),
-            DiffItem::Update {
-                old: (_, a),
-                new: (_, b),
-            } => (Some(a), Some(b)),
-            DiffItem::Remove(_, t) => (Some(t), None),
-        };
+    for (_, was, is) in shoal_types::diff::changes(old, new) {
         gone.extend(was.filter(|t| remote(t)).map(|t| t.addr.addr()));
         now.extend(is.filter(|t| remote(t)).map(|t| (t.addr.addr(), t.vtep)));
     }

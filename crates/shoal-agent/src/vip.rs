@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use shoal_types::EndpointMode;
+use shoal_types::diff::changes;
 use shoal_types::endpoint::EndpointView;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -364,16 +365,7 @@ pub fn node_config(view: &EndpointView) -> shoal_bpf::NodeConfig {
 /// entries of services whose VIP or tasks changed are made again (the views' maps are
 /// persistent, so finding them walks the change, not the network).
 pub fn update_node_config(cfg: &mut shoal_bpf::NodeConfig, old: &EndpointView, new: &EndpointView) {
-    use imbl::ordmap::DiffItem;
-    for d in old.networks.diff(&new.networks) {
-        let (was, now) = match d {
-            DiffItem::Add(_, n) => (None, Some(n)),
-            DiffItem::Update {
-                old: (_, a),
-                new: (_, b),
-            } => (Some(a), Some(b)),
-            DiffItem::Remove(_, n) => (Some(n), None),
-        };
+    for (_, was, now) in changes(&old.networks, &new.networks) {
         let id = was.or(now).map(|n| n.info.id.clone()).unwrap_or_default();
         let (Some(was), Some(now)) = (was, now) else {
             // A network came or went: all of its entries.
@@ -387,27 +379,7 @@ pub fn update_node_config(cfg: &mut shoal_bpf::NodeConfig, old: &EndpointView, n
             }
             continue;
         };
-        let mut services: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-        for d in was.services.diff(&now.services) {
-            match d {
-                DiffItem::Add(k, _) | DiffItem::Remove(k, _) => services.insert(k.as_str()),
-                DiffItem::Update { new: (k, _), .. } => services.insert(k.as_str()),
-            };
-        }
-        for d in was.tasks.diff(&now.tasks) {
-            match d {
-                DiffItem::Add(_, t) | DiffItem::Remove(_, t) => {
-                    services.insert(t.service_id.as_str());
-                }
-                DiffItem::Update {
-                    old: (_, a),
-                    new: (_, b),
-                } => {
-                    services.insert(a.service_id.as_str());
-                    services.insert(b.service_id.as_str());
-                }
-            }
-        }
+        let services = was.changed_services(now);
         if services.is_empty() {
             continue;
         }

@@ -1,11 +1,11 @@
 //! The node's DNS zones (one per network, shared by every sandbox; ingress carries no names,
 //! as in Swarm) and what one sandbox's VIP balancer programs.
 
-use imbl::ordmap::DiffItem;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use shoal_dns::{NetworkZone, NodeZones, Protocol, ServiceView, ServiceZone, SrvPort, TaskView};
+use shoal_types::diff::changes;
 use shoal_types::endpoint::{
     EndpointView, NetworkEndpoints, ServiceEndpoint, TASK_TTL, TaskEndpoint, VIP_TTL,
 };
@@ -120,30 +120,19 @@ impl Zones {
 fn changed_services<'a>(old: &'a NetworkEndpoints, new: &'a NetworkEndpoints) -> BTreeSet<&'a str> {
     // The maps are persistent: their difference is walked, not the whole network.
     let mut changed = BTreeSet::new();
-    for d in old.services.diff(&new.services) {
-        match d {
-            DiffItem::Add(id, _) | DiffItem::Remove(id, _) => changed.insert(id.as_str()),
-            DiffItem::Update { new: (id, _), .. } => changed.insert(id.as_str()),
-        };
+    for (id, _, _) in changes(&old.services, &new.services) {
+        changed.insert(id.as_str());
     }
     let named = |t: &TaskEndpoint, u: &TaskEndpoint| {
         t.name == u.name && t.service_id == u.service_id && t.addr.addr() == u.addr.addr()
     };
-    for d in old.tasks.diff(&new.tasks) {
-        match d {
-            DiffItem::Add(_, t) | DiffItem::Remove(_, t) => {
-                changed.insert(t.service_id.as_str());
-            }
-            DiffItem::Update {
-                old: (_, o),
-                new: (_, t),
-            } => {
-                if !named(o, t) {
-                    changed.insert(o.service_id.as_str());
-                    changed.insert(t.service_id.as_str());
-                }
-            }
+    for (_, was, now) in changes(&old.tasks, &new.tasks) {
+        if let (Some(o), Some(t)) = (was, now)
+            && named(o, t)
+        {
+            continue;
         }
+        changed.extend(was.iter().chain(now.iter()).map(|t| t.service_id.as_str()));
     }
     changed
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use imbl::ordmap::DiffItem;
+use shoal_types::diff::changes;
 use shoal_types::{ClusterState, TaskState};
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -56,26 +56,14 @@ pub fn between(old: &ClusterState, new: &ClusterState) -> Changes {
     if c.all {
         return c;
     }
-    for d in old.services.diff(&new.services) {
-        let id = match d {
-            DiffItem::Add(id, _) | DiffItem::Remove(id, _) => id,
-            DiffItem::Update { new: (id, _), .. } => id,
-        };
+    for (id, _, _) in changes(&old.services, &new.services) {
         c.specs.insert(id.clone());
         c.services.insert(id.clone());
     }
     let waits = |t: &shoal_types::Task, s: TaskState| {
         t.desired_state == TaskState::Running && t.status.state == s
     };
-    for d in old.tasks.diff(&new.tasks) {
-        let (was, now) = match d {
-            DiffItem::Add(_, t) => (None, Some(t)),
-            DiffItem::Update {
-                old: (_, a),
-                new: (_, b),
-            } => (Some(a), Some(b)),
-            DiffItem::Remove(_, t) => (Some(t), None),
-        };
+    for (_, was, now) in changes(&old.tasks, &new.tasks) {
         for t in was.iter().chain(now.iter()) {
             c.services.insert(t.service_id.clone());
         }

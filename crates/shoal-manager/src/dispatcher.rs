@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use imbl::OrdMap;
-use imbl::ordmap::DiffItem;
+use shoal_types::diff::changes;
 use shoal_types::{ClusterState, NodeState, Task, TaskDelta, TaskState};
 
 /// The tasks that name one node, kept up to date from the difference between successive
@@ -34,11 +34,7 @@ impl NodeTasks {
     /// changed, came or went.
     pub fn follow(&mut self, old: &ClusterState, new: &ClusterState) -> Vec<String> {
         let mut changed = Vec::new();
-        for d in old.tasks.diff(&new.tasks) {
-            let (id, now) = match d {
-                DiffItem::Add(id, t) | DiffItem::Update { new: (id, t), .. } => (id, Some(t)),
-                DiffItem::Remove(id, _) => (id, None),
-            };
+        for (id, _, now) in changes(&old.tasks, &new.tasks) {
             match now.filter(|t| t.node_id.as_deref() == Some(self.node_id.as_str())) {
                 Some(t) => {
                     self.mine.insert(id.clone(), t.clone());

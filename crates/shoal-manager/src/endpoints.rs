@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use imbl::OrdMap;
-use imbl::ordmap::DiffItem;
 
+use shoal_types::diff::changes;
 use shoal_types::endpoint::{
     EndpointView, NetworkEndpoints, NetworkInfo, NodeEndpoint, ServiceEndpoint, TaskEndpoint,
 };
@@ -71,30 +71,15 @@ pub fn update_table(
     old: &ClusterState,
     new: &ClusterState,
 ) -> EndpointTable {
-    let networks_changed = old
-        .networks
-        .diff(&new.networks)
-        .any(|d| !matches!(d, DiffItem::Update { old: (_, a), new: (_, b) } if info(a) == info(b)));
-    let nodes_changed = old.nodes.diff(&new.nodes).any(|d| match d {
-        DiffItem::Update {
-            old: (_, a),
-            new: (_, b),
-        } => node_key(a) != node_key(b),
-        _ => true,
-    });
+    let networks_changed =
+        changes(&old.networks, &new.networks).any(|(_, a, b)| a.map(info) != b.map(info));
+    let nodes_changed =
+        changes(&old.nodes, &new.nodes).any(|(_, a, b)| a.map(node_key) != b.map(node_key));
     if networks_changed || nodes_changed {
         return self::table(new);
     }
     let mut out = table.clone();
-    for d in old.services.diff(&new.services) {
-        let (was, now) = match d {
-            DiffItem::Add(_, s) => (None, Some(s)),
-            DiffItem::Update {
-                old: (_, a),
-                new: (_, b),
-            } => (Some(a), Some(b)),
-            DiffItem::Remove(_, s) => (Some(s), None),
-        };
+    for (_, was, now) in changes(&old.services, &new.services) {
         if let Some(s) = was {
             for (net, _) in service_networks(old, s) {
                 if let Some(entry) = out.get_mut(&net) {
@@ -110,15 +95,7 @@ pub fn update_table(
             }
         }
     }
-    for d in old.tasks.diff(&new.tasks) {
-        let (was, now) = match d {
-            DiffItem::Add(_, t) => (None, Some(t)),
-            DiffItem::Update {
-                old: (_, a),
-                new: (_, b),
-            } => (Some(a), Some(b)),
-            DiffItem::Remove(_, t) => (Some(t), None),
-        };
+    for (_, was, now) in changes(&old.tasks, &new.tasks) {
         let (before, after) = (
             was.map(|t| task_entries(old, t)).unwrap_or_default(),
             now.map(|t| task_entries(new, t)).unwrap_or_default(),
@@ -246,30 +223,11 @@ pub fn node_view(version: u64, full: &EndpointTable, networks: &[String]) -> End
 /// Services whose endpoints differ between two tables (their VIP, ports, or tasks).
 pub fn changed_services(old: &EndpointTable, new: &EndpointTable) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for d in old.diff(new) {
-        let (o, n) = match d {
-            DiffItem::Add(_, n) => (None, Some(n)),
-            DiffItem::Update {
-                old: (_, o),
-                new: (_, n),
-            } => (Some(o), Some(n)),
-            DiffItem::Remove(_, o) => (Some(o), None),
-        };
+    for (_, o, n) in changes(old, new) {
         let blank = |x: &NetworkEndpoints| NetworkEndpoints::empty(x.info.clone());
         let o = o.cloned().unwrap_or_else(|| blank(n.expect("one side")));
         let n = n.cloned().unwrap_or_else(|| blank(&o));
-        for d in o.services.diff(&n.services) {
-            match d {
-                DiffItem::Add(k, _) | DiffItem::Remove(k, _) => out.insert(k.clone()),
-                DiffItem::Update { new: (k, _), .. } => out.insert(k.clone()),
-            };
-        }
-        for d in o.tasks.diff(&n.tasks) {
-            match d {
-                DiffItem::Add(_, t) | DiffItem::Remove(_, t) => out.insert(t.service_id.clone()),
-                DiffItem::Update { new: (_, t), .. } => out.insert(t.service_id.clone()),
-            };
-        }
+        out.extend(o.changed_services(&n).into_iter().map(str::to_string));
     }
     out
 }

@@ -2,14 +2,15 @@
 //! rules and VXLAN forwarding entries. Derived from the cluster state by the dispatcher
 //! (`shoal_manager::endpoints`), sent to each agent as versioned deltas.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use imbl::OrdMap;
-use imbl::ordmap::DiffItem;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::diff::changes;
 use crate::{EndpointMode, PortConfig};
 
 /// Default DNS TTL for a VIP: it does not change while the service lives.
@@ -83,6 +84,18 @@ pub struct TaskEndpoint {
 }
 
 impl NetworkEndpoints {
+    /// The ids of the services whose entry or tasks differ between `self` and `new` (the
+    /// same network at two versions; the walk skips what they share).
+    pub fn changed_services<'a>(&'a self, new: &'a NetworkEndpoints) -> BTreeSet<&'a str> {
+        let mut out: BTreeSet<&str> = changes(&self.services, &new.services)
+            .map(|(k, _, _)| k.as_str())
+            .collect();
+        for (_, a, b) in changes(&self.tasks, &new.tasks) {
+            out.extend(a.iter().chain(b.iter()).map(|t| t.service_id.as_str()));
+        }
+        out
+    }
+
     pub fn empty(info: NetworkInfo) -> NetworkEndpoints {
         NetworkEndpoints {
             info,
@@ -101,12 +114,10 @@ fn map_diff<V: Clone + PartialEq>(
     changed: &mut Vec<(String, V)>,
     removed: &mut Vec<(String, String)>,
 ) {
-    for item in old.diff(new) {
-        match item {
-            DiffItem::Add(_, v) | DiffItem::Update { new: (_, v), .. } => {
-                changed.push((net.to_string(), v.clone()))
-            }
-            DiffItem::Remove(k, _) => removed.push((net.to_string(), k.clone())),
+    for (k, _, now) in changes(old, new) {
+        match now {
+            Some(v) => changed.push((net.to_string(), v.clone())),
+            None => removed.push((net.to_string(), k.clone())),
         }
     }
 }
@@ -151,17 +162,10 @@ impl EndpointView {
             ..Default::default()
         };
         let empty = NetworkEndpoints::empty;
-        for item in self.networks.diff(&new.networks) {
-            let (old, n) = match item {
-                DiffItem::Add(_, n) => (None, n),
-                DiffItem::Update {
-                    old: (_, o),
-                    new: (_, n),
-                } => (Some(o), n),
-                DiffItem::Remove(id, _) => {
-                    d.networks_removed.push(id.clone());
-                    continue;
-                }
+        for (id, old, n) in changes(&self.networks, &new.networks) {
+            let Some(n) = n else {
+                d.networks_removed.push(id.clone());
+                continue;
             };
             let id = &n.info.id;
             if old.map(|o| &o.info) != Some(&n.info) {

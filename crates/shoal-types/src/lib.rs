@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod constraint;
+pub mod diff;
 pub mod dns_name;
 pub mod endpoint;
 pub mod ids;
