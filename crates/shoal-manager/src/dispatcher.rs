@@ -212,22 +212,8 @@ mod tests {
         let mut mine = NodeTasks::new("n1", &st);
         let ids = |m: &NodeTasks| m.all().map(|t| t.id.clone()).collect::<Vec<_>>();
         let task = |id: &str| {
-            let mut t = shoal_types::Task {
-                id: id.into(),
-                service_id: "s1".into(),
-                service_name: "vote".into(),
-                slot: 1,
-                node_id: None,
-                desired_state: TaskState::Running,
-                status: shoal_types::TaskStatus::new(TaskState::Pending, Millis(0), ""),
-                spec_version: 1,
-                spec: spec("vote", 1).task_template.container_spec,
-                networks: vec![],
-                ports: vec![],
-                restarts: 0,
-                created_at: Millis(0),
-                updated_at: Millis(0),
-            };
+            let mut t = task(id, "s1", "vote");
+            t.status = shoal_types::TaskStatus::new(TaskState::Pending, Millis(0), "");
             t.slot = id.len() as u64;
             t
         };
@@ -267,22 +253,9 @@ mod tests {
     /// A task is told again only when what the agent acts on changed.
     #[test]
     fn a_session_tells_only_what_changed() {
-        let mut t = shoal_types::Task {
-            id: "ta".into(),
-            service_id: "s1".into(),
-            service_name: "vote".into(),
-            slot: 1,
-            node_id: Some("n1".into()),
-            desired_state: TaskState::Running,
-            status: shoal_types::TaskStatus::new(TaskState::Assigned, Millis(0), ""),
-            spec_version: 1,
-            spec: spec("vote", 1).task_template.container_spec,
-            networks: vec![],
-            ports: vec![],
-            restarts: 0,
-            created_at: Millis(0),
-            updated_at: Millis(0),
-        };
+        let mut t = task("ta", "s1", "vote");
+        t.node_id = Some("n1".into());
+        t.status = shoal_types::TaskStatus::new(TaskState::Assigned, Millis(0), "");
         let (mut told, list) = Told::full([(&t, TaskState::Running)]);
         assert_eq!(list.len(), 1);
         // Only a message changed: nothing to tell.

@@ -237,25 +237,10 @@ mod tests {
     use super::*;
     use crate::allocator::allocate;
     use shoal_types::fixtures::*;
-    use shoal_types::{Command, Millis, Task, TaskStatus};
+    use shoal_types::{Command, Millis, TaskStatus};
 
     fn running_task(st: &mut ClusterState, id: &str, node: &str) {
-        let mut t = Task {
-            id: id.into(),
-            service_id: "s1".into(),
-            service_name: "vote".into(),
-            slot: 1,
-            node_id: None,
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(TaskState::New, Millis(0), ""),
-            spec_version: 1,
-            spec: spec("vote", 1).task_template.container_spec,
-            networks: vec![],
-            ports: vec![],
-            restarts: 0,
-            created_at: Millis(0),
-            updated_at: Millis(0),
-        };
+        let mut t = task(id, "s1", "vote");
         t.slot = st.tasks.len() as u64 + 1;
         st.apply(Command::CreateTasks { tasks: vec![t] }).unwrap();
         for c in allocate(st, Millis(0)) {

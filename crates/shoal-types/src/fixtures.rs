@@ -127,3 +127,24 @@ pub fn spec_on(name: &str, replicas: u64, networks: &[&str]) -> ServiceSpec {
         .collect();
     s
 }
+
+/// A task of service `service_id` (named `name`), slot 1, desired Running, New at time 0;
+/// tests set what they need on top.
+pub fn task(id: &str, service_id: &str, name: &str) -> Task {
+    Task {
+        id: id.into(),
+        service_id: service_id.into(),
+        service_name: name.into(),
+        slot: 1,
+        node_id: None,
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::New, Millis(0), ""),
+        spec_version: 1,
+        spec: spec(name, 1).task_template.container_spec,
+        networks: vec![],
+        ports: vec![],
+        restarts: 0,
+        created_at: Millis(0),
+        updated_at: Millis(0),
+    }
+}

@@ -181,27 +181,7 @@ fn a_service_runs_an_image_in_containers() {
             "127.0.0.1:5000/lab/busybox:nosuch",
         ],
     );
-    let error = wait_for(
-        "the missing tag's task to fail",
-        Duration::from_secs(60),
-        || {
-            let out = lab.ok(
-                1,
-                &[
-                    "service",
-                    "ps",
-                    "--no-trunc",
-                    "--format",
-                    "{{.CurrentState}}|{{.Error}}",
-                    "missing",
-                ],
-            );
-            match out.lines().next() {
-                Some(l) if l.starts_with("Failed") => Ok(l.to_string()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    );
+    let error = failed_error(&lab, "missing");
     assert!(error.contains("manifest unknown"), "{error}");
 
     // A registry nobody serves: the task fails naming it.
@@ -274,27 +254,7 @@ fn a_service_runs_an_image_in_containers() {
             "count=1",
         ],
     );
-    let error = wait_for(
-        "the allocating task to fail",
-        Duration::from_secs(60),
-        || {
-            let out = lab.ok(
-                1,
-                &[
-                    "service",
-                    "ps",
-                    "--no-trunc",
-                    "--format",
-                    "{{.CurrentState}}|{{.Error}}",
-                    "oom",
-                ],
-            );
-            match out.lines().next() {
-                Some(l) if l.starts_with("Failed") => Ok(l.to_string()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    );
+    let error = failed_error(&lab, "oom");
     assert!(error.ends_with("|\"OOMKilled\""), "{error}");
 
     // service rm: no runc container, no mount, no writable layer left.

@@ -232,22 +232,7 @@ fn tasks_of_follows_creation_deletion_and_a_snapshot() {
         service: service("s2", spec("web", 1)),
     })
     .unwrap();
-    let task = |id: &str, sid: &str| Task {
-        id: id.into(),
-        service_id: sid.into(),
-        service_name: sid.into(),
-        slot: 1,
-        node_id: None,
-        desired_state: TaskState::Running,
-        status: TaskStatus::new(TaskState::New, Millis(0), ""),
-        spec_version: 1,
-        spec: spec("vote", 1).task_template.container_spec,
-        networks: vec![],
-        ports: vec![],
-        restarts: 0,
-        created_at: Millis(0),
-        updated_at: Millis(0),
-    };
+    let task = |id: &str, sid: &str| task(id, sid, sid);
     st.apply(Command::CreateTasks {
         tasks: vec![task("a", "s1"), task("b", "s2"), task("c", "s1")],
     })
