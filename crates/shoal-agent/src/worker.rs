@@ -120,6 +120,14 @@ impl Worker {
         self.locked().get(task_id).and_then(|l| l.pid)
     }
 
+    /// Whether the local task given by id, id prefix, full name or `service.slot` runs a
+    /// container image (`shoal exec` does not enter containers yet).
+    pub fn runs_container(&self, key: &str) -> bool {
+        self.locked().iter().any(|(id, l)| {
+            (id.starts_with(key) || l.name == key || l.slot_name == key) && l.container.is_some()
+        })
+    }
+
     /// The pid of a local task given by id prefix, full name or `service.slot`.
     pub fn pid_by_key(&self, key: &str) -> Option<u32> {
         let local = self.locked();

@@ -164,6 +164,15 @@ fn a_service_runs_an_image_in_containers() {
         );
         assert!(std::path::Path::new(&format!("/proc/{pid}/root/bin/busybox")).exists());
     }
+    // `shoal exec` does not enter containers yet: refused on the task's node, naming it.
+    let (node, id) = &tasks[0];
+    let err = lab.fails(*node, &["exec", id, "--", "true"]);
+    assert!(
+        err.contains(&format!(
+            "task {id} runs a container image; `shoal exec` into containers is not supported yet"
+        )),
+        "{err}"
+    );
 
     // A missing tag: the task fails with the registry's words, nothing stuck.
     lab.ok(

@@ -430,6 +430,14 @@ impl Backend for Api {
             }
             None => (key.clone(), None),
         };
+        // Joining a container's namespaces would run a host binary inside the image's
+        // filesystem: refused rather than half-working.
+        if active.worker.runs_container(&id) || active.worker.runs_container(&key) {
+            return Err(ApiError::bad_request(format!(
+                "task {key} runs a container image; `shoal exec` into containers is not \
+                 supported yet (use `shoal service logs`, or run the service with --runtime host)"
+            )));
+        }
         match active
             .worker
             .pid(&id)
