@@ -6,7 +6,6 @@ use std::fs;
 use std::future::Future;
 
 use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
 
 use shoal_image::{Credentials, ImageError, ImageRef, Images, Store};
 use shoal_testns::registry::{LabRegistry, ManifestFormat, busybox};
@@ -385,15 +384,7 @@ fn a_full_disk_reads_no_space_left_on_device() {
     // A 256 KiB tmpfs as the store, mounted in a private mount namespace of the thread
     // that runs the pull (its runtime's threads inherit it), so the host never sees it.
     let (err, leftovers) = lab.ns.run(move || {
-        unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).unwrap();
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .unwrap();
+        shoal_testns::private_mounts();
         mount(
             Some("tmpfs"),
             &small,

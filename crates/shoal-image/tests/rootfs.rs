@@ -7,23 +7,13 @@ use std::fs;
 use std::path::Path;
 
 use common::Layer;
-use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
 use shoal_image::rootfs::{mount_rootfs, remove_rootfs};
 use shoal_image::{ImageRecord, Store};
 
 /// Runs `f` on a thread with a private mount namespace.
 fn in_private_mounts<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
-        unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).expect("unshare (are we root?)");
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .expect("make mounts private");
+        shoal_testns::private_mounts();
         f()
     })
     .join()

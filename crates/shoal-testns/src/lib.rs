@@ -173,3 +173,19 @@ impl Bridge {
         run("ip", &["-n", &ns.name, "link", "set", "eth0", "up"]);
     }
 }
+
+/// Gives the calling thread a mount namespace of its own whose mounts do not propagate
+/// back, so that a test's mounts (a tmpfs store, an overlayfs rootfs) never reach the host.
+pub fn private_mounts() {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS)
+        .expect("unshare a mount namespace (are we root?)");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make mounts private");
+}

@@ -9,8 +9,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
 use shoal_image::rootfs::{mount_rootfs, remove_rootfs};
 use shoal_image::{ImageRecord, ImageRef, Images, Store};
 use shoal_oci::bundle::{packaged_seccomp, read_user_db};
@@ -145,15 +143,7 @@ impl Task<'_> {
         let lab = self.lab;
         std::thread::scope(|s| {
             s.spawn(|| {
-                unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS).unwrap();
-                mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-                .unwrap();
+                shoal_testns::private_mounts();
                 let base = lab.dir.path().join("tasks").join(&self.id);
                 let rootfs = base.join("rootfs");
                 let bundle = Bundle::new(base.join("bundle"));
