@@ -24,6 +24,12 @@ pub enum ImageError {
     )]
     PullAccessDenied { repository: String },
 
+    /// The registry refused the credentials given (docker's words).
+    #[error(
+        "unauthorized: authentication required (registry {registry} refused the login of {username}; check it with `shoal login {registry}`)"
+    )]
+    Unauthorized { registry: String, username: String },
+
     #[error("cannot reach registry {registry}: {reason} (is it running and is the address right?)")]
     Unreachable { registry: String, reason: String },
 
@@ -81,6 +87,12 @@ pub enum ImageError {
     #[error("{0}")]
     InvalidTaskId(String),
 
+    #[error("{0}")]
+    BadAuth(String),
+
+    #[error("registry credentials cannot be sealed or opened: {0}")]
+    Sealing(String),
+
     #[error("corrupt image store record {path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
 }
@@ -126,15 +138,23 @@ fn no_space(err: &io::Error) -> bool {
 }
 
 /// Maps the registry client's error for `reference` (whole, e.g. `127.0.0.1:5000/a/b:1`) in
-/// repository `repository` on `registry` to the error users know from docker.
+/// repository `repository` on `registry` to the error users know from docker. `username`:
+/// the login the request carried, if any (a refusal then reads "unauthorized").
 pub(crate) fn from_registry(
     err: OciDistributionError,
     registry: &str,
     repository: &str,
     reference: &str,
+    username: Option<&str>,
 ) -> ImageError {
-    let denied = || ImageError::PullAccessDenied {
-        repository: repository.to_string(),
+    let denied = || match username {
+        Some(u) => ImageError::Unauthorized {
+            registry: registry.to_string(),
+            username: u.to_string(),
+        },
+        None => ImageError::PullAccessDenied {
+            repository: repository.to_string(),
+        },
     };
     match err {
         OciDistributionError::RegistryError { envelope, .. } => {

@@ -47,6 +47,10 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Credentials {
         Credentials {
             username: username.into(),
@@ -274,13 +278,18 @@ impl Inner {
     fn registry_err(
         &self,
         reference: &ImageRef,
+        auth: &RegistryAuth,
     ) -> impl Fn(oci_client::errors::OciDistributionError) -> ImageError {
         let (registry, repo, whole) = (
             reference.registry().to_string(),
             reference.familiar_name(),
             reference.to_string(),
         );
-        move |e| from_registry(e, &registry, &repo, &whole)
+        let user = match auth {
+            RegistryAuth::Basic(u, _) => Some(u.clone()),
+            _ => None,
+        };
+        move |e| from_registry(e, &registry, &repo, &whole, user.as_deref())
     }
 
     /// Fetches the manifest `target` names (verified against its digest by the client),
@@ -295,14 +304,14 @@ impl Inner {
         let (bytes, digest) = match client.pull_manifest_raw(target, auth, ACCEPT).await {
             Ok(found) => found,
             Err(e) => {
-                let err = self.registry_err(reference)(e);
+                let err = self.registry_err(reference, auth)(e);
                 // The distribution registry answers "manifest unknown" for a repository it
                 // does not have at all; its tag list tells the two apart, and a missing
                 // repository gets docker's "pull access denied" (what Docker Hub answers).
                 if matches!(err, ImageError::ManifestUnknown { .. })
                     && let Err(e) = client.list_tags(target, auth, Some(1), None).await
                 {
-                    let tags_err = self.registry_err(reference)(e);
+                    let tags_err = self.registry_err(reference, auth)(e);
                     if matches!(tags_err, ImageError::PullAccessDenied { .. }) {
                         return Err(tags_err);
                     }
@@ -475,7 +484,7 @@ impl Inner {
         self.blobs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = fetched {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(self.registry_err(reference)(e));
+            return Err(self.registry_err(reference, &RegistryAuth::Anonymous)(e));
         }
         let digest = desc.digest.clone();
         self.blocking(move |s| s.commit_blob(&tmp, &digest)).await

@@ -90,6 +90,17 @@ impl ImageRef {
         })
     }
 
+    /// docker's short form of the image (`service ps` and `image ls`): familiar name and
+    /// tag, no digest (`busybox:latest`, `127.0.0.1:5000/app:1`); only the digest when there
+    /// is no tag.
+    pub fn familiar(&self) -> String {
+        match (self.tag(), self.digest()) {
+            (Some(tag), _) => format!("{}:{tag}", self.familiar_name()),
+            (None, Some(d)) => format!("{}@{d}", self.familiar_name()),
+            (None, None) => self.familiar_name(),
+        }
+    }
+
     pub(crate) fn inner(&self) -> &Reference {
         &self.0
     }
@@ -171,6 +182,18 @@ mod tests {
         let r = ImageRef::parse("host:5000/app:1").unwrap();
         assert_eq!(r.pinned(D).to_string(), format!("host:5000/app:1@{D}"));
         assert_eq!(r.pinned(D).digest(), Some(D));
+    }
+
+    #[test]
+    fn familiar_form_drops_the_pin_as_docker_ps_does() {
+        let f = |s: &str| ImageRef::parse(s).unwrap().familiar();
+        assert_eq!(f(&format!("busybox:latest@{D}")), "busybox:latest");
+        assert_eq!(f("docker.io/library/nginx"), "nginx:latest");
+        assert_eq!(f(&format!("host:5000/app:1@{D}")), "host:5000/app:1");
+        assert_eq!(
+            f(&format!("host:5000/app@{D}")),
+            format!("host:5000/app@{D}")
+        );
     }
 
     fn refused(s: &str) -> String {

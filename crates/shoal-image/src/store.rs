@@ -280,6 +280,16 @@ impl Store {
         Ok(self.load()?.images.into_values().collect())
     }
 
+    /// When the image was built (its config's `created`, RFC 3339), as `image ls` shows it.
+    pub fn created(&self, image: &ImageRecord) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Created {
+            created: Option<String>,
+        }
+        let raw = self.read_blob(&image.config).ok()?;
+        serde_json::from_slice::<Created>(&raw).ok()?.created
+    }
+
     /// The image `name` designates: a reference (`nginx`, `host/app:1`, `app@sha256:…`), a
     /// manifest or repo digest, or an id (a prefix of the config digest, as docker's).
     pub fn get(&self, name: &str) -> Result<ImageRecord, ImageError> {
