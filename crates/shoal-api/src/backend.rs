@@ -45,6 +45,49 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = ApiResult<()>> + Send;
     fn remove_service(&self, key: String) -> impl Future<Output = ApiResult<()>> + Send;
 
+    /// `create_service` with the image options (pinning, registry login); by default the
+    /// options are ignored.
+    fn create_service_with(
+        &self,
+        spec: ServiceSpec,
+        opts: ServiceOptions,
+    ) -> impl Future<Output = ApiResult<ServiceCreated>> + Send {
+        let _ = opts;
+        async move {
+            let r = self.create_service(spec).await?;
+            Ok(ServiceCreated {
+                id: r.id,
+                warnings: vec![],
+            })
+        }
+    }
+    /// `update_service` with the image options; by default the options are ignored.
+    fn update_service_with(
+        &self,
+        key: String,
+        spec: ServiceSpec,
+        opts: ServiceOptions,
+    ) -> impl Future<Output = ApiResult<ServiceUpdated>> + Send {
+        let _ = opts;
+        async move {
+            self.update_service(key, spec).await?;
+            Ok(ServiceUpdated::default())
+        }
+    }
+
+    /// The local node's images.
+    fn images(&self) -> impl Future<Output = ApiResult<Vec<ImageSummary>>> + Send {
+        async { Err(crate::ApiError::not_found("this daemon keeps no images")) }
+    }
+    /// Removes a local image (409 while a task uses it); `Untagged:`/`Deleted:` lines.
+    fn remove_image(&self, name: String) -> impl Future<Output = ApiResult<Vec<String>>> + Send {
+        async move { Err(crate::ApiError::not_found(format!("No such image: {name}"))) }
+    }
+    /// Removes the local images no task uses.
+    fn prune_images(&self) -> impl Future<Output = ApiResult<ImagesPruned>> + Send {
+        async { Err(crate::ApiError::not_found("this daemon keeps no images")) }
+    }
+
     fn tasks(&self, filter: TaskFilter) -> impl Future<Output = ApiResult<Vec<TaskView>>> + Send;
     fn task(&self, key: String) -> impl Future<Output = ApiResult<TaskView>> + Send;
     fn service_logs(&self, key: String) -> impl Future<Output = ApiResult<Vec<LogLine>>> + Send;
@@ -84,9 +127,21 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn remove_node(&self, key: String, force: bool) -> BoxFut<'_, ()>;
     fn services(&self) -> BoxFut<'_, Vec<ServiceView>>;
     fn service(&self, key: String) -> BoxFut<'_, ServiceView>;
-    fn create_service(&self, spec: ServiceSpec) -> BoxFut<'_, CreateResponse>;
-    fn update_service(&self, key: String, spec: ServiceSpec) -> BoxFut<'_, ()>;
     fn remove_service(&self, key: String) -> BoxFut<'_, ()>;
+    fn create_service_with(
+        &self,
+        spec: ServiceSpec,
+        opts: ServiceOptions,
+    ) -> BoxFut<'_, ServiceCreated>;
+    fn update_service_with(
+        &self,
+        key: String,
+        spec: ServiceSpec,
+        opts: ServiceOptions,
+    ) -> BoxFut<'_, ServiceUpdated>;
+    fn images(&self) -> BoxFut<'_, Vec<ImageSummary>>;
+    fn remove_image(&self, name: String) -> BoxFut<'_, Vec<String>>;
+    fn prune_images(&self) -> BoxFut<'_, ImagesPruned>;
     fn tasks(&self, filter: TaskFilter) -> BoxFut<'_, Vec<TaskView>>;
     fn task(&self, key: String) -> BoxFut<'_, TaskView>;
     fn service_logs(&self, key: String) -> BoxFut<'_, Vec<LogLine>>;
@@ -133,14 +188,32 @@ impl<B: Backend> DynBackend for B {
     fn service(&self, key: String) -> BoxFut<'_, ServiceView> {
         Box::pin(Backend::service(self, key))
     }
-    fn create_service(&self, spec: ServiceSpec) -> BoxFut<'_, CreateResponse> {
-        Box::pin(Backend::create_service(self, spec))
-    }
-    fn update_service(&self, key: String, spec: ServiceSpec) -> BoxFut<'_, ()> {
-        Box::pin(Backend::update_service(self, key, spec))
-    }
     fn remove_service(&self, key: String) -> BoxFut<'_, ()> {
         Box::pin(Backend::remove_service(self, key))
+    }
+    fn create_service_with(
+        &self,
+        spec: ServiceSpec,
+        opts: ServiceOptions,
+    ) -> BoxFut<'_, ServiceCreated> {
+        Box::pin(Backend::create_service_with(self, spec, opts))
+    }
+    fn update_service_with(
+        &self,
+        key: String,
+        spec: ServiceSpec,
+        opts: ServiceOptions,
+    ) -> BoxFut<'_, ServiceUpdated> {
+        Box::pin(Backend::update_service_with(self, key, spec, opts))
+    }
+    fn images(&self) -> BoxFut<'_, Vec<ImageSummary>> {
+        Box::pin(Backend::images(self))
+    }
+    fn remove_image(&self, name: String) -> BoxFut<'_, Vec<String>> {
+        Box::pin(Backend::remove_image(self, name))
+    }
+    fn prune_images(&self) -> BoxFut<'_, ImagesPruned> {
+        Box::pin(Backend::prune_images(self))
     }
     fn tasks(&self, filter: TaskFilter) -> BoxFut<'_, Vec<TaskView>> {
         Box::pin(Backend::tasks(self, filter))

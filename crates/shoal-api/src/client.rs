@@ -182,8 +182,47 @@ impl Client {
     }
 
     pub async fn update_service(&self, key: &str, spec: &ServiceSpec) -> ClientResult<()> {
-        self.post(&format!("/v1/services/{}/update", encode(key)), spec)
+        self.update_service_with(key, spec, &ServiceOptions::default())
             .await
+            .map(|_| ())
+    }
+
+    /// `service create` with the image options (`--no-resolve-image`,
+    /// `--with-registry-auth`).
+    pub async fn create_service_with(
+        &self,
+        spec: &ServiceSpec,
+        opts: &ServiceOptions,
+    ) -> ClientResult<ServiceCreated> {
+        self.post_with(&with_query("/v1/services", opts), spec, opts)
+            .await
+    }
+
+    pub async fn update_service_with(
+        &self,
+        key: &str,
+        spec: &ServiceSpec,
+        opts: &ServiceOptions,
+    ) -> ClientResult<ServiceUpdated> {
+        let path = with_query(&format!("/v1/services/{}/update", encode(key)), opts);
+        self.post_with(&path, spec, opts).await
+    }
+
+    pub async fn images(&self) -> ClientResult<Vec<ImageSummary>> {
+        self.get("/v1/images").await
+    }
+
+    pub async fn remove_image(&self, name: &str) -> ClientResult<Vec<String>> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/images/{}", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn prune_images(&self) -> ClientResult<ImagesPruned> {
+        self.post("/v1/images/prune", &()).await
     }
 
     pub async fn remove_service(&self, key: &str) -> ClientResult<()> {
@@ -272,16 +311,46 @@ impl Client {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    async fn post_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        opts: &ServiceOptions,
+    ) -> ClientResult<T> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| self.protocol(format!("failed to encode the request: {e}")))?;
+        self.call_with(
+            Method::POST,
+            path,
+            Some(body),
+            opts.registry_auth.as_deref(),
+        )
+        .await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> ClientResult<T> {
+        self.call_with(method, path, body, None).await
+    }
+
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        registry_auth: Option<&str>,
+    ) -> ClientResult<T> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "shoal");
+        if let Some(auth) = registry_auth {
+            req = req.header("X-Registry-Auth", auth);
+        }
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
@@ -370,6 +439,15 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// `path` with `?queryRegistry=false` when the image is not to be resolved.
+fn with_query(path: &str, opts: &ServiceOptions) -> String {
+    if opts.query_registry {
+        path.to_string()
+    } else {
+        format!("{path}?queryRegistry=false")
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::sync::{Arc, OnceLock};
 use axum::Json;
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use shoal_types::{NodeRole, ServiceSpec};
 use tokio::net::UnixListener;
@@ -38,6 +38,7 @@ type Shared = Arc<dyn DynBackend>;
     tags(
         (name = "system", description = "This daemon and its swarm membership"),
         (name = "nodes"), (name = "services"), (name = "tasks"), (name = "networks"),
+        (name = "images", description = "The local node's images"),
         (name = "endpoints", description = "The service endpoint tables nodes apply")
     )
 )]
@@ -58,6 +59,9 @@ fn api_router() -> OpenApiRouter<Shared> {
         .routes(routes!(get_service, remove_service))
         .routes(routes!(update_service))
         .routes(routes!(service_logs))
+        .routes(routes!(list_images))
+        .routes(routes!(remove_image))
+        .routes(routes!(prune_images))
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
         .routes(routes!(task_pid))
@@ -227,15 +231,32 @@ async fn list_services(State(b): State<Shared>) -> ApiResult<Json<Vec<ServiceVie
 }
 
 #[utoipa::path(post, path = "/v1/services", tag = "services",
+    params(RegistryQuery, ("X-Registry-Auth" = Option<String>, Header, description = "base64url JSON {username, password, serveraddress}: the image registry's login for the nodes that run the tasks")),
     request_body(content = Object, description = "a docker-like ServiceSpec"),
-    responses((status = 201, description = "created", body = CreateResponse), (status = 400, description = "invalid request", body = ErrorBody), (status = 409, description = "conflicts with the current state", body = ErrorBody)))]
+    responses((status = 201, description = "created", body = ServiceCreated), (status = 400, description = "invalid request", body = ErrorBody), (status = 409, description = "conflicts with the current state", body = ErrorBody)))]
 async fn create_service(
     State(b): State<Shared>,
+    Query(q): Query<RegistryQuery>,
+    headers: HeaderMap,
     Body(spec): Body<ServiceSpec>,
-) -> ApiResult<(StatusCode, Json<CreateResponse>)> {
-    b.create_service(spec)
+) -> ApiResult<(StatusCode, Json<ServiceCreated>)> {
+    b.create_service_with(spec, options(&q, &headers))
         .await
         .map(|r| (StatusCode::CREATED, Json(r)))
+}
+
+const REGISTRY_AUTH: &str = "x-registry-auth";
+
+/// The image options of `service create|update`: the query and `X-Registry-Auth`.
+fn options(q: &RegistryQuery, headers: &HeaderMap) -> ServiceOptions {
+    ServiceOptions {
+        query_registry: q.query_registry,
+        registry_auth: headers
+            .get(REGISTRY_AUTH)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/services/{key}", tag = "services",
@@ -256,15 +277,41 @@ async fn remove_service(State(b): State<Shared>, Path(key): Path<String>) -> Don
 }
 
 #[utoipa::path(post, path = "/v1/services/{key}/update", tag = "services",
-    params(("key" = String, Path, description = "service id, id prefix or name")),
+    params(("key" = String, Path, description = "service id, id prefix or name"), RegistryQuery, ("X-Registry-Auth" = Option<String>, Header, description = "as for create; without it the service keeps its login")),
     request_body(content = Object, description = "the whole new docker-like ServiceSpec"),
-    responses((status = 204, description = "updated"), (status = 400, description = "invalid request", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
+    responses((status = 200, description = "updated", body = ServiceUpdated), (status = 400, description = "invalid request", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
 async fn update_service(
     State(b): State<Shared>,
     Path(key): Path<String>,
+    Query(q): Query<RegistryQuery>,
+    headers: HeaderMap,
     Body(spec): Body<ServiceSpec>,
-) -> Done {
-    b.update_service(key, spec).await.map(done)
+) -> ApiResult<Json<ServiceUpdated>> {
+    b.update_service_with(key, spec, options(&q, &headers))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/images", tag = "images",
+    responses((status = 200, description = "the local node's images", body = [ImageSummary])))]
+async fn list_images(State(b): State<Shared>) -> ApiResult<Json<Vec<ImageSummary>>> {
+    b.images().await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/v1/images/{name}", tag = "images",
+    params(("name" = String, Path, description = "a reference, a digest or an id prefix")),
+    responses((status = 200, description = "Untagged:/Deleted: lines", body = [String]), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "a task uses the image", body = ErrorBody)))]
+async fn remove_image(
+    State(b): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<String>>> {
+    b.remove_image(name).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/images/prune", tag = "images",
+    responses((status = 200, description = "what was removed", body = ImagesPruned)))]
+async fn prune_images(State(b): State<Shared>) -> ApiResult<Json<ImagesPruned>> {
+    b.prune_images().await.map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/services/{key}/logs", tag = "services",

@@ -156,6 +156,97 @@ pub struct CreateResponse {
     pub id: String,
 }
 
+/// `POST /v1/services`: the new service's id and what the user should know (docker's
+/// `Warnings`, e.g. an image whose digest could not be recorded).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceCreated {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `POST /v1/services/{key}/update`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceUpdated {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// How `service create|update` treat the image: `queryRegistry=false` (the CLI's
+/// `--no-resolve-image`) keeps a tag unpinned; `X-Registry-Auth` (base64url JSON of
+/// `{"username","password","serveraddress"}`, as docker sends it) is
+/// `--with-registry-auth`'s login for the image's registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceOptions {
+    pub query_registry: bool,
+    pub registry_auth: Option<String>,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            query_registry: true,
+            registry_auth: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServiceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceOptions")
+            .field("query_registry", &self.query_registry)
+            .field(
+                "registry_auth",
+                &self.registry_auth.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The query of `service create|update`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryQuery {
+    /// Resolve the image's tag to a digest and pin the service to it (default true).
+    #[serde(default = "yes")]
+    pub query_registry: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One image of the local node: `GET /v1/images` (what `image ls` shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageSummary {
+    /// `repo:tag` names (familiar form), empty for an image no tag names any more.
+    pub repo_tags: Vec<String>,
+    /// `repo@sha256:…`: what the registry called it.
+    pub repo_digests: Vec<String>,
+    /// The config digest (`sha256:…`), docker's image id.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// The image config's `created` (RFC 3339), empty when it has none.
+    pub created: String,
+    /// Bytes of its layers as stored (compressed).
+    pub size: u64,
+    /// The local tasks whose container uses it.
+    pub containers: Vec<String>,
+}
+
+/// `POST /v1/images/prune`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImagesPruned {
+    /// `Untagged: …` and `Deleted: …` lines, as docker prints them.
+    pub images_deleted: Vec<String>,
+    pub space_reclaimed: u64,
+}
+
 /// `POST /v1/networks`: a new overlay network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]

@@ -62,6 +62,7 @@ pub fn service(id: &str, spec: ServiceSpec) -> Service {
         updated_at: Millis(0),
         spec,
         endpoint: Default::default(),
+        registry_auth: None,
     }
 }
 

@@ -309,6 +309,7 @@ impl Backend for Api {
             updated_at: now,
             spec,
             endpoint: Default::default(),
+            registry_auth: None,
         };
         m.propose(Command::CreateService { service }).await?;
         Ok(CreateResponse { id })

@@ -114,6 +114,11 @@ pub struct Service {
     pub spec: ServiceSpec,
     #[serde(default)]
     pub endpoint: Endpoint,
+    /// `--with-registry-auth`: the login for the image's registry, sealed with the managers'
+    /// key (shoal-image's `seal`); never plain text here. The API leaves it out of what it
+    /// shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<String>,
 }
 
 /// Filled by the allocator (networks, VIPs, published ports) in later work.
@@ -174,6 +179,12 @@ pub enum Command {
     },
     RemoveService {
         id: String,
+    },
+    /// Replaces a service's sealed registry login (`service update --with-registry-auth`),
+    /// proposed before the update that uses it.
+    SetRegistryAuth {
+        id: String,
+        sealed: Option<String>,
     },
     CreateTasks {
         tasks: Vec<Task>,
@@ -358,6 +369,13 @@ impl ClusterState {
                 svc.spec = spec;
                 svc.version += 1;
                 svc.updated_at = at;
+            }
+            Command::SetRegistryAuth { id, sealed } => {
+                let svc = self
+                    .services
+                    .get_mut(&id)
+                    .ok_or(ApplyError::NoSuchService(id))?;
+                svc.registry_auth = sealed;
             }
             Command::RemoveService { id } => {
                 self.services
