@@ -1,20 +1,27 @@
-//! Compiles bpf/sock_lb.c with clang into an eBPF object (with BTF) that the crate embeds.
+//! Compiles the eBPF programs in bpf/ with clang into objects (with BTF) that the crate embeds:
+//! `sock_lb.c` (the VIP balancer) and `tc_mesh.c` (the routing mesh).
 //!
-//! Without clang or the libbpf headers the crate still builds: the object is left empty and
-//! the reason is embedded instead, so that loading fails with that reason at run time and
-//! shoald falls back to the nftables balancer (or, with `--vip-balancer ebpf`, says what to
+//! Without clang or the libbpf headers the crate still builds: an object that cannot be built
+//! is left empty and the reason is embedded instead, so that loading fails with that reason at
+//! run time and shoald falls back to nftables (or, with `--vip-balancer ebpf`, says what to
 //! install). A workspace that cannot build eBPF must still build everything else.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let src = "bpf/sock_lb.c";
-    println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CLANG");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let obj = out.join("sock_lb.o");
-    let err_file = out.join("sock_lb.err");
+    for name in ["sock_lb", "tc_mesh"] {
+        compile(name, &out);
+    }
+}
+
+fn compile(name: &str, out: &Path) {
+    let src = format!("bpf/{name}.c");
+    println!("cargo:rerun-if-changed={src}");
+    let obj = out.join(format!("{name}.o"));
+    let err_file = out.join(format!("{name}.err"));
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     // <asm/types.h> lives under the multiarch directory on Debian.
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
@@ -24,7 +31,7 @@ fn main() {
             "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
         ])
         .arg(format!("-I{multiarch}"))
-        .args(["-c", src, "-o"])
+        .args(["-c", &src, "-o"])
         .arg(&obj)
         .output();
     let error = match result {

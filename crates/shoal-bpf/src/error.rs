@@ -10,6 +10,12 @@ pub enum BpfError {
     NotBuilt(String),
 
     #[error(
+        "this shoald was built without the routing mesh's tc program: {0}; published ports \
+         use nftables (--mesh-path nftables), or install clang and libbpf-dev and rebuild"
+    )]
+    MeshNotBuilt(String),
+
+    #[error(
         "no cgroup v2 hierarchy is mounted (tried {tried}); the eBPF VIP balancer attaches at its \
          root: mount cgroup2 or use --vip-balancer nftables"
     )]
@@ -38,6 +44,26 @@ pub enum BpfError {
         program: &'static str,
         #[source]
         source: aya::programs::ProgramError,
+    },
+
+    #[error(
+        "failed to {action} the routing mesh's tc program {program}{on}: {source}; it needs \
+         root (CAP_BPF and CAP_NET_ADMIN) and Linux 5.10 or later (bpf_redirect_peer)",
+        on = if iface.is_empty() { String::new() } else { format!(" on {iface}") }
+    )]
+    TcProgram {
+        action: &'static str,
+        program: &'static str,
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("no interface {ifname} in this network namespace: {source}")]
+    Interface {
+        ifname: String,
+        #[source]
+        source: nix::errno::Errno,
     },
 
     #[error("the eBPF object has no {kind} named {name} (built from an older bpf/sock_lb.c?)")]

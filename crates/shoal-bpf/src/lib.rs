@@ -27,17 +27,24 @@
 //! - [`maps`]: the byte layouts shared with the C programs. Pure.
 //! - `loader`: [`SockLb`], the programs and maps of one node (the I/O).
 //! - `cookie`: a sandbox's network-namespace cookie.
+//! - [`mesh_maps`] and `mesh_loader` ([`TcMesh`]): the routing mesh's published ports at tc
+//!   (`bpf/tc_mesh.c`), a different program beside the socket balancer: the maps (pure) and
+//!   the programs on the node's underlay interface and each task's gateway veth (the I/O).
 //!
-//! Architecture invariant: only `loader` and `cookie` touch the kernel.
+//! Architecture invariant: only `loader`, `mesh_loader` and `cookie` touch the kernel.
 #![forbid(unsafe_code)]
 
 mod cookie;
 mod error;
 mod loader;
 pub mod maps;
+mod mesh_loader;
+pub mod mesh_maps;
 pub mod plan;
 
 pub use cookie::{current_netns_cookie, netns_cookie, netns_cookie_blocking};
 pub use error::BpfError;
 pub use loader::{Applied, Options, PROGRAMS, SockLb, cgroup2_root};
+pub use mesh_loader::{TcMesh, ifindex, task_mac};
+pub use mesh_maps::{MESH_MARK, MeshBackend, MeshConfig, MeshPort};
 pub use plan::{MapOp, NodeConfig, Proto, Service, ServiceKey};
