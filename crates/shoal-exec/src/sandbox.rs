@@ -3,11 +3,13 @@
 use std::ffi::{CString, OsString};
 use std::fmt;
 use std::fs::{self, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 
 use crate::error::ExecError;
 use crate::files::{self, hosts_path, log_path, resolv_conf_path};
@@ -138,6 +140,27 @@ impl Running {
     }
 }
 
+/// The mount namespace every task's own is copied from: made once, at the first start, by
+/// `shoal_net::netns::mount_ns_without_netns` (the caller's mounts without `/run/netns`), so
+/// that starting a task costs the same whatever the number of namespaces on the node. If it
+/// cannot be made, tasks copy the caller's namespace, as they did before (and say so once).
+fn task_mounts() -> Option<BorrowedFd<'static>> {
+    static MOUNTS: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    MOUNTS
+        .get_or_init(|| match shoal_net::netns::mount_ns_without_netns() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(
+                    "tasks' mount namespaces are copied from the daemon's, with every \
+                     namespace's bind mount: {e}"
+                );
+                None
+            }
+        })
+        .as_ref()
+        .map(|fd| fd.as_fd())
+}
+
 /// The name of the fresh namespace of a task with `spec.netns == None`.
 pub fn task_netns_name(task_id: &str) -> Result<String, ExecError> {
     Ok(format!("shoal-task-{}", short_id(task_id)?))
@@ -222,6 +245,7 @@ pub async fn start(spec: &SandboxSpec) -> Result<Running, ExecError> {
     let netns = prepare_netns(spec).await?;
     let entry = SandboxEntry {
         netns: shoal_net::open_netns(&netns)?,
+        mounts: task_mounts(),
         hostname: OsString::from(&spec.hostname),
         resolv_conf: cstring(&resolv_conf_path(run_dir))?,
         hosts: cstring(&hosts_path(run_dir))?,

@@ -6,7 +6,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -17,6 +17,9 @@ use nix::unistd::{chdir, sethostname, setsid};
 pub(crate) struct SandboxEntry {
     /// The network namespace to join (opened before fork, close-on-exec).
     pub netns: OwnedFd,
+    /// The mount namespace the task's own is copied from (`sandbox::task_mounts`); `None`:
+    /// the caller's.
+    pub mounts: Option<BorrowedFd<'static>>,
     pub hostname: OsString,
     /// Generated files bind-mounted over `/etc/resolv.conf` and `/etc/hosts`.
     pub resolv_conf: CString,
@@ -28,6 +31,10 @@ impl SandboxEntry {
     /// Runs in the child after fork. Only async-signal-safe calls: no allocation, no locks.
     fn enter(&self) -> io::Result<()> {
         setns(&self.netns, CloneFlags::CLONE_NEWNET)?;
+        if let Some(mounts) = self.mounts {
+            // Allowed: this child is single-threaded, so its root and cwd are its own.
+            setns(mounts, CloneFlags::CLONE_NEWNS)?;
+        }
         unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS)?;
         sethostname(&self.hostname)?;
         // Nothing mounted from here on may leak back to the host.
@@ -50,7 +57,8 @@ impl SandboxEntry {
                 None::<&std::ffi::CStr>,
             )?;
         }
-        // Drop this copy of /run/netns so the task does not pin other namespaces alive.
+        // Drop this copy of /run/netns so the task does not pin other namespaces alive
+        // (only when made from the caller's namespace: `task_mounts` has no /run/netns).
         // It fails harmlessly when /run/netns is not a mount point.
         let _ = umount2(c"/run/netns", MntFlags::MNT_DETACH);
         // Its own session and process group, so that stop() can signal the whole task.

@@ -234,6 +234,58 @@ fn record(name: &str, present: bool) {
     }
 }
 
+/// A mount namespace without `/run/netns`, to make other mount namespaces from: a copy of
+/// the caller's taken now, where `/run/netns` is unmounted and every mount is a slave of the
+/// caller's (a mount made later on a shared mount of the host still arrives; nothing goes
+/// back). Held by the returned fd alone (close-on-exec).
+///
+/// Why: `unshare(CLONE_NEWNS)` copies every mount of the namespace it starts from, and a node
+/// with hundreds of tasks has a bind mount per network namespace under `/run/netns`; a task
+/// whose mount namespace is made from this one copies a few dozen mounts however many
+/// namespaces the node holds, and cannot pin any of them. Namespaces created afterwards
+/// never appear in it: `/run/netns` is made a mount point (and shared) first, so their bind
+/// mounts propagate only to copies of that mount, and this namespace has none.
+pub fn mount_ns_without_netns() -> Result<OwnedFd> {
+    ensure_netns_dir()?;
+    std::thread::Builder::new()
+        .name("shoal-mntns".into())
+        .spawn(|| -> Result<OwnedFd> {
+            // This thread alone moves (a mount namespace of its own needs its own root and
+            // cwd: CLONE_FS); it ends right after, and the fd keeps the namespace.
+            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS)
+                .map_err(|e| NetError::io("unshare a new mount namespace", e))?;
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                None::<&str>,
+            )
+            .map_err(|e| NetError::io("make the new mount namespace a slave", e))?;
+            // A slave now, so the unmount stays in this namespace.
+            match umount2(NETNS_DIR, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(NetError::io(
+                        format!("unmount {NETNS_DIR} in the new mount namespace"),
+                        e,
+                    ));
+                }
+            }
+            File::open("/proc/thread-self/ns/mnt")
+                .map(OwnedFd::from)
+                .map_err(|e| NetError::io("open the new mount namespace", e))
+        })
+        .map_err(|e| NetError::io("spawn a thread to make a mount namespace", e))?
+        .join()
+        .unwrap_or_else(|_| {
+            Err(NetError::io(
+                "make a mount namespace",
+                std::io::Error::other("its thread panicked"),
+            ))
+        })
+}
+
 /// Opens namespace `name` for `setns` or for moving a link into it (the fd is close-on-exec).
 pub fn open_netns(name: &str) -> Result<OwnedFd> {
     validate_netns_name(name)?;
