@@ -46,6 +46,11 @@ pub struct LabUpArgs {
     /// A registry (HOST:PORT) the nodes pull from over plain HTTP; repeatable.
     #[arg(long, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
+    /// Run an image registry in the lab (docker-registry at 172.29.k.254:5000, pulled from
+    /// over plain HTTP) with the seed's images pushed: anoy/vote and anoy/client, built
+    /// from this machine's binaries.
+    #[arg(long)]
+    pub registry: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +156,7 @@ async fn up(args: LabUpArgs) -> Result<i32> {
                 .flat_map(|r| ["--insecure-registry".to_string(), r.clone()]),
         )
         .collect(),
+        registry: args.registry,
     };
     let lab = shoal_lab::up(&spec).await?;
     println!(
@@ -167,6 +173,12 @@ async fn up(args: LabUpArgs) -> Result<i32> {
             format!("{:?}", n.role).to_lowercase(),
             n.socket.display()
         );
+    }
+    if let Some(registry) = &lab.registry {
+        println!("  registry {registry} (plain HTTP) with:");
+        for image in &lab.images {
+            println!("    {image}");
+        }
     }
     println!(
         "run commands on a node with: shoal lab exec --name {} node1 -- shoal node ls",

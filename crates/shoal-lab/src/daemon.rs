@@ -53,8 +53,20 @@ pub(crate) fn node_command(
     daemon: bool,
     hosts: Option<std::ffi::CString>,
 ) -> Result<Command, LabError> {
-    let netns = shoal_net::open_netns(&node.netns)
-        .map_err(|e| LabError::net(format!("open the namespace of {}", node.name), e))?;
+    in_lab_netns(lab, &node.netns, program, daemon, hosts)
+}
+
+/// A command for `program` that runs in the lab's namespace `netns` (a node's or the
+/// bridge's) and the lab's cgroup (if it exists); `daemon` detaches it into its own session.
+pub(crate) fn in_lab_netns(
+    lab: &LabInfo,
+    netns: &str,
+    program: &Path,
+    daemon: bool,
+    hosts: Option<std::ffi::CString>,
+) -> Result<Command, LabError> {
+    let netns = shoal_net::open_netns(netns)
+        .map_err(|e| LabError::net(format!("open namespace {netns}"), e))?;
     let cgroup_procs = if lab.cgroup.exists() {
         Some(cgroup::open_procs(&lab.cgroup)?)
     } else {
@@ -81,7 +93,7 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     /// How it ended, if it has.
-    fn exited(&self) -> Option<String> {
+    pub(crate) fn exited(&self) -> Option<String> {
         self.exit.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -111,15 +123,22 @@ pub(crate) fn spawn_daemon(
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| LabError::io(format!("start {program} for {}", node.name), e))?;
+    let daemon = reap(child, &node.name)?;
+    tracing::debug!(node = %node.name, pid = daemon.pid, "daemon started");
+    Ok(daemon)
+}
+
+/// Reaps `child` on a thread whenever it ends, so a long-lived caller (tests, benchmarks)
+/// keeps no zombies, and keeps how it ended.
+pub(crate) fn reap(mut child: std::process::Child, name: &str) -> Result<Daemon, LabError> {
     let pid = child.id();
     let exit = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&exit);
-    // Reap it whenever it ends, so a long-lived caller (tests, benchmarks) keeps no zombies.
     std::thread::Builder::new()
-        .name(format!("reap-{}", node.name))
+        .name(format!("reap-{name}"))
         .spawn(move || {
             let status = match child.wait() {
                 Ok(s) => s.to_string(),
@@ -128,7 +147,6 @@ pub(crate) fn spawn_daemon(
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
         })
         .map_err(|e| LabError::io("start a reaper thread", e))?;
-    tracing::debug!(node = %node.name, pid, "daemon started");
     Ok(Daemon { pid, exit })
 }
 

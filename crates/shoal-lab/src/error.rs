@@ -143,6 +143,15 @@ pub enum LabError {
         problems: Vec<String>,
     },
 
+    /// The lab's registry or its images (`lab up --registry`) could not be made.
+    #[error("lab registry: {what}: {detail}")]
+    Registry {
+        /// The step that failed.
+        what: String,
+        /// The tool's error output, or what to install.
+        detail: String,
+    },
+
     /// A file or process operation failed.
     #[error("failed to {action}: {source}")]
     Io {
@@ -165,6 +174,13 @@ impl LabError {
         LabError::Net {
             action: action.into(),
             source,
+        }
+    }
+
+    pub(crate) fn registry(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        LabError::Registry {
+            what: what.into(),
+            detail: detail.into(),
         }
     }
 

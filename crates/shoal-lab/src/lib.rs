@@ -8,18 +8,26 @@
 //! - `cgroup`: the lab's cgroup v2, which holds every process of the lab.
 //! - `daemon`: starting `shoald` in each node, waiting for its socket, forming the cluster
 //!   with the `shoal` CLI.
+//! - `registry`, `images`: `--registry`, an image registry in the lab's bridge namespace
+//!   and the seed's images built from this machine's binaries and pushed to it.
+//! - `leftovers`: what `down` removes outside the cgroup: containers (through runc's state)
+//!   and the mounts of their root filesystems.
 //! - `sys`: the one unsafe module (entering a node and the cgroup between fork and exec).
 //!
 //! Architecture invariant: nothing of a lab lives in the host's network namespace; its only
-//! footprint outside its namespaces is its state directory and its cgroup. [`down`] finds
-//! everything from the lab's name alone: the lab's own namespaces by name, the namespaces
-//! its daemons created from the registry they keep (`SHOAL_NETNS_REGISTRY`, see shoal-net)
-//! and from the namespaces of the processes in its cgroup.
+//! footprint outside its namespaces is its state directory, its cgroup and the cgroups
+//! runc makes for its containers. [`down`] finds everything from the lab's name alone: the
+//! lab's own namespaces by name, the namespaces its daemons created from the registry they
+//! keep (`SHOAL_NETNS_REGISTRY`, see shoal-net), the namespaces of the processes in its
+//! cgroup, and the containers in its nodes' runc state directories.
 #![deny(unsafe_code)]
 
 mod cgroup;
 mod daemon;
 mod error;
+mod images;
+mod leftovers;
+mod registry;
 mod state;
 mod sys;
 mod topology;
@@ -33,6 +41,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::LabError;
+pub use images::{CLIENT, VOTE};
+pub use registry::registry_addr;
 pub use state::{
     CLUSTER_PORT, LABS_DIR, LabInfo, LabStatus, NodeInfo, NodeRole, hosts_path, lab_dir, lab_netns,
     list, load, node_addr, node_netns, node_socket, parse_node, validate_name,
@@ -56,6 +66,8 @@ pub struct LabSpec {
     pub shoald_bin: PathBuf,
     /// Extra flags for every daemon.
     pub shoald_args: Vec<String>,
+    /// Run an image registry in the lab and push the seed's images to it (`--registry`).
+    pub registry: bool,
 }
 
 /// How `up` runs the daemons; tests swap in fakes.
@@ -183,12 +195,26 @@ async fn build(
     std::fs::create_dir_all(&registry)
         .map_err(|e| LabError::io(format!("create {}", registry.display()), e))?;
 
+    let mut shoald_args = spec.shoald_args.clone();
+    if spec.registry {
+        let addr = registry::start(lab).await?;
+        let (info, bin) = (lab.clone(), shoal_bin.to_path_buf());
+        let images = tokio::task::spawn_blocking(move || images::build_and_push(&info, &bin, addr))
+            .await
+            .map_err(|e| LabError::io("build the lab images", std::io::Error::other(e)))??;
+        // The nodes pull from it over plain HTTP, as from a registry on a local network.
+        shoald_args.extend(["--insecure-registry".to_string(), addr.to_string()]);
+        lab.registry = Some(addr.to_string());
+        lab.images = images;
+        lab.save()?;
+    }
+
     let mut daemons = Vec::new();
     for i in 0..lab.nodes.len() {
         let node = &lab.nodes[i];
         let argv = match &hooks.daemon_argv {
             Some(argv) => argv.clone(),
-            None => daemon::daemon_argv(shoald_bin, node, &spec.shoald_args),
+            None => daemon::daemon_argv(shoald_bin, node, &shoald_args),
         };
         let d = daemon::spawn_daemon(lab, node, &argv)?;
         lab.nodes[i].pid = Some(d.pid);
@@ -240,6 +266,9 @@ async fn teardown(name: &str, remove_dir: bool) -> Vec<String> {
         }
         Err(e) => problems.push(e.to_string()),
     }
+    // Containers live in cgroups of their own (runc's), so the kill above missed them.
+    problems.extend(leftovers::remove_containers(&lab_dir(name)));
+    problems.extend(leftovers::unmount_under(&lab_dir(name)));
     if let Ok(own) = std::fs::metadata("/proc/self/ns/net") {
         inodes.remove(&own.ino());
     }

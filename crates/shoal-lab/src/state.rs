@@ -172,6 +172,12 @@ pub struct LabInfo {
     pub cgroup: PathBuf,
     /// The hosts-style file naming its nodes.
     pub hosts_file: PathBuf,
+    /// `172.29.k.254:5000` when it runs an image registry (`lab up --registry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// The images pushed to that registry (full references).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 impl LabInfo {
@@ -204,6 +210,8 @@ impl LabInfo {
             bridge_netns: lab_netns(name),
             cgroup,
             hosts_file: hosts_path(name),
+            registry: None,
+            images: Vec::new(),
         }
     }
 

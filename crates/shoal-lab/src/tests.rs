@@ -28,6 +28,7 @@ impl TestLab {
             shoal_bin: shoal_bin.to_path_buf(),
             shoald_bin: "unused-shoald".into(),
             shoald_args: vec![],
+            registry: false,
         }
     }
 }
