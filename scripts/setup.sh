@@ -18,7 +18,7 @@ for pair in \
   ip:iproute2 bridge:iproute2 nft:nftables conntrack:conntrack \
   dig:dnsutils curl:curl ping:iputils-ping \
   nsenter:util-linux unshare:util-linux kill:procps sysctl:procps \
-  python3:python3 gcc:gcc g++:g++ \
+  python3:python3 gcc:gcc g++:g++ strip:binutils ldd:libc-bin \
   clang:clang llvm-strip:llvm bpftool:bpftool \
   docker-registry:docker-registry skopeo:skopeo umoci:umoci runc:runc; do
   cmd=${pair%%:*} pkg=${pair#*:}
