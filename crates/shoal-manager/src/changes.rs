@@ -1,11 +1,13 @@
 //! What changed between two states, as the leader's passes need to know it: the state's
 //! maps are persistent, so the difference costs the size of the change, and a change of
-//! one service re-examines that service, not the cluster.
+//! one service re-examines that service, not the cluster. [`Wakeups`] adds what time alone
+//! changes (a restart delay that runs out), so that no pass looks at every service just
+//! in case.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_types::diff::changes;
-use shoal_types::{ClusterState, TaskState};
+use shoal_types::{ClusterState, Millis, TaskState};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -19,6 +21,9 @@ pub struct Changes {
     pub new_tasks: bool,
     /// A task that changed now waits for a node (Pending, desired Running).
     pub pending_tasks: bool,
+    /// A task that held addresses ended or was removed: one waiting for an address (or a
+    /// service for its VIP) may get it now.
+    pub freed: bool,
 }
 
 impl Changes {
@@ -32,12 +37,13 @@ impl Changes {
 
     /// Whether the allocator has anything to do.
     pub fn allocate(&self) -> bool {
-        self.all || self.new_tasks || !self.specs.is_empty()
+        self.all || self.new_tasks || self.freed || !self.specs.is_empty()
     }
 
-    /// Whether the scheduler has anything to do.
+    /// Whether the scheduler has anything to do (a changed spec may have new constraints
+    /// that a waiting task now meets).
     pub fn schedule(&self) -> bool {
-        self.all || self.pending_tasks
+        self.all || self.pending_tasks || !self.specs.is_empty()
     }
 
     /// The services the orchestrator looks at; `None`: all of them.
@@ -71,8 +77,53 @@ pub fn between(old: &ClusterState, new: &ClusterState) -> Changes {
             c.new_tasks |= waits(t, TaskState::New);
             c.pending_tasks |= waits(t, TaskState::Pending);
         }
+        // Addresses count as used while a task is not terminal (`addresses_in_use`).
+        let held = |t: &shoal_types::Task| !t.networks.is_empty() && !t.status.state.is_terminal();
+        c.freed |= was.is_some_and(held) && !now.is_some_and(held);
     }
     c
+}
+
+/// When services must be looked at again for what time alone decides (a restart delay that
+/// runs out): the leader's loop sleeps until the earliest and then looks at those services
+/// only, instead of at every service once a second.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    at: BTreeMap<String, Millis>,
+}
+
+impl Wakeups {
+    /// Records a pass over `looked_at` (`None`: every service) that found `due` (the
+    /// orchestrator's `Pass::due`): the services it looked at keep only their new times.
+    pub fn record(&mut self, looked_at: Option<&BTreeSet<String>>, due: BTreeMap<String, Millis>) {
+        match looked_at {
+            None => self.at = due,
+            Some(ids) => {
+                for id in ids {
+                    self.at.remove(id);
+                }
+                self.at.extend(due);
+            }
+        }
+    }
+
+    /// The earliest time a service is due, if any.
+    pub fn next(&self) -> Option<Millis> {
+        self.at.values().min().copied()
+    }
+
+    /// The services due at `now` (the pass that looks at them records their next times).
+    pub fn due(&self, now: Millis) -> impl Iterator<Item = &String> {
+        self.at
+            .iter()
+            .filter(move |(_, at)| **at <= now)
+            .map(|(id, _)| id)
+    }
+
+    /// Forgets everything (this manager stopped leading).
+    pub fn clear(&mut self) {
+        self.at.clear();
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +170,8 @@ mod tests {
         let c = between(&old, &st);
         assert!(!c.new_tasks && c.pending_tasks && c.schedule() && !c.allocate());
 
-        // A spec change: that service, and the allocator (its VIPs may change).
+        // A spec change: that service, the allocator (its VIPs may change) and the
+        // scheduler (new constraints may let a waiting task be placed).
         let old = st.clone();
         st.apply(Command::UpdateService {
             id: "s2".into(),
@@ -129,7 +181,7 @@ mod tests {
         .unwrap();
         let c = between(&old, &st);
         assert_eq!(c.specs, BTreeSet::from(["s2".to_string()]));
-        assert!(c.allocate() && !c.schedule());
+        assert!(c.allocate() && c.schedule());
 
         // A node changes: everything.
         let old = st.clone();
@@ -147,5 +199,152 @@ mod tests {
         let c = between(&st, &st.clone());
         assert_eq!(c, Changes::default());
         assert!(!c.allocate() && !c.schedule());
+    }
+
+    #[test]
+    fn an_ended_task_frees_its_addresses_for_the_allocator() {
+        let mut st = cluster(&[("n1", "node1")]);
+        st.apply(Command::CreateNetwork {
+            network: network("net1", "small", "10.0.9.0/29", 4096),
+        })
+        .unwrap();
+        st.apply(Command::CreateService {
+            service: service("s1", spec_on("web", 2, &["net1"])),
+        })
+        .unwrap();
+        st.apply(Command::CreateService {
+            service: service("s2", spec("job", 1)),
+        })
+        .unwrap();
+        let mut n = 0;
+        for cmd in crate::orchestrator::reconcile(&st, Millis(1), &mut || {
+            n += 1;
+            format!("t{n}")
+        }) {
+            st.apply(cmd).unwrap();
+        }
+        for cmd in allocate(&st, Millis(2)) {
+            st.apply(cmd).unwrap();
+        }
+        let plan = crate::scheduler::schedule(&st);
+        st.apply(Command::AssignTasks {
+            assignments: plan.assignments,
+            at: Millis(3),
+        })
+        .unwrap();
+        let end = |st: &mut ClusterState, service: &str| {
+            let id = st.tasks_of(service).next().unwrap().id.clone();
+            let old = st.clone();
+            st.apply(Command::UpdateTaskStatus {
+                id,
+                node_id: "n1".into(),
+                status: shoal_types::TaskStatus::new(TaskState::Failed, Millis(4), "exit"),
+            })
+            .unwrap();
+            between(&old, st)
+        };
+        // A task without addresses ends: nothing for the allocator.
+        let c = end(&mut st, "s2");
+        assert!(!c.freed && !c.allocate(), "{c:?}");
+        // A task with an address on net1 ends: the allocator looks again.
+        let c = end(&mut st, "s1");
+        assert!(c.freed && c.allocate() && !c.all, "{c:?}");
+    }
+
+    #[test]
+    fn wakeups_follow_the_passes_that_looked_at_each_service() {
+        let mut w = Wakeups::default();
+        assert_eq!(w.next(), None);
+        // A full pass: s1 waits until 6 s, s2 until 9 s.
+        w.record(
+            None,
+            BTreeMap::from([("s1".into(), Millis(6_000)), ("s2".into(), Millis(9_000))]),
+        );
+        assert_eq!(w.next(), Some(Millis(6_000)));
+        assert_eq!(w.due(Millis(5_999)).count(), 0);
+        assert_eq!(w.due(Millis(6_000)).collect::<Vec<_>>(), ["s1"]);
+        // A pass over s3 alone keeps the others' times.
+        w.record(Some(&BTreeSet::from(["s3".to_string()])), BTreeMap::new());
+        assert_eq!(w.next(), Some(Millis(6_000)));
+        // A pass over s1 that found nothing due forgets it; s2 is next.
+        w.record(Some(&BTreeSet::from(["s1".to_string()])), BTreeMap::new());
+        assert_eq!(w.next(), Some(Millis(9_000)));
+        // A pass over s2 that found an earlier time replaces the later one.
+        w.record(
+            Some(&BTreeSet::from(["s2".to_string()])),
+            BTreeMap::from([("s2".into(), Millis(7_000))]),
+        );
+        assert_eq!(w.next(), Some(Millis(7_000)));
+        assert_eq!(w.due(Millis(10_000)).collect::<Vec<_>>(), ["s2"]);
+        // A full pass that found nothing replaces everything.
+        w.record(None, BTreeMap::new());
+        assert_eq!(w.next(), None);
+    }
+
+    /// The loop the leader runs, with a fake clock: a failed task's restart is found by the
+    /// pass its due time asks for, although passes over other services came in between.
+    #[test]
+    fn a_restart_delay_is_caught_without_a_periodic_full_pass() {
+        let mut st = cluster(&[("n1", "node1")]);
+        for (id, name) in [("s1", "vote"), ("s2", "web")] {
+            st.apply(Command::CreateService {
+                service: service(id, spec(name, 1)),
+            })
+            .unwrap();
+        }
+        let mut n = 0;
+        let mut ids = || {
+            n += 1;
+            format!("t{n}")
+        };
+        let mut w = Wakeups::default();
+        let mut pass =
+            |st: &mut ClusterState, w: &mut Wakeups, scope: Option<&BTreeSet<String>>, now: u64| {
+                let p = crate::orchestrator::reconcile_pass(st, Millis(now), &mut ids, scope);
+                w.record(scope, p.due);
+                for cmd in p.commands {
+                    st.apply(cmd).unwrap();
+                }
+                for cmd in allocate(st, Millis(now)) {
+                    st.apply(cmd).unwrap();
+                }
+                let plan = crate::scheduler::schedule(st);
+                st.apply(Command::AssignTasks {
+                    assignments: plan.assignments,
+                    at: Millis(now),
+                })
+                .unwrap();
+                w.next()
+            };
+        assert_eq!(pass(&mut st, &mut w, None, 0), None);
+        let s1_task = st.tasks_of("s1").next().unwrap().id.clone();
+        st.apply(Command::UpdateTaskStatus {
+            id: s1_task.clone(),
+            node_id: "n1".into(),
+            status: shoal_types::TaskStatus::new(TaskState::Failed, Millis(1_000), "exit"),
+        })
+        .unwrap();
+        // The pass over what changed (s1) finds the restart due at 6 s.
+        let only = |id: &str| BTreeSet::from([id.to_string()]);
+        assert_eq!(
+            pass(&mut st, &mut w, Some(&only("s1")), 1_000),
+            Some(Millis(6_000))
+        );
+        // s2 changes meanwhile; its pass leaves s1's time alone.
+        assert_eq!(
+            pass(&mut st, &mut w, Some(&only("s2")), 3_000),
+            Some(Millis(6_000))
+        );
+        let live = |st: &ClusterState| {
+            st.tasks_of("s1")
+                .filter(|t| t.desired_state == TaskState::Running)
+                .count()
+        };
+        assert_eq!(live(&st), 0);
+        // At 6 s the loop looks at the services due, and s1 gets its new task.
+        let due: BTreeSet<String> = w.due(Millis(6_000)).cloned().collect();
+        assert_eq!(due, only("s1"));
+        assert_eq!(pass(&mut st, &mut w, Some(&due), 6_000), None);
+        assert_eq!(live(&st), 1);
     }
 }

@@ -27,14 +27,35 @@ pub fn reconcile(
 
 /// [`reconcile`] for the services in `scope` only (all of them with `None`): the leader
 /// passes the services whose spec or tasks changed since its last pass, so that a change
-/// of one service does not re-examine every other one. What depends on the nodes or on
-/// time (a node down, a restart delay over) is caught by a full pass.
+/// of one service does not re-examine every other one. What depends on the nodes is caught
+/// by a full pass; what depends on time, by [`reconcile_pass`]'s due times.
 pub fn reconcile_services(
     state: &ClusterState,
     now: Millis,
     new_id: &mut dyn FnMut() -> String,
     scope: Option<&BTreeSet<String>>,
 ) -> Vec<Command> {
+    reconcile_pass(state, now, new_id, scope).commands
+}
+
+/// What one pass decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// What moves the state towards what the services ask for.
+    pub commands: Vec<Command>,
+    /// For each service of the scope that time alone will give something to do (a restart
+    /// delay that runs out), the earliest such time. A service not listed needs no look
+    /// until its spec, its tasks or the nodes change.
+    pub due: BTreeMap<String, Millis>,
+}
+
+/// [`reconcile_services`], with when the services it looked at are due again.
+pub fn reconcile_pass(
+    state: &ClusterState,
+    now: Millis,
+    new_id: &mut dyn FnMut() -> String,
+    scope: Option<&BTreeSet<String>>,
+) -> Pass {
     let mut out = Changes::default();
     // The tasks of the services in scope: from the state's index, or one pass over every
     // task for a full pass.
@@ -70,7 +91,11 @@ pub fn reconcile_services(
         ),
         None => collect_garbage(state, &mut out, state.tasks.values()),
     }
-    out.into_commands(now)
+    let due = std::mem::take(&mut out.due);
+    Pass {
+        commands: out.into_commands(now),
+        due,
+    }
 }
 
 #[derive(Default)]
@@ -78,9 +103,16 @@ struct Changes {
     shutdown: BTreeSet<String>,
     create: Vec<Task>,
     delete: Vec<String>,
+    due: BTreeMap<String, Millis>,
 }
 
 impl Changes {
+    /// `service` has a restart that waits until `at`.
+    fn due(&mut self, service: &Service, at: Millis) {
+        let earliest = self.due.entry(service.id.clone()).or_insert(at);
+        *earliest = (*earliest).min(at);
+    }
+
     fn into_commands(self, now: Millis) -> Vec<Command> {
         let mut cmds = Vec::new();
         if !self.shutdown.is_empty() {
@@ -145,23 +177,31 @@ fn keeps_tasks(service: &Service, node: &Node) -> bool {
             .all(|c| c.matches(node))
 }
 
-/// Whether a new task may replace `last` (the newest task of a slot) now, per the
-/// restart policy.
-fn restart_allowed(service: &Service, last: Option<&Task>, now: Millis) -> bool {
-    let Some(last) = last else { return true };
+/// From when a new task may replace `last` (the newest task of a slot), per the restart
+/// policy: `None` never, `Millis(0)` at once.
+fn restart_at(service: &Service, last: Option<&Task>) -> Option<Millis> {
+    let Some(last) = last else {
+        return Some(Millis(0));
+    };
     if !ended_on_its_own(last) {
-        return true;
+        return Some(Millis(0));
     }
     let policy = &service.spec.task_template.restart_policy;
     match policy.condition {
-        RestartCondition::None => return false,
-        RestartCondition::OnFailure if last.status.state == TaskState::Complete => return false,
+        RestartCondition::None => return None,
+        RestartCondition::OnFailure if last.status.state == TaskState::Complete => return None,
         _ => {}
     }
     if policy.max_attempts > 0 && last.restarts >= policy.max_attempts && !outdated(service, last) {
-        return false;
+        return None;
     }
-    now.since(last.status.timestamp) >= policy.delay_ms
+    if policy.delay_ms == 0 {
+        // Also when the timestamp is ahead of this clock (another node's).
+        return Some(Millis(0));
+    }
+    Some(Millis(
+        last.status.timestamp.0.saturating_add(policy.delay_ms),
+    ))
 }
 
 /// The restart count of a task that follows `last` in its slot: one more when `last` ended on
@@ -277,10 +317,14 @@ fn replicated(
             }
             None => {
                 let last = slot_tasks.iter().max_by_key(|t| t.created_at).copied();
-                if restart_allowed(service, last, now) {
-                    let restarts = restarts_after(service, last);
-                    out.create
-                        .push(new_task(service, slot, None, now, new_id(), restarts));
+                match restart_at(service, last) {
+                    Some(at) if now >= at => {
+                        let restarts = restarts_after(service, last);
+                        out.create
+                            .push(new_task(service, slot, None, now, new_id(), restarts));
+                    }
+                    Some(at) => out.due(service, at),
+                    None => {}
                 }
             }
         }
@@ -325,16 +369,20 @@ fn global(
             continue;
         }
         let last = node_tasks.iter().max_by_key(|t| t.created_at).copied();
-        if restart_allowed(service, last, now) {
-            let restarts = restarts_after(service, last);
-            out.create.push(new_task(
-                service,
-                0,
-                Some(&node.id),
-                now,
-                new_id(),
-                restarts,
-            ));
+        match restart_at(service, last) {
+            Some(at) if now >= at => {
+                let restarts = restarts_after(service, last);
+                out.create.push(new_task(
+                    service,
+                    0,
+                    Some(&node.id),
+                    now,
+                    new_id(),
+                    restarts,
+                ));
+            }
+            Some(at) => out.due(service, at),
+            None => {}
         }
     }
 }

@@ -225,23 +225,31 @@ impl Manager {
     ///
     /// Each pass looks only at what changed since the previous one (`changes::between`):
     /// the services whose spec or tasks changed, the allocator only when something waits
-    /// for an address, the scheduler only when something waits for a node. A full pass
-    /// runs when nodes or networks change, after a failed proposal, and once a second for
-    /// what time alone decides (a restart delay that ran out).
+    /// for an address or one was freed, the scheduler only when something waits for a
+    /// node. A full pass runs when nodes or networks change and after a failed proposal.
+    /// What time alone decides (a restart delay that runs out) wakes the loop when it is
+    /// due, for the services it concerns (`changes::Wakeups`).
     pub async fn run_leader_loop(self: Arc<Self>) {
         let mut state_rx = self.store.state();
+        // Heartbeats are judged at every tick.
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut was_leader = false;
         let mut prev: Option<Arc<ClusterState>> = None;
-        let mut last_full = Instant::now();
+        let mut wakeups = changes::Wakeups::default();
         loop {
+            // At least 1 ms, so that a wall clock behind the due time does not spin.
+            let wake = wakeups
+                .next()
+                .map(|at| Duration::from_millis(at.since(shoal_agent::worker::now()).max(1)));
             tokio::select! {
                 _ = tick.tick() => {}
                 r = state_rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
             }
             if !self.store.is_leader() {
                 was_leader = false;
                 prev = None;
+                wakeups.clear();
                 continue;
             }
             let state = state_rx.borrow_and_update().clone();
@@ -268,27 +276,29 @@ impl Manager {
                     });
                 }
             }
-            let changed = match &prev {
-                Some(p) if last_full.elapsed() < FULL_PASS && p.version <= state.version => {
-                    changes::between(p, &state)
-                }
+            let mut changed = match &prev {
+                Some(p) if p.version <= state.version => changes::between(p, &state),
                 _ => changes::Changes::everything(),
             };
-            if changed.all {
-                last_full = Instant::now();
-            }
             prev = Some(Arc::clone(&state));
             let wall = shoal_agent::worker::now();
-            cmds.extend(orchestrator::reconcile_services(
+            if !changed.all {
+                changed.services.extend(wakeups.due(wall).cloned());
+            }
+            let pass = orchestrator::reconcile_pass(
                 &state,
                 wall,
                 &mut shoal_types::new_id,
                 changed.scope(),
-            ));
+            );
+            wakeups.record(changed.scope(), pass.due);
+            cmds.extend(pass.commands);
             // Allocation and scheduling read the state as it was; tasks created above are
             // allocated and placed on the next pass, a moment later.
             if changed.allocate() {
-                let specs = (!changed.all).then_some(&changed.specs);
+                // A freed address may be the one a service waits for as its VIP: all of
+                // them are looked at then (a comparison each), as in a full pass.
+                let specs = (!changed.all && !changed.freed).then_some(&changed.specs);
                 cmds.extend(allocator::allocate_for(&state, wall, specs));
             }
             if changed.schedule() {
@@ -315,9 +325,6 @@ impl Manager {
         }
     }
 }
-
-/// How often the leader's loop looks at every service, whatever changed.
-const FULL_PASS: Duration = Duration::from_secs(1);
 
 pub enum Progress {
     Sent(u64),

@@ -130,6 +130,76 @@ fn failed_task_restarts_after_the_delay() {
 }
 
 #[test]
+fn a_pass_says_when_a_restart_delay_runs_out() {
+    let mut st = three_nodes_with(spec("web", 1));
+    let first = st.tasks.keys().next().unwrap().clone();
+    report(&mut st, &first, TaskState::Failed, 1_000);
+    let mut ids = || "t900".to_string();
+    let pass = reconcile_pass(&st, Millis(2_000), &mut ids, None);
+    assert_eq!(
+        pass.due,
+        BTreeMap::from([("s1".to_string(), Millis(6_000))])
+    );
+    assert!(
+        !pass
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::CreateTasks { .. })),
+        "{:?}",
+        pass.commands
+    );
+    // Looked at by name, the same; a millisecond early, still waiting.
+    let scope = BTreeSet::from(["s1".to_string()]);
+    let early = reconcile_pass(&st, Millis(5_999), &mut ids, Some(&scope));
+    assert_eq!(early.due, pass.due);
+    // When it runs out: the new task, and nothing due any more.
+    let due = reconcile_pass(&st, Millis(6_000), &mut ids, Some(&scope));
+    assert!(due.due.is_empty());
+    assert!(
+        due.commands
+            .iter()
+            .any(|c| matches!(c, Command::CreateTasks { tasks } if tasks.len() == 1)),
+        "{:?}",
+        due.commands
+    );
+}
+
+#[test]
+fn nothing_is_due_for_a_policy_that_never_restarts_or_a_global_task_in_its_delay() {
+    let mut s = spec("job", 1);
+    s.task_template.restart_policy.condition = RestartCondition::None;
+    let mut st = three_nodes_with(s);
+    let first = st.tasks.keys().next().unwrap().clone();
+    report(&mut st, &first, TaskState::Failed, 1_000);
+    let pass = reconcile_pass(&st, Millis(2_000), &mut || "t900".to_string(), None);
+    assert!(pass.due.is_empty(), "{pass:?}");
+    assert!(
+        !pass
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::CreateTasks { .. })),
+        "{pass:?}"
+    );
+
+    let mut g = spec("agent", 1);
+    g.mode = ServiceMode::Global {};
+    let mut st = three_nodes_with(g);
+    let on_n2 = st
+        .tasks
+        .values()
+        .find(|t| t.node_id.as_deref() == Some("n2"))
+        .unwrap()
+        .id
+        .clone();
+    report(&mut st, &on_n2, TaskState::Failed, 1_000);
+    let pass = reconcile_pass(&st, Millis(1_500), &mut || "t900".to_string(), None);
+    assert_eq!(
+        pass.due,
+        BTreeMap::from([("s1".to_string(), Millis(6_000))])
+    );
+}
+
+#[test]
 fn restart_condition_none_and_on_failure() {
     let mut s = spec("job", 1);
     s.task_template.restart_policy.condition = RestartCondition::None;
