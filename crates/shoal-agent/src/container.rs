@@ -66,12 +66,21 @@ impl OciRuntime {
     /// Pulls the task's image unless the store has it; concurrent tasks share one pull.
     /// The error is docker's ("No such image: …", "manifest unknown", the registry's address
     /// when it cannot be reached).
-    pub async fn pull(&self, image: &str) -> Result<ImageRecord, String> {
+    /// `login`: the registry login the manager handed over for the task's service.
+    pub async fn pull(
+        &self,
+        image: &str,
+        login: Option<&shoal_image::Credentials>,
+    ) -> Result<ImageRecord, String> {
         let reference = ImageRef::parse(image).map_err(|e| e.to_string())?;
         self.images
-            .pull(&reference, None)
+            .pull(&reference, login)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    pub fn images(&self) -> &Images {
+        &self.images
     }
 
     /// Mounts the root filesystem, writes the bundle and starts `runc run` (blocking file

@@ -137,6 +137,12 @@ impl Session {
                             view.apply(&delta).map_err(tonic::Status::data_loss)?;
                             endpoints_changed = true;
                         }
+                        // Logins before the tasks that may pull with them; empty: unchanged.
+                        if !a.registry_auth.is_empty() {
+                            let logins = serde_json::from_slice(&a.registry_auth)
+                                .map_err(|_| tonic::Status::data_loss("registry logins do not parse"))?;
+                            self.worker.set_logins(logins);
+                        }
                         // Empty: the task list is as in the last message that had one.
                         if !a.tasks.is_empty() {
                             let list: Vec<Task> = serde_json::from_slice(&a.tasks)

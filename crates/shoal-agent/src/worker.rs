@@ -32,6 +32,8 @@ pub struct Worker {
     reports: mpsc::UnboundedSender<Report>,
     /// Opened at the first `--runtime oci` task (a node that runs none needs no store).
     oci: std::sync::OnceLock<Result<Arc<OciRuntime>, String>>,
+    /// Registry logins by service id (`--with-registry-auth`), as the manager handed them.
+    logins: Mutex<HashMap<String, shoal_image::Credentials>>,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +46,8 @@ struct Local {
     grace_ms: u64,
     /// An `oci` task's container, which `stop` stops through runc.
     container: Option<shoal_oci::Container>,
+    /// An `oci` task's image (for `image rm`'s in-use check).
+    image: Option<String>,
 }
 
 pub fn now() -> Millis {
@@ -93,6 +97,7 @@ impl Worker {
             closing: std::sync::atomic::AtomicBool::new(false),
             reports,
             oci,
+            logins: Mutex::default(),
         })
     }
 
@@ -207,6 +212,7 @@ impl Worker {
                         name: t.name(),
                         slot_name: t.slot_name(),
                         grace_ms: t.spec.stop_grace_period_ms,
+                        image: t.spec.image.clone(),
                         ..Default::default()
                     },
                 );
@@ -324,6 +330,35 @@ impl Worker {
         shoal_exec::start(spec).await.map_err(|e| e.to_string())
     }
 
+    /// Replaces the registry logins (by service id) the manager handed this node.
+    pub fn set_logins(&self, logins: std::collections::BTreeMap<String, shoal_image::AuthConfig>) {
+        *self.logins.lock().unwrap_or_else(|p| p.into_inner()) = logins
+            .into_iter()
+            .map(|(s, a)| (s, a.credentials()))
+            .collect();
+    }
+
+    fn login_for(&self, service_id: &str) -> Option<shoal_image::Credentials> {
+        self.logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service_id)
+            .cloned()
+    }
+
+    /// The node's image service (`image ls|rm|prune`, the manager's pinning).
+    pub fn images(&self) -> Result<shoal_image::Images, String> {
+        self.oci().map(|rt| rt.images().clone())
+    }
+
+    /// (task name, image) of every local `oci` task: what `image rm|prune` must keep.
+    pub fn image_users(&self) -> Vec<(String, String)> {
+        self.locked()
+            .values()
+            .filter_map(|l| l.image.clone().map(|i| (l.name.clone(), i)))
+            .collect()
+    }
+
     /// The node's OCI runtime, opened at its first use.
     fn oci(&self) -> Result<Arc<OciRuntime>, String> {
         self.oci
@@ -343,7 +378,8 @@ impl Worker {
         let image_name = task.spec.image.clone().unwrap_or_default();
         let prepared = async {
             let rt = self.oci()?;
-            let image = rt.pull(&image_name).await?;
+            let login = self.login_for(&task.service_id);
+            let image = rt.pull(&image_name, login.as_ref()).await?;
             Ok::<_, String>((rt, image))
         }
         .await;

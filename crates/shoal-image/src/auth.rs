@@ -204,11 +204,11 @@ impl DockerConfig {
     /// Writes the file at `path` readable by its owner alone (it holds passwords), through a
     /// temporary file renamed into place.
     pub fn save(&self, path: &Path) -> Result<(), ImageError> {
-        if let Some(dir) = path.parent() {
-            if !dir.exists() {
-                fs::create_dir_all(dir).map_err(|e| ImageError::io("create", dir, e))?;
-                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-            }
+        if let Some(dir) = path.parent()
+            && !dir.exists()
+        {
+            fs::create_dir_all(dir).map_err(|e| ImageError::io("create", dir, e))?;
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         }
         let tmp = path.with_extension("json.tmp");
         let mut f = fs::OpenOptions::new()

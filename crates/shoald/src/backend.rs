@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use shoal_api::{
     ApiError, ApiResult, Backend, CreateResponse, EndpointStats, Info, InitRequest, InitResponse,
-    JoinRequest, JoinResponse, JoinToken, LogLine, NetworkCreate, NodeUpdate, Pid, ServiceStatus,
-    ServiceView, TaskFilter, TaskView,
+    ImageSummary, ImagesPruned, JoinRequest, JoinResponse, JoinToken, LogLine, NetworkCreate,
+    NodeUpdate, Pid, ServiceCreated, ServiceOptions, ServiceStatus, ServiceUpdated, ServiceView,
+    TaskFilter, TaskView,
 };
 use shoal_rpc::agent_client::AgentClient;
 use shoal_types::state::Service;
@@ -18,7 +19,7 @@ use shoal_types::{
 use crate::daemon::Daemon;
 use crate::errors::{internal, not_manager};
 use crate::manager::Manager;
-use crate::networks;
+use crate::{images, networks, registry};
 
 #[derive(Clone)]
 pub struct Api(pub Arc<Daemon>);
@@ -30,6 +31,15 @@ impl Api {
 
     fn state(&self) -> ApiResult<Arc<ClusterState>> {
         Ok(self.manager()?.state())
+    }
+
+    /// This node's image service (its agent's store).
+    fn images(&self) -> Result<shoal_image::Images, ApiError> {
+        self.0
+            .active_or_err()?
+            .worker
+            .images()
+            .map_err(|e| ApiError::internal(format!("this node's image store: {e}")))
     }
 
     fn find_service(state: &ClusterState, key: &str) -> ApiResult<Service> {
@@ -76,7 +86,11 @@ impl Api {
             (0, 0)
         };
         ServiceView {
-            service: s,
+            // The sealed login is for managers only: `service inspect` never shows it.
+            service: Service {
+                registry_auth: None,
+                ..s
+            },
             status: ServiceStatus {
                 running_tasks: running,
                 desired_tasks: desired,
@@ -295,11 +309,24 @@ impl Backend for Api {
     }
 
     async fn create_service(&self, spec: ServiceSpec) -> ApiResult<CreateResponse> {
+        let created = self
+            .create_service_with(spec, ServiceOptions::default())
+            .await?;
+        Ok(CreateResponse { id: created.id })
+    }
+
+    async fn create_service_with(
+        &self,
+        spec: ServiceSpec,
+        opts: ServiceOptions,
+    ) -> ApiResult<ServiceCreated> {
         let m = self.manager()?;
         let mut spec = spec;
         spec.validate().map_err(ApiError::bad_request)?;
         shoal_types::dns_name::check_service(&spec).map_err(ApiError::bad_request)?;
         networks::resolve_networks(&m.state(), &mut spec)?;
+        let (warnings, login) = registry::prepare_image(self.images(), &mut spec, &opts).await?;
+        let registry_auth = login.map(|l| m.logins.seal(&l)).transpose()?;
         let now = shoal_agent::worker::now();
         let id = ids::new_id();
         let service = Service {
@@ -309,25 +336,70 @@ impl Backend for Api {
             updated_at: now,
             spec,
             endpoint: Default::default(),
-            registry_auth: None,
+            registry_auth,
         };
         m.propose(Command::CreateService { service }).await?;
-        Ok(CreateResponse { id })
+        Ok(ServiceCreated { id, warnings })
     }
 
     async fn update_service(&self, key: String, spec: ServiceSpec) -> ApiResult<()> {
+        self.update_service_with(key, spec, ServiceOptions::default())
+            .await
+            .map(|_| ())
+    }
+
+    async fn update_service_with(
+        &self,
+        key: String,
+        spec: ServiceSpec,
+        opts: ServiceOptions,
+    ) -> ApiResult<ServiceUpdated> {
         let m = self.manager()?;
         let mut spec = spec;
         spec.validate().map_err(ApiError::bad_request)?;
         shoal_types::dns_name::check_service(&spec).map_err(ApiError::bad_request)?;
         networks::resolve_networks(&m.state(), &mut spec)?;
         let s = Self::find_service(&m.state(), &key)?;
+        // As Swarm: the tag is resolved again when the image is changed (`--image`), not
+        // at every update (a scale keeps the digest).
+        let opts = ServiceOptions {
+            query_registry: opts.query_registry
+                && spec.task_template.container_spec.image
+                    != s.spec.task_template.container_spec.image,
+            ..opts
+        };
+        let (warnings, login) = registry::prepare_image(self.images(), &mut spec, &opts).await?;
+        if let Some(login) = login {
+            // Before the update, so the tasks it starts find the login.
+            let sealed = m.logins.seal(&login)?;
+            m.propose(Command::SetRegistryAuth {
+                id: s.id.clone(),
+                sealed: Some(sealed),
+            })
+            .await?;
+        }
         m.propose(Command::UpdateService {
             id: s.id,
             spec,
             at: shoal_agent::worker::now(),
         })
-        .await
+        .await?;
+        Ok(ServiceUpdated { warnings })
+    }
+
+    async fn images(&self) -> ApiResult<Vec<ImageSummary>> {
+        let w = self.0.active_or_err()?.worker;
+        images::list(self.images()?, &w.image_users()).await
+    }
+
+    async fn remove_image(&self, name: String) -> ApiResult<Vec<String>> {
+        let w = self.0.active_or_err()?.worker;
+        images::remove(self.images()?, &name, &w.image_users()).await
+    }
+
+    async fn prune_images(&self) -> ApiResult<ImagesPruned> {
+        let w = self.0.active_or_err()?.worker;
+        images::prune(self.images()?, &w.image_users()).await
     }
 
     async fn remove_service(&self, key: String) -> ApiResult<()> {

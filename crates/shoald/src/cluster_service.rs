@@ -2,6 +2,7 @@
 //! Everything that writes needs the leader: a follower forwards `Propose` and `Join`, and
 //! tells agents where the leader is (metadata `shoal-leader`) so their sessions move there.
 
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -83,6 +84,9 @@ async fn session_loop(
     // The view as the agent has it (the base of the next delta), and the table it came from.
     let mut sent = EndpointView::default();
     let mut sent_table: Option<Arc<crate::manager::EndpointTable>> = None;
+    // The registry logins the agent has (`--with-registry-auth`), and those opened so far.
+    let mut sent_logins: Option<BTreeMap<String, shoal_image::AuthConfig>> = None;
+    let mut opened = HashMap::new();
     loop {
         if !manager.store.is_leader() {
             let _ = tx.send(Err(not_leader(manager))).await;
@@ -164,6 +168,15 @@ async fn session_loop(
             (Some(view), Some(delta))
         };
         let endpoints_changed = delta.as_ref().is_some_and(|d| !d.is_empty()) || sent.version == 0;
+        // Logins go with the task changes that may need them, before the agent starts them.
+        let logins = if tasks_changed {
+            let now = manager
+                .logins
+                .for_tasks(&state, mine.assigned(), &mut opened);
+            (sent_logins.as_ref() != Some(&now)).then_some(now)
+        } else {
+            None
+        };
         if tasks_changed || endpoints_changed {
             // An empty task list means "unchanged" to the agent (an empty one is `[]`).
             let tasks = full_list
@@ -182,9 +195,16 @@ async fn session_loop(
                     (Some(d), true) => serde_json::to_vec(d).unwrap_or_default(),
                     _ => Vec::new(),
                 },
+                registry_auth: logins
+                    .as_ref()
+                    .map(|l| serde_json::to_vec(l).unwrap_or_default())
+                    .unwrap_or_default(),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
+            }
+            if logins.is_some() {
+                sent_logins = logins;
             }
             last_held = held;
             sent_table = Some(Arc::clone(&table));
@@ -341,6 +361,15 @@ impl Cluster for ClusterService {
             },
             managers: manager_addrs(&state),
             cluster_id: cluster.id.clone(),
+            registry_auth_key: if role == NodeRole::Manager {
+                self.manager
+                    .logins
+                    .key()
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .to_bytes()
+            } else {
+                Vec::new()
+            },
         }))
     }
 

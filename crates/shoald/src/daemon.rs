@@ -133,7 +133,11 @@ impl Daemon {
         )
         .await
         .map_err(|e| internal("failed to open the raft store", e))?;
-        Ok(Manager::new(store, identity.node_id.clone()))
+        Ok(Manager::new(
+            store,
+            identity.node_id.clone(),
+            &self.cfg.data_dir,
+        ))
     }
 
     /// Starts the gRPC server, the agent and (for managers) the leader loop.
@@ -390,6 +394,12 @@ impl Daemon {
             .role
             .parse()
             .map_err(|e: String| internal("bad role from manager", e))?;
+        if role == NodeRole::Manager && !reply.registry_auth_key.is_empty() {
+            // The managers' key for registry logins, so this manager can open them as leader.
+            shoal_image::SealKey::from_bytes(&reply.registry_auth_key)
+                .and_then(|k| k.save(&crate::registry::key_path(&self.cfg.data_dir)))
+                .map_err(|e| internal("failed to keep the registry login key", e))?;
+        }
         let manager = if role == NodeRole::Manager {
             Some(manager)
         } else {

@@ -6,6 +6,8 @@
 //! - `cluster_service`: the `Cluster` gRPC service (joins, agent sessions, reports).
 //! - `backend`: the HTTP API (`shoal-api`'s `Backend`) over the daemon.
 //! - `identity`: what a node remembers across restarts.
+//! - `images`: `image ls|rm|prune` over the agent's store.
+//! - `registry`: image pinning and registry logins on managers (sealed, handed to nodes).
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -13,8 +15,10 @@ pub mod cluster_service;
 pub mod daemon;
 pub mod errors;
 pub mod identity;
+pub mod images;
 pub mod manager;
 pub mod networks;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

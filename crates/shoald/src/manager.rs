@@ -28,6 +28,8 @@ pub struct Manager {
     /// Woken on every endpoint ack: sessions re-check the tasks they hold for draining.
     pub acked: tokio::sync::Notify,
     started: Instant,
+    /// The sealing key of registry logins (`--with-registry-auth`).
+    pub logins: crate::registry::Logins,
 }
 
 pub use endpoints::EndpointTable;
@@ -47,8 +49,9 @@ const DRAIN_LIMIT_MS: u64 = 10_000;
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 impl Manager {
-    pub fn new(store: Store, node_id: String) -> Arc<Manager> {
+    pub fn new(store: Store, node_id: String, data_dir: &std::path::Path) -> Arc<Manager> {
         Arc::new(Manager {
+            logins: crate::registry::Logins::new(data_dir),
             store,
             node_id,
             heartbeats: Mutex::new(Heartbeats::default()),
