@@ -16,12 +16,14 @@
 #
 # Run as root: bash bench/mesh/run.sh    (a few seconds after the build)
 # Knobs (environment): CONNS=5000 (per path) BLOCK=100 MAX_SECS=20 (per path) WARMUP=50
+#                      MESH_PATH=auto (the nodes' --mesh-path: auto, tc or nftables)
 set -euo pipefail
 
 export CONNS=${CONNS:-5000}
 export BLOCK=${BLOCK:-100}
 export MAX_SECS=${MAX_SECS:-20}
 export WARMUP=${WARMUP:-50}
+MESH_PATH=${MESH_PATH:-auto}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 LAB=meshbench$$
@@ -92,7 +94,7 @@ SHOAL=$TARGET_DIR/release/shoal
 S=("$SHOAL" -H "unix:///run/shoal-lab/$LAB/node1/shoal.sock")
 
 echo "lab $LAB: 2 nodes..." >&2
-"$SHOAL" lab up --nodes 2 --name "$LAB" >/dev/null
+"$SHOAL" lab up --nodes 2 --name "$LAB" --mesh-path "$MESH_PATH" >/dev/null
 for n in node1 node2; do
     id=$("${S[@]}" node inspect --format '{{.ID}}' "$n")
     NODE_IDS+=("shoal-(ingress|ov)-${id:0:12}")
@@ -126,6 +128,10 @@ fi
 
 echo "kernel $(uname -r), $(nproc) cores, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "node1 $NODE1, node2 $NODE2; client in node1's namespace"
+for n in node1 node2; do
+    echo "$n mesh path: $("${S[@]}" node inspect --format '{{.Description.DataPlane.MeshPath}} {{.Description.DataPlane.MeshFallbackReason}}' "$n" 2>/dev/null ||
+        "${S[@]}" node inspect --format '{{.Description.DataPlane.MeshPath}}' "$n")"
+done
 # In the background so that a signal to this script is handled at once (bash runs traps
 # only after a foreground command ends).
 "$SHOAL" lab exec --name "$LAB" node1 -- "$CLIENT" \
@@ -146,11 +152,15 @@ What each path crosses (besides the client's and the server's TCP stacks, on the
                are evaluated there, but no rule matches port 9000: no NAT, no other hop.
   direct ×2    the same to two plain servers in turn: what alternating between two
                processes costs (the wake-up of the idle one), with no mesh at all.
-  mesh @node2  node1 -> lab bridge -> node2: one DNAT (shoal_mesh, round robin over the two
-               tasks) to a task's gateway address, routed over the task's own veth into its
-               sandbox (no bridge). No masquerade: the task sees the client's address.
-  mesh @node1  node1's own namespace (OUTPUT): DNAT to node2's address, same port, first
-               packet marked DSCP 43, masquerade; lab bridge; node2 sees a marked flow from a
-               peer and DNATs it to one of its own tasks over the task's veth. Two DNATs and a
-               SNAT, no VXLAN, no ingress sandbox; replies retrace the same way.
+  mesh @node2  node1 -> lab bridge -> node2's eth0. Mesh path tc: the tc program at eth0's
+               ingress picks a task (round robin, per-flow LRU map), rewrites the destination
+               and redirects into the task's namespace (bpf_redirect_peer); the reply is
+               translated back at the task's veth and sent out of eth0 (bpf_redirect_neigh):
+               no routing, netfilter or conntrack in node2's namespace. Mesh path nftables:
+               one DNAT (shoal_mesh) to the task's gateway address, routed over its veth.
+               Either way the task sees the client's address.
+  mesh @node1  node1's own namespace (OUTPUT, nftables on both paths): DNAT to node2's
+               address, same port, first packet marked DSCP 43, masquerade; lab bridge; node2
+               delivers a marked flow from a peer to one of its own tasks as above (tc: the
+               program, which clears the mark; nftables: a second DNAT).
 EOF

@@ -13,7 +13,7 @@
 //!   fallback (`shoal-lb`, one table per sandbox), behind one interface.
 //! - `container`: the OCI runtime of `--runtime oci` tasks (image pull, root filesystem,
 //!   bundle, runc), inside the sandbox the worker makes.
-//! - `mesh`: the routing mesh (gateway bridge, ingress sandbox, published-port rules).
+//! - `mesh`: the routing mesh (gateway, published ports at tc or in nftables).
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!
 //! Architecture invariant: the agent never writes cluster state; it reports, and the
@@ -51,4 +51,6 @@ pub struct AgentConfig {
     pub upstream: shoal_dns::Upstream,
     /// The node's VIP balancer, loaded once when the daemon starts (`vip::VipBalancer::select`).
     pub vip_balancer: std::sync::Arc<vip::VipBalancer>,
+    /// How published ports are served (`--mesh-path`).
+    pub mesh_path: mesh::MeshPathChoice,
 }

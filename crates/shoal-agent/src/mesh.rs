@@ -5,11 +5,19 @@
 //! over the underlay. Swarm's ingress sandbox
 //! (a second DNAT, a masquerade and the ingress overlay on every connection) is gone; why,
 //! with figures: bench/mesh.
+//!
+//! The mesh's path on this node (`MeshPathChoice`, `shoald --mesh-path`): `tc`, where
+//! `shoal_bpf::TcMesh` translates packets arriving on the underlay interface for a local
+//! task at tc and hands them to the task's namespace (no netfilter, no conntrack in the
+//! node's namespace), replies translated back at the task's veth; the nftables rules stay for
+//! everything else (the node's own clients, tasks, remote backends by mark). Or `nftables`
+//! alone, the fallback when the program cannot load (`auto`), said in `node inspect`.
 
 pub mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::str::FromStr;
 
 use shoal_net::gateway::{self, Gateway};
 use shoal_types::endpoint::EndpointView;
@@ -24,8 +32,45 @@ const FIRST_TASK: u32 = 3;
 /// A task's interface on the gateway bridge.
 pub const TASK_GW_IF: &str = "gw0";
 
+/// How published ports are served: `auto` (tc eBPF, else nftables with a warning naming the
+/// error), `tc` (a load failure fails every published port with that error) or `nftables`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MeshPathChoice {
+    #[default]
+    Auto,
+    Tc,
+    Nftables,
+}
+
+impl FromStr for MeshPathChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(MeshPathChoice::Auto),
+            "tc" => Ok(MeshPathChoice::Tc),
+            "nftables" => Ok(MeshPathChoice::Nftables),
+            _ => Err(format!("unknown mesh path {s:?}: use auto, tc or nftables")),
+        }
+    }
+}
+
+/// Which path a node's published ports take, and why if it is the fallback (`node inspect`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshPathInfo {
+    pub kind: &'static str,
+    pub fallback_reason: Option<String>,
+}
+
 pub struct Mesh {
     pub gateway: Gateway,
+    /// The tc programs, when they loaded.
+    tc: Option<shoal_bpf::TcMesh>,
+    /// `--mesh-path tc` and they did not: why (published ports fail with it).
+    tc_error: Option<String>,
+    info: MeshPathInfo,
+    vtep: Ipv4Addr,
+    /// Local tasks whose veth has the reply program: gateway address -> veth ifindex.
+    veths: BTreeMap<Ipv4Addr, u32>,
     /// The ingress sandbox an older shoal made, removed once.
     old_sandbox: String,
     /// Set once the gateway bridge exists.
@@ -45,8 +90,46 @@ pub struct LocalTask<'a> {
 }
 
 impl Mesh {
-    pub fn new(node_id: &str) -> Mesh {
+    /// Loads the tc programs on the interface holding `vtep` unless told not to. Runs in the
+    /// node's network namespace.
+    pub fn new(node_id: &str, vtep: Ipv4Addr, choice: MeshPathChoice) -> Mesh {
+        let loaded = match choice {
+            MeshPathChoice::Nftables => Err("--mesh-path nftables".to_string()),
+            MeshPathChoice::Auto | MeshPathChoice::Tc => shoal_bpf::interface_of(vtep)
+                .and_then(|underlay| shoal_bpf::TcMesh::load(&underlay))
+                .map_err(|e| e.to_string()),
+        };
+        let (tc, tc_error, info) = match loaded {
+            Ok(tc) => {
+                info!(
+                    underlay = tc.underlay(),
+                    "routing mesh: tc eBPF on the underlay"
+                );
+                let info = MeshPathInfo {
+                    kind: "tc",
+                    fallback_reason: None,
+                };
+                (Some(tc), None, info)
+            }
+            Err(why) => {
+                if choice == MeshPathChoice::Auto {
+                    warn!("routing mesh: nftables, the tc program could not load: {why}");
+                }
+                let error = (choice == MeshPathChoice::Tc)
+                    .then(|| format!("the routing mesh's tc program could not load: {why}"));
+                let info = MeshPathInfo {
+                    kind: "nftables",
+                    fallback_reason: Some(why),
+                };
+                (None, error, info)
+            }
+        };
         Mesh {
+            tc,
+            tc_error,
+            info,
+            vtep,
+            veths: BTreeMap::new(),
             // Chosen for real in `ensure`, against what the node uses.
             gateway: Gateway::docker_default(),
             old_sandbox: format!("shoal-ingress-{}", &node_id[..12.min(node_id.len())]),
@@ -62,6 +145,9 @@ impl Mesh {
     pub async fn ensure(&mut self, overlays: &[ipnet::Ipv4Net]) -> Result<(), String> {
         if self.ready {
             return Ok(());
+        }
+        if let Some(e) = &self.tc_error {
+            return Err(e.clone());
         }
         self.gateway = choose_gateway(&shoal_net::host::host_reserved(), overlays).ok_or(
             "no free /16 in 172.18.0.0-172.31.255.255 for the gateway bridge: the host uses them all",
@@ -93,6 +179,33 @@ impl Mesh {
 
     pub fn free_addr(&mut self, addr: Ipv4Addr) {
         self.used.remove(&addr);
+    }
+
+    /// The path published ports take on this node.
+    pub fn info(&self) -> MeshPathInfo {
+        self.info.clone()
+    }
+
+    /// A task's gateway veth exists: with the tc path, its replies get the reverse program.
+    pub fn task_attached(&mut self, addr: Ipv4Addr) -> Result<(), String> {
+        let Some(tc) = &mut self.tc else {
+            return Ok(());
+        };
+        let veth = gateway::gw_ifname(addr);
+        let ifindex = tc
+            .attach_task(&veth)
+            .and_then(|()| shoal_bpf::ifindex(&veth))
+            .map_err(|e| format!("failed to attach the routing mesh to the task's veth: {e}"))?;
+        self.veths.insert(addr, ifindex);
+        Ok(())
+    }
+
+    /// A task's gateway veth is gone.
+    pub fn task_detached(&mut self, addr: Ipv4Addr) {
+        self.veths.remove(&addr);
+        if let Some(tc) = &mut self.tc {
+            tc.detach_task(&gateway::gw_ifname(addr));
+        }
     }
 
     /// What to publish: cluster ports from the ingress network's services (each task reached
@@ -185,6 +298,7 @@ impl Mesh {
             gateway: self.gateway,
             peers: peers.into_iter().collect(),
             ports,
+            tc_marks: self.tc.is_some(),
         }
     }
 
@@ -192,6 +306,12 @@ impl Mesh {
     /// conntrack entries of UDP flows to backends that left (in the background: the new rules
     /// already send no new flow there).
     pub async fn apply(&mut self, input: &MeshInput) -> Result<(), String> {
+        // The tc maps first (a plan of what changed; nothing when nothing did): a task that
+        // left gets no new flow from the underlay.
+        if let Some(tc) = &mut self.tc {
+            tc.apply(&rules::tc_config(input, self.vtep, &self.veths))
+                .map_err(|e| format!("failed to program the routing mesh's tc maps: {e}"))?;
+        }
         let node = rules::render_node(input);
         if node == self.node_rules {
             return Ok(());

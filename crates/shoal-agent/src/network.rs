@@ -19,7 +19,7 @@ use shoal_types::endpoint::{EndpointView, TaskEndpoint};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::mesh::{self, LocalTask, Mesh};
+use crate::mesh::{self, LocalTask, Mesh, MeshPathChoice, MeshPathInfo};
 use crate::vip::{VipBalancer, VipBalancerInfo};
 use crate::zone::Zones;
 
@@ -32,6 +32,8 @@ pub struct NetworkAgent {
     dns: DnsRuntime,
     /// The node's VIP balancer (eBPF, or nftables in each sandbox): `crate::vip`.
     vip: Arc<VipBalancer>,
+    /// The routing mesh's path, chosen once when the agent starts.
+    mesh_path: MeshPathInfo,
     // Held across netlink calls (an async mutex): one change at a time, in order.
     inner: Mutex<Inner>,
 }
@@ -82,9 +84,11 @@ impl NetworkAgent {
         vtep: Ipv4Addr,
         upstream: Upstream,
         vip: Arc<VipBalancer>,
+        mesh_path: MeshPathChoice,
     ) -> NetworkAgent {
-        let mesh_id = node_id.clone();
+        let mesh = Mesh::new(&node_id, vtep, mesh_path);
         NetworkAgent {
+            mesh_path: mesh.info(),
             node_id,
             vtep,
             upstream,
@@ -95,7 +99,7 @@ impl NetworkAgent {
                 overlays: BTreeMap::new(),
                 sandboxes: BTreeMap::new(),
                 sandboxes_gen: 0,
-                mesh: Mesh::new(&mesh_id),
+                mesh,
                 zones: Zones::new(),
             }),
         }
@@ -105,6 +109,11 @@ impl NetworkAgent {
     /// node inspect`).
     pub fn vip_balancer_kind(&self) -> VipBalancerInfo {
         self.vip.info()
+    }
+
+    /// The routing mesh's path on this node, and why if it is the nftables fallback.
+    pub fn mesh_path(&self) -> MeshPathInfo {
+        self.mesh_path.clone()
     }
 
     /// Overlay namespace names must be unique on the machine (lab nodes share one kernel).
@@ -206,7 +215,8 @@ impl NetworkAgent {
         }
         shoal_net::gateway::attach_gateway(&inner.mesh.gateway, netns, mesh::TASK_GW_IF, addr, true)
             .await
-            .map_err(|e| format!("failed to attach the task to the gateway bridge: {e}"))
+            .map_err(|e| format!("failed to attach the task to the gateway bridge: {e}"))?;
+        inner.mesh.task_attached(addr)
     }
 
     /// Programs the published ports from the endpoint table and the local tasks.
@@ -241,6 +251,7 @@ impl NetworkAgent {
             dns.stop().await;
         }
         if let Some(addr) = sandbox.gw_addr {
+            inner.mesh.task_detached(addr);
             if let Err(e) = shoal_net::gateway::detach_gateway(addr).await {
                 warn!(
                     task = task_id,

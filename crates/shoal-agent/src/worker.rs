@@ -65,9 +65,12 @@ impl Worker {
     /// The node's data plane, as `node inspect` shows it.
     pub fn data_plane(&self) -> shoal_types::node::DataPlane {
         let info = self.vip_balancer_kind();
+        let mesh = self.network.mesh_path();
         shoal_types::node::DataPlane {
             vip_balancer: info.kind.to_string(),
             fallback_reason: info.fallback_reason,
+            mesh_path: mesh.kind.to_string(),
+            mesh_fallback_reason: mesh.fallback_reason,
         }
     }
 
@@ -77,6 +80,7 @@ impl Worker {
             cfg.vtep,
             cfg.upstream.clone(),
             Arc::clone(&cfg.vip_balancer),
+            cfg.mesh_path,
         );
         let oci = std::sync::OnceLock::new();
         if cfg.data_dir.join("runc").exists() {

@@ -12,7 +12,8 @@
 //   backend, and the nftables mesh table DNATs, marks DSCP 43 and masquerades it as before.
 // `mesh_reply` runs at the ingress of each task's host-side gateway veth: a reply of a flow in
 // `replies` gets its source rewritten back to the node's address and published port and is
-// sent out of the underlay interface with bpf_redirect_neigh. Anything else passes untouched.
+// sent out of the underlay interface with bpf_redirect_neigh. Anything else passes untouched
+// (TC_ACT_UNSPEC: on to any other program attached there, then the stack).
 //
 // Several shoal nodes may share one kernel (the lab): each loads its own copy, attached to its
 // own interfaces, with its own maps.
@@ -219,12 +220,12 @@ int mesh_ingress(struct __sk_buff *skb)
 {
 	struct parsed p;
 	if (!parse(skb, &p))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	struct iphdr *ip = p.ip;
 	struct pub_key pk = {.addr = ip->daddr, .port = p.ports[1], .proto = ip->protocol};
 	struct pub_val *pub = bpf_map_lookup_elem(&published, &pk);
 	if (!pub)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__u8 tos = ip->tos;
 	int forwarded = (tos >> 2) == FORWARDED_DSCP && bpf_map_lookup_elem(&peers, &ip->saddr);
 	int local_only = forwarded || (pub->flags & FLAG_LOCAL_ONLY);
@@ -260,7 +261,7 @@ int mesh_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	if (be->kind != KIND_LOCAL)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 
 	__u32 task = be->addr, ifindex = be->ifindex;
 	__u16 tport = be->port;
@@ -300,7 +301,7 @@ int mesh_reply(struct __sk_buff *skb)
 {
 	struct parsed p;
 	if (!parse(skb, &p))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	struct iphdr *ip = p.ip;
 	struct flow_key rk = {
 		.saddr = ip->saddr,
@@ -311,7 +312,7 @@ int mesh_reply(struct __sk_buff *skb)
 	};
 	struct reply_val *rv = bpf_map_lookup_elem(&replies, &rk);
 	if (!rv)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__u32 node = rv->addr, ifindex = rv->ifindex;
 	__u16 pport = rv->port;
 	if (rewrite(skb, &p, IP_SRC_OFF, rk.saddr, node, L4_OFF, rk.sport, pport))

@@ -59,6 +59,15 @@ pub enum BpfError {
         source: aya::programs::ProgramError,
     },
 
+    #[error(
+        "cannot find the interface holding the node's address {addr}: {detail}; published \
+         ports need it for the tc path (--mesh-path nftables does without)"
+    )]
+    NoInterfaceFor {
+        addr: std::net::Ipv4Addr,
+        detail: String,
+    },
+
     #[error("no interface {ifname} in this network namespace: {source}")]
     Interface {
         ifname: String,

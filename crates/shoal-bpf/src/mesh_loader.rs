@@ -89,6 +89,23 @@ pub fn ifindex(ifname: &str) -> Result<u32, BpfError> {
     })
 }
 
+/// The interface holding `addr` in the calling thread's namespace (the node's underlay).
+pub fn interface_of(addr: Ipv4Addr) -> Result<String, BpfError> {
+    let not_found = |detail: String| BpfError::NoInterfaceFor { addr, detail };
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| not_found(e.to_string()))?;
+    for a in addrs {
+        let held = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .map(|s| s.ip());
+        if held == Some(addr) {
+            return Ok(a.interface_name);
+        }
+    }
+    Err(not_found("no interface has it".into()))
+}
+
 impl TcMesh {
     /// Loads the programs and attaches `mesh_ingress` to `underlay` (the interface holding
     /// the node's address).

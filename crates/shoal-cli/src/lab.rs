@@ -43,6 +43,9 @@ pub struct LabUpArgs {
     /// loads its own eBPF programs; they act only on that node's tasks.
     #[arg(long, default_value = "auto")]
     pub vip_balancer: String,
+    /// The nodes' routing-mesh path: auto (tc eBPF, else nftables), tc or nftables.
+    #[arg(long, default_value = "auto")]
+    pub mesh_path: String,
     /// A registry (HOST:PORT) the nodes pull from over plain HTTP; repeatable.
     #[arg(long, value_name = "HOST:PORT")]
     pub insecure_registry: Vec<String>,
@@ -143,6 +146,8 @@ async fn up(args: LabUpArgs) -> Result<i32> {
             args.heartbeat_grace.to_string(),
             "--vip-balancer".into(),
             args.vip_balancer.clone(),
+            "--mesh-path".into(),
+            args.mesh_path.clone(),
         ]
         .into_iter()
         .chain(

@@ -58,7 +58,8 @@ pub struct HostNetwork {
 }
 
 /// How a node balances VIPs: `ebpf` (one socket-level balancer for the node) or
-/// `nftables` (a table per task sandbox, the fallback), and why the fallback was taken.
+/// `nftables` (a table per task sandbox, the fallback), and why the fallback was taken; and
+/// the routing mesh's path: `tc` (eBPF on the underlay) or `nftables` (the fallback).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DataPlane {
@@ -66,6 +67,11 @@ pub struct DataPlane {
     pub vip_balancer: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
+    /// Empty from a node older than the tc mesh.
+    #[serde(default)]
+    pub mesh_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_fallback_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

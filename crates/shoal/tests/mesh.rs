@@ -42,6 +42,15 @@ fn curl_on_node(lab: &Lab, node: u32, url: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// A field of the node's data plane, as `node inspect` shows it.
+fn data_plane(lab: &Lab, node: u32, field: &str) -> String {
+    let format = format!("{{{{.Description.DataPlane.{field}}}}}");
+    let node = format!("node{node}");
+    lab.ok(1, &["node", "inspect", "--format", &format, &node])
+        .trim()
+        .to_string()
+}
+
 fn node_addr(lab: &Lab, node: u32) -> String {
     lab.ok(
         1,
@@ -175,6 +184,10 @@ fn scenario_3_published_port_on_every_node() {
     let expected: BTreeSet<String> = votes.iter().map(|(_, id)| id[..12].to_string()).collect();
     let ls = lab.ok(1, &["service", "ls"]);
     assert!(ls.contains("*:8080->80/tcp"), "{ls}");
+    // Every node serves published ports at tc (this kernel has it), and says so.
+    for node in 1..=3 {
+        assert_eq!(data_plane(&lab, node, "MeshPath"), "tc", "node{node}");
+    }
 
     for from in 1..=3 {
         for to in 1..=3 {
@@ -302,6 +315,66 @@ fn traffic_local_keeps_the_client_address_and_tasks_reach_out() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `--mesh-path nftables`, as when the tc program cannot load: the node says so and why, and
+/// published ports work through the nftables rules alone, the client's address kept on the
+/// task's node, closed once the service goes.
+#[test]
+fn published_ports_through_nftables_when_forced() {
+    let lab = Lab::up_with("meshnft", 2, 1, &["--mesh-path", "nftables"]);
+    for node in 1..=2 {
+        assert_eq!(data_plane(&lab, node, "MeshPath"), "nftables");
+        assert_eq!(
+            data_plane(&lab, node, "MeshFallbackReason"),
+            "--mesh-path nftables"
+        );
+    }
+    lab.create(
+        "--name vote --replicas 2 --constraint node.hostname==node1 -p 8083:80 SHOAL demo vote",
+    );
+    let votes = lab.wait_running("vote", 2);
+    let expected: BTreeSet<String> = votes.iter().map(|(_, id)| id[..12].to_string()).collect();
+    let (node1, node2) = (node_addr(&lab, 1), node_addr(&lab, 2));
+    let pages: Vec<String> = (0..4)
+        .map(|_| text(&curl_on_node(&lab, 2, &format!("http://{node1}:8083")).stdout))
+        .collect();
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.contains(&format!("Client address {node2}<"))),
+        "{pages:?}"
+    );
+    let seen = ids(4, || {
+        text(&curl_on_node(&lab, 2, &format!("http://{node1}:8083")).stdout)
+    });
+    assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), expected);
+    let table = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.netns(1),
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "shoal_mesh",
+        ])
+        .output()
+        .unwrap();
+    let table = text(&table.stdout);
+    assert!(table.contains("tcp dport 8083 numgen inc mod 2"), "{table}");
+    assert!(!table.contains("meta mark vmap"), "{table}");
+    lab.ok(1, &["service", "rm", "vote"]);
+    wait_for("port 8083 closed", Duration::from_secs(20), || {
+        let out = curl_on_node(&lab, 2, &format!("http://{node1}:8083"));
+        // curl's 7: connection refused.
+        if out.status.code() == Some(7) {
+            Ok(())
+        } else {
+            Err(format!("{:?} {}", out.status, text(&out.stdout)))
+        }
+    });
 }
 
 #[test]

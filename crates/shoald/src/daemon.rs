@@ -41,6 +41,8 @@ pub struct Config {
     pub upstream: shoal_dns::Upstream,
     /// The node's VIP balancer, shared by every activation of the agent.
     pub vip_balancer: Arc<shoal_agent::vip::VipBalancer>,
+    /// `--mesh-path`.
+    pub mesh_path: shoal_agent::mesh::MeshPathChoice,
 }
 
 pub struct Daemon {
@@ -164,6 +166,7 @@ impl Daemon {
                 vtep,
                 upstream: self.cfg.upstream.clone(),
                 vip_balancer: Arc::clone(&self.cfg.vip_balancer),
+                mesh_path: self.cfg.mesh_path,
             },
             reports_tx,
         );

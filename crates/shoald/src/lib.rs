@@ -70,10 +70,18 @@ pub struct Args {
     /// sandbox with a warning), `ebpf` (a load failure stops the daemon) or `nftables`.
     #[arg(long, default_value = "auto", value_parser = parse_vip_choice)]
     pub vip_balancer: shoal_agent::vip::VipChoice,
+    /// The routing mesh's path: `auto` (tc eBPF on the underlay interface, else nftables with
+    /// a warning), `tc` (published ports fail if it cannot load) or `nftables`.
+    #[arg(long, default_value = "auto", value_parser = parse_mesh_choice)]
+    pub mesh_path: shoal_agent::mesh::MeshPathChoice,
     /// A registry (HOST:PORT) to pull images from over plain HTTP; repeatable. Loopback
     /// registries (127.0.0.0/8, localhost) always are, as docker does.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+}
+
+fn parse_mesh_choice(s: &str) -> Result<shoal_agent::mesh::MeshPathChoice, String> {
+    s.parse()
 }
 
 fn parse_vip_choice(s: &str) -> Result<shoal_agent::vip::VipChoice, String> {
@@ -106,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         extra_hosts: args.extra_hosts.clone(),
         insecure_registries: args.insecure_registries.clone(),
         vip_balancer,
+        mesh_path: args.mesh_path,
         upstream: if args.dns_upstream.is_empty() {
             shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf").unwrap_or(
                 shoal_dns::Upstream {

@@ -17,11 +17,20 @@
 //! masqueraded (so `curl localhost:8080` works), so are tasks reaching a published port
 //! served by a task of their own node (hairpin) and the tasks' egress. The gateway subnet is
 //! matched by address, not by interface: each task has a veth of its own (`shoal_net::gateway`).
+//!
+//! With the tc path (`shoal_bpf::TcMesh`, see `tc_config`), packets arriving on the node's
+//! underlay interface never reach these rules when their backend is a local task: the
+//! program translates them and hands them to the task. For a backend on another node it
+//! marks the packet `MESH_MARK | i` and lets it up the stack, and the port's first rule here
+//! sends it to chain `i` (so the program's round robin is the one that counts). Everything
+//! else (the node's own clients, tasks reaching a published port, the fallback) takes the
+//! rules as before.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+use shoal_bpf::{MESH_MARK, MeshBackend, MeshConfig, MeshPort};
 use shoal_lb::FlowFilter;
 use shoal_net::gateway::Gateway;
 use shoal_types::Protocol;
@@ -65,6 +74,8 @@ pub struct MeshInput {
     /// The other nodes' addresses: flows they forward here are delivered locally.
     pub peers: Vec<Ipv4Addr>,
     pub ports: Vec<Published>,
+    /// The tc program balances the underlay's packets: dispatch its marks to the chains.
+    pub tc_marks: bool,
 }
 
 fn proto(p: Protocol) -> &'static str {
@@ -117,6 +128,19 @@ pub fn render_node(m: &MeshInput) -> String {
                         ),
                     }
                 });
+                let marks: Vec<String> = backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| matches!(b, Backend::Node(_)))
+                    .map(|(i, _)| format!("{:#x} : goto {prefix}_{i}", MESH_MARK | i as u32))
+                    .collect();
+                if m.tc_marks && !marks.is_empty() {
+                    let _ = writeln!(
+                        published,
+                        "    {matcher} meta mark vmap {{ {} }}",
+                        marks.join(", ")
+                    );
+                }
                 let _ = writeln!(published, "    {matcher} {rr}");
                 let local = here(backends);
                 if !local.is_empty() {
@@ -159,6 +183,68 @@ pub fn render_node(m: &MeshInput) -> String {
          \x20   ip saddr {subnet} ip daddr != {subnet} masquerade\n  }}\n}}\n",
         subnet = m.gateway.subnet,
     )
+}
+
+/// What the tc program serves (`shoal_bpf::TcMesh`): the same ports and backends in the same
+/// order, so that a remote backend's mark names its chain in [`render_node`]. A local task
+/// whose veth has no program yet (`veths`: gateway address -> host-side ifindex) is left out.
+pub fn tc_config(
+    m: &MeshInput,
+    node: Ipv4Addr,
+    veths: &std::collections::BTreeMap<Ipv4Addr, u32>,
+) -> MeshConfig {
+    let local = |addr: Ipv4Addr, port: u16| {
+        veths.get(&addr).map(|&ifindex| MeshBackend::Local {
+            addr,
+            mac: shoal_bpf::task_mac(addr),
+            port,
+            ifindex,
+        })
+    };
+    let ports = m
+        .ports
+        .iter()
+        .map(|p| {
+            let (local_only, backends) = match &p.serve {
+                Serve::Cluster { backends } => (
+                    false,
+                    backends
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, b)| match b {
+                            Backend::Here(a) => local(*a, p.target),
+                            Backend::Node(n) => Some(MeshBackend::Remote {
+                                node: *n,
+                                index: i as u16,
+                            }),
+                        })
+                        .collect(),
+                ),
+                Serve::Local { gateway_backends } => (
+                    true,
+                    gateway_backends
+                        .iter()
+                        .filter_map(|a| local(*a, p.target))
+                        .collect(),
+                ),
+            };
+            MeshPort {
+                // IPPROTO_TCP, IPPROTO_UDP.
+                proto: match p.protocol {
+                    Protocol::Tcp => 6,
+                    Protocol::Udp => 17,
+                },
+                port: p.port,
+                local_only,
+                backends,
+            }
+        })
+        .collect();
+    MeshConfig {
+        node_addr: Some(node),
+        peers: m.peers.iter().copied().collect(),
+        ports,
+    }
 }
 
 /// The addresses each UDP port's flows were translated to (its backends).
@@ -242,7 +328,63 @@ mod tests {
                     },
                 },
             ],
+            tc_marks: false,
         }
+    }
+
+    #[test]
+    fn tc_marks_name_the_remote_backends_chains() {
+        let mut m = input();
+        m.tc_marks = true;
+        let table = render_node(&m);
+        assert!(
+            table.contains(
+                "meta l4proto tcp th dport 8080 meta mark vmap { 0x53480001 : goto c_tcp_8080_1 }\n    meta l4proto tcp th dport 8080 numgen"
+            ),
+            "{table}"
+        );
+        assert!(table.contains(
+            "meta l4proto udp th dport 7000 meta mark vmap { 0x53480000 : goto c_udp_7000_0 }"
+        ));
+        // A port with local tasks only has no mark to dispatch.
+        assert!(!table.contains("dport 5353 meta mark"));
+    }
+
+    #[test]
+    fn tc_config_keeps_the_rules_order() {
+        let gw = Ipv4Addr::new(172, 18, 0, 3);
+        let veths = [(gw, 7u32)].into();
+        let c = tc_config(&input(), Ipv4Addr::new(192, 168, 50, 1), &veths);
+        assert_eq!(c.ports.len(), 4);
+        assert_eq!(
+            (c.ports[0].port, c.ports[0].proto, c.ports[0].local_only),
+            (8080, 6, false)
+        );
+        assert_eq!(
+            c.ports[0].backends,
+            [
+                MeshBackend::Local {
+                    addr: gw,
+                    mac: shoal_bpf::task_mac(gw),
+                    port: 80,
+                    ifindex: 7
+                },
+                MeshBackend::Remote {
+                    node: NODE2,
+                    index: 1
+                },
+            ]
+        );
+        assert!(c.ports[1].local_only);
+        assert_eq!(c.ports[1].backends.len(), 1);
+        // A local task without a program on its veth is left to nftables.
+        let c = tc_config(
+            &input(),
+            Ipv4Addr::new(192, 168, 50, 1),
+            &Default::default(),
+        );
+        assert_eq!(c.ports[0].backends.len(), 1);
+        assert!(c.ports[1].backends.is_empty());
     }
 
     #[test]
