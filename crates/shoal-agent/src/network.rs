@@ -213,9 +213,15 @@ impl NetworkAgent {
         if let Some(s) = inner.sandboxes.get_mut(task_id) {
             s.gw_addr = Some(addr);
         }
-        shoal_net::gateway::attach_gateway(&inner.mesh.gateway, netns, mesh::TASK_GW_IF, addr, true)
-            .await
-            .map_err(|e| format!("failed to attach the task to the gateway bridge: {e}"))?;
+        shoal_net::gateway::attach_gateway(
+            &inner.mesh.gateway,
+            netns,
+            mesh::TASK_GW_IF,
+            addr,
+            true,
+        )
+        .await
+        .map_err(|e| format!("failed to attach the task to the gateway bridge: {e}"))?;
         inner.mesh.task_attached(addr)
     }
 
