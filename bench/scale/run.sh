@@ -7,9 +7,10 @@
 #
 # Stages: services of 2 replicas (idle processes, one web service) are added until the lab
 # runs STAGE tasks per node; at each stage CHANGES endpoint changes (scale web 3<->2, each
-# waited for until every node acked it) are made and each node's shoald CPU time (utime +
-# stime from /proc) is divided by CHANGES. Baseline, same run: the first stage's figure
-# (the target is flat: ratio ~1). Daemon RSS per node is printed at each stage.
+# waited for until every node acked it) are made and each node's shoald CPU time (its
+# process CPU-time clock: every thread, ended ones included) is divided by CHANGES.
+# Baseline, same run: the first stage's figure (the target is flat: ratio ~1). Daemon RSS
+# per node is printed at each stage.
 # Then 1,000 tasks (500 services x 2) are in place, with no node ever Down (checked once a
 # second throughout), and PROBES scale-downs/ups of web are timed by a client on every node:
 # from the API call until that node's 127.0.0.11 answers tasks.web with the new set and the
