@@ -9,6 +9,7 @@
 //! - `service`: `service ...`; `spec` builds a `ServiceSpec` from flags; `list` makes the
 //!   rows of `service ls|ps`; `progress` shows convergence.
 //! - `format`: the `--format` template evaluator; `table`: docker-style tables.
+//! - `image`: `image ls|rm|prune`, `login`/`logout`, the image flags of `service create|update`.
 //! - `exec`: `shoal exec`; `lab`: `lab ...`; `demo`: the demo apps.
 //!
 //! Errors print as `Error: <message>` on stderr with exit code 1; usage errors are clap's
@@ -18,6 +19,7 @@
 pub mod demo;
 pub mod exec;
 pub mod format;
+pub mod image;
 pub mod lab;
 pub mod list;
 pub mod network;
@@ -74,6 +76,13 @@ pub enum Command {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Manage this node's images.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Log in to a registry (kept in the docker CLI's config.json).
+    Login(image::LoginArgs),
+    /// Log out from a registry.
+    Logout(image::LogoutArgs),
     /// Run a command in a task on this node: shoal exec vote.1 -- ip addr.
     Exec(exec::ExecArgs),
     /// A cluster in network namespaces on this machine.
@@ -153,6 +162,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Node(cmd) => ok(node::run(&client()?, cmd).await),
         Command::Service(cmd) => ok(service::run(&client()?, cmd).await),
         Command::Network(cmd) => network::run(&client()?, cmd).await,
+        Command::Image(cmd) => ok(image::run(&client()?, cmd).await),
+        Command::Login(a) => ok(image::login(a)),
+        Command::Logout(a) => ok(image::logout(a)),
         Command::Exec(a) => exec::run(&client()?, a).await,
         Command::Lab(cmd) => lab::lab(cmd).await,
         Command::Demo(cmd) => demo::demo(cmd).await,

@@ -143,6 +143,7 @@ pub fn task_rows(
             obj(json!({
                 "ID": if no_trunc { t.task.id.as_str() } else { short_id(&t.task.id) },
                 "Name": name,
+                "Image": task_image(&t.task.spec, no_trunc),
                 "Node": t.node_hostname,
                 "DesiredState": format!("{:?}", t.task.desired_state),
                 "CurrentState": current_state(t, now),
@@ -153,9 +154,22 @@ pub fn task_rows(
         .collect()
 }
 
+/// `service ps`'s IMAGE as docker shows it: without the pinned digest unless --no-trunc
+/// (`busybox:latest`); empty for a host command.
+fn task_image(cs: &shoal_types::service::ContainerSpec, no_trunc: bool) -> String {
+    let Some(image) = &cs.image else {
+        return String::new();
+    };
+    match shoal_image::ImageRef::parse(image) {
+        Ok(r) if !no_trunc => r.familiar(),
+        _ => image.clone(),
+    }
+}
+
 const TASK_KEYS: &[&str] = &[
     "ID",
     "Name",
+    "Image",
     "Node",
     "DesiredState",
     "CurrentState",
@@ -172,6 +186,7 @@ pub fn render_tasks(rows: &[Row], format: &Format) -> Result<String, String> {
         headers: &[
             "ID",
             "NAME",
+            "IMAGE",
             "NODE",
             "DESIRED STATE",
             "CURRENT STATE",
@@ -305,10 +320,10 @@ mod tests {
         sort_tasks(&mut tasks);
         let rows = task_rows(&tasks, &[view()], Millis(now), false);
         expect![[r#"
-            ID             NAME         NODE    DESIRED STATE   CURRENT STATE               ERROR                              PORTS
-            cccccccccccc   vote.1       node1   Running         Running 50 seconds ago
-            aaaaaaaaaaaa    \_ vote.1   node1   Shutdown        Failed about a minute ago   "task: non-zero exit (1): list…"
-            bbbbbbbbbbbb   vote.2       node2   Running         Running 3 seconds ago
+            ID             NAME         IMAGE   NODE    DESIRED STATE   CURRENT STATE               ERROR                              PORTS
+            cccccccccccc   vote.1               node1   Running         Running 50 seconds ago
+            aaaaaaaaaaaa    \_ vote.1           node1   Shutdown        Failed about a minute ago   "task: non-zero exit (1): list…"
+            bbbbbbbbbbbb   vote.2               node2   Running         Running 3 seconds ago
         "#]]
         .assert_eq(&render_tasks(&rows, &Format::Default).unwrap());
         let rows = task_rows(&tasks, &[view()], Millis(now), true);
@@ -345,6 +360,21 @@ mod tests {
             cell(&task_rows(&tasks, &[v], Millis(0), false)[0], "Ports"),
             "*:8080->80/tcp"
         );
+    }
+
+    #[test]
+    fn ps_shows_a_pinned_image_as_docker_does() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let mut cs = fixtures::spec("vote", 1).task_template.container_spec;
+        assert_eq!(task_image(&cs, false), "");
+        cs.image = Some(format!("127.0.0.1:5000/lab/busybox:1@{d}"));
+        assert_eq!(task_image(&cs, false), "127.0.0.1:5000/lab/busybox:1");
+        assert_eq!(
+            task_image(&cs, true),
+            format!("127.0.0.1:5000/lab/busybox:1@{d}")
+        );
+        cs.image = Some("busybox".into());
+        assert_eq!(task_image(&cs, false), "busybox:latest");
     }
 
     #[test]

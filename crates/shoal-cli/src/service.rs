@@ -119,8 +119,11 @@ pub async fn run(client: &Client, cmd: ServiceCmd) -> Result<()> {
 async fn create(client: &Client, a: CreateArgs) -> Result<()> {
     let spec = build_spec(&a)?;
     let limit = timeout(&a.timeout)?;
-    let created = client.create_service(&spec).await?;
+    let image = spec.task_template.container_spec.image.as_deref();
+    let opts = crate::image::service_options(&a.image_opts, image)?;
+    let created = client.create_service_with(&spec, &opts).await?;
     println!("{}", created.id);
+    crate::image::print_warnings(&created.warnings);
     if !a.detach {
         progress::wait(client, &created.id, limit).await?;
     }
@@ -333,13 +336,18 @@ async fn update(client: &Client, a: UpdateArgs) -> Result<()> {
     let limit: Duration = timeout(&a.timeout)?;
     let view = client.service(&a.service).await?;
     let spec: ServiceSpec = apply_update(view.service.spec.clone(), &a)?;
-    if spec == view.service.spec {
+    if spec == view.service.spec && !a.image_opts.with_registry_auth {
         bail!(
             "nothing to update: give a flag such as --replicas, --env-add or --args (see `shoal service update --help`)"
         );
     }
-    client.update_service(&view.service.id, &spec).await?;
+    let image = spec.task_template.container_spec.image.as_deref();
+    let opts = crate::image::service_options(&a.image_opts, image)?;
+    let updated = client
+        .update_service_with(&view.service.id, &spec, &opts)
+        .await?;
     println!("{}", a.service);
+    crate::image::print_warnings(&updated.warnings);
     if !a.detach {
         progress::wait(client, &view.service.id, limit).await?;
     }

@@ -101,6 +101,8 @@ pub struct CreateArgs {
     /// How long to wait for the service to converge.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub timeout: String,
+    #[command(flatten)]
+    pub image_opts: crate::image::ImageOpts,
     /// IMAGE [COMMAND] [ARG...] (`--runtime host`: COMMAND [ARG...]).
     #[arg(
         required = true,
@@ -117,6 +119,11 @@ pub struct UpdateArgs {
     /// Number of tasks.
     #[arg(long)]
     pub replicas: Option<u64>,
+    /// The image tasks run (resolved to a digest again unless --no-resolve-image).
+    #[arg(long)]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub image_opts: crate::image::ImageOpts,
     /// Add or update environment variables (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     pub env_add: Vec<String>,
@@ -396,6 +403,13 @@ pub fn apply_update(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec
         }
     }
     let cs = &mut spec.task_template.container_spec;
+    if let Some(image) = &a.image {
+        if cs.runtime != Runtime::Oci {
+            bail!("--image is for services that run an image; this one runs a host command");
+        }
+        shoal_image::ImageRef::parse(image).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cs.image = Some(image.clone());
+    }
     if let Some(cmd) = &a.command {
         cs.command = split_words(cmd)?;
         if cs.command.is_empty() {
