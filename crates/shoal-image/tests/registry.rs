@@ -326,7 +326,14 @@ fn a_registry_that_requires_a_login_gets_the_credentials_passed_in() {
     });
     let denied = "pull access denied for 127.0.0.1:5000/team/busybox, repository does not exist or may require 'docker login'";
     assert_eq!(anonymous.to_string(), denied);
-    assert_eq!(wrong.to_string(), denied);
+    // Refused credentials read as docker words them, naming who was refused.
+    assert!(
+        wrong
+            .to_string()
+            .starts_with("unauthorized: authentication required (registry 127.0.0.1:5000 refused the login of lab"),
+        "{wrong}"
+    );
+    assert!(!wrong.to_string().contains("wrong"), "{wrong}");
     assert_eq!(right.repo_digest, digest);
     assert!(!lab.registry.log().contains("lab-password"));
 }

@@ -28,6 +28,8 @@ pub struct LabRegistry {
     child: Option<Child>,
     /// `user:password` for skopeo when the registry requires a login.
     creds: Option<String>,
+    /// The image builds shared with the other registries alive in this process.
+    builds: SharedBuilds,
 }
 
 impl LabRegistry {
@@ -82,6 +84,7 @@ impl LabRegistry {
             dir,
             child: Some(child),
             creds: login.map(|(user, password, _)| format!("{user}:{password}")),
+            builds: SharedBuilds::join(),
         };
         // Readiness, not a timing assertion: give up after 10 s with the registry's log.
         let ready = ns.run(move || {
@@ -113,9 +116,26 @@ impl LabRegistry {
 
     /// Builds (once) a one-layer image holding the host's static busybox as `/bin/busybox`
     /// (and `/bin/sh` linked to it, Cmd `/bin/sh`), pushes it as `repo_tag`
-    /// (`lab/busybox:1`) and returns the digest the registry reports for it.
+    /// (`lab/busybox:1`) and returns the digest the registry reports for it. Registries alive
+    /// at the same time in one test process push the same build, so the same image has the
+    /// same digest in each (as one image pushed to several registries would).
     pub fn push_busybox(&self, repo_tag: &str, format: ManifestFormat) -> String {
-        let layout = self.busybox_layout();
+        self.push_variant(repo_tag, format, None)
+    }
+
+    /// Like `push_busybox`, but the image also holds `/variant` with `text`: another image
+    /// (another digest) under the same name, e.g. a tag pushed again.
+    pub fn push_busybox_variant(&self, repo_tag: &str, text: &str) -> String {
+        self.push_variant(repo_tag, ManifestFormat::Oci, Some(text))
+    }
+
+    fn push_variant(
+        &self,
+        repo_tag: &str,
+        format: ManifestFormat,
+        variant: Option<&str>,
+    ) -> String {
+        let layout = self.busybox_layout(variant);
         let dest = format!("docker://{}/{repo_tag}", self.addr);
         let src = format!("oci:{}:busybox", layout.display());
         let mut args = vec!["copy", "--quiet", "--dest-tls-verify=false"];
@@ -209,9 +229,14 @@ impl LabRegistry {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn busybox_layout(&self) -> PathBuf {
-        let build = self.dir.join("build");
+    fn busybox_layout(&self, variant: Option<&str>) -> PathBuf {
+        let shared = self.builds.dir();
+        let build = match variant {
+            None => shared.join("build"),
+            Some(text) => shared.join(format!("build-{}", hex_of(text))),
+        };
         let layout = build.join("oci");
+        let _one_build_at_a_time = self.builds.lock();
         if layout.exists() {
             return layout;
         }
@@ -229,6 +254,9 @@ impl LabRegistry {
         fs::create_dir_all(&bin).expect("create rootfs/bin");
         fs::copy(busybox(), bin.join("busybox")).expect("copy busybox (busybox-static)");
         std::os::unix::fs::symlink("busybox", bin.join("sh")).expect("link sh");
+        if let Some(text) = variant {
+            fs::write(Path::new(bundle).join("rootfs/variant"), text).expect("write /variant");
+        }
         run("umoci", &["repack", "--image", &image, bundle]);
         run(
             "umoci",
@@ -256,4 +284,62 @@ impl Drop for LabRegistry {
         self.stop();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A directory of image builds shared by the registries alive at once in a test process,
+/// deleted when the last of them goes (so a lab's registries serve the same digests).
+struct SharedBuilds;
+
+struct Builds {
+    dir: Option<PathBuf>,
+    users: usize,
+}
+
+static BUILDS: std::sync::Mutex<Builds> = std::sync::Mutex::new(Builds {
+    dir: None,
+    users: 0,
+});
+static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn builds() -> std::sync::MutexGuard<'static, Builds> {
+    BUILDS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SharedBuilds {
+    fn join() -> SharedBuilds {
+        let mut b = builds();
+        if b.dir.is_none() {
+            b.dir = Some(std::env::temp_dir().join(unique_prefix("shoal-images")));
+        }
+        b.users += 1;
+        SharedBuilds
+    }
+
+    fn dir(&self) -> PathBuf {
+        builds()
+            .dir
+            .clone()
+            .expect("a shared build dir while a registry lives")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'static, ()> {
+        BUILDING.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for SharedBuilds {
+    fn drop(&mut self) {
+        let mut b = builds();
+        b.users -= 1;
+        if b.users == 0
+            && let Some(dir) = b.dir.take()
+        {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A short name for a variant's build directory.
+fn hex_of(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).take(16).collect()
 }
