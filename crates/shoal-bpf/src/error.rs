@@ -55,8 +55,9 @@ pub enum BpfError {
         action: &'static str,
         program: &'static str,
         iface: String,
+        // Boxed: with the interface name it would make every BpfError large.
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 
     #[error(

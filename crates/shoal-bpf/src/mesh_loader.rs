@@ -77,7 +77,7 @@ fn program<'a>(
             action: "open",
             program: name,
             iface: String::new(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -125,7 +125,7 @@ impl TcMesh {
                     action: "load",
                     program: name,
                     iface: String::new(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         program(&mut ebpf, INGRESS)?
@@ -134,7 +134,7 @@ impl TcMesh {
                 action: "attach",
                 program: INGRESS,
                 iface: underlay.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(TcMesh {
             ebpf,
@@ -173,7 +173,7 @@ impl TcMesh {
                 action: "attach",
                 program: REPLY,
                 iface: host_veth.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         self.tasks.insert(host_veth.to_string(), link);
         Ok(())

@@ -129,7 +129,7 @@ fn tcp(ns: &Netns, to: Ipv4Addr, port: u16, tos: i32) -> std::io::Result<(String
             SockFlag::empty(),
             None,
         )?;
-        socket::setsockopt(&fd, sockopt::IpTos, &tos)?;
+        socket::setsockopt(&fd, sockopt::Ipv4Tos, &tos)?;
         socket::connect(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
             &SockaddrIn::from(SocketAddrV4::new(to, port)),
