@@ -427,7 +427,7 @@ impl Inner {
         for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
             self.unpack(&layer.digest, diff_id).await?;
         }
-        let reference = reference.clone();
+        let reference = reference.tagged();
         self.blocking(move |s| {
             s.put(image.clone(), Some(&reference))?;
             s.get(&image.digest)

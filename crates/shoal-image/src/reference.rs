@@ -90,6 +90,20 @@ impl ImageRef {
         })
     }
 
+    /// The reference without its digest when it has a tag (`host/app:1@sha256:…` →
+    /// `host/app:1`): the name a pull records, so `image ls` shows the tag and `image rm
+    /// host/app:1` finds what a pinned task pulled.
+    pub fn tagged(&self) -> ImageRef {
+        match (self.tag(), self.digest()) {
+            (Some(tag), Some(_)) => ImageRef(Reference::with_tag(
+                self.registry().to_string(),
+                self.repository().to_string(),
+                tag.to_string(),
+            )),
+            _ => self.clone(),
+        }
+    }
+
     /// docker's short form of the image (`service ps` and `image ls`): familiar name and
     /// tag, no digest (`busybox:latest`, `127.0.0.1:5000/app:1`); only the digest when there
     /// is no tag.
@@ -182,6 +196,9 @@ mod tests {
         let r = ImageRef::parse("host:5000/app:1").unwrap();
         assert_eq!(r.pinned(D).to_string(), format!("host:5000/app:1@{D}"));
         assert_eq!(r.pinned(D).digest(), Some(D));
+        assert_eq!(r.pinned(D).tagged(), r);
+        let by_digest = ImageRef::parse(&format!("host:5000/app@{D}")).unwrap();
+        assert_eq!(by_digest.tagged(), by_digest);
     }
 
     #[test]
