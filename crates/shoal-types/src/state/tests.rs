@@ -251,3 +251,40 @@ fn tasks_of_follows_creation_deletion_and_a_snapshot() {
     assert_eq!(ids(&back, "s1"), ["c"]);
     assert!(!serde_json::to_string(&st).unwrap().contains("by_service"));
 }
+
+#[test]
+fn a_sealed_login_is_replaced_kept_by_updates_and_absent_from_older_services() {
+    let mut st = cluster(&[("n1", "node1")]);
+    st.apply(Command::CreateService {
+        service: service("s1", spec("web", 1)),
+    })
+    .unwrap();
+    // A service serialised before logins existed reads back without one, and one without
+    // a login writes no field (an older log replays to the same bytes).
+    let json = serde_json::to_string(&st.services["s1"]).unwrap();
+    assert!(!json.contains("RegistryAuth"), "{json}");
+    let back: Service = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.registry_auth, None);
+    st.apply(Command::SetRegistryAuth {
+        id: "s1".into(),
+        sealed: Some("sealed-v1:abc".into()),
+    })
+    .unwrap();
+    st.apply(Command::UpdateService {
+        id: "s1".into(),
+        spec: spec("web", 3),
+        at: Millis(5),
+    })
+    .unwrap();
+    assert_eq!(
+        st.services["s1"].registry_auth.as_deref(),
+        Some("sealed-v1:abc")
+    );
+    assert_eq!(
+        st.apply(Command::SetRegistryAuth {
+            id: "nope".into(),
+            sealed: None,
+        }),
+        Err(ApplyError::NoSuchService("nope".into()))
+    );
+}
