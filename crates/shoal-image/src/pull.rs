@@ -345,7 +345,14 @@ impl Inner {
         if reference.digest().is_some()
             && let Ok(image) = self.store.get(&reference.to_string())
         {
-            return Ok(image);
+            // Stored already (perhaps under another name): this name designates it too.
+            let tagged = reference.tagged();
+            return self
+                .blocking(move |s| {
+                    s.put(image.clone(), Some(&tagged))?;
+                    s.get(&image.digest)
+                })
+                .await;
         }
         let (client, auth) = self.client(reference, credentials)?;
         let (manifest, repo_digest) = self

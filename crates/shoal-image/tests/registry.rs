@@ -101,6 +101,20 @@ fn pulls_and_unpacks_busybox_pinned_to_the_registry_digest() {
     let again = lab.block_on(move || async move { i.pull(&pinned, None).await.unwrap() });
     assert_eq!(again.digest, image.digest);
     assert_eq!(images.stats(), before);
+    // Under another name (another registry serving the same image): that name is recorded
+    // too, without the digest, so `image ls` shows its tag.
+    let elsewhere = ImageRef::parse(&format!("127.0.0.1:5001/team/busybox:2@{digest}")).unwrap();
+    let i = images.clone();
+    let named = lab.block_on(move || async move { i.pull(&elsewhere, None).await.unwrap() });
+    assert!(
+        named.references.contains("127.0.0.1:5001/team/busybox:2"),
+        "{named:?}"
+    );
+    assert!(
+        named.references.contains("127.0.0.1:5000/lab/busybox:1"),
+        "{named:?}"
+    );
+    assert_eq!(images.stats(), before);
 
     // The same image as a Docker v2 schema 2 manifest: another manifest, the same layer.
     let v2 = lab
