@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use shoal_api::{
-    ApiError, ApiResult, Backend, CreateResponse, EndpointStats, Info, InitRequest, InitResponse,
-    ImageSummary, ImagesPruned, JoinRequest, JoinResponse, JoinToken, LogLine, NetworkCreate,
+    ApiError, ApiResult, Backend, CreateResponse, EndpointStats, ImageSummary, ImagesPruned, Info,
+    InitRequest, InitResponse, JoinRequest, JoinResponse, JoinToken, LogLine, NetworkCreate,
     NodeUpdate, Pid, ServiceCreated, ServiceOptions, ServiceStatus, ServiceUpdated, ServiceView,
     TaskFilter, TaskView,
 };
