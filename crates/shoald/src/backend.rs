@@ -369,6 +369,7 @@ impl Backend for Api {
             ..opts
         };
         let (warnings, login) = registry::prepare_image(self.images(), &mut spec, &opts).await?;
+        let login_only = login.is_some() && spec == s.spec;
         if let Some(login) = login {
             // Before the update, so the tasks it starts find the login.
             let sealed = m.logins.seal(&login)?;
@@ -377,6 +378,10 @@ impl Backend for Api {
                 sealed: Some(sealed),
             })
             .await?;
+        }
+        if login_only {
+            // A new login alone replaces no task (an update would roll them all).
+            return Ok(ServiceUpdated { warnings });
         }
         m.propose(Command::UpdateService {
             id: s.id,
