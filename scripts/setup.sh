@@ -20,7 +20,7 @@ for pair in \
   nsenter:util-linux unshare:util-linux kill:procps sysctl:procps \
   python3:python3 gcc:gcc g++:g++ strip:binutils ldd:libc-bin \
   clang:clang llvm-strip:llvm bpftool:bpftool \
-  docker-registry:docker-registry skopeo:skopeo umoci:umoci runc:runc; do
+  docker-registry:docker-registry skopeo:skopeo umoci:umoci runc:runc conmon:conmon; do
   cmd=${pair%%:*} pkg=${pair#*:}
   type -P "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

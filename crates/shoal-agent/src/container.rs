@@ -1,34 +1,33 @@
 //! The OCI runtime of `--runtime oci` tasks: the image pulled with shoal-image into the
 //! node's store (one pull per image however many tasks want it), the task's root filesystem
 //! (overlayfs, a writable layer of its own), a bundle from shoal-oci joining the task's
-//! network namespace, and runc. The sandbox (namespace, overlays, DNS, VIPs, mesh) is the
-//! worker's, exactly as for host commands.
+//! network namespace, and runc under conmon. The sandbox (namespace, overlays, DNS, VIPs,
+//! mesh) is the worker's, exactly as for host commands.
 //!
-//! Exit statuses: each container runs under `runc run --keep` in the foreground, a child of
-//! the daemon that stays the container's parent and exits with its status. That is a waiter
-//! per container with nothing of ours to write; the other way, making the daemon a child
-//! subreaper, would also hand it every orphan of the host-command tasks, which nothing
-//! reaps (tokio waits for its own children only), so their zombies would pile up.
+//! Live restore: each container runs under a conmon of its own (`shoal_oci::Monitor`),
+//! which is not the daemon's child, writes the exit code to a file and keeps the log. A
+//! daemon that stops (or dies) leaves its containers running; the next one finds them with
+//! `survivors` and adopts those the node should still run.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use shoal_image::rootfs::{mount_rootfs, remove_rootfs};
 use shoal_image::{ImageRecord, ImageRef, Images, Store};
 use shoal_oci::bundle::{packaged_seccomp, read_user_db};
 use shoal_oci::seccomp::{Seccomp, Target};
 use shoal_oci::spec::generate;
-use shoal_oci::{Bundle, Container, ContainerState, ImageConfig, Runc, TaskSettings, UserDb};
+use shoal_oci::{
+    Bundle, Container, ImageConfig, Monitor, Runc, Survivor, TaskSettings, UserDb, Watch,
+};
 use shoal_types::Task;
-use tokio::process::Child;
 use tracing::warn;
 
 /// The node's container runtime: its image store, runc's state root and the tasks'
 /// bundles, all under the node's data dir.
 pub struct OciRuntime {
     images: Images,
-    runc: Runc,
+    monitor: Monitor,
     /// `<data>/containers/<task>/{bundle,rootfs}`.
     dir: PathBuf,
     volumes: PathBuf,
@@ -36,11 +35,13 @@ pub struct OciRuntime {
     seccomp: Result<(String, Target<'static>), String>,
 }
 
-/// A container that runs: runc's foreground process (its waiter) and what `stop` needs.
-pub struct Running {
-    pub waiter: Child,
-    pub pid: u32,
-    pub container: Container,
+/// Where a container's log starts over (conmon's `--log-size-max`): what `service logs`
+/// can show of one task is bounded.
+pub const LOG_MAX_BYTES: u64 = 8 << 20;
+
+/// The container's log in its task's run dir (k8s-file lines, see `logs`).
+pub fn log_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("container.log")
 }
 
 impl OciRuntime {
@@ -48,7 +49,7 @@ impl OciRuntime {
         let store = Store::open(data_dir.join("images")).map_err(|e| e.to_string())?;
         Ok(OciRuntime {
             images: Images::new(store, insecure),
-            runc: Runc::new(data_dir.join("runc")),
+            monitor: Monitor::new(Runc::new(data_dir.join("runc")), data_dir.join("conmon")),
             dir: data_dir.join("containers"),
             volumes: data_dir.join("volumes"),
             seccomp: packaged_seccomp().map_err(|e| e.to_string()),
@@ -83,16 +84,16 @@ impl OciRuntime {
         &self.images
     }
 
-    /// Mounts the root filesystem, writes the bundle and starts `runc run` (blocking file
-    /// work: call from a blocking thread). Returns once the container's process runs; on
-    /// error nothing of the container is left but what `remove` deletes.
+    /// Mounts the root filesystem, writes the bundle and starts the container under its
+    /// conmon (blocking: call from a blocking thread). Returns once the container's process
+    /// runs; on error nothing of the container is left but what `remove` deletes.
     pub fn start(
         &self,
         task: &Task,
         image: &ImageRecord,
         netns_path: PathBuf,
         log: &Path,
-    ) -> Result<Running, String> {
+    ) -> Result<Container, String> {
         let seccomp = match &self.seccomp {
             Ok((json, target)) => Seccomp::Profile {
                 json,
@@ -121,71 +122,38 @@ impl OciRuntime {
         bundle
             .write(&spec, &settings, &paths, &[])
             .map_err(|e| e.to_string())?;
-        let out = fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| format!("open {}: {e}", log.display()))?;
-        let mut cmd = tokio::process::Command::from(self.runc.run_command(&task.id, &bundle));
-        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-        // Called on a blocking thread of the daemon's runtime, so tokio can spawn here.
-        let mut waiter = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run runc: {e} (install the runc package)"))?;
-        let pid_file = bundle.dir().join("init.pid");
-        // runc writes the pid once the process runs, or exits with its error: wait for
-        // either (each check is a file read or a non-blocking wait).
-        loop {
-            if let Ok(text) = fs::read_to_string(&pid_file)
-                && let Ok(pid) = text.trim().parse::<u32>()
-            {
-                let container = self
-                    .runc
-                    .adopt(&ContainerState {
-                        id: task.id.clone(),
-                        pid: pid as i32,
-                        status: "running".into(),
-                        bundle: bundle.dir().to_path_buf(),
-                    })
-                    .map_err(|e| e.to_string())?;
-                return Ok(Running {
-                    waiter,
-                    pid,
-                    container,
-                });
-            }
-            if let Ok(Some(status)) = waiter.try_wait() {
-                let logged = fs::read_to_string(bundle.dir().join("runc.log")).unwrap_or_default();
-                let message = shoal_oci::runc::last_error(&logged)
-                    .unwrap_or_else(|| format!("runc run exited with {status} and logged nothing"));
-                return Err(format!("OCI runtime create failed: {message}"));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        self.monitor
+            .start(&task.id, &bundle, log, LOG_MAX_BYTES)
+            .map_err(|e| e.to_string())
     }
 
-    /// Removes every container this node's runc root or containers dir still holds: at
-    /// agent start nothing runs yet, and a container left by a daemon that died is not
-    /// adopted (no live restore yet), so it must not keep running unseen.
-    pub fn remove_leftovers(&self) -> Vec<String> {
-        let mut ids: Vec<String> = match self.runc.list() {
-            Ok(list) => list.into_iter().map(|c| c.id).collect(),
-            Err(e) => {
-                warn!("failed to list leftover containers: {e}");
-                vec![]
-            }
+    /// The runc root, for `runc exec` into this node's containers.
+    pub fn runc_root(&self) -> &Path {
+        self.monitor.runc().root()
+    }
+
+    /// How the task's container stands (a few small file reads).
+    pub fn watch(&self, task_id: &str) -> Watch {
+        self.monitor.watch(task_id, &self.bundle(task_id))
+    }
+
+    /// The containers an earlier daemon left (running, or ended while nobody watched).
+    pub fn survivors(&self) -> Vec<Survivor> {
+        self.monitor.survivors().unwrap_or_else(|e| {
+            warn!("failed to list the containers an earlier daemon left: {e}");
+            vec![]
+        })
+    }
+
+    /// Task ids with a containers dir but no runc container: a start cut short by a crash.
+    pub fn half_made(&self, known: &[String]) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return vec![];
         };
-        if let Ok(dir) = fs::read_dir(&self.dir) {
-            ids.extend(
-                dir.flatten()
-                    .filter_map(|e| e.file_name().into_string().ok()),
-            );
-        }
-        ids.sort();
-        ids.dedup();
-        for id in &ids {
-            self.remove(id);
-        }
-        ids
+        dir.flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| !known.contains(id))
+            .collect()
     }
 
     /// Whether the kernel's OOM killer struck the container (read before `remove`).
@@ -196,7 +164,7 @@ impl OciRuntime {
     /// Removes the container (runc's state and cgroup, killing it if it still runs), its
     /// root filesystem mount and writable layer, and its bundle (blocking).
     pub fn remove(&self, task_id: &str) {
-        match self.runc.delete(task_id, true) {
+        match self.monitor.runc().delete(task_id, true) {
             Ok(()) | Err(shoal_oci::OciError::NoSuchContainer(_)) => {}
             Err(e) => warn!(task = task_id, "failed to delete the container: {e}"),
         }
@@ -207,6 +175,7 @@ impl OciRuntime {
             warn!(task = task_id, "failed to remove the bundle: {e}");
         }
         let _ = fs::remove_dir(self.dir.join(task_id));
+        self.monitor.forget(task_id);
     }
 }
 

@@ -19,7 +19,20 @@ impl Agent for AgentService {
         if id.is_empty() || id.contains('/') || id.contains("..") {
             return Err(Status::invalid_argument("invalid task id"));
         }
-        let path = shoal_exec::log_path(&self.worker.run_dir(&id));
+        let run_dir = self.worker.run_dir(&id);
+        // A container's log is conmon's (k8s-file lines); a host command's is its output.
+        let container_log = crate::container::log_path(&run_dir);
+        if let Ok(text) = tokio::fs::read_to_string(&container_log).await {
+            let mut data = String::new();
+            for e in shoal_oci::logfile::parse(&text) {
+                data.push_str(&e.text);
+                data.push('\n');
+            }
+            return Ok(Response::new(LogsResponse {
+                data: data.into_bytes(),
+            }));
+        }
+        let path = shoal_exec::log_path(&run_dir);
         match tokio::fs::read(&path).await {
             Ok(data) => Ok(Response::new(LogsResponse { data })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

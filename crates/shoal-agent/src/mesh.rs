@@ -338,9 +338,18 @@ impl Mesh {
     }
 }
 
+/// Our bridge, or a task's gateway veth (`gateway::gw_ifname`): a restarted daemon finds
+/// the routes to the sandboxes of containers it adopts on those.
+fn ours(ifname: &str) -> bool {
+    ifname == gateway::GW_BRIDGE
+        || (ifname.len() == 9
+            && ifname.starts_with('g')
+            && ifname[1..].bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The first /16 of 172.18–172.31 (Docker's range for its bridges) that overlaps nothing the
-/// node uses, other than our own bridge (so a restarted daemon keeps its subnet), and no
-/// overlay network.
+/// node uses, other than our own bridge and task veths (so a restarted daemon keeps its
+/// subnet), and no overlay network.
 pub fn choose_gateway(
     reserved: &[shoal_net::host::Reserved],
     overlays: &[ipnet::Ipv4Net],
@@ -351,7 +360,7 @@ pub fn choose_gateway(
         let subnet = ipnet::Ipv4Net::new(Ipv4Addr::new(172, second, 0, 0), 16).ok()?;
         let taken = reserved
             .iter()
-            .filter(|r| r.ifname.as_deref() != Some(gateway::GW_BRIDGE))
+            .filter(|r| !r.ifname.as_deref().is_some_and(ours))
             .any(|r| overlaps(r.net, subnet))
             || overlays.iter().any(|o| overlaps(*o, subnet));
         (!taken).then(|| Gateway {
@@ -386,7 +395,10 @@ mod tests {
             (g.subnet.to_string(), g.addr.to_string()),
             ("172.21.0.0/16".into(), "172.21.0.1".into())
         );
-        let ours = [r("172.18.0.0/16", Some(gateway::GW_BRIDGE))];
+        let ours = [
+            r("172.18.0.0/16", Some(gateway::GW_BRIDGE)),
+            r("172.18.0.3/32", Some("gac120003")),
+        ];
         assert_eq!(
             choose_gateway(&ours, &[]).unwrap().subnet.to_string(),
             "172.18.0.0/16"

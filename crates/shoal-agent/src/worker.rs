@@ -17,6 +17,8 @@ use tracing::{info, warn};
 
 use crate::AgentConfig;
 use crate::container::OciRuntime;
+
+mod oci;
 use crate::network::NetworkAgent;
 
 /// A task status change for the manager: (task id, new status).
@@ -34,6 +36,11 @@ pub struct Worker {
     oci: std::sync::OnceLock<Result<Arc<OciRuntime>, String>>,
     /// Registry logins by service id (`--with-registry-auth`), as the manager handed them.
     logins: Mutex<HashMap<String, shoal_image::Credentials>>,
+    /// Containers an earlier daemon left, until the first full task list says which to
+    /// adopt; the others are then removed (`Worker::apply`).
+    survivors: Mutex<Option<HashMap<String, shoal_oci::Survivor>>>,
+    /// Set by `shutdown`: containers are left running for the next daemon to adopt.
+    keep_containers: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -83,14 +90,22 @@ impl Worker {
             cfg.mesh_path,
         );
         let oci = std::sync::OnceLock::new();
+        let mut survivors = None;
         if cfg.data_dir.join("runc").exists() {
-            // This node ran containers before: remove what a daemon that died left.
+            // This node ran containers before: keep what an earlier daemon left running
+            // for adoption, and remove what it left half made.
             let rt = OciRuntime::open(&cfg.data_dir, cfg.insecure_registries.clone());
             if let Ok(rt) = &rt {
-                let left = rt.remove_leftovers();
-                if !left.is_empty() {
-                    warn!(containers = ?left, "removed containers left by an earlier daemon");
+                let found = rt.survivors();
+                let ids: Vec<String> = found.iter().map(|s| s.id.clone()).collect();
+                for id in rt.half_made(&ids) {
+                    warn!(task = %id, "removing a container an earlier daemon left half made");
+                    rt.remove(&id);
                 }
+                if !found.is_empty() {
+                    info!(containers = ?ids, "found containers an earlier daemon left");
+                }
+                survivors = Some(found.into_iter().map(|s| (s.id.clone(), s)).collect());
             }
             let _ = oci.set(rt.map(Arc::new));
         }
@@ -102,6 +117,8 @@ impl Worker {
             reports,
             oci,
             logins: Mutex::default(),
+            survivors: Mutex::new(survivors),
+            keep_containers: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -129,12 +146,22 @@ impl Worker {
         self.locked().get(task_id).and_then(|l| l.pid)
     }
 
-    /// Whether the local task given by id, id prefix, full name or `service.slot` runs a
-    /// container image (`shoal exec` does not enter containers yet).
-    pub fn runs_container(&self, key: &str) -> bool {
-        self.locked().iter().any(|(id, l)| {
-            (id.starts_with(key) || l.name == key || l.slot_name == key) && l.container.is_some()
-        })
+    /// The container of the local task given by id, id prefix, full name or
+    /// `service.slot`, and the runc root it is under (for `shoal exec`).
+    pub fn container_of(&self, key: &str) -> Option<(String, PathBuf)> {
+        let id = {
+            let local = self.locked();
+            let mut hits = local.iter().filter(|(id, l)| {
+                (id.starts_with(key) || l.name == key || l.slot_name == key)
+                    && l.container.is_some()
+            });
+            match (hits.next(), hits.next()) {
+                (Some((_, l)), None) => l.container.as_ref().map(|c| c.id.clone())?,
+                _ => return None,
+            }
+        };
+        let rt = self.oci.get()?.as_ref().ok()?;
+        Some((id, rt.runc_root().to_path_buf()))
     }
 
     /// The pid of a local task given by id prefix, full name or `service.slot`.
@@ -172,6 +199,7 @@ impl Worker {
             }
         }
         self.start_and_stop(to_start, to_stop);
+        self.remove_unclaimed_survivors();
     }
 
     /// Reconciles the tasks that changed since the last list or change: each as it is now,
@@ -198,7 +226,7 @@ impl Worker {
 
     /// What one assigned task asks of this node: start it, stop it, or say it is lost.
     fn reconcile_one(
-        &self,
+        self: &Arc<Self>,
         local: &mut HashMap<String, Local>,
         t: &Task,
         to_start: &mut Vec<Task>,
@@ -207,6 +235,27 @@ impl Worker {
         let known = local.contains_key(&t.id);
         if t.desired_state <= TaskState::Running {
             if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            if !known
+                && !t.status.state.is_terminal()
+                && let Some(survivor) = self.take_survivor(&t.id)
+            {
+                // An earlier daemon's container of a task the node still runs: adopt it.
+                local.insert(
+                    t.id.clone(),
+                    Local {
+                        name: t.name(),
+                        slot_name: t.slot_name(),
+                        grace_ms: t.spec.stop_grace_period_ms,
+                        image: t.spec.image.clone(),
+                        pid: survivor.container.as_ref().map(|c| c.pid as u32),
+                        container: survivor.container.clone(),
+                        ..Default::default()
+                    },
+                );
+                let (w, t) = (Arc::clone(self), t.clone());
+                tokio::spawn(async move { w.adopt_container(t, survivor).await });
                 return;
             }
             if !known && (TaskState::Assigned..TaskState::Running).contains(&t.status.state) {
@@ -276,7 +325,16 @@ impl Worker {
         }
     }
 
-    /// Stops every task and waits for them to exit (daemon shutdown).
+    /// Daemon shutdown: stops the host-command tasks and leaves the containers running
+    /// under their monitors, for the next daemon to adopt (live restore).
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.keep_containers
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.locked().retain(|_, l| l.container.is_none());
+        self.stop_all(timeout).await;
+    }
+
+    /// Stops every task and waits for them to exit (leaving the cluster).
     pub async fn stop_all(&self, timeout: Duration) {
         self.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -363,123 +421,6 @@ impl Worker {
             .collect()
     }
 
-    /// The node's OCI runtime, opened at its first use.
-    fn oci(&self) -> Result<Arc<OciRuntime>, String> {
-        self.oci
-            .get_or_init(|| {
-                OciRuntime::open(&self.cfg.data_dir, self.cfg.insecure_registries.clone())
-                    .map(Arc::new)
-            })
-            .clone()
-    }
-
-    /// Owns one `oci` task from its pull to its removal: Preparing while the image is
-    /// pulled, then the sandbox exactly as for a host command, then the container.
-    async fn run_container(self: Arc<Self>, task: Task) {
-        let id = task.id.clone();
-        let spec = self.sandbox_spec(&task);
-        self.report(&id, status(TaskState::Preparing, "preparing"));
-        let image_name = task.spec.image.clone().unwrap_or_default();
-        let prepared = async {
-            let rt = self.oci()?;
-            let login = self.login_for(&task.service_id);
-            let image = rt.pull(&image_name, login.as_ref()).await?;
-            Ok::<_, String>((rt, image))
-        }
-        .await;
-        let (rt, image) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                return self
-                    .failed_to_start(&task, &spec, "preparing the task failed", e)
-                    .await;
-            }
-        };
-        if self.locked().get(&id).is_some_and(|l| l.stopping) {
-            // Stopped while its image was pulled: nothing was made yet.
-            self.report(&id, status(TaskState::Shutdown, "shutdown"));
-            self.locked().remove(&id);
-            return;
-        }
-        self.report(&id, status(TaskState::Starting, "starting"));
-        let netns = match shoal_exec::prepare_netns(&spec).await {
-            Ok(n) => n,
-            Err(e) => {
-                let e = e.to_string();
-                return self
-                    .failed_to_start(&task, &spec, "starting the task failed", e)
-                    .await;
-            }
-        };
-        if let Err(e) = self.network.prepare_task(&task, &netns).await {
-            return self
-                .failed_to_start(&task, &spec, "starting the task failed", e)
-                .await;
-        }
-        // The container's stdout and stderr, where `service logs` reads a host task's.
-        let log = shoal_exec::log_path(&spec.run_dir);
-        let started = {
-            let (rt, task, log) = (Arc::clone(&rt), task.clone(), log.clone());
-            let netns_path = PathBuf::from("/run/netns").join(&netns);
-            tokio::task::spawn_blocking(move || {
-                fs_create(&log)?;
-                rt.start(&task, &image, netns_path, &log)
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("starting the container panicked: {e}")))
-        };
-        let mut running = match started {
-            Ok(r) => r,
-            Err(e) => {
-                remove_container(&rt, &id).await;
-                return self
-                    .failed_to_start(&task, &spec, "starting the task failed", e)
-                    .await;
-            }
-        };
-        let pid = running.pid;
-        let stop_requested = {
-            let mut local = self.locked();
-            let l = local.entry(id.clone()).or_default();
-            l.pid = Some(pid);
-            l.container = Some(running.container.clone());
-            l.stopping
-        };
-        let mut st = status(TaskState::Running, "started");
-        st.pid = Some(pid);
-        self.report(&id, st);
-        info!(task = %task.name(), pid, "container running");
-        if stop_requested {
-            self.locked().entry(id.clone()).or_default().stopping = false;
-            self.stop(&id);
-        }
-
-        // runc's exit status is the container's (128 + the signal for a killed one).
-        let code = running.waiter.wait().await.ok().and_then(|s| s.code());
-        let exit = shoal_oci::Exit {
-            code,
-            signal: None,
-            oom_killed: rt.oom_killed(&running.container),
-        };
-        let stopping = self.locked().get(&id).is_some_and(|l| l.stopping);
-        let mut st = match (stopping, exit.error()) {
-            (true, _) => status(TaskState::Shutdown, "shutdown"),
-            (false, None) => status(TaskState::Complete, "finished"),
-            (false, Some(err)) => {
-                let mut st = status(TaskState::Failed, "task exited");
-                st.err = err;
-                st
-            }
-        };
-        st.exit_code = code;
-        info!(task = %task.name(), state = %st.state, "container ended");
-        self.network.release_task(&id).await;
-        remove_container(&rt, &id).await;
-        self.report(&id, st);
-        shoal_exec::cleanup(&spec).await;
-        self.locked().remove(&id);
-    }
-
     /// Owns one task's process from start to exit.
     async fn run(self: Arc<Self>, task: Task) {
         if task.spec.runtime == Runtime::Oci {
@@ -540,17 +481,4 @@ impl Worker {
         // Only now: `stop_all` waits for this, so a stopping daemon leaves no sandbox behind.
         self.locked().remove(&id);
     }
-}
-
-/// The task's run dir and its (truncated) log file.
-fn fs_create(log: &std::path::Path) -> Result<(), String> {
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    }
-    Ok(())
-}
-
-async fn remove_container(rt: &Arc<OciRuntime>, id: &str) {
-    let (rt, id) = (Arc::clone(rt), id.to_string());
-    let _ = tokio::task::spawn_blocking(move || rt.remove(&id)).await;
 }

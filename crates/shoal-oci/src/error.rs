@@ -37,6 +37,13 @@ pub enum OciError {
         #[source]
         source: io::Error,
     },
+    /// The conmon binary could not be run at all.
+    #[error("cannot run {binary}: {source} (install the conmon package)")]
+    MonitorMissing {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to {what} {}: {source}", path.display())]
     Io {
         what: &'static str,

@@ -8,9 +8,11 @@
 //!   capabilities, /etc/resolv.conf, hosts and hostname, the seccomp filter).
 //! - `bundle`: the bundle directory on disk.
 //! - `runc`: the driver (create, start, state, kill, delete, list, wait, stop).
+//! - `logfile`: the container log conmon writes, read back.
+//! - `monitor`: conmon, the per-container monitor that outlives the daemon.
 //! - `cgroup`: where the container's cgroup is, and whether the OOM killer struck.
 //!
-//! `settings`, `spec`, `user`, `caps`, `files` and `seccomp` do no I/O.
+//! `settings`, `spec`, `user`, `caps`, `files`, `seccomp` and `logfile` do no I/O.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,8 @@ pub mod caps;
 pub mod cgroup;
 pub mod error;
 pub mod files;
+pub mod logfile;
+pub mod monitor;
 pub mod runc;
 pub mod seccomp;
 pub mod settings;
@@ -27,5 +31,6 @@ pub mod user;
 
 pub use bundle::Bundle;
 pub use error::OciError;
+pub use monitor::{Monitor, Survivor, Watch};
 pub use runc::{Container, ContainerState, Exit, Logs, Runc, become_subreaper};
 pub use settings::{ImageConfig, MountSpec, Paths, TaskSettings, UserDb};

@@ -105,6 +105,20 @@ impl Runc {
         &self.root
     }
 
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// `runc exec ID COMMAND…` for the caller to run with its own stdio: the command runs in
+    /// the container's namespaces and cgroup with its process's environment, user, working
+    /// directory, capabilities and seccomp filter (runc starts from the config's process),
+    /// and runc exits with its status.
+    pub fn exec_command(&self, id: &str, command: &[String]) -> Command {
+        let mut c = self.command();
+        c.args(["exec", id]).args(command);
+        c
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
         c.arg("--root").arg(&self.root);
@@ -308,13 +322,8 @@ impl Container {
                     Some((Some(128 + sig as i32), Some(sig as i32)))
                 }
                 Ok(_) => None,
-                // Not our child (adopted): runc tells when it has stopped.
-                Err(Errno::ECHILD) => match self.runc.state(&self.id) {
-                    Ok(s) if s.status == "stopped" => Some((None, None)),
-                    Ok(_) => None,
-                    Err(OciError::NoSuchContainer(_)) => Some((None, None)),
-                    Err(e) => return Err(e),
-                },
+                // Not our child (a monitor's, or adopted): gone once its parent reaped it.
+                Err(Errno::ECHILD) => (!crate::monitor::alive(self.pid)).then_some((None, None)),
                 Err(e) => {
                     return Err(OciError::io(
                         "wait for",

@@ -4,66 +4,15 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
+use common::oci::{IMAGE, Runcs, data_dir, registries, runc_ids};
 use common::{Lab, text, wait_for};
-use shoal_testns::Netns;
-use shoal_testns::registry::{LabRegistry, ManifestFormat};
-
-const IMAGE: &str = "127.0.0.1:5000/lab/busybox:1";
-
-/// Removes, when the test ends (also by failing), what runc still runs for a lab node: a
-/// container's processes are in a cgroup of their own, outside the lab's.
-struct Runcs(Vec<PathBuf>);
-
-impl Drop for Runcs {
-    fn drop(&mut self) {
-        for root in &self.0 {
-            for id in runc_ids(root) {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(root)
-                    .args(["delete", "--force", &id])
-                    .output();
-            }
-        }
-    }
-}
-
-fn runc_ids(root: &PathBuf) -> Vec<String> {
-    let out = Command::new("runc")
-        .arg("--root")
-        .arg(root)
-        .args(["list", "-q"])
-        .output()
-        .expect("run runc list");
-    text(&out.stdout).lines().map(str::to_string).collect()
-}
-
-fn data_dir(lab: &Lab, node: u32) -> PathBuf {
-    lab.dir().join(format!("node{node}")).join("data")
-}
-
-/// The registries live in the lab's namespaces, which `lab down` deletes: the `Netns`
-/// handles are forgotten, not dropped.
-fn registries(lab: &Lab) -> Vec<LabRegistry> {
-    (1..=lab.nodes)
-        .map(|n| {
-            let ns = Netns { name: lab.netns(n) };
-            let registry = LabRegistry::start(&ns, 5000);
-            registry.push_busybox("lab/busybox:1", ManifestFormat::Oci);
-            std::mem::forget(ns);
-            registry
-        })
-        .collect()
-}
 
 #[test]
 fn a_service_runs_an_image_in_containers() {
     let lab = Lab::up("oci", 3, 1);
-    let _runcs = Runcs((1..=3).map(|n| data_dir(&lab, n).join("runc")).collect());
+    let _runcs = Runcs::of(&lab);
     let registries = registries(&lab);
     lab.ok(1, &["network", "create", "--driver", "overlay", "ovl"]);
 

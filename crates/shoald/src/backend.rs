@@ -510,7 +510,7 @@ impl Backend for Api {
         };
         // Joining a container's namespaces would run a host binary inside the image's
         // filesystem: refused rather than half-working.
-        if active.worker.runs_container(&id) || active.worker.runs_container(&key) {
+        if active.worker.container_of(&id).is_some() || active.worker.container_of(&key).is_some() {
             return Err(ApiError::bad_request(format!(
                 "task {key} runs a container image; `shoal exec` into containers is not \
                  supported yet (use `shoal service logs`, or run the service with --runtime host)"

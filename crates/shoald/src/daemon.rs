@@ -448,10 +448,11 @@ impl Daemon {
         Ok(())
     }
 
-    /// Daemon shutdown: stop tasks, like dockerd without live-restore.
+    /// Daemon shutdown: stop host-command tasks; containers keep running under their
+    /// monitors for the next daemon to adopt (dockerd's live-restore).
     pub async fn shutdown(&self) {
         if let Some(active) = self.active() {
-            active.worker.stop_all(Duration::from_secs(15)).await;
+            active.worker.shutdown(Duration::from_secs(15)).await;
             if let Some(m) = &active.manager {
                 let _ = m.store.shutdown().await;
             }

@@ -3,6 +3,7 @@
 //! the test fails.
 #![allow(dead_code)]
 
+pub mod oci;
 pub mod upstream;
 
 use std::path::PathBuf;
