@@ -112,7 +112,8 @@ fn has_variant(lab: &Lab, task: &str) -> bool {
 
 #[test]
 fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
-    let lab = Lab::up("img", 2, 1);
+    // Two managers: node2, a follower, seals a login that the leader (node1) opens.
+    let lab = Lab::up("img", 2, 2);
     let _runcs = Runcs((1..=2).map(|n| data_dir(&lab, n).join("runc")).collect());
     // The docker CLI config of this test (never the user's own), deleted by `lab down`.
     let config = lab.dir().join("docker-config");
@@ -349,8 +350,9 @@ fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
         "bGFiOmxhYi1wYXNzd29yZA=="
     );
     let private_digest = private[0].push_busybox("team/busybox:1", ManifestFormat::Oci);
-    let out = ok(
+    let out = shoal(
         &lab,
+        2,
         &config,
         &[
             "service",
@@ -365,8 +367,13 @@ fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
             "sleep",
             "1000",
         ],
+        "",
     );
-    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    assert!(
+        out.status.success() && text(&out.stderr).is_empty(),
+        "{}",
+        text(&out.stderr)
+    );
     let private_tasks = lab.wait_running("private", 2);
     assert_eq!(
         image_of(&lab, "private"),
@@ -389,11 +396,12 @@ fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
         lab.dir().join("node1/shoald.log"),
         lab.dir().join("node2/shoald.log"),
     ];
-    let raft = data_dir(&lab, 1).join("raft");
-    for e in walk(&raft) {
-        files.push(e);
+    for n in 1..=2 {
+        let raft = data_dir(&lab, n).join("raft");
+        let found = walk(&raft);
+        assert!(!found.is_empty(), "no Raft files under {}", raft.display());
+        files.extend(found);
     }
-    assert!(files.len() > 2, "no Raft files under {}", raft.display());
     for f in &files {
         let bytes = std::fs::read(f).unwrap_or_default();
         for s in &secrets {
@@ -404,10 +412,18 @@ fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
             );
         }
     }
-    let key = data_dir(&lab, 1).join("registry-auth.key");
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    // The managers share one sealing key, readable by root alone.
+    let keys: Vec<Vec<u8>> = (1..=2)
+        .map(|n| {
+            let key = data_dir(&lab, n).join("registry-auth.key");
+            let meta = std::fs::metadata(&key).unwrap();
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+            assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+            std::fs::read(&key).unwrap()
+        })
+        .collect();
+    assert_eq!(keys[0].len(), 32);
+    assert_eq!(keys[0], keys[1]);
 
     // image ls on a node shows what it pulled; rm of an image a task uses is refused,
     // naming the task; prune after service rm reclaims it.
@@ -425,11 +441,15 @@ fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
     let err = lab.fails(*node, &["image", "rm", PRIVATE]);
     let slot = lab.task_json(task)["Slot"].as_u64().unwrap_or_default();
     let name = format!("private.{slot}.{task}");
+    // Every local task of that image is named (another service's task may run the same
+    // image: the lab's registries serve one build).
+    let ps = lab.ok(1, &["service", "ps", "--no-trunc", "pinned"]);
     assert!(
         err.contains(&format!(
-            "conflict: unable to remove repository reference \"{PRIVATE}\" - container {name}"
-        )) && err.contains("is using its referenced image"),
-        "{err}"
+            "conflict: unable to remove repository reference \"{PRIVATE}\" - container "
+        )) && err.contains(&name)
+            && err.contains("is using its referenced image"),
+        "{err}\n{ps}"
     );
     lab.ok(
         1,
