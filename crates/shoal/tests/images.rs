@@ -357,6 +357,7 @@ fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
         &[
             "service",
             "create",
+            "-d",
             "--name",
             "private",
             "--replicas",
@@ -374,6 +375,8 @@ fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
         "{}",
         text(&out.stderr)
     );
+    // `-d`: a follower may not have applied the create yet when the CLI would start
+    // following it there; node1 (the leader) is asked instead.
     let private_tasks = lab.wait_running("private", 2);
     assert_eq!(
         image_of(&lab, "private"),
@@ -382,9 +385,18 @@ fn services_pin_digests_pull_with_logins_and_images_are_listed_and_pruned() {
 
     // The login is nowhere in plain text: not in inspect, not in the managers' Raft files,
     // not in any daemon's log.
+    // The password, the config.json form, the X-Registry-Auth header the CLI sent, and
+    // any JSON login.
+    let header = shoal_image::AuthConfig {
+        username: "lab".into(),
+        password: PASSWORD.into(),
+        server_address: "127.0.0.1:5001".into(),
+    }
+    .to_header();
     let secrets = [
         PASSWORD.to_string(),
         "bGFiOmxhYi1wYXNzd29yZA".to_string(),
+        header.trim_end_matches('=').to_string(),
         "\"password\"".to_string(),
     ];
     let inspect = lab.ok(1, &["service", "inspect", "private"]);
