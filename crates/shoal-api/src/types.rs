@@ -333,11 +333,16 @@ pub struct LogLine {
     pub line: String,
 }
 
-/// `GET /v1/tasks/{key}/pid`: the host pid of a task running on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `GET /v1/tasks/{key}/pid`: the host pid of a task running on this node, and for a
+/// container, its runc id and root (`shoal exec` runs `runc exec` there).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Pid {
     #[serde(rename = "PID")]
     pub pid: u32,
+    #[serde(rename = "Container", default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(rename = "RuncRoot", default, skip_serializing_if = "Option::is_none")]
+    pub runc_root: Option<String>,
 }
 
 /// Query of `POST /v1/swarm/leave` and `DELETE /v1/nodes/{key}`.

@@ -169,7 +169,10 @@ impl Backend for Fake {
     }
     async fn local_task_pid(&self, key: String) -> ApiResult<Pid> {
         match key.as_str() {
-            "vote.1" => Ok(Pid { pid: 4242 }),
+            "vote.1" => Ok(Pid {
+                pid: 4242,
+                ..Pid::default()
+            }),
             _ => Err(ApiError::conflict(format!(
                 "task {key} runs on node2; run shoal exec on node2"
             ))),

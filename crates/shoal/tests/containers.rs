@@ -117,15 +117,52 @@ fn a_service_runs_an_image_in_containers() {
         );
         assert!(std::path::Path::new(&format!("/proc/{pid}/root/bin/busybox")).exists());
     }
-    // `shoal exec` does not enter containers yet: refused on the task's node, naming it.
+    // `shoal exec` runs inside the container: its hostname, its root (no host /work), its
+    // PID namespace (the container's process is PID 1 there).
     let (node, id) = &tasks[0];
-    let err = lab.fails(*node, &["exec", id, "--", "true"]);
-    assert!(
-        err.contains(&format!(
-            "task {id} runs a container image; `shoal exec` into containers is not supported yet"
-        )),
-        "{err}"
+    let slot = lab.ok(
+        1,
+        &[
+            "service",
+            "ps",
+            "--no-trunc",
+            "--format",
+            "{{.Name}}|{{.ID}}",
+            "bb",
+        ],
     );
+    let name = slot
+        .lines()
+        .find_map(|l| l.strip_suffix(&format!("|{id}")))
+        .expect("the task's name")
+        .to_string();
+    let hostname = lab.ok(
+        *node,
+        &["exec", &name, "--", "busybox", "cat", "/etc/hostname"],
+    );
+    assert_eq!(hostname.trim(), &id[..12]);
+    let out = lab.shoal(*node, &["exec", &name, "--", "busybox", "ls", "/work"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("ls: /work: No such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    let ps = lab.ok(
+        *node,
+        &["exec", id, "--", "busybox", "ps", "-o", "pid,args"],
+    );
+    assert!(
+        ps.lines().any(|l| l.trim() == "1 busybox httpd -f -p 80"),
+        "{ps}"
+    );
+    // Where the task does not run, the error says so (a manager names the task's node).
+    let (other, want) = match node {
+        1 => (2, format!("task {name} is not running on this node")),
+        n => (1, format!("task {name} runs on node node{n}, not here")),
+    };
+    let err = lab.fails(other, &["exec", &name, "--", "true"]);
+    assert!(err.contains(&want), "{err}");
 
     // A missing tag: the task fails with the registry's words, nothing stuck.
     lab.ok(

@@ -508,20 +508,31 @@ impl Backend for Api {
             }
             None => (key.clone(), None),
         };
-        // Joining a container's namespaces would run a host binary inside the image's
-        // filesystem: refused rather than half-working.
-        if active.worker.container_of(&id).is_some() || active.worker.container_of(&key).is_some() {
-            return Err(ApiError::bad_request(format!(
-                "task {key} runs a container image; `shoal exec` into containers is not \
-                 supported yet (use `shoal service logs`, or run the service with --runtime host)"
-            )));
+        // A container: `runc exec` into it, in all its namespaces, as its user.
+        let container = active
+            .worker
+            .container_of(&id)
+            .or_else(|| active.worker.container_of(&key));
+        if let Some((container, root)) = container {
+            let pid = active
+                .worker
+                .pid(&container)
+                .ok_or_else(|| ApiError::not_found(format!("task {key} is not running")))?;
+            return Ok(Pid {
+                pid,
+                container: Some(container),
+                runc_root: Some(root.display().to_string()),
+            });
         }
         match active
             .worker
             .pid(&id)
             .or_else(|| active.worker.pid_by_key(&key))
         {
-            Some(pid) => Ok(Pid { pid }),
+            Some(pid) => Ok(Pid {
+                pid,
+                ..Pid::default()
+            }),
             None => Err(ApiError::not_found(match on_node {
                 Some(host) if host != self.0.cfg.hostname => {
                     format!("task {key} runs on node {host}, not here; run `shoal exec` on {host}")

@@ -331,7 +331,10 @@ impl Backend for Fake {
     }
     async fn local_task_pid(&self, key: String) -> ApiResult<Pid> {
         if let (Some(pid), "vote.1") = (self.state.lock().unwrap().exec_pid, key.as_str()) {
-            return Ok(Pid { pid });
+            return Ok(Pid {
+                pid,
+                ..Pid::default()
+            });
         }
         Err(ApiError::conflict(format!(
             "task {key} runs on node2; run shoal exec on node2"
