@@ -145,6 +145,51 @@ mod tests {
         assert!(w.ends_with("(cannot reach registry reg:5000)"));
     }
 
+    fn prepare(image: &str, opts: ServiceOptions) -> ApiResult<(String, Vec<String>, bool)> {
+        let mut spec = shoal_types::fixtures::spec("a", 1);
+        let cs = &mut spec.task_template.container_spec;
+        cs.runtime = Runtime::Oci;
+        cs.image = Some(image.into());
+        // No image store: any call to a registry would fail the test with this error.
+        let none = Err(ApiError::internal("no registry may be asked here"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (warnings, login) = rt.block_on(prepare_image(none, &mut spec, &opts))?;
+        let image = spec.task_template.container_spec.image.unwrap_or_default();
+        Ok((image, warnings, login.is_some()))
+    }
+
+    #[test]
+    fn a_digest_given_or_no_resolve_keeps_the_reference_and_reads_the_login() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let pinned = format!("reg:5000/app:1@{d}");
+        let (image, warnings, login) = prepare(&pinned, ServiceOptions::default()).unwrap();
+        assert_eq!(
+            (image.as_str(), warnings.len(), login),
+            (pinned.as_str(), 0, false)
+        );
+        let auth = AuthConfig {
+            username: "u".into(),
+            password: "p".into(),
+            server_address: "reg:5000".into(),
+        };
+        let opts = ServiceOptions {
+            query_registry: false,
+            registry_auth: Some(auth.to_header()),
+        };
+        let (image, _, login) = prepare("reg:5000/app:1", opts).unwrap();
+        assert_eq!((image.as_str(), login), ("reg:5000/app:1", true));
+        let bad = ServiceOptions {
+            query_registry: false,
+            registry_auth: Some("%%".into()),
+        };
+        assert_eq!(prepare("reg:5000/app:1", bad).unwrap_err().status, 400);
+        // A tag to resolve does ask (here: the store that is not there).
+        let err = prepare("reg:5000/app:1", ServiceOptions::default()).unwrap_err();
+        assert_eq!(err.message, "no registry may be asked here");
+    }
+
     #[test]
     fn logins_open_for_the_tasks_services_only() {
         let dir = tempfile::tempdir().unwrap();
