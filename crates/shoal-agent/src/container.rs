@@ -36,8 +36,8 @@ pub struct OciRuntime {
 }
 
 /// Where a container's log starts over (conmon's `--log-size-max`): what `service logs`
-/// can show of one task is bounded.
-pub const LOG_MAX_BYTES: u64 = 8 << 20;
+/// can show of one task is bounded, and fits one gRPC answer (4 MiB by default).
+pub const LOG_MAX_BYTES: u64 = 2 << 20;
 
 /// The container's log in its task's run dir (k8s-file lines, see `logs`).
 pub fn log_path(run_dir: &Path) -> PathBuf {

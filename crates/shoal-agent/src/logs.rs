@@ -25,19 +25,26 @@ impl Agent for AgentService {
         if let Ok(text) = tokio::fs::read_to_string(&container_log).await {
             let mut data = String::new();
             for e in shoal_oci::logfile::parse(&text) {
+                data.push_str(&e.time);
+                data.push(' ');
                 data.push_str(&e.text);
                 data.push('\n');
             }
             return Ok(Response::new(LogsResponse {
                 data: data.into_bytes(),
+                timestamped: true,
             }));
         }
         let path = shoal_exec::log_path(&run_dir);
         match tokio::fs::read(&path).await {
-            Ok(data) => Ok(Response::new(LogsResponse { data })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Response::new(LogsResponse { data: Vec::new() }))
-            }
+            Ok(data) => Ok(Response::new(LogsResponse {
+                data,
+                timestamped: false,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Response::new(LogsResponse {
+                data: Vec::new(),
+                timestamped: false,
+            })),
             Err(e) => Err(Status::internal(format!(
                 "failed to read {}: {e}",
                 path.display()

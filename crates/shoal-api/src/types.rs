@@ -331,6 +331,9 @@ pub struct LogLine {
     /// The hostname of the node that ran it.
     pub node: String,
     pub line: String,
+    /// When the container wrote it (RFC 3339); none for a host command's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
 }
 
 /// `GET /v1/tasks/{key}/pid`: the host pid of a task running on this node, and for a

@@ -165,6 +165,7 @@ impl Backend for Fake {
             task: format!("{key}.1.t1"),
             node: "node1".into(),
             line: "hello".into(),
+            timestamp: None,
         }])
     }
     async fn local_task_pid(&self, key: String) -> ApiResult<Pid> {

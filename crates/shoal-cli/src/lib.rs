@@ -22,6 +22,7 @@ pub mod format;
 pub mod image;
 pub mod lab;
 pub mod list;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod progress;

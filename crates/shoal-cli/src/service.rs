@@ -1,6 +1,5 @@
 //! `shoal service create|ls|ps|inspect|scale|update|rm|logs`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -99,6 +98,15 @@ pub struct LogsArgs {
     /// Do not truncate task ids.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Number of lines to show from the end of each task's log.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Show timestamps (containers' lines).
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Show lines since a time (RFC 3339) or for a duration back (10m).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
     #[arg(value_name = "SERVICE")]
     pub service: String,
 }
@@ -388,28 +396,7 @@ pub fn log_prefix(task: &str, node: &str, no_trunc: bool) -> String {
 }
 
 async fn logs(client: &Client, a: LogsArgs) -> Result<()> {
-    // Lines already printed per task: the daemon returns each task's log from its start, so
-    // following is printing what is new since the last poll.
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    loop {
-        let lines = client.service_logs(&a.service).await?;
-        let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-        for l in &lines {
-            let n = count.entry(l.task.as_str()).or_default();
-            *n += 1;
-            if *n > seen.get(&l.task).copied().unwrap_or(0) {
-                println!("{}{}", log_prefix(&l.task, &l.node, a.no_trunc), l.line);
-            }
-        }
-        for (task, n) in count {
-            let s = seen.entry(task.to_string()).or_default();
-            *s = (*s).max(n);
-        }
-        if !a.follow {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    crate::logs::run(client, &a).await
 }
 
 #[cfg(test)]

@@ -465,25 +465,36 @@ impl Backend for Api {
             let req = shoal_rpc::LogsRequest {
                 task_id: t.id.clone(),
             };
-            let data = match tokio::time::timeout(
+            let (data, timestamped) = match tokio::time::timeout(
                 std::time::Duration::from_secs(5),
                 AgentClient::new(channel).task_logs(req),
             )
             .await
             {
-                Ok(Ok(r)) => r.into_inner().data,
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    (r.data, r.timestamped)
+                }
                 // A node that is down cannot serve its logs; say so in the output.
-                _ => format!(
-                    "(logs unavailable: node {} did not answer)\n",
-                    node.hostname()
-                )
-                .into_bytes(),
+                _ => (
+                    format!(
+                        "(logs unavailable: node {} did not answer)\n",
+                        node.hostname()
+                    )
+                    .into_bytes(),
+                    false,
+                ),
             };
             for line in String::from_utf8_lossy(&data).lines() {
+                let (timestamp, line) = match line.split_once(' ') {
+                    Some((time, rest)) if timestamped => (Some(time.to_string()), rest),
+                    _ => (None, line),
+                };
                 lines.push(LogLine {
                     task: t.name(),
                     node: node.hostname().to_string(),
                     line: line.to_string(),
+                    timestamp,
                 });
             }
         }

@@ -326,6 +326,7 @@ impl Backend for Fake {
                 task: t.task.name(),
                 node: t.node_hostname.clone(),
                 line: format!("hello from {}", t.task.slot_name()),
+                timestamp: None,
             })
             .collect())
     }
