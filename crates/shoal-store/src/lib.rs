@@ -237,10 +237,28 @@ impl Store {
 
     /// Appends `cmd` through Raft; returns its result once it is committed and applied here.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult, StoreError> {
+        self.propose_indexed(cmd).await.map(|(result, _)| result)
+    }
+
+    /// Like [`Store::propose`], with the index of the log entry the command was committed
+    /// at (a follower that forwarded a write waits for it: [`Store::wait_applied`]).
+    pub async fn propose_indexed(&self, cmd: Command) -> Result<(CommandResult, u64), StoreError> {
         match self.inner.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => Ok((resp.data, resp.log_id.index)),
             Err(e) => Err(self.write_error(e)),
         }
+    }
+
+    /// Waits until this manager has applied log entry `index`, at most `timeout`; false if
+    /// it has not by then. A follower that forwarded a write to the leader waits for it
+    /// before answering, so that the client's next read on this manager sees its write.
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> bool {
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "a forwarded write")
+            .await
+            .is_ok()
     }
 
     /// The applied state. A new value is published after each applied batch of entries that

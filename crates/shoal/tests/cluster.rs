@@ -339,6 +339,35 @@ fn three_managers_survive_the_leader_stopping() {
     );
     lab.create("--name web --replicas 3 SHOAL demo client");
     lab.wait_running("web", 3);
+    // A follower forwards a write to the leader and answers once it has applied it too, so
+    // the CLI's wait for convergence (it reads this follower) finds the new service.
+    let made = lab.ok(
+        2,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "host",
+            "--name",
+            "viafollower",
+            SHOAL,
+            "demo",
+            "client",
+        ],
+    );
+    assert!(made.contains("verify: Service converged"), "{made}");
+    let name = lab.ok(
+        2,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.Name}}",
+            "viafollower",
+        ],
+    );
+    assert_eq!(name.trim(), "viafollower");
+    lab.ok(2, &["service", "rm", "viafollower"]);
 
     // Stop the leader's daemon: the two others elect a leader and keep the service.
     let pid = lab.daemon_pid(1).expect("node1's shoald");

@@ -239,14 +239,14 @@ impl Cluster for ClusterService {
     ) -> Result<Response<shoal_rpc::Json>, Status> {
         let cmd: Command = serde_json::from_slice(&req.into_inner().data)
             .map_err(|e| Status::invalid_argument(format!("command does not parse: {e}")))?;
-        let result = match self.manager.store.propose(cmd).await {
-            Ok(r) => r,
+        let reply = match self.manager.store.propose_indexed(cmd).await {
+            Ok((result, index)) => crate::manager::ProposeReply { result, index },
             Err(shoal_store::StoreError::NotLeader { .. }) => {
                 return Err(not_leader(&self.manager));
             }
             Err(e) => return Err(Status::internal(e.to_string())),
         };
-        let data = serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?;
+        let data = serde_json::to_vec(&reply).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(shoal_rpc::json(data)))
     }
 

@@ -185,7 +185,16 @@ impl Manager {
                 }
             };
             if let Some((_, addr)) = leader {
-                return forward(&addr, &cmd).await;
+                let index = forward(&addr, &cmd).await?;
+                // Read-your-writes on this manager: the CLI's next call (waiting for the
+                // service it just created, say) reads this manager's state.
+                if !self.store.wait_applied(index, FORWARDED_APPLY_WAIT).await {
+                    tracing::warn!(
+                        index,
+                        "a write forwarded to the leader is committed but not yet applied here after {FORWARDED_APPLY_WAIT:?}; reads on this manager may not show it yet"
+                    );
+                }
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(ApiError::new(
@@ -340,8 +349,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Sends a command to the leader's `Cluster.Propose`.
-async fn forward(addr: &str, cmd: &Command) -> Result<(), ApiError> {
+/// The leader's answer to `Cluster.Propose`: how the command applied, and the index of its
+/// log entry.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ProposeReply {
+    pub result: CommandResult,
+    pub index: u64,
+}
+
+/// How long a follower waits to apply a write it forwarded before it answers anyway.
+const FORWARDED_APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends a command to the leader's `Cluster.Propose`; the index it was committed at.
+async fn forward(addr: &str, cmd: &Command) -> Result<u64, ApiError> {
     let unavailable =
         |e: String| ApiError::new(503, format!("cannot reach the leader at {addr}: {e}"));
     let channel = shoal_rpc::channel(addr).map_err(|e| unavailable(e.to_string()))?;
@@ -350,9 +370,15 @@ async fn forward(addr: &str, cmd: &Command) -> Result<(), ApiError> {
         .propose(shoal_rpc::json(data))
         .await
         .map_err(|s| unavailable(s.message().to_string()))?;
-    match serde_json::from_slice::<CommandResult>(&reply.into_inner().data) {
-        Ok(CommandResult::Ok) => Ok(()),
-        Ok(CommandResult::Err(e)) => Err(apply_error(e)),
+    match serde_json::from_slice::<ProposeReply>(&reply.into_inner().data) {
+        Ok(ProposeReply {
+            result: CommandResult::Ok,
+            index,
+        }) => Ok(index),
+        Ok(ProposeReply {
+            result: CommandResult::Err(e),
+            ..
+        }) => Err(apply_error(e)),
         Err(e) => Err(ApiError::new(
             500,
             format!("the leader's reply does not parse: {e}"),
