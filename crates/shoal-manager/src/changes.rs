@@ -24,6 +24,8 @@ pub struct Changes {
     /// A task that held addresses ended or was removed: one waiting for an address (or a
     /// service for its VIP) may get it now.
     pub freed: bool,
+    /// A service's placement constraints changed: a task of it waiting for a node may fit.
+    pub placement: bool,
 }
 
 impl Changes {
@@ -40,10 +42,9 @@ impl Changes {
         self.all || self.new_tasks || self.freed || !self.specs.is_empty()
     }
 
-    /// Whether the scheduler has anything to do (a changed spec may have new constraints
-    /// that a waiting task now meets).
+    /// Whether the scheduler has anything to do.
     pub fn schedule(&self) -> bool {
-        self.all || self.pending_tasks || !self.specs.is_empty()
+        self.all || self.pending_tasks || self.placement
     }
 
     /// The services the orchestrator looks at; `None`: all of them.
@@ -62,9 +63,11 @@ pub fn between(old: &ClusterState, new: &ClusterState) -> Changes {
     if c.all {
         return c;
     }
-    for (id, _, _) in changes(&old.services, &new.services) {
+    for (id, was, now) in changes(&old.services, &new.services) {
         c.specs.insert(id.clone());
         c.services.insert(id.clone());
+        c.placement |= was.map(|s| &s.spec.task_template.placement)
+            != now.map(|s| &s.spec.task_template.placement);
     }
     let waits = |t: &shoal_types::Task, s: TaskState| {
         t.desired_state == TaskState::Running && t.status.state == s
@@ -170,8 +173,8 @@ mod tests {
         let c = between(&old, &st);
         assert!(!c.new_tasks && c.pending_tasks && c.schedule() && !c.allocate());
 
-        // A spec change: that service, the allocator (its VIPs may change) and the
-        // scheduler (new constraints may let a waiting task be placed).
+        // A spec change: that service, and the allocator (its VIPs may change); not the
+        // scheduler, as the constraints are the same.
         let old = st.clone();
         st.apply(Command::UpdateService {
             id: "s2".into(),
@@ -181,7 +184,21 @@ mod tests {
         .unwrap();
         let c = between(&old, &st);
         assert_eq!(c.specs, BTreeSet::from(["s2".to_string()]));
-        assert!(c.allocate() && c.schedule());
+        assert!(c.allocate() && !c.schedule());
+
+        // New constraints: the scheduler looks again (a waiting task may fit now).
+        let old = st.clone();
+        let mut constrained = spec("web", 3);
+        constrained.task_template.placement.constraints =
+            vec![shoal_types::Constraint::parse("node.hostname==node1").unwrap()];
+        st.apply(Command::UpdateService {
+            id: "s2".into(),
+            spec: constrained,
+            at: Millis(4),
+        })
+        .unwrap();
+        let c = between(&old, &st);
+        assert!(c.placement && c.schedule() && !c.all);
 
         // A node changes: everything.
         let old = st.clone();
