@@ -21,6 +21,8 @@ pub struct WalkArgs {
 struct Walk {
     shoal: PathBuf,
     lab: String,
+    /// The lab registry's `HOST:PORT`, which holds the seed's images.
+    registry: String,
 }
 
 impl Drop for Walk {
@@ -67,13 +69,10 @@ impl Walk {
     }
 
     /// `shoal LINE` on node N, the line split at spaces as a shell would (no quoting);
-    /// `SHOAL` stands for this binary, which the tasks run as their command.
+    /// `REGISTRY/` stands for the lab registry's address.
     fn cmd(&self, node: u32, line: &str) -> Result<String> {
-        let me = self.shoal.display().to_string();
-        let args: Vec<&str> = line
-            .split_whitespace()
-            .map(|a| if a == "SHOAL" { me.as_str() } else { a })
-            .collect();
+        let line = line.replace("REGISTRY/", &format!("{}/", self.registry));
+        let args: Vec<&str> = line.split_whitespace().collect();
         self.shoal(node, &args)
     }
 
@@ -206,14 +205,28 @@ fn a_records(dig: &str) -> Vec<String> {
 
 pub async fn run(args: WalkArgs) -> Result<i32> {
     let shoal = std::env::current_exe().context("failed to find the shoal binary")?;
-    let w = Walk {
+    let mut w = Walk {
         shoal: shoal.clone(),
         lab: args.name.clone(),
+        registry: String::new(),
     };
+    // The lab's registry holds the seed's images (anoy/vote, anoy/client), built from this
+    // machine's binaries: no internet needed.
     w.run(
-        "$ shoal lab up --nodes 2",
-        Command::new(&shoal).args(["lab", "up", "--nodes", "2", "--name", &args.name]),
+        "$ shoal lab up --nodes 2 --registry",
+        Command::new(&shoal).args([
+            "lab",
+            "up",
+            "--nodes",
+            "2",
+            "--registry",
+            "--name",
+            &args.name,
+        ]),
     )?;
+    w.registry = shoal_lab::load(&args.name)?
+        .registry
+        .context("the lab has no registry")?;
 
     let ls = w.cmd(1, "node ls")?;
     let lines: Vec<&str> = ls.lines().skip(1).collect();
@@ -233,8 +246,8 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
     w.cmd(1, "network create --driver overlay overlay1")?;
 
     println!("\n## 1. DNS-based load balancing (endpoint mode dnsrr)");
-    w.cmd(1, "service create --runtime host --endpoint-mode dnsrr --replicas 1 --name client --network overlay1 SHOAL demo client")?;
-    w.cmd(1, "service create --runtime host --endpoint-mode dnsrr --name vote --network overlay1 --replicas 2 SHOAL demo vote")?;
+    w.cmd(1, "service create --endpoint-mode dnsrr --replicas 1 --name client --network overlay1 REGISTRY/anoy/client")?;
+    w.cmd(1, "service create --endpoint-mode dnsrr --name vote --network overlay1 --replicas 2 REGISTRY/anoy/vote")?;
     let ls = w.cmd(1, "service ls")?;
     w.check(
         "client 1/1 and vote 2/2",
@@ -279,11 +292,11 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
     println!("\n## 2. VIP-based load balancing (the default endpoint mode)");
     w.cmd(
         1,
-        "service create --runtime host --replicas 1 --name client --network overlay1 SHOAL demo client",
+        "service create --replicas 1 --name client --network overlay1 REGISTRY/anoy/client",
     )?;
     w.cmd(
         1,
-        "service create --runtime host --name vote --network overlay1 --replicas 2 SHOAL demo vote",
+        "service create --name vote --network overlay1 --replicas 2 REGISTRY/anoy/vote",
     )?;
     let vips = w.cmd(1, "service inspect --format {{.Endpoint.VirtualIPs}} vote")?;
     w.cmd(
@@ -313,7 +326,19 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
         &format!("node inspect --format {{{{.Description.DataPlane.VIPBalancer}}}} node{node}"),
     )?;
     if balancer.trim() == "nftables" {
-        let nft = w.in_task("client.1", &["nft", "list", "table", "ip", "shoal"])?;
+        // The client's image has no nft (nor CAP_NET_ADMIN): look from its node.
+        let (_, client_id) = w
+            .tasks("client")?
+            .first()
+            .cloned()
+            .context("no client task")?;
+        let netns = format!("shoal-task-{}", &client_id[..12]);
+        let nft = w.on_node(
+            node,
+            &[
+                "ip", "netns", "exec", &netns, "nft", "list", "table", "ip", "shoal",
+            ],
+        )?;
         w.check(
             "the client's node maps the VIP (our ipvsadm): the sandbox's nftables table sends it to the service's chain",
             nft.contains(&format!("{vip} : goto svc_")),
@@ -337,7 +362,7 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
     println!("\n## 3. The routing mesh (published ports)");
     w.cmd(
         1,
-        "service create --runtime host --name vote --network overlay1 --replicas 2 -p 8080:80 SHOAL demo vote",
+        "service create --name vote --network overlay1 --replicas 2 -p 8080:80 REGISTRY/anoy/vote",
     )?;
     for (from, to) in [(1, "node2"), (2, "node1")] {
         let mut ids = BTreeSet::new();
@@ -402,7 +427,7 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
         "SRV records for published ports",
         srv.contains(" 80 vote.overlay1."),
     )?;
-    w.cmd(1, "service create --runtime host --name web --constraint node.hostname==node1 --publish published=8081,target=80,traffic=local SHOAL demo vote")?;
+    w.cmd(1, "service create --name web --constraint node.hostname==node1 --publish published=8081,target=80,traffic=local REGISTRY/anoy/vote")?;
     let node2 = w.cmd(1, "node inspect --format {{.Status.Addr}} node2")?;
     let page = w.on_node(2, &["curl", "-s", "node1:8081"])?;
     w.check(
