@@ -257,10 +257,14 @@ pub async fn run(args: WalkArgs) -> Result<i32> {
     )?;
     let ps = w.cmd(1, "service ps vote")?;
     w.check("vote.1 and vote.2 run on node1 and node2", {
+        let column = ps
+            .lines()
+            .next()
+            .and_then(|h| h.split_whitespace().position(|c| c == "NODE"));
         let nodes: BTreeSet<&str> = ps
             .lines()
             .filter(|l| l.contains("Running"))
-            .filter_map(|l| l.split_whitespace().nth(2))
+            .filter_map(|l| l.split_whitespace().nth(column?))
             .collect();
         nodes == BTreeSet::from(["node1", "node2"])
     })?;
