@@ -18,9 +18,10 @@ use shoal_oci::bundle::{packaged_seccomp, read_user_db};
 use shoal_oci::seccomp::{Seccomp, Target};
 use shoal_oci::spec::generate;
 use shoal_oci::{
-    Bundle, Container, ImageConfig, Monitor, Runc, Survivor, TaskSettings, UserDb, Watch,
+    Bundle, Container, ImageConfig, Monitor, MountSpec, Runc, Survivor, TaskSettings, UserDb, Watch,
 };
 use shoal_types::Task;
+use shoal_types::mount::{Mount, MountType};
 use tracing::warn;
 
 /// The node's container runtime: its image store, runc's state root and the tasks'
@@ -188,18 +189,44 @@ fn settings(task: &Task, netns_path: PathBuf) -> TaskSettings {
         env: cs.env.clone(),
         workdir: cs.dir.clone(),
         user: cs.user.clone(),
-        hostname: task.hostname().to_string(),
+        hostname: cs
+            .hostname
+            .clone()
+            .unwrap_or_else(|| task.hostname().to_string()),
         addresses: task
             .networks
             .iter()
             .map(|a| std::net::IpAddr::V4(a.addr.addr()))
             .collect(),
         read_only: cs.read_only,
-        mounts: vec![],
+        mounts: cs.mounts.iter().map(mount_spec).collect(),
         nano_cpus: cs.limits.nano_cpus,
         memory_bytes: cs.limits.memory_bytes,
-        cap_add: vec![],
-        cap_drop: vec![],
+        cap_add: cs.cap_add.clone(),
+        cap_drop: cs.cap_drop.clone(),
         netns_path,
+    }
+}
+
+/// A `--mount` as shoal-oci renders it (volumes under the node's `<data>/volumes`).
+fn mount_spec(m: &Mount) -> MountSpec {
+    let source = m.source.clone().unwrap_or_default();
+    let target = m.target.clone();
+    match m.kind {
+        MountType::Bind => MountSpec::Bind {
+            source: PathBuf::from(source),
+            target,
+            read_only: m.read_only,
+        },
+        MountType::Volume => MountSpec::Volume {
+            name: source,
+            target,
+            read_only: m.read_only,
+        },
+        MountType::Tmpfs => MountSpec::Tmpfs {
+            target,
+            size_bytes: m.tmpfs_size_bytes,
+            mode: None,
+        },
     }
 }

@@ -93,6 +93,7 @@ impl Session {
                     .unwrap_or_default(),
                 // Read at each session: addresses and routes may have changed since the join.
                 host_networks: serde_json::to_vec(&host_networks()).unwrap_or_default(),
+                resources: serde_json::to_vec(&host_resources()).unwrap_or_default(),
             })
             .await?
             .into_inner();
@@ -193,6 +194,21 @@ impl Session {
 }
 
 /// What no overlay may cover on this node: its addresses, routes and resolvers.
+/// This host's CPUs and memory, for the scheduler's reservations (zero where unknown).
+pub fn host_resources() -> shoal_types::node::Resources {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    shoal_types::node::Resources {
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes: kib * 1024,
+    }
+}
+
 pub fn host_networks() -> Vec<shoal_types::node::HostNetwork> {
     shoal_net::host::host_reserved()
         .into_iter()

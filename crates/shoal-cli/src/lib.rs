@@ -16,6 +16,7 @@
 //! (exit code 2).
 #![forbid(unsafe_code)]
 
+pub mod container_opts;
 pub mod demo;
 pub mod exec;
 pub mod format;

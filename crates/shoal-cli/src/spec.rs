@@ -103,6 +103,8 @@ pub struct CreateArgs {
     pub timeout: String,
     #[command(flatten)]
     pub image_opts: crate::image::ImageOpts,
+    #[command(flatten)]
+    pub container_opts: crate::container_opts::ContainerOpts,
     /// IMAGE [COMMAND] [ARG...] (`--runtime host`: COMMAND [ARG...]).
     #[arg(
         required = true,
@@ -228,15 +230,17 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
 /// host`, COMMAND [ARG...]. An image reference that does not parse is refused here, naming
 /// it, as docker does.
 fn container_spec(a: &CreateArgs) -> Result<ContainerSpec> {
-    let oci_only = [
+    let mut oci_only = vec![
         ("--entrypoint", a.entrypoint.is_some()),
         ("--user", a.user.is_some()),
         ("--read-only", a.read_only),
         ("--limit-memory", a.limit_memory.is_some()),
         ("--limit-cpu", a.limit_cpu.is_some()),
     ];
+    oci_only.extend(a.container_opts.oci_only());
     let mut cs = ContainerSpec::host(a.command.clone());
     cs.env = checked_env(&a.env)?;
+    a.container_opts.apply(&mut cs)?;
     cs.dir = a.workdir.clone();
     cs.stop_grace_period_ms = duration("--stop-grace-period", &a.stop_grace_period)?;
     match a.runtime {

@@ -1,8 +1,11 @@
 //! Places pending tasks on nodes: Ready/Active nodes that satisfy the service's
-//! constraints, fewest tasks of this service first, then fewest tasks overall.
+//! constraints and have room for the task's reservations, fewest tasks of this service
+//! first, then fewest tasks overall.
 
 use std::collections::BTreeMap;
 
+use shoal_types::node::Resources;
+use shoal_types::service::Limits;
 use shoal_types::{ClusterState, Node, Task, TaskState};
 
 /// One decision per pending task that can be placed. Tasks that fit nowhere stay pending
@@ -18,10 +21,13 @@ pub fn schedule(state: &ClusterState) -> Plan {
     // Live task counts per (node) and per (service, node), updated as we place.
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_service: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    // What the live tasks of each node reserve (`--reserve-cpu`, `--reserve-memory`).
+    let mut reserved: BTreeMap<&str, Reserved> = BTreeMap::new();
     for t in state.tasks.values().filter(|t| t.is_live()) {
         if let Some(n) = t.node_id.as_deref() {
             *per_node.entry(n).or_default() += 1;
             *per_service.entry((t.service_id.as_str(), n)).or_default() += 1;
+            reserved.entry(n).or_default().add(&t.spec.reservations);
         }
     }
     let pending = state
@@ -44,10 +50,20 @@ pub fn schedule(state: &ClusterState) -> Plan {
         };
         let constraints = &service.spec.task_template.placement.constraints;
         let ready: Vec<&Node> = state.nodes.values().filter(|n| n.schedulable()).collect();
-        let fits: Vec<&Node> = ready
+        let allowed: Vec<&Node> = ready
             .iter()
             .copied()
             .filter(|n| constraints.iter().all(|c| c.matches(n)))
+            .collect();
+        let want = &task.spec.reservations;
+        let short = |n: &Node| {
+            let have = reserved.get(n.id.as_str()).copied().unwrap_or_default();
+            have.short_of(want, &n.description.resources)
+        };
+        let fits: Vec<&Node> = allowed
+            .iter()
+            .copied()
+            .filter(|n| short(n).is_none())
             .collect();
         let best = fits.iter().min_by_key(|n| {
             (
@@ -61,6 +77,7 @@ pub fn schedule(state: &ClusterState) -> Plan {
         });
         match best {
             Some(node) => {
+                reserved.entry(node.id.as_str()).or_default().add(want);
                 *per_node.entry(node.id.as_str()).or_default() += 1;
                 *per_service
                     .entry((task.service_id.as_str(), node.id.as_str()))
@@ -68,8 +85,22 @@ pub fn schedule(state: &ClusterState) -> Plan {
                 plan.assignments.push((task.id.clone(), node.id.clone()));
             }
             None => {
+                let plural = |n: usize| if n == 1 { "" } else { "s" };
+                let shortages: Vec<&str> = allowed.iter().filter_map(|n| short(n)).collect();
                 let why = if ready.is_empty() {
                     "no suitable node (no node is ready and active)".to_string()
+                } else if !allowed.is_empty() {
+                    // Every node the constraints allow lacks room: name what, as Swarm does.
+                    let what = if shortages.iter().all(|s| *s == shortages[0]) {
+                        shortages[0]
+                    } else {
+                        "resources"
+                    };
+                    let n = shortages.len();
+                    format!(
+                        "no suitable node (insufficient {what} on {n} node{})",
+                        plural(n)
+                    )
                 } else {
                     format!(
                         "no suitable node (scheduling constraints not satisfied on {} node{})",
@@ -82,6 +113,39 @@ pub fn schedule(state: &ClusterState) -> Plan {
         }
     }
     plan
+}
+
+/// CPUs and memory set aside on one node.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reserved {
+    nano_cpus: u64,
+    memory_bytes: i64,
+}
+
+impl Reserved {
+    fn add(&mut self, r: &Limits) {
+        self.nano_cpus += r.nano_cpus.unwrap_or(0);
+        self.memory_bytes += r.memory_bytes.unwrap_or(0);
+    }
+
+    /// What a node lacks for one more task reserving `want` ("memory", "CPU"); nothing is
+    /// checked against a node that reported no resources.
+    fn short_of(&self, want: &Limits, node: &Resources) -> Option<&'static str> {
+        if node.is_unknown() {
+            return None;
+        }
+        if let Some(m) = want.memory_bytes
+            && self.memory_bytes + m > node.memory_bytes
+        {
+            return Some("memory");
+        }
+        if let Some(c) = want.nano_cpus
+            && self.nano_cpus + c > node.nano_cpus
+        {
+            return Some("CPU");
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -199,5 +263,40 @@ mod tests {
         with_service(&mut st, "b", spec("b", 1), 1);
         // node1 has a task of another service, so node2 is emptier overall.
         assert_eq!(placed_on(&st, &schedule(&st)), ["node2"]);
+    }
+
+    #[test]
+    fn reservations_fit_what_nodes_have_and_say_what_is_short() {
+        let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
+        for id in ["n1", "n2"] {
+            let mut n = st.nodes[id].clone();
+            n.description.resources = Resources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 1 << 30,
+            };
+            st.nodes.insert(id.into(), n);
+        }
+        let mut spec = shoal_types::fixtures::spec("big", 3);
+        spec.task_template.container_spec.reservations.memory_bytes = Some(600 << 20);
+        st.apply(Command::CreateService {
+            service: service("big", spec.clone()),
+        })
+        .unwrap();
+        let tasks = (1..=3)
+            .map(|i| {
+                let mut t = pending(&format!("big-t{i}"), "big", i);
+                t.spec = spec.task_template.container_spec.clone();
+                t
+            })
+            .collect();
+        st.apply(Command::CreateTasks { tasks }).unwrap();
+        let plan = schedule(&st);
+        // One 600 MiB task per 1 GiB node; the third waits, saying why.
+        assert_eq!(plan.assignments.len(), 2, "{plan:?}");
+        assert_eq!(plan.unplaced.len(), 1);
+        assert_eq!(
+            plan.unplaced[0].1,
+            "no suitable node (insufficient memory on 2 nodes)"
+        );
     }
 }

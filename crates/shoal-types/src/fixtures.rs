@@ -21,6 +21,7 @@ pub fn node(id: &str, hostname: &str) -> Node {
             hostname: hostname.into(),
             data_plane: None,
             host_networks: vec![],
+            resources: Default::default(),
         },
         status: NodeStatus {
             state: NodeState::Ready,

@@ -17,6 +17,7 @@ pub mod diff;
 pub mod dns_name;
 pub mod endpoint;
 pub mod ids;
+pub mod mount;
 pub mod network;
 pub mod node;
 pub mod service;

@@ -46,6 +46,26 @@ pub struct NodeDescription {
     /// and at each session: no overlay subnet may cover them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_networks: Vec<HostNetwork>,
+    /// The node's CPUs and memory, as its agent reported them at its last session (zero:
+    /// not reported; the scheduler then checks no reservation against it).
+    #[serde(default, skip_serializing_if = "Resources::is_unknown")]
+    pub resources: Resources,
+}
+
+/// What a node has for reservations (`Description.Resources`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Resources {
+    /// CPUs × 10⁹.
+    #[serde(rename = "NanoCPUs")]
+    pub nano_cpus: u64,
+    pub memory_bytes: i64,
+}
+
+impl Resources {
+    pub fn is_unknown(&self) -> bool {
+        self.nano_cpus == 0 && self.memory_bytes == 0
+    }
 }
 
 /// Something of a node's host that an overlay must not cover (`10.0.0.0/24`, "the host's

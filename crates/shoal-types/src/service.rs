@@ -56,6 +56,20 @@ pub struct ContainerSpec {
     /// `--limit-memory` / `--limit-cpu` (`oci`).
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// `--reserve-memory` / `--reserve-cpu`: what the scheduler sets aside on the node.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub reservations: Limits,
+    /// `--mount` (`oci`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::mount::Mount>,
+    /// `--cap-add` / `--cap-drop` (`oci`), on docker's default set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `--hostname` (`oci`; default: the task's short id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     #[serde(default)]
     pub env: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +89,11 @@ impl ContainerSpec {
             user: None,
             read_only: false,
             limits: Limits::default(),
+            reservations: Limits::default(),
+            mounts: vec![],
+            cap_add: vec![],
+            cap_drop: vec![],
+            hostname: None,
             env: vec![],
             dir: None,
             stop_grace_period_ms: 10_000,

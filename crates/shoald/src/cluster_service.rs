@@ -330,6 +330,7 @@ impl Cluster for ClusterService {
                 hostname: req.hostname.clone(),
                 data_plane: None,
                 host_networks,
+                resources: Default::default(),
             },
             status: NodeStatus {
                 state: NodeState::Ready,
@@ -402,6 +403,11 @@ impl Cluster for ClusterService {
                 serde_json::from_slice(&req.host_networks).map_err(|e| {
                     Status::invalid_argument(format!("host networks do not parse: {e}"))
                 })?;
+        }
+        if !req.resources.is_empty() {
+            description.resources = serde_json::from_slice(&req.resources).map_err(|e| {
+                Status::invalid_argument(format!("node resources do not parse: {e}"))
+            })?;
         }
         if description != node.description {
             let manager = Arc::clone(&self.manager);

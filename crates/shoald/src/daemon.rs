@@ -288,6 +288,7 @@ impl Daemon {
                 hostname: self.cfg.hostname.clone(),
                 data_plane: None,
                 host_networks: networks::host_networks(),
+                resources: Default::default(),
             },
             status: NodeStatus {
                 state: NodeState::Ready,
