@@ -1,0 +1,125 @@
+//! Thin I/O: the PKI's files in one directory (the wiring decides where, e.g.
+//! `<data-dir>/certificates`). The directory is 0700 and every file 0600, written whole
+//! (a temporary file renamed over the old one) so that a crash leaves the old or the new
+//! file, never half of one. A key file readable by others is refused when read.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::ca::{ClusterCa, RootCa};
+use crate::error::{PkiError, Result};
+use crate::node::NodeCredentials;
+
+pub const ROOT_CA_CERT: &str = "root-ca.crt";
+pub const ROOT_CA_KEY: &str = "root-ca.key";
+pub const NODE_CERT: &str = "node.crt";
+pub const NODE_KEY: &str = "node.key";
+
+/// Creates `dir` (and missing parents) 0700, and tightens it to 0700 if it exists.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| PkiError::io("cannot create directory", dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| PkiError::io("cannot set mode 0700 on", dir, e))
+}
+
+/// Writes `bytes` to `path` as a 0600 file, replacing it whole.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(PkiError::io("cannot remove stale", &tmp, e));
+        }
+        _ => {}
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| PkiError::io("cannot create", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| PkiError::io("cannot write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| PkiError::io("cannot move into place", path, e))
+}
+
+/// Reads a key file, refusing one that group or others may read.
+pub fn read_private(path: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).map_err(|e| PkiError::io("cannot read", path, e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PkiError::LooseKeyFile {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    read(path)
+}
+
+/// Reads a file (a certificate, or a PEM given to `init` for import).
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| PkiError::io("cannot read", path, e))
+}
+
+/// A manager's root CA: certificate and key.
+pub fn save_root_ca(dir: &Path, ca: &RootCa) -> Result<()> {
+    ensure_private_dir(dir)?;
+    write_private(&dir.join(ROOT_CA_KEY), ca.key_pem().as_bytes())?;
+    save_cluster_ca(dir, ca.cert())
+}
+
+pub fn load_root_ca(dir: &Path, now: SystemTime) -> Result<RootCa> {
+    let (cert, key) = (dir.join(ROOT_CA_CERT), dir.join(ROOT_CA_KEY));
+    RootCa::import(
+        &read(&cert)?,
+        &name(&cert),
+        &read_private(&key)?,
+        &name(&key),
+        now,
+    )
+}
+
+/// The CA certificate alone (what a worker keeps).
+pub fn save_cluster_ca(dir: &Path, ca: &ClusterCa) -> Result<()> {
+    ensure_private_dir(dir)?;
+    write_private(&dir.join(ROOT_CA_CERT), ca.pem().as_bytes())
+}
+
+pub fn load_cluster_ca(dir: &Path, now: SystemTime) -> Result<ClusterCa> {
+    let cert = dir.join(ROOT_CA_CERT);
+    ClusterCa::from_pem(&read(&cert)?, &name(&cert), now)
+}
+
+/// The node's certificate and key (the key first: a certificate without its key is useless).
+pub fn save_node(dir: &Path, creds: &NodeCredentials) -> Result<()> {
+    ensure_private_dir(dir)?;
+    write_private(&dir.join(NODE_KEY), creds.key_pem().as_bytes())?;
+    write_private(&dir.join(NODE_CERT), creds.cert_pem().as_bytes())
+}
+
+pub fn load_node(dir: &Path) -> Result<NodeCredentials> {
+    let (cert, key) = (dir.join(NODE_CERT), dir.join(NODE_KEY));
+    NodeCredentials::from_pem(
+        &read(&cert)?,
+        &name(&cert),
+        &read_private(&key)?,
+        &name(&key),
+    )
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+fn name(path: &Path) -> String {
+    path.display().to_string()
+}
