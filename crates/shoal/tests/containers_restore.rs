@@ -140,7 +140,10 @@ fn wait_answers(file: &str, seen: usize, more: usize) -> usize {
 
 #[test]
 fn containers_keep_running_while_the_daemon_restarts() {
-    let lab = Lab::up("ocilr", 3, 1);
+    // Node2's daemon is down for a few seconds at a time, and more on a loaded machine: a
+    // longer grace than the lab's 5 s keeps the leader from marking it Down meanwhile
+    // (which would replace its tasks: not what this test is about).
+    let lab = Lab::up_with("ocilr", 3, 1, &["--heartbeat-grace", "15"]);
     let _runcs = Runcs::of(&lab);
     let _logs = KeepLogs(lab.dir());
     let _registries = registries(&lab);
