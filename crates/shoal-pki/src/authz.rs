@@ -6,6 +6,40 @@ use std::collections::BTreeSet;
 use crate::certs::{Identity, Role};
 use crate::error::{PkiError, Result};
 
+/// What an RPC asks of its caller's certificate (issue 10's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `Join`: a caller without a certificate is let in (it has none yet); a certificate,
+    /// if given, is checked as a member's.
+    Joining,
+    /// Session, Heartbeat, ReportStatus, AckEndpoints: any member; the handler then checks
+    /// [`require_node`] against the node the request acts for.
+    Member,
+    /// Raft, Propose, TaskLogs.
+    Manager,
+}
+
+/// The one check per RPC: the certificate is this cluster's, not on the deny list, and of
+/// the role `access` needs. `None` only for [`Access::Joining`] without a certificate.
+pub fn authorize(
+    peer: Option<Identity>,
+    rpc: &str,
+    access: Access,
+    cluster_id: &str,
+    deny: &DenyList,
+) -> Result<Option<Identity>> {
+    let id = match peer {
+        None if access == Access::Joining => return Ok(None),
+        peer => require_certificate(peer, rpc)?,
+    };
+    require_cluster(&id, cluster_id)?;
+    deny.check(&id)?;
+    if access == Access::Manager {
+        require_manager(&id)?;
+    }
+    Ok(Some(id))
+}
+
 /// The caller's identity, or a refusal naming `rpc` when it presented no certificate (only
 /// `Join` may be called without one).
 pub fn require_certificate(peer: Option<Identity>, rpc: &str) -> Result<Identity> {
@@ -133,6 +167,42 @@ mod tests {
         );
         let ok = require_certificate(Some(id("n1", Role::Worker)), "Session").unwrap();
         assert_eq!(ok.node_id, "n1");
+    }
+
+    #[test]
+    fn authorize_applies_each_check_in_turn() {
+        let deny = DenyList {
+            node_ids: ["gone".to_string()].into(),
+            serials: Default::default(),
+        };
+        let auth = |peer: Option<Identity>, access| authorize(peer, "Propose", access, "c1", &deny);
+        assert_eq!(auth(None, Access::Joining).unwrap(), None);
+        let err = auth(None, Access::Member).unwrap_err().to_string();
+        assert!(
+            err.starts_with("refused: Propose needs a node certificate"),
+            "{err}"
+        );
+        let m = id("m1", Role::Manager);
+        assert_eq!(auth(Some(m.clone()), Access::Manager).unwrap(), Some(m));
+        let w = id("w1", Role::Worker);
+        assert_eq!(
+            auth(Some(w.clone()), Access::Member).unwrap(),
+            Some(w.clone())
+        );
+        assert!(matches!(
+            auth(Some(w.clone()), Access::Manager),
+            Err(PkiError::NotAManager { .. })
+        ));
+        let mut foreign = w.clone();
+        foreign.cluster_id = "c2".into();
+        assert!(matches!(
+            auth(Some(foreign), Access::Joining),
+            Err(PkiError::WrongCluster { .. })
+        ));
+        assert!(matches!(
+            auth(Some(id("gone", Role::Manager)), Access::Member),
+            Err(PkiError::Denied { .. })
+        ));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub(crate) fn node_dns_name(node_id: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterCa {
     der: CertificateDer<'static>,
+    not_after: SystemTime,
 }
 
 impl ClusterCa {
@@ -44,7 +45,13 @@ impl ClusterCa {
             reason: e.to_string(),
         })?;
         check_ca(&cert, file, now)?;
-        Ok(ClusterCa { der })
+        let not_after = certs::from_asn1(cert.validity().not_after);
+        Ok(ClusterCa { der, not_after })
+    }
+
+    /// When the CA expires: no certificate it issues is valid past this.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
     }
 
     pub fn der(&self) -> &CertificateDer<'static> {
@@ -103,6 +110,7 @@ impl RootCa {
         Ok(RootCa {
             ca: ClusterCa {
                 der: cert.der().clone(),
+                not_after: certs::truncate_to_secs(validity.not_after),
             },
             issuer: Issuer::new(params, key),
         })
@@ -149,7 +157,8 @@ impl RootCa {
 
     /// Signs a node's certificate signing request (DER). Only the request's public key is
     /// used: the names, role and lifetime are the manager's decision in `spec`, never the
-    /// node's, so a worker cannot ask to be a manager.
+    /// node's, so a worker cannot ask to be a manager. A lifetime past the CA's own ends
+    /// with the CA (as Swarm): a certificate cannot outlive what it chains to.
     pub fn issue(&self, csr_der: &[u8], spec: &NodeCertSpec) -> Result<CertificateDer<'static>> {
         certs::check_node_id(&spec.node_id)?;
         let csr =
@@ -178,7 +187,7 @@ impl RootCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.not_before = spec.validity.not_before.into();
-        params.not_after = spec.validity.not_after.into();
+        params.not_after = spec.validity.not_after.min(self.ca.not_after).into();
         params.serial_number = Some(SerialNumber::from_slice(spec.serial.bytes()));
         params.use_authority_key_identifier_extension = true;
         let cert = params

@@ -209,6 +209,14 @@ pub(crate) fn from_asn1(t: x509_parser::time::ASN1Time) -> SystemTime {
     }
 }
 
+/// A time as a certificate holds it (whole seconds).
+pub(crate) fn truncate_to_secs(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => UNIX_EPOCH + Duration::from_secs(d.as_secs()),
+        Err(_) => t,
+    }
+}
+
 /// RFC 3339 to the second, for messages.
 pub(crate) fn fmt_time(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()

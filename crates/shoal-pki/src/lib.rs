@@ -9,7 +9,8 @@
 //! - `renewal`: when a node renews ([`Renewal`]), pure.
 //! - `token`: [`JoinToken`] (`SWMTKN-1-<CA digest>-<secret>`) and [`JoinTokens`].
 //! - `tls`: server and client configs, the join client that pins the CA by the token.
-//! - `authz`: `require_*` checks and the [`DenyList`], pure.
+//! - `authz`: [`authorize`] (one check per RPC by its [`Access`]), the `require_*` checks and
+//!   the [`DenyList`], pure.
 //! - `files`: the thin I/O (0700 directory, 0600 files).
 //!
 //! Everything but `files` and the random constructors is free of I/O and the clock: `now`
@@ -27,7 +28,10 @@ mod renewal;
 mod tls;
 mod token;
 
-pub use authz::{DenyList, require_certificate, require_cluster, require_manager, require_node};
+pub use authz::{
+    Access, DenyList, authorize, require_certificate, require_cluster, require_manager,
+    require_node,
+};
 pub use ca::{ClusterCa, NodeCertSpec, ROOT_CA_COMMON_NAME, RootCa};
 pub use certs::{DEFAULT_NODE_CERT_VALIDITY, Identity, ROOT_CA_VALIDITY, Role, Serial, Validity};
 pub use error::{PkiError, Result};

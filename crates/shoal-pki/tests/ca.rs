@@ -306,3 +306,14 @@ fn an_openssl_ca_imports_and_issues() {
         .unwrap();
     assert_eq!(key.certify(node).unwrap().identity().role, Role::Manager);
 }
+
+#[test]
+fn a_node_certificate_ends_no_later_than_its_ca() {
+    let ca = RootCa::generate("c1", Validity::starting(now(), 24 * HOUR)).unwrap();
+    let key = NodeKey::generate().unwrap();
+    let cert = ca
+        .issue(&key.csr().unwrap(), &spec("n1", Role::Worker, "c1"))
+        .unwrap();
+    let id = Identity::from_der(&cert).unwrap();
+    assert_eq!(id.not_after, ca.cert().not_after());
+}
