@@ -74,6 +74,16 @@ pub struct NodeCredentials {
     identity: Identity,
 }
 
+impl Clone for NodeCredentials {
+    fn clone(&self) -> Self {
+        NodeCredentials {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for NodeCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeCredentials")

@@ -147,6 +147,14 @@ impl fmt::Display for JoinToken {
     }
 }
 
+impl std::str::FromStr for JoinToken {
+    type Err = PkiError;
+
+    fn from_str(s: &str) -> Result<JoinToken> {
+        JoinToken::parse(s)
+    }
+}
+
 impl fmt::Debug for JoinToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinToken")
@@ -224,6 +232,7 @@ mod tests {
         assert_eq!(parts[..2], ["SWMTKN", "1"]);
         assert_eq!((parts[2].len(), parts[3].len()), (50, 25));
         assert_eq!(JoinToken::parse(&s).unwrap(), t);
+        assert_eq!(s.parse::<JoinToken>().unwrap(), t);
         assert_eq!(JoinToken::parse(&format!("  {s}\n")).unwrap(), t);
         // Small values are zero-padded to full width and still round trip.
         let small = JoinToken::new(CaDigest([0; 32]), [0; 16]);
