@@ -199,12 +199,11 @@ fn containers_keep_running_while_the_daemon_restarts() {
 
     // curl through web's VIP from node1 until a file says stop (a host-command task sees
     // the host's files), one line per request: busybox httpd's 404, or curl's failure.
+    // In the lab's directory, which `lab down` removes.
     let (log, stop) = (
-        format!("/tmp/{}-answers", lab.name),
-        format!("/tmp/{}-stop", lab.name),
+        lab.dir().join("answers").display().to_string(),
+        lab.dir().join("stop").display().to_string(),
     );
-    let _ = std::fs::remove_file(&log);
-    let _ = std::fs::remove_file(&stop);
     let script = format!(
         "while [ ! -e {stop} ]; do curl -s -m 5 -o /dev/null -w '%{{http_code}}\\n' \
          http://web/ >>{log} || echo curl-failed-$? >>{log}; sleep 0.05; done"
@@ -330,8 +329,6 @@ fn containers_keep_running_while_the_daemon_restarts() {
             true => Err(format!("{ids:?}")),
         }
     });
-    let _ = std::fs::remove_file(&log);
-    let _ = std::fs::remove_file(&stop);
     drop(lab);
     for mut d in daemons {
         let _ = d.wait();

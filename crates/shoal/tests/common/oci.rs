@@ -28,6 +28,10 @@ impl Runcs {
 impl Drop for Runcs {
     fn drop(&mut self) {
         for root in &self.0 {
+            // Gone with the lab already (`runc list` would make it again).
+            if !root.exists() {
+                continue;
+            }
             for id in runc_ids(root) {
                 let _ = Command::new("runc")
                     .arg("--root")
