@@ -5,8 +5,8 @@
 //! Exit statuses: after `runc create` returns, the container's init process is orphaned and
 //! the kernel hands it to the nearest child subreaper. The process driving runc must be one
 //! (`become_subreaper`, as containerd's shim is) to wait for it and learn its exit status.
-//! A container adopted after a restart of the driver is not its child: its end is seen
-//! (runc says "stopped") but its exit code is not.
+//! A container that is not its child (one under conmon, `monitor`, or adopted after a
+//! restart) is seen to end in /proc; its exit code is the monitor's to tell.
 
 use std::fs;
 use std::io;
@@ -185,26 +185,6 @@ impl Runc {
             status: "created".into(),
             bundle: bundle.to_path_buf(),
         })
-    }
-
-    /// `runc run --keep` in the foreground, for the caller to spawn: runc creates and starts
-    /// the container and stays its parent (and subreaper) until it ends, then exits with its
-    /// status (128 + the signal for a killed one): a waiter per container, so the caller
-    /// needs no subreaper of its own. `--keep` leaves the stopped container (and its cgroup,
-    /// where the OOM count is) for `delete`. The init's pid goes to `init.pid` in the bundle
-    /// once it runs; runc's errors to `runc.log` there (`last_error`).
-    pub fn run_command(&self, id: &str, bundle: &Bundle) -> Command {
-        let dir = bundle.dir();
-        let mut c = self.command();
-        c.arg("--log")
-            .arg(dir.join("runc.log"))
-            .args(["--log-format", "json", "run", "--keep", "--bundle"])
-            .arg(dir)
-            .arg("--pid-file")
-            .arg(dir.join("init.pid"))
-            .arg(id)
-            .stdin(Stdio::null());
-        c
     }
 
     /// `runc start`: runs the created container's process.
