@@ -14,7 +14,8 @@
 //! Join: a joining node has no certificate yet. As Swarm (client certificates verified if
 //! given), 2377 may serve [`ClientCerts::OptionalForJoin`]: a certificate, if presented, must
 //! chain to the cluster CA or the handshake fails; a connection without one gets no
-//! [`Identity`], and the gRPC layer then admits only `Join` ([`crate::require_certificate`]).
+//! [`Identity`], and the gRPC layer then admits only `Join` ([`crate::authorize`] with
+//! [`crate::Access::Joining`]).
 //! The joining node's side is [`join_client_config`]: it presents nothing and trusts the
 //! manager only if the CA certificate the manager sends with its own has the digest the join
 //! token pins, and the manager's certificate chains to that CA and answers to
