@@ -82,6 +82,79 @@ impl ContainerOpts {
     }
 }
 
+/// `service update`'s container options: what is not given stays as it is.
+#[derive(Debug, Default, Args)]
+pub struct ContainerUpdateOpts {
+    /// Add or replace (by target) a mount (oci).
+    #[arg(long, value_name = "MOUNT")]
+    pub mount_add: Vec<String>,
+    /// Remove the mount at a target path.
+    #[arg(long, value_name = "TARGET")]
+    pub mount_rm: Vec<String>,
+    /// Add a Linux capability (oci).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (oci).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// The container's hostname (oci).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// CPUs to set aside for each task.
+    #[arg(long, value_name = "CPUS")]
+    pub reserve_cpu: Option<String>,
+    /// Memory to set aside for each task.
+    #[arg(long, value_name = "BYTES")]
+    pub reserve_memory: Option<String>,
+}
+
+impl ContainerUpdateOpts {
+    pub fn apply(&self, cs: &mut ContainerSpec) -> Result<()> {
+        let oci = cs.runtime == shoal_types::service::Runtime::Oci;
+        let given = !self.mount_add.is_empty()
+            || !self.mount_rm.is_empty()
+            || !self.cap_add.is_empty()
+            || !self.cap_drop.is_empty()
+            || self.hostname.is_some();
+        if given && !oci {
+            bail!(
+                "--mount-*, --cap-* and --hostname are for containers; this service runs a host command"
+            );
+        }
+        cs.mounts.retain(|m| !self.mount_rm.contains(&m.target));
+        for m in &self.mount_add {
+            let m = Mount::parse(m).map_err(anyhow::Error::msg)?;
+            cs.mounts.retain(|old| old.target != m.target);
+            cs.mounts.push(m);
+        }
+        // An add undoes an earlier drop of the same capability, and the other way round.
+        for c in &self.cap_add {
+            cs.cap_drop.retain(|d| d != c);
+            if !cs.cap_add.contains(c) {
+                cs.cap_add.push(c.clone());
+            }
+        }
+        for c in &self.cap_drop {
+            cs.cap_add.retain(|a| a != c);
+            if !cs.cap_drop.contains(c) {
+                cs.cap_drop.push(c.clone());
+            }
+        }
+        if let Some(h) = &self.hostname {
+            cs.hostname = Some(h.clone());
+        }
+        if let Some(m) = &self.reserve_memory {
+            cs.reservations.memory_bytes =
+                Some(crate::spec::memory_bytes(m).map_err(|e| reserve(e, "--reserve-memory"))?);
+        }
+        if let Some(c) = &self.reserve_cpu {
+            cs.reservations.nano_cpus =
+                Some(crate::spec::nano_cpus(c).map_err(|e| reserve(e, "--reserve-cpu"))?);
+        }
+        Ok(())
+    }
+}
+
 /// The limit parsers name `--limit-*`; a reservation's error names its own flag.
 fn reserve(e: anyhow::Error, flag: &str) -> anyhow::Error {
     anyhow::anyhow!(
@@ -130,6 +203,43 @@ mod tests {
         assert_eq!(
             env_file("=1\n", |_| None).unwrap_err().to_string(),
             "line 1: no variable name in \"=1\""
+        );
+    }
+
+    #[test]
+    fn updates_add_replace_and_remove() {
+        let mut cs = ContainerSpec::host(vec![]);
+        cs.runtime = shoal_types::service::Runtime::Oci;
+        cs.mounts = vec![Mount::parse("type=tmpfs,target=/a").unwrap()];
+        cs.cap_drop = vec!["NET_RAW".into()];
+        let up = ContainerUpdateOpts {
+            mount_add: vec!["type=volume,source=v1,target=/a".into()],
+            cap_add: vec!["NET_RAW".into()],
+            reserve_cpu: Some("0.5".into()),
+            ..Default::default()
+        };
+        up.apply(&mut cs).unwrap();
+        assert_eq!(cs.mounts.len(), 1);
+        assert_eq!(cs.mounts[0].source.as_deref(), Some("v1"));
+        assert!(cs.cap_drop.is_empty());
+        assert_eq!(cs.cap_add, ["NET_RAW"]);
+        assert_eq!(cs.reservations.nano_cpus, Some(500_000_000));
+        let rm = ContainerUpdateOpts {
+            mount_rm: vec!["/a".into()],
+            ..Default::default()
+        };
+        rm.apply(&mut cs).unwrap();
+        assert!(cs.mounts.is_empty());
+        let mut host = ContainerSpec::host(vec![]);
+        let err = ContainerUpdateOpts {
+            hostname: Some("x".into()),
+            ..Default::default()
+        }
+        .apply(&mut host)
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("this service runs a host command"),
+            "{err}"
         );
     }
 

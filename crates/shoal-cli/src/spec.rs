@@ -126,6 +126,8 @@ pub struct UpdateArgs {
     pub image: Option<String>,
     #[command(flatten)]
     pub image_opts: crate::image::ImageOpts,
+    #[command(flatten)]
+    pub container_opts: crate::container_opts::ContainerUpdateOpts,
     /// Add or update environment variables (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     pub env_add: Vec<String>,
@@ -407,6 +409,7 @@ pub fn apply_update(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec
         }
     }
     let cs = &mut spec.task_template.container_spec;
+    a.container_opts.apply(cs)?;
     if let Some(image) = &a.image {
         if cs.runtime != Runtime::Oci {
             bail!("--image is for services that run an image; this one runs a host command");
