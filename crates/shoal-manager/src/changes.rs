@@ -87,6 +87,47 @@ pub fn between(old: &ClusterState, new: &ClusterState) -> Changes {
     c
 }
 
+/// Services that want a VIP on a network and have none there (it was full): the ones a freed
+/// address may serve, so that the allocator looks at them, not at every service. Only a
+/// change of the service (its spec or its VIPs) or of the networks changes whether it waits.
+#[derive(Debug, Default)]
+pub struct VipWaiters {
+    ids: BTreeSet<String>,
+}
+
+impl VipWaiters {
+    /// Follows a pass's changes: every service after a full one, the changed ones otherwise.
+    pub fn update(&mut self, state: &ClusterState, changed: &Changes) {
+        if changed.all {
+            self.ids = state
+                .services
+                .values()
+                .filter(|s| lacks_vip(state, s))
+                .map(|s| s.id.clone())
+                .collect();
+            return;
+        }
+        for id in &changed.specs {
+            match state.services.get(id) {
+                Some(s) if lacks_vip(state, s) => self.ids.insert(id.clone()),
+                _ => self.ids.remove(id),
+            };
+        }
+    }
+
+    /// The services waiting for a VIP.
+    pub fn ids(&self) -> &BTreeSet<String> {
+        &self.ids
+    }
+}
+
+fn lacks_vip(state: &ClusterState, s: &shoal_types::Service) -> bool {
+    s.spec.endpoint_spec.mode == shoal_types::EndpointMode::Vip
+        && crate::allocator::service_networks(state, s)
+            .iter()
+            .any(|(net, _)| !s.endpoint.virtual_ips.iter().any(|v| &v.network_id == net))
+}
+
 /// When services must be looked at again for what time alone decides (a restart delay that
 /// runs out): the leader's loop sleeps until the earliest and then looks at those services
 /// only, instead of at every service once a second.
@@ -266,6 +307,47 @@ mod tests {
         // A task with an address on net1 ends: the allocator looks again.
         let c = end(&mut st, "s1");
         assert!(c.freed && c.allocate() && !c.all, "{c:?}");
+    }
+
+    #[test]
+    fn a_service_without_its_vip_waits_until_it_has_one() {
+        let mut st = cluster(&[("n1", "node1")]);
+        // A /30: one address for tasks and VIPs, taken by s1's VIP.
+        st.apply(Command::CreateNetwork {
+            network: network("net1", "tiny", "10.0.9.0/30", 4096),
+        })
+        .unwrap();
+        let mut w = VipWaiters::default();
+        let mut prev = st.clone();
+        // One leader pass: what changed since the last, then the allocator over `scope`.
+        let mut pass = |st: &mut ClusterState, scope: Option<&BTreeSet<String>>| {
+            w.update(st, &between(&prev, st));
+            prev = st.clone();
+            let scope = scope.cloned().unwrap_or_else(|| w.ids().clone());
+            for cmd in crate::allocator::allocate_for(st, Millis(1), Some(&scope)) {
+                st.apply(cmd).unwrap();
+            }
+            w.ids().clone()
+        };
+        for id in ["s1", "s2"] {
+            st.apply(Command::CreateService {
+                service: service(id, spec_on(id, 0, &["net1"])),
+            })
+            .unwrap();
+            pass(&mut st, Some(&BTreeSet::from([id.to_string()])));
+        }
+        // The pass that sees s1's VIP applied.
+        let waiting = pass(&mut st, Some(&BTreeSet::new()));
+        assert_eq!(st.services["s1"].endpoint.virtual_ips.len(), 1);
+        assert!(st.services["s2"].endpoint.virtual_ips.is_empty());
+        assert_eq!(waiting, BTreeSet::from(["s2".to_string()]));
+        // s1 goes, its VIP is free: the allocator, over the waiting services only, gives
+        // it to s2, and the next pass sees nothing waiting.
+        st.apply(Command::RemoveService { id: "s1".into() })
+            .unwrap();
+        pass(&mut st, None);
+        assert_eq!(st.services["s2"].endpoint.virtual_ips.len(), 1);
+        assert!(pass(&mut st, Some(&BTreeSet::new())).is_empty());
     }
 
     #[test]

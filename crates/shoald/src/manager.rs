@@ -248,6 +248,7 @@ impl Manager {
         let mut was_leader = false;
         let mut prev: Option<Arc<ClusterState>> = None;
         let mut wakeups = changes::Wakeups::default();
+        let mut vip_waiters = changes::VipWaiters::default();
         loop {
             // At least 1 ms, so that a wall clock behind the due time does not spin.
             let wake = wakeups
@@ -307,11 +308,15 @@ impl Manager {
             cmds.extend(pass.commands);
             // Allocation and scheduling read the state as it was; tasks created above are
             // allocated and placed on the next pass, a moment later.
+            vip_waiters.update(&state, &changed);
             if changed.allocate() {
-                // A freed address may be the one a service waits for as its VIP: all of
-                // them are looked at then (a comparison each), as in a full pass.
-                let specs = (!changed.all && !changed.freed).then_some(&changed.specs);
-                cmds.extend(allocator::allocate_for(&state, wall, specs));
+                // A freed address may be the one a service waits for as its VIP.
+                let mut specs = changed.specs.clone();
+                if changed.freed {
+                    specs.extend(vip_waiters.ids().iter().cloned());
+                }
+                let scope = (!changed.all).then_some(&specs);
+                cmds.extend(allocator::allocate_for(&state, wall, scope));
             }
             if changed.schedule() {
                 let plan = scheduler::schedule(&state);
