@@ -81,6 +81,14 @@ impl OciRuntime {
             .map_err(|e| e.to_string())
     }
 
+    /// How far the pull of `image` in progress is, said as a `preparing` task says it
+    /// (`pulling image: 12.3MB of 35.1MB`); `None` when it is not being pulled.
+    pub fn pull_progress(&self, image: &str) -> Option<String> {
+        let reference = ImageRef::parse(image).ok()?;
+        let (done, total) = self.images.progress(&reference)?;
+        Some(shoal_image::progress::describe(done, total))
+    }
+
     pub fn images(&self) -> &Images {
         &self.images
     }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use shoal_api::{Client, ImageSummary, ServiceOptions};
-use shoal_image::{DockerConfig, ImageRef, auth};
+use shoal_image::{DockerConfig, ImageRef, auth, human_size};
 
 use crate::format::Format;
 use crate::table::{self, Columns, Row, cell};
@@ -105,31 +105,6 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<()> {
         ImageCmd::Rm(a) => rm(client, a).await,
         ImageCmd::Prune(_) => prune(client).await,
     }
-}
-
-/// docker's sizes: decimal units, three significant digits (`4.26MB`).
-pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < units.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    let digits = if u == 0 || v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let text = format!("{v:.digits$}");
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    };
-    format!("{text}{}", units[u])
 }
 
 /// docker's CREATED: "5 minutes ago" (go-units' HumanDuration).
@@ -360,16 +335,6 @@ pub fn logout(a: LogoutArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_as_docker_prints_them() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(4_260_000), "4.26MB");
-        assert_eq!(human_size(1_000_000), "1MB");
-        assert_eq!(human_size(12_345_678), "12.3MB");
-        assert_eq!(human_size(123_456_789), "123MB");
-    }
 
     #[test]
     fn created_reads_as_docker_prints_it() {

@@ -38,6 +38,8 @@ pub struct Line {
     pub error: String,
     /// The task the error came from (`vote.1.abcdef123456`).
     pub task: String,
+    /// What a preparing task says of its pull (`pulling image: 12.3MB of 35.1MB`).
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,10 +100,18 @@ impl Line {
             .state
             .map(|s| format!("{s:?}").to_lowercase())
             .unwrap_or_else(|| "new".into());
+        match self.message() {
+            "" => format!("{}: {state}", self.label),
+            m => format!("{}: {state}: {m}", self.label),
+        }
+    }
+
+    /// The error if there is one, else how far a pull is.
+    pub fn message(&self) -> &str {
         if self.error.is_empty() {
-            format!("{}: {state}", self.label)
+            &self.detail
         } else {
-            format!("{}: {state}: {}", self.label, self.error)
+            &self.error
         }
     }
 }
@@ -140,12 +150,18 @@ pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
             ),
         };
         let running = live.is_some_and(|t| t.task.status.state == TaskState::Running);
+        let detail = live
+            .filter(|t| t.task.status.state == TaskState::Preparing)
+            .map(|t| t.task.status.message.clone())
+            .filter(|m| m.starts_with("pulling") || m.starts_with("extracting"))
+            .unwrap_or_default();
         (
             Line {
                 label,
                 state,
                 error,
                 task,
+                detail,
             },
             running,
         )
@@ -354,7 +370,7 @@ impl Output {
                         w = width + 1
                     ));
                     bar.set_position(pos.min(STEPS));
-                    bar.set_message(l.error.clone());
+                    bar.set_message(l.message().to_string());
                 }
                 if let Some(wait) = snap.endpoint_wait() {
                     verify
@@ -458,6 +474,21 @@ mod tests {
             ["1/2: running", "2/2: starting"]
         );
         assert!(!s.converged());
+    }
+
+    #[test]
+    fn a_preparing_task_shows_how_far_its_pull_is() {
+        let mut pulling = task("f00000000000", 1, TaskState::Preparing, 10, "");
+        pulling.task.status.message = "pulling image: 12.3MB of 35.1MB".into();
+        let other = task("f10000000000", 2, TaskState::Preparing, 10, "");
+        let s = snapshot(&view(2), &[pulling, other]);
+        assert_eq!(
+            s.lines.iter().map(Line::text).collect::<Vec<_>>(),
+            [
+                "1/2: preparing: pulling image: 12.3MB of 35.1MB",
+                "2/2: preparing"
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `Images`: the node's image service. Pulls with oci-client (rustls, ring), one pull per
 //! image at a time however many callers ask, one download and one unpack per blob.
 
+use crate::progress::{Counting, Progress};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,6 +91,8 @@ struct Inner {
     platform: Platform,
     /// Pulls in progress by normalised reference: a second caller awaits the first's.
     inflight: Mutex<HashMap<String, PullFuture>>,
+    /// How far each of those pulls is, by the same key.
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
     /// One lock per blob digest, so two images sharing a layer fetch and unpack it once.
     blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Pulls hold it shared; remove and prune exclusively, so that garbage collection never
@@ -112,6 +115,7 @@ impl Images {
                 insecure,
                 platform: Platform::node(),
                 inflight: Mutex::default(),
+                progress: Mutex::default(),
                 blob_locks: Mutex::default(),
                 gc: tokio::sync::RwLock::new(()),
                 manifests: AtomicU64::new(0),
@@ -167,13 +171,24 @@ impl Images {
                 None => {
                     let inner = self.inner.clone();
                     let (r, c, k) = (reference.clone(), credentials.cloned(), key.clone());
+                    let progress = Arc::new(Progress::default());
+                    self.inner
+                        .progress
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.clone(), Arc::clone(&progress));
                     // Spawned so a caller that gives up does not cancel the others' pull. It
                     // removes its entry under the lock this function still holds, so never
                     // before the entry is there.
                     let task = tokio::spawn(async move {
-                        let out = inner.pull_now(&r, c.as_ref()).await;
+                        let out = inner.pull_now(&r, c.as_ref(), &progress).await;
                         inner
                             .inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&k);
+                        inner
+                            .progress
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&k);
@@ -198,6 +213,17 @@ impl Images {
             }
         };
         pull.await
+    }
+
+    /// How far the pull of `reference` in progress is: (bytes of layers fetched, their
+    /// total; 0 until the manifest is read), or `None` when it is not being pulled.
+    pub fn progress(&self, reference: &ImageRef) -> Option<(u64, u64)> {
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&reference.to_string())
+            .map(|p| p.get())
     }
 
     pub async fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
@@ -340,6 +366,7 @@ impl Inner {
         self: &Arc<Self>,
         reference: &ImageRef,
         credentials: Option<&Credentials>,
+        progress: &Arc<Progress>,
     ) -> Result<ImageRecord, ImageError> {
         let _gc = self.gc.read().await;
         if reference.digest().is_some()
@@ -391,7 +418,10 @@ impl Inner {
             layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
             size: manifest.layers.iter().map(|l| l.size.max(0) as u64).sum(),
         };
-        self.blob(&client, reference, &manifest.config).await?;
+        progress.set_total(image.size);
+        let config_progress = Arc::new(Progress::default());
+        self.blob(&client, reference, &manifest.config, &config_progress)
+            .await?;
         let config_digest = image.config.clone();
         let config = self.blocking(move |s| s.read_blob(&config_digest)).await?;
         let diff_ids = serde_json::from_slice::<ConfigRootfs>(&config)
@@ -418,13 +448,14 @@ impl Inner {
             .layers
             .iter()
             .map(|layer| {
-                let (me, client, r, layer) = (
+                let (me, client, r, layer, progress) = (
                     self.clone(),
                     client.clone(),
                     reference.clone(),
                     layer.clone(),
+                    Arc::clone(progress),
                 );
-                async move { me.blob(&client, &r, &layer).await }
+                async move { me.blob(&client, &r, &layer, &progress).await }
             })
             .collect();
         futures::stream::iter(downloads)
@@ -476,10 +507,13 @@ impl Inner {
         client: &Client,
         reference: &ImageRef,
         desc: &OciDescriptor,
+        progress: &Arc<Progress>,
     ) -> Result<(), ImageError> {
         let lock = self.lock_for(&desc.digest);
         let _held = lock.lock().await;
         if self.store.has_blob(&desc.digest) {
+            // Stored already (shared with another image): nothing left to fetch of it.
+            progress.add(desc.size.max(0) as u64);
             return Ok(());
         }
         self.store.blob_path(&desc.digest)?;
@@ -487,6 +521,7 @@ impl Inner {
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| ImageError::io("create", &tmp, e))?;
+        let file = Counting::new(file, Arc::clone(progress));
         let fetched = client.pull_blob(reference.inner(), desc, file).await;
         self.blobs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = fetched {

@@ -11,6 +11,10 @@ use tracing::{info, warn};
 use super::{Worker, status};
 use crate::container::OciRuntime;
 
+/// How often a pulling task's status says how far the pull is (each report is a write to
+/// the managers, so not more often).
+const PULL_REPORT: Duration = Duration::from_secs(1);
+
 impl Worker {
     /// The node's OCI runtime, opened at its first use.
     pub(super) fn oci(&self) -> Result<Arc<OciRuntime>, String> {
@@ -20,6 +24,33 @@ impl Worker {
                     .map(Arc::new)
             })
             .clone()
+    }
+
+    /// Pulls `image` for task `id`, saying how far the pull is in the task's `preparing`
+    /// status once a second while it changes (what `service create` shows meanwhile).
+    async fn pull_reporting(
+        &self,
+        rt: &OciRuntime,
+        id: &str,
+        image: &str,
+        login: Option<&shoal_image::Credentials>,
+    ) -> Result<shoal_image::ImageRecord, String> {
+        let pull = rt.pull(image, login);
+        tokio::pin!(pull);
+        let mut tick = tokio::time::interval(PULL_REPORT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut said = String::new();
+        loop {
+            tokio::select! {
+                pulled = &mut pull => return pulled,
+                _ = tick.tick() => {
+                    if let Some(now) = rt.pull_progress(image).filter(|m| *m != said) {
+                        self.report(id, status(TaskState::Preparing, &now));
+                        said = now;
+                    }
+                }
+            }
+        }
     }
 
     /// Owns one `oci` task from its pull to its removal: Preparing while the image is
@@ -32,7 +63,9 @@ impl Worker {
         let prepared = async {
             let rt = self.oci()?;
             let login = self.login_for(&task.service_id);
-            let image = rt.pull(&image_name, login.as_ref()).await?;
+            let image = self
+                .pull_reporting(&rt, &id, &image_name, login.as_ref())
+                .await?;
             Ok::<_, String>((rt, image))
         }
         .await;

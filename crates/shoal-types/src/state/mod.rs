@@ -442,8 +442,12 @@ impl ClusterState {
                     )));
                 }
                 // A stale or repeated report (state not ahead) is ignored, not an error:
-                // agents resend after reconnecting.
-                if status.state > t.status.state {
+                // agents resend after reconnecting. A newer word while preparing (how far
+                // the image's pull is) replaces the older one.
+                let newer_progress = status.state == TaskState::Preparing
+                    && t.status.state == TaskState::Preparing
+                    && status.timestamp > t.status.timestamp;
+                if status.state > t.status.state || newer_progress {
                     t.updated_at = status.timestamp;
                     t.status = status;
                 }

@@ -88,6 +88,49 @@ fn task_status_never_moves_backwards() {
 }
 
 #[test]
+fn a_preparing_task_says_how_far_its_pull_is() {
+    let mut st = cluster(&[("n1", "node1")]);
+    st.apply(Command::CreateService {
+        service: service("s1", spec("web", 1)),
+    })
+    .unwrap();
+    let mut pending = task("t1", "s1", "web");
+    pending.status = TaskStatus::new(TaskState::Pending, Millis(1), "pending");
+    st.apply(Command::CreateTasks {
+        tasks: vec![pending],
+    })
+    .unwrap();
+    st.apply(Command::AssignTasks {
+        assignments: vec![("t1".into(), "n1".into())],
+        at: Millis(2),
+    })
+    .unwrap();
+    let report = |st: &mut ClusterState, state, at, message| {
+        st.apply(Command::UpdateTaskStatus {
+            id: "t1".into(),
+            node_id: "n1".into(),
+            status: TaskStatus::new(state, Millis(at), message),
+        })
+        .unwrap();
+        st.tasks["t1"].status.message.clone()
+    };
+    assert_eq!(
+        report(&mut st, TaskState::Preparing, 3, "preparing"),
+        "preparing"
+    );
+    let half = "pulling image: 17MB of 35MB";
+    assert_eq!(report(&mut st, TaskState::Preparing, 4, half), half);
+    // An older word (a resend after a reconnect) does not replace a newer one.
+    assert_eq!(report(&mut st, TaskState::Preparing, 3, "preparing"), half);
+    assert_eq!(
+        report(&mut st, TaskState::Starting, 5, "starting"),
+        "starting"
+    );
+    // Only preparing takes a newer word in the same state.
+    assert_eq!(report(&mut st, TaskState::Starting, 6, "again"), "starting");
+}
+
+#[test]
 fn removing_a_ready_worker_needs_force() {
     let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
     assert_eq!(
