@@ -85,7 +85,8 @@ pub struct Applied {
     pub conflicts: Vec<String>,
 }
 
-fn take_hash<K: aya::Pod, V: aya::Pod>(
+/// Takes hash map `name` out of a loaded object, typed (both loaders' maps).
+pub(crate) fn take_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut aya::Ebpf,
     name: &'static str,
 ) -> Result<HashMap<MapData, K, V>, BpfError> {

@@ -11,12 +11,12 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{SchedClassifier, TcAttachType};
 
 use crate::error::BpfError;
-use crate::loader::ignore_missing;
+use crate::loader::{ignore_missing, take_hash};
 use crate::mesh_maps::{BeKey, BeVal, MeshConfig, MeshEntries, MeshOp, PubKey, PubVal, plan};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_mesh.o"));
@@ -47,20 +47,6 @@ impl std::fmt::Debug for TcMesh {
             .field("tasks", &self.tasks.len())
             .finish()
     }
-}
-
-fn take_hash<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut aya::Ebpf,
-    name: &'static str,
-) -> Result<HashMap<MapData, K, V>, BpfError> {
-    let map: Map = ebpf
-        .take_map(name)
-        .ok_or(BpfError::Missing { kind: "map", name })?;
-    HashMap::try_from(map).map_err(|source| BpfError::Map {
-        action: "open",
-        map: name,
-        source,
-    })
 }
 
 fn program<'a>(

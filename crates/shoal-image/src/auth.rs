@@ -6,8 +6,7 @@
 //! `DockerConfig::save` touch files.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -211,17 +210,7 @@ impl DockerConfig {
             let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         }
         let tmp = path.with_extension("json.tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| ImageError::io("create", &tmp, e))?;
-        f.write_all(self.render().as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| ImageError::io("write", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| ImageError::io("rename", &tmp, e))
+        crate::seal::write_private(path, &tmp, self.render().as_bytes())
     }
 }
 

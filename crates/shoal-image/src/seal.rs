@@ -74,18 +74,7 @@ impl SealKey {
 
     /// Writes the key to `path`, readable by its owner (root) alone.
     pub fn save(&self, path: &Path) -> Result<(), ImageError> {
-        let tmp = path.with_extension("tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| ImageError::io("create", &tmp, e))?;
-        f.write_all(&self.bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| ImageError::io("write", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| ImageError::io("rename", &tmp, e))
+        write_private(path, &path.with_extension("tmp"), &self.bytes)
     }
 
     /// The key in `path`, made and saved there first if there is none.
@@ -145,6 +134,22 @@ impl SealKey {
         serde_json::from_slice(&self.open(sealed)?)
             .map_err(|e| sealing(format!("sealed login does not parse: {e}")))
     }
+}
+
+/// Writes `bytes` to `path` readable by its owner alone: to `tmp` (mode 0600), synced, then
+/// renamed into place, so a reader never sees half a file.
+pub(crate) fn write_private(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| ImageError::io("create", tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| ImageError::io("write", tmp, e))?;
+    fs::rename(tmp, path).map_err(|e| ImageError::io("rename", tmp, e))
 }
 
 #[cfg(test)]
