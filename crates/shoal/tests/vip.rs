@@ -28,8 +28,10 @@ fn log(lab: &Lab, node: u32) -> String {
     std::fs::read_to_string(lab.dir().join(format!("node{node}/shoald.log"))).unwrap_or_default()
 }
 
-/// The ids of the eBPF programs a process holds, from its fds (`prog_id` in the fdinfo of
-/// its program and link fds).
+/// The ids of the VIP balancer's eBPF programs a process holds, from its fds (`prog_id` in
+/// the fdinfo of its program and link fds): the cgroup socket-address programs (prog_type
+/// 18) and their cgroup links. The routing mesh's tc programs (prog_type 3, tcx links) are
+/// the daemon's too, and not counted here.
 fn programs_of(pid: u32) -> BTreeSet<u64> {
     let dir = format!("/proc/{pid}/fd");
     let mut ids = BTreeSet::new();
@@ -40,6 +42,13 @@ fn programs_of(pid: u32) -> BTreeSet<u64> {
         }
         let fd = entry.file_name().to_string_lossy().into_owned();
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let balancer = info.lines().any(|l| {
+            let l = l.replace(char::is_whitespace, "");
+            l == "prog_type:18" || l == "link_type:cgroup"
+        });
+        if !balancer {
+            continue;
+        }
         ids.extend(
             info.lines()
                 .filter_map(|l| l.strip_prefix("prog_id:"))
