@@ -95,7 +95,6 @@ pub async fn attach_gateway(
     let msg = LinkVeth::new(&host, ifname)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .address(mac_for(gw.addr).to_vec())
-        .up()
         .build();
     let made = nl.handle().link().add(msg).execute().await;
     drop(sandbox_fd);
@@ -105,6 +104,10 @@ pub async fn attach_gateway(
             e,
         )
     })?;
+    // No IPv6 on it (shoal's tasks are IPv4): a link-local address and routes per veth
+    // would make every veth's removal walk a node-wide IPv6 table that grows with the tasks.
+    disable_ipv6_here(&host)?;
+    nl.set_up(&host).await?;
     let index = nl.index_of(&host).await?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(addr, 32)
@@ -156,6 +159,15 @@ pub async fn detach_gateway(addr: Ipv4Addr) -> Result<bool> {
 pub async fn set_sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
     let (key, value) = (key.to_string(), value.to_string());
     run_in_netns_async(netns, move || write_sysctl_here(&key, &value)).await?
+}
+
+/// Turns IPv6 off on link `dev` of this thread's namespace before it goes up, so that it
+/// gets no IPv6 address or route; nothing to do on a kernel without IPv6.
+pub(crate) fn disable_ipv6_here(dev: &str) -> Result<()> {
+    if !std::path::Path::new("/proc/sys/net/ipv6/conf").exists() {
+        return Ok(());
+    }
+    write_sysctl_here(&format!("net/ipv6/conf/{dev}/disable_ipv6"), "1")
 }
 
 fn write_sysctl_here(key: &str, value: &str) -> Result<()> {
