@@ -257,3 +257,23 @@ fn loading_without_the_interface_says_which() {
         "{err}"
     );
 }
+
+#[test]
+fn task_veths_carry_no_ipv6() {
+    // The node's end of a task's veth gets no IPv6 address or route: removing it then
+    // walks no node-wide IPv6 table (which would grow with the node's tasks).
+    let lab = Lab::new();
+    let veth = gateway::gw_ifname(T1);
+    let (disabled, inet6) = lab.node.run({
+        let veth = veth.clone();
+        move || {
+            (
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"))
+                    .expect("the veth's IPv6 settings"),
+                std::fs::read_to_string("/proc/thread-self/net/if_inet6").unwrap_or_default(),
+            )
+        }
+    });
+    assert_eq!(disabled.trim(), "1");
+    assert!(!inet6.contains(&veth), "{veth} has IPv6 addresses: {inet6}");
+}
