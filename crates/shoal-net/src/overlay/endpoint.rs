@@ -81,7 +81,6 @@ async fn attach_in(
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .mtu(spec.mtu)
         .controller(bridge)
-        .up()
         .build();
     let outcome = ov.handle().link().add(msg).execute().await;
     drop(sandbox_fd);
@@ -105,6 +104,14 @@ async fn attach_in(
     }
 
     let configured = async {
+        // No IPv6 on the overlay's end (as for the gateway veth): its removal then walks no
+        // IPv6 table that grows with the tasks on this network.
+        let link = host.clone();
+        crate::netns::run_in_netns_async(&spec.netns, move || {
+            crate::gateway::disable_ipv6_here(&link)
+        })
+        .await??;
+        ov.set_up(&host).await?;
         let sb = Netlink::in_netns(sandbox).await?;
         sb.add_address(ifname, addr.addr(), addr.prefix_len())
             .await?;
