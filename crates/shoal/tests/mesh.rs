@@ -42,13 +42,23 @@ fn curl_on_node(lab: &Lab, node: u32, url: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// A field of the node's data plane, as `node inspect` shows it.
+/// A field of the node's data plane, as `node inspect` shows it, once the node has reported
+/// it (until its first session does, its description has no DataPlane and the template
+/// says so).
 fn data_plane(lab: &Lab, node: u32, field: &str) -> String {
     let format = format!("{{{{.Description.DataPlane.{field}}}}}");
     let node = format!("node{node}");
-    lab.ok(1, &["node", "inspect", "--format", &format, &node])
-        .trim()
-        .to_string()
+    wait_for(
+        &format!("{node} to report its data plane"),
+        Duration::from_secs(10),
+        || {
+            let out = lab.shoal(1, &["node", "inspect", "--format", &format, &node]);
+            match out.status.success() {
+                true => Ok(text(&out.stdout).trim().to_string()),
+                false => Err(text(&out.stderr)),
+            }
+        },
+    )
 }
 
 fn node_addr(lab: &Lab, node: u32) -> String {

@@ -24,11 +24,14 @@ fn three_hundred_tasks_on_one_network_hold() {
             &format!("{node} reporting ebpf"),
             Duration::from_secs(10),
             || {
-                let kind = lab.ok(1, &["node", "inspect", "--format", format, node]);
-                if kind.trim() == "ebpf" {
+                // Until a node's first session reports it, its description has no DataPlane
+                // and the template says so (an error): wait through that too.
+                let out = lab.shoal(1, &["node", "inspect", "--format", format, node]);
+                let kind = text(&out.stdout);
+                if out.status.success() && kind.trim() == "ebpf" {
                     Ok(())
                 } else {
-                    Err(kind)
+                    Err(kind + &text(&out.stderr))
                 }
             },
         );
