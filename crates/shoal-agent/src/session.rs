@@ -27,6 +27,8 @@ pub struct Session {
     pub worker: Arc<Worker>,
     /// Reported at every session start, for `node inspect`.
     pub data_plane: Option<shoal_types::node::DataPlane>,
+    /// TLS with the node's certificate.
+    pub dialer: shoal_rpc::Dialer,
 }
 
 const RETRY: Duration = Duration::from_millis(300);
@@ -34,7 +36,7 @@ const RETRY: Duration = Duration::from_millis(300);
 impl Session {
     /// Runs until the process ends. Reports queue up while no manager is reachable.
     pub async fn run(self, mut reports: mpsc::UnboundedReceiver<Report>) {
-        let beat = match Heartbeat::start(self.node_id.clone()) {
+        let beat = match Heartbeat::start(self.node_id.clone(), self.dialer.clone()) {
             Ok(b) => b,
             Err(e) => {
                 warn!("failed to start the heartbeat thread: {e}");
@@ -80,8 +82,10 @@ impl Session {
         pending: &mut BTreeMap<String, TaskStatus>,
         beat: &Arc<Heartbeat>,
     ) -> Result<(), tonic::Status> {
-        let channel =
-            shoal_rpc::channel(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let channel = self
+            .dialer
+            .manager(addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut client = ClusterClient::new(channel);
         let mut stream = client
             .session(SessionRequest {
@@ -240,7 +244,7 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// Starts the heartbeat thread; it ends when the returned handle is dropped.
-    pub fn start(node_id: String) -> std::io::Result<Arc<Heartbeat>> {
+    pub fn start(node_id: String, dialer: shoal_rpc::Dialer) -> std::io::Result<Arc<Heartbeat>> {
         let beat = Arc::new(Heartbeat {
             node_id,
             target: Mutex::new(None),
@@ -260,7 +264,7 @@ impl Heartbeat {
                         return;
                     }
                 };
-                rt.block_on(beat_loop(weak));
+                rt.block_on(beat_loop(weak, dialer));
             })?;
         Ok(beat)
     }
@@ -277,7 +281,7 @@ impl Heartbeat {
     }
 }
 
-async fn beat_loop(beat: Weak<Heartbeat>) {
+async fn beat_loop(beat: Weak<Heartbeat>, dialer: shoal_rpc::Dialer) {
     let mut client: Option<(String, ClusterClient<Channel>)> = None;
     loop {
         let (node_id, target, period) = {
@@ -288,7 +292,8 @@ async fn beat_loop(beat: Weak<Heartbeat>) {
         };
         if let Some(addr) = target {
             if client.as_ref().is_none_or(|(a, _)| a != &addr) {
-                client = shoal_rpc::channel(&addr)
+                client = dialer
+                    .manager(&addr)
                     .ok()
                     .map(|c| (addr.clone(), ClusterClient::new(c)));
             }

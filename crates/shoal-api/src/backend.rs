@@ -21,6 +21,23 @@ pub trait Backend: Send + Sync + 'static {
     fn join(&self, req: JoinRequest) -> impl Future<Output = ApiResult<JoinResponse>> + Send;
     fn leave(&self, force: bool) -> impl Future<Output = ApiResult<()>> + Send;
     fn join_token(&self, role: NodeRole) -> impl Future<Output = ApiResult<JoinToken>> + Send;
+    /// `join-token --rotate`: a new token for `role`; the old one stops working.
+    fn rotate_join_token(
+        &self,
+        role: NodeRole,
+    ) -> impl Future<Output = ApiResult<JoinToken>> + Send {
+        let _ = role;
+        async {
+            Err(crate::ApiError::new(
+                503,
+                "join tokens cannot be rotated here",
+            ))
+        }
+    }
+    /// `shoal ca`: the cluster's root CA.
+    fn ca(&self) -> impl Future<Output = ApiResult<ClusterCa>> + Send {
+        async { Err(crate::ApiError::new(503, "no cluster CA here")) }
+    }
 
     /// With `ManagerStatus.Leader` and `ManagerStatus.Reachability` filled in.
     fn nodes(&self) -> impl Future<Output = ApiResult<Vec<Node>>> + Send;
@@ -121,6 +138,8 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn join(&self, req: JoinRequest) -> BoxFut<'_, JoinResponse>;
     fn leave(&self, force: bool) -> BoxFut<'_, ()>;
     fn join_token(&self, role: NodeRole) -> BoxFut<'_, JoinToken>;
+    fn rotate_join_token(&self, role: NodeRole) -> BoxFut<'_, JoinToken>;
+    fn ca(&self) -> BoxFut<'_, ClusterCa>;
     fn nodes(&self) -> BoxFut<'_, Vec<Node>>;
     fn node(&self, key: String) -> BoxFut<'_, Node>;
     fn update_node(&self, key: String, update: NodeUpdate) -> BoxFut<'_, ()>;
@@ -169,6 +188,12 @@ impl<B: Backend> DynBackend for B {
     }
     fn join_token(&self, role: NodeRole) -> BoxFut<'_, JoinToken> {
         Box::pin(Backend::join_token(self, role))
+    }
+    fn rotate_join_token(&self, role: NodeRole) -> BoxFut<'_, JoinToken> {
+        Box::pin(Backend::rotate_join_token(self, role))
+    }
+    fn ca(&self) -> BoxFut<'_, ClusterCa> {
+        Box::pin(Backend::ca(self))
     }
     fn nodes(&self) -> BoxFut<'_, Vec<Node>> {
         Box::pin(Backend::nodes(self))

@@ -147,6 +147,15 @@ impl Client {
         self.get(&format!("/v1/swarm/join-token/{role}")).await
     }
 
+    pub async fn rotate_join_token(&self, role: NodeRole) -> ClientResult<JoinToken> {
+        self.post(&format!("/v1/swarm/join-token/{role}/rotate"), &())
+            .await
+    }
+
+    pub async fn ca(&self) -> ClientResult<ClusterCa> {
+        self.get("/v1/swarm/ca").await
+    }
+
     pub async fn nodes(&self) -> ClientResult<Vec<Node>> {
         self.get("/v1/nodes").await
     }

@@ -52,6 +52,8 @@ fn api_router() -> OpenApiRouter<Shared> {
         .routes(routes!(swarm_join))
         .routes(routes!(swarm_leave))
         .routes(routes!(join_token))
+        .routes(routes!(rotate_join_token))
+        .routes(routes!(cluster_ca))
         .routes(routes!(list_nodes))
         .routes(routes!(get_node, remove_node))
         .routes(routes!(update_node))
@@ -184,6 +186,25 @@ async fn join_token(
         ApiError::bad_request(format!("invalid role {role:?}: expected worker or manager"))
     })?;
     b.join_token(role).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/swarm/join-token/{role}/rotate", tag = "system",
+    params(("role" = String, Path, description = "worker or manager")),
+    responses((status = 200, description = "the new token; the old one no longer joins", body = JoinToken), (status = 400, description = "invalid request", body = ErrorBody), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn rotate_join_token(
+    State(b): State<Shared>,
+    Path(role): Path<String>,
+) -> ApiResult<Json<JoinToken>> {
+    let role: NodeRole = role.parse().map_err(|_| {
+        ApiError::bad_request(format!("invalid role {role:?}: expected worker or manager"))
+    })?;
+    b.rotate_join_token(role).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/swarm/ca", tag = "system",
+    responses((status = 200, description = "the cluster's root CA certificate", body = ClusterCa), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn cluster_ca(State(b): State<Shared>) -> ApiResult<Json<ClusterCa>> {
+    b.ca().await.map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",

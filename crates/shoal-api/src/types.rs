@@ -55,6 +55,9 @@ pub struct InitRequest {
     /// Subnet of the ingress network (`10.0.0.0/24`); the daemon picks one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_subnet: Option<String>,
+    /// How long node certificates are valid (`--cert-expiry`; 90 days when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_expiry_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -101,6 +104,18 @@ pub struct JoinResponse {
 pub struct JoinToken {
     pub token: String,
     pub manager_addr: String,
+}
+
+/// `GET /v1/swarm/ca`: the cluster's root CA, as `shoal ca` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClusterCa {
+    /// PEM.
+    pub certificate: String,
+    /// `sha256:<hex>` of the certificate's DER: what join tokens pin.
+    pub digest: String,
+    /// RFC 3339.
+    pub not_after: String,
 }
 
 /// `POST /v1/nodes/{key}/update`: only what is given changes.

@@ -604,6 +604,8 @@ async fn openapi_document_lists_every_route() {
         ("post", "/v1/swarm/join"),
         ("post", "/v1/swarm/leave"),
         ("get", "/v1/swarm/join-token/{role}"),
+        ("post", "/v1/swarm/join-token/{role}/rotate"),
+        ("get", "/v1/swarm/ca"),
         ("get", "/v1/nodes"),
         ("get", "/v1/nodes/{key}"),
         ("delete", "/v1/nodes/{key}"),

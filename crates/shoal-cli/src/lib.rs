@@ -66,6 +66,8 @@ pub enum Command {
     JoinToken(swarm::JoinTokenArgs),
     /// Leave the swarm.
     Leave(swarm::LeaveArgs),
+    /// Print the cluster's root CA certificate (docker's `swarm ca`).
+    Ca(swarm::CaArgs),
     /// The same verbs under `swarm`, as docker spells them.
     #[command(subcommand)]
     Swarm(SwarmCmd),
@@ -105,6 +107,8 @@ pub enum SwarmCmd {
     JoinToken(swarm::JoinTokenArgs),
     /// Leave the swarm.
     Leave(swarm::LeaveArgs),
+    /// Print the cluster's root CA certificate.
+    Ca(swarm::CaArgs),
 }
 
 /// Runs `shoal` with `args` (the first is the program name) and returns the exit code.
@@ -161,6 +165,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Leave(a) | Command::Swarm(SwarmCmd::Leave(a)) => {
             ok(swarm::leave(&client()?, a).await)
         }
+        Command::Ca(a) | Command::Swarm(SwarmCmd::Ca(a)) => ok(swarm::ca(&client()?, a).await),
         Command::Node(cmd) => ok(node::run(&client()?, cmd).await),
         Command::Service(cmd) => ok(service::run(&client()?, cmd).await),
         Command::Network(cmd) => network::run(&client()?, cmd).await,

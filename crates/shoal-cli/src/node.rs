@@ -207,7 +207,12 @@ async fn rm(client: &Client, args: RmArgs) -> Result<()> {
     let mut failed = Vec::new();
     for key in &args.nodes {
         match client.remove_node(key, args.force).await {
-            Ok(()) => println!("{key}"),
+            Ok(()) => {
+                println!("{key}");
+                eprintln!(
+                    "{key}: removed; the managers refuse its certificate from now on (to come back it must leave and join again with a token)"
+                );
+            }
             Err(e) => failed.push(e.to_string()),
         }
     }

@@ -28,6 +28,10 @@ pub struct InitArgs {
     /// Heartbeat periods a node may miss before it is marked Down (default 3).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub heartbeat_grace: Option<u32>,
+    /// How long node certificates are valid, e.g. 2160h (docker's `--cert-expiry`, 90 days
+    /// by default); nodes renew theirs on their own well before.
+    #[arg(long, value_name = "DURATION")]
+    pub cert_expiry: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -48,9 +52,20 @@ pub struct JoinTokenArgs {
     /// Only print the token.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Replace the role's token: the old one stops working at once (nodes already in the
+    /// cluster are not affected).
+    #[arg(long)]
+    pub rotate: bool,
     /// worker or manager.
     #[arg(value_parser = parse_role)]
     pub role: NodeRole,
+}
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Only print the certificate's digest (what join tokens pin).
+    #[arg(long)]
+    pub digest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +96,15 @@ pub fn init_request(args: InitArgs) -> Result<InitRequest> {
         }
         None => None,
     };
+    let cert_expiry_ms = match &args.cert_expiry {
+        Some(d) => Some(
+            shoal_types::time::parse_duration_ms(d)
+                .map_err(|e| anyhow::anyhow!("invalid --cert-expiry: {e}"))?,
+        ),
+        None => None,
+    };
     Ok(InitRequest {
+        cert_expiry_ms,
         advertise_addr: args.advertise_addr,
         listen_addr: args.listen_addr,
         heartbeat_period_ms: heartbeat,
@@ -132,7 +155,15 @@ pub async fn join(client: &Client, args: JoinArgs) -> Result<()> {
 }
 
 pub async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
-    let t = client.join_token(args.role).await?;
+    let t = if args.rotate {
+        let t = client.rotate_join_token(args.role).await?;
+        if !args.quiet {
+            println!("Successfully rotated {} join token.\n", args.role);
+        }
+        t
+    } else {
+        client.join_token(args.role).await?
+    };
     if args.quiet {
         println!("{}", t.token);
     } else {
@@ -144,45 +175,28 @@ pub async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
     Ok(())
 }
 
+pub async fn ca(client: &Client, args: CaArgs) -> Result<()> {
+    let ca = client.ca().await?;
+    if args.digest {
+        println!("{}", ca.digest);
+    } else {
+        print!("{}", ca.certificate);
+    }
+    Ok(())
+}
+
 pub async fn leave(client: &Client, args: LeaveArgs) -> Result<()> {
     client.leave(args.force).await?;
     println!("Node left the swarm.");
     Ok(())
 }
 
-/// Checks a join token's shape before asking the manager: `SHTKN-1-<24 hex>-<25 [a-z0-9]>`.
+/// Checks a join token's shape before asking the manager (`SWMTKN-1-<CA digest>-<secret>`).
 /// Whether it is a worker or manager token only the manager knows (from the secret).
 pub fn validate_token(token: &str) -> Result<()> {
-    const EXPECTED: &str = "expected SHTKN-1-<24 hex digits>-<25 lowercase letters or digits>; \
-                            print one with `shoal join-token worker` on a manager";
-    let parts: Vec<&str> = token.trim().split('-').collect();
-    let why = match parts.as_slice() {
-        ["SHTKN", version, cluster, secret] => {
-            if *version != "1" {
-                Some(format!("unsupported version {version:?}"))
-            } else if cluster.len() != 24
-                || !cluster
-                    .chars()
-                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-            {
-                Some("the cluster id is not 24 lowercase hex digits".to_string())
-            } else if secret.len() != 25
-                || !secret
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            {
-                Some("the secret is not 25 lowercase letters or digits".to_string())
-            } else {
-                None
-            }
-        }
-        _ if !token.starts_with("SHTKN-") => Some("it does not start with SHTKN-".to_string()),
-        _ => Some("it does not have four parts separated by '-'".to_string()),
-    };
-    match why {
-        Some(why) => bail!("invalid join token ({why}): {EXPECTED}"),
-        None => Ok(()),
-    }
+    shoal_pki::JoinToken::parse(token)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `10.0.0.1` -> `10.0.0.1:2377`; `[::1]` -> `[::1]:2377`; a port given is checked.
@@ -214,35 +228,26 @@ mod tests {
 
     use super::*;
 
-    const GOOD: &str = "SHTKN-1-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx9";
-
     #[test]
     fn tokens() {
-        assert!(validate_token(GOOD).is_ok());
+        let good = shoal_pki::JoinToken::random(shoal_pki::CaDigest::of(b"ca")).to_string();
+        assert!(validate_token(&good).is_ok());
         let err = |t: &str| validate_token(t).unwrap_err().to_string();
         assert_eq!(
-            err("SWMTKN-1-abc"),
-            "invalid join token (it does not start with SHTKN-): expected SHTKN-1-<24 hex digits>-<25 lowercase \
-             letters or digits>; print one with `shoal join-token worker` on a manager"
+            err("SHTKN-1-abc"),
+            "invalid join token: it starts with \"SHTKN\", not \"SWMTKN\"; expected \
+             SWMTKN-1-<50 base36 characters>-<25 base36 characters>: run `shoal join-token \
+             worker` on a manager to print a valid one"
+        );
+        assert!(err("SWMTKN-1-abc").contains("it has 3 parts separated by '-', not 4"));
+        assert!(
+            err(&good.replace("SWMTKN-1-", "SWMTKN-2-")).contains("version \"2\" is not supported")
         );
         assert!(
-            err("SHTKN-2-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx9")
-                .contains("unsupported version \"2\"")
+            err(&good[..good.len() - 1]).contains("secret"),
+            "{}",
+            err(&good[..good.len() - 1])
         );
-        assert!(
-            err("SHTKN-1-0123456789ABCDEF01234567-abcdefghijklmnopqrstuvwx9")
-                .contains("cluster id")
-        );
-        assert!(
-            err("SHTKN-1-0123456789abcdef0123456-abcdefghijklmnopqrstuvwx9").contains("cluster id")
-        );
-        assert!(
-            err("SHTKN-1-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx").contains("secret")
-        );
-        assert!(
-            err("SHTKN-1-0123456789abcdef01234567-Abcdefghijklmnopqrstuvwx9").contains("secret")
-        );
-        assert!(err("SHTKN-1-0123456789abcdef01234567").contains("four parts"));
     }
 
     #[test]

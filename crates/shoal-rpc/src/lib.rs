@@ -8,6 +8,12 @@ pub mod pb {
 
 pub use pb::*;
 
+pub mod transport;
+pub use transport::{Dialer, Tls};
+
+/// rustls's types that appear in this crate's API.
+pub use rustls;
+
 /// Wraps a JSON-encoded value.
 pub fn json(data: Vec<u8>) -> pb::Json {
     pb::Json { data }
@@ -23,17 +29,4 @@ pub fn leader_hint(status: &tonic::Status) -> Option<String> {
         .get(LEADER_METADATA)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-/// A lazily connecting channel to a node's cluster port, with timeouts suited to a LAN.
-pub fn channel(addr: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let uri = if addr.starts_with("http://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(tonic::transport::Endpoint::from_shared(uri)?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
 }

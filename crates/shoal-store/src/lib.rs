@@ -54,8 +54,11 @@ const INIT_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `shutdown` waits for openraft's tasks to let go of the database file.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// How this manager reaches the others' Raft services (TLS with its certificate in a
+    /// cluster; plain only in this crate's tests).
+    pub dialer: shoal_rpc::Dialer,
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
@@ -66,6 +69,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            dialer: shoal_rpc::Dialer::Plain,
             heartbeat_ms: 250,
             election_min_ms: 1000,
             election_max_ms: 2000,
@@ -177,7 +181,7 @@ impl Store {
         let network = NetworkFactory {
             id,
             peers: peers.clone(),
-            connect_timeout: Duration::from_millis(config.election_max_ms),
+            dialer: config.dialer.clone(),
         };
         let raft = openraft::Raft::new(id, Arc::new(raft_config), network, log, sm)
             .await
@@ -385,6 +389,7 @@ impl Store {
     ) -> shoal_rpc::raft_server::RaftServer<impl shoal_rpc::raft_server::Raft> {
         shoal_rpc::raft_server::RaftServer::new(RaftService {
             raft: self.inner.raft.clone(),
+            chunks: Default::default(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)

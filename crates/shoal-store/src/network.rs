@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_rpc::raft_client::RaftClient;
 use shoal_rpc::{Json, json};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::{RaftId, TypeConfig};
@@ -57,7 +57,7 @@ impl Peers {
 pub(crate) struct NetworkFactory {
     pub(crate) id: RaftId,
     pub(crate) peers: Arc<Peers>,
-    pub(crate) connect_timeout: Duration,
+    pub(crate) dialer: shoal_rpc::Dialer,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -70,7 +70,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             node: node.clone(),
             client: None,
             peers: self.peers.clone(),
-            connect_timeout: self.connect_timeout,
+            dialer: self.dialer.clone(),
         }
     }
 }
@@ -82,7 +82,7 @@ pub(crate) struct PeerClient {
     node: BasicNode,
     client: Option<RaftClient<Channel>>,
     peers: Arc<Peers>,
-    connect_timeout: Duration,
+    dialer: shoal_rpc::Dialer,
 }
 
 impl PeerClient {
@@ -90,11 +90,11 @@ impl PeerClient {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.node.addr))
-            .map_err(|e| Unreachable::new(&e))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
-        let client = RaftClient::new(endpoint.connect_lazy())
+        let channel = self
+            .dialer
+            .manager(&self.node.addr)
+            .map_err(|e| Unreachable::new(&e))?;
+        let client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         self.client = Some(client.clone());
@@ -186,6 +186,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 /// The server side: hands each request to the local Raft.
 pub(crate) struct RaftService {
     pub(crate) raft: openraft::Raft<TypeConfig>,
+    /// The snapshot being received and the offset its next chunk must have.
+    pub(crate) chunks: Mutex<Option<(String, u64)>>,
 }
 
 #[tonic::async_trait]
@@ -201,8 +203,41 @@ impl shoal_rpc::raft_server::Raft for RaftService {
     }
 
     async fn install_snapshot(&self, request: Request<Json>) -> Result<Response<Json>, Status> {
-        let rpc = decode(request)?;
-        reply(&self.raft.install_snapshot(rpc).await)
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
+        self.check_chunk(&rpc)?;
+        let res = self.raft.install_snapshot(rpc).await;
+        if res.is_err() {
+            self.chunks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+        reply(&res)
+    }
+}
+
+impl RaftService {
+    /// A snapshot's chunks arrive in order from offset 0: a chunk at any other offset is
+    /// refused before openraft sees it (an offset far past the data would make it allocate
+    /// or seek there).
+    fn check_chunk(&self, rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<(), Status> {
+        let id = rpc.meta.snapshot_id.clone();
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        let expected = match chunks.as_ref() {
+            _ if rpc.offset == 0 => 0,
+            Some((current, next)) if *current == id => *next,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot {id}: a chunk at offset {} before the chunk at offset 0",
+                    rpc.offset
+                )));
+            }
+        };
+        if rpc.offset != expected {
+            return Err(Status::invalid_argument(format!(
+                "snapshot {id}: a chunk at offset {}, expected {expected}",
+                rpc.offset
+            )));
+        }
+        *chunks = (!rpc.done).then(|| (id, expected + rpc.data.len() as u64));
+        Ok(())
     }
 }
 

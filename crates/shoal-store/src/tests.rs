@@ -18,6 +18,7 @@ fn fast(snapshot_every: u64) -> StoreConfig {
         election_min_ms: 200,
         election_max_ms: 400,
         snapshot_every,
+        ..StoreConfig::default()
     }
 }
 

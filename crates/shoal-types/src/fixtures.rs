@@ -71,8 +71,10 @@ pub fn info() -> ClusterInfo {
     ClusterInfo {
         id: "c0ffee".into(),
         created_at: Millis(0),
-        worker_secret: "w".into(),
-        manager_secret: "m".into(),
+        worker_token: "w".into(),
+        manager_token: "m".into(),
+        cert_expiry_ms: crate::state::DEFAULT_CERT_EXPIRY_MS,
+        removed_nodes: Default::default(),
         heartbeat_period_ms: 1000,
         heartbeat_grace: 3,
     }

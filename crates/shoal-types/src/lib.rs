@@ -24,7 +24,6 @@ pub mod service;
 pub mod state;
 pub mod task;
 pub mod time;
-pub mod token;
 
 pub use constraint::Constraint;
 pub use ids::{new_id, short_id};

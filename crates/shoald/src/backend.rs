@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use shoal_api::{
-    ApiError, ApiResult, Backend, CreateResponse, EndpointStats, ImageSummary, ImagesPruned, Info,
-    InitRequest, InitResponse, JoinRequest, JoinResponse, JoinToken, LogLine, NetworkCreate,
-    NodeUpdate, Pid, ServiceCreated, ServiceOptions, ServiceStatus, ServiceUpdated, ServiceView,
-    TaskFilter, TaskView,
+    ApiError, ApiResult, Backend, ClusterCa, CreateResponse, EndpointStats, ImageSummary,
+    ImagesPruned, Info, InitRequest, InitResponse, JoinRequest, JoinResponse, JoinToken, LogLine,
+    NetworkCreate, NodeUpdate, Pid, ServiceCreated, ServiceOptions, ServiceStatus, ServiceUpdated,
+    ServiceView, TaskFilter, TaskView,
 };
 use shoal_rpc::agent_client::AgentClient;
 use shoal_types::state::Service;
-use shoal_types::token::JoinToken as Token;
 use shoal_types::{
     ClusterState, Command, Network, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, ids,
 };
@@ -118,15 +117,10 @@ impl Api {
             .cluster
             .as_ref()
             .ok_or_else(crate::errors::not_in_swarm)?;
-        let secret = match role {
-            NodeRole::Worker => c.worker_secret.clone(),
-            NodeRole::Manager => c.manager_secret.clone(),
-        };
-        Ok(Token {
-            cluster_id: c.id.clone(),
-            secret,
-        }
-        .to_string())
+        Ok(match role {
+            NodeRole::Worker => c.worker_token.clone(),
+            NodeRole::Manager => c.manager_token.clone(),
+        })
     }
 }
 
@@ -168,6 +162,7 @@ impl Backend for Api {
                 req.heartbeat_period_ms,
                 req.heartbeat_grace,
                 req.ingress_subnet,
+                req.cert_expiry_ms,
             )
             .await?;
         let state = self.state()?;
@@ -206,6 +201,32 @@ impl Backend for Api {
         Ok(JoinToken {
             token: Self::token(&state, role)?,
             manager_addr,
+        })
+    }
+
+    async fn rotate_join_token(&self, role: NodeRole) -> ApiResult<JoinToken> {
+        let m = self.manager()?;
+        let active = self.0.active_or_err()?;
+        let token = shoal_pki::JoinToken::random(active.certs.ca().digest()).to_string();
+        m.propose(Command::RotateJoinToken {
+            role,
+            token: token.clone(),
+        })
+        .await?;
+        tracing::info!(%role, "join token rotated");
+        Ok(JoinToken {
+            token,
+            manager_addr: active.identity.cluster_addr,
+        })
+    }
+
+    async fn ca(&self) -> ApiResult<ClusterCa> {
+        let active = self.0.active_or_err()?;
+        let ca = active.certs.ca();
+        Ok(ClusterCa {
+            certificate: ca.pem(),
+            digest: ca.digest().to_string(),
+            not_after: humantime::format_rfc3339_seconds(ca.not_after()).to_string(),
         })
     }
 
@@ -449,6 +470,7 @@ impl Backend for Api {
 
     async fn service_logs(&self, key: String) -> ApiResult<Vec<LogLine>> {
         let state = self.state()?;
+        let active = self.0.active_or_err()?;
         let s = Self::find_service(&state, &key)?;
         let mut tasks: Vec<&Task> = state
             .tasks_of(&s.id)
@@ -460,7 +482,10 @@ impl Backend for Api {
             let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else {
                 continue;
             };
-            let channel = shoal_rpc::channel(&node.status.cluster_addr)
+            let channel = active
+                .certs
+                .dialer()
+                .node(&node.status.cluster_addr, &node.id)
                 .map_err(|e| internal("bad node address", e))?;
             let req = shoal_rpc::LogsRequest {
                 task_id: t.id.clone(),

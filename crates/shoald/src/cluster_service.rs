@@ -7,16 +7,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use shoal_manager::dispatcher::{NodeTasks, Told};
+use shoal_pki::{Access, JoinToken, JoinTokens};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::cluster_server::Cluster;
 use shoal_rpc::{
-    Assignments, EndpointAck, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
-    SessionRequest, StatusAck, StatusReport,
+    Assignments, EndpointAck, HeartbeatRequest, HeartbeatResponse, JoinRaftRequest, JoinRequest,
+    JoinResponse, RenewRequest, RenewResponse, SessionRequest, StatusAck, StatusReport,
 };
 use shoal_types::node::{
     DataPlane, HostNetwork, ManagerStatus, NodeDescription, NodeSpec, NodeStatus,
 };
-use shoal_types::token::JoinToken;
 use shoal_types::{
     Availability, Command, CommandResult, Node, NodeRole, NodeState, TaskState, TaskStatus,
 };
@@ -24,11 +24,17 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::certs::NodeCerts;
+use crate::gate::{Gate, acting_for};
 use crate::manager::{Manager, Progress};
 use shoal_types::endpoint::EndpointView;
 
 pub struct ClusterService {
     pub manager: Arc<Manager>,
+    pub gate: Gate,
+    /// This manager's certificates and the root CA that issues nodes' certificates.
+    pub certs: Arc<NodeCerts>,
+    pub failed_joins: crate::joins::FailedJoins,
 }
 
 fn not_leader(manager: &Manager) -> Status {
@@ -229,6 +235,9 @@ async fn session_loop(
     }
 }
 
+/// The most task statuses one report may carry (an agent sends what changed since its last).
+const MAX_REPORTED_TASKS: usize = 10_000;
+
 type SessionStream = Pin<Box<dyn Stream<Item = Result<Assignments, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -237,6 +246,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<shoal_rpc::Json>,
     ) -> Result<Response<shoal_rpc::Json>, Status> {
+        self.gate.member(&req, "Propose", Access::Manager)?;
         let cmd: Command = serde_json::from_slice(&req.into_inner().data)
             .map_err(|e| Status::invalid_argument(format!("command does not parse: {e}")))?;
         let reply = match self.manager.store.propose_indexed(cmd).await {
@@ -251,6 +261,8 @@ impl Cluster for ClusterService {
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        self.gate.admit(&req, "Join", Access::Joining)?;
+        let source = req.remote_addr().map(|a| a.ip());
         let req = req.into_inner();
         if !self.manager.store.is_leader() {
             let Some((_, addr)) = self.manager.store.leader() else {
@@ -258,36 +270,34 @@ impl Cluster for ClusterService {
                     "the managers have no leader right now; retry shortly",
                 ));
             };
-            let channel =
-                shoal_rpc::channel(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+            let channel = self
+                .certs
+                .dialer()
+                .manager(&addr)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
             return ClusterClient::new(channel).join(req).await;
         }
-        let token = JoinToken::parse(&req.token).map_err(Status::invalid_argument)?;
+        self.failed_joins.check(source)?;
         let state = self.manager.state();
         let cluster = state
             .cluster
             .as_ref()
             .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
-        let role = if token.cluster_id != cluster.id {
-            return Err(Status::permission_denied(
-                "the join token belongs to another cluster; check the token",
-            ));
-        } else if token.secret == cluster.worker_secret {
-            NodeRole::Worker
-        } else if token.secret == cluster.manager_secret {
-            NodeRole::Manager
-        } else {
-            return Err(Status::permission_denied(
-                "invalid join token: the secret does not match; run `shoal join-token worker` on a manager for a valid one",
-            ));
+        let role = match join_role(cluster, &req.token) {
+            Ok(role) => role,
+            Err(e) => {
+                warn!(source = ?source, node = %req.hostname, "refused a join: {}", e.message());
+                self.failed_joins.failed(source);
+                return Err(e);
+            }
         };
         if req.node_id.len() != shoal_types::ids::ID_LEN || !shoal_types::ids::is_hex(&req.node_id)
         {
             return Err(Status::invalid_argument("invalid node id"));
         }
-        if state.nodes.contains_key(&req.node_id) {
+        if state.nodes.contains_key(&req.node_id) || cluster.removed_nodes.contains(&req.node_id) {
             return Err(Status::already_exists(
-                "a node with this id is already in the cluster",
+                "a node with this id is or was in the cluster; join again for a new id",
             ));
         }
         let host_networks: Vec<HostNetwork> = if req.host_networks.is_empty() {
@@ -305,18 +315,9 @@ impl Cluster for ClusterService {
                 h.what, n.name, n.ipam.subnet, req.hostname
             )));
         }
+        let certificate = self.issue(&req.csr, &req.node_id, role, cluster)?;
         let raft_id = shoal_types::ids::raft_id_of(&req.node_id);
         let now = shoal_agent::worker::now();
-        if role == NodeRole::Manager {
-            info!(node = %req.hostname, raft_id, "adding a manager to the raft group");
-            self.manager
-                .store
-                .add_manager(raft_id, req.cluster_addr.clone())
-                .await
-                .map_err(|e| {
-                    Status::unavailable(format!("failed to add the manager to the raft group: {e}"))
-                })?;
-        }
         let node = Node {
             id: req.node_id.clone(),
             created_at: now,
@@ -346,23 +347,22 @@ impl Cluster for ClusterService {
             }),
             ingress_addr: None,
         };
+        // A manager joins Raft with a second call (`JoinRaft`) once it serves Raft with
+        // the certificate this reply gives it.
         self.manager
             .propose(Command::AddNode { node, at: now })
             .await
             .map_err(to_status)?;
         info!(node = %req.hostname, %role, "node joined");
         let state = self.manager.state();
+        let manager = role == NodeRole::Manager;
         Ok(Response::new(JoinResponse {
             node_id: req.node_id,
             role: role.to_string(),
-            raft_id: if role == NodeRole::Manager {
-                raft_id
-            } else {
-                0
-            },
+            raft_id: if manager { raft_id } else { 0 },
             managers: manager_addrs(&state),
             cluster_id: cluster.id.clone(),
-            registry_auth_key: if role == NodeRole::Manager {
+            registry_auth_key: if manager {
                 self.manager
                     .logins
                     .key()
@@ -371,6 +371,69 @@ impl Cluster for ClusterService {
             } else {
                 Vec::new()
             },
+            certificate,
+            ca_certificate: self.certs.ca().der().to_vec(),
+            ca_key: if manager {
+                self.root()?.key_pem().into_bytes()
+            } else {
+                Vec::new()
+            },
+        }))
+    }
+
+    async fn join_raft(
+        &self,
+        req: Request<JoinRaftRequest>,
+    ) -> Result<Response<StatusAck>, Status> {
+        let id = self.gate.member(&req, "JoinRaft", Access::Manager)?;
+        if !self.manager.store.is_leader() {
+            return Err(not_leader(&self.manager));
+        }
+        let state = self.manager.state();
+        let Some(status) = state
+            .nodes
+            .get(&id.node_id)
+            .and_then(|n| n.manager_status.clone())
+        else {
+            return Err(Status::not_found(format!(
+                "node {} is not a manager of this cluster; join with a manager token first",
+                id.node_id
+            )));
+        };
+        info!(node = %id.node_id, raft_id = status.raft_id, "adding a manager to the raft group");
+        self.manager
+            .store
+            .add_manager(status.raft_id, status.addr)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("failed to add the manager to the raft group: {e}"))
+            })?;
+        Ok(Response::new(StatusAck {}))
+    }
+
+    async fn renew_certificate(
+        &self,
+        req: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        let id = self.gate.member(&req, "RenewCertificate", Access::Member)?;
+        let state = self.manager.state();
+        let cluster = state
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
+        let Some(node) = state.nodes.get(&id.node_id) else {
+            return Err(Status::not_found(format!(
+                "node {} is not part of the cluster; it was removed",
+                id.node_id
+            )));
+        };
+        // The role is the cluster's decision now, not what the old certificate said.
+        let certificate =
+            self.issue(&req.into_inner().csr, &id.node_id, node.spec.role, cluster)?;
+        info!(node = %node.hostname(), role = %node.spec.role, "renewed a node certificate");
+        Ok(Response::new(RenewResponse {
+            certificate,
+            ca_certificate: self.certs.ca().der().to_vec(),
         }))
     }
 
@@ -380,8 +443,10 @@ impl Cluster for ClusterService {
         &self,
         req: Request<SessionRequest>,
     ) -> Result<Response<SessionStream>, Status> {
+        let id = self.gate.member(&req, "Session", Access::Member)?;
         let req = req.into_inner();
-        let node_id = req.node_id;
+        acting_for(&id, &req.node_id)?;
+        let node_id = id.node_id;
         if !self.manager.store.is_leader() {
             return Err(not_leader(&self.manager));
         }
@@ -438,10 +503,12 @@ impl Cluster for ClusterService {
         &self,
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        let id = self.gate.member(&req, "Heartbeat", Access::Member)?;
+        acting_for(&id, &req.get_ref().node_id)?;
         if !self.manager.store.is_leader() {
             return Err(not_leader(&self.manager));
         }
-        let node_id = req.into_inner().node_id;
+        let node_id = id.node_id;
         if !self.manager.state().nodes.contains_key(&node_id) {
             return Err(Status::not_found("this node was removed from the cluster"));
         }
@@ -455,14 +522,23 @@ impl Cluster for ClusterService {
         &self,
         req: Request<StatusReport>,
     ) -> Result<Response<StatusAck>, Status> {
+        let id = self.gate.member(&req, "ReportStatus", Access::Member)?;
         let req = req.into_inner();
+        acting_for(&id, &req.node_id)?;
         let updates: Vec<(String, TaskStatus)> = serde_json::from_slice(&req.updates)
             .map_err(|e| Status::invalid_argument(format!("status report does not parse: {e}")))?;
+        if updates.len() > MAX_REPORTED_TASKS {
+            return Err(Status::invalid_argument(format!(
+                "a status report of {} tasks is more than the {MAX_REPORTED_TASKS} a report may carry; send it in parts",
+                updates.len()
+            )));
+        }
+        let node_id = id.node_id;
         let cmds = updates
             .into_iter()
-            .map(|(id, status)| Command::UpdateTaskStatus {
-                id,
-                node_id: req.node_id.clone(),
+            .map(|(task, status)| Command::UpdateTaskStatus {
+                id: task,
+                node_id: node_id.clone(),
                 status,
             })
             .collect();
@@ -481,10 +557,67 @@ impl Cluster for ClusterService {
         &self,
         req: Request<EndpointAck>,
     ) -> Result<Response<StatusAck>, Status> {
+        let id = self.gate.member(&req, "AckEndpoints", Access::Member)?;
         let req = req.into_inner();
+        acting_for(&id, &req.node_id)?;
         let state = self.manager.state();
         self.manager
-            .endpoints_progress(&req.node_id, &state, Progress::Acked(req.version));
+            .endpoints_progress(&id.node_id, &state, Progress::Acked(req.version));
         Ok(Response::new(StatusAck {}))
+    }
+}
+
+/// The role a join token admits to, or why it is refused (the secret compared in constant
+/// time by shoal-pki).
+fn join_role(cluster: &shoal_types::ClusterInfo, presented: &str) -> Result<NodeRole, Status> {
+    let presented =
+        JoinToken::parse(presented).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let current = |t: &str| {
+        JoinToken::parse(t)
+            .map_err(|e| Status::internal(format!("the cluster's join token is invalid: {e}")))
+    };
+    let tokens = JoinTokens {
+        worker: current(&cluster.worker_token)?,
+        manager: current(&cluster.manager_token)?,
+    };
+    match tokens.role_for(&presented) {
+        Ok(shoal_pki::Role::Manager) => Ok(NodeRole::Manager),
+        Ok(shoal_pki::Role::Worker) => Ok(NodeRole::Worker),
+        Err(shoal_pki::PkiError::TokenSecretRefused) => Err(Status::permission_denied(
+            "invalid join token: the secret does not match (it may have been rotated); run `shoal join-token worker` on a manager for a valid one",
+        )),
+        Err(e) => Err(Status::permission_denied(format!(
+            "invalid join token: {e}"
+        ))),
+    }
+}
+
+impl ClusterService {
+    fn root(&self) -> Result<Arc<shoal_pki::RootCa>, Status> {
+        self.certs
+            .root()
+            .ok_or_else(|| Status::internal("this manager has no root CA key"))
+    }
+
+    /// A certificate for `node_id` in `role` from the node's CSR, valid for the cluster's
+    /// `--cert-expiry`.
+    fn issue(
+        &self,
+        csr: &[u8],
+        node_id: &str,
+        role: NodeRole,
+        cluster: &shoal_types::ClusterInfo,
+    ) -> Result<Vec<u8>, Status> {
+        let spec = crate::certs::spec(
+            node_id,
+            crate::certs::role_of(role),
+            &cluster.id,
+            std::time::Duration::from_millis(cluster.cert_expiry_ms),
+            std::time::SystemTime::now(),
+        );
+        self.root()?
+            .issue(csr, &spec)
+            .map(|c| c.to_vec())
+            .map_err(|e| Status::invalid_argument(format!("cannot issue a certificate: {e}")))
     }
 }

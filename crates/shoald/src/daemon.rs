@@ -11,21 +11,26 @@ use shoal_agent::logs::AgentService;
 use shoal_agent::session::{Managers, Session};
 use shoal_agent::worker::{self, Worker};
 use shoal_api::ApiError;
+use shoal_pki::{JoinToken, NodeKey};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreConfig};
 use shoal_types::node::{ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
-use shoal_types::token::JoinToken;
 use shoal_types::{
     Availability, ClusterInfo, ClusterState, Command, Node, NodeRole, NodeState, ids,
 };
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::certs::NodeCerts;
 use crate::cluster_service::ClusterService;
 use crate::errors::{internal, not_in_swarm};
+use crate::gate::Gate;
 use crate::identity::Identity;
 use crate::manager::Manager;
 use crate::networks;
+
+/// Largest request a node accepts on 2377 outside Raft (which has its own, larger cap).
+const MAX_RPC_MESSAGE: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,6 +61,8 @@ pub struct Daemon {
 #[derive(Clone)]
 pub struct Active {
     pub identity: Identity,
+    /// The node's certificate (and, on a manager, the root CA) and its TLS configurations.
+    pub certs: Arc<NodeCerts>,
     pub manager: Option<Arc<Manager>>,
     pub worker: Arc<Worker>,
     pub managers: Managers,
@@ -112,26 +119,38 @@ impl Daemon {
             return Ok(());
         };
         info!(node = %identity.node_id, role = %identity.role, "resuming cluster membership");
+        let certs = NodeCerts::load(&self.cfg.data_dir, identity.role).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load this node's certificates: {e}; if they are lost, run `shoal leave --force` here and join again"
+            )
+        })?;
         let manager = match identity.role {
             NodeRole::Manager => Some(
-                self.open_manager(&identity)
+                self.open_manager(&identity, certs.dialer())
                     .await
                     .map_err(|e| anyhow::anyhow!(e.message))?,
             ),
             NodeRole::Worker => None,
         };
-        self.activate(identity, manager)
+        self.activate(identity, manager, certs)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok(())
     }
 
-    async fn open_manager(&self, identity: &Identity) -> Result<Arc<Manager>, ApiError> {
+    async fn open_manager(
+        &self,
+        identity: &Identity,
+        dialer: shoal_rpc::Dialer,
+    ) -> Result<Arc<Manager>, ApiError> {
         let store = Store::open(
             &self.raft_dir(),
             ids::raft_id_of(&identity.node_id),
             identity.cluster_addr.clone(),
-            StoreConfig::default(),
+            StoreConfig {
+                dialer: dialer.clone(),
+                ..StoreConfig::default()
+            },
         )
         .await
         .map_err(|e| internal("failed to open the raft store", e))?;
@@ -139,6 +158,7 @@ impl Daemon {
             store,
             identity.node_id.clone(),
             &self.cfg.data_dir,
+            dialer,
         ))
     }
 
@@ -147,6 +167,7 @@ impl Daemon {
         self: &Arc<Self>,
         identity: Identity,
         manager: Option<Arc<Manager>>,
+        certs: Arc<NodeCerts>,
     ) -> Result<(), ApiError> {
         let vtep: std::net::Ipv4Addr = identity.addr.parse().map_err(|_| {
             ApiError::bad_request(format!(
@@ -176,18 +197,38 @@ impl Daemon {
         let listener = tokio::net::TcpListener::bind(self.cfg.listen_addr)
             .await
             .map_err(|e| internal(&format!("failed to listen on {}", self.cfg.listen_addr), e))?;
-        let agent_svc = shoal_rpc::agent_server::AgentServer::new(AgentService {
-            worker: Arc::clone(&worker),
-        });
-        let mut router = tonic::transport::Server::builder().add_service(agent_svc);
+        let gate = Gate::new(identity.cluster_id.clone(), manager.clone());
+        // Task logs go to managers only (the API that asks for them runs on a manager).
+        let agent_svc = tonic::service::interceptor::InterceptedService::new(
+            shoal_rpc::agent_server::AgentServer::new(AgentService {
+                worker: Arc::clone(&worker),
+            })
+            .max_decoding_message_size(MAX_RPC_MESSAGE),
+            gate.clone()
+                .interceptor("TaskLogs", shoal_pki::Access::Manager),
+        );
+        let mut router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .add_service(agent_svc);
         if let Some(m) = &manager {
-            router = router.add_service(m.store.grpc_service()).add_service(
-                shoal_rpc::cluster_server::ClusterServer::new(ClusterService {
-                    manager: Arc::clone(m),
-                }),
-            );
+            router = router
+                .add_service(tonic::service::interceptor::InterceptedService::new(
+                    m.store.grpc_service(),
+                    gate.clone().interceptor("Raft", shoal_pki::Access::Manager),
+                ))
+                .add_service(
+                    shoal_rpc::cluster_server::ClusterServer::new(ClusterService {
+                        manager: Arc::clone(m),
+                        gate: gate.clone(),
+                        certs: Arc::clone(&certs),
+                        failed_joins: Default::default(),
+                    })
+                    .max_decoding_message_size(MAX_RPC_MESSAGE),
+                );
         }
-        let incoming = nodelay(listener);
+        let incoming = shoal_rpc::transport::incoming(listener, certs.tls());
         handles.push(tokio::spawn(async move {
             if let Err(e) = router.serve_with_incoming(incoming).await {
                 warn!("cluster listener stopped: {e}");
@@ -201,6 +242,7 @@ impl Daemon {
             managers: Arc::clone(&managers),
             worker: Arc::clone(&worker),
             data_plane: Some(worker.data_plane()),
+            dialer: certs.dialer(),
         };
         handles.push(tokio::spawn(session.run(reports_rx)));
         handles.push(tokio::spawn(persist_managers(
@@ -208,8 +250,13 @@ impl Daemon {
             Arc::clone(&managers),
         )));
 
+        handles.push(tokio::spawn(crate::renewal::run(
+            Arc::clone(&certs),
+            Arc::clone(&managers),
+        )));
         *self.role.write().unwrap_or_else(|p| p.into_inner()) = Some(Active {
             identity,
+            certs,
             manager,
             worker,
             managers,
@@ -226,6 +273,7 @@ impl Daemon {
         heartbeat_ms: Option<u64>,
         heartbeat_grace: Option<u32>,
         ingress_subnet: Option<String>,
+        cert_expiry_ms: Option<u64>,
     ) -> Result<(Active, Vec<String>), ApiError> {
         let _guard = self.lifecycle.lock().await;
         if self.active().is_some() {
@@ -251,6 +299,8 @@ impl Daemon {
             &reserved,
             worker::now(),
         )?;
+        let cert_expiry_ms = cert_expiry_ms.unwrap_or(shoal_types::state::DEFAULT_CERT_EXPIRY_MS);
+        check_cert_expiry(cert_expiry_ms)?;
         let node_id = ids::new_id();
         let identity = Identity {
             node_id: node_id.clone(),
@@ -260,7 +310,15 @@ impl Daemon {
             cluster_addr: cluster_addr.clone(),
             managers: vec![cluster_addr.clone()],
         };
-        let manager = self.open_manager(&identity).await?;
+        let certs = NodeCerts::init(
+            &self.cfg.data_dir,
+            &identity.cluster_id,
+            &node_id,
+            Duration::from_millis(cert_expiry_ms),
+        )
+        .map_err(|e| internal("failed to create the cluster's root CA", e))?;
+        let digest = certs.ca().digest();
+        let manager = self.open_manager(&identity, certs.dialer()).await?;
         manager
             .store
             .initialize()
@@ -270,8 +328,10 @@ impl Daemon {
         let info = ClusterInfo {
             id: identity.cluster_id.clone(),
             created_at: now,
-            worker_secret: ids::new_secret(),
-            manager_secret: ids::new_secret(),
+            worker_token: JoinToken::random(digest).to_string(),
+            manager_token: JoinToken::random(digest).to_string(),
+            cert_expiry_ms,
+            removed_nodes: Default::default(),
             heartbeat_period_ms: heartbeat_ms.unwrap_or(self.cfg.heartbeat_period_ms),
             heartbeat_grace: heartbeat_grace.unwrap_or(self.cfg.heartbeat_grace),
         };
@@ -313,7 +373,7 @@ impl Daemon {
         identity
             .save(&self.cfg.data_dir)
             .map_err(|e| internal("failed to save the node identity", e))?;
-        self.activate(identity, Some(manager)).await?;
+        self.activate(identity, Some(manager), certs).await?;
         Ok((self.active_or_err()?, note.into_iter().collect()))
     }
 
@@ -329,25 +389,20 @@ impl Daemon {
                 "this node is already part of a swarm; run `shoal leave` first",
             ));
         }
-        JoinToken::parse(token).map_err(ApiError::bad_request)?;
+        let token = JoinToken::parse(token).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let (addr, cluster_addr) = self.advertise(advertise)?;
         let node_id = ids::new_id();
-        // A manager must serve Raft before the leader adds it, so the store opens first.
-        // Whether this is a manager token is only known to the leader: open the store
-        // lazily and discard it if the leader says worker.
-        let store_dir = self.raft_dir();
-        let manager = self
-            .open_manager(&Identity {
-                node_id: node_id.clone(),
-                role: NodeRole::Manager,
-                cluster_id: String::new(),
-                addr: addr.clone(),
-                cluster_addr: cluster_addr.clone(),
-                managers: vec![],
-            })
-            .await?;
-        let server = spawn_raft_only(self.cfg.listen_addr, &manager).await?;
-        let channel = shoal_rpc::channel(remote).map_err(|e| {
+        // The key never leaves this node: the manager signs its CSR.
+        let key = NodeKey::generate().map_err(|e| internal("failed to make the node's key", e))?;
+        let csr = key
+            .csr()
+            .map_err(|e| internal("failed to make the node's certificate request", e))?;
+        // Only a manager whose certificate chains to the CA the token pins gets the token.
+        let dialer = shoal_rpc::Dialer::Join(Arc::new(
+            shoal_pki::join_client_config(&token)
+                .map_err(|e| internal("failed to make the join TLS configuration", e))?,
+        ));
+        let channel = dialer.manager(remote).map_err(|e| {
             ApiError::bad_request(format!("invalid manager address {remote:?}: {e}"))
         })?;
         let req = shoal_rpc::JoinRequest {
@@ -357,60 +412,40 @@ impl Daemon {
             cluster_addr: cluster_addr.clone(),
             node_id: node_id.clone(),
             host_networks: serde_json::to_vec(&networks::host_networks()).unwrap_or_default(),
+            csr,
         };
         let reply = tokio::time::timeout(
             Duration::from_secs(30),
             ClusterClient::new(channel).join(req),
         )
         .await;
-        server.abort();
-        let _ = server.await;
         let reply = match reply {
             Err(_) => Err(ApiError::new(
                 503,
                 format!("timed out joining through {remote}; is the manager reachable?"),
             )),
-            Ok(Err(s)) => Err(match s.code() {
-                tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => {
-                    ApiError::bad_request(s.message().to_string())
-                }
-                tonic::Code::Unavailable
-                    if s.message().contains("connect") || s.message().contains("transport") =>
-                {
-                    ApiError::new(
-                        503,
-                        format!("cannot reach a manager at {remote}: {}", s.message()),
-                    )
-                }
-                _ => ApiError::new(503, format!("join failed: {}", s.message())),
-            }),
+            Ok(Err(s)) => Err(join_error(remote, &s)),
             Ok(Ok(r)) => Ok(r.into_inner()),
-        };
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = manager.store.shutdown().await;
-                let _ = std::fs::remove_dir_all(&store_dir);
-                return Err(e);
-            }
-        };
+        }?;
         let role: NodeRole = reply
             .role
             .parse()
             .map_err(|e: String| internal("bad role from manager", e))?;
-        if role == NodeRole::Manager && !reply.registry_auth_key.is_empty() {
+        let manager_role = role == NodeRole::Manager;
+        let certs = NodeCerts::joined(
+            &self.cfg.data_dir,
+            &key,
+            reply.certificate,
+            reply.ca_certificate,
+            manager_role.then_some(reply.ca_key.as_slice()),
+        )
+        .map_err(|e| internal("the certificate the manager issued is not usable", e))?;
+        if manager_role && !reply.registry_auth_key.is_empty() {
             // The managers' key for registry logins, so this manager can open them as leader.
             shoal_image::SealKey::from_bytes(&reply.registry_auth_key)
                 .and_then(|k| k.save(&crate::registry::key_path(&self.cfg.data_dir)))
                 .map_err(|e| internal("failed to keep the registry login key", e))?;
         }
-        let manager = if role == NodeRole::Manager {
-            Some(manager)
-        } else {
-            let _ = manager.store.shutdown().await;
-            let _ = std::fs::remove_dir_all(&store_dir);
-            None
-        };
         let identity = Identity {
             node_id,
             role,
@@ -419,10 +454,21 @@ impl Daemon {
             cluster_addr,
             managers: reply.managers,
         };
+        let manager = if manager_role {
+            Some(self.open_manager(&identity, certs.dialer()).await?)
+        } else {
+            None
+        };
         identity
             .save(&self.cfg.data_dir)
             .map_err(|e| internal("failed to save the node identity", e))?;
-        self.activate(identity, manager).await?;
+        let managers = identity.managers.clone();
+        let dialer = certs.dialer();
+        self.activate(identity, manager, certs).await?;
+        if manager_role {
+            // Serving Raft with its certificate now, it asks the leader to add it.
+            join_raft(&dialer, remote, &managers).await?;
+        }
         self.active_or_err()
     }
 
@@ -446,6 +492,7 @@ impl Daemon {
         Identity::remove(&self.cfg.data_dir)
             .map_err(|e| internal("failed to remove the node identity", e))?;
         let _ = std::fs::remove_dir_all(self.raft_dir());
+        let _ = std::fs::remove_dir_all(crate::certs::dir(&self.cfg.data_dir));
         Ok(())
     }
 
@@ -459,21 +506,6 @@ impl Daemon {
             }
         }
     }
-}
-
-/// While a manager joins, the leader must reach its Raft service before it is a member.
-async fn spawn_raft_only(
-    listen: SocketAddr,
-    manager: &Arc<Manager>,
-) -> Result<JoinHandle<()>, ApiError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| internal(&format!("failed to listen on {listen}"), e))?;
-    let router = tonic::transport::Server::builder().add_service(manager.store.grpc_service());
-    let incoming = nodelay(listener);
-    Ok(tokio::spawn(async move {
-        let _ = router.serve_with_incoming(incoming).await;
-    }))
 }
 
 /// Keeps node.json's manager list current, so a restarted agent finds the managers.
@@ -495,15 +527,94 @@ async fn persist_managers(daemon: Arc<Daemon>, managers: Managers) {
     }
 }
 
-/// Accepted cluster connections with Nagle off: session messages and acks are small and
-/// latency-bound; with Nagle and delayed ACKs each would wait ~40 ms.
-fn nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
+/// A join refused or failed, as the user should read it.
+fn join_error(remote: &str, s: &tonic::Status) -> ApiError {
+    match s.code() {
+        tonic::Code::PermissionDenied
+        | tonic::Code::InvalidArgument
+        | tonic::Code::ResourceExhausted
+        | tonic::Code::AlreadyExists
+        | tonic::Code::FailedPrecondition => ApiError::bad_request(s.message().to_string()),
+        // The TLS handshake: the manager's certificate does not chain to the token's CA.
+        tonic::Code::Unavailable | tonic::Code::Unknown
+            if s.message().contains("certificate") || format!("{s:?}").contains("certificate") =>
+        {
+            ApiError::bad_request(format!(
+                "the manager at {remote} is not one of the token's cluster: its certificate does not chain to the root CA the token pins ({}); check the address and the token",
+                source_chain(s)
+            ))
+        }
+        tonic::Code::Unavailable => ApiError::new(
+            503,
+            format!("cannot reach a manager at {remote}: {}", source_chain(s)),
+        ),
+        _ => ApiError::new(503, format!("join failed: {}", s.message())),
+    }
+}
+
+/// A status's message with the transport errors under it (tonic keeps the TLS error there).
+fn source_chain(s: &tonic::Status) -> String {
+    let mut out = s.message().to_string();
+    let mut src = std::error::Error::source(s);
+    while let Some(e) = src {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        src = e.source();
+    }
+    out
+}
+
+/// A manager that joined asks the leader to add it to Raft, following "not the leader"
+/// hints from the manager it joined through.
+async fn join_raft(
+    dialer: &shoal_rpc::Dialer,
+    remote: &str,
+    managers: &[String],
+) -> Result<(), ApiError> {
+    let mut targets: Vec<String> = std::iter::once(remote.to_string())
+        .chain(managers.iter().cloned())
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let Some(addr) = targets.first().cloned() else {
+            break;
+        };
+        let channel = dialer
+            .manager(&addr)
+            .map_err(|e| ApiError::bad_request(format!("invalid manager address {addr:?}: {e}")))?;
+        let mut client = ClusterClient::new(channel);
+        let call = client.join_raft(shoal_rpc::JoinRaftRequest {});
+        match tokio::time::timeout(Duration::from_secs(40), call).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(s)) => {
+                last = source_chain(&s);
+                if let Some(leader) = shoal_rpc::leader_hint(&s) {
+                    targets.insert(0, leader);
+                    targets.dedup();
+                    continue;
+                }
+                targets.rotate_left(1);
+            }
+            Err(_) => last = format!("no answer from {addr}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(ApiError::new(
+        503,
+        format!("joined as a manager, but the leader did not add this node to Raft: {last}"),
+    ))
+}
+
+/// `--cert-expiry`: at least a minute (renewal needs some of the lifetime), at most the
+/// root's 20 years.
+fn check_cert_expiry(ms: u64) -> Result<(), ApiError> {
+    let max = shoal_pki::ROOT_CA_VALIDITY.as_millis() as u64;
+    if !(60_000..=max).contains(&ms) {
+        return Err(ApiError::bad_request(format!(
+            "invalid --cert-expiry {}: node certificates must be valid for at least 1m and at most 20 years",
+            humantime::format_duration(Duration::from_millis(ms))
+        )));
+    }
+    Ok(())
 }

@@ -6,19 +6,25 @@
 //! - `cluster_service`: the `Cluster` gRPC service (joins, agent sessions, reports).
 //! - `backend`: the HTTP API (`shoal-api`'s `Backend`) over the daemon.
 //! - `identity`: what a node remembers across restarts.
+//! - `certs`: the node's certificates (files, TLS configurations); `renewal` renews them;
+//!   `gate`: who may call what on 2377, by certificate; `joins`: failed joins rate-limited.
 //! - `images`: `image ls|rm|prune` over the agent's store.
 //! - `registry`: image pinning and registry logins on managers (sealed, handed to nodes).
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod certs;
 pub mod cluster_service;
 pub mod daemon;
 pub mod errors;
+pub mod gate;
 pub mod identity;
 pub mod images;
+pub mod joins;
 pub mod manager;
 pub mod networks;
 pub mod registry;
+pub mod renewal;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

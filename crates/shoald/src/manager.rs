@@ -30,6 +30,8 @@ pub struct Manager {
     started: Instant,
     /// The sealing key of registry logins (`--with-registry-auth`).
     pub logins: crate::registry::Logins,
+    /// How this manager reaches the leader (TLS with its certificate).
+    dialer: shoal_rpc::Dialer,
 }
 
 pub use endpoints::EndpointTable;
@@ -49,8 +51,14 @@ const DRAIN_LIMIT_MS: u64 = 10_000;
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 impl Manager {
-    pub fn new(store: Store, node_id: String, data_dir: &std::path::Path) -> Arc<Manager> {
+    pub fn new(
+        store: Store,
+        node_id: String,
+        data_dir: &std::path::Path,
+        dialer: shoal_rpc::Dialer,
+    ) -> Arc<Manager> {
         Arc::new(Manager {
+            dialer,
             logins: crate::registry::Logins::new(data_dir),
             store,
             node_id,
@@ -185,7 +193,7 @@ impl Manager {
                 }
             };
             if let Some((_, addr)) = leader {
-                let index = forward(&addr, &cmd).await?;
+                let index = forward(&self.dialer, &addr, &cmd).await?;
                 // Read-your-writes on this manager: the CLI's next call (waiting for the
                 // service it just created, say) reads this manager's state.
                 if !self.store.wait_applied(index, FORWARDED_APPLY_WAIT).await {
@@ -366,10 +374,12 @@ pub(crate) struct ProposeReply {
 const FORWARDED_APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// Sends a command to the leader's `Cluster.Propose`; the index it was committed at.
-async fn forward(addr: &str, cmd: &Command) -> Result<u64, ApiError> {
+async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Result<u64, ApiError> {
     let unavailable =
         |e: String| ApiError::new(503, format!("cannot reach the leader at {addr}: {e}"));
-    let channel = shoal_rpc::channel(addr).map_err(|e| unavailable(e.to_string()))?;
+    let channel = dialer
+        .manager(addr)
+        .map_err(|e| unavailable(e.to_string()))?;
     let data = serde_json::to_vec(cmd).map_err(|e| ApiError::new(500, e.to_string()))?;
     let reply = ClusterClient::new(channel)
         .propose(shoal_rpc::json(data))

@@ -79,8 +79,17 @@ pub struct ClusterInfo {
     #[serde(rename = "ID")]
     pub id: String,
     pub created_at: Millis,
-    pub worker_secret: String,
-    pub manager_secret: String,
+    /// The join tokens (`SWMTKN-1-<root CA digest>-<secret>`): the one presented at `Join`
+    /// decides the role. Replaced by `RotateJoinToken`.
+    pub worker_token: String,
+    pub manager_token: String,
+    /// How long a node certificate issued now is valid (`--cert-expiry`).
+    #[serde(default = "default_cert_expiry_ms")]
+    pub cert_expiry_ms: u64,
+    /// Nodes removed from the cluster: their certificates are refused from then on, while
+    /// they are still valid.
+    #[serde(default)]
+    pub removed_nodes: std::collections::BTreeSet<String>,
     /// How often agents send heartbeats.
     pub heartbeat_period_ms: u64,
     /// Periods without a heartbeat after which a node is Down (Swarm's grace multiple).
@@ -90,6 +99,13 @@ pub struct ClusterInfo {
 
 /// Swarm's grace multiple: a node is Down after three silent periods.
 pub const DEFAULT_HEARTBEAT_GRACE: u32 = 3;
+
+/// Swarm's default node certificate lifetime: 90 days.
+pub const DEFAULT_CERT_EXPIRY_MS: u64 = 90 * 24 * 3600 * 1000;
+
+fn default_cert_expiry_ms() -> u64 {
+    DEFAULT_CERT_EXPIRY_MS
+}
 
 fn default_heartbeat_grace() -> u32 {
     DEFAULT_HEARTBEAT_GRACE
@@ -168,6 +184,11 @@ pub enum Command {
     RemoveNode {
         id: String,
         force: bool,
+    },
+    /// `join-token --rotate`: the role's old token stops working at once.
+    RotateJoinToken {
+        role: NodeRole,
+        token: String,
     },
     CreateService {
         service: Service,
@@ -345,6 +366,16 @@ impl ClusterState {
                     return Err(ApplyError::NodeNotDown(node.hostname().to_string()));
                 }
                 self.nodes.remove(&id);
+                if let Some(c) = self.cluster.as_mut() {
+                    c.removed_nodes.insert(id);
+                }
+            }
+            Command::RotateJoinToken { role, token } => {
+                let c = self.cluster.as_mut().ok_or(ApplyError::NotInitialized)?;
+                match role {
+                    NodeRole::Worker => c.worker_token = token,
+                    NodeRole::Manager => c.manager_token = token,
+                }
             }
             Command::CreateService { service } => {
                 service.spec.validate().map_err(ApplyError::Invalid)?;

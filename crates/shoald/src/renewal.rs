@@ -1,0 +1,80 @@
+//! Renews the node's certificate on its own, at a random point between 50% and 80% of its
+//! lifetime (shoal-pki's decision, as Swarm), with a new key, from any manager. Connections
+//! made with the old certificate stay up; new ones use the new certificate.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use shoal_agent::session::Managers;
+use shoal_pki::{NodeKey, Renewal};
+use shoal_rpc::cluster_client::ClusterClient;
+use tracing::{info, warn};
+
+use crate::certs::NodeCerts;
+
+/// The longest sleep between two looks at the certificate (the clock may jump).
+const RECHECK: Duration = Duration::from_secs(30);
+
+pub async fn run(certs: Arc<NodeCerts>, managers: Managers) {
+    let mut fraction = shoal_pki::random_fraction();
+    loop {
+        let id = certs.identity();
+        let now = SystemTime::now();
+        match id.renewal(now, fraction) {
+            Renewal::Wait { until } => {
+                let wait = until.duration_since(now).unwrap_or_default();
+                tokio::time::sleep(wait.min(RECHECK)).await;
+            }
+            Renewal::Now => match renew(&certs, &managers).await {
+                Ok(new) => {
+                    info!(serial = %new.serial, not_after = %humantime::format_rfc3339_seconds(new.not_after), "renewed this node's certificate");
+                    fraction = shoal_pki::random_fraction();
+                }
+                Err(e) => {
+                    // Before it expires there is time to try again; say how much.
+                    let left = id.not_after.duration_since(now).unwrap_or_default();
+                    warn!(
+                        "certificate renewal failed ({e}); it expires in {}; retrying",
+                        humantime::format_duration(Duration::from_secs(left.as_secs()))
+                    );
+                    tokio::time::sleep((left / 20).clamp(Duration::from_secs(1), RECHECK)).await;
+                }
+            },
+            Renewal::Expired => {
+                warn!(
+                    "this node's certificate expired at {}: no manager accepts it any more; run `shoal leave --force` and join again",
+                    humantime::format_rfc3339_seconds(id.not_after)
+                );
+                tokio::time::sleep(RECHECK).await;
+            }
+        }
+    }
+}
+
+async fn renew(certs: &NodeCerts, managers: &Managers) -> Result<shoal_pki::Identity, String> {
+    let key = NodeKey::generate().map_err(|e| e.to_string())?;
+    let csr = key.csr().map_err(|e| e.to_string())?;
+    let list = managers.read().map(|m| m.clone()).unwrap_or_default();
+    let mut last = "no manager is known".to_string();
+    for addr in list {
+        let channel = match certs.dialer().manager(&addr) {
+            Ok(c) => c,
+            Err(e) => {
+                last = format!("{addr}: {e}");
+                continue;
+            }
+        };
+        let mut client = ClusterClient::new(channel);
+        let call = client.renew_certificate(shoal_rpc::RenewRequest { csr: csr.clone() });
+        match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Ok(Ok(reply)) => {
+                return certs
+                    .install(&key, reply.into_inner().certificate)
+                    .map_err(|e| e.to_string());
+            }
+            Ok(Err(s)) => last = format!("{addr}: {}", s.message()),
+            Err(_) => last = format!("{addr}: no answer within 10s"),
+        }
+    }
+    Err(last)
+}
