@@ -29,7 +29,7 @@ async fn swarm_and_nodes() {
             &[
                 "join",
                 "--token",
-                "SHTKN-1-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx9",
+                "SWMTKN-1-00000000000000000000000000000000000000000000000001-abcdefghijklmnopqrstuvwx9",
                 "10.0.0.1"
             ]
         )

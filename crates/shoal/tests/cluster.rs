@@ -47,8 +47,11 @@ fn init_join_node_ls_and_bad_input() {
     );
     let err = lab.fails(1, &["node", "inspect", "nosuchnode"]);
     assert!(err.contains("no such node"), "{err}");
-    let err = lab.fails(2, &["join", "--token", "SHTKN-1-bogus", "172.16.0.1:2377"]);
-    assert!(err.contains("invalid join token"), "{err}");
+    let err = lab.fails(2, &["join", "--token", "SWMTKN-1-bogus", "172.16.0.1:2377"]);
+    assert!(
+        err.contains("invalid join token: it has 3 parts separated by '-', not 4"),
+        "{err}"
+    );
     let err = lab.fails(
         1,
         &[

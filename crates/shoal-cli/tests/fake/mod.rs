@@ -188,8 +188,8 @@ impl Backend for Fake {
         };
         Ok(InitResponse {
             node_id: NODE1.into(),
-            worker_token: "SHTKN-1-0123456789abcdef01234567-abcdefghijklmnopqrstuvwx9".into(),
-            manager_token: "SHTKN-1-0123456789abcdef01234567-zbcdefghijklmnopqrstuvwx9".into(),
+            worker_token: "SWMTKN-1-00000000000000000000000000000000000000000000000001-abcdefghijklmnopqrstuvwx9".into(),
+            manager_token: "SWMTKN-1-00000000000000000000000000000000000000000000000001-zbcdefghijklmnopqrstuvwx9".into(),
             manager_addr: "10.0.0.1:2377".into(),
             ingress_subnet: req.ingress_subnet.unwrap_or("10.0.0.0/24".into()),
             notes,
@@ -208,7 +208,7 @@ impl Backend for Fake {
     }
     async fn join_token(&self, role: NodeRole) -> ApiResult<JoinToken> {
         Ok(JoinToken {
-            token: format!("SHTKN-{role}"),
+            token: format!("SWMTKN-{role}"),
             manager_addr: "10.0.0.1:2377".into(),
         })
     }
