@@ -14,6 +14,8 @@
 //! - `container`: the OCI runtime of `--runtime oci` tasks (image pull, root filesystem,
 //!   bundle, runc), inside the sandbox the worker makes.
 //! - `mesh`: the routing mesh (gateway, published ports at tc or in nftables).
+//! - `guard`: the node's guard table (loopback from outside, VXLAN from non-members and
+//!   task-to-task through the gateway dropped).
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!
 //! Architecture invariant: the agent never writes cluster state; it reports, and the
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod container;
+pub mod guard;
 pub mod logs;
 pub mod mesh;
 pub mod network;

@@ -19,6 +19,7 @@ use shoal_types::endpoint::{EndpointView, TaskEndpoint};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use crate::guard::Guard;
 use crate::mesh::{self, LocalTask, Mesh, MeshPathChoice, MeshPathInfo};
 use crate::vip::{VipBalancer, VipBalancerInfo};
 use crate::zone::Zones;
@@ -46,6 +47,8 @@ struct Inner {
     /// attachments changed and none need reading again.
     sandboxes_gen: u64,
     mesh: Mesh,
+    /// The node's guard table (`crate::guard`): made before the gateway or an overlay.
+    guard: Guard,
     /// The node's DNS zones, which every sandbox's DNS server follows.
     zones: Zones,
 }
@@ -100,6 +103,7 @@ impl NetworkAgent {
                 sandboxes: BTreeMap::new(),
                 sandboxes_gen: 0,
                 mesh,
+                guard: Guard::default(),
                 zones: Zones::new(),
             }),
         }
@@ -205,7 +209,7 @@ impl NetworkAgent {
         netns: &str,
     ) -> Result<(), String> {
         let overlays = subnets(&inner.view);
-        inner.mesh.ensure(&overlays).await?;
+        ensure_mesh(inner, &overlays).await?;
         let addr = inner
             .mesh
             .take_addr()
@@ -282,9 +286,16 @@ impl NetworkAgent {
     pub async fn apply_view(&self, view: Arc<EndpointView>) {
         let mut inner = self.inner.lock().await;
         inner.view = Arc::clone(&view);
+        // The nodes' VXLAN is let in before forwarding entries point at them.
+        if let Err(e) = inner.guard.ensure().await {
+            warn!("{e}");
+        }
+        if let Err(e) = inner.guard.follow(&view).await {
+            warn!("{e}");
+        }
         // The gateway bridge carries published ports to local tasks.
         if view.networks.values().any(|n| n.info.ingress)
-            && let Err(e) = inner.mesh.ensure(&subnets(&view)).await
+            && let Err(e) = ensure_mesh(&mut inner, &subnets(&view)).await
         {
             warn!("failed to set up the routing mesh: {e}");
         }
@@ -330,6 +341,29 @@ impl NetworkAgent {
         }
     }
 
+    /// The node leaves the cluster, its tasks gone: no published port, `route_localnet` off
+    /// again, then the guard removed (kept if either step fails: what it guards is still on).
+    pub async fn leave(&self) {
+        let mut inner = self.inner.lock().await;
+        if inner.mesh.ready {
+            let none = inner
+                .mesh
+                .input(&EndpointView::default(), &self.node_id, &[]);
+            if let Err(e) = inner.mesh.apply(&none).await {
+                warn!("failed to remove the published ports of a node that left: {e}");
+                return;
+            }
+            if let Err(e) = shoal_net::gateway::release_route_localnet() {
+                warn!("failed to turn route_localnet off on a node that left: {e}");
+                return;
+            }
+            inner.mesh.ready = false;
+        }
+        if let Err(e) = inner.guard.remove().await {
+            warn!("{e}");
+        }
+    }
+
     async fn ensure_overlay(
         &self,
         inner: &mut Inner,
@@ -344,6 +378,8 @@ impl NetworkAgent {
         {
             return Ok(());
         }
+        // No VXLAN socket without the guard that keeps it to the cluster's nodes.
+        inner.guard.ensure().await?;
         let spec = OverlaySpec::new(self.overlay_netns(id), vni, subnet, self.vtep);
         overlay::ensure_overlay(&spec)
             .await
@@ -438,6 +474,15 @@ impl NetworkAgent {
             Err(e) => Err(format!("failed to program overlay {}: {e}", ov.spec.netns)),
         }
     }
+}
+
+/// The gateway bridge, behind the guard: `route_localnet` is not turned on without it.
+async fn ensure_mesh(inner: &mut Inner, overlays: &[Ipv4Net]) -> Result<(), String> {
+    if !inner.mesh.ready {
+        inner.guard.ensure().await?;
+    }
+    inner.mesh.ensure(overlays).await?;
+    inner.guard.set_gateway(inner.mesh.gateway.subnet).await
 }
 
 /// The remote endpoints whose entry may differ between two versions of a network's tasks,

@@ -346,6 +346,13 @@ impl Worker {
         while !self.locked().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Leaving, not a daemon restart (whose adopted containers keep the data plane).
+        if !self
+            .keep_containers
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.network.leave().await;
+        }
     }
 
     /// The task's sandbox (for an `oci` task: its network namespace and run dir only).

@@ -63,6 +63,12 @@ pub async fn ensure_gateway(gw: &Gateway) -> Result<()> {
     Ok(())
 }
 
+/// Turns `route_localnet` off again in the caller's namespace: the node left, and nothing
+/// answers on 127.0.0.1 for it any more.
+pub fn release_route_localnet() -> Result<()> {
+    write_sysctl_here("net/ipv4/conf/all/route_localnet", "0")
+}
+
 /// Gives `sandbox` an interface `ifname` with `addr` (prefix of the gateway subnet), routed
 /// from the node over its own veth; with `default_route`, the sandbox's way out goes
 /// through the node.
