@@ -54,6 +54,10 @@ pub struct LabUpArgs {
     /// from this machine's binaries.
     #[arg(long)]
     pub registry: bool,
+    /// How long node certificates are valid (`shoal init --cert-expiry`; e.g. 1m to watch
+    /// them renew).
+    #[arg(long, value_name = "DURATION")]
+    pub cert_expiry: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +166,11 @@ async fn up(args: LabUpArgs) -> Result<i32> {
         )
         .collect(),
         registry: args.registry,
+        init_args: args
+            .cert_expiry
+            .iter()
+            .flat_map(|d| ["--cert-expiry".to_string(), d.clone()])
+            .collect(),
     };
     let lab = shoal_lab::up(&spec).await?;
     println!(

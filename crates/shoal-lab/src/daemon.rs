@@ -240,16 +240,16 @@ pub(crate) async fn run_cli(
 
 /// Forms the cluster: `init` on node1, then every other node joins node1 with the manager
 /// token (node2..node<managers>) or the worker token, one at a time.
-pub(crate) async fn form_cluster(lab: &LabInfo, shoal_bin: &Path) -> Result<(), LabError> {
+pub(crate) async fn form_cluster(
+    lab: &LabInfo,
+    shoal_bin: &Path,
+    init_args: &[String],
+) -> Result<(), LabError> {
     let first = lab.node(1)?;
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    run_cli(
-        lab,
-        first,
-        shoal_bin,
-        &s(&["init", "--advertise-addr", &first.addr.to_string()]),
-    )
-    .await?;
+    let mut init = s(&["init", "--advertise-addr", &first.addr.to_string()]);
+    init.extend(init_args.iter().cloned());
+    run_cli(lab, first, shoal_bin, &init).await?;
     if lab.nodes.len() < 2 {
         return Ok(());
     }

@@ -68,6 +68,8 @@ pub struct LabSpec {
     pub shoald_args: Vec<String>,
     /// Run an image registry in the lab and push the seed's images to it (`--registry`).
     pub registry: bool,
+    /// Extra flags for `shoal init` on node1 (e.g. `--cert-expiry 1m`).
+    pub init_args: Vec<String>,
 }
 
 /// How `up` runs the daemons; tests swap in fakes.
@@ -227,7 +229,7 @@ async fn build(
         }
     }
     if hooks.form_cluster {
-        daemon::form_cluster(lab, shoal_bin).await?;
+        daemon::form_cluster(lab, shoal_bin, &spec.init_args).await?;
     }
     Ok(())
 }

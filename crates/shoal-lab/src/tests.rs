@@ -29,6 +29,7 @@ impl TestLab {
             shoald_bin: "unused-shoald".into(),
             shoald_args: vec![],
             registry: false,
+            init_args: vec![],
         }
     }
 }

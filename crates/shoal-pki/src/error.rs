@@ -102,8 +102,8 @@ pub enum PkiError {
         expected: String,
     },
     #[error(
-        "refused node {node_id}: its certificate is a {role} certificate and this needs a \
-         manager; promote the node (`shoal node promote`) if it should do this"
+        "refused node {node_id}: its certificate is a {role} certificate and only managers \
+         may do this"
     )]
     NotAManager { node_id: String, role: String },
     #[error(

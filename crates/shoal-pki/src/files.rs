@@ -15,8 +15,9 @@ use crate::node::NodeCredentials;
 
 pub const ROOT_CA_CERT: &str = "root-ca.crt";
 pub const ROOT_CA_KEY: &str = "root-ca.key";
-pub const NODE_CERT: &str = "node.crt";
-pub const NODE_KEY: &str = "node.key";
+/// The node's certificate and its key in one file: a renewal replaces both at once, so a
+/// crash (or a reader) never sees a new key with the old certificate.
+pub const NODE: &str = "node.pem";
 
 /// Creates `dir` (and missing parents) 0700, and tightens it to 0700 if it exists.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
@@ -97,21 +98,17 @@ pub fn load_cluster_ca(dir: &Path, now: SystemTime) -> Result<ClusterCa> {
     ClusterCa::from_pem(&read(&cert)?, &name(&cert), now)
 }
 
-/// The node's certificate and key (the key first: a certificate without its key is useless).
+/// The node's certificate and key, in [`NODE`].
 pub fn save_node(dir: &Path, creds: &NodeCredentials) -> Result<()> {
     ensure_private_dir(dir)?;
-    write_private(&dir.join(NODE_KEY), creds.key_pem().as_bytes())?;
-    write_private(&dir.join(NODE_CERT), creds.cert_pem().as_bytes())
+    let both = format!("{}{}", creds.cert_pem(), creds.key_pem());
+    write_private(&dir.join(NODE), both.as_bytes())
 }
 
 pub fn load_node(dir: &Path) -> Result<NodeCredentials> {
-    let (cert, key) = (dir.join(NODE_CERT), dir.join(NODE_KEY));
-    NodeCredentials::from_pem(
-        &read(&cert)?,
-        &name(&cert),
-        &read_private(&key)?,
-        &name(&key),
-    )
+    let path = dir.join(NODE);
+    let pem = read_private(&path)?;
+    NodeCredentials::from_pem(&pem, &name(&path), &pem, &name(&path))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

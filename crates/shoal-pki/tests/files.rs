@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
-use shoal_pki::files::{self, NODE_CERT, NODE_KEY, ROOT_CA_CERT, ROOT_CA_KEY};
+use shoal_pki::files::{self, NODE, ROOT_CA_CERT, ROOT_CA_KEY};
 use shoal_pki::{NodeCertSpec, NodeKey, PkiError, Role, RootCa, Serial, Validity};
 
 fn mode(p: &Path) -> u32 {
@@ -39,7 +39,7 @@ fn a_root_ca_and_node_credentials_are_saved_private_and_load_back() {
         .certify(ca.issue(&key.csr().unwrap(), &spec).unwrap())
         .unwrap();
     files::save_node(&dir, &creds).unwrap();
-    assert_eq!(mode(&dir.join(NODE_KEY)), 0o600);
+    assert_eq!(mode(&dir.join(NODE)), 0o600);
     let loaded = files::load_node(&dir).unwrap();
     assert_eq!(loaded.identity(), creds.identity());
     assert_eq!(loaded.cert(), creds.cert());
@@ -75,5 +75,5 @@ fn a_loose_directory_is_tightened_and_a_loose_key_refused() {
     assert!(err.to_string().contains("run `chmod 600 "), "{err}");
     let err = files::load_node(&dir).unwrap_err().to_string();
     assert!(err.starts_with("cannot read "), "{err}");
-    assert!(err.contains(NODE_CERT), "{err}");
+    assert!(err.contains(NODE), "{err}");
 }

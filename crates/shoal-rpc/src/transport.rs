@@ -186,12 +186,14 @@ pub fn incoming(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
+        // The listener is dropped (the port freed) as soon as the server stops reading.
         loop {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                return;
+            let accepted = tokio::select! {
+                _ = tx.closed() => return,
+                a = accept(&listener, &permits) => a,
             };
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
+            let (tcp, peer, permit) = match accepted {
+                Ok(a) => a,
                 Err(e) => {
                     // Out of descriptors and the like: wait rather than spin.
                     debug!("accept on the cluster port failed: {e}");
@@ -213,12 +215,26 @@ pub fn incoming(
                     }
                 }
             });
-            if tx.is_closed() {
-                return;
-            }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The next connection, once fewer than [`MAX_HANDSHAKES`] are being shaken hands with.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<tokio::sync::Semaphore>,
+) -> io::Result<(
+    TcpStream,
+    std::net::SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let permit = Arc::clone(permits)
+        .acquire_owned()
+        .await
+        .map_err(io::Error::other)?;
+    let (tcp, peer) = listener.accept().await?;
+    Ok((tcp, peer, permit))
 }
 
 /// Accepted plain connections with Nagle off (a crate's own loopback tests).

@@ -51,7 +51,7 @@ impl Gate {
         let peer = shoal_pki::peer_identity(certs.as_deref().map(|c| c.as_slice()))
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         shoal_pki::authorize(peer, rpc, access, &self.cluster_id, &self.deny_list()).map_err(|e| {
-            info!(peer = ?req.remote_addr(), rpc, "refused: {e}");
+            info!(peer = ?req.remote_addr(), rpc, "{e}");
             to_status(e)
         })
     }
