@@ -1,13 +1,15 @@
-//! A client of the API for the CLI: hyper 1 over a Unix socket, one connection per call,
-//! which is what a command-line tool needs. `tcp://` is refused until shoald has a TLS
-//! listener: a plain TCP API would hand the cluster to anyone who reaches the port.
+//! A client of the API for the CLI: hyper 1 over a Unix socket or TCP (with TLS, as the docker
+//! CLI's `--tlsverify`), one connection per call, which is what a command-line tool needs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_types::{Network, Node, NodeRole, ServiceSpec};
@@ -15,15 +17,21 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::{ApiError, ErrorBody};
+use crate::tls::{TlsError, TlsFiles};
 use crate::types::*;
 
 /// Where the CLI finds the local daemon unless `-H` or `$SHOAL_HOST` say otherwise.
 pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
 
-/// Where a daemon listens: `unix:///path` or a bare `/path`.
+/// Where a daemon listens: `unix:///path` (or a bare `/path`), or `tcp://HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
     Unix(PathBuf),
+    /// `host` is a name or an IP (an IPv6 one without its brackets).
+    Tcp {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Host {
@@ -36,12 +44,21 @@ impl Host {
                 Err(bad())
             }
         } else if let Some(addr) = s.strip_prefix("tcp://") {
-            match addr.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
-                    Err(ClientError::TcpNeedsTls(addr.to_string()))
-                }
-                _ => Err(bad()),
+            let addr = addr.strip_suffix('/').unwrap_or(addr);
+            let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+            let host = match host.strip_prefix('[') {
+                Some(v6) => v6.strip_suffix(']').ok_or_else(bad)?,
+                None if host.contains(':') => return Err(bad()),
+                None => host,
+            };
+            let port = port.parse::<u16>().map_err(|_| bad())?;
+            if host.is_empty() || host.contains('/') || port == 0 {
+                return Err(bad());
             }
+            Ok(Host::Tcp {
+                host: host.to_string(),
+                port,
+            })
         } else if s.starts_with('/') {
             Ok(Host::Unix(s.into()))
         } else {
@@ -51,25 +68,25 @@ impl Host {
 }
 
 impl std::fmt::Display for Host {
-    /// How error messages name the daemon: the socket's path.
+    /// How error messages name the daemon: the socket's path, or `tcp://HOST:PORT`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Host::Unix(p) => write!(f, "{}", p.display()),
+            Host::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            Host::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
         }
     }
 }
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("invalid host {0:?}: expected unix:///path/to/shoal.sock")]
+    #[error("invalid host {0:?}: expected unix:///path/to/shoal.sock or tcp://HOST:PORT")]
     InvalidHost(String),
-    #[error(
-        "tcp://{0} is not supported yet: the API over TCP needs --tlsverify and a daemon started with -H tcp://..., and shoald has no TLS listener yet; run shoal on that host (e.g. ssh HOST shoal ...) against its unix socket"
-    )]
-    TcpNeedsTls(String),
-    #[error("cannot connect to the shoal daemon at {host}: is shoald running?")]
+    #[error("cannot connect to the shoal daemon at {host}: is shoald running{hint}?")]
     Connect {
         host: String,
+        /// For TCP, the flag the daemon must have been started with.
+        hint: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -79,12 +96,32 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("lost the connection to the shoal daemon at {host}: {source}")]
+    #[error("lost the connection to the shoal daemon at {host}: {source}{hint}")]
     Http {
         host: String,
+        /// What to try when a plain client may have reached a TLS listener.
+        hint: &'static str,
         #[source]
         source: hyper::Error,
     },
+    /// The daemon's TLS listener refused this client's certificate (an alert at or right
+    /// after the handshake).
+    #[error(
+        "the shoal daemon at {host} refused this client's certificate (TLS alert: {alert}): use a certificate signed by the CA the daemon trusts (its --tlscacert)"
+    )]
+    CertRefused { host: String, alert: String },
+    /// The daemon's certificate did not verify against `--tlscacert`.
+    #[error("the shoal daemon at {host} is not trusted: {reason}")]
+    ServerNotTrusted { host: String, reason: String },
+    #[error("TLS handshake with the shoal daemon at {host} failed: {source}")]
+    Handshake {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--tlscacert`, `--tlscert` or `--tlskey` could not be used.
+    #[error(transparent)]
+    TlsFiles(Box<TlsError>),
     #[error("unexpected answer from the shoal daemon at {host}: {detail}")]
     Protocol { host: String, detail: String },
     /// The daemon answered with an error: its status and message.
@@ -108,14 +145,32 @@ pub type ClientResult<T> = Result<T, ClientError>;
 #[derive(Debug, Clone)]
 pub struct Client {
     host: Host,
+    /// TLS for a `tcp://` host (`--tlsverify`); `None` speaks plain HTTP.
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl Client {
-    /// `host` as `-H` takes it: `unix:///run/shoal/shoal.sock` or `/path`.
+    /// `host` as `-H` takes it: `unix:///run/shoal/shoal.sock`, `/path`, or `tcp://HOST:PORT`
+    /// in plain HTTP (which shoald serves on loopback addresses only).
     pub fn new(host: &str) -> ClientResult<Client> {
         Ok(Client {
             host: Host::parse(host)?,
+            tls: None,
         })
+    }
+
+    /// Like [`Client::new`], and a `tcp://` host is spoken to over TLS: the daemon must
+    /// present a certificate from `files.ca` for the name or IP in `host`, and this client
+    /// presents `files.cert`. A Unix socket needs no TLS; the files are then not read.
+    pub fn with_tls(host: &str, files: &TlsFiles) -> ClientResult<Client> {
+        let host = Host::parse(host)?;
+        let tls = match host {
+            Host::Unix(_) => None,
+            Host::Tcp { .. } => Some(
+                crate::tls::client_config(files).map_err(|e| ClientError::TlsFiles(Box::new(e)))?,
+            ),
+        };
+        Ok(Client { host, tls })
     }
 
     pub fn host(&self) -> &Host {
@@ -373,6 +428,23 @@ impl Client {
                     .map_err(|e| self.connect_error(e))?;
                 self.exchange(io, req).await?
             }
+            Host::Tcp { host, port } => {
+                let io = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| self.connect_error(e))?;
+                match &self.tls {
+                    None => self.exchange(io, req).await?,
+                    Some(config) => {
+                        let name = ServerName::try_from(host.clone())
+                            .map_err(|_| ClientError::InvalidHost(self.host.to_string()))?;
+                        let io = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                            .connect(name, io)
+                            .await
+                            .map_err(|e| self.handshake_error(e))?;
+                        self.exchange(io, req).await?
+                    }
+                }
+            }
         };
         if status.is_success() {
             let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
@@ -402,10 +474,7 @@ impl Client {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let http = |source| ClientError::Http {
-            host: self.host.to_string(),
-            source,
-        };
+        let http = |source| self.http_error(source);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(http)?;
@@ -422,10 +491,49 @@ impl Client {
 
     fn connect_error(&self, source: std::io::Error) -> ClientError {
         let host = self.host.to_string();
-        if source.kind() == std::io::ErrorKind::PermissionDenied {
+        let hint = match self.host {
+            Host::Unix(_) => "",
+            Host::Tcp { .. } => " and serving this address (shoald -H tcp://...)",
+        };
+        if source.kind() == std::io::ErrorKind::PermissionDenied && hint.is_empty() {
             ClientError::PermissionDenied { host, source }
         } else {
-            ClientError::Connect { host, source }
+            ClientError::Connect { host, hint, source }
+        }
+    }
+
+    /// A failed request: a TLS alert after the handshake (TLS 1.3 clients learn only then
+    /// that their certificate was refused) says so; a plain client that reached a TLS
+    /// listener is told to try `--tlsverify`.
+    fn http_error(&self, source: hyper::Error) -> ClientError {
+        let host = self.host.to_string();
+        if let Some(rustls::Error::AlertReceived(alert)) = crate::tls::rustls_error(&source) {
+            return ClientError::CertRefused {
+                host,
+                alert: crate::tls::describe_alert(*alert),
+            };
+        }
+        let hint = match (&self.host, &self.tls) {
+            (Host::Tcp { .. }, None) => {
+                "; if the daemon serves TLS (shoald --tlsverify), pass --tlsverify and its certificates"
+            }
+            _ => "",
+        };
+        ClientError::Http { host, hint, source }
+    }
+
+    fn handshake_error(&self, source: std::io::Error) -> ClientError {
+        let host = self.host.to_string();
+        match crate::tls::rustls_error(&source) {
+            Some(rustls::Error::AlertReceived(alert)) => ClientError::CertRefused {
+                host,
+                alert: crate::tls::describe_alert(*alert),
+            },
+            Some(rustls::Error::InvalidCertificate(e)) => ClientError::ServerNotTrusted {
+                reason: crate::tls::describe_server_cert_error(e, &host),
+                host,
+            },
+            _ => ClientError::Handshake { host, source },
         }
     }
 
@@ -473,21 +581,38 @@ mod tests {
             Host::parse("/tmp/s.sock").unwrap(),
             Host::Unix("/tmp/s.sock".into())
         );
-        // No daemon listens on TCP: say so and what to do, instead of "is shoald running?".
+        let tcp = |host: &str, port| Host::Tcp {
+            host: host.into(),
+            port,
+        };
         assert_eq!(
-            Host::parse("tcp://10.0.0.1:2375").unwrap_err().to_string(),
-            "tcp://10.0.0.1:2375 is not supported yet: the API over TCP needs --tlsverify and a \
-             daemon started with -H tcp://..., and shoald has no TLS listener yet; run shoal on \
-             that host (e.g. ssh HOST shoal ...) against its unix socket"
+            Host::parse("tcp://10.0.0.1:2376").unwrap(),
+            tcp("10.0.0.1", 2376)
         );
+        assert_eq!(
+            Host::parse("tcp://node1.example:2376/").unwrap(),
+            tcp("node1.example", 2376)
+        );
+        assert_eq!(Host::parse("tcp://[::1]:2376").unwrap(), tcp("::1", 2376));
+        assert_eq!(tcp("::1", 2376).to_string(), "tcp://[::1]:2376");
+        assert_eq!(tcp("10.0.0.1", 2376).to_string(), "tcp://10.0.0.1:2376");
         for bad in [
             "unix://rel.sock",
             "tcp://nohost",
             "tcp://:1",
+            "tcp://h:0",
+            "tcp://h:99999",
+            "tcp://::1:2376",
+            "tcp://[::1:2376",
             "http://x:1",
             "shoal.sock",
         ] {
-            assert!(Host::parse(bad).is_err(), "{bad}");
+            assert_eq!(
+                Host::parse(bad).unwrap_err().to_string(),
+                format!(
+                    "invalid host {bad:?}: expected unix:///path/to/shoal.sock or tcp://HOST:PORT"
+                )
+            );
         }
         assert_eq!(
             Host::parse(DEFAULT_HOST).unwrap().to_string(),

@@ -1,4 +1,5 @@
-//! shoal's HTTP/JSON API, versioned under `/v1`, served by shoald on a Unix socket.
+//! shoal's HTTP/JSON API, versioned under `/v1`, served by shoald on a Unix socket and, with
+//! TLS client certificates, over TCP.
 //!
 //! # Layout
 //! - `types`: request and response bodies (docker's PascalCase field names).
@@ -6,6 +7,7 @@
 //! - `backend`: the [`Backend`] trait shoald implements.
 //! - `server`: [`router`] (every route also described in [`openapi`]) and [`serve`].
 //! - `client`: [`Client`], what the CLI talks through.
+//! - `tls`: the TLS configs of both sides (`--tlsverify`) and [`tls::TlsListener`].
 //!
 //! API boundary: this crate knows nothing of Raft, gRPC or the agent; it turns HTTP into
 //! [`Backend`] calls and back.
@@ -15,6 +17,7 @@ mod backend;
 mod client;
 mod error;
 mod server;
+pub mod tls;
 mod types;
 
 pub use backend::Backend;

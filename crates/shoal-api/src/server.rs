@@ -13,9 +13,9 @@ use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use axum::serve::Listener;
 use serde::de::DeserializeOwned;
 use shoal_types::{NodeRole, ServiceSpec};
-use tokio::net::UnixListener;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +32,9 @@ type Shared = Arc<dyn DynBackend>;
         title = "shoal",
         description = "The shoal daemon's API: swarm membership, nodes, services, tasks and \
                        networks. \
-                       Served on /run/shoal/shoal.sock; errors are {\"message\": ...}."
+                       Served on /run/shoal/shoal.sock, and over TCP with TLS client \
+                       certificates where shoald is started with -H tcp://... --tlsverify; \
+                       errors are {\"message\": ...}."
     ),
     components(schemas(ErrorBody)),
     tags(
@@ -89,17 +91,26 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .with_state(shared)
 }
 
-/// Serves `router` on a Unix socket until the listener fails.
-pub async fn serve(listener: UnixListener, router: Router) -> std::io::Result<()> {
+/// Serves `router` on `listener` (a Unix socket, a TCP listener, a
+/// [`crate::tls::TlsListener`]) until it fails.
+pub async fn serve<L>(listener: L, router: Router) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router).await
 }
 
 /// Like [`serve`], and returns once `shutdown` resolves and open requests have finished.
-pub async fn serve_with_shutdown(
-    listener: UnixListener,
+pub async fn serve_with_shutdown<L>(
+    listener: L,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -11,6 +11,7 @@
 //! - `format`: the `--format` template evaluator; `table`: docker-style tables.
 //! - `image`: `image ls|rm|prune`, `login`/`logout`, the image flags of `service create|update`.
 //! - `exec`: `shoal exec`; `lab`: `lab ...`; `demo`: the demo apps.
+//! - `remote`: `-H`, `--tlsverify` and the certificate files: which daemon, and how.
 //!
 //! Errors print as `Error: <message>` on stderr with exit code 1; usage errors are clap's
 //! (exit code 2).
@@ -27,6 +28,7 @@ pub mod logs;
 pub mod network;
 pub mod node;
 pub mod progress;
+pub mod remote;
 pub mod service;
 pub mod spec;
 pub mod swarm;
@@ -36,7 +38,7 @@ pub mod walkthrough;
 use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
-use shoal_api::{Client, DEFAULT_HOST};
+use shoal_api::DEFAULT_HOST;
 use shoal_types::Millis;
 
 #[derive(Debug, Parser)]
@@ -46,10 +48,12 @@ use shoal_types::Millis;
     about = "Services, overlay networks and load balancing for a cluster of Linux hosts"
 )]
 pub struct Cli {
-    /// Daemon socket to connect to (unix:///path). tcp://HOST:PORT is refused until shoald has
-    /// a TLS listener.
+    /// Daemon to connect to: unix:///path, or tcp://HOST:PORT (with --tlsverify unless the
+    /// daemon serves plain HTTP on a loopback address).
     #[arg(short = 'H', long, env = "SHOAL_HOST", default_value = DEFAULT_HOST, global = true)]
     pub host: String,
+    #[command(flatten)]
+    pub tls: remote::TlsArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -151,7 +155,7 @@ pub fn main() -> ! {
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let ok = |r: anyhow::Result<()>| r.map(|()| 0);
     // Made on first use, so that `lab` and `demo` don't depend on a valid -H.
-    let client = || Client::new(&cli.host);
+    let client = || remote::client(&cli.host, &cli.tls);
     match cli.command {
         Command::Init(a) | Command::Swarm(SwarmCmd::Init(a)) => {
             ok(swarm::init(&client()?, a).await)

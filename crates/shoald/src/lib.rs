@@ -10,6 +10,7 @@
 //!   `gate`: who may call what on 2377, by certificate; `joins`: failed joins rate-limited.
 //! - `images`: `image ls|rm|prune` over the agent's store.
 //! - `registry`: image pinning and registry logins on managers (sealed, handed to nodes).
+//! - `listeners`: where the API is served (`-H`, TLS) and the data dir's mode.
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -21,6 +22,7 @@ pub mod gate;
 pub mod identity;
 pub mod images;
 pub mod joins;
+pub mod listeners;
 pub mod manager;
 pub mod networks;
 pub mod registry;
@@ -32,7 +34,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing::info;
+use tracing::{info, warn};
+
+use listeners::{HostSpec, TlsFlags};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,9 +48,26 @@ pub struct Args {
     /// Where the node keeps its identity, Raft log and task directories.
     #[arg(long, default_value = "/var/lib/shoal")]
     pub data_dir: PathBuf,
-    /// The Unix socket the `shoal` CLI talks to.
-    #[arg(long, default_value = "/run/shoal/shoal.sock")]
-    pub socket: PathBuf,
+    /// Where to serve the API, as dockerd's -H (repeatable): unix:///path or tcp://IP:PORT.
+    /// Default: unix:///run/shoal/shoal.sock. TCP needs --tlsverify unless the IP is a
+    /// loopback one.
+    #[arg(short = 'H', long = "host", value_name = "URL")]
+    pub hosts: Vec<HostSpec>,
+    /// The Unix socket the `shoal` CLI talks to (the same as -H unix://PATH).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Serve TCP listeners over TLS and require client certificates signed by --tlscacert.
+    #[arg(long)]
+    pub tlsverify: bool,
+    /// The CA (PEM) whose certificates clients must present (with --tlsverify).
+    #[arg(long, value_name = "FILE")]
+    pub tlscacert: Option<PathBuf>,
+    /// This daemon's certificate (PEM) for its TCP listeners (with --tlsverify).
+    #[arg(long, value_name = "FILE")]
+    pub tlscert: Option<PathBuf>,
+    /// The key of --tlscert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tlskey: Option<PathBuf>,
     /// Address of the cluster (gRPC) listener that other nodes dial.
     #[arg(long, default_value = "0.0.0.0:2377")]
     pub listen_addr: SocketAddr,
@@ -99,6 +120,30 @@ fn parse_ms(s: &str) -> Result<u64, String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // The listeners are decided and their TLS files read first: a bad -H fails at start.
+    let plan = listeners::plan(
+        &args.hosts,
+        args.socket.as_deref(),
+        &TlsFlags {
+            verify: args.tlsverify,
+            ca: args.tlscacert.clone(),
+            cert: args.tlscert.clone(),
+            key: args.tlskey.clone(),
+        },
+    )?;
+    for w in &plan.warnings {
+        warn!("{w}");
+    }
+    let tls = match &plan.tls {
+        None => None,
+        Some(files) => {
+            if let Some(mode) = listeners::loose_key_mode(&files.key) {
+                warn!(key = %files.key.display(), mode = format!("{mode:04o}"),
+                      "the API's TLS key is readable by others than its owner; chmod 600 it");
+            }
+            Some(shoal_api::tls::server_config(files)?)
+        }
+    };
     let hostname = match args.hostname.clone() {
         Some(h) => h,
         None => nix::unistd::gethostname()
@@ -106,8 +151,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .to_string_lossy()
             .into_owned(),
     };
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("failed to create the data dir {}", args.data_dir.display()))?;
+    // The data dir holds the Raft log (join tokens, sealed logins) and keys: root's alone.
+    if let Some(was) = listeners::private_data_dir(&args.data_dir)
+        .with_context(|| format!("failed to create the data dir {}", args.data_dir.display()))?
+    {
+        info!(data_dir = %args.data_dir.display(), was = format!("{was:04o}"),
+              "data dir tightened to 0700");
+    }
     // Once per daemon, before anything else: `--vip-balancer ebpf` fails here, at start.
     let vip_balancer = Arc::new(shoal_agent::vip::VipBalancer::select(args.vip_balancer)?);
     let cfg = daemon::Config {
@@ -141,40 +191,114 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("failed to resume this node's cluster membership")?;
 
-    if let Some(dir) = args.socket.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
+    let mut bound = Vec::new();
+    for spec in &plan.listeners {
+        bound.push(bind(spec, tls.as_ref()).await?);
     }
-    // A socket file left by a daemon that died is stale; a live daemon still answers on it.
-    if args.socket.exists() {
-        if std::os::unix::net::UnixStream::connect(&args.socket).is_ok() {
-            anyhow::bail!(
-                "another shoald is already serving {}; stop it first",
-                args.socket.display()
-            );
-        }
-        std::fs::remove_file(&args.socket)
-            .with_context(|| format!("failed to remove stale {}", args.socket.display()))?;
-    }
-    let listener = tokio::net::UnixListener::bind(&args.socket)
-        .with_context(|| format!("failed to listen on {}", args.socket.display()))?;
-    info!(socket = %args.socket.display(), "API listening");
     let router = shoal_api::router(Arc::new(backend::Api(Arc::clone(&daemon))));
-    let shutdown = async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for (spec, listener) in plan.listeners.iter().zip(bound) {
+        let mut stopped = stopped.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let router = router.clone();
+        let name = spec.to_string();
+        servers.spawn(async move {
+            match listener {
+                Bound::Unix(l) => shoal_api::serve_with_shutdown(l, router, shutdown).await,
+                Bound::Tcp(l) => shoal_api::serve_with_shutdown(l, router, shutdown).await,
+                Bound::Tls(l) => shoal_api::serve_with_shutdown(l, router, shutdown).await,
+            }
+            .with_context(|| format!("the API server on {name} failed"))
+        });
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let failed = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => None,
+        Some(ended) = servers.join_next() => Some(match ended {
+            Ok(Ok(())) => anyhow::anyhow!("an API server stopped on its own"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("an API server panicked: {e}"),
+        }),
+    };
+    let _ = stop.send(true);
+    while servers.join_next().await.is_some() {}
+    let remove_sockets = || {
+        for spec in &plan.listeners {
+            if let HostSpec::Unix(path) = spec {
+                let _ = std::fs::remove_file(path);
+            }
         }
     };
-    shoal_api::serve_with_shutdown(listener, router, shutdown)
-        .await
-        .context("the API server failed")?;
+    if let Some(e) = failed {
+        remove_sockets();
+        return Err(e);
+    }
     info!("shutting down: stopping tasks");
     daemon.shutdown().await;
-    let _ = std::fs::remove_file(&args.socket);
+    remove_sockets();
     Ok(())
+}
+
+/// A listener of any kind, bound.
+enum Bound {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+    Tls(shoal_api::tls::TlsListener),
+}
+
+async fn bind(
+    spec: &HostSpec,
+    tls: Option<&Arc<shoal_api::tls::rustls::ServerConfig>>,
+) -> anyhow::Result<Bound> {
+    match spec {
+        HostSpec::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("failed to create {}", dir.display()))?;
+            }
+            // A socket file left by a daemon that died is stale; a live daemon still answers.
+            if path.exists() {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    anyhow::bail!(
+                        "another shoald is already serving {}; stop it first",
+                        path.display()
+                    );
+                }
+                std::fs::remove_file(path)
+                    .with_context(|| format!("failed to remove stale {}", path.display()))?;
+            }
+            let listener = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("failed to listen on {}", path.display()))?;
+            // Bound with the umask's mode (no write bit for others under the usual 022),
+            // then narrowed: root and the `shoal` group, as docker's socket.
+            let group = listeners::restrict_socket(path)
+                .with_context(|| format!("failed to set the mode of {}", path.display()))?;
+            info!(socket = %path.display(), mode = "0660", group, "API listening");
+            Ok(Bound::Unix(listener))
+        }
+        HostSpec::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to listen on {spec}"))?;
+            match tls {
+                Some(config) => {
+                    info!(addr = %spec, tls = "client certificates required", "API listening");
+                    Ok(Bound::Tls(shoal_api::tls::TlsListener::new(
+                        listener,
+                        Arc::clone(config),
+                    )?))
+                }
+                None => {
+                    info!(addr = %spec, tls = "none", "API listening");
+                    Ok(Bound::Tcp(listener))
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
