@@ -49,6 +49,9 @@ struct Inner {
     mesh: Mesh,
     /// The node's guard table (`crate::guard`): made before the gateway or an overlay.
     guard: Guard,
+    /// Set by `leave`: a view that arrives after it (the session is not stopped yet) must
+    /// not set the data plane up again.
+    left: bool,
     /// The node's DNS zones, which every sandbox's DNS server follows.
     zones: Zones,
 }
@@ -104,6 +107,7 @@ impl NetworkAgent {
                 sandboxes_gen: 0,
                 mesh,
                 guard: Guard::default(),
+                left: false,
                 zones: Zones::new(),
             }),
         }
@@ -133,6 +137,9 @@ impl NetworkAgent {
     /// server. On error nothing of the task's is left behind.
     pub async fn prepare_task(&self, task: &Task, netns: &str) -> Result<(), String> {
         let mut inner = self.inner.lock().await;
+        if inner.left {
+            return Err("the node has left the cluster".into());
+        }
         let mut attachments = Vec::new();
         for (i, a) in task.networks.iter().enumerate() {
             let info = inner
@@ -285,12 +292,16 @@ impl NetworkAgent {
     /// tasks, and the node's DNS zones. Returns once the kernel and DNS have it.
     pub async fn apply_view(&self, view: Arc<EndpointView>) {
         let mut inner = self.inner.lock().await;
+        if inner.left {
+            return;
+        }
         inner.view = Arc::clone(&view);
-        // The nodes' VXLAN is let in before forwarding entries point at them.
-        if let Err(e) = inner.guard.ensure().await {
+        // The nodes' VXLAN is let in before forwarding entries point at them (the members
+        // first: a table made now starts with them).
+        if let Err(e) = inner.guard.follow(&view).await {
             warn!("{e}");
         }
-        if let Err(e) = inner.guard.follow(&view).await {
+        if let Err(e) = inner.guard.ensure().await {
             warn!("{e}");
         }
         // The gateway bridge carries published ports to local tasks.
@@ -345,6 +356,7 @@ impl NetworkAgent {
     /// again, then the guard removed (kept if either step fails: what it guards is still on).
     pub async fn leave(&self) {
         let mut inner = self.inner.lock().await;
+        inner.left = true;
         if inner.mesh.ready {
             let none = inner
                 .mesh
