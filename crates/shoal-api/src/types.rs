@@ -58,6 +58,12 @@ pub struct InitRequest {
     /// How long node certificates are valid (`--cert-expiry`; 90 days when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_expiry_ms: Option<u64>,
+    /// A root CA to use instead of a new one (`--ca-cert`/`--ca-key`): its certificate and
+    /// its PKCS#8 key, PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -32,6 +32,12 @@ pub struct InitArgs {
     /// by default); nodes renew theirs on their own well before.
     #[arg(long, value_name = "DURATION")]
     pub cert_expiry: Option<String>,
+    /// Use this root CA certificate (PEM) instead of making one; with --ca-key.
+    #[arg(long, value_name = "FILE", requires = "ca_key")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// The root CA's private key (PKCS#8 PEM); with --ca-cert. It is kept on the managers.
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    pub ca_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -103,7 +109,17 @@ pub fn init_request(args: InitArgs) -> Result<InitRequest> {
         ),
         None => None,
     };
+    let read = |flag: &str, path: &Option<std::path::PathBuf>| -> Result<Option<String>> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
+            })
+            .transpose()
+    };
     Ok(InitRequest {
+        ca_cert: read("--ca-cert", &args.ca_cert)?,
+        ca_key: read("--ca-key", &args.ca_key)?,
         cert_expiry_ms,
         advertise_addr: args.advertise_addr,
         listen_addr: args.listen_addr,

@@ -439,3 +439,68 @@ fn port_2377_admits_members_only_by_their_certificates() {
     );
     lab.wait_running("after", 2);
 }
+
+/// `init --ca-cert --ca-key`: the cluster uses a root CA the user gives (bad input named),
+/// and its nodes' certificates chain to it.
+#[test]
+fn init_uses_a_given_root_ca() {
+    let lab = Lab::up("ca", 2, 1);
+    let dir = lab.dir().join("given-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = SystemTime::now();
+    let root =
+        RootCa::generate("ours", Validity::starting(now, Duration::from_secs(86400))).unwrap();
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    std::fs::write(&cert, root.cert().pem()).unwrap();
+    std::fs::write(&key, root.key_pem()).unwrap();
+    let other =
+        RootCa::generate("other", Validity::starting(now, Duration::from_secs(86400))).unwrap();
+    let other_key = dir.join("other-key.pem");
+    std::fs::write(&other_key, other.key_pem()).unwrap();
+    let (cert_s, key_s, other_s) = (
+        cert.display().to_string(),
+        key.display().to_string(),
+        other_key.display().to_string(),
+    );
+
+    lab.ok(2, &["leave"]);
+    lab.ok(1, &["leave", "--force"]);
+    let err = lab.fails(1, &["init", "--ca-cert", &cert_s, "--ca-key", &other_s]);
+    assert!(
+        err.contains("--ca-key: the key does not belong to the certificate in --ca-cert (their public keys differ); give the CA's own key"),
+        "{err}"
+    );
+    let err = lab.fails(1, &["init", "--ca-cert", &cert_s]);
+    assert!(
+        err.contains("the following required arguments were not provided")
+            && err.contains("--ca-key <FILE>"),
+        "{err}"
+    );
+    lab.ok(1, &["init", "--ca-cert", &cert_s, "--ca-key", &key_s]);
+    assert_eq!(
+        lab.ok(1, &["ca", "--digest"]).trim(),
+        root.cert().digest().to_string()
+    );
+    let token = lab
+        .ok(1, &["join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let m1 = format!("{}:2377", node_field(&lab, 1, "{{.Status.Addr}}"));
+    lab.ok(2, &["join", "--token", &token, &m1]);
+    // node2's certificate is from the given root: its chain verifies against it alone.
+    let node2 = credentials(&lab, 2);
+    shoal_pki::server_config(root.cert(), &node2, shoal_pki::ClientCerts::Required).unwrap();
+    let verifier = shoal_pki::rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(root.cert())),
+        shoal_pki::provider(),
+    )
+    .build()
+    .unwrap();
+    verifier
+        .verify_client_cert(
+            node2.cert(),
+            &[],
+            shoal_pki::rustls::pki_types::UnixTime::now(),
+        )
+        .unwrap();
+}

@@ -155,16 +155,7 @@ impl Backend for Api {
     }
 
     async fn init(&self, req: InitRequest) -> ApiResult<InitResponse> {
-        let (active, notes) = self
-            .0
-            .init(
-                req.advertise_addr,
-                req.heartbeat_period_ms,
-                req.heartbeat_grace,
-                req.ingress_subnet,
-                req.cert_expiry_ms,
-            )
-            .await?;
+        let (active, notes) = self.0.init(req).await?;
         let state = self.state()?;
         Ok(InitResponse {
             node_id: active.identity.node_id.clone(),

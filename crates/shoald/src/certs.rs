@@ -57,19 +57,24 @@ impl NodeCerts {
         Self::new(dir, Current { creds, ca, root })
     }
 
-    /// The first manager of a new cluster: a new root CA and this node's certificate from it.
+    /// The first manager of a new cluster: its root CA (a new one, or `given` by the user)
+    /// and this node's certificate from it.
     pub fn init(
         data_dir: &Path,
         cluster_id: &str,
         node_id: &str,
         lifetime: Duration,
+        given: Option<RootCa>,
     ) -> Result<Arc<NodeCerts>, PkiError> {
         let dir = dir(data_dir);
         let now = SystemTime::now();
-        let root = RootCa::generate(
-            cluster_id,
-            Validity::starting(now, shoal_pki::ROOT_CA_VALIDITY),
-        )?;
+        let root = match given {
+            Some(root) => root,
+            None => RootCa::generate(
+                cluster_id,
+                Validity::starting(now, shoal_pki::ROOT_CA_VALIDITY),
+            )?,
+        };
         let key = NodeKey::generate()?;
         let cert = root.issue(
             &key.csr()?,

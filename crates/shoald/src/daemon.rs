@@ -269,18 +269,43 @@ impl Daemon {
     /// Returns the notes the user should read (e.g. an ingress subnet chosen for them).
     pub async fn init(
         self: &Arc<Self>,
-        advertise: Option<String>,
-        heartbeat_ms: Option<u64>,
-        heartbeat_grace: Option<u32>,
-        ingress_subnet: Option<String>,
-        cert_expiry_ms: Option<u64>,
+        req: shoal_api::InitRequest,
     ) -> Result<(Active, Vec<String>), ApiError> {
+        let shoal_api::InitRequest {
+            advertise_addr: advertise,
+            heartbeat_period_ms: heartbeat_ms,
+            heartbeat_grace,
+            ingress_subnet,
+            cert_expiry_ms,
+            ca_cert,
+            ca_key,
+            ..
+        } = req;
         let _guard = self.lifecycle.lock().await;
         if self.active().is_some() {
             return Err(ApiError::conflict(
                 "this node is already part of a swarm; run `shoal leave` first",
             ));
         }
+        // A given root CA (`--ca-cert`/`--ca-key`) is checked before anything is made.
+        let given_ca = match (ca_cert, ca_key) {
+            (Some(cert), Some(key)) => Some(
+                shoal_pki::RootCa::import(
+                    cert.as_bytes(),
+                    "--ca-cert",
+                    key.as_bytes(),
+                    "--ca-key",
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "--ca-cert and --ca-key go together: give both (the root CA's certificate and its key) or neither",
+                ));
+            }
+        };
         let (addr, cluster_addr) = self.advertise(advertise)?;
         let reserved = networks::host_reserved();
         let (ingress, note) = networks::ingress_subnet(ingress_subnet.as_deref(), &reserved)?;
@@ -315,6 +340,7 @@ impl Daemon {
             &identity.cluster_id,
             &node_id,
             Duration::from_millis(cert_expiry_ms),
+            given_ca,
         )
         .map_err(|e| internal("failed to create the cluster's root CA", e))?;
         let digest = certs.ca().digest();
