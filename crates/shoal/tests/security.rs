@@ -179,6 +179,14 @@ async fn session(d: &Dialer, addr: &str, node_id: &str) -> Result<(), tonic::Sta
         .map(|_| ())
 }
 
+async fn own_session(d: &Dialer, addr: &str) -> tonic::Streaming<shoal_rpc::Assignments> {
+    ClusterClient::new(d.manager(addr).unwrap())
+        .session(SessionRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn heartbeat(d: &Dialer, addr: &str) -> Result<(), tonic::Status> {
     ClusterClient::new(d.manager(addr).unwrap())
         .heartbeat(HeartbeatRequest::default())
@@ -357,6 +365,25 @@ fn port_2377_admits_members_only_by_their_certificates() {
                 );
                 // Its own heartbeat is fine.
                 heartbeat(&w, &m1).await.unwrap();
+                // One live session per node: a second one ends the first (as the agent's
+                // own is ended by ours; it reconnects once ours is gone).
+                let mut first = own_session(&w, &m1).await;
+                let _second = own_session(&w, &m1).await;
+                let end = tokio::time::timeout(Duration::from_secs(10), async {
+                    loop {
+                        match first.message().await {
+                            Ok(Some(_)) => continue,
+                            other => return other,
+                        }
+                    }
+                })
+                .await
+                .expect("the first session to end");
+                refused(
+                    end,
+                    Code::Aborted,
+                    "this node opened a newer session; this one is closed",
+                );
             })
         });
     }

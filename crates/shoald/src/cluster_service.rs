@@ -35,6 +35,9 @@ pub struct ClusterService {
     /// This manager's certificates and the root CA that issues nodes' certificates.
     pub certs: Arc<NodeCerts>,
     pub failed_joins: crate::joins::FailedJoins,
+    /// One live session per node, and a few unary calls in flight.
+    pub sessions: Arc<crate::sessions::Sessions>,
+    pub in_flight: crate::sessions::InFlight,
 }
 
 fn not_leader(manager: &Manager) -> Status {
@@ -76,6 +79,7 @@ async fn session_loop(
     manager: &Arc<Manager>,
     node_id: &str,
     tx: tokio::sync::mpsc::Sender<Result<Assignments, Status>>,
+    mut replaced: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut state_rx = manager.store.state();
     // What the agent has been told of its tasks; `None` until the whole list is sent.
@@ -228,6 +232,14 @@ async fn session_loop(
         // Wake on a state change, or after a while to notice a leadership loss.
         // ...or an ack, which may release a task held for draining.
         tokio::select! {
+            _ = &mut replaced => {
+                let _ = tx
+                    .send(Err(Status::aborted(
+                        "this node opened a newer session; this one is closed",
+                    )))
+                    .await;
+                return;
+            }
             _ = state_rx.changed() => {}
             _ = manager.acked.notified() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
@@ -489,10 +501,14 @@ impl Cluster for ClusterService {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let manager = Arc::clone(&self.manager);
+        let sessions = Arc::clone(&self.sessions);
+        let ticket = sessions.open(&node_id);
         tokio::spawn(async move {
-            session_loop(&manager, &node_id, tx).await;
-            let state = manager.state();
-            manager.endpoints_progress(&node_id, &state, Progress::Disconnected);
+            session_loop(&manager, &node_id, tx, ticket.replaced).await;
+            if sessions.close(&node_id, ticket.id) {
+                let state = manager.state();
+                manager.endpoints_progress(&node_id, &state, Progress::Disconnected);
+            }
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -505,6 +521,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let id = self.gate.member(&req, "Heartbeat", Access::Member)?;
         acting_for(&id, &req.get_ref().node_id)?;
+        let _call = self.in_flight.enter(&id.node_id, "Heartbeat")?;
         if !self.manager.store.is_leader() {
             return Err(not_leader(&self.manager));
         }
@@ -525,6 +542,7 @@ impl Cluster for ClusterService {
         let id = self.gate.member(&req, "ReportStatus", Access::Member)?;
         let req = req.into_inner();
         acting_for(&id, &req.node_id)?;
+        let _call = self.in_flight.enter(&id.node_id, "ReportStatus")?;
         let updates: Vec<(String, TaskStatus)> = serde_json::from_slice(&req.updates)
             .map_err(|e| Status::invalid_argument(format!("status report does not parse: {e}")))?;
         if updates.len() > MAX_REPORTED_TASKS {
@@ -560,6 +578,7 @@ impl Cluster for ClusterService {
         let id = self.gate.member(&req, "AckEndpoints", Access::Member)?;
         let req = req.into_inner();
         acting_for(&id, &req.node_id)?;
+        let _call = self.in_flight.enter(&id.node_id, "AckEndpoints")?;
         let state = self.manager.state();
         self.manager
             .endpoints_progress(&id.node_id, &state, Progress::Acked(req.version));

@@ -224,6 +224,8 @@ impl Daemon {
                         gate: gate.clone(),
                         certs: Arc::clone(&certs),
                         failed_joins: Default::default(),
+                        sessions: Default::default(),
+                        in_flight: Default::default(),
                     })
                     .max_decoding_message_size(MAX_RPC_MESSAGE),
                 );

@@ -27,6 +27,7 @@ pub mod manager;
 pub mod networks;
 pub mod registry;
 pub mod renewal;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
