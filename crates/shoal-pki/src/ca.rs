@@ -58,6 +58,20 @@ impl ClusterCa {
         &self.der
     }
 
+    /// Whether `cert` (DER) was signed by this CA's key and names it as its issuer. Only the
+    /// signature and the names are checked, not the validity: a node asks this of its own
+    /// certificate to learn whether it must renew for a root rotation.
+    pub fn issued(&self, cert: &[u8]) -> bool {
+        let (Ok((_, ca)), Ok((_, cert))) = (
+            X509Certificate::from_der(&self.der),
+            X509Certificate::from_der(cert),
+        ) else {
+            return false;
+        };
+        cert.issuer().as_raw() == ca.subject().as_raw()
+            && cert.verify_signature(Some(ca.public_key())).is_ok()
+    }
+
     pub fn pem(&self) -> String {
         certs::cert_to_pem(&self.der)
     }
@@ -95,6 +109,13 @@ impl RootCa {
         params
             .distinguished_name
             .push(DnType::OrganizationName, cluster_id);
+        // A name of its own: a root made by a rotation must not share its subject with the
+        // root it replaces, or a verifier that trusts only one of them tries the other's key
+        // and says "bad signature" rather than "unknown issuer".
+        params.distinguished_name.push(
+            DnType::OrganizationalUnitName,
+            &Serial::random().hex()[..12],
+        );
         // Unconstrained path length: a CA rotation cross-signs the new root as an
         // intermediate under the old one.
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -148,6 +169,47 @@ impl RootCa {
 
     pub fn cert(&self) -> &ClusterCa {
         &self.ca
+    }
+
+    /// This root's certificate signed by `old` instead of itself (same subject, key and
+    /// subject key identifier), for a root rotation: a node that trusts only `old` verifies
+    /// a certificate from this root through it. Valid while both roots are.
+    pub fn cross_signed_by(&self, old: &RootCa) -> Result<CertificateDer<'static>> {
+        let bad = |reason: String| PkiError::CrossSign { reason };
+        let (_, cert) = X509Certificate::from_der(&self.ca.der)
+            .map_err(|e| bad(format!("cannot parse the new root: {e}")))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(cert.subject()).map_err(bad)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        if let Ok(Some(ski)) = cert
+            .get_extension_unique(&x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
+            && let x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) =
+                ski.parsed_extension()
+        {
+            params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(id.0.to_vec());
+        }
+        params.not_before = certs::from_asn1(cert.validity().not_before).into();
+        params.not_after = self.ca.not_after.min(old.ca.not_after).into();
+        params.serial_number = Some(SerialNumber::from_slice(Serial::random().bytes()));
+        params.use_authority_key_identifier_extension = true;
+        let cross = params
+            .signed_by(self.issuer.key(), &old.issuer)
+            .map_err(PkiError::Issue)?;
+        let der = cross.der().clone();
+        // A path through it needs the exact subject bytes of the new root.
+        let (_, parsed) = X509Certificate::from_der(&der)
+            .map_err(|e| bad(format!("cannot parse the result: {e}")))?;
+        if parsed.subject().as_raw() != cert.subject().as_raw() {
+            return Err(bad(
+                "the new root's subject cannot be reproduced byte for byte".into(),
+            ));
+        }
+        Ok(der)
     }
 
     /// The key in PKCS#8 PEM, to be saved 0600 ([`crate::files::save_root_ca`]).
@@ -205,6 +267,49 @@ pub struct NodeCertSpec {
     pub cluster_id: String,
     pub validity: Validity,
     pub serial: Serial,
+}
+
+/// A subject as rcgen writes it, each attribute with its original string type, so that the
+/// encoding is the same as the certificate's.
+fn distinguished_name(
+    name: &x509_parser::x509::X509Name<'_>,
+) -> std::result::Result<DistinguishedName, String> {
+    use rcgen::DnValue;
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let mut dn = DistinguishedName::new();
+    for attr in name.iter_attributes() {
+        let oid: Vec<u64> = attr
+            .attr_type()
+            .iter()
+            .ok_or("an attribute type does not fit in u64s")?
+            .collect();
+        let value = attr.attr_value();
+        let text = || {
+            std::str::from_utf8(value.data)
+                .map(str::to_string)
+                .map_err(|_| "an attribute is not UTF-8".to_string())
+        };
+        let v = match value.tag() {
+            Tag::PrintableString => DnValue::PrintableString(
+                text()?
+                    .try_into()
+                    .map_err(|e: rcgen::Error| e.to_string())?,
+            ),
+            Tag::Utf8String => DnValue::Utf8String(text()?),
+            Tag::Ia5String => DnValue::Ia5String(
+                text()?
+                    .try_into()
+                    .map_err(|e: rcgen::Error| e.to_string())?,
+            ),
+            t => {
+                return Err(format!(
+                    "an attribute has the string type {t}, which cannot be re-encoded"
+                ));
+            }
+        };
+        dn.push(rcgen::DnType::from_oid(&oid), v);
+    }
+    Ok(dn)
 }
 
 fn dns_name(s: &str) -> Result<rcgen::string::Ia5String> {

@@ -43,6 +43,13 @@ pub enum PkiError {
     BadCsr { reason: String },
     #[error("cannot issue a certificate: {0}")]
     Issue(#[source] rcgen::Error),
+    #[error("cannot cross-sign the new root CA with the current one: {reason}")]
+    CrossSign { reason: String },
+    #[error(
+        "the cross-signed certificate of a root rotation does not fit: {reason}; start the \
+         rotation again"
+    )]
+    BadCrossSigned { reason: String },
     #[error("the certificate's key does not match this node's key; request a new certificate")]
     NodeKeyMismatch,
     #[error(

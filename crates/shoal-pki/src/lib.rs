@@ -3,11 +3,14 @@
 //!
 //! # Layout
 //! - `certs`: role names (OU), validity, serials, and the [`Identity`] read from a certificate.
-//! - `ca`: [`RootCa`] (generate or import; issue node certificates from a CSR) and
+//! - `ca`: [`RootCa`] (generate or import; issue node certificates from a CSR; cross-sign a
+//!   new root) and
 //!   [`ClusterCa`] (the CA certificate every node trusts).
 //! - `node`: [`NodeKey`] (made on the node; its CSR) and [`NodeCredentials`].
 //! - `renewal`: when a node renews ([`Renewal`]), pure.
 //! - `token`: [`JoinToken`] (`SWMTKN-1-<CA digest>-<secret>`) and [`JoinTokens`].
+//! - `trust`: [`Trust`], the roots a node trusts and the chain it presents, also during a
+//!   root rotation (the new root cross-signed by the current one).
 //! - `tls`: server and client configs, the join client that pins the CA by the token.
 //! - `authz`: [`authorize`] (one check per RPC by its [`Access`]), the `require_*` checks and
 //!   the [`DenyList`], pure.
@@ -27,6 +30,7 @@ mod node;
 mod renewal;
 mod tls;
 mod token;
+mod trust;
 
 pub use authz::{
     Access, DenyList, authorize, require_certificate, require_cluster, require_manager,
@@ -42,6 +46,7 @@ pub use tls::{
     node_server_name, peer_identity, provider, server_config,
 };
 pub use token::{CaDigest, JoinToken, JoinTokens};
+pub use trust::{NextRoot, Trust};
 
 /// rustls's types that appear in this crate's API.
 pub use rustls;

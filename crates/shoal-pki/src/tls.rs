@@ -34,11 +34,11 @@ use rustls::{
     SignatureScheme,
 };
 
-use crate::ca::ClusterCa;
 use crate::certs::{Identity, Role};
 use crate::error::{PkiError, Result};
 use crate::node::NodeCredentials;
 use crate::token::{CaDigest, JoinToken};
+use crate::trust::Trust;
 
 /// The name a client asks for when it wants a manager (a manager certificate's SAN).
 pub const MANAGER_SERVER_NAME: &str = "shoal-manager";
@@ -80,40 +80,32 @@ pub fn node_server_name(node_id: &str) -> Result<ServerName<'static>> {
     })
 }
 
-fn roots(ca: &ClusterCa) -> Result<Arc<RootCertStore>> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.der().clone())?;
-    Ok(Arc::new(roots))
-}
-
 /// A server presenting `creds` (with the CA certificate after it, so that a joining node can
-/// pin it) and verifying clients against the cluster CA.
+/// pin it; see [`Trust::chain`]) and verifying clients against the roots `trust` holds.
 pub fn server_config(
-    ca: &ClusterCa,
+    trust: &Trust,
     creds: &NodeCredentials,
     clients: ClientCerts,
 ) -> Result<ServerConfig> {
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider());
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(trust.root_store()?, provider());
     if clients == ClientCerts::OptionalForJoin {
         verifier = verifier.allow_unauthenticated();
     }
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.build()?)
-        .with_single_cert(
-            vec![creds.cert().clone(), ca.der().clone()],
-            creds.private_key(),
-        )?;
+        .with_single_cert(trust.chain(creds.cert()), creds.private_key())?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }
 
-/// A member's client: trusts only the cluster CA and presents the node's certificate.
-pub fn client_config(ca: &ClusterCa, creds: &NodeCredentials) -> Result<ClientConfig> {
+/// A member's client: trusts only the cluster's roots and presents the node's certificate
+/// (with what [`Trust::chain`] adds).
+pub fn client_config(trust: &Trust, creds: &NodeCredentials) -> Result<ClientConfig> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca)?)
-        .with_client_auth_cert(vec![creds.cert().clone()], creds.private_key())?;
+        .with_root_certificates(trust.root_store()?)
+        .with_client_auth_cert(trust.chain(creds.cert()), creds.private_key())?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }

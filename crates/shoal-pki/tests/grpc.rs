@@ -126,19 +126,20 @@ async fn tonic_sees_the_callers_certificate_and_refuses_by_it() {
     let validity = Validity::starting(SystemTime::now(), shoal_pki::ROOT_CA_VALIDITY);
     let ca = RootCa::generate(CLUSTER, validity).unwrap();
     let trust = ca.cert();
+    let roots = shoal_pki::Trust::from(trust.clone());
     let removed = node(&ca, "m3", Role::Manager);
     let deny = DenyList {
         node_ids: Default::default(),
         serials: [removed.identity().serial.clone()].into(),
     };
     let server = shoal_pki::server_config(
-        trust,
+        &roots,
         &node(&ca, "m1", Role::Manager),
         ClientCerts::OptionalForJoin,
     )
     .unwrap();
     let addr = serve(server, deny).await;
-    let client = |creds: &NodeCredentials| shoal_pki::client_config(trust, creds).unwrap();
+    let client = |creds: &NodeCredentials| shoal_pki::client_config(&roots, creds).unwrap();
 
     // A manager votes, and the server knows which one from its certificate.
     let m2 = node(&ca, "m2", Role::Manager);

@@ -55,11 +55,16 @@ impl Cluster {
     }
 
     fn server(&self, node: &str, role: Role, clients: ClientCerts) -> ServerConfig {
-        shoal_pki::server_config(self.trust(), &self.node(node, role), clients).unwrap()
+        shoal_pki::server_config(
+            &self.trust().clone().into(),
+            &self.node(node, role),
+            clients,
+        )
+        .unwrap()
     }
 
     fn client(&self, creds: &NodeCredentials) -> ClientConfig {
-        shoal_pki::client_config(self.trust(), creds).unwrap()
+        shoal_pki::client_config(&self.trust().clone().into(), creds).unwrap()
     }
 }
 
@@ -363,6 +368,47 @@ async fn a_client_trusts_only_its_cluster_ca_and_the_node_it_asked_for() {
                 CertificateError::NotValidForNameContext { .. }
             ))
         ),
+        "{:?}",
+        o.client
+    );
+}
+
+#[tokio::test]
+async fn during_a_root_rotation_a_joining_node_still_pins_the_current_root() {
+    // A manager that renewed from the new root sends [its certificate, R2 cross-signed by
+    // R1, R1]: a node joining with a token for R1 finds R1 and a path to it.
+    let c = Cluster::new("cluster-a");
+    let next = RootCa::generate(
+        "cluster-a",
+        Validity::starting(SystemTime::now(), shoal_pki::ROOT_CA_VALIDITY),
+    )
+    .unwrap();
+    let cross = next.cross_signed_by(&c.ca).unwrap();
+    let trust = shoal_pki::Trust::rotating(c.trust().clone(), next.cert().clone(), cross).unwrap();
+    let renewed = Cluster {
+        ca: next,
+        id: "cluster-a".into(),
+    }
+    .node("m1", Role::Manager);
+    let server =
+        || shoal_pki::server_config(&trust, &renewed, ClientCerts::OptionalForJoin).unwrap();
+    let join = shoal_pki::join_client_config(&JoinToken::random(c.trust().digest())).unwrap();
+    let o = handshake(server(), join, manager()).await;
+    o.client.unwrap();
+    assert_eq!(o.server.unwrap(), None);
+    // A member that has not heard of the rotation (it trusts R1 alone) is let in, and
+    // trusts the manager.
+    let w = c.node("w1", Role::Worker);
+    let o = handshake(server(), c.client(&w), manager()).await;
+    o.client.unwrap();
+    assert_eq!(o.server.unwrap().unwrap().node_id, "w1");
+    // After the rotation a token for R1 no longer finds its root.
+    let done = trust.finished();
+    let server = shoal_pki::server_config(&done, &renewed, ClientCerts::OptionalForJoin).unwrap();
+    let join = shoal_pki::join_client_config(&JoinToken::random(c.trust().digest())).unwrap();
+    let o = handshake(server, join, manager()).await;
+    assert!(
+        matches!(&o.client, Err(Error::InvalidCertificate(CertificateError::Other(e))) if e.to_string().contains("does not match the join token")),
         "{:?}",
         o.client
     );

@@ -74,7 +74,9 @@ fn client(ca: &ClusterCa, cert: Option<(CertificateDer<'static>, String)>) -> Di
 }
 
 fn member(ca: &ClusterCa, creds: &NodeCredentials) -> Dialer {
-    Dialer::Join(Arc::new(shoal_pki::client_config(ca, creds).unwrap()))
+    Dialer::Join(Arc::new(
+        shoal_pki::client_config(&ca.clone().into(), creds).unwrap(),
+    ))
 }
 
 /// Everything a status and its sources say (tonic keeps TLS alerts in the sources).
@@ -516,7 +518,12 @@ fn init_uses_a_given_root_ca() {
     lab.ok(2, &["join", "--token", &token, &m1]);
     // node2's certificate is from the given root: its chain verifies against it alone.
     let node2 = credentials(&lab, 2);
-    shoal_pki::server_config(root.cert(), &node2, shoal_pki::ClientCerts::Required).unwrap();
+    shoal_pki::server_config(
+        &root.cert().clone().into(),
+        &node2,
+        shoal_pki::ClientCerts::Required,
+    )
+    .unwrap();
     let verifier = shoal_pki::rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots(root.cert())),
         shoal_pki::provider(),
