@@ -77,6 +77,8 @@ pub fn info() -> ClusterInfo {
         removed_nodes: Default::default(),
         heartbeat_period_ms: 1000,
         heartbeat_grace: 3,
+        root_ca: None,
+        ca_rotation: None,
     }
 }
 

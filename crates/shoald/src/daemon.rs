@@ -362,6 +362,8 @@ impl Daemon {
             removed_nodes: Default::default(),
             heartbeat_period_ms: heartbeat_ms.unwrap_or(self.cfg.heartbeat_period_ms),
             heartbeat_grace: heartbeat_grace.unwrap_or(self.cfg.heartbeat_grace),
+            root_ca: None,
+            ca_rotation: None,
         };
         let node = Node {
             id: node_id.clone(),

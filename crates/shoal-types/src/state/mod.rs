@@ -95,6 +95,13 @@ pub struct ClusterInfo {
     /// Periods without a heartbeat after which a node is Down (Swarm's grace multiple).
     #[serde(default = "default_heartbeat_grace")]
     pub heartbeat_grace: u32,
+    /// The root CA a rotation installed (`None`: the one made at `init`, which each
+    /// manager keeps in its own files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_ca: Option<RootCaRecord>,
+    /// `ca --rotate` in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<CaRotation>,
 }
 
 /// Swarm's grace multiple: a node is Down after three silent periods.
@@ -253,6 +260,22 @@ pub enum Command {
         node_id: String,
         addr: ipnet::Ipv4Net,
     },
+    /// `ca --rotate`: nodes trust the new root beside the current one and renew from it.
+    StartCaRotation {
+        rotation: CaRotation,
+    },
+    /// A manager issued `node_id` a certificate from the new root of `rotation`.
+    CaRotationRenewed {
+        rotation: String,
+        node_id: String,
+    },
+    /// Every node that is not Down has renewed: the new root replaces the old, and the join
+    /// tokens pin it.
+    FinishCaRotation {
+        rotation: String,
+        worker_token: String,
+        manager_token: String,
+    },
     /// Several commands in one entry. Each applies on its own; the first error is returned
     /// but does not undo the others (used by the orchestrator, whose commands are independent).
     Batch(Vec<Command>),
@@ -294,6 +317,10 @@ pub enum ApplyError {
         "port {port} is already published by service {service}; publish another port or remove {service}"
     )]
     PortInUse { port: String, service: String },
+    #[error(
+        "a root CA rotation is already in progress ({renewed} of {total} nodes have a certificate from the new root); wait for it to finish: `shoal ca` shows its progress"
+    )]
+    CaRotationInProgress { renewed: usize, total: usize },
     #[error("{0}")]
     Invalid(String),
 }
@@ -377,6 +404,15 @@ impl ClusterState {
                     NodeRole::Manager => c.manager_token = token,
                 }
             }
+            Command::StartCaRotation { rotation } => self.start_ca_rotation(rotation)?,
+            Command::CaRotationRenewed { rotation, node_id } => {
+                self.ca_rotation_renewed(&rotation, node_id)
+            }
+            Command::FinishCaRotation {
+                rotation,
+                worker_token,
+                manager_token,
+            } => self.finish_ca_rotation(&rotation, worker_token, manager_token)?,
             Command::CreateService { service } => {
                 service.spec.validate().map_err(ApplyError::Invalid)?;
                 self.check_networks(&service.spec)?;
@@ -624,7 +660,10 @@ impl ClusterState {
     }
 }
 
+mod ca;
 mod network;
+
+pub use ca::{CaRotation, CaTrust, NextRootPem, RootCaRecord, RotationProgress};
 
 #[cfg(test)]
 mod tests;
