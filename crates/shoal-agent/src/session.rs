@@ -29,6 +29,9 @@ pub struct Session {
     pub data_plane: Option<shoal_types::node::DataPlane>,
     /// TLS with the node's certificate.
     pub dialer: shoal_rpc::Dialer,
+    /// Told the root CAs the cluster trusts (`Assignments.ca`). A worker follows them; a
+    /// manager has them from its own Raft state and passes `None`.
+    pub on_ca: Option<Arc<dyn Fn(shoal_types::state::CaTrust) + Send + Sync>>,
 }
 
 const RETRY: Duration = Duration::from_millis(300);
@@ -141,6 +144,11 @@ impl Session {
                             // and start again from a full table.
                             view.apply(&delta).map_err(tonic::Status::data_loss)?;
                             endpoints_changed = true;
+                        }
+                        if !a.ca.is_empty() && let Some(on_ca) = &self.on_ca {
+                            let trust = serde_json::from_slice(&a.ca)
+                                .map_err(|e| tonic::Status::data_loss(format!("root CAs do not parse: {e}")))?;
+                            on_ca(trust);
                         }
                         // Logins before the tasks that may pull with them; empty: unchanged.
                         if !a.registry_auth.is_empty() {

@@ -38,6 +38,18 @@ pub trait Backend: Send + Sync + 'static {
     fn ca(&self) -> impl Future<Output = ApiResult<ClusterCa>> + Send {
         async { Err(crate::ApiError::new(503, "no cluster CA here")) }
     }
+    /// `shoal ca --rotate`: starts moving the cluster to a new root CA; returns at once.
+    fn rotate_ca(
+        &self,
+        _req: CaRotateRequest,
+    ) -> impl Future<Output = ApiResult<ClusterCa>> + Send {
+        async {
+            Err(crate::ApiError::new(
+                503,
+                "the root CA cannot be rotated here",
+            ))
+        }
+    }
 
     /// With `ManagerStatus.Leader` and `ManagerStatus.Reachability` filled in.
     fn nodes(&self) -> impl Future<Output = ApiResult<Vec<Node>>> + Send;
@@ -140,6 +152,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn join_token(&self, role: NodeRole) -> BoxFut<'_, JoinToken>;
     fn rotate_join_token(&self, role: NodeRole) -> BoxFut<'_, JoinToken>;
     fn ca(&self) -> BoxFut<'_, ClusterCa>;
+    fn rotate_ca(&self, req: CaRotateRequest) -> BoxFut<'_, ClusterCa>;
     fn nodes(&self) -> BoxFut<'_, Vec<Node>>;
     fn node(&self, key: String) -> BoxFut<'_, Node>;
     fn update_node(&self, key: String, update: NodeUpdate) -> BoxFut<'_, ()>;
@@ -194,6 +207,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn ca(&self) -> BoxFut<'_, ClusterCa> {
         Box::pin(Backend::ca(self))
+    }
+    fn rotate_ca(&self, req: CaRotateRequest) -> BoxFut<'_, ClusterCa> {
+        Box::pin(Backend::rotate_ca(self, req))
     }
     fn nodes(&self) -> BoxFut<'_, Vec<Node>> {
         Box::pin(Backend::nodes(self))

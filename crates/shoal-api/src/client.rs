@@ -211,6 +211,10 @@ impl Client {
         self.get("/v1/swarm/ca").await
     }
 
+    pub async fn rotate_ca(&self, req: &CaRotateRequest) -> ClientResult<ClusterCa> {
+        self.post("/v1/swarm/ca/rotate", req).await
+    }
+
     pub async fn nodes(&self) -> ClientResult<Vec<Node>> {
         self.get("/v1/nodes").await
     }

@@ -56,6 +56,7 @@ fn api_router() -> OpenApiRouter<Shared> {
         .routes(routes!(join_token))
         .routes(routes!(rotate_join_token))
         .routes(routes!(cluster_ca))
+        .routes(routes!(rotate_ca))
         .routes(routes!(list_nodes))
         .routes(routes!(get_node, remove_node))
         .routes(routes!(update_node))
@@ -216,6 +217,15 @@ async fn rotate_join_token(
     responses((status = 200, description = "the cluster's root CA certificate", body = ClusterCa), (status = 503, description = "not available on this node", body = ErrorBody)))]
 async fn cluster_ca(State(b): State<Shared>) -> ApiResult<Json<ClusterCa>> {
     b.ca().await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/swarm/ca/rotate", tag = "system", request_body = CaRotateRequest,
+    responses((status = 200, description = "the rotation started; the root stays current until every node has a certificate from the new one", body = ClusterCa), (status = 400, description = "invalid request", body = ErrorBody), (status = 409, description = "a rotation is already in progress", body = ErrorBody), (status = 503, description = "not available on this node", body = ErrorBody)))]
+async fn rotate_ca(
+    State(b): State<Shared>,
+    Json(req): Json<CaRotateRequest>,
+) -> ApiResult<Json<ClusterCa>> {
+    b.rotate_ca(req).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes",

@@ -122,6 +122,37 @@ pub struct ClusterCa {
     pub digest: String,
     /// RFC 3339.
     pub not_after: String,
+    /// `ca --rotate` in progress (managers only): the certificate above stays the root
+    /// until it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<CaRotationStatus>,
+}
+
+/// How far a root CA rotation is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct CaRotationStatus {
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// The new root's digest.
+    pub digest: String,
+    /// Nodes (not Down) with a certificate from the new root, and how many it waits for.
+    pub renewed: usize,
+    pub total: usize,
+    /// Hostnames of the nodes still to renew.
+    pub waiting: Vec<String>,
+}
+
+/// `POST /v1/swarm/ca/rotate`: a new root (made by the manager), or the one given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct CaRotateRequest {
+    /// PEM of the new root's certificate (`--ca-cert`), with `ca_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// PEM of its PKCS#8 key (`--ca-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<String>,
 }
 
 /// `POST /v1/nodes/{key}/update`: only what is given changes.

@@ -17,6 +17,7 @@
 //! (exit code 2).
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod container_opts;
 pub mod demo;
 pub mod exec;
@@ -70,8 +71,9 @@ pub enum Command {
     JoinToken(swarm::JoinTokenArgs),
     /// Leave the swarm.
     Leave(swarm::LeaveArgs),
-    /// Print the cluster's root CA certificate (docker's `swarm ca`).
-    Ca(swarm::CaArgs),
+    /// Print the cluster's root CA certificate, or move the cluster to a new one with
+    /// --rotate (docker's `swarm ca`).
+    Ca(ca::CaArgs),
     /// The same verbs under `swarm`, as docker spells them.
     #[command(subcommand)]
     Swarm(SwarmCmd),
@@ -111,8 +113,8 @@ pub enum SwarmCmd {
     JoinToken(swarm::JoinTokenArgs),
     /// Leave the swarm.
     Leave(swarm::LeaveArgs),
-    /// Print the cluster's root CA certificate.
-    Ca(swarm::CaArgs),
+    /// Print the cluster's root CA certificate, or rotate it (--rotate).
+    Ca(ca::CaArgs),
 }
 
 /// Runs `shoal` with `args` (the first is the program name) and returns the exit code.
@@ -169,7 +171,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Leave(a) | Command::Swarm(SwarmCmd::Leave(a)) => {
             ok(swarm::leave(&client()?, a).await)
         }
-        Command::Ca(a) | Command::Swarm(SwarmCmd::Ca(a)) => ok(swarm::ca(&client()?, a).await),
+        Command::Ca(a) | Command::Swarm(SwarmCmd::Ca(a)) => ok(ca::ca(&client()?, a).await),
         Command::Node(cmd) => ok(node::run(&client()?, cmd).await),
         Command::Service(cmd) => ok(service::run(&client()?, cmd).await),
         Command::Network(cmd) => network::run(&client()?, cmd).await,

@@ -68,13 +68,6 @@ pub struct JoinTokenArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CaArgs {
-    /// Only print the certificate's digest (what join tokens pin).
-    #[arg(long)]
-    pub digest: bool,
-}
-
-#[derive(Debug, Args)]
 pub struct LeaveArgs {
     /// Leave even if this is a manager (the swarm may lose its quorum).
     #[arg(short, long)]
@@ -187,16 +180,6 @@ pub async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
             "To add a {} to this swarm, run the following command:\n\n    shoal join --token {} {}\n",
             args.role, t.token, t.manager_addr
         );
-    }
-    Ok(())
-}
-
-pub async fn ca(client: &Client, args: CaArgs) -> Result<()> {
-    let ca = client.ca().await?;
-    if args.digest {
-        println!("{}", ca.digest);
-    } else {
-        print!("{}", ca.certificate);
     }
     Ok(())
 }

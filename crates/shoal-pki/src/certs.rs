@@ -184,7 +184,7 @@ pub(crate) fn is_ca(cert: &X509Certificate<'_>) -> bool {
 }
 
 /// The one certificate in a PEM text; `file` names it in errors.
-pub(crate) fn cert_from_pem(pem: &[u8], file: &str) -> Result<CertificateDer<'static>> {
+pub fn cert_from_pem(pem: &[u8], file: &str) -> Result<CertificateDer<'static>> {
     CertificateDer::from_pem_slice(pem).map_err(|e| PkiError::Pem {
         file: file.to_string(),
         expected: "CERTIFICATE",
@@ -192,7 +192,8 @@ pub(crate) fn cert_from_pem(pem: &[u8], file: &str) -> Result<CertificateDer<'st
     })
 }
 
-pub(crate) fn cert_to_pem(der: &[u8]) -> String {
+/// A certificate (DER) as PEM.
+pub fn cert_to_pem(der: &[u8]) -> String {
     pem_encode("CERTIFICATE", der)
 }
 

@@ -12,12 +12,18 @@ use std::time::SystemTime;
 use crate::ca::{ClusterCa, RootCa};
 use crate::error::{PkiError, Result};
 use crate::node::NodeCredentials;
+use crate::trust::{NextRoot, Trust};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 pub const ROOT_CA_CERT: &str = "root-ca.crt";
 pub const ROOT_CA_KEY: &str = "root-ca.key";
 /// The node's certificate and its key in one file: a renewal replaces both at once, so a
 /// crash (or a reader) never sees a new key with the old certificate.
 pub const NODE: &str = "node.pem";
+/// During a root rotation: the new root's certificate, then it cross-signed by the current
+/// root, so that a node restarted mid-rotation still trusts both roots.
+pub const NEXT_ROOT: &str = "root-ca-next.crt";
 
 /// Creates `dir` (and missing parents) 0700, and tightens it to 0700 if it exists.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
@@ -96,6 +102,60 @@ pub fn save_cluster_ca(dir: &Path, ca: &ClusterCa) -> Result<()> {
 pub fn load_cluster_ca(dir: &Path, now: SystemTime) -> Result<ClusterCa> {
     let cert = dir.join(ROOT_CA_CERT);
     ClusterCa::from_pem(&read(&cert)?, &name(&cert), now)
+}
+
+/// The root a rotation moves to ([`NEXT_ROOT`]).
+pub fn save_next_root(dir: &Path, next: &NextRoot) -> Result<()> {
+    ensure_private_dir(dir)?;
+    let both = format!(
+        "{}{}",
+        next.ca.pem(),
+        crate::certs::cert_to_pem(&next.cross_signed)
+    );
+    write_private(&dir.join(NEXT_ROOT), both.as_bytes())
+}
+
+/// The trust saved in `dir`: the root, and the next one if a rotation was in progress.
+pub fn load_trust(dir: &Path, now: SystemTime) -> Result<Trust> {
+    let root = load_cluster_ca(dir, now)?;
+    let path = dir.join(NEXT_ROOT);
+    if !path.exists() {
+        return Ok(Trust::from(root));
+    }
+    let pem = read(&path)?;
+    let mut certs = CertificateDer::pem_slice_iter(&pem);
+    let mut next = || -> Result<CertificateDer<'static>> {
+        certs
+            .next()
+            .ok_or_else(|| PkiError::Pem {
+                file: name(&path),
+                expected: "CERTIFICATE",
+                reason: "it holds fewer than two certificates".into(),
+            })?
+            .map_err(|e| PkiError::Pem {
+                file: name(&path),
+                expected: "CERTIFICATE",
+                reason: e.to_string(),
+            })
+    };
+    let (ca, cross) = (next()?, next()?);
+    let ca = ClusterCa::from_der(ca, &name(&path), now)?;
+    Trust::rotating(root, ca, cross)
+}
+
+/// The trust `trust` holds, saved: the root, and the next root while a rotation runs (the
+/// file is removed when none does).
+pub fn save_trust(dir: &Path, trust: &Trust) -> Result<()> {
+    save_cluster_ca(dir, trust.root())?;
+    match trust.next() {
+        Some(next) => save_next_root(dir, next),
+        None => match fs::remove_file(dir.join(NEXT_ROOT)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(PkiError::io("cannot remove", &dir.join(NEXT_ROOT), e))
+            }
+            _ => Ok(()),
+        },
+    }
 }
 
 /// The node's certificate and key, in [`NODE`].

@@ -37,7 +37,10 @@ pub use authz::{
     require_node,
 };
 pub use ca::{ClusterCa, NodeCertSpec, ROOT_CA_COMMON_NAME, RootCa};
-pub use certs::{DEFAULT_NODE_CERT_VALIDITY, Identity, ROOT_CA_VALIDITY, Role, Serial, Validity};
+pub use certs::{
+    DEFAULT_NODE_CERT_VALIDITY, Identity, ROOT_CA_VALIDITY, Role, Serial, Validity, cert_from_pem,
+    cert_to_pem,
+};
 pub use error::{PkiError, Result};
 pub use node::{NodeCredentials, NodeKey};
 pub use renewal::{RENEWAL_RANGE, Renewal, decide as renewal_decision, random_fraction};

@@ -6,20 +6,24 @@
 //! renew themselves with a one-minute lifetime.
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{Lab, wait_for};
+use pki::{
+    block_on, certs_dir, credentials, handshake_refused, heartbeat, member, outsider, refused,
+};
 use shoal_pki::rustls::pki_types::pem::PemObject;
 use shoal_pki::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use shoal_pki::rustls::{ClientConfig, RootCertStore};
-use shoal_pki::{ClusterCa, JoinToken, NodeCredentials, Role, RootCa, Validity};
+use shoal_pki::{ClusterCa, JoinToken, Role, RootCa, Validity};
 use shoal_rpc::agent_client::AgentClient;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::raft_client::RaftClient;
-use shoal_rpc::{Dialer, HeartbeatRequest, JoinRequest, LogsRequest, SessionRequest};
-use shoal_testns::Netns;
+use shoal_rpc::{Dialer, JoinRequest, LogsRequest, SessionRequest};
 use tonic::Code;
 
 fn node_field(lab: &Lab, node: u32, field: &str) -> String {
@@ -29,14 +33,6 @@ fn node_field(lab: &Lab, node: u32, field: &str) -> String {
     )
     .trim()
     .to_string()
-}
-
-fn certs_dir(lab: &Lab, node: u32) -> std::path::PathBuf {
-    lab.dir().join(format!("node{node}/data/certificates"))
-}
-
-fn credentials(lab: &Lab, node: u32) -> NodeCredentials {
-    shoal_pki::files::load_node(&certs_dir(lab, node)).unwrap()
 }
 
 fn serial(lab: &Lab, node: u32) -> String {
@@ -73,88 +69,6 @@ fn client(ca: &ClusterCa, cert: Option<(CertificateDer<'static>, String)>) -> Di
     Dialer::Join(alpn(config))
 }
 
-fn member(ca: &ClusterCa, creds: &NodeCredentials) -> Dialer {
-    Dialer::Join(Arc::new(
-        shoal_pki::client_config(&ca.clone().into(), creds).unwrap(),
-    ))
-}
-
-/// Everything a status and its sources say (tonic keeps TLS alerts in the sources).
-fn said(s: &tonic::Status) -> String {
-    let mut out = format!("{:?}: {}", s.code(), s.message());
-    let mut src = std::error::Error::source(s);
-    while let Some(e) = src {
-        out.push_str(&format!(" / {e}"));
-        src = e.source();
-    }
-    out
-}
-
-/// The TLS handshake failed: the client gets a transport error (the server's alert, or a
-/// broken pipe if its request raced the alert), and the server's log says why, naming the
-/// outsider's address.
-#[track_caller]
-fn handshake_refused(
-    r: Result<impl std::fmt::Debug, tonic::Status>,
-    log: &std::path::Path,
-    from: &str,
-    why: &str,
-) {
-    let s = r.expect_err("the handshake should have failed");
-    assert!(
-        matches!(
-            s.code(),
-            Code::Unknown | Code::Unavailable | Code::Cancelled
-        ),
-        "{}",
-        said(&s)
-    );
-    let expected = format!("refused a connection on the cluster port: {why}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let plain = strip_ansi(&text);
-        if plain
-            .lines()
-            .any(|l| l.contains(&expected) && l.contains(from))
-        {
-            return;
-        }
-        if Instant::now() > deadline {
-            let ours: Vec<&str> = plain.lines().filter(|l| l.contains(from)).collect();
-            panic!(
-                "expected {expected:?} from {from} in {}; its lines from there: {ours:#?}",
-                log.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[track_caller]
-fn refused(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, text: &str) {
-    let s = r.expect_err("the call should have been refused");
-    assert_eq!(s.code(), code, "{}", said(&s));
-    assert!(said(&s).contains(text), "expected {text:?} in {}", said(&s));
-}
-
 async fn propose(d: &Dialer, addr: &str) -> Result<(), tonic::Status> {
     // A command that would run something on every node, if it were accepted.
     let cmd = br#"{"RemoveService":{"id":"nosuch"}}"#.to_vec();
@@ -189,13 +103,6 @@ async fn own_session(d: &Dialer, addr: &str) -> tonic::Streaming<shoal_rpc::Assi
         .into_inner()
 }
 
-async fn heartbeat(d: &Dialer, addr: &str) -> Result<(), tonic::Status> {
-    ClusterClient::new(d.manager(addr).unwrap())
-        .heartbeat(HeartbeatRequest::default())
-        .await
-        .map(|_| ())
-}
-
 async fn logs(d: &Dialer, addr: &str, node_id: &str) -> Result<(), tonic::Status> {
     AgentClient::new(d.node(addr, node_id).unwrap())
         .task_logs(LogsRequest {
@@ -203,14 +110,6 @@ async fn logs(d: &Dialer, addr: &str, node_id: &str) -> Result<(), tonic::Status
         })
         .await
         .map(|_| ())
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]
@@ -224,36 +123,7 @@ fn port_2377_admits_members_only_by_their_certificates() {
     let first_serials = [serial(&lab, 1)];
 
     // The outsider: a namespace on the lab's bridge, at .200 of the lab's subnet.
-    let outsider = Netns::new(format!("{}-outsider", lab.netns(0)));
-    let port = format!("o{}", std::process::id() % 100_000);
-    let bridge = format!("shoal-{}-net", lab.name);
-    let ip = |args: &[&str]| shoal_testns::run("ip", args);
-    ip(&[
-        "-n",
-        &bridge,
-        "link",
-        "add",
-        &port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &outsider.name,
-    ]);
-    ip(&["-n", &bridge, "link", "set", &port, "master", "br0", "up"]);
-    let prefix = m1.rsplit_once('.').unwrap().0.to_string();
-    ip(&[
-        "-n",
-        &outsider.name,
-        "addr",
-        "add",
-        &format!("{prefix}.200/24"),
-        "dev",
-        "eth0",
-    ]);
-    ip(&["-n", &outsider.name, "link", "set", "eth0", "up"]);
+    let (outsider, prefix) = outsider(&lab, &m1);
 
     let ca_pem = std::fs::read(certs_dir(&lab, 1).join("root-ca.crt")).unwrap();
     let ca = ClusterCa::from_pem(&ca_pem, "root-ca.crt", SystemTime::now()).unwrap();

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use shoal_api::{
-    ApiError, ApiResult, Backend, ClusterCa, CreateResponse, EndpointStats, ImageSummary,
-    ImagesPruned, Info, InitRequest, InitResponse, JoinRequest, JoinResponse, JoinToken, LogLine,
-    NetworkCreate, NodeUpdate, Pid, ServiceCreated, ServiceOptions, ServiceStatus, ServiceUpdated,
-    ServiceView, TaskFilter, TaskView,
+    ApiError, ApiResult, Backend, CaRotateRequest, ClusterCa, CreateResponse, EndpointStats,
+    ImageSummary, ImagesPruned, Info, InitRequest, InitResponse, JoinRequest, JoinResponse,
+    JoinToken, LogLine, NetworkCreate, NodeUpdate, Pid, ServiceCreated, ServiceOptions,
+    ServiceStatus, ServiceUpdated, ServiceView, TaskFilter, TaskView,
 };
 use shoal_rpc::agent_client::AgentClient;
 use shoal_types::state::Service;
@@ -212,13 +212,13 @@ impl Backend for Api {
     }
 
     async fn ca(&self) -> ApiResult<ClusterCa> {
+        crate::rotation::ca_view(&self.0.active_or_err()?)
+    }
+
+    async fn rotate_ca(&self, req: CaRotateRequest) -> ApiResult<ClusterCa> {
         let active = self.0.active_or_err()?;
-        let ca = active.certs.ca();
-        Ok(ClusterCa {
-            certificate: ca.pem(),
-            digest: ca.digest().to_string(),
-            not_after: humantime::format_rfc3339_seconds(ca.not_after()).to_string(),
-        })
+        crate::rotation::start(&active, req).await?;
+        crate::rotation::ca_view(&active)
     }
 
     async fn nodes(&self) -> ApiResult<Vec<Node>> {

@@ -4,6 +4,11 @@
 //!
 //! The decisions (what a certificate says, when to renew, who may call what) are
 //! shoal-pki's; this module holds the node's current credentials and does the file I/O.
+//!
+//! A root rotation reaches a manager through its Raft state (`follow_state`: the new root's
+//! key, sealed there) and a worker through its session (`follow_session`: certificates
+//! only). Either swaps the TLS configurations and, if the node's certificate is not from
+//! the new root, wakes `renewal::run`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -12,9 +17,11 @@ use std::time::{Duration, SystemTime};
 use shoal_pki::rustls::pki_types::CertificateDer;
 use shoal_pki::{
     ClientCerts, ClusterCa, Identity, NodeCertSpec, NodeCredentials, NodeKey, PkiError, Role,
-    RootCa, Serial, Validity, files,
+    RootCa, Serial, Trust, Validity, files,
 };
 use shoal_types::NodeRole;
+use shoal_types::state::CaTrust;
+use tracing::info;
 
 /// The directory of a node's certificates.
 pub fn dir(data_dir: &Path) -> PathBuf {
@@ -33,13 +40,17 @@ pub struct NodeCerts {
     dir: PathBuf,
     tls: Arc<shoal_rpc::Tls>,
     current: RwLock<Current>,
+    /// Woken when a root rotation wants this node's certificate renewed now.
+    renew_now: tokio::sync::Notify,
 }
 
 struct Current {
     creds: NodeCredentials,
-    ca: ClusterCa,
-    /// Managers only.
+    trust: Trust,
+    /// Managers only: the root's key.
     root: Option<Arc<RootCa>>,
+    /// Managers only, during a rotation: the new root's key and the rotation's id.
+    next: Option<(Arc<RootCa>, String)>,
 }
 
 impl NodeCerts {
@@ -48,13 +59,22 @@ impl NodeCerts {
     pub fn load(data_dir: &Path, role: NodeRole) -> Result<Arc<NodeCerts>, PkiError> {
         let dir = dir(data_dir);
         let now = SystemTime::now();
-        let ca = files::load_cluster_ca(&dir, now)?;
+        let trust = files::load_trust(&dir, now)?;
         let creds = files::load_node(&dir)?;
         let root = match role {
             NodeRole::Manager => Some(Arc::new(files::load_root_ca(&dir, now)?)),
             NodeRole::Worker => None,
         };
-        Self::new(dir, Current { creds, ca, root })
+        // A manager learns the new root's key from its state again (`follow_state`).
+        Self::new(
+            dir,
+            Current {
+                creds,
+                trust,
+                root,
+                next: None,
+            },
+        )
     }
 
     /// The first manager of a new cluster: its root CA (a new one, or `given` by the user)
@@ -87,8 +107,9 @@ impl NodeCerts {
             dir,
             Current {
                 creds,
-                ca: root.cert().clone(),
+                trust: Trust::from(root.cert().clone()),
                 root: Some(Arc::new(root)),
+                next: None,
             },
         )
     }
@@ -122,7 +143,15 @@ impl NodeCerts {
             None => files::save_cluster_ca(&dir, &ca)?,
         }
         files::save_node(&dir, &creds)?;
-        Self::new(dir, Current { creds, ca, root })
+        Self::new(
+            dir,
+            Current {
+                creds,
+                trust: Trust::from(ca),
+                root,
+                next: None,
+            },
+        )
     }
 
     fn new(dir: PathBuf, current: Current) -> Result<Arc<NodeCerts>, PkiError> {
@@ -131,6 +160,7 @@ impl NodeCerts {
             dir,
             tls: shoal_rpc::Tls::new(server, client),
             current: RwLock::new(current),
+            renew_now: tokio::sync::Notify::new(),
         }))
     }
 
@@ -152,13 +182,146 @@ impl NodeCerts {
         self.read().creds.identity().clone()
     }
 
+    /// The cluster's root CA (what join tokens pin).
     pub fn ca(&self) -> ClusterCa {
-        self.read().ca.clone()
+        self.read().trust.root().clone()
     }
 
     /// The root CA (managers only).
     pub fn root(&self) -> Option<Arc<RootCa>> {
         self.read().root.clone()
+    }
+
+    /// What a manager issues certificates from: the new root during a rotation (with the
+    /// rotation's id, to record the node as renewed), else the root. `None` on a worker.
+    pub fn issuer(&self) -> Option<(Arc<RootCa>, Option<String>)> {
+        let c = self.read();
+        match &c.next {
+            Some((next, rotation)) => Some((Arc::clone(next), Some(rotation.clone()))),
+            None => c.root.clone().map(|r| (r, None)),
+        }
+    }
+
+    /// Whether a rotation in progress wants this node's certificate renewed.
+    pub fn must_renew(&self) -> bool {
+        let c = self.read();
+        c.trust.must_renew(c.creds.cert())
+    }
+
+    /// Resolves when a rotation wants this node's certificate renewed now.
+    pub async fn renewal_wanted(&self) {
+        self.renew_now.notified().await
+    }
+
+    /// A worker: what its session says the cluster trusts now. Only certificates: a
+    /// worker never holds a root's key.
+    pub fn follow_session(&self, t: &CaTrust) -> Result<(), PkiError> {
+        let now = SystemTime::now();
+        let current = self.read().trust.clone();
+        let root = match t.root.as_str() {
+            "" => current.root().clone(),
+            pem if pem == current.root().pem() => current.root().clone(),
+            pem => ClusterCa::from_pem(pem.as_bytes(), "the session's root CA", now)?,
+        };
+        let trust = match &t.next {
+            None => Trust::from(root),
+            Some(n) => Trust::rotating(
+                root,
+                ClusterCa::from_pem(n.cert.as_bytes(), "the session's new root CA", now)?,
+                shoal_pki::cert_from_pem(n.cross_signed.as_bytes(), "the cross-signed root")?,
+            )?,
+        };
+        if trust != current {
+            self.set_trust(trust, None, None)?;
+        }
+        Ok(())
+    }
+
+    /// A manager: the root and the rotation its Raft state records, the keys unsealed with
+    /// the managers' key.
+    pub fn follow_state(
+        &self,
+        info: &shoal_types::ClusterInfo,
+        seal: &shoal_image::SealKey,
+    ) -> Result<(), String> {
+        let now = SystemTime::now();
+        let (current_root, current_rotation) = {
+            let c = self.read();
+            (
+                c.trust.root().pem(),
+                c.next.as_ref().map(|(_, id)| id.clone()),
+            )
+        };
+        let unseal = |r: &shoal_types::state::RootCaRecord, what: &str| {
+            let key = seal
+                .open(&r.key_sealed)
+                .map_err(|e| format!("cannot unseal {what}'s key: {e}"))?;
+            RootCa::import(r.cert.as_bytes(), what, &key, what, now)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        };
+        let root_changed = info
+            .root_ca
+            .as_ref()
+            .is_some_and(|r| r.cert != current_root);
+        let rotation = info.ca_rotation.as_ref();
+        if !root_changed && rotation.map(|r| &r.id) == current_rotation.as_ref() {
+            return Ok(());
+        }
+        let root = match (&info.root_ca, root_changed) {
+            (Some(r), true) => unseal(r, "the state's root CA")?,
+            _ => self.root().ok_or("this manager has no root CA key")?,
+        };
+        let (trust, next) = match rotation {
+            None => (Trust::from(root.cert().clone()), None),
+            Some(r) => {
+                let next = unseal(&r.root, "the rotation's new root CA")?;
+                let cross =
+                    shoal_pki::cert_from_pem(r.cross_signed.as_bytes(), "the cross-signed root")
+                        .map_err(|e| e.to_string())?;
+                let trust = Trust::rotating(root.cert().clone(), next.cert().clone(), cross)
+                    .map_err(|e| e.to_string())?;
+                (trust, Some((next, r.id.clone())))
+            }
+        };
+        if root_changed {
+            files::save_root_ca(&self.dir, &root).map_err(|e| e.to_string())?;
+        }
+        self.set_trust(trust, Some(root), next)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Saves `trust`, swaps the TLS configurations, and wakes the renewal if the node's
+    /// certificate is not from the new root.
+    fn set_trust(
+        &self,
+        trust: Trust,
+        root: Option<Arc<RootCa>>,
+        next: Option<(Arc<RootCa>, String)>,
+    ) -> Result<(), PkiError> {
+        files::save_trust(&self.dir, &trust)?;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let next = Current {
+            creds: current.creds.clone(),
+            trust,
+            root: root.or_else(|| current.root.clone()),
+            next,
+        };
+        let (server, client) = configs(&next)?;
+        self.tls.replace(server, client);
+        *current = next;
+        let digests: Vec<String> = current
+            .trust
+            .roots()
+            .map(|c| c.digest().to_string())
+            .collect();
+        let renew = current.trust.must_renew(current.creds.cert());
+        drop(current);
+        info!(roots = ?digests, renew, "the cluster's trusted root CAs changed");
+        if renew {
+            self.renew_now.notify_one();
+        }
+        Ok(())
     }
 
     /// Installs a renewed certificate for `key`: saved first, then used for new connections.
@@ -168,8 +331,9 @@ impl NodeCerts {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         let next = Current {
             creds,
-            ca: current.ca.clone(),
+            trust: current.trust.clone(),
             root: current.root.clone(),
+            next: current.next.clone(),
         };
         let (server, client) = configs(&next)?;
         self.tls.replace(server, client);
@@ -195,8 +359,8 @@ fn configs(
         ClientCerts::Required
     };
     Ok((
-        shoal_pki::server_config(&c.ca, &c.creds, clients)?,
-        shoal_pki::client_config(&c.ca, &c.creds)?,
+        shoal_pki::server_config(&c.trust, &c.creds, clients)?,
+        shoal_pki::client_config(&c.trust, &c.creds)?,
     ))
 }
 

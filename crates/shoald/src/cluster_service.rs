@@ -97,6 +97,8 @@ async fn session_loop(
     // The registry logins the agent has (`--with-registry-auth`), and those opened so far.
     let mut sent_logins: Option<BTreeMap<String, shoal_image::AuthConfig>> = None;
     let mut opened = HashMap::new();
+    // The root CAs the agent was told to trust (`None`: nothing yet this session).
+    let mut sent_ca: Option<shoal_types::state::CaTrust> = None;
     loop {
         if !manager.store.is_leader() {
             let _ = tx.send(Err(not_leader(manager))).await;
@@ -187,7 +189,9 @@ async fn session_loop(
         } else {
             None
         };
-        if tasks_changed || endpoints_changed {
+        let ca = state.ca_trust();
+        let ca_changed = sent_ca.as_ref() != Some(&ca);
+        if tasks_changed || endpoints_changed || ca_changed {
             // An empty task list means "unchanged" to the agent (an empty one is `[]`).
             let tasks = full_list
                 .map(|l| serde_json::to_vec(&l).unwrap_or_default())
@@ -209,6 +213,11 @@ async fn session_loop(
                     .as_ref()
                     .map(|l| serde_json::to_vec(l).unwrap_or_default())
                     .unwrap_or_default(),
+                ca: if ca_changed {
+                    serde_json::to_vec(&ca).unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
@@ -216,6 +225,7 @@ async fn session_loop(
             if logins.is_some() {
                 sent_logins = logins;
             }
+            sent_ca = Some(ca);
             last_held = held;
             sent_table = Some(Arc::clone(&table));
             if let (true, Some(view)) = (endpoints_changed, view) {
@@ -327,7 +337,7 @@ impl Cluster for ClusterService {
                 h.what, n.name, n.ipam.subnet, req.hostname
             )));
         }
-        let certificate = self.issue(&req.csr, &req.node_id, role, cluster)?;
+        let (certificate, renewed) = self.issue(&req.csr, &req.node_id, role, cluster)?;
         let raft_id = shoal_types::ids::raft_id_of(&req.node_id);
         let now = shoal_agent::worker::now();
         let node = Node {
@@ -361,8 +371,12 @@ impl Cluster for ClusterService {
         };
         // A manager joins Raft with a second call (`JoinRaft`) once it serves Raft with
         // the certificate this reply gives it.
+        let add = Command::AddNode { node, at: now };
         self.manager
-            .propose(Command::AddNode { node, at: now })
+            .propose(match renewed {
+                Some(r) => Command::Batch(vec![add, r]),
+                None => add,
+            })
             .await
             .map_err(to_status)?;
         info!(node = %req.hostname, %role, "node joined");
@@ -440,8 +454,12 @@ impl Cluster for ClusterService {
             )));
         };
         // The role is the cluster's decision now, not what the old certificate said.
-        let certificate =
+        let (certificate, renewed) =
             self.issue(&req.into_inner().csr, &id.node_id, node.spec.role, cluster)?;
+        if let Some(cmd) = renewed {
+            self.manager.propose(cmd).await.map_err(to_status)?;
+            info!(node = %node.hostname(), "issued a certificate from the new root CA");
+        }
         info!(node = %node.hostname(), role = %node.spec.role, "renewed a node certificate");
         Ok(Response::new(RenewResponse {
             certificate,
@@ -619,14 +637,16 @@ impl ClusterService {
     }
 
     /// A certificate for `node_id` in `role` from the node's CSR, valid for the cluster's
-    /// `--cert-expiry`.
+    /// `--cert-expiry`; during a root rotation from the new root, with the command that
+    /// records the node as renewed (to be committed before the certificate is handed out,
+    /// so a rotation never waits for a node that has its certificate).
     fn issue(
         &self,
         csr: &[u8],
         node_id: &str,
         role: NodeRole,
         cluster: &shoal_types::ClusterInfo,
-    ) -> Result<Vec<u8>, Status> {
+    ) -> Result<(Vec<u8>, Option<Command>), Status> {
         let spec = crate::certs::spec(
             node_id,
             crate::certs::role_of(role),
@@ -634,9 +654,20 @@ impl ClusterService {
             std::time::Duration::from_millis(cluster.cert_expiry_ms),
             std::time::SystemTime::now(),
         );
-        self.root()?
+        let (issuer, rotation) = self
+            .certs
+            .issuer()
+            .ok_or_else(|| Status::internal("this manager has no root CA key"))?;
+        let cert = issuer
             .issue(csr, &spec)
             .map(|c| c.to_vec())
-            .map_err(|e| Status::invalid_argument(format!("cannot issue a certificate: {e}")))
+            .map_err(|e| Status::invalid_argument(format!("cannot issue a certificate: {e}")))?;
+        Ok((
+            cert,
+            rotation.map(|rotation| Command::CaRotationRenewed {
+                rotation,
+                node_id: node_id.to_string(),
+            }),
+        ))
     }
 }

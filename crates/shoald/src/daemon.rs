@@ -239,12 +239,31 @@ impl Daemon {
         if let Some(m) = &manager {
             handles.push(tokio::spawn(Arc::clone(m).run_leader_loop()));
         }
+        // A manager follows the root CAs in its Raft state, a worker what its session says.
+        let on_ca: Option<Arc<dyn Fn(shoal_types::state::CaTrust) + Send + Sync>> = match &manager {
+            Some(m) => {
+                handles.push(tokio::spawn(crate::rotation::run(
+                    Arc::clone(m),
+                    Arc::clone(&certs),
+                )));
+                None
+            }
+            None => {
+                let certs = Arc::clone(&certs);
+                Some(Arc::new(move |t| {
+                    if let Err(e) = certs.follow_session(&t) {
+                        warn!("cannot follow the cluster's root CAs: {e}");
+                    }
+                }))
+            }
+        };
         let session = Session {
             node_id: identity.node_id.clone(),
             managers: Arc::clone(&managers),
             worker: Arc::clone(&worker),
             data_plane: Some(worker.data_plane()),
             dialer: certs.dialer(),
+            on_ca,
         };
         handles.push(tokio::spawn(session.run(reports_rx)));
         handles.push(tokio::spawn(persist_managers(

@@ -16,7 +16,8 @@ pub fn apply_error(e: ApplyError) -> ApiError {
         | ApplyError::NetworkNameInUse(_)
         | ApplyError::NetworkInUse { .. }
         | ApplyError::AddressInUse { .. }
-        | ApplyError::PortInUse { .. } => 409,
+        | ApplyError::PortInUse { .. }
+        | ApplyError::CaRotationInProgress { .. } => 409,
         ApplyError::NotInitialized => 503,
         ApplyError::Invalid(_) => 400,
     };

@@ -27,6 +27,7 @@ pub mod manager;
 pub mod networks;
 pub mod registry;
 pub mod renewal;
+pub mod rotation;
 pub mod sessions;
 
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
 //! Renews the node's certificate on its own, at a random point between 50% and 80% of its
-//! lifetime (shoal-pki's decision, as Swarm), with a new key, from any manager. Connections
+//! lifetime (shoal-pki's decision, as Swarm), or at once when a root rotation wants a
+//! certificate from the new root, with a new key, from any manager. Connections
 //! made with the old certificate stay up; new ones use the new certificate.
 
 use std::sync::Arc;
@@ -20,15 +21,28 @@ pub async fn run(certs: Arc<NodeCerts>, managers: Managers) {
     loop {
         let id = certs.identity();
         let now = SystemTime::now();
-        match id.renewal(now, fraction) {
+        // A root rotation wants a certificate from the new root now, whatever its age.
+        let rotating = certs.must_renew();
+        let decision = match id.renewal(now, fraction) {
+            Renewal::Wait { .. } if rotating => Renewal::Now,
+            d => d,
+        };
+        match decision {
             Renewal::Wait { until } => {
                 let wait = until.duration_since(now).unwrap_or_default();
-                tokio::time::sleep(wait.min(RECHECK)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.min(RECHECK)) => {}
+                    _ = certs.renewal_wanted() => {}
+                }
             }
             Renewal::Now => match renew(&certs, &managers).await {
                 Ok(new) => {
-                    info!(serial = %new.serial, not_after = %humantime::format_rfc3339_seconds(new.not_after), "renewed this node's certificate");
+                    info!(serial = %new.serial, not_after = %humantime::format_rfc3339_seconds(new.not_after), rotation = rotating, "renewed this node's certificate");
                     fraction = shoal_pki::random_fraction();
+                    if certs.must_renew() {
+                        // The manager had not heard of the rotation yet: ask again shortly.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
                 Err(e) => {
                     // Before it expires there is time to try again; say how much.

@@ -58,9 +58,7 @@ impl CaRotation {
     /// A node that is Down is not waited for: it keeps its certificate from the old root,
     /// which is refused once the rotation ends, and must leave and join again.
     pub fn progress(&self, nodes: &OrdMap<String, Node>) -> RotationProgress {
-        let counted = nodes
-            .values()
-            .filter(|n| n.status.state != NodeState::Down);
+        let counted = nodes.values().filter(|n| n.status.state != NodeState::Down);
         let (mut renewed, mut total, mut waiting) = (0, 0, Vec::new());
         for n in counted {
             total += 1;
@@ -249,7 +247,10 @@ mod tests {
         let c = st.cluster.as_ref().unwrap();
         assert_eq!(c.ca_rotation, None);
         assert_eq!(c.root_ca.as_ref().unwrap().key_sealed, "sealed r1");
-        assert_eq!((c.worker_token.as_str(), c.manager_token.as_str()), ("w2", "m2"));
+        assert_eq!(
+            (c.worker_token.as_str(), c.manager_token.as_str()),
+            ("w2", "m2")
+        );
         assert_eq!(st.ca_trust().root, "cert r1");
         assert_eq!(st.ca_trust().next, None);
     }

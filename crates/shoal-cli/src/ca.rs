@@ -1,0 +1,124 @@
+//! `shoal ca` (docker's `swarm ca`): print the cluster's root CA, or move the cluster to a
+//! new one with `--rotate` and wait, showing progress, until every node has a certificate
+//! from it (or return at once with `--detach`).
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use shoal_api::{CaRotateRequest, CaRotationStatus, Client, ClusterCa};
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Only print the certificate's digest (what join tokens pin).
+    #[arg(long)]
+    pub digest: bool,
+    /// Move the cluster to a new root CA without downtime: every node gets a certificate
+    /// from it, then the old root is trusted no more and the join tokens change.
+    #[arg(long)]
+    pub rotate: bool,
+    /// With --rotate: return once the rotation has started, without waiting for it.
+    #[arg(short, long, requires = "rotate")]
+    pub detach: bool,
+    /// With --rotate: rotate to this root CA certificate (PEM) instead of a new one made
+    /// by the manager; with --ca-key.
+    #[arg(long, value_name = "FILE", requires_all = ["rotate", "ca_key"])]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// The new root CA's private key (PKCS#8 PEM); with --ca-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["rotate", "ca_cert"])]
+    pub ca_key: Option<std::path::PathBuf>,
+    /// Print no progress.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// How often a waiting `--rotate` looks at the rotation.
+const POLL: Duration = Duration::from_millis(500);
+
+pub async fn ca(client: &Client, args: CaArgs) -> Result<()> {
+    if args.rotate {
+        return rotate(client, args).await;
+    }
+    let ca = client.ca().await?;
+    if let Some(r) = &ca.rotation {
+        eprintln!(
+            "A root CA rotation is in progress: {}. The root below stays current until it ends.",
+            progress(r)
+        );
+    }
+    print_ca(&ca, args.digest);
+    Ok(())
+}
+
+async fn rotate(client: &Client, args: CaArgs) -> Result<()> {
+    let read = |flag: &str, path: &Option<std::path::PathBuf>| -> Result<Option<String>> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
+            })
+            .transpose()
+    };
+    let req = CaRotateRequest {
+        ca_cert: read("--ca-cert", &args.ca_cert)?,
+        ca_key: read("--ca-key", &args.ca_key)?,
+    };
+    let started = client.rotate_ca(&req).await?;
+    // The rotation may already be over (a one-node cluster renews at once).
+    let target = match &started.rotation {
+        Some(r) => r.digest.clone(),
+        None => started.digest.clone(),
+    };
+    if args.detach {
+        if !args.quiet {
+            eprintln!("Root CA rotation to {target} started; `shoal ca` shows its progress.");
+        }
+        return Ok(());
+    }
+    let mut last = String::new();
+    loop {
+        let now = client.ca().await?;
+        match &now.rotation {
+            Some(r) => {
+                let line = format!("Rotating the root CA: {}", progress(r));
+                if !args.quiet && line != last {
+                    eprintln!("{line}");
+                    last = line;
+                }
+            }
+            None if now.digest == target => {
+                if !args.quiet {
+                    eprintln!(
+                        "Root CA rotation done: every node has a certificate from the new root, the old root is trusted no more, and the join tokens changed (`shoal join-token worker|manager`)."
+                    );
+                }
+                print_ca(&now, args.digest);
+                return Ok(());
+            }
+            None => bail!(
+                "the root CA rotation to {target} ended, but the cluster's root is {}; another rotation may have replaced it",
+                now.digest
+            ),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn progress(r: &CaRotationStatus) -> String {
+    let mut s = format!(
+        "{}/{} nodes have a certificate from the new root {}",
+        r.renewed, r.total, r.digest
+    );
+    if !r.waiting.is_empty() {
+        s.push_str(&format!(" (waiting for {})", r.waiting.join(", ")));
+    }
+    s
+}
+
+fn print_ca(ca: &ClusterCa, digest: bool) {
+    if digest {
+        println!("{}", ca.digest);
+    } else {
+        print!("{}", ca.certificate);
+    }
+}
