@@ -606,6 +606,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/v1/swarm/join-token/{role}"),
         ("post", "/v1/swarm/join-token/{role}/rotate"),
         ("get", "/v1/swarm/ca"),
+        ("post", "/v1/swarm/ca/rotate"),
         ("get", "/v1/nodes"),
         ("get", "/v1/nodes/{key}"),
         ("delete", "/v1/nodes/{key}"),
