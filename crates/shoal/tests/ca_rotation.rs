@@ -73,7 +73,9 @@ fn all_on(lab: &Lab, root: &ClusterCa) {
 
 #[test]
 fn ca_rotate_moves_a_running_cluster_to_a_new_root() {
-    let lab = Lab::up("rot", 3, 2);
+    // node3 is paused for a moment below: a grace of 30 s (not the lab's 5) keeps it from
+    // being marked Down however slow the machine is then.
+    let lab = Lab::up_with("rot", 3, 2, &["--heartbeat-grace", "30"]);
     lab.create("--name web --replicas 3 -p 8080:80 SHOAL demo vote");
     lab.wait_running("web", 3);
     let (tasks, running) = (task_ids(&lab), lab.running_tasks("web"));
