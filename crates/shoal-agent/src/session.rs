@@ -49,6 +49,8 @@ impl Session {
         let mut pending: BTreeMap<String, TaskStatus> = BTreeMap::new();
         let mut next = 0usize;
         let mut hint: Option<String> = None;
+        // The last certificate refusal warned about (not repeated at every retry).
+        let mut warned: Option<String> = None;
         loop {
             let addr = match hint.take() {
                 Some(a) => a,
@@ -66,10 +68,16 @@ impl Session {
                 .connected(&addr, &mut reports, &mut pending, &beat)
                 .await
             {
-                Ok(()) => {}
+                Ok(()) => warned = None,
                 Err(status) => {
                     hint = shoal_rpc::leader_hint(&status).filter(|h| h != &addr);
                     debug!(manager = %addr, "session ended: {}", status.message());
+                    if let Some(why) = certificate_refusal(&status)
+                        && warned.as_ref() != Some(&why)
+                    {
+                        warn!(manager = %addr, "cannot open a session: the TLS handshake failed ({why}); if the cluster's root CA was rotated while this node was down, its certificate is no longer accepted: run `shoal leave --force` here and join again with a current token");
+                        warned = Some(why);
+                    }
                 }
             }
             if hint.is_none() {
@@ -203,6 +211,20 @@ impl Session {
             }
         }
     }
+}
+
+/// The TLS error of a session that failed on a certificate (this node's refused by the
+/// manager, or the manager's not trusted here), from the status's sources.
+fn certificate_refusal(status: &tonic::Status) -> Option<String> {
+    let mut src = std::error::Error::source(status);
+    while let Some(e) = src {
+        let text = e.to_string();
+        if text.contains("invalid peer certificate") || text.contains("received fatal alert") {
+            return Some(text);
+        }
+        src = e.source();
+    }
+    None
 }
 
 /// What no overlay may cover on this node: its addresses, routes and resolvers.

@@ -286,3 +286,101 @@ fn ca_rotate_moves_a_running_cluster_to_a_new_root() {
     assert!(given.cert().issued(credentials(&lab, 3).cert()));
     assert_eq!(root_on(&lab, 3), *given.cert());
 }
+
+/// A node that is Down is not waited for: the rotation ends without it, and when it comes
+/// back its certificate (from the old root) is no use. It says so and what to do, and
+/// leaving and joining again with the new token brings it back.
+#[test]
+fn a_node_down_during_a_rotation_rejoins_after_it() {
+    let lab = Lab::up("rotdown", 3, 1);
+    let pid3 = lab.daemon_pid(3).expect("node3's shoald");
+    let cmdline = std::fs::read(format!("/proc/{pid3}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(text)
+        .collect();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid3.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("node3 to be Down", Duration::from_secs(30), || {
+        let state = lab.ok(
+            1,
+            &["node", "inspect", "--format", "{{.Status.State}}", "node3"],
+        );
+        match state.trim() {
+            "down" | "Down" => Ok(()),
+            s => Err(s.to_string()),
+        }
+    });
+
+    let out = shoal_bounded(&lab, 1, &["ca", "--rotate", "--digest"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Root CA rotation done"), "{err}");
+    let root = text(&out.stdout).trim().to_string();
+    assert_eq!(digest(&lab, 1), root);
+
+    // node3 comes back with its old certificate and trust: no session, and its log says
+    // what to do.
+    let log = lab.dir().join("node3/restarted.log");
+    let _daemon = Command::new(SHOAL)
+        .args(["lab", "exec", "--name", &lab.name, "node3", "--"])
+        .args(&args)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(lab.dir().join("node3/restarted.err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "node3 to say its certificate is refused",
+        Duration::from_secs(30),
+        || {
+            let all = format!(
+                "{}{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                std::fs::read_to_string(lab.dir().join("node3/restarted.err")).unwrap_or_default()
+            );
+            let plain = pki::strip_ansi(&all);
+            match plain
+                .lines()
+                .find(|l| l.contains("cannot open a session: the TLS handshake failed"))
+            {
+                Some(l)
+                    if l.contains(
+                        "run `shoal leave --force` here and join again with a current token",
+                    ) =>
+                {
+                    Ok(())
+                }
+                _ => Err(plain.lines().rev().take(5).collect::<Vec<_>>().join("\n")),
+            }
+        },
+    );
+    let state = lab.ok(
+        1,
+        &["node", "inspect", "--format", "{{.Status.State}}", "node3"],
+    );
+    assert!(state.trim().eq_ignore_ascii_case("down"), "{state}");
+
+    lab.ok(3, &["leave", "--force"]);
+    let token = lab
+        .ok(1, &["join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let m1 = format!(
+        "{}:2377",
+        lab.ok(
+            1,
+            &["node", "inspect", "--format", "{{.Status.Addr}}", "node1"]
+        )
+        .trim()
+    );
+    lab.ok(3, &["join", "--token", &token, &m1]);
+    assert!(root_on(&lab, 1).issued(credentials(&lab, 3).cert()));
+    lab.create("--name after --replicas 3 --mode replicated sleep 600");
+    lab.wait_running("after", 3);
+}
