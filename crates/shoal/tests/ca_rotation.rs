@@ -328,7 +328,7 @@ fn a_node_down_during_a_rotation_rejoins_after_it() {
     // node3 comes back with its old certificate and trust: no session, and its log says
     // what to do.
     let log = lab.dir().join("node3/restarted.log");
-    let _daemon = Command::new(SHOAL)
+    let mut daemon = Command::new(SHOAL)
         .args(["lab", "exec", "--name", &lab.name, "node3", "--"])
         .args(&args)
         .stdout(std::fs::File::create(&log).unwrap())
@@ -383,4 +383,7 @@ fn a_node_down_during_a_rotation_rejoins_after_it() {
     assert!(root_on(&lab, 1).issued(credentials(&lab, 3).cert()));
     lab.create("--name after --replicas 3 --mode replicated sleep 600");
     lab.wait_running("after", 3);
+    // `lab down` would end it too; wait for it here so no zombie is left.
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }
