@@ -453,6 +453,7 @@ mod tests {
                 networks: Vec::new(),
                 ports: Vec::new(),
                 restarts: 0,
+                started_at: None,
                 spec: fixtures::spec("vote", 1).task_template.container_spec,
                 created_at: Millis(at),
                 updated_at: Millis(at),

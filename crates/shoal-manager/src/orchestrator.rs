@@ -3,8 +3,9 @@
 //! outdated; applies the restart policy; trims history.
 //!
 //! A task that ended on its own (Complete, Failed, Rejected) is replaced per the restart
-//! policy, after its delay. A task the cluster took away (scale down, drain, node down,
-//! update) is replaced at once, wherever the scheduler finds room.
+//! policy, after its delay. A task the cluster took away (scale down, drain, node down) is
+//! replaced at once, wherever the scheduler finds room. Tasks of an older spec are replaced
+//! by the rollout's policy (`rollout`: parallelism, delay, order, failures).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -104,6 +105,8 @@ struct Changes {
     create: Vec<Task>,
     delete: Vec<String>,
     due: BTreeMap<String, Millis>,
+    /// Rollout status changes (`SetUpdateStatus`, `RollbackService`).
+    rollouts: Vec<Command>,
 }
 
 impl Changes {
@@ -128,6 +131,7 @@ impl Changes {
         if !self.delete.is_empty() {
             cmds.push(Command::DeleteTasks { tasks: self.delete });
         }
+        cmds.extend(self.rollouts);
         cmds
     }
 }
@@ -154,15 +158,26 @@ fn must_replace(state: &ClusterState, service: &Service, t: &Task) -> Option<&'s
     None
 }
 
-/// Slots updated at once by a spec change (docker's default `--update-parallelism 1`).
-const UPDATE_PARALLELISM: usize = 1;
 const UPDATED: &str = "service updated";
 
-/// Made from an older spec that differs in what the task runs or publishes.
+/// Made from an older spec that differs in what the task runs or publishes, or before a
+/// `--force`.
 fn outdated(service: &Service, t: &Task) -> bool {
-    t.spec_version < service.version
-        && (t.spec != service.spec.task_template.container_spec
-            || t.ports != service.spec.endpoint_spec.ports)
+    t.spec_version < service.force_version
+        || t.spec_version < service.version
+            && (t.spec != service.spec.task_template.container_spec
+                || t.ports != service.spec.endpoint_spec.ports)
+}
+
+/// The task's process is gone or will never be heard of again (its node is down or gone).
+fn gone(state: &ClusterState, t: &Task) -> bool {
+    t.status.state.is_terminal()
+        || t.node_id.as_deref().is_some_and(|n| {
+            state
+                .nodes
+                .get(n)
+                .is_none_or(|n| n.status.state == NodeState::Down)
+        })
 }
 
 /// A node may keep running this service's tasks (not drained, constraints hold).
@@ -238,6 +253,7 @@ fn new_task(
         networks: vec![],
         ports: service.spec.endpoint_spec.ports.clone(),
         restarts,
+        started_at: None,
         created_at: now,
         updated_at: now,
     }
@@ -263,72 +279,28 @@ fn replicated(
     for t in tasks {
         by_slot.entry(t.slot).or_default().push(t);
     }
-    // Slots already being updated: a new task that does not run yet beside an old one.
-    let mut updating = by_slot
-        .values()
-        .filter(|ts| {
-            let live = |t: &&&Task| t.desired_state <= TaskState::Running;
-            ts.iter().filter(live).any(|t| outdated(service, t))
-                && ts
+    let top = replicas.max(by_slot.keys().max().copied().unwrap_or(0));
+    let mut slots = Vec::new();
+    for n in 1..=top {
+        let slot_tasks = by_slot.get(&n).map(Vec::as_slice).unwrap_or(&[]);
+        if n > replicas {
+            out.shutdown.extend(
+                slot_tasks
                     .iter()
-                    .filter(live)
-                    .any(|t| !outdated(service, t) && t.status.state != TaskState::Running)
-        })
-        .count();
-    for slot in 1..=replicas.max(by_slot.keys().max().copied().unwrap_or(0)) {
-        let slot_tasks = by_slot.get(&slot).map(Vec::as_slice).unwrap_or(&[]);
-        let (mut current, mut old): (Vec<&Task>, Vec<&Task>) = (Vec::new(), Vec::new());
-        for t in slot_tasks
-            .iter()
-            .filter(|t| t.desired_state <= TaskState::Running)
-        {
-            match must_replace(state, service, t) {
-                _ if slot > replicas => {
-                    out.shutdown.insert(t.id.clone());
-                }
-                // An outdated task keeps serving until its successor runs (start first).
-                Some(why) if why == UPDATED => old.push(t),
-                Some(_) => {
-                    out.shutdown.insert(t.id.clone());
-                }
-                None => current.push(t),
-            }
-        }
-        if slot > replicas {
+                    .filter(|t| t.desired_state <= TaskState::Running)
+                    .map(|t| t.id.clone()),
+            );
             continue;
         }
-        // Two current tasks in one slot should not happen; keep the newest.
-        current.sort_by_key(|t| t.created_at);
-        while current.len() > 1 {
-            out.shutdown.insert(current.remove(0).id.clone());
-        }
-        match current.first() {
-            Some(new) if new.status.state == TaskState::Running => {
-                out.shutdown.extend(old.iter().map(|t| t.id.clone()));
-            }
-            Some(_) => {}
-            None if !old.is_empty() => {
-                // Rolling update: one slot at a time (docker's --update-parallelism 1).
-                if updating < UPDATE_PARALLELISM {
-                    updating += 1;
-                    out.create
-                        .push(new_task(service, slot, None, now, new_id(), 0));
-                }
-            }
-            None => {
-                let last = slot_tasks.iter().max_by_key(|t| t.created_at).copied();
-                match restart_at(service, last) {
-                    Some(at) if now >= at => {
-                        let restarts = restarts_after(service, last);
-                        out.create
-                            .push(new_task(service, slot, None, now, new_id(), restarts));
-                    }
-                    Some(at) => out.due(service, at),
-                    None => {}
-                }
-            }
-        }
+        slots.push((n, Slot::classify(state, service, slot_tasks, out)));
     }
+    let mut rollout = Rollout::begin(service, slots.iter().map(|(_, s)| s), now, out);
+    for (n, slot) in &slots {
+        rollout.step(service, slot, out, &mut |restarts| {
+            new_task(service, *n, None, now, new_id(), restarts)
+        });
+    }
+    rollout.finish(service, out);
 }
 
 fn global(
@@ -339,52 +311,33 @@ fn global(
     new_id: &mut dyn FnMut() -> String,
     out: &mut Changes,
 ) {
+    let eligible = |n: &Node| n.schedulable() && keeps_tasks(service, n);
     let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for t in tasks {
-        by_node
-            .entry(t.node_id.as_deref().unwrap_or(""))
-            .or_default()
-            .push(t);
-    }
-    for t in tasks
-        .iter()
-        .filter(|t| t.desired_state <= TaskState::Running)
-    {
-        if t.node_id.is_none() || must_replace(state, service, t).is_some() {
-            out.shutdown.insert(t.id.clone());
-        }
-    }
-    for node in state.nodes.values() {
-        if !node.schedulable() || !keeps_tasks(service, node) {
-            continue;
-        }
-        let node_tasks = by_node
-            .get(node.id.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let has_live = node_tasks
-            .iter()
-            .any(|t| t.desired_state <= TaskState::Running && !out.shutdown.contains(&t.id));
-        if has_live {
-            continue;
-        }
-        let last = node_tasks.iter().max_by_key(|t| t.created_at).copied();
-        match restart_at(service, last) {
-            Some(at) if now >= at => {
-                let restarts = restarts_after(service, last);
-                out.create.push(new_task(
-                    service,
-                    0,
-                    Some(&node.id),
-                    now,
-                    new_id(),
-                    restarts,
-                ));
+        let node = t.node_id.as_deref().and_then(|n| state.nodes.get(n));
+        match node {
+            Some(n) if eligible(n) => by_node.entry(n.id.as_str()).or_default().push(t),
+            _ => {
+                if t.desired_state <= TaskState::Running
+                    && (t.node_id.is_none() || must_replace(state, service, t).is_some())
+                {
+                    out.shutdown.insert(t.id.clone());
+                }
             }
-            Some(at) => out.due(service, at),
-            None => {}
         }
     }
+    let mut slots = Vec::new();
+    for node in state.nodes.values().filter(|n| eligible(n)) {
+        let node_tasks = by_node.get(node.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        slots.push((node.id.as_str(), Slot::classify(state, service, node_tasks, out)));
+    }
+    let mut rollout = Rollout::begin(service, slots.iter().map(|(_, s)| s), now, out);
+    for (node, slot) in &slots {
+        rollout.step(service, slot, out, &mut |restarts| {
+            new_task(service, 0, Some(node), now, new_id(), restarts)
+        });
+    }
+    rollout.finish(service, out);
 }
 
 /// Deletes tasks nobody will report on again, keeping `TASK_HISTORY_LIMIT` per slot.
@@ -429,5 +382,10 @@ fn collect_garbage<'a>(
     }
 }
 
+mod rollout;
+use rollout::{Rollout, Slot};
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod rollout_tests;

@@ -168,6 +168,7 @@ mod tests {
             networks: vec![],
             ports: vec![],
             restarts: 0,
+            started_at: None,
             created_at: Millis(slot),
             updated_at: Millis(slot),
         }

@@ -49,9 +49,12 @@ pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
             restart_policy: RestartPolicy::default(),
             placement: Default::default(),
             networks: vec![],
+            force_update: 0,
         },
         mode: ServiceMode::Replicated { replicas },
         endpoint_spec: EndpointSpec::default(),
+        update_config: Default::default(),
+        rollback_config: Default::default(),
     }
 }
 
@@ -64,6 +67,9 @@ pub fn service(id: &str, spec: ServiceSpec) -> Service {
         spec,
         endpoint: Default::default(),
         registry_auth: None,
+        previous_spec: None,
+        update_status: None,
+        force_version: 0,
     }
 }
 
@@ -150,6 +156,7 @@ pub fn task(id: &str, service_id: &str, name: &str) -> Task {
         networks: vec![],
         ports: vec![],
         restarts: 0,
+        started_at: None,
         created_at: Millis(0),
         updated_at: Millis(0),
     }

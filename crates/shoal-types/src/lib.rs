@@ -4,6 +4,7 @@
 //! - `ids`: random hex ids and their short forms.
 //! - `node`, `service`, `task`: the objects, with docker's field names when serialised.
 //! - `constraint`: placement constraints (`node.hostname==x`), parsed and matched.
+//! - `update`: update and rollback policies, and where a rollout stands.
 //! - `dns_name`: service names, aliases and network names as DNS labels, reserved names.
 //! - `state`: [`ClusterState`] and the [`Command`]s that change it. `apply` is pure and
 //!   deterministic: ids and timestamps are chosen by the proposer, never here, so every
@@ -24,6 +25,7 @@ pub mod service;
 pub mod state;
 pub mod task;
 pub mod time;
+pub mod update;
 
 pub use constraint::Constraint;
 pub use ids::{new_id, short_id};
@@ -36,5 +38,6 @@ pub use service::{
 pub use state::{ApplyError, ClusterInfo, ClusterState, Command, CommandResult, Service};
 pub use task::{Task, TaskDelta, TaskState, TaskStatus};
 pub use time::Millis;
+pub use update::{FailureAction, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus};
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;

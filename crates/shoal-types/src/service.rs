@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Constraint;
 use crate::node::display_lowercase;
+use crate::update::UpdateConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -17,6 +18,13 @@ pub struct ServiceSpec {
     pub task_template: TaskTemplate,
     pub mode: ServiceMode,
     pub endpoint_spec: EndpointSpec,
+    /// `--update-*`: how a change of what tasks run rolls out. A spec stored before update
+    /// policies existed reads the defaults.
+    #[serde(default)]
+    pub update_config: UpdateConfig,
+    /// `--rollback-*`: how a rollback rolls out.
+    #[serde(default)]
+    pub rollback_config: UpdateConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +36,14 @@ pub struct TaskTemplate {
     pub placement: Placement,
     #[serde(default)]
     pub networks: Vec<NetworkAttachment>,
+    /// Bumped by `service update --force`: every task is replaced though nothing else
+    /// changed (docker's counter).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub force_update: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a task runs: an image's container (`Runtime::Oci`), or a command from the host's
@@ -404,6 +420,8 @@ impl ServiceSpec {
         {
             return Err("ports published in ingress mode need --endpoint-mode vip; with dnsrr publish with mode=host".into());
         }
+        self.update_config.validate("update")?;
+        self.rollback_config.validate("rollback")?;
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.endpoint_spec.ports {
             if let Some(pp) = p.published_port
@@ -413,6 +431,14 @@ impl ServiceSpec {
             }
         }
         Ok(())
+    }
+
+    /// Whether tasks made from `self` must be replaced to run `other`: what they run, what
+    /// they publish, or `--force`.
+    pub fn tasks_differ(&self, other: &ServiceSpec) -> bool {
+        self.task_template.container_spec != other.task_template.container_spec
+            || self.endpoint_spec.ports != other.endpoint_spec.ports
+            || self.task_template.force_update != other.task_template.force_update
     }
 
     pub fn replicas(&self) -> Option<u64> {

@@ -36,6 +36,10 @@ pub struct Task {
     /// slot's history, which is trimmed to a few tasks.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u64,
+    /// When its process started (the first Running report's time): a rollout counts a task
+    /// that ends within `--update-monitor` of it as a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

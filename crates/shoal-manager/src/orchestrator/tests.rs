@@ -306,9 +306,17 @@ fn changed_command_replaces_tasks_one_slot_at_a_time_start_first() {
         1,
         "the old slot-1 task stops once its successor runs"
     );
-    assert_eq!(live(&st).len(), 3, "and slot 2's successor starts");
-    run_all(&mut st, 5);
+    assert_eq!(live(&st).len(), 2, "slot 1 is in flight until it has stopped");
+    let stopping = old
+        .iter()
+        .find(|id| st.tasks[*id].desired_state == TaskState::Shutdown)
+        .unwrap()
+        .clone();
+    report(&mut st, &stopping, TaskState::Shutdown, 5);
     step(&mut st, 6);
+    assert_eq!(live(&st).len(), 3, "then slot 2's successor starts");
+    run_all(&mut st, 7);
+    step(&mut st, 8);
     assert_eq!((live(&st).len(), shut(&st)), (2, 2));
 }
 

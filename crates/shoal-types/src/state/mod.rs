@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::network::{Attachment, Network};
+use crate::update::{MSG_MANUAL_ROLLBACK, MSG_UPDATING, UpdateState};
 use crate::{
     Availability, Millis, Node, NodeRole, NodeState, ServiceSpec, Task, TaskState, TaskStatus,
+    UpdateStatus,
 };
 
 /// The maps are persistent (`imbl`): a copy shares everything with the original and a
@@ -142,6 +144,21 @@ pub struct Service {
     /// shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<String>,
+    /// The spec before the last update (`service rollback` goes back to it); none after an
+    /// automatic rollback, as Swarm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_spec: Option<ServiceSpec>,
+    /// Where the last rollout stands; none until an update changes what tasks run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<UpdateStatus>,
+    /// Tasks made before this version are replaced whatever their spec: the version that
+    /// changed `TaskTemplate.ForceUpdate` last (`service update --force`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub force_version: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Filled by the allocator (networks, VIPs, published ports) in later work.
@@ -207,6 +224,21 @@ pub enum Command {
     },
     RemoveService {
         id: String,
+    },
+    /// Back to the previous spec. `rollout: None` is `service rollback` (the current spec
+    /// becomes the previous one); `Some(version)` is the orchestrator's, after failures of
+    /// the rollout that began at `version` (dropped if another has begun since).
+    RollbackService {
+        id: String,
+        rollout: Option<u64>,
+        message: String,
+        at: Millis,
+    },
+    /// The orchestrator's word on a rollout (paused, completed); dropped unless the
+    /// service's rollout is still the one `status.version` names.
+    SetUpdateStatus {
+        id: String,
+        status: UpdateStatus,
     },
     /// Replaces a service's sealed registry login (`service update --with-registry-auth`),
     /// proposed before the update that uses it.
@@ -433,9 +465,43 @@ impl ClusterState {
                 if spec.name != svc.spec.name {
                     return Err(ApplyError::Invalid("a service can't be renamed".into()));
                 }
-                svc.spec = spec;
+                // A change of what tasks run starts a rollout; any update resumes a paused
+                // one and restarts one in progress (Swarm resets the status at every update).
+                let rollout = svc.spec.tasks_differ(&spec)
+                    || svc
+                        .update_status
+                        .as_ref()
+                        .is_some_and(|s| s.state.paused() || s.state.in_progress());
+                let old = std::mem::replace(&mut svc.spec, spec);
                 svc.version += 1;
                 svc.updated_at = at;
+                if old.task_template.force_update != svc.spec.task_template.force_update {
+                    svc.force_version = svc.version;
+                }
+                svc.previous_spec = Some(old);
+                svc.update_status = rollout.then(|| UpdateStatus {
+                    state: UpdateState::Updating,
+                    started_at: Some(at),
+                    completed_at: None,
+                    message: MSG_UPDATING.into(),
+                    version: svc.version,
+                });
+            }
+            Command::RollbackService {
+                id,
+                rollout,
+                message,
+                at,
+            } => self.rollback_service(&id, rollout, message, at)?,
+            Command::SetUpdateStatus { id, status } => {
+                if let Some(svc) = self.services.get_mut(&id)
+                    && svc
+                        .update_status
+                        .as_ref()
+                        .is_some_and(|s| s.version == status.version)
+                {
+                    svc.update_status = Some(status);
+                }
             }
             Command::SetRegistryAuth { id, sealed } => {
                 let svc = self
@@ -515,6 +581,9 @@ impl ClusterState {
                     && t.status.state == TaskState::Preparing
                     && status.timestamp > t.status.timestamp;
                 if status.state > t.status.state || newer_progress {
+                    if status.state == TaskState::Running && t.started_at.is_none() {
+                        t.started_at = Some(status.timestamp);
+                    }
                     t.updated_at = status.timestamp;
                     t.status = status;
                 }
@@ -593,6 +662,62 @@ impl ClusterState {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn rollback_service(
+        &mut self,
+        id: &str,
+        rollout: Option<u64>,
+        message: String,
+        at: Millis,
+    ) -> Result<(), ApplyError> {
+        let svc = self
+            .services
+            .get(id)
+            .ok_or_else(|| ApplyError::NoSuchService(id.to_string()))?;
+        let status = svc.update_status.as_ref();
+        if let Some(v) = rollout
+            && !status.is_some_and(|s| s.version == v && s.state == UpdateState::Updating)
+        {
+            // Decided for a rollout that is over or replaced: nothing to do.
+            return Ok(());
+        }
+        let Some(previous) = svc.previous_spec.clone() else {
+            return Err(ApplyError::Invalid(format!(
+                "service {} does not have a previous spec",
+                svc.spec.name
+            )));
+        };
+        self.check_networks(&previous)?;
+        self.check_ports(&previous, Some(id))?;
+        let started_at = match rollout {
+            Some(_) => status.and_then(|s| s.started_at),
+            None => Some(at),
+        };
+        let svc = self
+            .services
+            .get_mut(id)
+            .ok_or_else(|| ApplyError::NoSuchService(id.to_string()))?;
+        let current = std::mem::replace(&mut svc.spec, previous);
+        svc.version += 1;
+        svc.updated_at = at;
+        if current.task_template.force_update != svc.spec.task_template.force_update {
+            svc.force_version = svc.version;
+        }
+        // As Swarm: a rollback by hand can be undone by another; one after failures cannot.
+        svc.previous_spec = rollout.is_none().then_some(current);
+        svc.update_status = Some(UpdateStatus {
+            state: UpdateState::RollbackStarted,
+            started_at,
+            completed_at: None,
+            message: if rollout.is_none() && message.is_empty() {
+                MSG_MANUAL_ROLLBACK.into()
+            } else {
+                message
+            },
+            version: svc.version,
+        });
         Ok(())
     }
 

@@ -49,6 +49,7 @@ fn task_status_never_moves_backwards() {
         networks: vec![],
         ports: vec![],
         restarts: 0,
+        started_at: None,
         created_at: Millis(1),
         updated_at: Millis(1),
     };
