@@ -104,6 +104,16 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
 
+    /// `service rollback`: back to the previous spec, rolled out with its rollback config.
+    fn rollback_service(&self, key: String) -> impl Future<Output = ApiResult<()>> + Send {
+        async move {
+            Err(crate::ApiError::new(
+                503,
+                format!("service {key} cannot be rolled back here"),
+            ))
+        }
+    }
+
     /// The local node's images.
     fn images(&self) -> impl Future<Output = ApiResult<Vec<ImageSummary>>> + Send {
         async { Err(crate::ApiError::not_found("this daemon keeps no images")) }
@@ -171,6 +181,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         spec: ServiceSpec,
         opts: ServiceOptions,
     ) -> BoxFut<'_, ServiceUpdated>;
+    fn rollback_service(&self, key: String) -> BoxFut<'_, ()>;
     fn images(&self) -> BoxFut<'_, Vec<ImageSummary>>;
     fn remove_image(&self, name: String) -> BoxFut<'_, Vec<String>>;
     fn prune_images(&self) -> BoxFut<'_, ImagesPruned>;
@@ -246,6 +257,9 @@ impl<B: Backend> DynBackend for B {
         opts: ServiceOptions,
     ) -> BoxFut<'_, ServiceUpdated> {
         Box::pin(Backend::update_service_with(self, key, spec, opts))
+    }
+    fn rollback_service(&self, key: String) -> BoxFut<'_, ()> {
+        Box::pin(Backend::rollback_service(self, key))
     }
     fn images(&self) -> BoxFut<'_, Vec<ImageSummary>> {
         Box::pin(Backend::images(self))

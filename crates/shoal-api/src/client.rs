@@ -276,6 +276,16 @@ impl Client {
         self.post_with(&path, spec, opts).await
     }
 
+    /// `service rollback`: back to the previous spec.
+    pub async fn rollback_service(&self, key: &str) -> ClientResult<()> {
+        self.call(
+            Method::POST,
+            &format!("/v1/services/{}/rollback", encode(key)),
+            None,
+        )
+        .await
+    }
+
     pub async fn images(&self) -> ClientResult<Vec<ImageSummary>> {
         self.get("/v1/images").await
     }

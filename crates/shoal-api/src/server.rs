@@ -63,6 +63,7 @@ fn api_router() -> OpenApiRouter<Shared> {
         .routes(routes!(list_services, create_service))
         .routes(routes!(get_service, remove_service))
         .routes(routes!(update_service))
+        .routes(routes!(rollback_service))
         .routes(routes!(service_logs))
         .routes(routes!(list_images))
         .routes(routes!(remove_image))
@@ -332,6 +333,13 @@ async fn update_service(
     b.update_service_with(key, spec, options(&q, &headers))
         .await
         .map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/services/{key}/rollback", tag = "services",
+    params(("key" = String, Path, description = "service id, id prefix or name")),
+    responses((status = 204, description = "rolling back to the previous spec (see UpdateStatus)"), (status = 400, description = "no previous spec", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
+async fn rollback_service(State(b): State<Shared>, Path(key): Path<String>) -> Done {
+    b.rollback_service(key).await.map(done)
 }
 
 #[utoipa::path(get, path = "/v1/images", tag = "images",

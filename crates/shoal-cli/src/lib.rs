@@ -6,8 +6,9 @@
 //! - `swarm`: `init`, `join`, `join-token`, `leave`.
 //! - `node`: `node ls|inspect|update|rm`.
 //! - `network`: `network create|ls|inspect|rm`.
-//! - `service`: `service ...`; `spec` builds a `ServiceSpec` from flags; `list` makes the
-//!   rows of `service ls|ps`; `progress` shows convergence.
+//! - `service`: `service ...`; `spec` builds a `ServiceSpec` from flags (`update_opts`: the
+//!   `--update-*`/`--rollback-*` policies); `list` makes the rows of `service ls|ps`;
+//!   `progress` shows convergence and follows rollouts.
 //! - `format`: the `--format` template evaluator; `table`: docker-style tables.
 //! - `image`: `image ls|rm|prune`, `login`/`logout`, the image flags of `service create|update`.
 //! - `exec`: `shoal exec`; `lab`: `lab ...`; `demo`: the demo apps.
@@ -34,6 +35,7 @@ pub mod service;
 pub mod spec;
 pub mod swarm;
 pub mod table;
+pub mod update_opts;
 pub mod walkthrough;
 
 use std::ffi::OsString;

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shoal_api::{Client, ServiceView, TaskFilter, TaskView};
+
+mod rollout;
+pub use rollout::{Follow, Verdict};
 use shoal_types::{ServiceMode, TaskState, short_id};
 
 const POLL: Duration = Duration::from_millis(200);
@@ -54,6 +57,8 @@ pub struct Snapshot {
     pub endpoint_nodes_synced: usize,
     /// 0 when the daemon does not report it (nothing to wait for).
     pub endpoint_nodes: usize,
+    /// A rollback is what moves the tasks.
+    pub rollback: bool,
 }
 
 impl Snapshot {
@@ -87,8 +92,13 @@ impl Snapshot {
     }
 
     pub fn overall(&self) -> String {
+        let what = if self.rollback {
+            "rolling back update: "
+        } else {
+            ""
+        };
         format!(
-            "overall progress: {} out of {} tasks",
+            "overall progress: {what}{} out of {} tasks",
             self.running, self.desired
         )
     }
@@ -137,9 +147,12 @@ pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
     }
     let line = |label: String, group: Option<&Vec<&TaskView>>| {
         let group: &[&TaskView] = group.map(Vec::as_slice).unwrap_or(&[]);
-        let live = group
-            .iter()
-            .find(|t| t.task.desired_state <= TaskState::Running && t.task.spec == *current);
+        // Tasks made before a `--force` are not current either.
+        let live = group.iter().find(|t| {
+            t.task.desired_state <= TaskState::Running
+                && t.task.spec == *current
+                && t.task.spec_version >= view.service.force_version
+        });
         let state = live.map(|t| t.task.status.state);
         let failed = group.iter().find(|t| !t.task.status.err.is_empty());
         let (error, task) = match (state, failed) {
@@ -215,13 +228,30 @@ pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
         lines,
         endpoint_nodes_synced: view.status.endpoint_nodes_synced,
         endpoint_nodes: view.status.endpoint_nodes,
+        rollback: view
+            .service
+            .update_status
+            .as_ref()
+            .is_some_and(|s| s.state.rolling_back()),
     }
 }
 
 /// Polls until the service converges or `timeout` passes; the error names the failing task.
 pub async fn wait(client: &Client, service: &str, timeout: Duration) -> Result<()> {
+    wait_for(client, service, timeout, Follow::Tasks).await
+}
+
+/// [`wait`], and for `service update|rollback` until the rollout they began is complete;
+/// an error with docker's words when it pauses or rolls back.
+pub async fn wait_for(
+    client: &Client,
+    service: &str,
+    timeout: Duration,
+    follow: Follow,
+) -> Result<()> {
     let mut out = Output::new(std::io::stdout().is_terminal());
     let start = Instant::now();
+    let mut rollback_reason: Option<String> = None;
     loop {
         // Tasks first, then the service: its endpoint sync then describes a state at least
         // as new as the tasks seen, so a change the tasks show cannot read as synced before
@@ -234,9 +264,31 @@ pub async fn wait(client: &Client, service: &str, timeout: Duration) -> Result<(
         let view = client.service(service).await?;
         let snap = snapshot(&view, &tasks);
         out.show(&snap);
-        if snap.converged() {
-            out.finish("verify: Service converged");
-            return Ok(());
+        let status = view.service.update_status.as_ref();
+        if let Some(line) = rollout::rollback_line(follow, status)
+            && rollback_reason.is_none()
+        {
+            out.note(&line);
+            rollback_reason = follow.status(status).map(|s| s.message.clone());
+        }
+        match rollout::verdict(follow, status, snap.converged(), rollback_reason.as_deref()) {
+            Verdict::Done => {
+                out.finish("verify: Service converged");
+                if let Follow::Rollback { .. } = follow
+                    && let Some(s) = follow.status(status)
+                {
+                    println!("rollback: {}", s.message);
+                }
+                return Ok(());
+            }
+            Verdict::Fail(why) => {
+                out.finish("");
+                bail!("{why}");
+            }
+            Verdict::Wait if snap.converged() => {
+                out.note_once("verify:", "verify: Waiting for the tasks to be confirmed stable (--update-monitor)...");
+            }
+            Verdict::Wait => {}
         }
         if start.elapsed() >= timeout {
             out.finish("");
@@ -378,6 +430,29 @@ impl Output {
                         .set_message(wait);
                 }
             }
+        }
+    }
+
+    /// A line of its own (`rollback: ...`).
+    fn note(&mut self, line: &str) {
+        match self {
+            Output::Plain { .. } => println!("{line}"),
+            Output::Tty { multi, .. } => text_line(multi).finish_with_message(line.to_string()),
+        }
+    }
+
+    /// The `verify:` line, shown once (plain) or replacing the last (terminal).
+    fn note_once(&mut self, key: &str, line: &str) {
+        match self {
+            Output::Plain { last } => {
+                if last.get(key).map(String::as_str) != Some(line) {
+                    println!("{line}");
+                    last.insert(key.to_string(), line.to_string());
+                }
+            }
+            Output::Tty { multi, verify, .. } => verify
+                .get_or_insert_with(|| text_line(multi))
+                .set_message(line.to_string()),
         }
     }
 

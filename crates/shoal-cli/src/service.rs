@@ -1,4 +1,4 @@
-//! `shoal service create|ls|ps|inspect|scale|update|rm|logs`.
+//! `shoal service create|ls|ps|inspect|scale|update|rollback|rm|logs`.
 
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub enum ServiceCmd {
     Scale(ScaleArgs),
     /// Update a service.
     Update(UpdateArgs),
+    /// Revert changes to a service's configuration.
+    Rollback(RollbackArgs),
     /// Remove one or more services.
     #[command(visible_alias = "remove")]
     Rm(RmArgs),
@@ -85,6 +87,18 @@ pub struct ScaleArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Exit immediately instead of waiting for the rollback to complete.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// How long to wait for the rollback to complete.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub timeout: String,
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
 pub struct RmArgs {
     #[arg(required = true, value_name = "SERVICE")]
     pub services: Vec<String>,
@@ -119,6 +133,10 @@ pub async fn run(client: &Client, cmd: ServiceCmd) -> Result<()> {
         ServiceCmd::Inspect(a) => inspect(client, a).await,
         ServiceCmd::Scale(a) => scale(client, a).await,
         ServiceCmd::Update(a) => update(client, a).await,
+        ServiceCmd::Rollback(a) => {
+            let limit = timeout(&a.timeout)?;
+            rollback(client, &a.service, a.detach, limit).await
+        }
         ServiceCmd::Rm(a) => rm(client, a).await,
         ServiceCmd::Logs(a) => logs(client, a).await,
     }
@@ -344,9 +362,21 @@ async fn update(client: &Client, a: UpdateArgs) -> Result<()> {
     let limit: Duration = timeout(&a.timeout)?;
     let view = client.service(&a.service).await?;
     let spec: ServiceSpec = apply_update(view.service.spec.clone(), &a)?;
-    if spec == view.service.spec && !a.image_opts.with_registry_auth {
+    if a.rollback {
+        if spec != view.service.spec || a.image_opts.with_registry_auth {
+            bail!("other flags may not be combined with --rollback");
+        }
+        return rollback(client, &a.service, a.detach, limit).await;
+    }
+    // With nothing changed, an update resumes a paused rollout (as docker's).
+    let paused = view
+        .service
+        .update_status
+        .as_ref()
+        .is_some_and(|s| s.state.paused());
+    if spec == view.service.spec && !a.image_opts.with_registry_auth && !paused {
         bail!(
-            "nothing to update: give a flag such as --replicas, --env-add or --args (see `shoal service update --help`)"
+            "nothing to update: give a flag such as --replicas, --env-add, --args or --force (see `shoal service update --help`)"
         );
     }
     let image = spec.task_template.container_spec.image.as_deref();
@@ -357,7 +387,25 @@ async fn update(client: &Client, a: UpdateArgs) -> Result<()> {
     println!("{}", a.service);
     crate::image::print_warnings(&updated.warnings);
     if !a.detach {
-        progress::wait(client, &view.service.id, limit).await?;
+        // The version this update makes: a rollout it began says so.
+        let follow = progress::Follow::Update {
+            since: view.service.version + 1,
+        };
+        progress::wait_for(client, &view.service.id, limit, follow).await?;
+    }
+    Ok(())
+}
+
+/// `service rollback` and `service update --rollback`.
+async fn rollback(client: &Client, key: &str, detach: bool, limit: Duration) -> Result<()> {
+    let view = client.service(key).await?;
+    client.rollback_service(&view.service.id).await?;
+    println!("{key}");
+    if !detach {
+        let follow = progress::Follow::Rollback {
+            since: view.service.version + 1,
+        };
+        progress::wait_for(client, &view.service.id, limit, follow).await?;
     }
     Ok(())
 }

@@ -105,6 +105,8 @@ pub struct CreateArgs {
     pub image_opts: crate::image::ImageOpts,
     #[command(flatten)]
     pub container_opts: crate::container_opts::ContainerOpts,
+    #[command(flatten)]
+    pub policy: crate::update_opts::PolicyOpts,
     /// IMAGE [COMMAND] [ARG...] (`--runtime host`: COMMAND [ARG...]).
     #[arg(
         required = true,
@@ -128,6 +130,14 @@ pub struct UpdateArgs {
     pub image_opts: crate::image::ImageOpts,
     #[command(flatten)]
     pub container_opts: crate::container_opts::ContainerUpdateOpts,
+    #[command(flatten)]
+    pub policy: crate::update_opts::PolicyOpts,
+    /// Replace every task even if nothing else changed.
+    #[arg(long)]
+    pub force: bool,
+    /// Go back to the previous spec (as `service rollback`); takes no other flag.
+    #[arg(long)]
+    pub rollback: bool,
     /// Add or update environment variables (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     pub env_add: Vec<String>,
@@ -186,7 +196,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         },
     };
     let container_spec = container_spec(a)?;
-    let spec = ServiceSpec {
+    let mut spec = ServiceSpec {
         name: match &a.name {
             Some(n) => n.clone(),
             None => match &container_spec.image {
@@ -215,6 +225,7 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
                 .iter()
                 .map(|n| network(n))
                 .collect::<Result<_>>()?,
+            force_update: 0,
         },
         mode,
         endpoint_spec: EndpointSpec {
@@ -222,7 +233,10 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             ports: ports(&a.publish)?,
             dns_ttl: a.dns_ttl,
         },
+        update_config: Default::default(),
+        rollback_config: Default::default(),
     };
+    a.policy.apply(&mut spec)?;
     spec.validate().map_err(anyhow::Error::msg)?;
     shoal_types::dns_name::check_service(&spec).map_err(anyhow::Error::msg)?;
     Ok(spec)
@@ -480,6 +494,10 @@ pub fn apply_update(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec
     }
     if let Some(c) = a.restart_condition {
         spec.task_template.restart_policy.condition = c;
+    }
+    a.policy.apply(&mut spec)?;
+    if a.force {
+        spec.task_template.force_update += 1;
     }
     spec.validate().map_err(anyhow::Error::msg)?;
     shoal_types::dns_name::check_service(&spec).map_err(anyhow::Error::msg)?;

@@ -349,6 +349,9 @@ impl Backend for Api {
             spec,
             endpoint: Default::default(),
             registry_auth,
+            previous_spec: None,
+            update_status: None,
+            force_version: 0,
         };
         m.propose(Command::CreateService { service }).await?;
         Ok(ServiceCreated { id, warnings })
@@ -402,6 +405,18 @@ impl Backend for Api {
         })
         .await?;
         Ok(ServiceUpdated { warnings })
+    }
+
+    async fn rollback_service(&self, key: String) -> ApiResult<()> {
+        let m = self.manager()?;
+        let s = Self::find_service(&m.state(), &key)?;
+        m.propose(Command::RollbackService {
+            id: s.id,
+            rollout: None,
+            message: String::new(),
+            at: shoal_agent::worker::now(),
+        })
+        .await
     }
 
     async fn images(&self) -> ApiResult<Vec<ImageSummary>> {

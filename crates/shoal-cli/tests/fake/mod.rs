@@ -100,6 +100,7 @@ impl State {
                 networks: Vec::new(),
                 ports: Vec::new(),
                 restarts: 0,
+                started_at: None,
                 spec: cs.clone(),
                 created_at: now(),
                 updated_at: now(),
