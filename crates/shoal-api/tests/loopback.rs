@@ -617,6 +617,7 @@ async fn openapi_document_lists_every_route() {
         ("get", "/v1/services/{key}"),
         ("delete", "/v1/services/{key}"),
         ("post", "/v1/services/{key}/update"),
+        ("post", "/v1/services/{key}/rollback"),
         ("get", "/v1/services/{key}/logs"),
         ("get", "/v1/images"),
         ("delete", "/v1/images/{name}"),

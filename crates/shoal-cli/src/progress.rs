@@ -286,7 +286,10 @@ pub async fn wait_for(
                 bail!("{why}");
             }
             Verdict::Wait if snap.converged() => {
-                out.note_once("verify:", "verify: Waiting for the tasks to be confirmed stable (--update-monitor)...");
+                out.note_once(
+                    "verify:",
+                    "verify: Waiting for the tasks to be confirmed stable (--update-monitor)...",
+                );
             }
             Verdict::Wait => {}
         }

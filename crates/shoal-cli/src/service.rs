@@ -261,10 +261,25 @@ fn pretty(v: &ServiceView) -> String {
         );
         out.push_str("]\n");
     }
+    if let Some(u) = &v.service.update_status {
+        out.push_str(&format!(
+            "UpdateStatus:\n State:\t\t{}\n Message:\t{}\n",
+            u.state, u.message
+        ));
+    }
     out.push_str(&format!(
         "RestartPolicy:\n Condition:\t{}\n Delay:\t\t{}ms\n MaxAttempts:\t{}\n",
         rp.condition, rp.delay_ms, rp.max_attempts
     ));
+    for (title, c) in [
+        ("UpdateConfig", &spec.update_config),
+        ("RollbackConfig", &spec.rollback_config),
+    ] {
+        out.push_str(&format!(
+            "{title}:\n Parallelism:\t{}\n Delay:\t\t{}ms\n On failure:\t{}\n Monitoring Period: {}ms\n Max failure ratio: {}\n Order:\t\t{}\n",
+            c.parallelism, c.delay_ms, c.failure_action, c.monitor_ms, c.max_failure_ratio.0, c.order
+        ));
+    }
     out.push_str(&format!(
         "ContainerSpec:\n Command:\t{}\n",
         cs.command.join(" ")
@@ -493,6 +508,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(" Command:\tsleep 1000\n"), "{text}");
+        assert!(
+            text.contains("UpdateConfig:\n Parallelism:\t1\n Delay:\t\t0ms\n On failure:\tpause\n Monitoring Period: 5000ms\n Max failure ratio: 0\n Order:\t\tstart-first\n"),
+            "{text}"
+        );
         assert!(!text.contains("Endpoints:"), "{text}");
         let v = ServiceView {
             status: shoal_api::ServiceStatus {

@@ -187,7 +187,8 @@ mod tests {
             err(&["--rollback-delay", "soon"])
         );
         assert!(
-            err(&["--update-order", "sideways"]).contains("expected one of stop-first, start-first"),
+            err(&["--update-order", "sideways"])
+                .contains("expected one of stop-first, start-first"),
             "{}",
             err(&["--update-order", "sideways"])
         );

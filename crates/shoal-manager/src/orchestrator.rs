@@ -328,8 +328,14 @@ fn global(
     }
     let mut slots = Vec::new();
     for node in state.nodes.values().filter(|n| eligible(n)) {
-        let node_tasks = by_node.get(node.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        slots.push((node.id.as_str(), Slot::classify(state, service, node_tasks, out)));
+        let node_tasks = by_node
+            .get(node.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        slots.push((
+            node.id.as_str(),
+            Slot::classify(state, service, node_tasks, out),
+        ));
     }
     let mut rollout = Rollout::begin(service, slots.iter().map(|(_, s)| s), now, out);
     for (node, slot) in &slots {
@@ -386,6 +392,6 @@ mod rollout;
 use rollout::{Rollout, Slot};
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod rollout_tests;
+#[cfg(test)]
+mod tests;

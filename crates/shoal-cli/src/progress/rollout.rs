@@ -112,7 +112,10 @@ mod tests {
         );
         let why = "update rolled back due to failure or early termination of task abc";
         let started = status(UpdateState::RollbackStarted, why, 5);
-        assert_eq!(rollback_line(f, Some(&started)), Some(format!("rollback: {why}")));
+        assert_eq!(
+            rollback_line(f, Some(&started)),
+            Some(format!("rollback: {why}"))
+        );
         assert_eq!(verdict(f, Some(&started), true, None), Verdict::Wait);
         let rolled = status(UpdateState::RollbackCompleted, "rollback completed", 5);
         assert_eq!(verdict(f, Some(&rolled), false, Some(why)), Verdict::Wait);
@@ -128,13 +131,20 @@ mod tests {
         let old = status(UpdateState::Paused, "update paused ...", 6);
         assert_eq!(verdict(f, Some(&old), true, None), Verdict::Done);
         assert_eq!(verdict(f, Some(&old), false, None), Verdict::Wait);
-        assert_eq!(verdict(Follow::Tasks, Some(&old), true, None), Verdict::Done);
+        assert_eq!(
+            verdict(Follow::Tasks, Some(&old), true, None),
+            Verdict::Done
+        );
     }
 
     #[test]
     fn a_rollback_is_done_when_completed_and_fails_when_paused() {
         let f = Follow::Rollback { since: 3 };
-        let started = status(UpdateState::RollbackStarted, "manually requested rollback", 3);
+        let started = status(
+            UpdateState::RollbackStarted,
+            "manually requested rollback",
+            3,
+        );
         assert_eq!(
             rollback_line(f, Some(&started)).as_deref(),
             Some("rollback: manually requested rollback")

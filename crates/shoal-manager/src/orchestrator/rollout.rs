@@ -157,7 +157,8 @@ impl<'s> Rollout<'s> {
                 }
                 if r.failed(t) {
                     failures += 1;
-                    let later = |l: &Task| (t.status.timestamp, &t.id) > (l.status.timestamp, &l.id);
+                    let later =
+                        |l: &Task| (t.status.timestamp, &t.id) > (l.status.timestamp, &l.id);
                     if last_failed.is_none_or(later) {
                         last_failed = Some(t);
                     }
@@ -186,9 +187,8 @@ impl<'s> Rollout<'s> {
     /// A task of this rollout that ended on its own before it ran or within the monitor.
     fn failed(&self, t: &Task) -> bool {
         ended_on_its_own(t)
-            && t.started_at.is_none_or(|s| {
-                t.status.timestamp.0 <= s.0.saturating_add(self.config.monitor_ms)
-            })
+            && t.started_at
+                .is_none_or(|s| t.status.timestamp.0 <= s.0.saturating_add(self.config.monitor_ms))
     }
 
     fn fail(&mut self, service: &Service, s: &UpdateStatus, task: &str, out: &mut Changes) {
@@ -285,7 +285,8 @@ impl<'s> Rollout<'s> {
                     }
                     match restart_at(service, Some(failed)) {
                         Some(at) if self.now >= at => {
-                            out.create.push(create(restarts_after(service, Some(failed))));
+                            out.create
+                                .push(create(restarts_after(service, Some(failed))));
                         }
                         Some(at) => out.due(service, at),
                         None => {}
@@ -338,7 +339,9 @@ impl<'s> Rollout<'s> {
             return;
         }
         let (state, message) = match s.state {
-            UpdateState::RollbackStarted => (UpdateState::RollbackCompleted, MSG_ROLLBACK_COMPLETED),
+            UpdateState::RollbackStarted => {
+                (UpdateState::RollbackCompleted, MSG_ROLLBACK_COMPLETED)
+            }
             _ => (UpdateState::Completed, MSG_COMPLETED),
         };
         out.rollouts.push(Command::SetUpdateStatus {

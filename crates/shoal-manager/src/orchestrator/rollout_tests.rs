@@ -180,7 +180,10 @@ fn config(parallelism: u64, order: UpdateOrder) -> UpdateConfig {
 fn parallelism_two_start_first_changes_two_slots_at_a_time() {
     let mut st = four_replicas(config(2, UpdateOrder::StartFirst));
     update(&mut st, 10, command("sleep"));
-    assert_eq!(status(&st), (UpdateState::Updating, "update in progress".into()));
+    assert_eq!(
+        status(&st),
+        (UpdateState::Updating, "update in progress".into())
+    );
     pass(&mut st, 10);
     assert_eq!(st.tasks.len(), 6, "two new tasks beside the four old ones");
     assert_eq!(running(&st), (0, 4), "the old ones keep serving");
@@ -199,7 +202,11 @@ fn parallelism_two_stop_first_stops_before_it_starts() {
     let mut st = four_replicas(config(2, UpdateOrder::StopFirst));
     update(&mut st, 10, command("sleep"));
     pass(&mut st, 10);
-    assert_eq!(st.tasks.len(), 4, "no new task before an old one has stopped");
+    assert_eq!(
+        st.tasks.len(),
+        4,
+        "no new task before an old one has stopped"
+    );
     let stopping = st
         .tasks
         .values()
@@ -213,7 +220,11 @@ fn parallelism_two_stop_first_stops_before_it_starts() {
     let mut most = 0;
     while status(&st).0 != UpdateState::Completed && now < 20_000 {
         pass(&mut st, now);
-        let live = st.tasks.values().filter(|t| !t.status.state.is_terminal()).count();
+        let live = st
+            .tasks
+            .values()
+            .filter(|t| !t.status.state.is_terminal())
+            .count();
         most_live = most_live.max(live);
         most = most.max(changing(&st));
         agents(&mut st, now + 1);
@@ -307,7 +318,11 @@ fn failures_up_to_the_ratio_are_tolerated() {
         .collect();
     report(&mut st, &new[0], TaskState::Failed, 20);
     pass(&mut st, 30);
-    assert_eq!(status(&st).0, UpdateState::Updating, "1 of 4 is not above 0.25");
+    assert_eq!(
+        status(&st).0,
+        UpdateState::Updating,
+        "1 of 4 is not above 0.25"
+    );
     report(&mut st, &new[1], TaskState::Rejected, 40);
     pass(&mut st, 50);
     assert_eq!(status(&st).0, UpdateState::Paused, "2 of 4 is");
@@ -332,7 +347,11 @@ fn a_task_that_ends_after_the_monitor_is_no_failure() {
         .clone();
     report(&mut st, &first, TaskState::Failed, 1_101);
     pass(&mut st, 1_200);
-    assert_eq!(status(&st).0, UpdateState::Updating, "ended 1001 ms after it started");
+    assert_eq!(
+        status(&st).0,
+        UpdateState::Updating,
+        "ended 1001 ms after it started"
+    );
 }
 
 #[test]
@@ -382,8 +401,14 @@ fn rollback_goes_back_to_the_previous_spec_with_the_rollback_config() {
     report(&mut st, &bad[2], TaskState::Failed, 50);
     pass(&mut st, 60);
     let svc = &st.services["s1"];
-    assert_eq!(svc.spec.task_template, original.task_template, "the spec before");
-    assert_eq!(svc.previous_spec, None, "as Swarm after an automatic rollback");
+    assert_eq!(
+        svc.spec.task_template, original.task_template,
+        "the spec before"
+    );
+    assert_eq!(
+        svc.previous_spec, None,
+        "as Swarm after an automatic rollback"
+    );
     assert_eq!(
         status(&st),
         (
@@ -395,7 +420,10 @@ fn rollback_goes_back_to_the_previous_spec_with_the_rollback_config() {
         )
     );
     let (most, _) = drive(&mut st, 70, 100, UpdateState::RollbackCompleted);
-    assert_eq!(most, 1, "the rollback config's parallelism, not the update's");
+    assert_eq!(
+        most, 1,
+        "the rollback config's parallelism, not the update's"
+    );
     assert_eq!(status(&st).1, "rollback completed");
     assert_eq!(running(&st), (4, 0));
     assert!(
@@ -449,7 +477,10 @@ fn a_rollback_that_fails_pauses_instead_of_rolling_back() {
     .unwrap();
     assert_eq!(
         status(&st),
-        (UpdateState::RollbackStarted, "manually requested rollback".into())
+        (
+            UpdateState::RollbackStarted,
+            "manually requested rollback".into()
+        )
     );
     drive(&mut st, 200_000, 100, UpdateState::RollbackPaused);
     assert!(
@@ -459,7 +490,11 @@ fn a_rollback_that_fails_pauses_instead_of_rolling_back() {
         "{:?}",
         status(&st)
     );
-    assert_eq!(running(&st), (0, 4), "every slot keeps the spec rolled back from");
+    assert_eq!(
+        running(&st),
+        (0, 4),
+        "every slot keeps the spec rolled back from"
+    );
 }
 
 /// Runs passes until the rollout is no longer in progress.
@@ -501,7 +536,7 @@ fn service_rollback_restores_the_previous_spec_and_can_be_undone() {
     })
     .unwrap();
     assert_eq!(st.services["s1"].spec, original);
-    assert_eq!(st.services["s1"].previous_spec.as_ref(), Some(&updated));
+    assert_eq!(st.services["s1"].previous_spec.as_deref(), Some(&updated));
     drive(&mut st, 20_000, 100, UpdateState::RollbackCompleted);
     assert_eq!(running(&st), (4, 0));
     assert!(
@@ -526,7 +561,10 @@ fn force_replaces_every_task_of_an_unchanged_spec() {
         .map(|t| &t.id)
         .collect();
     assert_eq!(running_now.len(), 4);
-    assert!(running_now.iter().all(|id| !old.contains(id)), "{running_now:?}");
+    assert!(
+        running_now.iter().all(|id| !old.contains(id)),
+        "{running_now:?}"
+    );
 }
 
 #[test]
@@ -534,7 +572,9 @@ fn a_scale_starts_no_rollout_and_a_late_status_is_dropped() {
     let mut st = four_replicas(config(1, UpdateOrder::StartFirst));
     update(&mut st, 10, command("sleep"));
     let rollout = st.services["s1"].update_status.clone().unwrap();
-    update(&mut st, 20, |s| s.task_template.container_spec.env = vec!["A=1".into()]);
+    update(&mut st, 20, |s| {
+        s.task_template.container_spec.env = vec!["A=1".into()]
+    });
     // What the orchestrator decided for the first rollout arrives after the second began.
     st.apply(Command::SetUpdateStatus {
         id: "s1".into(),
@@ -549,7 +589,10 @@ fn a_scale_starts_no_rollout_and_a_late_status_is_dropped() {
     update(&mut st, 30_000, |s| {
         s.mode = shoal_types::ServiceMode::Replicated { replicas: 5 }
     });
-    assert_eq!(st.services["s1"].update_status, None, "as Swarm, reset by any update");
+    assert_eq!(
+        st.services["s1"].update_status, None,
+        "as Swarm, reset by any update"
+    );
 }
 
 #[test]

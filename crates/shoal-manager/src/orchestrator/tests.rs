@@ -306,7 +306,11 @@ fn changed_command_replaces_tasks_one_slot_at_a_time_start_first() {
         1,
         "the old slot-1 task stops once its successor runs"
     );
-    assert_eq!(live(&st).len(), 2, "slot 1 is in flight until it has stopped");
+    assert_eq!(
+        live(&st).len(),
+        2,
+        "slot 1 is in flight until it has stopped"
+    );
     let stopping = old
         .iter()
         .find(|id| st.tasks[*id].desired_state == TaskState::Shutdown)

@@ -147,7 +147,7 @@ pub struct Service {
     /// The spec before the last update (`service rollback` goes back to it); none after an
     /// automatic rollback, as Swarm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_spec: Option<ServiceSpec>,
+    pub previous_spec: Option<Box<ServiceSpec>>,
     /// Where the last rollout stands; none until an update changes what tasks run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_status: Option<UpdateStatus>,
@@ -478,7 +478,7 @@ impl ClusterState {
                 if old.task_template.force_update != svc.spec.task_template.force_update {
                     svc.force_version = svc.version;
                 }
-                svc.previous_spec = Some(old);
+                svc.previous_spec = Some(Box::new(old));
                 svc.update_status = rollout.then(|| UpdateStatus {
                     state: UpdateState::Updating,
                     started_at: Some(at),
@@ -683,7 +683,7 @@ impl ClusterState {
             // Decided for a rollout that is over or replaced: nothing to do.
             return Ok(());
         }
-        let Some(previous) = svc.previous_spec.clone() else {
+        let Some(previous) = svc.previous_spec.as_deref().cloned() else {
             return Err(ApplyError::Invalid(format!(
                 "service {} does not have a previous spec",
                 svc.spec.name
@@ -706,7 +706,7 @@ impl ClusterState {
             svc.force_version = svc.version;
         }
         // As Swarm: a rollback by hand can be undone by another; one after failures cannot.
-        svc.previous_spec = rollout.is_none().then_some(current);
+        svc.previous_spec = rollout.is_none().then(|| Box::new(current));
         svc.update_status = Some(UpdateStatus {
             state: UpdateState::RollbackStarted,
             started_at,
