@@ -303,4 +303,54 @@ fn rolling_updates_rollbacks_and_force() {
     assert!(before.is_disjoint(&after), "{before:?} {after:?}");
     assert_eq!(update_state(&lab), "completed");
     assert_eq!(running_commands(&lab), vec!["sleep 100002"; 4]);
+
+    // Pause, then resume with another update. The two slots the update reached may have
+    // given their old task up (a `false` that was running for a moment counts as started,
+    // as in Swarm); the two it did not reach keep theirs.
+    let out = lab.shoal(
+        1,
+        &[
+            "service",
+            "update",
+            "--update-failure-action",
+            "pause",
+            "--update-order",
+            "start-first",
+            "--command",
+            "false",
+            "web",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the update must fail: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains(
+            "service update paused: update paused due to failure or early termination of task "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(update_state(&lab), "paused");
+    let kept = running_commands(&lab)
+        .iter()
+        .filter(|c| *c == "sleep 100002")
+        .count();
+    assert!(kept >= 2, "{:?}", running_commands(&lab));
+    lab.ok(
+        1,
+        &["service", "update", "--command", "sleep 100004", "web"],
+    );
+    assert_eq!(update_state(&lab), "completed");
+    assert_eq!(running_commands(&lab), vec!["sleep 100004"; 4]);
+    let err = lab.fails(
+        1,
+        &["service", "update", "--rollback", "--replicas", "3", "web"],
+    );
+    assert!(
+        err.contains("other flags may not be combined with --rollback"),
+        "{err}"
+    );
 }
