@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use shoal_pki::files::{self, NODE, ROOT_CA_CERT, ROOT_CA_KEY};
-use shoal_pki::{NodeCertSpec, NodeKey, PkiError, Role, RootCa, Serial, Validity};
+use shoal_pki::{NodeCertSpec, NodeKey, PkiError, Role, RootCa, Serial, Trust, Validity};
 
 fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -76,4 +76,36 @@ fn a_loose_directory_is_tightened_and_a_loose_key_refused() {
     let err = files::load_node(&dir).unwrap_err().to_string();
     assert!(err.starts_with("cannot read "), "{err}");
     assert!(err.contains(NODE), "{err}");
+}
+
+#[test]
+fn a_rotation_in_progress_is_saved_and_read_back_then_removed_when_it_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certificates");
+    let now = SystemTime::now();
+    let validity = Validity::starting(now, shoal_pki::ROOT_CA_VALIDITY);
+    let (r1, r2) = (
+        RootCa::generate("c1", validity).unwrap(),
+        RootCa::generate("c1", validity).unwrap(),
+    );
+    let x = r2.cross_signed_by(&r1).unwrap();
+    let rotating = Trust::rotating(r1.cert().clone(), r2.cert().clone(), x).unwrap();
+    // A node restarted mid-rotation trusts both roots again.
+    files::save_trust(&dir, &rotating).unwrap();
+    assert_eq!(mode(&dir.join(files::NEXT_ROOT)), 0o600);
+    assert_eq!(files::load_trust(&dir, now).unwrap(), rotating);
+    // Once it ends, the new root alone, and no leftover file.
+    let done = rotating.finished();
+    files::save_trust(&dir, &done).unwrap();
+    assert!(!dir.join(files::NEXT_ROOT).exists());
+    assert_eq!(files::load_trust(&dir, now).unwrap(), done);
+    assert_eq!(files::load_cluster_ca(&dir, now).unwrap(), *r2.cert());
+    // A damaged file is an error naming it, not a silent loss of the new root.
+    files::save_trust(&dir, &rotating).unwrap();
+    fs::write(dir.join(files::NEXT_ROOT), r2.cert().pem()).unwrap();
+    let err = files::load_trust(&dir, now).unwrap_err().to_string();
+    assert!(
+        err.contains("root-ca-next.crt") && err.contains("fewer than two certificates"),
+        "{err}"
+    );
 }
