@@ -304,9 +304,10 @@ fn rolling_updates_rollbacks_and_force() {
     assert_eq!(update_state(&lab), "completed");
     assert_eq!(running_commands(&lab), vec!["sleep 100002"; 4]);
 
-    // Pause, then resume with another update. The two slots the update reached may have
-    // given their old task up (a `false` that was running for a moment counts as started,
-    // as in Swarm); the two it did not reach keep theirs.
+    // Pause, then resume with another update, one slot at a time. The slot the update
+    // reached may have given its old task up (a `false` that ran for a moment counts as
+    // started, as in Swarm), and so may a second one if the old task's stop is reported
+    // before the new one's failure; the other two keep theirs.
     let out = lab.shoal(
         1,
         &[
@@ -314,6 +315,8 @@ fn rolling_updates_rollbacks_and_force() {
             "update",
             "--update-failure-action",
             "pause",
+            "--update-parallelism",
+            "1",
             "--update-order",
             "start-first",
             "--command",

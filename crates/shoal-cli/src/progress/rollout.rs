@@ -2,7 +2,8 @@
 //! the command began (`UpdateStatus`), which the manager declares complete only once the
 //! monitor period has passed, and which may pause or roll back. Pure, tested.
 
-use shoal_types::{UpdateState, UpdateStatus};
+use shoal_api::{ServiceView, TaskView};
+use shoal_types::{Millis, TaskState, UpdateState, UpdateStatus};
 
 /// The rollout a command follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,37 @@ pub fn rollback_line(follow: Follow, status: Option<&UpdateStatus>) -> Option<St
         .map(|s| format!("rollback: {}", s.message))
 }
 
+/// docker's `verify: Waiting N seconds to verify that tasks are stable...`: what is left of
+/// the monitor period after the last current task started (at least 1 s: the manager has
+/// the last word).
+pub fn stable_line(view: &ServiceView, tasks: &[TaskView], now: Millis) -> String {
+    let spec = &view.service.spec;
+    let rolling_back = view
+        .service
+        .update_status
+        .as_ref()
+        .is_some_and(|s| s.state.rolling_back());
+    let monitor = if rolling_back {
+        spec.rollback_config.monitor_ms
+    } else {
+        spec.update_config.monitor_ms
+    };
+    let last = tasks
+        .iter()
+        .filter(|t| {
+            t.task.desired_state == TaskState::Running
+                && t.task.spec == spec.task_template.container_spec
+        })
+        .filter_map(|t| t.task.started_at)
+        .max()
+        .unwrap_or(now);
+    let left = (last.0 + monitor).saturating_sub(now.0);
+    format!(
+        "verify: Waiting {} seconds to verify that tasks are stable...",
+        (left / 1000 + 1).max(1)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +154,29 @@ mod tests {
         assert_eq!(
             verdict(f, Some(&rolled), true, Some(why)),
             Verdict::Fail(format!("service rolled back: {why}"))
+        );
+    }
+
+    #[test]
+    fn the_wait_left_is_the_monitor_after_the_last_start() {
+        let mut view = ServiceView {
+            service: shoal_types::fixtures::service("s1", shoal_types::fixtures::spec("web", 1)),
+            status: Default::default(),
+        };
+        view.service.spec.update_config.monitor_ms = 5_000;
+        let mut task = shoal_types::fixtures::task("t1", "s1", "web");
+        task.started_at = Some(Millis(10_000));
+        let tasks = [TaskView {
+            task,
+            node_hostname: "node1".into(),
+        }];
+        assert_eq!(
+            stable_line(&view, &tasks, Millis(12_500)),
+            "verify: Waiting 3 seconds to verify that tasks are stable..."
+        );
+        assert_eq!(
+            stable_line(&view, &tasks, Millis(20_000)),
+            "verify: Waiting 1 seconds to verify that tasks are stable..."
         );
     }
 
