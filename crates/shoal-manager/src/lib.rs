@@ -8,6 +8,7 @@
 //! - `scheduler`: which node each pending task goes to (spread, constraints).
 //! - `dispatcher`: which tasks each agent is told about, and which nodes missed heartbeats.
 //! - `changes`: what changed between two states, so that a pass looks only at that.
+//! - `membership`: which Raft voters the state no longer names as managers.
 //!
 //! Architecture invariant: nothing here does I/O or reads a clock. Inputs are a
 //! `ClusterState` and `now`; outputs are `Command`s that the daemon proposes through Raft.
@@ -18,6 +19,7 @@ pub mod allocator;
 pub mod changes;
 pub mod dispatcher;
 pub mod endpoints;
+pub mod membership;
 pub mod orchestrator;
 pub mod scheduler;
 

@@ -93,6 +93,12 @@ pub enum StoreError {
     Membership(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The leader does not hear from a majority of the voters: a write could not commit.
+    #[error(
+        "quorum lost: {reachable} of {voters} managers are reachable and a change needs {}; changes are refused until enough managers are back (reads still answer)",
+        .voters / 2 + 1
+    )]
+    NoQuorum { reachable: usize, voters: usize },
 }
 
 fn not_leader_message(leader: &Option<(RaftId, String)>) -> String {
@@ -247,6 +253,14 @@ impl Store {
     /// Like [`Store::propose`], with the index of the log entry the command was committed
     /// at (a follower that forwarded a write waits for it: [`Store::wait_applied`]).
     pub async fn propose_indexed(&self, cmd: Command) -> Result<(CommandResult, u64), StoreError> {
+        // A leader cut off from the majority would wait forever for the commit (openraft
+        // 0.9's leader does not step down on its own): refuse at once, saying why.
+        if self.is_leader() {
+            let (reachable, voters) = self.quorum();
+            if reachable * 2 <= voters {
+                return Err(StoreError::NoQuorum { reachable, voters });
+            }
+        }
         match self.inner.raft.client_write(cmd).await {
             Ok(resp) => Ok((resp.data, resp.log_id.index)),
             Err(e) => Err(self.write_error(e)),
@@ -341,6 +355,29 @@ impl Store {
             .map_err(|e| self.write_error(e))?;
         tracing::info!(removed_manager = id, "manager removed from raft voters");
         Ok(())
+    }
+
+    /// This manager's id in the Raft group.
+    pub fn id(&self) -> RaftId {
+        self.inner.id
+    }
+
+    /// How many voters this manager heard from lately (itself included), and how many there
+    /// are. Only the leader talks to every voter; a follower hears from the others only as a
+    /// candidate, so its count is a lower bound.
+    pub fn quorum(&self) -> (usize, usize) {
+        let members = self.members();
+        let reachable = members
+            .iter()
+            .filter(|(id, _)| {
+                *id == self.inner.id
+                    || self
+                        .inner
+                        .peers
+                        .answered_within(*id, self.inner.reachable_window)
+            })
+            .count();
+        (reachable, members.len())
     }
 
     /// The voters and their addresses, by id.

@@ -276,6 +276,9 @@ impl Cluster for ClusterService {
             Err(shoal_store::StoreError::NotLeader { .. }) => {
                 return Err(not_leader(&self.manager));
             }
+            Err(e @ shoal_store::StoreError::NoQuorum { .. }) => {
+                return Err(Status::unavailable(e.to_string()));
+            }
             Err(e) => return Err(Status::internal(e.to_string())),
         };
         let data = serde_json::to_vec(&reply).map_err(|e| Status::internal(e.to_string()))?;

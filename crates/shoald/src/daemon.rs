@@ -238,6 +238,7 @@ impl Daemon {
         }));
         if let Some(m) = &manager {
             handles.push(tokio::spawn(Arc::clone(m).run_leader_loop()));
+            handles.push(tokio::spawn(Arc::clone(m).run_membership_loop()));
         }
         // A manager follows the root CAs in its Raft state, a worker what its session says.
         let on_ca: Option<Arc<dyn Fn(shoal_types::state::CaTrust) + Send + Sync>> = match &manager {
@@ -529,6 +530,28 @@ impl Daemon {
             return Err(ApiError::conflict(
                 "this node is a manager; leaving would weaken the raft group. Use `shoal leave --force` to leave anyway",
             ));
+        }
+        if let Some(m) = &active.manager {
+            // Out of the managers first, while this node still speaks for itself: marked
+            // down and removed, the leader (this one or the next) takes it out of the Raft
+            // group, so the managers that stay keep their quorum.
+            let id = active.identity.node_id.clone();
+            let cmd = Command::Batch(vec![
+                Command::SetNodeState {
+                    id: id.clone(),
+                    state: shoal_types::NodeState::Down,
+                    message: "left the cluster".into(),
+                    at: shoal_agent::worker::now(),
+                },
+                Command::RemoveNode { id, force: true },
+            ]);
+            match m.propose(cmd).await {
+                Ok(()) => info!("this manager left the managers"),
+                Err(e) => warn!(
+                    "leaving without taking this node out of the managers ({}); remove it with `shoal node rm --force` on a manager once they have a quorum",
+                    e.message
+                ),
+            }
         }
         active.worker.stop_all(Duration::from_secs(15)).await;
         for h in active.tasks.iter() {

@@ -49,6 +49,9 @@ const DRAIN_LIMIT_MS: u64 = 10_000;
 
 /// How long a write waits for a leader to be elected before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long an API write waits for its commit before saying so (a write that times out may
+/// still commit later).
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Manager {
     pub fn new(
@@ -181,10 +184,23 @@ impl Manager {
     pub async fn propose(&self, cmd: Command) -> Result<(), ApiError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
-            let leader = match self.store.propose(cmd.clone()).await {
+            let proposed = tokio::time::timeout(PROPOSE_TIMEOUT, self.store.propose(cmd.clone()));
+            let Ok(proposed) = proposed.await else {
+                return Err(ApiError::new(
+                    503,
+                    format!(
+                        "the change was not committed within {}s (the managers may be overloaded or cut off from each other); it may still be applied, so check before trying again",
+                        PROPOSE_TIMEOUT.as_secs()
+                    ),
+                ));
+            };
+            let leader = match proposed {
                 Ok(CommandResult::Ok) => return Ok(()),
                 Ok(CommandResult::Err(e)) => return Err(apply_error(e)),
                 Err(StoreError::NotLeader { leader }) => leader,
+                Err(e @ StoreError::NoQuorum { .. }) => {
+                    return Err(ApiError::new(503, e.to_string()));
+                }
                 Err(e) => {
                     return Err(ApiError::new(
                         500,
@@ -205,9 +221,13 @@ impl Manager {
                 return Ok(());
             }
             if Instant::now() > deadline {
+                let (reachable, voters) = self.store.quorum();
                 return Err(ApiError::new(
                     503,
-                    "the managers have no leader (a majority of managers is unreachable); retry once they are back",
+                    format!(
+                        "no manager leads: this manager hears from {reachable} of {voters} managers and a change needs {}; changes are refused until enough managers are back (reads still answer)",
+                        voters / 2 + 1
+                    ),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -249,6 +269,33 @@ impl Manager {
     /// node. A full pass runs when nodes or networks change and after a failed proposal.
     /// What time alone decides (a restart delay that runs out) wakes the loop when it is
     /// due, for the services it concerns (`changes::Wakeups`).
+    /// Leader only: takes out of the Raft group the voters the state no longer names as
+    /// managers (`shoal_manager::membership`), so `node rm --force` of a dead manager and
+    /// `leave --force` of a live one shrink the group whichever manager leads then.
+    pub async fn run_membership_loop(self: Arc<Self>) {
+        let mut state_rx = self.store.state();
+        loop {
+            tokio::select! {
+                r = state_rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            if !self.store.is_leader() {
+                continue;
+            }
+            let state = state_rx.borrow_and_update().clone();
+            let voters: Vec<u64> = self.store.members().into_iter().map(|(id, _)| id).collect();
+            for id in shoal_manager::membership::stale_voters(&state, &voters, self.store.id()) {
+                match self.store.remove_manager(id).await {
+                    Ok(()) => info!(raft_id = id, "a removed manager is out of the raft group"),
+                    Err(e) => warn!(
+                        raft_id = id,
+                        "failed to take a removed manager out of the raft group (retrying): {e}"
+                    ),
+                }
+            }
+        }
+    }
+
     pub async fn run_leader_loop(self: Arc<Self>) {
         let mut state_rx = self.store.state();
         // Heartbeats are judged at every tick.
@@ -384,7 +431,13 @@ async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Resul
     let reply = ClusterClient::new(channel)
         .propose(shoal_rpc::json(data))
         .await
-        .map_err(|s| unavailable(s.message().to_string()))?;
+        .map_err(|s| match s.code() {
+            // The leader answered: it cannot commit, and says why.
+            tonic::Code::Unavailable if s.message().starts_with("quorum lost") => {
+                ApiError::new(503, s.message().to_string())
+            }
+            _ => unavailable(s.message().to_string()),
+        })?;
     match serde_json::from_slice::<ProposeReply>(&reply.into_inner().data) {
         Ok(ProposeReply {
             result: CommandResult::Ok,

@@ -334,7 +334,9 @@ pub enum ApplyError {
     NoSuchTask(String),
     #[error("node {0} is not down and can't be removed; stop its daemon or use --force")]
     NodeNotDown(String),
-    #[error("node {0} is a manager; managers can't be removed with node rm")]
+    #[error(
+        "node {0} is a manager: one that is up leaves with `shoal leave --force` run on it; one that is down is removed with `shoal node rm --force {0}`"
+    )]
     NodeIsManager(String),
     #[error("network {0} not found; create it with `shoal network create --driver overlay {0}`")]
     NoSuchNetwork(String),
@@ -417,7 +419,12 @@ impl ClusterState {
                     .nodes
                     .get(&id)
                     .ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
-                if node.spec.role == NodeRole::Manager {
+                // A manager goes with --force once it is down (the leader then takes it
+                // out of the Raft voters: `shoal_manager::membership`); a live one leaves
+                // on its own (`leave --force`, which marks it down first).
+                if node.spec.role == NodeRole::Manager
+                    && (!force || node.status.state == NodeState::Ready)
+                {
                     return Err(ApplyError::NodeIsManager(node.hostname().to_string()));
                 }
                 if !force && node.status.state == NodeState::Ready {

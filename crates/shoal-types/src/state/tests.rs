@@ -151,6 +151,29 @@ fn removing_a_ready_worker_needs_force() {
 }
 
 #[test]
+fn a_manager_is_removed_only_with_force_once_down() {
+    let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
+    st.nodes.get_mut("n2").unwrap().spec.role = NodeRole::Manager;
+    let rm = |force| Command::RemoveNode {
+        id: "n2".into(),
+        force,
+    };
+    let up = ApplyError::NodeIsManager("node2".into());
+    assert_eq!(st.apply(rm(true)).unwrap_err(), up);
+    st.apply(Command::SetNodeState {
+        id: "n2".into(),
+        state: NodeState::Down,
+        message: "left".into(),
+        at: Millis(1),
+    })
+    .unwrap();
+    assert_eq!(st.apply(rm(false)).unwrap_err(), up);
+    st.apply(rm(true)).unwrap();
+    assert!(st.find_node("node2").is_none());
+    assert!(st.cluster.as_ref().unwrap().removed_nodes.contains("n2"));
+}
+
+#[test]
 fn version_moves_on_every_successful_change() {
     let mut st = cluster(&[("n1", "node1")]);
     let v = st.version;
