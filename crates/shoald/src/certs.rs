@@ -380,3 +380,37 @@ pub fn spec(
         serial: Serial::random(),
     }
 }
+
+/// A certificate for `node_id` in `role` from the node's CSR, valid for the cluster's
+/// `--cert-expiry`; during a root rotation from the new root, with the command that
+/// records the node as renewed (to be committed before the certificate is handed out,
+/// so a rotation never waits for a node that has its certificate).
+pub fn issue(
+    certs: &NodeCerts,
+    csr: &[u8],
+    node_id: &str,
+    role: NodeRole,
+    cluster: &shoal_types::ClusterInfo,
+) -> Result<(Vec<u8>, Option<shoal_types::Command>), tonic::Status> {
+    let spec = spec(
+        node_id,
+        role_of(role),
+        &cluster.id,
+        std::time::Duration::from_millis(cluster.cert_expiry_ms),
+        std::time::SystemTime::now(),
+    );
+    let (issuer, rotation) = certs
+        .issuer()
+        .ok_or_else(|| tonic::Status::internal("this manager has no root CA key"))?;
+    let cert = issuer
+        .issue(csr, &spec)
+        .map(|c| c.to_vec())
+        .map_err(|e| tonic::Status::invalid_argument(format!("cannot issue a certificate: {e}")))?;
+    Ok((
+        cert,
+        rotation.map(|rotation| shoal_types::Command::CaRotationRenewed {
+            rotation,
+            node_id: node_id.to_string(),
+        }),
+    ))
+}

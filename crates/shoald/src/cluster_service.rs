@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use shoal_manager::dispatcher::{NodeTasks, Told};
-use shoal_pki::{Access, JoinToken, JoinTokens};
+use shoal_pki::Access;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::cluster_server::Cluster;
 use shoal_rpc::{
@@ -308,7 +308,7 @@ impl Cluster for ClusterService {
             .cluster
             .as_ref()
             .ok_or_else(|| Status::unavailable("the cluster is not initialised"))?;
-        let role = match join_role(cluster, &req.token) {
+        let role = match crate::joins::join_role(cluster, &req.token) {
             Ok(role) => role,
             Err(e) => {
                 warn!(source = ?source, node = %req.hostname, "refused a join: {}", e.message());
@@ -340,7 +340,8 @@ impl Cluster for ClusterService {
                 h.what, n.name, n.ipam.subnet, req.hostname
             )));
         }
-        let (certificate, renewed) = self.issue(&req.csr, &req.node_id, role, cluster)?;
+        let (certificate, renewed) =
+            crate::certs::issue(&self.certs, &req.csr, &req.node_id, role, cluster)?;
         let raft_id = shoal_types::ids::raft_id_of(&req.node_id);
         let now = shoal_agent::worker::now();
         let node = Node {
@@ -457,8 +458,13 @@ impl Cluster for ClusterService {
             )));
         };
         // The role is the cluster's decision now, not what the old certificate said.
-        let (certificate, renewed) =
-            self.issue(&req.into_inner().csr, &id.node_id, node.spec.role, cluster)?;
+        let (certificate, renewed) = crate::certs::issue(
+            &self.certs,
+            &req.into_inner().csr,
+            &id.node_id,
+            node.spec.role,
+            cluster,
+        )?;
         if let Some(cmd) = renewed {
             self.manager.propose(cmd).await.map_err(to_status)?;
             info!(node = %node.hostname(), "issued a certificate from the new root CA");
@@ -607,70 +613,10 @@ impl Cluster for ClusterService {
     }
 }
 
-/// The role a join token admits to, or why it is refused (the secret compared in constant
-/// time by shoal-pki).
-fn join_role(cluster: &shoal_types::ClusterInfo, presented: &str) -> Result<NodeRole, Status> {
-    let presented =
-        JoinToken::parse(presented).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let current = |t: &str| {
-        JoinToken::parse(t)
-            .map_err(|e| Status::internal(format!("the cluster's join token is invalid: {e}")))
-    };
-    let tokens = JoinTokens {
-        worker: current(&cluster.worker_token)?,
-        manager: current(&cluster.manager_token)?,
-    };
-    match tokens.role_for(&presented) {
-        Ok(shoal_pki::Role::Manager) => Ok(NodeRole::Manager),
-        Ok(shoal_pki::Role::Worker) => Ok(NodeRole::Worker),
-        Err(shoal_pki::PkiError::TokenSecretRefused) => Err(Status::permission_denied(
-            "invalid join token: the secret does not match (it may have been rotated); run `shoal join-token worker` on a manager for a valid one",
-        )),
-        Err(e) => Err(Status::permission_denied(format!(
-            "invalid join token: {e}"
-        ))),
-    }
-}
-
 impl ClusterService {
     fn root(&self) -> Result<Arc<shoal_pki::RootCa>, Status> {
         self.certs
             .root()
             .ok_or_else(|| Status::internal("this manager has no root CA key"))
-    }
-
-    /// A certificate for `node_id` in `role` from the node's CSR, valid for the cluster's
-    /// `--cert-expiry`; during a root rotation from the new root, with the command that
-    /// records the node as renewed (to be committed before the certificate is handed out,
-    /// so a rotation never waits for a node that has its certificate).
-    fn issue(
-        &self,
-        csr: &[u8],
-        node_id: &str,
-        role: NodeRole,
-        cluster: &shoal_types::ClusterInfo,
-    ) -> Result<(Vec<u8>, Option<Command>), Status> {
-        let spec = crate::certs::spec(
-            node_id,
-            crate::certs::role_of(role),
-            &cluster.id,
-            std::time::Duration::from_millis(cluster.cert_expiry_ms),
-            std::time::SystemTime::now(),
-        );
-        let (issuer, rotation) = self
-            .certs
-            .issuer()
-            .ok_or_else(|| Status::internal("this manager has no root CA key"))?;
-        let cert = issuer
-            .issue(csr, &spec)
-            .map(|c| c.to_vec())
-            .map_err(|e| Status::invalid_argument(format!("cannot issue a certificate: {e}")))?;
-        Ok((
-            cert,
-            rotation.map(|rotation| Command::CaRotationRenewed {
-                rotation,
-                node_id: node_id.to_string(),
-            }),
-        ))
     }
 }

@@ -474,7 +474,7 @@ impl Daemon {
                 503,
                 format!("timed out joining through {remote}; is the manager reachable?"),
             )),
-            Ok(Err(s)) => Err(join_error(remote, &s)),
+            Ok(Err(s)) => Err(crate::errors::join_error(remote, &s)),
             Ok(Ok(r)) => Ok(r.into_inner()),
         }?;
         let role: NodeRole = reply
@@ -599,68 +599,6 @@ async fn persist_managers(daemon: Arc<Daemon>, managers: Managers) {
     }
 }
 
-/// A join refused or failed, as the user should read it.
-fn join_error(remote: &str, s: &tonic::Status) -> ApiError {
-    match s.code() {
-        tonic::Code::PermissionDenied
-        | tonic::Code::InvalidArgument
-        | tonic::Code::ResourceExhausted
-        | tonic::Code::AlreadyExists
-        | tonic::Code::FailedPrecondition => ApiError::bad_request(s.message().to_string()),
-        // The TLS handshake: the manager's certificate does not chain to the token's CA.
-        tonic::Code::Unavailable | tonic::Code::Unknown
-            if s.message().contains("certificate") || format!("{s:?}").contains("certificate") =>
-        {
-            ApiError::bad_request(format!(
-                "the manager at {remote} is not one of the token's cluster: its certificate does not chain to the root CA the token pins ({}); check the address and the token",
-                pki_refusal(s).unwrap_or_else(|| source_chain(s))
-            ))
-        }
-        tonic::Code::Unavailable => ApiError::new(
-            503,
-            format!("cannot reach a manager at {remote}: {}", source_chain(s)),
-        ),
-        _ => ApiError::new(503, format!("join failed: {}", s.message())),
-    }
-}
-
-/// shoal-pki's reason when the join's TLS verifier refused the manager (the token pins
-/// another root: a wrong address, or a token from before a root rotation), found under the
-/// transport and I/O errors, so the user reads it rather than rustls's debug form.
-fn pki_refusal(s: &tonic::Status) -> Option<String> {
-    use shoal_pki::rustls::{CertificateError, Error as TlsError};
-    let mut src = std::error::Error::source(s);
-    while let Some(e) = src {
-        // An I/O error's `source` skips the error it wraps: look inside.
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(TlsError::InvalidCertificate(CertificateError::Other(o))) =
-                candidate.downcast_ref::<TlsError>()
-                && let Some(pki) = o.0.downcast_ref::<shoal_pki::PkiError>()
-            {
-                return Some(pki.to_string());
-            }
-        }
-        src = e.source();
-    }
-    None
-}
-
-/// A status's message with the transport errors under it (tonic keeps the TLS error there).
-fn source_chain(s: &tonic::Status) -> String {
-    let mut out = s.message().to_string();
-    let mut src = std::error::Error::source(s);
-    while let Some(e) = src {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        src = e.source();
-    }
-    out
-}
-
 /// A manager that joined asks the leader to add it to Raft, following "not the leader"
 /// hints from the manager it joined through.
 async fn join_raft(
@@ -685,7 +623,7 @@ async fn join_raft(
         match tokio::time::timeout(Duration::from_secs(40), call).await {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(s)) => {
-                last = source_chain(&s);
+                last = crate::errors::source_chain(&s);
                 if let Some(leader) = shoal_rpc::leader_hint(&s) {
                     targets.insert(0, leader);
                     targets.dedup();

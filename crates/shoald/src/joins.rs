@@ -1,12 +1,15 @@
-//! Failed joins are rate-limited per source address: guessing a token's secret (25 base36
-//! characters) is hopeless anyway, but a flood of bad joins should not cost the leader a
-//! certificate check each, nor fill its log.
+//! Joins on the leader: the role a token admits to (`join_role`), and failed joins
+//! rate-limited per source address: guessing a token's secret (25 base36 characters) is
+//! hopeless anyway, but a flood of bad joins should not cost the leader a certificate check
+//! each, nor fill its log.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use shoal_pki::{JoinToken, JoinTokens};
+use shoal_types::NodeRole;
 use tonic::Status;
 
 /// Failures a source may have in one window before it is refused outright.
@@ -49,6 +52,31 @@ impl FailedJoins {
         map.retain(|_, (since, _)| now.duration_since(*since) < WINDOW);
         let entry = map.entry(ip).or_insert((now, 0));
         entry.1 += 1;
+    }
+}
+
+/// The role a join token admits to, or why it is refused (the secret compared in constant
+/// time by shoal-pki).
+pub fn join_role(cluster: &shoal_types::ClusterInfo, presented: &str) -> Result<NodeRole, Status> {
+    let presented =
+        JoinToken::parse(presented).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let current = |t: &str| {
+        JoinToken::parse(t)
+            .map_err(|e| Status::internal(format!("the cluster's join token is invalid: {e}")))
+    };
+    let tokens = JoinTokens {
+        worker: current(&cluster.worker_token)?,
+        manager: current(&cluster.manager_token)?,
+    };
+    match tokens.role_for(&presented) {
+        Ok(shoal_pki::Role::Manager) => Ok(NodeRole::Manager),
+        Ok(shoal_pki::Role::Worker) => Ok(NodeRole::Worker),
+        Err(shoal_pki::PkiError::TokenSecretRefused) => Err(Status::permission_denied(
+            "invalid join token: the secret does not match (it may have been rotated); run `shoal join-token worker` on a manager for a valid one",
+        )),
+        Err(e) => Err(Status::permission_denied(format!(
+            "invalid join token: {e}"
+        ))),
     }
 }
 
