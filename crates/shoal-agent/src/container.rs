@@ -136,6 +136,15 @@ impl OciRuntime {
             .map_err(|e| e.to_string())
     }
 
+    /// The image's HEALTHCHECK (`config.Healthcheck` of its config blob), if it has one.
+    pub fn image_healthcheck(
+        &self,
+        image: &ImageRecord,
+    ) -> Option<shoal_types::health::HealthConfig> {
+        let config = self.images.store().read_blob(&image.config).ok()?;
+        shoal_types::health::from_image_config(&config)
+    }
+
     /// The runc root, for `runc exec` into this node's containers.
     pub fn runc_root(&self) -> &Path {
         self.monitor.runc().root()

@@ -169,6 +169,7 @@ mod tests {
             addr: "10.0.1.5/24".parse().unwrap(),
             node_id: vtep.into(),
             vtep: vtep.parse().unwrap(),
+            ready: true,
         }
     }
 

@@ -87,6 +87,8 @@ pub struct LocalTask<'a> {
     pub service_id: &'a str,
     pub gw_addr: Ipv4Addr,
     pub task: &'a Task,
+    /// Its agent found it ready (`health::Readiness`): only then do local ports reach it.
+    pub ready: bool,
 }
 
 impl Mesh {
@@ -246,7 +248,7 @@ impl Mesh {
                     let mut backends: Vec<Backend> = ingress
                         .tasks
                         .values()
-                        .filter(|t| t.service_id == s.id)
+                        .filter(|t| t.service_id == s.id && t.ready)
                         .filter_map(|t| {
                             if t.node_id == node_id {
                                 here.get(t.id.as_str()).map(|a| Backend::Here(*a))
@@ -266,7 +268,7 @@ impl Mesh {
             }
         }
         let mut local_ports: BTreeMap<(u8, u16, u16), Vec<Ipv4Addr>> = Default::default();
-        for t in local {
+        for t in local.iter().filter(|t| t.ready) {
             for p in &t.task.ports {
                 let Some(port) = p.published_port else {
                     continue;

@@ -82,6 +82,9 @@ struct Sandbox {
     /// Its address on the gateway bridge (its way out, and `mode=host` ports).
     gw_addr: Option<Ipv4Addr>,
     task: Task,
+    /// The worker found the task ready (`NetworkAgent::set_ready`): its `mode=host` and
+    /// `traffic=local` ports reach it from then on.
+    ready: bool,
 }
 
 impl NetworkAgent {
@@ -167,6 +170,8 @@ impl NetworkAgent {
                 dns: None,
                 gw_addr: None,
                 task: task.clone(),
+                // An adopted task the manager already knew ready stays so.
+                ready: task.status.state == shoal_types::TaskState::Running && task.status.ready,
             },
         );
         let mut result = Ok(());
@@ -249,11 +254,33 @@ impl NetworkAgent {
                     service_id: &s.task.service_id,
                     gw_addr,
                     task: &s.task,
+                    ready: s.ready,
                 })
             })
             .collect();
         let input = inner.mesh.input(&inner.view, &self.node_id, &local);
         inner.mesh.apply(&input).await
+    }
+
+    /// The worker found a local task ready (or no longer): its node-local published ports
+    /// follow. Cluster-wide paths follow the manager's endpoint table instead.
+    pub async fn set_ready(&self, task_id: &str, ready: bool) {
+        let mut inner = self.inner.lock().await;
+        let Some(sandbox) = inner.sandboxes.get_mut(task_id) else {
+            return;
+        };
+        if sandbox.ready == ready {
+            return;
+        }
+        sandbox.ready = ready;
+        let local_ports = sandbox.task.ports.iter().any(|p| {
+            p.published_port.is_some()
+                && (p.publish_mode == shoal_types::PublishMode::Host
+                    || p.traffic == shoal_types::TrafficPolicy::Local)
+        });
+        if local_ports && let Err(e) = self.publish(&mut inner).await {
+            warn!("failed to update published ports: {e}");
+        }
     }
 
     /// After a task's process has exited: unplug it and stop its DNS server.

@@ -318,7 +318,8 @@ fn vip_services<'a>(
         // made every change O(services x tasks) on every node.
         let mut by_service: std::collections::HashMap<&str, Vec<std::net::Ipv4Addr>> =
             std::collections::HashMap::new();
-        for t in n.tasks.values() {
+        // Only ready tasks are a VIP's backends (a task not ready yet takes no traffic).
+        for t in n.tasks.values().filter(|t| t.ready) {
             by_service
                 .entry(t.service_id.as_str())
                 .or_default()
@@ -392,7 +393,7 @@ pub fn update_node_config(cfg: &mut shoal_bpf::NodeConfig, old: &EndpointView, n
         // The changed services' tasks, in one pass over the network's tasks.
         let mut backends: HashMap<&str, Vec<std::net::Ipv4Addr>> = HashMap::new();
         for t in now.tasks.values() {
-            if services.contains(t.service_id.as_str()) {
+            if t.ready && services.contains(t.service_id.as_str()) {
                 backends
                     .entry(&t.service_id)
                     .or_default()

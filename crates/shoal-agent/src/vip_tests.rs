@@ -129,6 +129,21 @@ fn the_updated_node_config_equals_a_full_build() {
         t.addr = "10.1.0.9/24".parse().expect("addr");
         n.tasks.insert("t7".into(), t);
     }));
+    // A task that is not ready yet, then ready.
+    let n1 = net1.clone();
+    steps.push(Box::new(move |v| {
+        let n = v.networks.get_mut(&n1).expect("net1");
+        let mut t = n.tasks["t1"].clone();
+        t.id = "t8".into();
+        t.addr = "10.1.0.10/24".parse().expect("addr");
+        t.ready = false;
+        n.tasks.insert("t8".into(), t);
+    }));
+    let n1 = net1.clone();
+    steps.push(Box::new(move |v| {
+        let n = v.networks.get_mut(&n1).expect("net1");
+        n.tasks.get_mut("t8").expect("t8").ready = true;
+    }));
     let n1 = net1.clone();
     steps.push(Box::new(move |v| {
         let n = v.networks.get_mut(&n1).expect("net1");
@@ -159,4 +174,22 @@ fn the_updated_node_config_equals_a_full_build() {
         assert_eq!(cfg, node_config(&new), "step {i}");
         old = new;
     }
+}
+
+#[test]
+fn a_task_that_is_not_ready_is_no_backend() {
+    let mut v = view();
+    let n = v.networks.get_mut("net1aaaaaaaaaaaa").expect("net1");
+    n.tasks.get_mut("t2").expect("t2").ready = false;
+    let cfg = node_config(&v);
+    let web1 = &cfg.services[&("net1aaaaaaaaaaaa".to_string(), "websvcid00000".to_string())];
+    let backends: Vec<String> = web1.backends.iter().map(|b| b.to_string()).collect();
+    assert_eq!(backends, ["10.1.0.3"]);
+    // The nftables fallback's config too.
+    let lb = crate::zone::lb_for(&v, &["net1aaaaaaaaaaaa".to_string()]);
+    let text = format!("{lb:?}");
+    assert!(
+        text.contains("10.1.0.3") && !text.contains("10.1.0.4"),
+        "{text}"
+    );
 }

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::AgentConfig;
 use crate::container::OciRuntime;
 
+mod health;
 mod oci;
 use crate::network::NetworkAgent;
 
@@ -50,6 +51,8 @@ struct Local {
     slot_name: String,
     pid: Option<u32>,
     stopping: bool,
+    /// Stopped for failing its health check: its exit is a failure, not a shutdown.
+    unhealthy: bool,
     grace_ms: u64,
     /// An `oci` task's container, which `stop` stops through runc.
     container: Option<shoal_oci::Container>,
@@ -456,9 +459,10 @@ impl Worker {
             l.pid = Some(pid);
             l.stopping
         };
-        let mut st = status(TaskState::Running, "started");
-        st.pid = Some(pid);
-        self.report(&id, st);
+        let check =
+            shoal_types::health::HealthConfig::effective(task.spec.healthcheck.as_ref(), None);
+        self.now_running(&task, pid, check, health::Enter::Host { pid })
+            .await;
         info!(task = %task.name(), pid, "task running");
         if stop_requested {
             // A stop arrived while the process was being created.
@@ -466,21 +470,31 @@ impl Worker {
             self.stop(&id);
         }
 
-        let exit = running.wait().await;
+        let exit = running.wait_exit().await.ok();
         let stopping = self.locked().get(&id).is_some_and(|l| l.stopping);
-        let mut st = match (stopping, exit) {
-            (true, _) => status(TaskState::Shutdown, "shutdown"),
-            (false, Some(0)) => status(TaskState::Complete, "finished"),
-            (false, code) => {
-                let mut st = status(TaskState::Failed, "task exited");
-                st.err = match code {
-                    Some(c) => format!("task: non-zero exit ({c})"),
-                    None => "task: killed by a signal".into(),
-                };
-                st
-            }
+        let unhealthy = self.was_unhealthy(&id);
+        use shoal_exec::TaskExit;
+        let failed = |err: String| {
+            let mut st = status(TaskState::Failed, "task exited");
+            st.err = err;
+            st
         };
-        st.exit_code = exit;
+        let mut st = match exit {
+            _ if unhealthy => {
+                // As a shell reports a signal: 128 + its number (docker's 137, 143).
+                let code = match exit {
+                    Some(TaskExit::Code(c)) => Some(c),
+                    Some(TaskExit::Signal(s)) => Some(128 + s),
+                    None => None,
+                };
+                failed(health::unhealthy_error(code))
+            }
+            _ if stopping => status(TaskState::Shutdown, "shutdown"),
+            Some(TaskExit::Code(0)) => status(TaskState::Complete, "finished"),
+            Some(TaskExit::Code(c)) => failed(format!("task: non-zero exit ({c})")),
+            _ => failed("task: killed by a signal".into()),
+        };
+        st.exit_code = exit.and_then(|e| e.code());
         info!(task = %task.name(), state = %st.state, "task ended");
         self.network.release_task(&id).await;
         self.report(&id, st);

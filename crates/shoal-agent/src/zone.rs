@@ -124,7 +124,10 @@ fn changed_services<'a>(old: &'a NetworkEndpoints, new: &'a NetworkEndpoints) ->
         changed.insert(id.as_str());
     }
     let named = |t: &TaskEndpoint, u: &TaskEndpoint| {
-        t.name == u.name && t.service_id == u.service_id && t.addr.addr() == u.addr.addr()
+        t.name == u.name
+            && t.service_id == u.service_id
+            && t.addr.addr() == u.addr.addr()
+            && t.ready == u.ready
     };
     for (_, was, now) in changes(&old.tasks, &new.tasks) {
         if let (Some(o), Some(t)) = (was, now)
@@ -182,13 +185,17 @@ pub fn service_zone(network: &str, s: &ServiceEndpoint, tasks: &[&TaskEndpoint])
                 target_port: p.target_port,
             })
             .collect(),
+        // A task that is not ready is in no name, unless the service publishes it in
+        // `tasks.<svc>` (`--endpoint-publish-not-ready`).
         tasks: tasks
             .iter()
+            .filter(|t| t.ready || s.publish_not_ready)
             .map(|t| TaskView {
                 id: t.id.clone(),
                 name: t.name.clone(),
                 addr: t.addr.addr(),
                 aliases: vec![],
+                ready: t.ready,
             })
             .collect(),
     };
@@ -226,7 +233,7 @@ pub fn lb_for(view: &EndpointView, networks: &[String]) -> shoal_lb::LbConfig {
             let mut backends: Vec<_> = n
                 .tasks
                 .values()
-                .filter(|t| t.service_id == s.id)
+                .filter(|t| t.service_id == s.id && t.ready)
                 .map(|t| t.addr.addr())
                 .collect();
             backends.sort();

@@ -23,6 +23,7 @@ pub mod container_opts;
 pub mod demo;
 pub mod exec;
 pub mod format;
+pub mod health_opts;
 pub mod image;
 pub mod lab;
 pub mod list;
@@ -128,7 +129,11 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            if let Some(message) = unknown_flag(&e) {
+                eprintln!("{message}");
+            } else {
+                let _ = e.print();
+            }
             return e.exit_code();
         }
     };
@@ -139,6 +144,42 @@ where
             1
         }
     }
+}
+
+/// docker's words for a flag it does not know: "unknown flag: --bogus" and where the help
+/// is (clap says "unexpected argument"). Other usage errors keep clap's text.
+fn unknown_flag(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if !arg.starts_with('-') {
+        return None;
+    }
+    let flag = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
+    // "Usage: shoal service create [OPTIONS] ..." names the command.
+    let command = match e.get(ContextKind::Usage) {
+        Some(ContextValue::StyledStr(usage)) => usage
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("Usage:")
+            .split_whitespace()
+            .take_while(|w| !w.starts_with(['[', '<', '-']))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let command = if command.is_empty() {
+        "shoal".to_string()
+    } else {
+        command
+    };
+    Some(format!("unknown flag: {flag}\nSee '{command} --help'."))
 }
 
 /// `fn main` of the `shoal` binary: runs [`run`] on a single-threaded runtime and exits.
@@ -204,6 +245,40 @@ mod tests {
     #[test]
     fn clap_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_flags_are_refused_by_name_before_the_image_only() {
+        let e = Cli::try_parse_from(["shoal", "service", "create", "--bogus", "img", "cmd"])
+            .unwrap_err();
+        assert_eq!(
+            unknown_flag(&e).as_deref(),
+            Some("unknown flag: --bogus\nSee 'shoal service create --help'.")
+        );
+        let e =
+            Cli::try_parse_from(["shoal", "service", "update", "--bogus=1", "web"]).unwrap_err();
+        assert_eq!(
+            unknown_flag(&e).as_deref(),
+            Some("unknown flag: --bogus\nSee 'shoal service update --help'.")
+        );
+        // After the image, every word is the command's.
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "service",
+            "create",
+            "--health-cmd",
+            "true",
+            "img",
+            "sh",
+            "--bogus",
+            "-c",
+        ])
+        .unwrap();
+        let Command::Service(service::ServiceCmd::Create(a)) = cli.command else {
+            panic!("not service create");
+        };
+        assert_eq!(a.command, ["img", "sh", "--bogus", "-c"]);
+        assert_eq!(a.health_opts.health_cmd.as_deref(), Some("true"));
     }
 
     #[tokio::test]

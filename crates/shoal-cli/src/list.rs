@@ -80,10 +80,17 @@ pub fn render_services(rows: &[Row], format: &Format) -> Result<String, String> 
     table::list(rows, SERVICE_KEYS, columns, format)
 }
 
-/// docker's CURRENT STATE: `Running 3 seconds ago`.
+/// docker's CURRENT STATE: `Running 3 seconds ago`, and a running task's health as
+/// `docker ps` shows a container's: `Running 3 seconds ago (healthy)`.
 pub fn current_state(t: &TaskView, now: Millis) -> String {
-    let ago = human_duration(now.since(t.task.status.timestamp)).to_lowercase();
-    format!("{:?} {ago} ago", t.task.status.state)
+    let st = &t.task.status;
+    let ago = human_duration(now.since(st.timestamp)).to_lowercase();
+    match st.health {
+        Some(h) if st.state == shoal_types::TaskState::Running => {
+            format!("{:?} {ago} ago ({h})", st.state)
+        }
+        _ => format!("{:?} {ago} ago", st.state),
+    }
 }
 
 /// Orders tasks like docker: by service, then slot (node for global services), newest
@@ -349,6 +356,20 @@ mod tests {
             current_state(&t, Millis(3_610_000)),
             "Preparing about an hour ago"
         );
+        use shoal_types::health::Health;
+        for (health, text) in [
+            (Health::Starting, "Running 5 seconds ago (starting)"),
+            (Health::Healthy, "Running 5 seconds ago (healthy)"),
+            (Health::Unhealthy, "Running 5 seconds ago (unhealthy)"),
+        ] {
+            let mut t = task("a", 1, TaskState::Running, TaskState::Running, 10_000, "");
+            t.task.status.health = Some(health);
+            assert_eq!(current_state(&t, Millis(15_000)), text);
+        }
+        // A task that ended shows no health.
+        let mut t = task("a", 1, TaskState::Failed, TaskState::Shutdown, 10_000, "");
+        t.task.status.health = Some(Health::Unhealthy);
+        assert_eq!(current_state(&t, Millis(15_000)), "Failed 5 seconds ago");
     }
 
     #[test]

@@ -126,8 +126,9 @@ impl Line {
     }
 }
 
-/// Where the service stands: a task counts when it is desired running, is running, and runs
-/// the service's current container spec (so an update counts only replaced tasks).
+/// Where the service stands: a task counts when it is desired running, is running and ready
+/// (in DNS and behind the VIP), and runs the service's current container spec (so an update
+/// counts only replaced tasks).
 pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
     let spec = &view.service.spec;
     let current = &spec.task_template.container_spec;
@@ -153,7 +154,12 @@ pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
                 && t.task.spec == *current
                 && t.task.spec_version >= view.service.force_version
         });
-        let state = live.map(|t| t.task.status.state);
+        // A task that runs but is not ready yet (its health check, or its target port) is
+        // still starting, as docker's CLI shows a task whose check has not passed.
+        let state = live.map(|t| match t.task.status.state {
+            TaskState::Running if !t.task.status.ready => TaskState::Starting,
+            s => s,
+        });
         let failed = group.iter().find(|t| !t.task.status.err.is_empty());
         let (error, task) = match (state, failed) {
             (Some(TaskState::Running), _) | (_, None) => (String::new(), String::new()),
@@ -162,7 +168,7 @@ pub fn snapshot(view: &ServiceView, tasks: &[TaskView]) -> Snapshot {
                 format!("{}.{}", f.task.slot_name(), short_id(&f.task.id)),
             ),
         };
-        let running = live.is_some_and(|t| t.task.status.state == TaskState::Running);
+        let running = state == Some(TaskState::Running);
         let detail = live
             .filter(|t| t.task.status.state == TaskState::Preparing)
             .map(|t| t.task.status.message.clone())

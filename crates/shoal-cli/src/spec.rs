@@ -51,7 +51,7 @@ pub struct CreateArgs {
     #[arg(long, value_name = "CPUS")]
     pub limit_cpu: Option<String>,
     /// Service name.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub name: Option<String>,
     /// Number of tasks (replicated mode; default 1).
     #[arg(long)]
@@ -107,11 +107,13 @@ pub struct CreateArgs {
     pub container_opts: crate::container_opts::ContainerOpts,
     #[command(flatten)]
     pub policy: crate::update_opts::PolicyOpts,
-    /// IMAGE [COMMAND] [ARG...] (`--runtime host`: COMMAND [ARG...]).
+    #[command(flatten)]
+    pub health_opts: crate::health_opts::HealthOpts,
+    /// IMAGE [COMMAND] [ARG...] (`--runtime host`: COMMAND [ARG...]). Flags go before it:
+    /// an unknown one there is refused by name; from IMAGE on, every word is the command's.
     #[arg(
         required = true,
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         value_name = "IMAGE [COMMAND] [ARG...]"
     )]
     pub command: Vec<String>,
@@ -138,6 +140,8 @@ pub struct UpdateArgs {
     /// Go back to the previous spec (as `service rollback`); takes no other flag.
     #[arg(long)]
     pub rollback: bool,
+    #[command(flatten)]
+    pub health_opts: crate::health_opts::HealthOpts,
     /// Add or update environment variables (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     pub env_add: Vec<String>,
@@ -232,11 +236,16 @@ pub fn build_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             mode: a.endpoint_mode,
             ports: ports(&a.publish)?,
             dns_ttl: a.dns_ttl,
+            publish_not_ready: false,
         },
         update_config: Default::default(),
         rollback_config: Default::default(),
     };
     a.policy.apply(&mut spec)?;
+    a.health_opts.apply_create(
+        &mut spec.task_template.container_spec,
+        &mut spec.endpoint_spec,
+    )?;
     spec.validate().map_err(anyhow::Error::msg)?;
     shoal_types::dns_name::check_service(&spec).map_err(anyhow::Error::msg)?;
     Ok(spec)
@@ -499,6 +508,7 @@ pub fn apply_update(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec
     if a.force {
         spec.task_template.force_update += 1;
     }
+    a.health_opts.apply_update(&mut spec)?;
     spec.validate().map_err(anyhow::Error::msg)?;
     shoal_types::dns_name::check_service(&spec).map_err(anyhow::Error::msg)?;
     Ok(spec)

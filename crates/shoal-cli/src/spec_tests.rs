@@ -58,7 +58,8 @@ fn defaults_are_dockers() {
         EndpointSpec {
             mode: EndpointMode::Vip,
             ports: vec![],
-            dns_ttl: None
+            dns_ttl: None,
+            publish_not_ready: false
         }
     );
     assert!(spec.labels.is_empty() && spec.task_template.networks.is_empty());
@@ -426,4 +427,118 @@ fn oci_is_the_default_runtime() {
     assert_eq!(cs.runtime, Runtime::Oci);
     assert_eq!(cs.image.as_deref(), Some("nginx"));
     assert_eq!(cs.command, ["-g", "daemon off;"]);
+}
+
+#[test]
+fn health_flags_as_docker() {
+    use shoal_types::health::HealthConfig;
+    let spec = create(&[
+        "--health-cmd",
+        "curl -f localhost || exit 1",
+        "--health-interval",
+        "2s",
+        "--health-timeout",
+        "500ms",
+        "--health-retries",
+        "2",
+        "--health-start-period",
+        "1m",
+        "sleep",
+        "100",
+    ])
+    .unwrap();
+    let h = spec.task_template.container_spec.healthcheck.unwrap();
+    assert_eq!(h.test, ["CMD-SHELL", "curl -f localhost || exit 1"]);
+    assert_eq!(
+        (h.interval, h.timeout, h.retries, h.start_period),
+        (2_000_000_000, 500_000_000, 2, 60_000_000_000)
+    );
+    // None given: none set (the image's applies).
+    let spec = create(&["sleep", "100"]).unwrap();
+    assert_eq!(spec.task_template.container_spec.healthcheck, None);
+    let spec = create(&["--no-healthcheck", "sleep", "100"]).unwrap();
+    assert_eq!(
+        spec.task_template.container_spec.healthcheck,
+        Some(HealthConfig::none())
+    );
+    assert_eq!(
+        create(&["--no-healthcheck", "--health-retries", "1", "sleep", "1"])
+            .unwrap_err()
+            .to_string(),
+        "--no-healthcheck conflicts with --health-* options"
+    );
+    assert_eq!(
+        create(&[
+            "--health-interval",
+            "100us",
+            "--health-cmd",
+            "true",
+            "sleep",
+            "1"
+        ])
+        .unwrap_err()
+        .to_string(),
+        "Interval in Healthcheck cannot be less than 1ms"
+    );
+    assert!(
+        create(&["--health-interval", "soon", "sleep", "1"])
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid argument \"soon\" for \"--health-interval\" flag")
+    );
+}
+
+#[test]
+fn health_updates_as_docker() {
+    use shoal_types::health::HealthConfig;
+    let base = create(&[
+        "--health-cmd",
+        "true",
+        "--health-retries",
+        "5",
+        "sleep",
+        "1",
+    ])
+    .unwrap();
+    // One field changes; the rest stays.
+    let s = apply_update(
+        base.clone(),
+        &update_args(&["--health-interval", "3s", "web"]),
+    )
+    .unwrap();
+    let h = s.task_template.container_spec.healthcheck.unwrap();
+    assert_eq!((h.test.len(), h.retries, h.interval), (2, 5, 3_000_000_000));
+    // An empty command goes back to the image's.
+    let s = apply_update(base.clone(), &update_args(&["--health-cmd", "", "web"])).unwrap();
+    assert!(
+        s.task_template
+            .container_spec
+            .healthcheck
+            .unwrap()
+            .test
+            .is_empty()
+    );
+    // --no-healthcheck, then a command again.
+    let s = apply_update(base, &update_args(&["--no-healthcheck", "web"])).unwrap();
+    assert_eq!(
+        s.task_template.container_spec.healthcheck,
+        Some(HealthConfig::none())
+    );
+    let s = apply_update(s, &update_args(&["--health-retries", "1", "web"])).unwrap();
+    let h = s.task_template.container_spec.healthcheck.unwrap();
+    assert!(!h.is_none() && h.test.is_empty() && h.retries == 1);
+}
+
+#[test]
+fn publish_not_ready_on_create_and_update() {
+    let s = create(&["--endpoint-publish-not-ready", "sleep", "1"]).unwrap();
+    assert!(s.endpoint_spec.publish_not_ready);
+    // A flag, not a value: the next word is the command.
+    assert_eq!(s.task_template.container_spec.command, ["sleep", "1"]);
+    let s = apply_update(
+        s,
+        &update_args(&["--endpoint-publish-not-ready=false", "web"]),
+    )
+    .unwrap();
+    assert!(!s.endpoint_spec.publish_not_ready);
 }

@@ -79,6 +79,7 @@ fn services(count: u32, tasks: u32) -> Vec<ServiceView> {
                         // 10.0.0.0/9 for tasks, 10.128.0.0/9 for VIPs: never overlapping.
                         addr: Ipv4Addr::from(0x0a00_0000 + i * 8 + t + 1),
                         aliases: vec![],
+                        ready: true,
                     }
                 })
                 .collect();

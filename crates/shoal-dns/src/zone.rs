@@ -58,7 +58,8 @@ pub struct ServiceView {
     pub aliases: Vec<String>,
     /// Ports answered as SRV records.
     pub ports: Vec<SrvPort>,
-    /// Running tasks only: a task leaves DNS before it is stopped.
+    /// Running tasks only: a task leaves DNS before it is stopped. Those not ready yet only
+    /// for a service that publishes them (see [`TaskView::ready`]).
     pub tasks: Vec<TaskView>,
 }
 
@@ -102,6 +103,10 @@ pub struct TaskView {
     pub addr: Ipv4Addr,
     /// `--network-alias` names of the task.
     pub aliases: Vec<String>,
+    /// It takes traffic. A task that is not ready is listed only in `tasks.<svc>` and under
+    /// its own names (a service's `--endpoint-publish-not-ready`); the service's name, its
+    /// aliases and SRV records name ready tasks only.
+    pub ready: bool,
 }
 
 /// How many hex digits a short task id has.

@@ -158,6 +158,7 @@ fn service_entries(state: &ClusterState, s: &Service) -> Vec<(String, ServiceEnd
                 ports: s.spec.endpoint_spec.ports.clone(),
                 aliases,
                 dns_ttl: s.spec.endpoint_spec.dns_ttl,
+                publish_not_ready: s.spec.endpoint_spec.publish_not_ready,
             };
             (net, e)
         })
@@ -165,7 +166,7 @@ fn service_entries(state: &ClusterState, s: &Service) -> Vec<(String, ServiceEnd
 }
 
 /// A task's entry on each of its networks: only while it runs, is meant to, and its node
-/// is Ready.
+/// is Ready; marked ready when its agent said so (the data plane gates on that).
 fn task_entries(state: &ClusterState, t: &Task) -> Vec<(String, TaskEndpoint)> {
     if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
         return Vec::new();
@@ -189,6 +190,7 @@ fn task_entries(state: &ClusterState, t: &Task) -> Vec<(String, TaskEndpoint)> {
                 addr: a.addr,
                 node_id: node.id.clone(),
                 vtep,
+                ready: t.status.ready,
             };
             (a.network_id.clone(), e)
         })
@@ -240,6 +242,11 @@ mod tests {
     use shoal_types::{Command, Millis, TaskStatus};
 
     fn running_task(st: &mut ClusterState, id: &str, node: &str) {
+        starting_task(st, id, node, true);
+    }
+
+    /// A task that runs, ready or not (its agent's word).
+    fn starting_task(st: &mut ClusterState, id: &str, node: &str, ready: bool) {
         let mut t = task(id, "s1", "vote");
         t.slot = st.tasks.len() as u64 + 1;
         st.apply(Command::CreateTasks { tasks: vec![t] }).unwrap();
@@ -251,7 +258,8 @@ mod tests {
             at: Millis(0),
         })
         .unwrap();
-        let status = TaskStatus::new(TaskState::Running, Millis(1), "");
+        let mut status = TaskStatus::new(TaskState::Running, Millis(1), "");
+        status.ready = ready;
         st.apply(Command::UpdateTaskStatus {
             id: id.into(),
             node_id: node.into(),
@@ -358,8 +366,24 @@ mod tests {
             }),
             "its node goes down",
         );
-        running_task(&mut st, "tc", "n1");
-        step(&mut st, None, "a third task runs");
+        starting_task(&mut st, "tc", "n1", false);
+        step(&mut st, None, "a third task runs, not ready");
+        assert!(
+            !table(&st)["net1"].tasks["tc"].ready,
+            "in the table (its overlay entries), marked not ready"
+        );
+        let mut ready = TaskStatus::new(TaskState::Running, Millis(5), "");
+        ready.ready = true;
+        step(
+            &mut st,
+            Some(Command::UpdateTaskStatus {
+                id: "tc".into(),
+                node_id: "n1".into(),
+                status: ready,
+            }),
+            "it is ready",
+        );
+        assert!(table(&st)["net1"].tasks["tc"].ready);
         step(
             &mut st,
             Some(Command::RemoveService { id: "s1".into() }),

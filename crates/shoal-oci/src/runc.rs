@@ -119,6 +119,23 @@ impl Runc {
         c
     }
 
+    /// [`Runc::exec_command`] that also writes the command's pid (as the host sees it) to
+    /// `pid_file`, so that a caller that gives up on it (a health check past its timeout)
+    /// can kill it: killing `runc exec` alone leaves the command running in the container.
+    pub fn exec_command_with_pid_file(
+        &self,
+        id: &str,
+        pid_file: &Path,
+        command: &[String],
+    ) -> Command {
+        let mut c = self.command();
+        c.args(["exec", "--pid-file"])
+            .arg(pid_file)
+            .arg(id)
+            .args(command);
+        c
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
         c.arg("--root").arg(&self.root);

@@ -129,6 +129,22 @@ impl LabRegistry {
         self.push_variant(repo_tag, ManifestFormat::Oci, Some(text))
     }
 
+    /// Like `push_busybox`, with a HEALTHCHECK in the image's config as docker writes it
+    /// (`config.Healthcheck`: `{"Test":["CMD-SHELL","..."],"Interval":ns,...}`, which umoci
+    /// cannot set: the OCI image spec has no such field, so the config blob is edited).
+    pub fn push_busybox_with_healthcheck(&self, repo_tag: &str, healthcheck: &str) -> String {
+        let layout = self.busybox_layout(Some(&format!("healthcheck {healthcheck}")));
+        {
+            let _one_build_at_a_time = self.builds.lock();
+            let done = layout.join("healthcheck-added");
+            if !done.exists() {
+                add_healthcheck(&layout, healthcheck);
+                fs::write(&done, "").expect("mark the layout");
+            }
+        }
+        self.push_layout(&layout, repo_tag, ManifestFormat::Oci)
+    }
+
     fn push_variant(
         &self,
         repo_tag: &str,
@@ -136,6 +152,10 @@ impl LabRegistry {
         variant: Option<&str>,
     ) -> String {
         let layout = self.busybox_layout(variant);
+        self.push_layout(&layout, repo_tag, format)
+    }
+
+    fn push_layout(&self, layout: &Path, repo_tag: &str, format: ManifestFormat) -> String {
         let dest = format!("docker://{}/{repo_tag}", self.addr);
         let src = format!("oci:{}:busybox", layout.display());
         let mut args = vec!["copy", "--quiet", "--dest-tls-verify=false"];
@@ -337,6 +357,56 @@ impl Drop for SharedBuilds {
             let _ = fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Writes `bytes` as a blob of an OCI layout; returns its descriptor's digest and size.
+fn write_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
+    let tmp = layout.join("blob.tmp");
+    fs::write(&tmp, bytes).expect("write blob");
+    let sum = Command::new("sha256sum")
+        .arg(&tmp)
+        .output()
+        .expect("run sha256sum");
+    let hex = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string();
+    fs::rename(&tmp, layout.join("blobs/sha256").join(&hex)).expect("store blob");
+    (format!("sha256:{hex}"), bytes.len())
+}
+
+fn read_json(layout: &Path, digest: &str) -> serde_json::Value {
+    let hex = digest.trim_start_matches("sha256:");
+    let bytes = fs::read(layout.join("blobs/sha256").join(hex)).expect("read blob");
+    serde_json::from_slice(&bytes).expect("a JSON blob")
+}
+
+/// Puts `healthcheck` (JSON) into the config of the layout's one image: a new config blob,
+/// a new manifest naming it, the index naming the manifest.
+fn add_healthcheck(layout: &Path, healthcheck: &str) {
+    let check: serde_json::Value = serde_json::from_str(healthcheck).expect("healthcheck JSON");
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).expect("read index.json")).expect("index");
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("a manifest")
+        .to_string();
+    let mut manifest = read_json(layout, &manifest_digest);
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .expect("a config")
+        .to_string();
+    let mut config = read_json(layout, &config_digest);
+    config["config"]["Healthcheck"] = check;
+    let (digest, size) = write_blob(layout, config.to_string().as_bytes());
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = write_blob(layout, manifest.to_string().as_bytes());
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    fs::write(&index_path, index.to_string()).expect("write index.json");
 }
 
 /// A short name for a variant's build directory.

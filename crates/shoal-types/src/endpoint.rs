@@ -69,6 +69,9 @@ pub struct ServiceEndpoint {
     /// The service's aliases on this network (`--network name=x,alias=y`).
     pub aliases: Vec<String>,
     pub dns_ttl: Option<u32>,
+    /// `tasks.<svc>` lists tasks that are not ready yet too (`--endpoint-publish-not-ready`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_not_ready: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +84,20 @@ pub struct TaskEndpoint {
     pub node_id: String,
     /// The underlay address of the task's node: where VXLAN frames for it go.
     pub vtep: Ipv4Addr,
+    /// It may take traffic (`health::Readiness`). A task that runs but is not ready is
+    /// reachable on the overlay (forwarding entries, so that it can talk to others while it
+    /// starts) but is in no name, VIP or published port (`tasks.<svc>` with
+    /// `publish_not_ready` aside).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub ready: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl NetworkEndpoints {

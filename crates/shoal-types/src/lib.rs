@@ -5,6 +5,8 @@
 //! - `node`, `service`, `task`: the objects, with docker's field names when serialised.
 //! - `constraint`: placement constraints (`node.hostname==x`), parsed and matched.
 //! - `update`: update and rollback policies, and where a rollout stands.
+//! - `health`: health checks (docker's `HealthConfig`, the probe state machine) and the
+//!   readiness rules that gate DNS, VIPs and the mesh.
 //! - `dns_name`: service names, aliases and network names as DNS labels, reserved names.
 //! - `state`: [`ClusterState`] and the [`Command`]s that change it. `apply` is pure and
 //!   deterministic: ids and timestamps are chosen by the proposer, never here, so every
@@ -17,6 +19,7 @@ pub mod constraint;
 pub mod diff;
 pub mod dns_name;
 pub mod endpoint;
+pub mod health;
 pub mod ids;
 pub mod mount;
 pub mod network;

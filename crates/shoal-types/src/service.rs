@@ -92,6 +92,13 @@ pub struct ContainerSpec {
     pub dir: Option<String>,
     /// Milliseconds between SIGTERM and SIGKILL.
     pub stop_grace_period_ms: u64,
+    /// `--health-*` / `--no-healthcheck` (docker's `Healthcheck`); unset: the image's.
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthcheck: Option<crate::health::HealthConfig>,
 }
 
 impl ContainerSpec {
@@ -113,6 +120,7 @@ impl ContainerSpec {
             env: vec![],
             dir: None,
             stop_grace_period_ms: 10_000,
+            healthcheck: None,
         }
     }
 }
@@ -230,6 +238,15 @@ pub struct EndpointSpec {
     /// TTL of the service's DNS answers (`--dns-ttl`); defaults in `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_ttl: Option<u32>,
+    /// `--endpoint-publish-not-ready` (Kubernetes' publishNotReadyAddresses): `tasks.<svc>`
+    /// also lists tasks that run but are not ready yet, so that the members of a clustered
+    /// app find each other before they are healthy. `<svc>`, VIPs and the mesh still wait.
+    #[serde(
+        rename = "PublishNotReadyAddresses",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub publish_not_ready: bool,
 }
 
 impl Default for EndpointSpec {
@@ -238,6 +255,7 @@ impl Default for EndpointSpec {
             mode: EndpointMode::Vip,
             ports: Vec::new(),
             dns_ttl: None,
+            publish_not_ready: false,
         }
     }
 }
@@ -422,6 +440,9 @@ impl ServiceSpec {
         }
         self.update_config.validate("update")?;
         self.rollback_config.validate("rollback")?;
+        if let Some(h) = &self.task_template.container_spec.healthcheck {
+            h.validate()?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.endpoint_spec.ports {
             if let Some(pp) = p.published_port

@@ -57,6 +57,22 @@ pub struct TaskStatus {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// A running task's health check, if it has one (`service ps`'s `(healthy)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
+    /// Whether a running task may take traffic (DNS, VIPs, the mesh): the agent says so
+    /// (`health::Readiness`). True unless it says otherwise, so that tasks recorded before
+    /// readiness existed read as they ran.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub ready: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -72,6 +88,8 @@ impl TaskStatus {
             err: String::new(),
             pid: None,
             exit_code: None,
+            health: None,
+            ready: true,
         }
     }
 }
@@ -130,6 +148,12 @@ impl Task {
     /// The task's hostname inside its sandbox: its short id.
     pub fn hostname(&self) -> &str {
         short_id(&self.id)
+    }
+
+    /// It runs and takes traffic (its agent found it ready: `health::Readiness`): what a
+    /// start-first update waits for before it stops the task this one replaces.
+    pub fn is_ready(&self) -> bool {
+        self.status.state == TaskState::Running && self.status.ready
     }
 
     /// Desired to run and not yet finished.

@@ -8,6 +8,9 @@ use std::time::Duration;
 use shoal_types::{Task, TaskState};
 use tracing::{info, warn};
 
+use shoal_types::health::HealthConfig;
+
+use super::health::{Enter, load_check, save_check, unhealthy_error};
 use super::{Worker, status};
 use crate::container::OciRuntime;
 
@@ -100,6 +103,8 @@ impl Worker {
         }
         // The container's stdout and stderr, kept by its monitor (`service logs` reads it).
         let log = crate::container::log_path(&spec.run_dir);
+        // The image's HEALTHCHECK (a small read of its config blob).
+        let image_check = rt.image_healthcheck(&image);
         let started = {
             let (rt, task, log) = (Arc::clone(&rt), task.clone(), log.clone());
             let netns_path = PathBuf::from("/run/netns").join(&netns);
@@ -120,9 +125,19 @@ impl Worker {
             }
         };
         let pid = container.pid as u32;
-        let mut st = status(TaskState::Running, "started");
-        st.pid = Some(pid);
-        self.report(&id, st);
+        // The service's check over the image's HEALTHCHECK, kept for a daemon that adopts it.
+        let check = task.spec.healthcheck.clone();
+        let resolved = HealthConfig::effective(check.as_ref(), image_check.as_ref());
+        save_check(
+            &spec.run_dir,
+            HealthConfig::merged(check.as_ref(), image_check.as_ref()).as_ref(),
+        );
+        let enter = Enter::Container {
+            runc_root: rt.runc_root().to_path_buf(),
+            id: container.id.clone(),
+        };
+        self.register_container(&id, &container);
+        self.now_running(&task, pid, resolved, enter).await;
         info!(task = %task.name(), pid, "container running");
         self.watch_container(task, spec, rt, container).await;
     }
@@ -166,6 +181,14 @@ impl Worker {
             return self.container_ended(&task, &spec, &rt, None, true).await;
         }
         info!(task = %task.name(), pid = container.pid, "adopted a running container");
+        let enter = Enter::Container {
+            runc_root: rt.runc_root().to_path_buf(),
+            id: container.id.clone(),
+        };
+        let check = HealthConfig::effective(load_check(&spec.run_dir).as_ref(), None);
+        self.register_container(&id, &container);
+        self.now_running(&task, container.pid as u32, check, enter)
+            .await;
         self.watch_container(task, spec, rt, container).await;
     }
 
@@ -228,7 +251,13 @@ impl Worker {
             signal: None,
             oom_killed: container.as_ref().is_some_and(|c| rt.oom_killed(c)),
         };
+        let unhealthy = self.was_unhealthy(id);
         let mut st = match (stopping, exit.error()) {
+            _ if unhealthy => {
+                let mut st = status(TaskState::Failed, "task exited");
+                st.err = unhealthy_error(code);
+                st
+            }
             (true, _) => status(TaskState::Shutdown, "shutdown"),
             (false, None) => status(TaskState::Complete, "finished"),
             (false, Some(err)) => {
@@ -244,6 +273,15 @@ impl Worker {
         self.report(id, st);
         shoal_exec::cleanup(spec).await;
         self.locked().remove(id);
+    }
+
+    /// Records a container in the task's entry before its health check starts: a check
+    /// that fails at once must find it to stop it.
+    fn register_container(&self, id: &str, container: &shoal_oci::Container) {
+        let mut local = self.locked();
+        let l = local.entry(id.to_string()).or_default();
+        l.pid = Some(container.pid as u32);
+        l.container = Some(container.clone());
     }
 
     /// An earlier daemon's container for this task, if one is left to adopt.

@@ -41,6 +41,7 @@ pub(super) fn add_service(n: &mut NetworkEndpoints, id: &str, name: &str, vip: u
             ports: vec![],
             aliases: vec![],
             dns_ttl: None,
+            publish_not_ready: false,
         },
     );
 }
@@ -59,6 +60,7 @@ pub(super) fn add_task(n: &mut NetworkEndpoints, service_id: &str, slot: u8) {
                 .expect("addr"),
             node_id: "node1".to_string(),
             vtep: Ipv4Addr::new(192, 168, 0, 1),
+            ready: true,
         },
     );
 }
@@ -170,4 +172,30 @@ fn a_network_the_node_leaves_loses_its_zone() {
     let now = rx.borrow();
     assert!(now.get("net-back").is_none());
     assert!(now.get("net-front").is_some());
+}
+
+#[test]
+fn a_task_that_is_not_ready_has_no_name_unless_its_service_publishes_it() {
+    let mut n = network("net-front", "front", 1, false);
+    add_service(&mut n, "web0", "web", 2);
+    add_task(&mut n, "web0", 1);
+    add_task(&mut n, "web0", 2);
+    let second = format!("web0{:0>20}", 2);
+    n.tasks.get_mut(&second).expect("web0.2").ready = false;
+    let front = ["net-front".to_string()];
+    let count = |n: &NetworkEndpoints| {
+        let mut zones = shoal_dns::NodeZones::new();
+        zones.insert("net-front", Arc::new(network_zone(n)));
+        zones.scope(&front).name_count()
+    };
+    let hidden = count(&n);
+    n.services.get_mut("web0").expect("web0").publish_not_ready = true;
+    let published = count(&n);
+    n.tasks.get_mut(&second).expect("web0.2").ready = true;
+    let ready = count(&n);
+    // Published: its own names (name, id, short id, each also qualified), not the service's.
+    assert!(
+        hidden < published && published == ready,
+        "{hidden} {published} {ready}"
+    );
 }

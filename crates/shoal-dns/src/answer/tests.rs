@@ -26,6 +26,7 @@ fn task(service: &str, slot: u32, id: &str, addr: [u8; 4]) -> TaskView {
         name: format!("{service}.{slot}.{id}"),
         addr: Ipv4Addr::from(addr),
         aliases: vec![],
+        ready: true,
     }
 }
 
@@ -537,6 +538,7 @@ fn everything_else_is_forwarded() {
 
 mod negative;
 mod networks;
+mod not_ready;
 mod wire;
 
 #[test]

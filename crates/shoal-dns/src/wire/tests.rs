@@ -24,6 +24,7 @@ fn zones(tasks: u32) -> (NodeZones, Vec<String>) {
         name: format!("vote.{i}.{i:024x}"),
         addr: Ipv4Addr::from(0x0a00_0000 + i),
         aliases: vec![],
+        ready: true,
     };
     let overlay1 = NetworkView {
         name: "overlay1".to_string(),

@@ -79,6 +79,12 @@ impl Builder {
         let net = self.net.clone();
         let ttl = service.ttl;
         let task_addrs: Vec<Ipv4Addr> = service.tasks.iter().map(|t| t.addr).collect();
+        let ready_addrs: Vec<Ipv4Addr> = service
+            .tasks
+            .iter()
+            .filter(|t| t.ready)
+            .map(|t| t.addr)
+            .collect();
         let vip = if service.dnsrr { None } else { service.vip };
         let resolved = match vip {
             Some(vip) => AddrSet {
@@ -88,7 +94,7 @@ impl Builder {
             },
             None => AddrSet {
                 ttl: service.task_ttl,
-                addrs: task_addrs.clone(),
+                addrs: ready_addrs,
                 shuffle: true,
             },
         };
@@ -123,6 +129,7 @@ impl Builder {
             None => service
                 .tasks
                 .iter()
+                .filter(|t| t.ready)
                 .filter_map(|t| {
                     let name = fqdn(&format!("{}.{net}", t.name))?;
                     Some(SrvTarget {

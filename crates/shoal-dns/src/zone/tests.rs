@@ -36,6 +36,7 @@ fn service(rng: &mut StdRng) -> ServiceView {
                 } else {
                     vec![]
                 },
+                ready: true,
             }
         })
         .collect();

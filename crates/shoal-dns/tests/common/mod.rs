@@ -131,6 +131,7 @@ pub fn task(service: &str, slot: u32, id: &str, addr: Ipv4Addr) -> TaskView {
         name: format!("{service}.{slot}.{id}"),
         addr,
         aliases: vec![],
+        ready: true,
     }
 }
 

@@ -231,7 +231,11 @@ impl<'s> Rollout<'s> {
         }
         match slot.current {
             Some(t) if self.owns(service, t) => {
-                if t.status.state < TaskState::Running {
+                // Not running yet, or running but not ready (its health check has not
+                // passed, or its port does not answer yet): the slot is still moving.
+                if t.status.state < TaskState::Running
+                    || t.status.state == TaskState::Running && !t.status.ready
+                {
                     return true;
                 }
                 let settled = t
@@ -265,7 +269,8 @@ impl<'s> Rollout<'s> {
         };
         match slot.current {
             Some(new) => {
-                if new.status.state == TaskState::Running && !slot.old_live.is_empty() {
+                // Start first: the old task stops once its successor is ready.
+                if new.is_ready() && !slot.old_live.is_empty() {
                     stop_old(out);
                     self.moved = true;
                 }

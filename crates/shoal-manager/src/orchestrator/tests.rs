@@ -325,6 +325,53 @@ fn changed_command_replaces_tasks_one_slot_at_a_time_start_first() {
 }
 
 #[test]
+fn an_update_waits_for_the_successor_to_be_ready_not_only_to_run() {
+    let mut st = three_nodes_with(spec("web", 1));
+    let old: Vec<String> = st.tasks.keys().cloned().collect();
+    let mut s = st.services["s1"].spec.clone();
+    s.task_template.container_spec.env = vec!["A=1".into()];
+    st.apply(Command::UpdateService {
+        id: "s1".into(),
+        spec: s,
+        at: Millis(1),
+    })
+    .unwrap();
+    step(&mut st, 1);
+    let new = st
+        .tasks
+        .keys()
+        .find(|id| !old.contains(id))
+        .cloned()
+        .unwrap();
+    // It runs, its health check has not passed yet.
+    let node = st.tasks[&new].node_id.clone().unwrap();
+    let mut running = TaskStatus::new(TaskState::Running, Millis(2), "");
+    running.ready = false;
+    st.apply(Command::UpdateTaskStatus {
+        id: new.clone(),
+        node_id: node.clone(),
+        status: running.clone(),
+    })
+    .unwrap();
+    step(&mut st, 3);
+    assert_eq!(
+        st.tasks[&old[0]].desired_state,
+        TaskState::Running,
+        "the old task keeps serving while its successor is not ready"
+    );
+    running.ready = true;
+    running.timestamp = Millis(4);
+    st.apply(Command::UpdateTaskStatus {
+        id: new,
+        node_id: node,
+        status: running,
+    })
+    .unwrap();
+    step(&mut st, 5);
+    assert_eq!(st.tasks[&old[0]].desired_state, TaskState::Shutdown);
+}
+
+#[test]
 fn removed_service_tasks_are_deleted_once_stopped() {
     let mut st = three_nodes_with(spec("web", 2));
     st.apply(Command::RemoveService { id: "s1".into() })

@@ -545,7 +545,21 @@ impl ClusterState {
                 let newer_progress = status.state == TaskState::Preparing
                     && t.status.state == TaskState::Preparing
                     && status.timestamp > t.status.timestamp;
-                if status.state > t.status.state || newer_progress {
+                // A running task's health and readiness move on in the same state; the
+                // status keeps the time it started running (`Running 5 seconds ago`).
+                let running =
+                    status.state == TaskState::Running && t.status.state == TaskState::Running;
+                if running {
+                    use crate::health::progress;
+                    if progress(status.health, status.ready)
+                        > progress(t.status.health, t.status.ready)
+                    {
+                        t.updated_at = status.timestamp.max(t.updated_at);
+                        t.status.health = status.health;
+                        t.status.ready = status.ready;
+                        t.status.message = status.message;
+                    }
+                } else if status.state > t.status.state || newer_progress {
                     if status.state == TaskState::Running && t.started_at.is_none() {
                         t.started_at = Some(status.timestamp);
                     }

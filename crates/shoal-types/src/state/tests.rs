@@ -355,3 +355,58 @@ fn a_sealed_login_is_replaced_kept_by_updates_and_absent_from_older_services() {
         Err(ApplyError::NoSuchService("nope".into()))
     );
 }
+
+#[test]
+fn a_running_task_becomes_healthy_and_ready_and_keeps_its_start_time() {
+    use crate::health::Health;
+    let mut st = cluster(&[("n1", "node1")]);
+    st.apply(Command::CreateService {
+        service: service("s1", spec("web", 1)),
+    })
+    .unwrap();
+    let mut pending = task("t1", "s1", "web");
+    pending.status = TaskStatus::new(TaskState::Pending, Millis(1), "pending");
+    st.apply(Command::CreateTasks {
+        tasks: vec![pending],
+    })
+    .unwrap();
+    st.apply(Command::AssignTasks {
+        assignments: vec![("t1".into(), "n1".into())],
+        at: Millis(2),
+    })
+    .unwrap();
+    let report = |st: &mut ClusterState, at, health, ready| {
+        let mut s = TaskStatus::new(TaskState::Running, Millis(at), "started");
+        s.health = health;
+        s.ready = ready;
+        st.apply(Command::UpdateTaskStatus {
+            id: "t1".into(),
+            node_id: "n1".into(),
+            status: s,
+        })
+        .unwrap();
+        let s = &st.tasks["t1"].status;
+        (s.timestamp, s.health, s.ready)
+    };
+    assert_eq!(
+        report(&mut st, 10, Some(Health::Starting), false),
+        (Millis(10), Some(Health::Starting), false)
+    );
+    assert_eq!(
+        report(&mut st, 20, Some(Health::Healthy), true),
+        (Millis(10), Some(Health::Healthy), true)
+    );
+    // The first report, resent after a reconnect, changes nothing.
+    assert_eq!(
+        report(&mut st, 10, Some(Health::Starting), false),
+        (Millis(10), Some(Health::Healthy), true)
+    );
+    assert_eq!(
+        report(&mut st, 30, Some(Health::Unhealthy), false),
+        (Millis(10), Some(Health::Unhealthy), false)
+    );
+    // What a status without the fields (recorded before them) reads as: ready.
+    let old: TaskStatus =
+        serde_json::from_str(r#"{"Timestamp":1,"State":"running","Message":"started"}"#).unwrap();
+    assert!(old.ready && old.health.is_none());
+}

@@ -27,6 +27,7 @@ fn service(n: &mut NetworkEndpoints, i: u32, name: &str) {
             ports: vec![],
             aliases: vec![],
             dns_ttl: None,
+            publish_not_ready: false,
         },
     );
 }
@@ -46,6 +47,7 @@ fn task(n: &mut NetworkEndpoints, i: u32, slot: u32) {
                 .expect("addr"),
             node_id: "node1".to_string(),
             vtep: Ipv4Addr::new(192, 168, 0, 1),
+            ready: true,
         },
     );
 }
