@@ -74,7 +74,7 @@ fn init_join_node_ls_and_bad_input() {
     let out = lab.shoal(1, &["service", "ls", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(
-        text(&out.stderr).contains("unexpected argument '--no-such-flag'"),
+        text(&out.stderr).contains("unknown flag: --no-such-flag\nSee 'shoal service ls --help'."),
         "{}",
         text(&out.stderr)
     );
