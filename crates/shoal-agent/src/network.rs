@@ -316,26 +316,31 @@ impl NetworkAgent {
     }
 
     /// A new endpoint table: overlays for its networks, forwarding entries for remote
-    /// tasks, and the node's DNS zones. Returns once the kernel and DNS have it.
-    pub async fn apply_view(&self, view: Arc<EndpointView>) {
+    /// tasks, and the node's DNS zones. Returns once the kernel and DNS have it, with what
+    /// failed (empty when all of it applied): the session acks only a whole apply.
+    pub async fn apply_view(&self, view: Arc<EndpointView>) -> Vec<String> {
+        let mut failed = Vec::new();
         let mut inner = self.inner.lock().await;
         if inner.left {
-            return;
+            return failed;
         }
         inner.view = Arc::clone(&view);
         // The nodes' VXLAN is let in before forwarding entries point at them (the members
         // first: a table made now starts with them).
         if let Err(e) = inner.guard.follow(&view).await {
             warn!("{e}");
+            failed.push(e.to_string());
         }
         if let Err(e) = inner.guard.ensure().await {
             warn!("{e}");
+            failed.push(e.to_string());
         }
         // The gateway bridge carries published ports to local tasks.
         if view.networks.values().any(|n| n.info.ingress)
             && let Err(e) = ensure_mesh(&mut inner, &subnets(&view)).await
         {
             warn!("failed to set up the routing mesh: {e}");
+            failed.push(format!("failed to set up the routing mesh: {e}"));
         }
         // Names and VIPs first: a task that leaves gets no new flow from here before its
         // forwarding entries go below (a connect that picked it in between would send its
@@ -350,6 +355,10 @@ impl NetworkAgent {
                 .await
             {
                 warn!(network = %n.info.name, "failed to set up the overlay network: {e}");
+                failed.push(format!(
+                    "failed to set up overlay network {}: {e}",
+                    n.info.name
+                ));
             }
         }
         let ids: Vec<String> = inner.overlays.keys().cloned().collect();
@@ -372,11 +381,16 @@ impl NetworkAgent {
             }
             if let Err(e) = self.reconcile(&mut inner, &id).await {
                 warn!(network = %id, "failed to update forwarding entries: {e}");
+                failed.push(format!(
+                    "failed to update the forwarding entries of network {id}: {e}"
+                ));
             }
         }
         if let Err(e) = self.publish(&mut inner).await {
             warn!("failed to update published ports: {e}");
+            failed.push(format!("failed to update published ports: {e}"));
         }
+        failed
     }
 
     /// The node leaves the cluster, its tasks gone: no published port, `route_localnet` off

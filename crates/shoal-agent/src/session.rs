@@ -36,7 +36,34 @@ pub struct Session {
 
 const RETRY: Duration = Duration::from_millis(300);
 
+/// How long the agent waits before applying a table that failed again.
+const APPLY_RETRY: Duration = Duration::from_secs(2);
+
 impl Session {
+    /// Applies `view` and tells the manager: an ack when all of it applied, else what
+    /// failed (not counted as synced); returns when to try again, if it failed.
+    async fn apply_and_ack(
+        &self,
+        client: &mut ClusterClient<Channel>,
+        view: &EndpointView,
+    ) -> Result<Option<tokio::time::Instant>, tonic::Status> {
+        let failed = self.worker.apply_endpoints(Arc::new(view.clone())).await;
+        if !failed.is_empty() {
+            warn!(
+                version = view.version,
+                "the endpoint table did not apply whole; trying again in {APPLY_RETRY:?}"
+            );
+        }
+        client
+            .ack_endpoints(EndpointAck {
+                node_id: self.node_id.clone(),
+                version: view.version,
+                error: failed.join("; "),
+            })
+            .await?;
+        Ok((!failed.is_empty()).then(|| tokio::time::Instant::now() + APPLY_RETRY))
+    }
+
     /// Runs until the process ends. Reports queue up while no manager is reachable.
     pub async fn run(self, mut reports: mpsc::UnboundedReceiver<Report>) {
         let beat = match Heartbeat::start(self.node_id.clone(), self.dialer.clone()) {
@@ -119,6 +146,7 @@ impl Session {
         // a full task list, then gets changes to both.
         let mut view = EndpointView::default();
         let mut assigned: BTreeMap<String, Task> = BTreeMap::new();
+        let mut retry: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 msg = stream.message() => {
@@ -188,8 +216,7 @@ impl Session {
                         debug!(messages = coalesced, version = view.version, "applying coalesced assignments");
                     }
                     if endpoints_changed {
-                        self.worker.apply_endpoints(Arc::new(view.clone())).await;
-                        client.ack_endpoints(EndpointAck { node_id: self.node_id.clone(), version: view.version }).await?;
+                        retry = self.apply_and_ack(&mut client, &view).await?;
                     }
                     // Tasks after endpoints: a new task's networks are then known here.
                     if full {
@@ -197,6 +224,11 @@ impl Session {
                     } else if !changed.is_empty() {
                         self.worker.apply_changes(changed.iter().map(|id| (id.as_str(), assigned.get(id))));
                     }
+                }
+                // A table that did not apply whole is applied again until it does (the
+                // manager counts the node as not synced meanwhile).
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {
+                    retry = self.apply_and_ack(&mut client, &view).await?;
                 }
                 Some((id, st)) = reports.recv() => {
                     pending.insert(id, st);

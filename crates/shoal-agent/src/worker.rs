@@ -135,8 +135,9 @@ impl Worker {
     }
 
     /// Applies a new endpoint table; returns once this node acts on it.
-    pub async fn apply_endpoints(&self, view: Arc<EndpointView>) {
-        self.network.apply_view(view).await;
+    /// Applies an endpoint table; what failed (empty when all of it applied).
+    pub async fn apply_endpoints(&self, view: Arc<EndpointView>) -> Vec<String> {
+        self.network.apply_view(view).await
     }
 
     /// The VIP balancer this node uses (`shoal node inspect`).

@@ -257,6 +257,9 @@ async fn session_loop(
     }
 }
 
+/// How a node's status message starts while its last endpoint table did not apply whole.
+const APPLY_FAILED: &str = "endpoint table not applied: ";
+
 /// The most task statuses one report may carry (an agent sends what changed since its last).
 const MAX_REPORTED_TASKS: usize = 10_000;
 
@@ -607,8 +610,39 @@ impl Cluster for ClusterService {
         acting_for(&id, &req.node_id)?;
         let _call = self.in_flight.enter(&id.node_id, "AckEndpoints")?;
         let state = self.manager.state();
-        self.manager
-            .endpoints_progress(&id.node_id, &state, Progress::Acked(req.version));
+        // A table the node could not apply whole is not an ack: the node stays unsynced
+        // (convergence waits) and its status says why until an apply succeeds.
+        if req.error.is_empty() {
+            self.manager
+                .endpoints_progress(&id.node_id, &state, Progress::Acked(req.version));
+        }
+        if let Some(node) = state.nodes.get(&id.node_id) {
+            let said = &node.status.message;
+            let now = if req.error.is_empty() {
+                // Only a message of ours is cleared.
+                (said.starts_with(APPLY_FAILED)).then(String::new)
+            } else {
+                let text = format!("{APPLY_FAILED}{}", req.error);
+                (said != &text).then_some(text)
+            };
+            if let Some(message) = now {
+                if !req.error.is_empty() {
+                    warn!(node = %id.node_id, version = req.version, "{message}");
+                }
+                let cmd = Command::SetNodeState {
+                    id: id.node_id.clone(),
+                    state: node.status.state,
+                    message,
+                    at: shoal_agent::worker::now(),
+                };
+                let manager = Arc::clone(&self.manager);
+                tokio::spawn(async move {
+                    if let Err(e) = manager.propose(cmd).await {
+                        warn!("failed to record a node's endpoint apply: {}", e.message);
+                    }
+                });
+            }
+        }
         Ok(Response::new(StatusAck {}))
     }
 }
