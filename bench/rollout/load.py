@@ -10,8 +10,9 @@ otherwise it is looked up once (a VIP or a node address does not change).
 
 Prints one JSON line: requests sent, failed (by kind, with the first message of each kind),
 p50/p99 latency of every request in ms (a failed one counts with the time it took to fail),
-and the wall-clock time of the first and last request (to check that the load covered the
-update)."""
+the wall-clock time of the first and last request (to check that the load covered the
+update), requests started per 100 ms and the start time of each failed request (to count
+those made while the update ran)."""
 import json
 import socket
 import sys
@@ -60,17 +61,21 @@ def main():
     host, port = target.rsplit(":", 1)
     port = int(port)
     addr = None if each else resolve(host, port)
-    lat, errors = [], {}
+    lat, errors, per_tenth, failed_at = [], {}, {}, []
     first = time.time()
     end = time.monotonic() + duration
     while time.monotonic() < end and len(lat) < most:
         t0 = time.monotonic()
+        started = time.time()
+        tenth = int(started * 10)
+        per_tenth[tenth] = per_tenth.get(tenth, 0) + 1
         try:
             request(resolve(host, port) if each else addr)
         except (OSError, ValueError) as e:
             k = kind(e)
             n, msg = errors.get(k, (0, str(e)))
             errors[k] = (n + 1, msg)
+            failed_at.append(round(started, 3))
         lat.append(time.monotonic() - t0)
     last = time.time()
     ordered = sorted(lat)
@@ -86,6 +91,8 @@ def main():
         "p99_ms": pct(99),
         "first": first,
         "last": last,
+        "per_tenth": per_tenth,
+        "failed_at": failed_at,
     }))
 
 

@@ -15,7 +15,7 @@
 # includes the update monitor after the last slot) per window.
 #
 # Run as root: bash bench/rollout/run.sh          (~4 minutes after the build)
-# Knobs (environment): MODES="vip dnsrr mesh" REPLICAS=10 PARALLELISM=2 WINDOW=40 LEAD=2
+# Knobs (environment): MODES="vip dnsrr mesh" REPLICAS=10 PARALLELISM=2 WINDOW=30 LEAD=2
 #                      MAX=200000 MONITOR=5s (the update monitor, docker's default)
 #                      SHOAL_BIN=path (a shoal binary to use instead of building one)
 set -euo pipefail
@@ -23,7 +23,7 @@ set -euo pipefail
 MODES=${MODES:-"vip dnsrr mesh"}
 REPLICAS=${REPLICAS:-10}
 PARALLELISM=${PARALLELISM:-2}
-WINDOW=${WINDOW:-40}
+WINDOW=${WINDOW:-30}
 LEAD=${LEAD:-2}
 MAX=${MAX:-200000}
 MONITOR=${MONITOR:-5s}
@@ -166,14 +166,15 @@ import json, os, sys
 out, modes, replicas, par, window, monitor = sys.argv[1:]
 print(f"\n{replicas} replicas on node2+node3, parallelism {par}, {window} s windows, update monitor {monitor};"
       " latency of every request (a failure counts with the time it took)")
-print(f"{'mode':<6} {'window':<12} {'sent':>7} {'failed':>7} {'failed %':>9} {'p50 ms':>8} {'p99 ms':>8} {'update s':>9}  failures")
+print("during update: the requests started between the update command's start and its return")
+print(f"{'mode':<6} {'window':<12} {'sent':>7} {'failed':>7} {'failed %':>9} {'p50 ms':>8} {'p99 ms':>8} {'update s':>9} {'during update: sent':>20} {'failed':>7}  failures")
 notes = []
 for mode in modes.split():
     for kind in ["baseline", "start-first", "stop-first"]:
         base = os.path.join(out, f"{mode}-{kind}")
         r = json.load(open(base + ".json"))
         pct = 100.0 * r["failed"] / r["sent"] if r["sent"] else 0.0
-        upd = "-"
+        upd, dsent, dfailed = "-", "-", "-"
         if kind != "baseline":
             t0, t1, rc = open(base + ".times").read().split()
             st = json.load(open(base + ".inspect"))
@@ -185,12 +186,15 @@ for mode in modes.split():
                 notes.append(f"{mode} {kind}: update exit {rc}, state {us.get('State')}: {last}")
             elif us.get("StartedAt") and us.get("CompletedAt"):
                 upd = f"{(us['CompletedAt'] - us['StartedAt']) / 1000:.1f}"
+            lo, hi = float(t0), float(t1)
+            dsent = sum(n for t, n in r["per_tenth"].items() if lo <= (int(t) + 0.5) / 10 <= hi)
+            dfailed = sum(1 for t in r["failed_at"] if lo <= t <= hi)
             # The load must cover the whole update, or the figures miss part of it.
             if r["first"] > float(t0) or r["last"] < float(t1):
                 notes.append(f"{mode} {kind}: the load window did not cover the update "
                              f"(load {r['first']:.1f}-{r['last']:.1f}, update {float(t0):.1f}-{float(t1):.1f}): raise WINDOW")
         kinds = ", ".join(f"{k} {v['count']}" for k, v in sorted(r["errors"].items()))
-        print(f"{mode:<6} {kind:<12} {r['sent']:>7} {r['failed']:>7} {pct:>8.3f}% {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {upd:>9}  {kinds}")
+        print(f"{mode:<6} {kind:<12} {r['sent']:>7} {r['failed']:>7} {pct:>8.3f}% {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {upd:>9} {dsent:>20} {dfailed:>7}  {kinds}")
         for k, v in sorted(r["errors"].items()):
             notes.append(f"{mode} {kind}: first {k}: {v['first']}")
 for n in notes:
