@@ -13,6 +13,9 @@ STAGES = [int(s) for s in STAGES.split()]
 CHANGES, PROBES, FINAL = int(CHANGES), int(PROBES), int(FINAL)
 SOCK = f"/run/shoal-lab/{LAB}/node1/shoal.sock"
 HERE = os.path.dirname(os.path.abspath(__file__))
+# PROFILE=DIR: perf records each node's shoald during each stage's changes, into
+# DIR/stage<TASKS PER NODE>-node<N>.data (`perf report -i ... --sort sym`).
+PROFILE = os.environ.get("PROFILE")
 
 
 def shoal(*args, check=True):
@@ -116,11 +119,23 @@ for per_node in STAGES:
     pids = daemons()
     before = {n: cpu_ms(p) for n, p in pids.items()}
     before_live = {n: live_threads_ms(p) for n, p in pids.items()}
+    perfs = []
+    if PROFILE:
+        os.makedirs(PROFILE, exist_ok=True)
+        for n, p in pids.items():
+            out = f"{PROFILE}/stage{per_node}-node{n}.data"
+            perfs.append(subprocess.Popen(["perf", "record", "-q", "-F", "999", "-g", "-p", str(p), "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1)  # perf attaches; its sampling adds to the figures: compare stages of one run
+        before = {n: cpu_ms(p) for n, p in pids.items()}
+        before_live = {n: live_threads_ms(p) for n, p in pids.items()}
     for _ in range(CHANGES):
         replicas = 5 - replicas
         shoal("service", "scale", f"web={replicas}")
     per = {n: (cpu_ms(p) - before[n]) / CHANGES for n, p in pids.items()}
     live = sum(live_threads_ms(p) - before_live[n] for n, p in pids.items()) / CHANGES / len(pids)
+    for p in perfs:
+        p.send_signal(2)
+        p.wait()
     mean = sum(per.values()) / len(per)
     first = first or mean
     first_live = first_live or live

@@ -29,16 +29,17 @@ pub struct ClusterState {
     pub cluster: Option<ClusterInfo>,
     pub nodes: OrdMap<String, Node>,
     pub services: OrdMap<String, Service>,
-    /// Changed only by `apply`, which keeps `by_service` in step.
+    /// Changed only by `apply`, which keeps `index` in step.
     pub tasks: OrdMap<String, Task>,
     #[serde(default)]
     pub networks: OrdMap<String, Network>,
     /// Bumped by every command that changed something; agents and watchers compare it.
     pub version: u64,
-    /// Task ids by service id: `tasks_of` reads a service's tasks without a pass over
-    /// every task of the cluster. Derived from `tasks`, so not serialised.
+    /// Task ids by service, waiting tasks, live tasks per node, addresses held: read by
+    /// `tasks_of`, `waiting`, `node_load`, `address_taken` without a pass over every task
+    /// of the cluster. Derived from `tasks` and `services`, so not serialised.
     #[serde(skip)]
-    by_service: OrdMap<String, OrdSet<String>>,
+    index: Index,
 }
 
 /// The serialised form: the state without its derived index.
@@ -55,13 +56,7 @@ struct StateRepr {
 
 impl From<StateRepr> for ClusterState {
     fn from(r: StateRepr) -> ClusterState {
-        let mut by_service: OrdMap<String, OrdSet<String>> = OrdMap::new();
-        for t in r.tasks.values() {
-            by_service
-                .entry(t.service_id.clone())
-                .or_default()
-                .insert(t.id.clone());
-        }
+        let index = Index::build(r.tasks.values(), r.services.values());
         ClusterState {
             cluster: r.cluster,
             nodes: r.nodes,
@@ -69,7 +64,7 @@ impl From<StateRepr> for ClusterState {
             tasks: r.tasks,
             networks: r.networks,
             version: r.version,
-            by_service,
+            index,
         }
     }
 }
@@ -458,7 +453,10 @@ impl ClusterState {
                 if self.service_by_name(&service.spec.name).is_some() {
                     return Err(ApplyError::ServiceNameInUse(service.spec.name));
                 }
-                self.services.insert(service.id.clone(), service);
+                if let Some(old) = self.services.insert(service.id.clone(), service.clone()) {
+                    self.index.release(&index::vips_of(&old));
+                }
+                self.index.hold(&index::vips_of(&service), 1);
             }
             Command::UpdateService { id, spec, at } => self.update_service(&id, spec, at)?,
             Command::RollbackService {
@@ -476,32 +474,33 @@ impl ClusterState {
                 svc.registry_auth = sealed;
             }
             Command::RemoveService { id } => {
-                self.services
+                let removed = self
+                    .services
                     .remove(&id)
                     .ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
+                self.index.release(&index::vips_of(&removed));
                 // Its tasks stay until the agents have stopped them; the orchestrator
                 // sets them to shut down and deletes them once they are terminal.
                 let ids: Vec<String> = self.tasks_of(&id).map(|t| t.id.clone()).collect();
                 for tid in ids {
-                    if let Some(t) = self.tasks.get_mut(&tid) {
+                    self.with_task(&tid, |t| {
                         t.desired_state = t.desired_state.max(TaskState::Shutdown);
-                    }
+                    });
                 }
             }
             Command::CreateTasks { tasks } => {
                 for t in tasks {
                     if self.services.contains_key(&t.service_id) {
-                        self.by_service
-                            .entry(t.service_id.clone())
-                            .or_default()
-                            .insert(t.id.clone());
-                        self.tasks.insert(t.id.clone(), t);
+                        let after = Footprint::of(&t);
+                        let before = self.tasks.insert(t.id.clone(), t);
+                        let before = before.as_ref().map(Footprint::of);
+                        self.index.replace(before.as_ref(), Some(&after));
                     }
                 }
             }
             Command::AssignTasks { assignments, at } => {
                 for (task_id, node_id) in assignments {
-                    let Some(t) = self.tasks.get_mut(&task_id) else {
+                    let Some(t) = self.tasks.get(&task_id) else {
                         continue;
                     };
                     // Global tasks come with their node; others get one here. Only
@@ -511,19 +510,21 @@ impl ClusterState {
                     {
                         continue;
                     }
-                    t.node_id = Some(node_id);
-                    t.status = TaskStatus::new(TaskState::Assigned, at, "scheduled");
-                    t.updated_at = at;
+                    self.with_task(&task_id, |t| {
+                        t.node_id = Some(node_id);
+                        t.status = TaskStatus::new(TaskState::Assigned, at, "scheduled");
+                        t.updated_at = at;
+                    });
                 }
             }
             Command::SetDesiredState { tasks, state, at } => {
                 for id in tasks {
-                    if let Some(t) = self.tasks.get_mut(&id) {
-                        // Desired state, too, only moves forward.
-                        if state > t.desired_state {
+                    // Desired state, too, only moves forward.
+                    if self.tasks.get(&id).is_some_and(|t| state > t.desired_state) {
+                        self.with_task(&id, |t| {
                             t.desired_state = state;
                             t.updated_at = at;
-                        }
+                        });
                     }
                 }
             }
@@ -532,7 +533,10 @@ impl ClusterState {
                 node_id,
                 status,
             } => {
-                let t = self.tasks.get_mut(&id).ok_or(ApplyError::NoSuchTask(id))?;
+                let t = self
+                    .tasks
+                    .get(&id)
+                    .ok_or_else(|| ApplyError::NoSuchTask(id.clone()))?;
                 if t.node_id.as_deref() != Some(node_id.as_str()) {
                     return Err(ApplyError::Invalid(format!(
                         "task {} is not assigned to node {node_id}",
@@ -549,33 +553,32 @@ impl ClusterState {
                 // status keeps the time it started running (`Running 5 seconds ago`).
                 let running =
                     status.state == TaskState::Running && t.status.state == TaskState::Running;
+                use crate::health::progress;
                 if running {
-                    use crate::health::progress;
                     if progress(status.health, status.ready)
                         > progress(t.status.health, t.status.ready)
                     {
-                        t.updated_at = status.timestamp.max(t.updated_at);
-                        t.status.health = status.health;
-                        t.status.ready = status.ready;
-                        t.status.message = status.message;
+                        self.with_task(&id, |t| {
+                            t.updated_at = status.timestamp.max(t.updated_at);
+                            t.status.health = status.health;
+                            t.status.ready = status.ready;
+                            t.status.message = status.message;
+                        });
                     }
                 } else if status.state > t.status.state || newer_progress {
-                    if status.state == TaskState::Running && t.started_at.is_none() {
-                        t.started_at = Some(status.timestamp);
-                    }
-                    t.updated_at = status.timestamp;
-                    t.status = status;
+                    self.with_task(&id, |t| {
+                        if status.state == TaskState::Running && t.started_at.is_none() {
+                            t.started_at = Some(status.timestamp);
+                        }
+                        t.updated_at = status.timestamp;
+                        t.status = status;
+                    });
                 }
             }
             Command::DeleteTasks { tasks } => {
                 for id in tasks {
-                    if let Some(t) = self.tasks.remove(&id)
-                        && let Some(ids) = self.by_service.get_mut(&t.service_id)
-                    {
-                        ids.remove(&id);
-                        if ids.is_empty() {
-                            self.by_service.remove(&t.service_id);
-                        }
+                    if let Some(t) = self.tasks.remove(&id) {
+                        self.index.replace(Some(&Footprint::of(&t)), None);
                     }
                 }
             }
@@ -586,6 +589,7 @@ impl ClusterState {
             Command::CreateNetwork { network } => self.create_network(network)?,
             Command::RemoveNetwork { id } => self.remove_network(&id)?,
             Command::SetTaskErrors { errors } => {
+                // The error is in no index: the tasks are changed in place.
                 for (id, err) in errors {
                     if let Some(t) = self.tasks.get_mut(&id)
                         && t.status.state <= TaskState::Pending
@@ -700,19 +704,71 @@ impl ClusterState {
     }
 
     pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.by_service
+        self.index
+            .by_service
             .get(service_id)
             .into_iter()
             .flat_map(|ids| ids.iter())
             .filter_map(|id| self.tasks.get(id))
     }
+
+    /// The tasks desired Running that wait in `state`: New (for addresses) or Pending (for
+    /// a node), in id order. Any other state: none.
+    pub fn waiting(&self, state: TaskState) -> impl Iterator<Item = &Task> + '_ {
+        let ids = match state {
+            TaskState::New => Some(&self.index.new),
+            TaskState::Pending => Some(&self.index.pending),
+            _ => None,
+        };
+        ids.into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The live tasks placed on a node (`Task::is_live`) and what they reserve.
+    pub fn node_load(&self, node_id: &str) -> NodeLoad {
+        self.index.load.get(node_id).copied().unwrap_or_default()
+    }
+
+    /// How many live tasks of a service are placed on a node.
+    pub fn live_tasks_on(&self, service_id: &str, node_id: &str) -> u64 {
+        self.index
+            .spread
+            .get(service_id)
+            .and_then(|nodes| nodes.get(node_id))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Changes one task and keeps the indexes in step; `None` if there is no such task.
+    fn with_task<R>(&mut self, id: &str, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let t = self.tasks.get_mut(id)?;
+        let before = Footprint::of(t);
+        let r = f(t);
+        let after = Footprint::of(t);
+        self.index.replace(Some(&before), Some(&after));
+        Some(r)
+    }
+
+    /// Whether the indexes are what a rebuild from the tasks and services gives (tests).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn index_is_consistent(&self) -> bool {
+        self.index == Index::build(self.tasks.values(), self.services.values())
+    }
 }
 
 mod ca;
+mod index;
 mod network;
 mod rollout;
 
 pub use ca::{CaRotation, CaTrust, NextRootPem, RootCaRecord, RotationProgress};
 
+use index::{Footprint, Index};
+pub use index::NodeLoad;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod index_tests;

@@ -30,8 +30,6 @@ impl ClusterState {
         self.networks.values().find(|n| n.ingress)
     }
 
-    /// Addresses taken on a network: its gateway, the VIPs, and the addresses of tasks
-    /// that have not finished.
     /// The network as the API shows it: with its address use and capacity.
     pub fn network_with_usage(&self, network: &Network) -> Network {
         let in_use = self
@@ -48,40 +46,42 @@ impl ClusterState {
         }
     }
 
+    /// Addresses taken on a network: its gateway, the nodes' ingress addresses (on
+    /// ingress), the VIPs, and the addresses of tasks that have not finished.
     pub fn addresses_in_use(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
         let mut used = BTreeSet::new();
         if let Some(n) = self.networks.get(network_id) {
             used.insert(n.ipam.gateway);
         }
-        if self.networks.get(network_id).is_some_and(|n| n.ingress) {
-            used.extend(
-                self.nodes
-                    .values()
-                    .filter_map(|n| n.ingress_addr.map(|a| a.addr())),
-            );
-        }
-        for s in self.services.values() {
-            used.extend(
-                s.endpoint
-                    .virtual_ips
-                    .iter()
-                    .filter(|v| v.network_id == network_id)
-                    .map(|v| v.addr.addr()),
-            );
-        }
-        for t in self
-            .tasks
-            .values()
-            .filter(|t| !t.status.state.is_terminal())
-        {
-            used.extend(
-                t.networks
-                    .iter()
-                    .filter(|a| a.network_id == network_id)
-                    .map(|a| a.addr.addr()),
-            );
+        used.extend(self.ingress_addrs(network_id));
+        if let Some(held) = self.index.addrs.get(network_id) {
+            used.extend(held.keys().copied());
         }
         used
+    }
+
+    /// Whether `addr` is taken on a network (see [`ClusterState::addresses_in_use`]),
+    /// without collecting every address of the network.
+    pub fn address_taken(&self, network_id: &str, addr: Ipv4Addr) -> bool {
+        self.networks
+            .get(network_id)
+            .is_some_and(|n| n.ipam.gateway == addr)
+            || self
+                .index
+                .addrs
+                .get(network_id)
+                .is_some_and(|held| held.contains_key(&addr))
+            || self.ingress_addrs(network_id).any(|a| a == addr)
+    }
+
+    /// The nodes' addresses on `network_id` if it is the ingress network (a few nodes: not
+    /// indexed).
+    fn ingress_addrs(&self, network_id: &str) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let ingress = self.networks.get(network_id).is_some_and(|n| n.ingress);
+        self.nodes
+            .values()
+            .filter(move |_| ingress)
+            .filter_map(|n| n.ingress_addr.map(|a| a.addr()))
     }
 
     /// Services name networks by id (the API resolves names); each must exist and not be
@@ -163,17 +163,14 @@ impl ClusterState {
     }
 
     /// Checks an address for `network_id` and moves the network's search cursor past it.
-    fn claim(
-        &mut self,
-        network_id: &str,
-        addr: Ipv4Addr,
-        used: &mut BTreeSet<Ipv4Addr>,
-    ) -> Result<(), ApplyError> {
+    /// The caller then records what holds it, which the indexes follow.
+    fn claim(&mut self, network_id: &str, addr: Ipv4Addr) -> Result<(), ApplyError> {
+        let taken = self.address_taken(network_id, addr);
         let n = self
             .networks
             .get_mut(network_id)
             .ok_or_else(|| ApplyError::NoSuchNetwork(network_id.to_string()))?;
-        if !n.usable(addr) || !used.insert(addr) {
+        if !n.usable(addr) || taken {
             return Err(ApplyError::AddressInUse {
                 network: n.name.clone(),
                 addr: addr.to_string(),
@@ -199,17 +196,19 @@ impl ClusterState {
             }
             let mut ok = true;
             for a in &attachments {
-                let mut used = self.addresses_in_use(&a.network_id);
-                if let Err(e) = self.claim(&a.network_id, a.addr.addr(), &mut used) {
+                if let Err(e) = self.claim(&a.network_id, a.addr.addr()) {
                     first_err.get_or_insert(e);
                     ok = false;
                     break;
                 }
             }
-            if ok && let Some(t) = self.tasks.get_mut(&task_id) {
-                t.networks = attachments;
-                t.status = TaskStatus::new(TaskState::Pending, at, "pending task scheduling");
-                t.updated_at = at;
+            if ok {
+                self.with_task(&task_id, |t| {
+                    t.networks = attachments;
+                    t.status =
+                        TaskStatus::new(TaskState::Pending, at, "pending task scheduling");
+                    t.updated_at = at;
+                });
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -231,8 +230,7 @@ impl ClusterState {
         if node.ingress_addr.is_some() {
             return Ok(());
         }
-        let mut used = self.addresses_in_use(&ingress);
-        self.claim(&ingress, addr.addr(), &mut used)?;
+        self.claim(&ingress, addr.addr())?;
         if let Some(n) = self.nodes.get_mut(node_id) {
             n.ingress_addr = Some(addr);
         }
@@ -252,11 +250,14 @@ impl ClusterState {
             .virtual_ips
             .clone();
         for v in vips.iter().filter(|v| !current.contains(v)) {
-            let mut used = self.addresses_in_use(&v.network_id);
-            self.claim(&v.network_id, v.addr.addr(), &mut used)?;
+            self.claim(&v.network_id, v.addr.addr())?;
         }
         if let Some(s) = self.services.get_mut(service_id) {
+            let before = super::index::vips_of(s);
             s.endpoint.virtual_ips = vips;
+            let after = super::index::vips_of(s);
+            self.index.release(&before);
+            self.index.hold(&after, 1);
         }
         Ok(())
     }
