@@ -19,10 +19,11 @@ use shoal_types::{
 pub const DEFAULT_POOL: &str = "10.0.0.0/8";
 pub const DEFAULT_SUBNET_LEN: u8 = 24;
 
-/// Bookkeeping for one allocation pass: what is used and where each search resumes.
+/// Bookkeeping for one allocation pass: what it handed out (the state says what was taken
+/// before, `ClusterState::address_taken`) and where each search resumes.
 struct Pass<'a> {
     state: &'a ClusterState,
-    used: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    claimed: BTreeMap<String, BTreeSet<Ipv4Addr>>,
     cursor: BTreeMap<String, u32>,
     /// Networks found full in this pass: not searched again (a /16 is 65,534 addresses).
     full: BTreeSet<String>,
@@ -32,7 +33,7 @@ impl<'a> Pass<'a> {
     fn new(state: &'a ClusterState) -> Pass<'a> {
         Pass {
             state,
-            used: BTreeMap::new(),
+            claimed: BTreeMap::new(),
             cursor: BTreeMap::new(),
             full: BTreeSet::new(),
         }
@@ -44,10 +45,7 @@ impl<'a> Pass<'a> {
         if self.full.contains(network_id) {
             return None;
         }
-        let used = self
-            .used
-            .entry(network_id.to_string())
-            .or_insert_with(|| self.state.addresses_in_use(network_id));
+        let claimed = self.claimed.entry(network_id.to_string()).or_default();
         let start = *self
             .cursor
             .entry(network_id.to_string())
@@ -59,8 +57,11 @@ impl<'a> Pass<'a> {
         for i in 0..size {
             let offset = (start + i) % size;
             let addr = Ipv4Addr::from(base + offset);
-            if net.usable(addr) && !used.contains(&addr) {
-                used.insert(addr);
+            if net.usable(addr)
+                && !claimed.contains(&addr)
+                && !self.state.address_taken(network_id, addr)
+            {
+                claimed.insert(addr);
                 self.cursor.insert(network_id.to_string(), offset + 1);
                 return Ipv4Net::new(addr, net.ipam.subnet.prefix_len()).ok();
             }
@@ -74,11 +75,11 @@ impl<'a> Pass<'a> {
         let Some(net) = self.state.networks.get(network_id) else {
             return format!("network {network_id} no longer exists");
         };
-        // The gateway is in `used` but not in the capacity.
-        let in_use = self
-            .used
-            .get(network_id)
-            .map_or(0, |u| u.iter().filter(|a| net.usable(**a)).count());
+        // The gateway is taken but not in the capacity. (A walk of the network's addresses,
+        // but only when it is full.)
+        let mut used = self.state.addresses_in_use(network_id);
+        used.extend(self.claimed.get(network_id).into_iter().flatten());
+        let in_use = used.iter().filter(|a| net.usable(**a)).count();
         format!(
             "no available IPv4 address in network {} ({}): {} of {} in use",
             net.name,
@@ -116,8 +117,8 @@ pub fn allocate(state: &ClusterState, now: Millis) -> Vec<Command> {
 }
 
 /// [`allocate`], looking at the VIPs of the services in `services` only (all with `None`):
-/// the leader passes the services whose spec changed. New tasks are found in one pass over
-/// the tasks (a state comparison each).
+/// the leader passes the services whose spec changed. New tasks come from the state's
+/// index of waiting tasks (`ClusterState::waiting`).
 pub fn allocate_for(
     state: &ClusterState,
     now: Millis,
@@ -176,11 +177,7 @@ pub fn allocate_for(
     }
     let mut allocations = Vec::new();
     let mut errors = Vec::new();
-    for task in state
-        .tasks
-        .values()
-        .filter(|t| t.status.state == TaskState::New && t.desired_state == TaskState::Running)
-    {
+    for task in state.waiting(TaskState::New) {
         let Some(service) = state.services.get(&task.service_id) else {
             continue;
         };

@@ -1,11 +1,15 @@
 //! Places pending tasks on nodes: Ready/Active nodes that satisfy the service's
 //! constraints and have room for the task's reservations, fewest tasks of this service
 //! first, then fewest tasks overall.
+//!
+//! The counts come from the state's indexes (`ClusterState::node_load`, `live_tasks_on`,
+//! `waiting`), so a pass costs the pending tasks times the nodes, not a walk of every task.
 
 use std::collections::BTreeMap;
 
 use shoal_types::node::Resources;
 use shoal_types::service::Limits;
+use shoal_types::state::NodeLoad;
 use shoal_types::{ClusterState, Node, Task, TaskState};
 
 /// One decision per pending task that can be placed. Tasks that fit nowhere stay pending
@@ -18,22 +22,20 @@ pub struct Plan {
 
 pub fn schedule(state: &ClusterState) -> Plan {
     let mut plan = Plan::default();
-    // Live task counts per (node) and per (service, node), updated as we place.
-    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut per_service: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    // What the live tasks of each node reserve (`--reserve-cpu`, `--reserve-memory`).
-    let mut reserved: BTreeMap<&str, Reserved> = BTreeMap::new();
-    for t in state.tasks.values().filter(|t| t.is_live()) {
-        if let Some(n) = t.node_id.as_deref() {
-            *per_node.entry(n).or_default() += 1;
-            *per_service.entry((t.service_id.as_str(), n)).or_default() += 1;
-            reserved.entry(n).or_default().add(&t.spec.reservations);
+    // What this pass places, on top of the state's counts of live tasks per node and per
+    // (service, node) and of what they reserve (`--reserve-cpu`, `--reserve-memory`).
+    let mut placed_on: BTreeMap<&str, NodeLoad> = BTreeMap::new();
+    let mut placed_of: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let load = |placed: &BTreeMap<&str, NodeLoad>, n: &str| {
+        let mut l = state.node_load(n);
+        if let Some(p) = placed.get(n) {
+            l.tasks += p.tasks;
+            l.nano_cpus += p.nano_cpus;
+            l.memory_bytes += p.memory_bytes;
         }
-    }
-    let pending = state
-        .tasks
-        .values()
-        .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Pending);
+        l
+    };
+    let pending = state.waiting(TaskState::Pending);
     // Global tasks are made for one node: they only need to be confirmed.
     let (preset, pending): (Vec<&Task>, Vec<&Task>) = pending.partition(|t| t.node_id.is_some());
     for t in preset {
@@ -56,30 +58,31 @@ pub fn schedule(state: &ClusterState) -> Plan {
             .filter(|n| constraints.iter().all(|c| c.matches(n)))
             .collect();
         let want = &task.spec.reservations;
-        let short = |n: &Node| {
-            let have = reserved.get(n.id.as_str()).copied().unwrap_or_default();
-            have.short_of(want, &n.description.resources)
-        };
+        let short = |n: &Node| short_of(&load(&placed_on, &n.id), want, &n.description.resources);
         let fits: Vec<&Node> = allowed
             .iter()
             .copied()
             .filter(|n| short(n).is_none())
             .collect();
         let best = fits.iter().min_by_key(|n| {
-            (
-                per_service
+            let of_service = state.live_tasks_on(&task.service_id, &n.id)
+                + placed_of
                     .get(&(task.service_id.as_str(), n.id.as_str()))
                     .copied()
-                    .unwrap_or(0),
-                per_node.get(n.id.as_str()).copied().unwrap_or(0),
+                    .unwrap_or(0);
+            (
+                of_service,
+                load(&placed_on, &n.id).tasks,
                 n.hostname().to_string(),
             )
         });
         match best {
             Some(node) => {
-                reserved.entry(node.id.as_str()).or_default().add(want);
-                *per_node.entry(node.id.as_str()).or_default() += 1;
-                *per_service
+                let p = placed_on.entry(node.id.as_str()).or_default();
+                p.tasks += 1;
+                p.nano_cpus += want.nano_cpus.unwrap_or(0);
+                p.memory_bytes += want.memory_bytes.unwrap_or(0);
+                *placed_of
                     .entry((task.service_id.as_str(), node.id.as_str()))
                     .or_default() += 1;
                 plan.assignments.push((task.id.clone(), node.id.clone()));
@@ -115,37 +118,23 @@ pub fn schedule(state: &ClusterState) -> Plan {
     plan
 }
 
-/// CPUs and memory set aside on one node.
-#[derive(Debug, Clone, Copy, Default)]
-struct Reserved {
-    nano_cpus: u64,
-    memory_bytes: i64,
-}
-
-impl Reserved {
-    fn add(&mut self, r: &Limits) {
-        self.nano_cpus += r.nano_cpus.unwrap_or(0);
-        self.memory_bytes += r.memory_bytes.unwrap_or(0);
+/// What a node whose live tasks reserve `have` lacks for one more task reserving `want`
+/// ("memory", "CPU"); nothing is checked against a node that reported no resources.
+fn short_of(have: &NodeLoad, want: &Limits, node: &Resources) -> Option<&'static str> {
+    if node.is_unknown() {
+        return None;
     }
-
-    /// What a node lacks for one more task reserving `want` ("memory", "CPU"); nothing is
-    /// checked against a node that reported no resources.
-    fn short_of(&self, want: &Limits, node: &Resources) -> Option<&'static str> {
-        if node.is_unknown() {
-            return None;
-        }
-        if let Some(m) = want.memory_bytes
-            && self.memory_bytes + m > node.memory_bytes
-        {
-            return Some("memory");
-        }
-        if let Some(c) = want.nano_cpus
-            && self.nano_cpus + c > node.nano_cpus
-        {
-            return Some("CPU");
-        }
-        None
+    if let Some(m) = want.memory_bytes
+        && have.memory_bytes + m > node.memory_bytes
+    {
+        return Some("memory");
     }
+    if let Some(c) = want.nano_cpus
+        && have.nano_cpus + c > node.nano_cpus
+    {
+        return Some("CPU");
+    }
+    None
 }
 
 #[cfg(test)]

@@ -452,10 +452,13 @@ impl Backend for Api {
             .as_deref()
             .map(|k| Self::find_node(&state, k))
             .transpose()?;
-        Ok(state
-            .tasks
-            .values()
-            .filter(|t| service.as_ref().is_none_or(|s| s.id == t.service_id))
+        // A service's tasks from the state's index: `service ps` and the CLI's progress
+        // polls read a few tasks, not every task of the cluster.
+        let tasks: Box<dyn Iterator<Item = &Task>> = match &service {
+            Some(s) => Box::new(state.tasks_of(&s.id)),
+            None => Box::new(state.tasks.values()),
+        };
+        Ok(tasks
             .filter(|t| {
                 node.as_ref()
                     .is_none_or(|n| t.node_id.as_deref() == Some(n.id.as_str()))
