@@ -14,8 +14,10 @@ CHANGES, PROBES, FINAL = int(CHANGES), int(PROBES), int(FINAL)
 SOCK = f"/run/shoal-lab/{LAB}/node1/shoal.sock"
 HERE = os.path.dirname(os.path.abspath(__file__))
 # PROFILE=DIR: perf records each node's shoald during each stage's changes, into
-# DIR/stage<TASKS PER NODE>-node<N>.data (`perf report -i ... --sort sym`).
+# DIR/stage<TASKS PER NODE>-node<N>.data (`perf report -i ... --sort sym`); PERF_ARGS
+# replaces the sampling options (e.g. "-F 499 --call-graph dwarf" for Rust's callers).
 PROFILE = os.environ.get("PROFILE")
+PERF_ARGS = os.environ.get("PERF_ARGS", "-F 999 -g").split()
 
 
 def shoal(*args, check=True):
@@ -124,7 +126,7 @@ for per_node in STAGES:
         os.makedirs(PROFILE, exist_ok=True)
         for n, p in pids.items():
             out = f"{PROFILE}/stage{per_node}-node{n}.data"
-            perfs.append(subprocess.Popen(["perf", "record", "-q", "-F", "999", "-g", "-p", str(p), "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            perfs.append(subprocess.Popen(["perf", "record", "-q", *PERF_ARGS, "-p", str(p), "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1)  # perf attaches; its sampling adds to the figures: compare stages of one run
         before = {n: cpu_ms(p) for n, p in pids.items()}
         before_live = {n: live_threads_ms(p) for n, p in pids.items()}

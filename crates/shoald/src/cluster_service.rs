@@ -182,9 +182,14 @@ async fn session_loop(
         let endpoints_changed = delta.as_ref().is_some_and(|d| !d.is_empty()) || sent.version == 0;
         // Logins go with the task changes that may need them, before the agent starts them.
         let logins = if tasks_changed {
-            let now = manager
-                .logins
-                .for_tasks(&state, mine.assigned(), &mut opened);
+            // Only services with a login matter (usually none): their tasks on this node,
+            // not every task of the node at each change.
+            let with_login = state
+                .services_with_login()
+                .flat_map(|s| state.tasks_of(&s.id))
+                .filter_map(|t| mine.get(&t.id))
+                .filter(|t| t.status.state >= TaskState::Assigned);
+            let now = manager.logins.for_tasks(&state, with_login, &mut opened);
             (sent_logins.as_ref() != Some(&now)).then_some(now)
         } else {
             None

@@ -36,6 +36,10 @@ pub(super) struct Index {
     /// Tasks desired Running that wait for addresses (New) or for a node (Pending).
     pub(super) new: OrdSet<String>,
     pub(super) pending: OrdSet<String>,
+    /// Service ids by name (a name is never changed, and `apply` refuses a second).
+    pub(super) names: OrdMap<String, String>,
+    /// Services that carry a registry login (`--with-registry-auth`).
+    pub(super) with_login: OrdSet<String>,
 }
 
 /// What one task contributes to the indexes.
@@ -53,18 +57,14 @@ pub(super) struct Footprint {
 
 impl Footprint {
     pub(super) fn of(t: &Task) -> Footprint {
-        let live_on = t
-            .node_id
-            .as_ref()
-            .filter(|_| t.is_live())
-            .map(|n| {
-                let r = &t.spec.reservations;
-                (
-                    n.clone(),
-                    r.nano_cpus.unwrap_or(0),
-                    r.memory_bytes.unwrap_or(0),
-                )
-            });
+        let live_on = t.node_id.as_ref().filter(|_| t.is_live()).map(|n| {
+            let r = &t.spec.reservations;
+            (
+                n.clone(),
+                r.nano_cpus.unwrap_or(0),
+                r.memory_bytes.unwrap_or(0),
+            )
+        });
         let addrs = if t.status.state.is_terminal() {
             Vec::new()
         } else {
@@ -105,9 +105,27 @@ impl Index {
             ix.add(&Footprint::of(t));
         }
         for s in services {
-            ix.hold(&vips_of(s), 1);
+            ix.add_service(s);
         }
         ix
+    }
+
+    /// Counts a service's VIPs and name.
+    pub(super) fn add_service(&mut self, s: &Service) {
+        self.hold(&vips_of(s), 1);
+        self.names.insert(s.spec.name.clone(), s.id.clone());
+        if s.registry_auth.is_some() {
+            self.with_login.insert(s.id.clone());
+        }
+    }
+
+    /// Forgets what [`Index::add_service`] counted.
+    pub(super) fn remove_service(&mut self, s: &Service) {
+        self.release(&vips_of(s));
+        if self.names.get(&s.spec.name) == Some(&s.id) {
+            self.names.remove(&s.spec.name);
+        }
+        self.with_login.remove(&s.id);
     }
 
     /// Replaces a task's contribution (`None`: the task did not exist, or no longer does).

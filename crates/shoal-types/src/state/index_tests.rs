@@ -11,7 +11,10 @@ use crate::fixtures::*;
 use crate::service::Limits;
 
 fn net(n: u32) -> (String, Ipv4Addr) {
-    ("net1".to_string(), Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 0)) + n))
+    (
+        "net1".to_string(),
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 0)) + n),
+    )
 }
 
 fn attachment(n: u32) -> Attachment {
@@ -123,7 +126,12 @@ fn random_command(st: &ClusterState, rng: &mut StdRng, next_id: &mut u32) -> Com
             None => Command::DeleteTasks { tasks: vec![] },
         },
         _ => {
-            if rng.random_bool(0.2) && !services.is_empty() {
+            if rng.random_bool(0.3) && !services.is_empty() {
+                Command::SetRegistryAuth {
+                    id: services[rng.random_range(0..services.len())].clone(),
+                    sealed: rng.random_bool(0.5).then(|| "sealed".to_string()),
+                }
+            } else if rng.random_bool(0.2) && !services.is_empty() {
                 Command::RemoveService {
                     id: services[rng.random_range(0..services.len())].clone(),
                 }
@@ -193,7 +201,10 @@ fn readers_answer_from_the_indexes() {
     assert_eq!(ids(&mut st.waiting(TaskState::Pending)), ["t1", "t2"]);
     let (n, a5) = net(5);
     assert!(st.address_taken(&n, a5));
-    assert!(st.address_taken(&n, Ipv4Addr::new(10, 1, 0, 1)), "the gateway");
+    assert!(
+        st.address_taken(&n, Ipv4Addr::new(10, 1, 0, 1)),
+        "the gateway"
+    );
     assert!(!st.address_taken(&n, net(7).1));
     // The same address again is refused, and t3 stays New.
     let err = st
@@ -249,5 +260,25 @@ fn readers_answer_from_the_indexes() {
         st.addresses_in_use("net1").into_iter().collect::<Vec<_>>(),
         [Ipv4Addr::new(10, 1, 0, 1), net(6).1]
     );
+    assert!(st.index_is_consistent());
+
+    // Services by name, and those with a registry login.
+    assert_eq!(st.service_by_name("db").map(|s| s.id.as_str()), Some("s2"));
+    assert!(st.service_by_name("nope").is_none());
+    st.apply(Command::SetRegistryAuth {
+        id: "s2".into(),
+        sealed: Some("sealed".into()),
+    })
+    .unwrap();
+    let with_login = |st: &ClusterState| {
+        st.services_with_login()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with_login(&st), ["s2"]);
+    st.apply(Command::RemoveService { id: "s2".into() })
+        .unwrap();
+    assert!(with_login(&st).is_empty());
+    assert!(st.service_by_name("db").is_none());
     assert!(st.index_is_consistent());
 }

@@ -454,9 +454,9 @@ impl ClusterState {
                     return Err(ApplyError::ServiceNameInUse(service.spec.name));
                 }
                 if let Some(old) = self.services.insert(service.id.clone(), service.clone()) {
-                    self.index.release(&index::vips_of(&old));
+                    self.index.remove_service(&old);
                 }
-                self.index.hold(&index::vips_of(&service), 1);
+                self.index.add_service(&service);
             }
             Command::UpdateService { id, spec, at } => self.update_service(&id, spec, at)?,
             Command::RollbackService {
@@ -470,15 +470,20 @@ impl ClusterState {
                 let svc = self
                     .services
                     .get_mut(&id)
-                    .ok_or(ApplyError::NoSuchService(id))?;
+                    .ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
                 svc.registry_auth = sealed;
+                if svc.registry_auth.is_some() {
+                    self.index.with_login.insert(id);
+                } else {
+                    self.index.with_login.remove(&id);
+                }
             }
             Command::RemoveService { id } => {
                 let removed = self
                     .services
                     .remove(&id)
                     .ok_or_else(|| ApplyError::NoSuchService(id.clone()))?;
-                self.index.release(&index::vips_of(&removed));
+                self.index.remove_service(&removed);
                 // Its tasks stay until the agents have stopped them; the orchestrator
                 // sets them to shut down and deletes them once they are terminal.
                 let ids: Vec<String> = self.tasks_of(&id).map(|t| t.id.clone()).collect();
@@ -649,7 +654,10 @@ impl ClusterState {
     }
 
     pub fn service_by_name(&self, name: &str) -> Option<&Service> {
-        self.services.values().find(|s| s.spec.name == name)
+        self.index
+            .names
+            .get(name)
+            .and_then(|id| self.services.get(id))
     }
 
     /// Finds a service by full id, name, or unique id prefix, as docker does.
@@ -725,6 +733,14 @@ impl ClusterState {
             .filter_map(|id| self.tasks.get(id))
     }
 
+    /// The services that carry a registry login (`Service::registry_auth`).
+    pub fn services_with_login(&self) -> impl Iterator<Item = &Service> + '_ {
+        self.index
+            .with_login
+            .iter()
+            .filter_map(|id| self.services.get(id))
+    }
+
     /// The live tasks placed on a node (`Task::is_live`) and what they reserve.
     pub fn node_load(&self, node_id: &str) -> NodeLoad {
         self.index.load.get(node_id).copied().unwrap_or_default()
@@ -764,8 +780,8 @@ mod rollout;
 
 pub use ca::{CaRotation, CaTrust, NextRootPem, RootCaRecord, RotationProgress};
 
-use index::{Footprint, Index};
 pub use index::NodeLoad;
+use index::{Footprint, Index};
 
 #[cfg(test)]
 mod tests;

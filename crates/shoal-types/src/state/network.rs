@@ -205,8 +205,7 @@ impl ClusterState {
             if ok {
                 self.with_task(&task_id, |t| {
                     t.networks = attachments;
-                    t.status =
-                        TaskStatus::new(TaskState::Pending, at, "pending task scheduling");
+                    t.status = TaskStatus::new(TaskState::Pending, at, "pending task scheduling");
                     t.updated_at = at;
                 });
             }
