@@ -398,6 +398,14 @@ impl NetworkAgent {
     pub async fn leave(&self) {
         let mut inner = self.inner.lock().await;
         inner.left = true;
+        // The overlays go too: a namespace left behind keeps its VXLAN device, and the node
+        // joining again (a new node id, so a new namespace name) could not make one with
+        // the same VNI.
+        for (_, ov) in std::mem::take(&mut inner.overlays) {
+            if let Err(e) = overlay::remove_overlay(&ov.spec.netns).await {
+                warn!(netns = %ov.spec.netns, "failed to remove an overlay of a node that left: {e}");
+            }
+        }
         if inner.mesh.ready {
             let none = inner
                 .mesh

@@ -8,6 +8,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use shoal_api::{CaRotateRequest, CaRotationStatus, Client, ClusterCa};
 
+use crate::swarm::read_flag_file;
+
 #[derive(Debug, Args)]
 pub struct CaArgs {
     /// Only print the certificate's digest (what join tokens pin).
@@ -51,17 +53,9 @@ pub async fn ca(client: &Client, args: CaArgs) -> Result<()> {
 }
 
 async fn rotate(client: &Client, args: CaArgs) -> Result<()> {
-    let read = |flag: &str, path: &Option<std::path::PathBuf>| -> Result<Option<String>> {
-        path.as_ref()
-            .map(|p| {
-                std::fs::read_to_string(p)
-                    .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
-            })
-            .transpose()
-    };
     let req = CaRotateRequest {
-        ca_cert: read("--ca-cert", &args.ca_cert)?,
-        ca_key: read("--ca-key", &args.ca_key)?,
+        ca_cert: read_flag_file("--ca-cert", &args.ca_cert)?,
+        ca_key: read_flag_file("--ca-key", &args.ca_key)?,
     };
     let started = client.rotate_ca(&req).await?;
     // The rotation may already be over (a one-node cluster renews at once).

@@ -80,6 +80,19 @@ fn parse_role(s: &str) -> Result<NodeRole, String> {
 }
 
 /// The request `shoal init` sends; a malformed `--ingress-subnet` is caught here.
+/// The text of the file a flag names (a PEM certificate or key), if the flag was given.
+pub(crate) fn read_flag_file(
+    flag: &str,
+    path: &Option<std::path::PathBuf>,
+) -> Result<Option<String>> {
+    path.as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
+        })
+        .transpose()
+}
+
 pub fn init_request(args: InitArgs) -> Result<InitRequest> {
     if let Some(s) = &args.ingress_subnet {
         parse_subnet(s).map_err(|e| anyhow::anyhow!("invalid --ingress-subnet: {e}"))?;
@@ -102,17 +115,9 @@ pub fn init_request(args: InitArgs) -> Result<InitRequest> {
         ),
         None => None,
     };
-    let read = |flag: &str, path: &Option<std::path::PathBuf>| -> Result<Option<String>> {
-        path.as_ref()
-            .map(|p| {
-                std::fs::read_to_string(p)
-                    .map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", p.display()))
-            })
-            .transpose()
-    };
     Ok(InitRequest {
-        ca_cert: read("--ca-cert", &args.ca_cert)?,
-        ca_key: read("--ca-key", &args.ca_key)?,
+        ca_cert: read_flag_file("--ca-cert", &args.ca_cert)?,
+        ca_key: read_flag_file("--ca-key", &args.ca_key)?,
         cert_expiry_ms,
         advertise_addr: args.advertise_addr,
         listen_addr: args.listen_addr,

@@ -86,3 +86,66 @@ fn a_table_that_does_not_apply_is_not_acked_and_is_retried() {
     });
     lab.wait_running("web", 1);
 }
+
+#[test]
+fn a_node_that_left_and_joined_again_applies_every_table() {
+    let lab = Lab::up("rejoin", 2, 1);
+    let token = lab
+        .ok(1, &["join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let m1 = lab
+        .ok(
+            1,
+            &[
+                "node",
+                "inspect",
+                "--format",
+                "{{.ManagerStatus.Addr}}",
+                "node1",
+            ],
+        )
+        .trim()
+        .to_string();
+    let old = lab
+        .ok(1, &["node", "inspect", "--format", "{{.ID}}", "node2"])
+        .trim()
+        .to_string();
+    lab.ok(2, &["leave"]);
+    lab.ok(1, &["node", "rm", "--force", &old]);
+    lab.ok(2, &["join", "--token", &token, &m1]);
+    // The ingress overlay (every node has it) is made again under the new node id: the
+    // one the node had before is gone with its VXLAN device, whose VNI the new one needs.
+    let made = lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "host",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "-p",
+            "8080:8000",
+            SHOAL,
+            "demo",
+            "vote",
+            "--port",
+            "8000",
+        ],
+    );
+    assert!(made.contains("verify: Service converged"), "{made}");
+    let message = lab.ok(
+        1,
+        &[
+            "node",
+            "inspect",
+            "--format",
+            "{{.Status.Message}}",
+            "node2",
+        ],
+    );
+    assert_eq!(message.trim(), "");
+}
