@@ -430,23 +430,7 @@ fn three_managers_survive_the_leader_stopping() {
 #[test]
 fn overlays_never_cover_a_nodes_own_addresses() {
     let lab = Lab::up("overlap", 2, 1);
-    let token = lab
-        .ok(1, &["join-token", "-q", "worker"])
-        .trim()
-        .to_string();
-    let manager = lab
-        .ok(
-            1,
-            &[
-                "node",
-                "inspect",
-                "--format",
-                "{{.ManagerStatus.Addr}}",
-                "node1",
-            ],
-        )
-        .trim()
-        .to_string();
+    let (token, manager) = lab.join_args("worker");
     let netns = lab.netns(2);
     let ip = |args: &[&str]| {
         let mut cmd = vec!["-n", netns.as_str()];

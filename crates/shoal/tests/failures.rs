@@ -90,23 +90,7 @@ fn a_table_that_does_not_apply_is_not_acked_and_is_retried() {
 #[test]
 fn a_node_that_left_and_joined_again_applies_every_table() {
     let lab = Lab::up("rejoin", 2, 1);
-    let token = lab
-        .ok(1, &["join-token", "-q", "worker"])
-        .trim()
-        .to_string();
-    let m1 = lab
-        .ok(
-            1,
-            &[
-                "node",
-                "inspect",
-                "--format",
-                "{{.ManagerStatus.Addr}}",
-                "node1",
-            ],
-        )
-        .trim()
-        .to_string();
+    let (token, m1) = lab.join_args("worker");
     let old = lab
         .ok(1, &["node", "inspect", "--format", "{{.ID}}", "node2"])
         .trim()

@@ -87,23 +87,7 @@ fn managers_leave_are_removed_and_a_lost_quorum_refuses_changes_at_once() {
 
     // It joins again as a manager (a new node id), then its daemon dies: `node rm
     // --force` takes the dead manager out, so node1 and node2 are a quorum of their own.
-    let token = lab
-        .ok(1, &["join-token", "-q", "manager"])
-        .trim()
-        .to_string();
-    let m1 = lab
-        .ok(
-            1,
-            &[
-                "node",
-                "inspect",
-                "--format",
-                "{{.ManagerStatus.Addr}}",
-                "node1",
-            ],
-        )
-        .trim()
-        .to_string();
+    let (token, m1) = lab.join_args("manager");
     lab.ok(3, &["join", "--token", &token, &m1]);
     wait_for("three managers again", SLOW, || {
         let rows = nodes(&lab, 1);

@@ -67,6 +67,26 @@ impl Lab {
         format!("shoal-{}-node{node}", self.name)
     }
 
+    /// What a node needs to join again: node1's join token for `role` ("worker" or
+    /// "manager") and node1's cluster address.
+    pub fn join_args(&self, role: &str) -> (String, String) {
+        let token = self.ok(1, &["join-token", "-q", role]).trim().to_string();
+        let manager = self
+            .ok(
+                1,
+                &[
+                    "node",
+                    "inspect",
+                    "--format",
+                    "{{.ManagerStatus.Addr}}",
+                    "node1",
+                ],
+            )
+            .trim()
+            .to_string();
+        (token, manager)
+    }
+
     /// Runs `shoal ARGS` against node N's daemon.
     pub fn shoal(&self, node: u32, args: &[&str]) -> Output {
         Command::new(SHOAL)
