@@ -367,17 +367,17 @@ impl Store {
     /// candidate, so its count is a lower bound.
     pub fn quorum(&self) -> (usize, usize) {
         let members = self.members();
-        let reachable = members
-            .iter()
-            .filter(|(id, _)| {
-                *id == self.inner.id
-                    || self
-                        .inner
-                        .peers
-                        .answered_within(*id, self.inner.reachable_window)
-            })
-            .count();
+        let reachable = members.iter().filter(|(id, _)| self.answers(*id)).count();
         (reachable, members.len())
+    }
+
+    /// Whether voter `id` answered this manager lately (itself always does).
+    fn answers(&self, id: RaftId) -> bool {
+        id == self.inner.id
+            || self
+                .inner
+                .peers
+                .answered_within(id, self.inner.reachable_window)
     }
 
     /// The voters and their addresses, by id.
@@ -409,13 +409,7 @@ impl Store {
                 id,
                 addr,
                 leader: leader == Some(id),
-                reachable: is_leader.then(|| {
-                    id == self.inner.id
-                        || self
-                            .inner
-                            .peers
-                            .answered_within(id, self.inner.reachable_window)
-                }),
+                reachable: is_leader.then(|| self.answers(id)),
             })
             .collect()
     }

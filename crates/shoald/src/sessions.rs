@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::oneshot;
 use tonic::Status;
@@ -18,7 +19,7 @@ pub const MAX_IN_FLIGHT: usize = 4;
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Live>>,
-    next: Mutex<u64>,
+    next: AtomicU64,
 }
 
 struct Live {
@@ -36,11 +37,7 @@ pub struct Ticket {
 impl Sessions {
     /// Registers a new session for `node`, ending the one it had.
     pub fn open(&self, node: &str) -> Ticket {
-        let id = {
-            let mut next = lock(&self.next);
-            *next += 1;
-            *next
-        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         let old = lock(&self.live).insert(node.to_string(), Live { id, replaced: tx });
         if let Some(old) = old {
