@@ -6,13 +6,13 @@
 //! The agent knows what it programmed (`Overlay::current`), so a change costs the
 //! difference only; after a failure it reads the kernel state back before planning again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use shoal_dns::{DnsRuntime, DnsServer, Upstream};
-use shoal_net::overlay::plan::{Attachment as NetAttachment, Current, Desired, Remote};
+use shoal_net::overlay::plan::{Attachment as NetAttachment, Current, Desired, Remote, Shadowed};
 use shoal_net::overlay::{self, OverlaySpec};
 use shoal_types::Task;
 use shoal_types::endpoint::{EndpointView, TaskEndpoint};
@@ -43,9 +43,10 @@ struct Inner {
     view: Arc<EndpointView>,
     overlays: BTreeMap<String, Overlay>,
     sandboxes: BTreeMap<String, Sandbox>,
-    /// Bumped whenever a sandbox comes or goes: with the same value, no overlay's local
-    /// attachments changed and none need reading again.
-    sandboxes_gen: u64,
+    /// Each network's local attachments by address, kept as sandboxes come and go: an
+    /// overlay's change is planned from the difference with what it was programmed from
+    /// (a persistent map, so the walk costs the change, not the node's tasks).
+    locals: BTreeMap<String, imbl::OrdMap<Ipv4Addr, NetAttachment>>,
     mesh: Mesh,
     /// The node's guard table (`crate::guard`): made before the gateway or an overlay.
     guard: Guard,
@@ -68,10 +69,10 @@ struct Overlay {
 
 /// What an overlay's programming was made from.
 struct Synced {
-    /// `Inner::sandboxes_gen` when `attachments` was read.
-    sandboxes_gen: u64,
-    attachments: Vec<NetAttachment>,
+    attachments: imbl::OrdMap<Ipv4Addr, NetAttachment>,
     tasks: imbl::OrdMap<String, TaskEndpoint>,
+    /// Remote endpoints hidden by a local attachment at their address.
+    shadowed: Shadowed,
 }
 
 struct Sandbox {
@@ -107,7 +108,7 @@ impl NetworkAgent {
                 view: Arc::new(EndpointView::default()),
                 overlays: BTreeMap::new(),
                 sandboxes: BTreeMap::new(),
-                sandboxes_gen: 0,
+                locals: BTreeMap::new(),
                 mesh,
                 guard: Guard::default(),
                 left: false,
@@ -161,7 +162,16 @@ impl NetworkAgent {
             attachments.push((a.network_id.clone(), a.addr, format!("eth{i}")));
         }
         let zones = inner.zones.subscribe();
-        inner.sandboxes_gen += 1;
+        for (net, addr, ifname) in &attachments {
+            inner.locals.entry(net.clone()).or_default().insert(
+                addr.addr(),
+                NetAttachment {
+                    addr: *addr,
+                    sandbox: netns.to_string(),
+                    ifname: ifname.clone(),
+                },
+            );
+        }
         inner.sandboxes.insert(
             task.id.clone(),
             Sandbox {
@@ -289,7 +299,20 @@ impl NetworkAgent {
         let Some(sandbox) = inner.sandboxes.remove(task_id) else {
             return;
         };
-        inner.sandboxes_gen += 1;
+        for (net, addr, _) in &sandbox.attachments {
+            if let Some(locals) = inner.locals.get_mut(net) {
+                // Another sandbox's attachment at the same address (the table moved it) stays.
+                if locals
+                    .get(&addr.addr())
+                    .is_some_and(|a| a.sandbox == sandbox.netns)
+                {
+                    locals.remove(&addr.addr());
+                }
+                if locals.is_empty() {
+                    inner.locals.remove(net);
+                }
+            }
+        }
         self.vip.release_sandbox(task_id).await;
         if let Some(dns) = sandbox.dns {
             dns.stop().await;
@@ -363,13 +386,7 @@ impl NetworkAgent {
         }
         let ids: Vec<String> = inner.overlays.keys().cloned().collect();
         for id in ids {
-            // Whether a sandbox still uses it is asked only of a network the view dropped
-            // (the question walks every sandbox of the node).
-            let dropped = !view.networks.contains_key(&id)
-                && !inner
-                    .sandboxes
-                    .values()
-                    .any(|s| s.attachments.iter().any(|a| a.0 == id));
+            let dropped = !view.networks.contains_key(&id) && !inner.locals.contains_key(&id);
             if dropped {
                 if let Some(ov) = inner.overlays.remove(&id) {
                     info!(netns = %ov.spec.netns, "removing overlay network this node no longer takes part in");
@@ -458,21 +475,10 @@ impl NetworkAgent {
     }
 
     /// Brings one overlay's veths and forwarding entries to what the sandboxes and the
-    /// endpoint table say.
+    /// endpoint table say: from the difference with what it was programmed from when it
+    /// knows that, from the whole (read back from the kernel after a failure) otherwise.
     async fn reconcile(&self, inner: &mut Inner, network_id: &str) -> Result<(), String> {
-        let generation = inner.sandboxes_gen;
-        // No sandbox came or went since the last programming: the local attachments are as
-        // they were (reading them walks every sandbox of the node).
-        let same_sandboxes = inner
-            .overlays
-            .get(network_id)
-            .and_then(|ov| ov.synced.as_ref())
-            .is_some_and(|s| s.sandboxes_gen == generation);
-        let attachments = if same_sandboxes {
-            None
-        } else {
-            Some(local_attachments(inner, network_id))
-        };
+        let locals = inner.locals.get(network_id).cloned().unwrap_or_default();
         let tasks = inner
             .view
             .networks
@@ -482,37 +488,37 @@ impl NetworkAgent {
         let Some(ov) = inner.overlays.get_mut(network_id) else {
             return Ok(());
         };
-        // The same local attachments as last time: only remote endpoints can differ, and
-        // only those of the tasks that changed.
-        if let (Some(current), Some(synced)) = (ov.current.as_mut(), ov.synced.as_mut())
-            && attachments
-                .as_ref()
-                .is_none_or(|a| *a == synced.attachments)
-        {
-            let changes = remote_changes(&synced.tasks, &tasks, &self.node_id);
-            let ops = overlay::plan::plan_remotes(current, &changes);
-            if !ops.is_empty() {
-                if let Err(e) = overlay::apply(&ov.spec, &ops).await {
-                    ov.current = None;
-                    ov.synced = None;
-                    return Err(format!("failed to program overlay {}: {e}", ov.spec.netns));
+        if let (Some(current), Some(synced)) = (ov.current.as_mut(), ov.synced.as_mut()) {
+            let mut gone = BTreeSet::new();
+            let mut came = Vec::new();
+            for (addr, was, is) in shoal_types::diff::changes(&synced.attachments, &locals) {
+                if was.is_some() {
+                    gone.insert(*addr);
                 }
-                current.record(&ops);
+                came.extend(is.cloned());
             }
-            synced.sandboxes_gen = generation;
+            let mut ops = overlay::plan::plan_locals(current, &synced.shadowed, &gone, &came);
+            synced.shadowed.locals_changed(current, &gone, &came);
+            current.record(&ops);
+            let changes = remote_changes(&synced.tasks, &tasks, &self.node_id);
+            let remote_ops = overlay::plan::plan_remotes(current, &changes);
+            current.record(&remote_ops);
+            synced.shadowed.remotes_changed(current, &changes);
+            ops.extend(remote_ops);
+            synced.attachments = locals;
             synced.tasks = tasks;
+            if !ops.is_empty()
+                && let Err(e) = overlay::apply(&ov.spec, &ops).await
+            {
+                ov.current = None;
+                ov.synced = None;
+                return Err(format!("failed to program overlay {}: {e}", ov.spec.netns));
+            }
             return Ok(());
         }
-        let attachments = match attachments {
-            Some(a) => a,
-            None => local_attachments(inner, network_id),
-        };
-        let Some(ov) = inner.overlays.get_mut(network_id) else {
-            return Ok(());
-        };
         let desired = Desired {
             remotes: remotes(&tasks, &self.node_id),
-            attachments: attachments.clone(),
+            attachments: locals.values().cloned().collect(),
         };
         let current = match ov.current.take() {
             Some(c) => c,
@@ -526,9 +532,9 @@ impl NetworkAgent {
             Ok(()) => {
                 ov.current = Some(programmed(&desired));
                 ov.synced = Some(Synced {
-                    sandboxes_gen: generation,
-                    attachments,
+                    attachments: locals,
                     tasks,
+                    shadowed: Shadowed::of(&desired),
                 });
                 Ok(())
             }
@@ -569,24 +575,6 @@ fn remote_changes(
 
 fn subnets(view: &EndpointView) -> Vec<Ipv4Net> {
     view.networks.values().map(|n| n.info.subnet).collect()
-}
-
-/// The node's own tasks on the network.
-fn local_attachments(inner: &Inner, network_id: &str) -> Vec<NetAttachment> {
-    inner
-        .sandboxes
-        .values()
-        .flat_map(|s| {
-            s.attachments
-                .iter()
-                .filter(|a| a.0 == network_id)
-                .map(|(_, addr, ifname)| NetAttachment {
-                    addr: *addr,
-                    sandbox: s.netns.clone(),
-                    ifname: ifname.clone(),
-                })
-        })
-        .collect()
 }
 
 /// The network's tasks on other nodes.

@@ -173,6 +173,107 @@ pub fn plan_remotes(current: &Current, changes: &BTreeMap<Ipv4Addr, Option<Ipv4A
     ops
 }
 
+/// The operations for local attachments that came or went alone (by address), the remote
+/// endpoints being as `current` has them, plus those `shadowed` keeps: a sandbox that
+/// comes or goes costs its own attachments, not a walk over every task of the network.
+/// Carried out before [`plan_remotes`] for a change of the same pass.
+pub fn plan_locals(
+    current: &Current,
+    shadowed: &Shadowed,
+    gone: &BTreeSet<Ipv4Addr>,
+    came: &[Attachment],
+) -> Vec<Op> {
+    let came_addrs: BTreeSet<Ipv4Addr> = came.iter().map(|a| a.addr.addr()).collect();
+    let mut ops: Vec<Op> = gone
+        .iter()
+        .filter(|a| current.attached.contains(a))
+        .map(|a| Op::Detach(*a))
+        .collect();
+    // A remote entry at an address a local task now holds: the veth wins, as in `plan`.
+    ops.extend(
+        came_addrs
+            .iter()
+            .filter(|a| current.fdb.contains_key(a) || current.neighbours.contains(a))
+            .map(|a| Op::RemoveRemote(*a)),
+    );
+    ops.extend(
+        came.iter()
+            .filter(|a| !current.attached.contains(&a.addr.addr()) || gone.contains(&a.addr.addr()))
+            .cloned()
+            .map(Op::Attach),
+    );
+    // The table names the address of a task that left on another node: reach it there.
+    ops.extend(
+        gone.iter()
+            .filter(|a| !came_addrs.contains(a))
+            .filter_map(|a| shadowed.0.get(a).map(|v| (a, v)))
+            .map(|(addr, vtep)| {
+                Op::AddRemote(Remote {
+                    addr: *addr,
+                    vtep: *vtep,
+                })
+            }),
+    );
+    ops
+}
+
+/// Remote endpoints the table names at an address a local task holds: not programmed (the
+/// local veth wins) but remembered, so that [`plan_locals`] adds the entry once the local
+/// task goes without reading the whole table again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shadowed(BTreeMap<Ipv4Addr, Ipv4Addr>);
+
+impl Shadowed {
+    /// The remotes of `desired` hidden by its local attachments (the last entry wins).
+    pub fn of(desired: &Desired) -> Shadowed {
+        let local: BTreeSet<Ipv4Addr> = desired.attachments.iter().map(|a| a.addr.addr()).collect();
+        Shadowed(
+            desired
+                .remotes
+                .iter()
+                .filter(|r| local.contains(&r.addr))
+                .map(|r| (r.addr, r.vtep))
+                .collect(),
+        )
+    }
+
+    /// After [`plan_locals`]' operations, `before` being the state they were planned from.
+    pub fn locals_changed(
+        &mut self,
+        before: &Current,
+        gone: &BTreeSet<Ipv4Addr>,
+        came: &[Attachment],
+    ) {
+        for a in gone {
+            self.0.remove(a);
+        }
+        for a in came {
+            let addr = a.addr.addr();
+            if let Some(vtep) = before.fdb.get(&addr) {
+                self.0.insert(addr, *vtep);
+            }
+        }
+    }
+
+    /// After [`plan_remotes`]' operations for `changes`, carried out on `current`.
+    pub fn remotes_changed(
+        &mut self,
+        current: &Current,
+        changes: &BTreeMap<Ipv4Addr, Option<Ipv4Addr>>,
+    ) {
+        for (addr, vtep) in changes {
+            match vtep {
+                Some(v) if current.attached.contains(addr) => {
+                    self.0.insert(*addr, *v);
+                }
+                _ => {
+                    self.0.remove(addr);
+                }
+            }
+        }
+    }
+}
+
 impl Current {
     /// What the kernel holds once `ops` were carried out.
     pub fn record(&mut self, ops: &[Op]) {
@@ -447,6 +548,69 @@ mod tests {
                 plan(&current, &desired).is_empty(),
                 "round {round}: recorded"
             );
+        }
+    }
+
+    /// Local attachments that come and go, planned alone and interleaved with remote
+    /// changes, leave the kernel as the full plan would, over many random rounds.
+    #[test]
+    fn local_changes_plan_as_the_whole_does() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut below = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let addr = |i: u64| Ipv4Addr::new(10, 0, 0, i as u8 + 2);
+        let vtep = |i: u64| Ipv4Addr::new(172, 29, 1, i as u8 + 1);
+        let mut locals: BTreeMap<Ipv4Addr, Attachment> = BTreeMap::new();
+        let mut remotes: BTreeMap<Ipv4Addr, Ipv4Addr> = BTreeMap::new();
+        let mut current = Current::default();
+        let mut shadowed = Shadowed::default();
+        for round in 0..2000 {
+            let mut gone = BTreeSet::new();
+            let mut came = Vec::new();
+            for _ in 0..below(3) {
+                let a = addr(below(10));
+                if locals.remove(&a).is_some() {
+                    // One that came this round goes again: neither came nor gone.
+                    let before = came.len();
+                    came.retain(|c: &Attachment| c.addr.addr() != a);
+                    if came.len() == before {
+                        gone.insert(a);
+                    }
+                } else if !gone.contains(&a) {
+                    let at = att(&format!("{a}/24"), &format!("sb{round}"), "eth0");
+                    locals.insert(a, at.clone());
+                    came.push(at);
+                }
+            }
+            let mut changes: BTreeMap<Ipv4Addr, Option<Ipv4Addr>> = BTreeMap::new();
+            for _ in 0..below(3) {
+                let a = addr(below(12));
+                let v = (below(3) > 0).then(|| vtep(below(3)));
+                match v {
+                    Some(v) => remotes.insert(a, v),
+                    None => remotes.remove(&a),
+                };
+                changes.insert(a, v);
+            }
+            let ops = plan_locals(&current, &shadowed, &gone, &came);
+            shadowed.locals_changed(&current, &gone, &came);
+            current.record(&ops);
+            let ops = plan_remotes(&current, &changes);
+            current.record(&ops);
+            shadowed.remotes_changed(&current, &changes);
+            let desired = Desired {
+                attachments: locals.values().cloned().collect(),
+                remotes: remotes
+                    .iter()
+                    .map(|(a, v)| Remote { addr: *a, vtep: *v })
+                    .collect(),
+            };
+            assert_eq!(plan(&current, &desired), [], "round {round}");
+            assert_eq!(shadowed, Shadowed::of(&desired), "round {round}");
         }
     }
 }
