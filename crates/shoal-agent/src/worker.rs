@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::AgentConfig;
 use crate::container::OciRuntime;
 
+mod adopt;
 mod health;
 mod oci;
 use crate::network::NetworkAgent;
@@ -40,6 +41,9 @@ pub struct Worker {
     /// Containers an earlier daemon left, until the first full task list says which to
     /// adopt; the others are then removed (`Worker::apply`).
     survivors: Mutex<Option<HashMap<String, shoal_oci::Survivor>>>,
+    /// Host-command tasks' processes an earlier daemon left running (it was killed), until
+    /// the first full task list says which to adopt; the others are then stopped.
+    orphans: Mutex<Option<HashMap<String, shoal_exec::orphan::Orphan>>>,
     /// Set by `shutdown`: containers are left running for the next daemon to adopt.
     keep_containers: std::sync::atomic::AtomicBool,
 }
@@ -58,6 +62,8 @@ struct Local {
     container: Option<shoal_oci::Container>,
     /// An `oci` task's image (for `image rm`'s in-use check).
     image: Option<String>,
+    /// The task left the node's list: its run directory goes when it has ended.
+    forgotten: bool,
 }
 
 pub fn now() -> Millis {
@@ -112,6 +118,11 @@ impl Worker {
             }
             let _ = oci.set(rt.map(Arc::new));
         }
+        let orphans = adopt::find_orphans(&cfg.run_dir);
+        if !orphans.is_empty() {
+            let ids: Vec<&String> = orphans.keys().collect();
+            info!(tasks = ?ids, "found task processes an earlier daemon left running");
+        }
         Arc::new(Worker {
             cfg,
             network,
@@ -121,6 +132,7 @@ impl Worker {
             oci,
             logins: Mutex::default(),
             survivors: Mutex::new(survivors),
+            orphans: Mutex::new(Some(orphans)),
             keep_containers: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -196,14 +208,18 @@ impl Worker {
             for t in &assigned {
                 self.reconcile_one(&mut local, t, &mut to_start, &mut to_stop);
             }
-            for id in local.keys() {
+            for (id, l) in local.iter_mut() {
                 if !assigned_ids.contains(id.as_str()) {
+                    l.forgotten = true;
                     to_stop.push(id.clone());
                 }
             }
         }
         self.start_and_stop(to_start, to_stop);
         self.remove_unclaimed_survivors();
+        let stopping = self.stop_unclaimed_orphans();
+        let listed = assigned.iter().map(|t| t.id.as_str()).collect();
+        self.remove_unlisted_run_dirs(&listed, &stopping);
     }
 
     /// Reconciles the tasks that changed since the last list or change: each as it is now,
@@ -215,17 +231,25 @@ impl Worker {
     ) {
         let mut to_start = Vec::new();
         let mut to_stop = Vec::new();
+        let mut gone = Vec::new();
         {
             let mut local = self.locked();
             for (id, task) in changed {
                 match task {
                     Some(t) => self.reconcile_one(&mut local, t, &mut to_start, &mut to_stop),
-                    None if local.contains_key(id) => to_stop.push(id.to_string()),
-                    None => {}
+                    None => {
+                        if local.contains_key(id) {
+                            to_stop.push(id.to_string());
+                        }
+                        gone.push(id.to_string());
+                    }
                 }
             }
         }
         self.start_and_stop(to_start, to_stop);
+        for id in gone {
+            self.forget(&id);
+        }
     }
 
     /// What one assigned task asks of this node: start it, stop it, or say it is lost.
@@ -237,6 +261,17 @@ impl Worker {
         to_stop: &mut Vec<String>,
     ) {
         let known = local.contains_key(&t.id);
+        if !known
+            && !t.status.state.is_terminal()
+            && !self.closing.load(std::sync::atomic::Ordering::SeqCst)
+            && self.adopt_orphan(local, t)
+        {
+            // A host-command task an earlier daemon left running: this node's again.
+            if t.desired_state > TaskState::Running {
+                to_stop.push(t.id.clone());
+            }
+            return;
+        }
         if t.desired_state <= TaskState::Running {
             if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
                 return;
@@ -280,6 +315,8 @@ impl Worker {
                 let mut st = status(TaskState::Failed, "task process lost");
                 st.err = "the task's process is gone: the node's daemon restarted".into();
                 self.report(&t.id, st);
+                // Its namespace stayed: nobody saw the process end.
+                adopt::delete_task_netns(&t.id);
             }
         } else if known {
             to_stop.push(t.id.clone());
@@ -385,7 +422,7 @@ impl Worker {
         let mut st = status(TaskState::Failed, what);
         st.err = err;
         self.report(&task.id, st);
-        self.locked().remove(&task.id);
+        self.finished(&task.id);
         self.network.release_task(&task.id).await;
         shoal_exec::cleanup(spec).await;
     }
@@ -447,7 +484,7 @@ impl Worker {
                 let mut st = status(TaskState::Failed, "starting the task failed");
                 st.err = e;
                 self.report(&id, st);
-                self.locked().remove(&id);
+                self.finished(&id);
                 self.network.release_task(&id).await;
                 shoal_exec::cleanup(&spec).await;
                 return;
@@ -501,6 +538,6 @@ impl Worker {
         self.report(&id, st);
         shoal_exec::cleanup(&spec).await;
         // Only now: `stop_all` waits for this, so a stopping daemon leaves no sandbox behind.
-        self.locked().remove(&id);
+        self.finished(&id);
     }
 }

@@ -7,11 +7,13 @@
 //! - `stop`: [`stop`]: SIGTERM to the task's process group, SIGKILL after a grace period.
 //! - `join`: [`exec_in`]: a `Command` that joins a running task's namespaces (`shoal exec`).
 //! - `files`: the run directory: `resolv.conf`, `hosts`, `task.log`.
+//! - `orphan`: the `pid` record of the run directory, and [`orphan::find`], a task process
+//!   that outlived the daemon that started it.
 //! - `resolve`: checks done before anything is created (program lookup, env, hostname).
 //! - `sys`: the one unsafe module: what a child does between fork and exec.
 //!
-//! A task's run directory holds `resolv.conf` (nameserver 127.0.0.11, `ndots:0`), `hosts`
-//! and `task.log`. The task is the leader of its own session and process group; it shares
+//! A task's run directory holds `resolv.conf` (nameserver 127.0.0.11, `ndots:0`), `hosts`,
+//! `task.log` and `pid` (the process's pid and start time). The task is the leader of its own session and process group; it shares
 //! the host's pid namespace and filesystem (no images yet).
 //!
 //! Architecture invariant: namespaces are created through shoal-net; this crate never talks
@@ -21,6 +23,7 @@
 mod error;
 mod files;
 mod join;
+pub mod orphan;
 mod resolve;
 mod sandbox;
 mod stop;

@@ -275,6 +275,10 @@ pub async fn start(spec: &SandboxSpec) -> Result<Running, ExecError> {
             std::io::Error::other("process already reaped"),
         )
     })?;
+    // So that a daemon started after this one died finds the process again (`orphan`).
+    if let Err(e) = crate::orphan::record(run_dir, pid) {
+        tracing::warn!(task = %spec.task_id, pid, "a restarted daemon will not find this task: {e}");
+    }
     tracing::debug!(task = %spec.task_id, pid, netns = %netns, "task started");
     Ok(Running {
         pid,

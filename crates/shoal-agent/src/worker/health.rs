@@ -102,7 +102,7 @@ impl Worker {
     }
 
     /// Whether the task is still this node's and not being stopped.
-    fn wanted(&self, id: &str) -> bool {
+    pub(super) fn wanted(&self, id: &str) -> bool {
         self.locked().get(id).is_some_and(|l| !l.stopping)
     }
 

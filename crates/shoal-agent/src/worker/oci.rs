@@ -83,7 +83,7 @@ impl Worker {
         if self.locked().get(&id).is_some_and(|l| l.stopping) {
             // Stopped while its image was pulled: nothing was made yet.
             self.report(&id, status(TaskState::Shutdown, "shutdown"));
-            self.locked().remove(&id);
+            self.finished(&id);
             return;
         }
         self.report(&id, status(TaskState::Starting, "starting"));
@@ -272,7 +272,7 @@ impl Worker {
         remove_container(rt, id).await;
         self.report(id, st);
         shoal_exec::cleanup(spec).await;
-        self.locked().remove(id);
+        self.finished(id);
     }
 
     /// Records a container in the task's entry before its health check starts: a check
@@ -330,7 +330,7 @@ fn fs_create(log: &std::path::Path) -> Result<(), String> {
 
 /// Removes the gateway veth an earlier daemon made in an adopted sandbox (both ends go):
 /// the new daemon's gateway addresses start afresh, so the sandbox gets a new one.
-async fn drop_stale_gateway(netns: &str) {
+pub(super) async fn drop_stale_gateway(netns: &str) {
     let Ok(nl) = shoal_net::Netlink::in_netns(netns).await else {
         return;
     };
