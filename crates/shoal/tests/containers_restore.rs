@@ -38,51 +38,6 @@ impl Drop for KeepLogs {
     }
 }
 
-/// Stops node N's shoald with `signal` (`-KILL`, `-TERM`) and waits until it is gone;
-/// returns its command line.
-fn stop_daemon(lab: &Lab, node: u32, signal: &str) -> Vec<String> {
-    let pid = lab.daemon_pid(node).expect("the node's shoald");
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let args = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(text)
-        .collect();
-    let killed = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    wait_for("the daemon to exit", SLOW, || {
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            Err("running".into())
-        } else {
-            Ok(())
-        }
-    });
-    args
-}
-
-/// Starts node N's shoald again with `args`, through `lab exec` (in the node's namespace
-/// and the lab's cgroup, so `lab down` ends it).
-fn start_daemon(lab: &Lab, node: u32, args: &[String], log: &str) -> Child {
-    let log = std::fs::File::create(lab.dir().join(format!("node{node}/{log}"))).unwrap();
-    Command::new(SHOAL)
-        .args([
-            "lab",
-            "exec",
-            "--name",
-            &lab.name,
-            &format!("node{node}"),
-            "--",
-        ])
-        .args(args)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
 /// `ID|DESIRED|STATE` of every task of a service, sorted (the state without its age).
 fn tasks(lab: &Lab, service: &str) -> Vec<String> {
     let out = lab.ok(
@@ -227,7 +182,7 @@ fn containers_keep_running_while_the_daemon_restarts() {
     let seen = wait_answers(&log, 0, 5);
 
     // SIGKILL: while node2's daemon is down, `short` ends and `gone` is removed.
-    let args = stop_daemon(&lab, 2, "-KILL");
+    let args = lab.stop_daemon(2, "-KILL");
     std::fs::write(format!("/proc/{short_pid}/root/go"), "").unwrap();
     wait_for("short's container to end", SLOW, || {
         match Path::new(&format!("/proc/{short_pid}")).exists() {
@@ -237,7 +192,7 @@ fn containers_keep_running_while_the_daemon_restarts() {
     });
     lab.ok(1, &["service", "rm", "gone"]);
     let seen = wait_answers(&log, seen, 5);
-    daemons.push(start_daemon(&lab, 2, &args, "shoald-killed.log"));
+    daemons.push(lab.start_daemon(2, &args, "shoald-killed.log"));
 
     // `short`'s exit code, from its monitor's exit file.
     let short_ps = wait_for("short's exit to be reported", SLOW, || {
@@ -283,7 +238,7 @@ fn containers_keep_running_while_the_daemon_restarts() {
     let seen = wait_answers(&log, seen, 5);
 
     // SIGTERM: the daemon stops, its containers do not.
-    let args = stop_daemon(&lab, 2, "-TERM");
+    let args = lab.stop_daemon(2, "-TERM");
     for pid in &pids {
         assert!(
             Path::new(&format!("/proc/{pid}")).exists(),
@@ -291,7 +246,7 @@ fn containers_keep_running_while_the_daemon_restarts() {
         );
     }
     let seen = wait_answers(&log, seen, 5);
-    daemons.push(start_daemon(&lab, 2, &args, "shoald-stopped.log"));
+    daemons.push(lab.start_daemon(2, &args, "shoald-stopped.log"));
     wait_for("node2 to be ready again", SLOW, || {
         let ls = lab.ok(1, &["node", "ls"]);
         match ls.lines().find(|l| l.contains("node2")) {

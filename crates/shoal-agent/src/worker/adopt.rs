@@ -53,7 +53,11 @@ impl Worker {
     /// Adopts the process an earlier daemon left for `t`, if there is one: it is this
     /// node's task again (a stop reaches it), and is plugged into the networks, DNS and VIPs
     /// on a task of its own. Returns whether it did.
-    pub(super) fn adopt_orphan(self: &Arc<Self>, local: &mut HashMap<String, Local>, t: &Task) -> bool {
+    pub(super) fn adopt_orphan(
+        self: &Arc<Self>,
+        local: &mut HashMap<String, Local>,
+        t: &Task,
+    ) -> bool {
         let Some(orphan) = self.take_orphan(&t.id) else {
             return false;
         };

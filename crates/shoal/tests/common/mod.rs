@@ -308,3 +308,52 @@ impl Lab {
         self.ok(1, &a);
     }
 }
+
+impl Lab {
+    /// Stops node N's shoald with `signal` (`-KILL`, `-TERM`) and waits until it is gone;
+    /// returns its command line (for `start_daemon`).
+    pub fn stop_daemon(&self, node: u32, signal: &str) -> Vec<String> {
+        let pid = self.daemon_pid(node).expect("the node's shoald");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let args = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(text)
+            .collect();
+        let killed = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        wait_for(
+            "the daemon to exit",
+            Duration::from_secs(60),
+            || match std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                true => Err("running".into()),
+                false => Ok(()),
+            },
+        );
+        args
+    }
+
+    /// Starts node N's shoald again with `args`, through `lab exec` (in the node's
+    /// namespace and the lab's cgroup, so `lab down` ends it); its output goes to `log` in
+    /// the node's directory.
+    pub fn start_daemon(&self, node: u32, args: &[String], log: &str) -> std::process::Child {
+        let log = std::fs::File::create(self.dir().join(format!("node{node}/{log}"))).unwrap();
+        Command::new(SHOAL)
+            .args([
+                "lab",
+                "exec",
+                "--name",
+                &self.name,
+                &format!("node{node}"),
+                "--",
+            ])
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+}
