@@ -118,6 +118,7 @@ impl Worker {
             }
             let _ = oci.set(rt.map(Arc::new));
         }
+        adopt::sweep_stale_netns(&cfg.node_id, &cfg.run_dir);
         let orphans = adopt::find_orphans(&cfg.run_dir);
         if !orphans.is_empty() {
             let ids: Vec<&String> = orphans.keys().collect();

@@ -115,6 +115,29 @@ pub(crate) fn unmount_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The prefixes of the namespace names a lab's nodes own, whoever made them: each node's
+/// overlays (`shoal-ov-<node id, 12>-`), read from its `data/node.json`. A namespace made
+/// while the registry was not written (an older daemon, a node started by hand) is found by
+/// its name, and so is the empty file of one whose mount never reached this mount namespace.
+pub(crate) fn node_netns_prefixes(lab_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(lab_dir) else {
+        return Vec::new();
+    };
+    let mut prefixes: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("node"))
+        .filter_map(|e| std::fs::read(e.path().join("data/node.json")).ok())
+        .filter_map(|bytes| {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            let id = v.get("node_id")?.as_str()?;
+            // Too short an id would name other nodes' namespaces too.
+            (id.len() >= 12).then(|| format!("shoal-ov-{}-", &id[..12]))
+        })
+        .collect();
+    prefixes.sort();
+    prefixes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +176,24 @@ mod tests {
             roots,
             [dir.join("node1/data/runc"), dir.join("node2/data/runc")]
         );
+    }
+
+    #[test]
+    fn node_prefixes_come_from_each_nodes_identity() {
+        let dir = std::env::temp_dir().join(format!("shoal-lab-ids-{}", std::process::id()));
+        for (n, id) in [
+            ("node1", "0123456789abcdef"),
+            ("node2", "short"),
+            ("node3", ""),
+        ] {
+            std::fs::create_dir_all(dir.join(n).join("data")).unwrap();
+            if !id.is_empty() {
+                let json = format!("{{\"node_id\":\"{id}\",\"role\":\"worker\"}}");
+                std::fs::write(dir.join(n).join("data/node.json"), json).unwrap();
+            }
+        }
+        let prefixes = node_netns_prefixes(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(prefixes, ["shoal-ov-0123456789ab-"]);
     }
 }

@@ -10,8 +10,8 @@
 //!   with the `shoal` CLI.
 //! - `registry`, `images`: `--registry`, an image registry in the lab's bridge namespace
 //!   and the seed's images built from this machine's binaries and pushed to it.
-//! - `leftovers`: what `down` removes outside the cgroup: containers (through runc's state)
-//!   and the mounts of their root filesystems.
+//! - `leftovers`: what `down` removes outside the cgroup: containers (through runc's state),
+//!   the mounts of their root filesystems, and the nodes' overlay namespaces by name.
 //! - `sys`: the one unsafe module (entering a node and the cgroup between fork and exec).
 //!
 //! Architecture invariant: nothing of a lab lives in the host's network namespace; its only
@@ -19,7 +19,8 @@
 //! runc makes for its containers. [`down`] finds everything from the lab's name alone: the
 //! lab's own namespaces by name, the namespaces its daemons created from the registry they
 //! keep (`SHOAL_NETNS_REGISTRY`, see shoal-net), the namespaces of the processes in its
-//! cgroup, and the containers in its nodes' runc state directories.
+//! cgroup, its nodes' overlay namespaces by their node ids (`shoal-ov-<id>-`, stale empty
+//! files included), and the containers in its nodes' runc state directories.
 #![deny(unsafe_code)]
 
 mod cgroup;
@@ -283,12 +284,14 @@ async fn teardown(name: &str, remove_dir: bool) -> Vec<String> {
                 .filter_map(|e| e.file_name().to_str().map(str::to_string)),
         );
     }
+    let owned = leftovers::node_netns_prefixes(&lab_dir(name));
     match shoal_net::list_netns() {
         Ok(all) => {
             for ns in all {
                 let by_process = std::fs::metadata(shoal_net::netns_path(&ns))
                     .is_ok_and(|m| inodes.contains(&m.ino()));
-                if by_process || state::is_lab_netns(name, &ns) {
+                let by_node = owned.iter().any(|p| ns.starts_with(p));
+                if by_process || by_node || state::is_lab_netns(name, &ns) {
                     doomed.insert(ns);
                 }
             }

@@ -29,7 +29,8 @@ pub use link::{LinkInfo, Netlink};
 pub use neigh::{FdbRemote, Mac, Neighbour};
 pub use netns::{
     NETNS_DIR, REGISTRY_ENV, create_netns, delete_netns, list_netns, netns_exists, netns_path,
-    open_netns, run_in_netns, run_in_netns_async, validate_netns_name,
+    open_netns, remove_if_stale, remove_stale_netns, run_in_netns, run_in_netns_async,
+    validate_netns_name,
 };
 pub use overlay::{
     OverlaySpec, add_remote, attach, detach, ensure_overlay, mac_for, remove_overlay, remove_remote,

@@ -213,6 +213,41 @@ pub fn delete_netns(name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Removes `name` if it is a stale entry: an empty file with no namespace mounted on it, as
+/// a namespace made by a process in a mount namespace of its own leaves on the host once
+/// that process has gone (a daemon run under `ip netns exec`: its bind mount never reached
+/// the host's `/run/netns`, only the file did). A mounted namespace, another kind of file or
+/// a file with content is left alone. Returns whether it removed one.
+pub fn remove_if_stale(name: &str) -> Result<bool> {
+    validate_netns_name(name)?;
+    let path = netns_path(name);
+    let stale = fs::symlink_metadata(&path)
+        .is_ok_and(|m| m.file_type().is_file() && m.len() == 0 && !is_nsfs(&path));
+    if !stale {
+        return Ok(false);
+    }
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(NetError::io(format!("remove stale {}", path.display()), e)),
+    }
+    record(name, false);
+    tracing::info!(netns = name, "removed a stale namespace file");
+    Ok(true)
+}
+
+/// [`remove_if_stale`] for every name under `/run/netns` that starts with `prefix` (a
+/// node's own, e.g. its overlays' `shoal-ov-<node>-`); the names it removed.
+pub fn remove_stale_netns(prefix: &str) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for name in list_netns()? {
+        if name.starts_with(prefix) && remove_if_stale(&name)? {
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
 /// Adds (or removes) `name` in the registry directory named by [`REGISTRY_ENV`], if any.
 /// Best effort: a registry that cannot be written must not fail the namespace operation.
 fn record(name: &str, present: bool) {

@@ -6,7 +6,8 @@ use std::os::unix::fs::MetadataExt;
 
 use common::{TestNs, ip, link_line};
 use shoal_net::{
-    NetError, create_netns, delete_netns, list_netns, netns_exists, netns_path, run_in_netns,
+    NetError, create_netns, delete_netns, list_netns, netns_exists, netns_path, remove_if_stale,
+    remove_stale_netns, run_in_netns,
 };
 
 #[test]
@@ -115,4 +116,34 @@ fn a_panicking_closure_is_an_error_not_a_crash() {
     let ns = TestNs::new("panic");
     let err = run_in_netns(ns.name(), || panic!("boom")).unwrap_err();
     assert!(matches!(err, NetError::ThreadPanicked(_)), "{err:?}");
+}
+
+#[test]
+fn a_namespace_made_in_a_private_mount_namespace_leaves_a_stale_file_that_the_sweep_removes() {
+    // `ip netns exec` gives its command a mount namespace of its own (a slave of ours): a
+    // namespace made there is a bind mount we never see, on a file we do. Once that mount
+    // namespace has gone (its process ended), the file is an empty leftover.
+    let outer = TestNs::new("sto");
+    let prefix = format!("shoaltest-{}-stale-", std::process::id());
+    let inner = format!("{prefix}in");
+    let _ = delete_netns(&inner);
+    ip(&["netns", "exec", outer.name(), "ip", "netns", "add", &inner]);
+    let _inner = TestNs(inner.clone());
+    let live_ns = TestNs::new("stale-live");
+    let live = live_ns.0.clone();
+    let path = netns_path(&inner);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    assert!(
+        !netns_exists(&inner),
+        "the bind mount stayed in its mount namespace"
+    );
+
+    assert!(
+        !remove_if_stale(&live).unwrap(),
+        "a live namespace is not stale"
+    );
+    assert_eq!(remove_stale_netns(&prefix).unwrap(), vec![inner.clone()]);
+    assert!(!path.exists());
+    assert!(netns_exists(&live));
+    assert_eq!(remove_stale_netns(&prefix).unwrap(), Vec::<String>::new());
 }

@@ -68,8 +68,9 @@ impl Drop for TempDir {
     }
 }
 
-/// The daemon this test started, stopped when dropped (also when the test fails).
-struct Daemon(Child);
+/// The daemon this test started and its data dir, stopped when dropped (also when the test
+/// fails).
+struct Daemon(Child, PathBuf);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -80,6 +81,23 @@ impl Drop for Daemon {
         if !stopped {
             let _ = self.0.kill();
             let _ = self.0.wait();
+        }
+        // A stopped daemon keeps its overlay namespaces for its next start; this one has
+        // none. Made in `ip netns exec`'s mount namespace, they are empty files here.
+        let id = std::fs::read(self.1.join("node.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["node_id"].as_str().map(str::to_string))
+            .filter(|id| id.len() >= 12);
+        let (Some(id), Ok(entries)) = (id, std::fs::read_dir("/run/netns")) else {
+            return;
+        };
+        let prefix = format!("shoal-ov-{}-", &id[..12]);
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+            }
         }
     }
 }
@@ -171,6 +189,7 @@ fn tls_api_admits_only_clients_with_a_certificate_from_its_ca() {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start shoald"),
+        data.clone(),
     );
     let daemon_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     wait_for("shoald's API", Duration::from_secs(20), || {

@@ -194,6 +194,28 @@ impl Worker {
     }
 }
 
+/// Removes the stale namespace files an earlier daemon of this node left: its overlays'
+/// (`shoal-ov-<node>-`) and its tasks' that are empty files with nothing mounted, as a
+/// daemon run in a mount namespace of its own leaves them (`shoal_net::remove_if_stale`).
+pub(super) fn sweep_stale_netns(node_id: &str, run_dir: &Path) {
+    if node_id.len() >= 12 {
+        let prefix = format!("shoal-ov-{}-", &node_id[..12]);
+        if let Err(e) = shoal_net::remove_stale_netns(&prefix) {
+            warn!("failed to remove stale overlay namespace files: {e}");
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if let Some(Ok(netns)) = e.file_name().to_str().map(shoal_exec::task_netns_name)
+            && let Err(e) = shoal_net::remove_if_stale(&netns)
+        {
+            warn!(netns, "failed to remove a stale namespace file: {e}");
+        }
+    }
+}
+
 /// The namespace of a task whose process is gone without the daemon seeing it end.
 pub(super) fn delete_task_netns(id: &str) {
     if let Ok(netns) = shoal_exec::task_netns_name(id)
