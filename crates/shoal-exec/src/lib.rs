@@ -13,8 +13,8 @@
 //! - `sys`: the one unsafe module: what a child does between fork and exec.
 //!
 //! A task's run directory holds `resolv.conf` (nameserver 127.0.0.11, `ndots:0`), `hosts`,
-//! `task.log` and `pid` (the process's pid and start time). The task is the leader of its own session and process group; it shares
-//! the host's pid namespace and filesystem (no images yet).
+//! `task.log` and `pid` (the process's pid and start time). The task is the leader of its
+//! own session and process group; it shares the host's pid namespace and filesystem.
 //!
 //! Architecture invariant: namespaces are created through shoal-net; this crate never talks
 //! netlink and never changes the namespaces of its caller's threads.
