@@ -16,6 +16,12 @@ use shoal_types::{
 
 use crate::TASK_HISTORY_LIMIT;
 
+/// The most tasks one pass creates. A pass is one Raft entry, and a task is about a
+/// kilobyte: `--replicas 100000` in one entry would be over 64 MiB, more than a follower
+/// takes, and would stall the log. Larger changes take several passes, each a moment after
+/// the last commits.
+pub const MAX_CREATE_PER_PASS: usize = 1000;
+
 /// Returns the commands that move the state towards what the services ask for.
 /// `new_id` makes ids for new tasks (random in the daemon, predictable in tests).
 pub fn reconcile(
@@ -92,6 +98,7 @@ pub fn reconcile_pass(
         ),
         None => collect_garbage(state, &mut out, state.tasks.values()),
     }
+    out.limit_creations(now);
     let due = std::mem::take(&mut out.due);
     Pass {
         commands: out.into_commands(now),
@@ -114,6 +121,25 @@ impl Changes {
     fn due(&mut self, service: &Service, at: Millis) {
         let earliest = self.due.entry(service.id.clone()).or_insert(at);
         *earliest = (*earliest).min(at);
+    }
+
+    /// Keeps at most [`MAX_CREATE_PER_PASS`] new tasks; the services whose tasks were left
+    /// out are due at once, so the next pass (right after this one commits) makes them.
+    /// A rollout of such a service does not complete in this pass.
+    fn limit_creations(&mut self, now: Millis) {
+        if self.create.len() <= MAX_CREATE_PER_PASS {
+            return;
+        }
+        let later: BTreeSet<String> = self
+            .create
+            .drain(MAX_CREATE_PER_PASS..)
+            .map(|t| t.service_id)
+            .collect();
+        self.rollouts
+            .retain(|c| !matches!(c, Command::SetUpdateStatus { id, .. } if later.contains(id)));
+        for id in later {
+            self.due.insert(id, now);
+        }
     }
 
     fn into_commands(self, now: Millis) -> Vec<Command> {

@@ -402,9 +402,22 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// The most replicas a service may ask for. The control plane is sized for 100,000 tasks in
+/// all (issue 12); a service's tasks are created a bounded number per pass
+/// (shoal-manager's `MAX_CREATE_PER_PASS`), but each pass still looks at every slot.
+pub const MAX_REPLICAS: u64 = 100_000;
+
 impl ServiceSpec {
     pub fn validate(&self) -> Result<(), String> {
         validate_name("service", &self.name)?;
+        if let Some(n) = self.replicas()
+            && n > MAX_REPLICAS
+        {
+            return Err(format!(
+                "invalid replicas value {n}: a service runs at most {MAX_REPLICAS} replicas; \
+                 split the work over several services"
+            ));
+        }
         let cs = &self.task_template.container_spec;
         match cs.runtime {
             Runtime::Host if cs.command.is_empty() => {
@@ -496,6 +509,22 @@ mod tests {
         assert!(PortConfig::parse("0:80").is_err());
         assert!(PortConfig::parse("8080:80/sctp").is_err());
         assert!(PortConfig::parse("published=80").is_err());
+    }
+
+    #[test]
+    fn replicas_are_bounded() {
+        assert!(
+            crate::fixtures::spec("web", MAX_REPLICAS)
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(
+            crate::fixtures::spec("web", 200_000)
+                .validate()
+                .unwrap_err(),
+            "invalid replicas value 200000: a service runs at most 100000 replicas; split the \
+             work over several services"
+        );
     }
 
     #[test]

@@ -71,6 +71,27 @@ fn init_join_node_ls_and_bad_input() {
         err.contains("replicas can only be used with replicated mode"),
         "{err}"
     );
+    // A count that would make more tasks than the control plane is sized for.
+    let err = lab.fails(
+        1,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "host",
+            "--replicas",
+            "200000",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(
+        err.contains(
+            "invalid replicas value 200000: a service runs at most 100000 replicas; split the \
+             work over several services"
+        ),
+        "{err}"
+    );
     let out = lab.shoal(1, &["service", "ls", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(

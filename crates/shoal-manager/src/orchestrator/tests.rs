@@ -490,3 +490,40 @@ fn a_task_taken_away_is_no_restart_attempt() {
     .unwrap();
     assert_eq!(fail_until_given_up(&mut st, 310, 10), 1);
 }
+
+#[test]
+fn a_large_service_is_created_in_passes_of_bounded_size() {
+    let mut st = cluster(&[("n1", "node1")]);
+    st.apply(Command::CreateService {
+        service: service("s1", spec("web", 2_500)),
+    })
+    .unwrap();
+    let mut n = 0;
+    let mut ids = || {
+        n += 1;
+        format!("t{n:05}")
+    };
+    let mut made = Vec::new();
+    for now in 1..=4 {
+        let pass = reconcile_pass(&st, Millis(now), &mut ids, None);
+        let created: usize = pass
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::CreateTasks { tasks } => tasks.len(),
+                _ => 0,
+            })
+            .sum();
+        made.push(created);
+        // More to make: the service is due again at once.
+        let due = pass.due.get("s1").copied();
+        assert_eq!(due, (now < 3).then_some(Millis(now)), "pass {now}");
+        for cmd in pass.commands {
+            st.apply(cmd).unwrap();
+        }
+    }
+    assert_eq!(made, [MAX_CREATE_PER_PASS, MAX_CREATE_PER_PASS, 500, 0]);
+    let mut slots: Vec<u64> = st.tasks.values().map(|t| t.slot).collect();
+    slots.sort();
+    assert_eq!(slots, (1..=2_500).collect::<Vec<u64>>());
+}
