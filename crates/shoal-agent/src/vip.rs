@@ -271,9 +271,11 @@ impl VipBalancer {
                         continue;
                     }
                     match s.lb.update(cfg).await {
-                        // Flows to removed backends go, or UDP keeps reaching a dead task. In
-                        // the background: the new rules already send no new flow there, and
-                        // the endpoint ack need not wait for a `conntrack` run per sandbox.
+                        // UDP flows (and TCP handshakes) to removed backends go, or UDP keeps
+                        // reaching a dead task; established TCP stays until the task's own
+                        // SIGTERM handling closes it. In the background: the new rules already
+                        // send no new flow there, and the endpoint ack need not wait for a
+                        // conntrack dump per sandbox.
                         Ok(stale) if !stale.is_empty() => {
                             let netns = s.netns.clone();
                             tokio::spawn(async move {

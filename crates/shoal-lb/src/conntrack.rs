@@ -3,8 +3,10 @@
 //!
 //! A DNATed flow keeps its conntrack entry, and with it its backend, after the backend leaves
 //! the rules: UDP "connections" would keep going to a dead task for as long as packets flow.
-//! Only the entries whose reply comes from a removed backend are deleted, so established
-//! connections to backends that stay are never cut. Over ctnetlink on a socket made in the
+//! Only the entries whose reply comes from a removed backend are deleted, and of those only UDP
+//! flows and TCP flows still in their handshake ([`crate::ctnetlink::Flow::cuttable`]): an
+//! established TCP connection, even to a removed backend, is never cut by shoal (its task is
+//! told to stop after it left every path, and its application closes its connections). Over ctnetlink on a socket made in the
 //! namespace (`ctnetlink` encodes it): no `conntrack` process per change.
 
 use crate::apply::{NfSocket, TCP_ESTABLISHED_SYSCTL, in_netns, read_sysctl, write_sysctl};
@@ -20,7 +22,7 @@ pub const MIN_TCP_ESTABLISHED_SECS: u64 = 86_400;
 pub const TCP_ESTABLISHED_SECS: u64 = 432_000;
 
 /// The filter that selects the flows of `flows`: original destination the VIP, reply source
-/// the backend (the address DNAT chose), any transport.
+/// the backend (the address DNAT chose), any transport (established TCP never matches).
 pub fn vip_filter(flows: &StaleFlows) -> FlowFilter {
     FlowFilter {
         reply_src: flows.backend,
@@ -31,7 +33,7 @@ pub fn vip_filter(flows: &StaleFlows) -> FlowFilter {
 }
 
 /// Deletes the conntrack entries of each of `flows` (VIP, removed backend) in sandbox
-/// `netns` and returns how many entries went.
+/// `netns`, established TCP connections excepted, and returns how many entries went.
 pub async fn flush_conntrack(netns: &str, flows: &[StaleFlows]) -> Result<usize, LbError> {
     let filters: Vec<FlowFilter> = flows.iter().map(vip_filter).collect();
     delete_flows(Some(netns), &filters).await

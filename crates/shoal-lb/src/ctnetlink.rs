@@ -13,7 +13,8 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_netfilter::conntrack::{
-    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol,
+    Tuple,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -21,7 +22,8 @@ use netlink_packet_netfilter::{
 
 /// Which flows to delete: reply source `reply_src` (the backend a DNAT chose), and where set,
 /// original destination `orig_dst`, transport `proto` (IPPROTO_*) and original destination
-/// port `orig_dport`. Established flows to other backends never match, whatever the rest.
+/// port `orig_dport`. Flows to other backends never match, whatever the rest, and neither does
+/// a TCP connection past its handshake ([`Flow::cuttable`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlowFilter {
     pub reply_src: Ipv4Addr,
@@ -34,6 +36,11 @@ pub struct FlowFilter {
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 
+/// Conntrack's TCP states (`enum tcp_conntrack`, linux/netfilter/nf_conntrack_tcp.h) before
+/// the handshake completes: NONE, SYN_SENT, SYN_RECV and SYN_SENT2. ESTABLISHED is 3; FIN_WAIT
+/// to CLOSE (4-8) follow it.
+const TCP_BEFORE_ESTABLISHED: [u8; 4] = [0, 1, 2, 9];
+
 /// One conntrack entry, as much of it as the filter and the delete need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flow {
@@ -43,11 +50,29 @@ pub struct Flow {
     pub orig_sport: u16,
     pub orig_dport: u16,
     pub reply_src: Ipv4Addr,
+    /// TCP only: conntrack's state of the connection (`None` when the dump had none).
+    pub tcp_state: Option<u8>,
+}
+
+impl Flow {
+    /// Whether deleting the entry cuts nothing a user has: true for UDP (and other
+    /// transports), and for a TCP flow whose handshake has not completed (a new flow that
+    /// still names a removed backend: deleted, its next SYN is balanced again). A TCP
+    /// connection that was established is kept, closing included: its application closes it
+    /// on its own SIGTERM, and without the entry its segments would lose their translation and
+    /// be reset. A TCP entry without a state is kept too.
+    pub fn cuttable(&self) -> bool {
+        self.proto != TCP
+            || self
+                .tcp_state
+                .is_some_and(|s| TCP_BEFORE_ESTABLISHED.contains(&s))
+    }
 }
 
 impl FlowFilter {
     pub fn matches(&self, f: &Flow) -> bool {
-        f.reply_src == self.reply_src
+        f.cuttable()
+            && f.reply_src == self.reply_src
             && self.orig_dst.is_none_or(|d| d == f.orig_dst)
             && self.proto.is_none_or(|p| p == f.proto)
             && self.orig_dport.is_none_or(|p| p == f.orig_dport)
@@ -143,11 +168,22 @@ fn tuple(t: &[Tuple]) -> Option<(u8, Ipv4Addr, Ipv4Addr, u16, u16)> {
 }
 
 fn flow(attrs: &[ConntrackAttribute]) -> Option<Flow> {
-    let (mut orig, mut reply) = (None, None);
+    let (mut orig, mut reply, mut tcp_state) = (None, None, None);
     for a in attrs {
         match a {
             ConntrackAttribute::CtaTupleOrig(t) => orig = tuple(t),
             ConntrackAttribute::CtaTupleReply(t) => reply = tuple(t),
+            ConntrackAttribute::CtaProtoInfo(infos) => {
+                for info in infos {
+                    if let ProtoInfo::TCP(parts) = info {
+                        for part in parts {
+                            if let ProtoInfoTCP::State(s) = part {
+                                tcp_state = Some(*s);
+                            }
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -160,6 +196,7 @@ fn flow(attrs: &[ConntrackAttribute]) -> Option<Flow> {
         orig_sport,
         orig_dport,
         reply_src,
+        tcp_state,
     })
 }
 
@@ -225,6 +262,12 @@ mod tests {
     // as the kernel sends it in a dump (IPCTNL_MSG_CT_NEW, multipart, sequence 7): header,
     // nfgenmsg, CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_TIMEOUT, CTA_ID.
     fn dumped_udp_flow() -> Vec<u8> {
+        dumped_flow(UDP, None)
+    }
+
+    // The same flow over `proto`, with CTA_PROTOINFO / CTA_PROTOINFO_TCP / _STATE `state` when
+    // given (the kernel sends it for TCP).
+    fn dumped_flow(proto: u8, state: Option<u8>) -> Vec<u8> {
         let tuple = |src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16| {
             let mut t = vec![];
             t.extend([20, 0, 1, 0x80]); // CTA_TUPLE_IP, nested
@@ -233,7 +276,7 @@ mod tests {
             t.extend([8, 0, 2, 0]);
             t.extend(dst);
             t.extend([28, 0, 2, 0x80]); // CTA_TUPLE_PROTO, nested
-            t.extend([5, 0, 1, 0, 17, 0, 0, 0]);
+            t.extend([5, 0, 1, 0, proto, 0, 0, 0]);
             t.extend([6, 0, 2, 0]);
             t.extend(sport.to_be_bytes());
             t.extend([0, 0]);
@@ -250,6 +293,9 @@ mod tests {
         body.extend([8, 0, 3, 0, 0, 0, 0x01, 0x88]); // CTA_STATUS
         body.extend([8, 0, 7, 0, 0, 0, 0, 30]); // CTA_TIMEOUT
         body.extend([8, 0, 12, 0, 0x12, 0x34, 0x56, 0x78]); // CTA_ID
+        if let Some(state) = state {
+            body.extend([16, 0, 4, 0x80, 12, 0, 1, 0x80, 5, 0, 1, 0, state, 0, 0, 0]);
+        }
         let mut msg = vec![];
         msg.extend(((16 + body.len()) as u32).to_ne_bytes());
         msg.extend(0x0100u16.to_ne_bytes()); // CTNETLINK << 8 | IPCTNL_MSG_CT_NEW
@@ -290,6 +336,7 @@ mod tests {
         orig_sport: 40000,
         orig_dport: 5353,
         reply_src: Ipv4Addr::new(10, 77, 0, 12),
+        tcp_state: None,
     };
 
     #[test]
@@ -336,12 +383,51 @@ mod tests {
         assert!(mesh.matches(&REMOVED));
         assert!(!mesh.matches(&Flow {
             proto: TCP,
+            tcp_state: Some(1),
             ..REMOVED
         }));
         assert!(!mesh.matches(&Flow {
             orig_dport: 53,
             ..REMOVED
         }));
+    }
+
+    #[test]
+    fn tcp_connections_past_their_handshake_are_never_cut() {
+        let buf = [dumped_flow(TCP, Some(3)), dumped_flow(TCP, Some(1))].concat();
+        let part = parse_dump(&buf, 7);
+        let states: Vec<_> = part.flows.iter().map(|f| (f.proto, f.tcp_state)).collect();
+        assert_eq!(states, [(TCP, Some(3)), (TCP, Some(1))]);
+        let vip = FlowFilter {
+            reply_src: REMOVED.reply_src,
+            orig_dst: Some(REMOVED.orig_dst),
+            proto: None,
+            orig_dport: None,
+        };
+        assert!(!vip.matches(&part.flows[0]), "ESTABLISHED stays");
+        assert!(
+            vip.matches(&part.flows[1]),
+            "SYN_SENT to the removed backend goes"
+        );
+        let tcp = |state| Flow {
+            proto: TCP,
+            tcp_state: state,
+            ..REMOVED
+        };
+        // SYN_RECV and SYN_SENT2 go; FIN_WAIT to CLOSE (a connection being closed) stay, and
+        // so does an entry whose state the dump did not give.
+        for (state, cut) in [
+            (2, true),
+            (9, true),
+            (4, false),
+            (5, false),
+            (7, false),
+            (8, false),
+        ] {
+            assert_eq!(vip.matches(&tcp(Some(state))), cut, "state {state}");
+        }
+        assert!(!vip.matches(&tcp(None)));
+        assert!(vip.matches(&REMOVED), "UDP always goes");
     }
 
     #[test]

@@ -311,9 +311,10 @@ fn diff(old: &State, new: &State) -> Vec<Op> {
     ops
 }
 
-/// Traffic that went to a backend the new config no longer balances to for that VIP. Its
-/// conntrack entries must go, or UDP "connections" (and TCP, until they close) keep being sent
-/// to a task that is gone.
+/// Traffic that went to a backend the new config no longer balances to for that VIP. Its UDP
+/// conntrack entries must go, or UDP "connections" keep being sent to a task that is gone (and
+/// so must TCP flows still in their handshake; established connections stay, see
+/// [`crate::conntrack`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StaleFlows {
     /// The VIP the client addressed (the original destination in conntrack).
