@@ -4,6 +4,11 @@
 //
 // `mesh_ingress` runs at the ingress of the node's underlay interface. A TCP or UDP packet to
 // the node's address and a published port gets a backend, kept per flow in `flows` (LRU):
+// while the backend holds the flow's slot its packets go there; once the slot holds another
+// task or none (a task left, or the list changed around it), a UDP flow and a TCP SYN are
+// balanced again, and a TCP connection past its SYN stays with the backend it had (a copy is
+// in the flow): shoal cuts no established connection, the leaving task's application closes
+// it on SIGTERM.
 // - a task on this node: destination rewritten to the task's gateway address and target port,
 //   the reverse entry written to `replies`, and the packet handed straight to the task's
 //   namespace with bpf_redirect_peer (no routing, netfilter or conntrack in the node's
@@ -95,8 +100,9 @@ struct flow_key {
 struct flow_val {
 	__u32 id;
 	__u32 slot;
-	__u32 addr; // the backend's address when chosen: the slot is still this backend's
-	__u32 pad;
+	// The backend when chosen: the slot is still this backend's while its address is this
+	// one; a TCP connection keeps it after that.
+	struct be_val be;
 };
 
 struct reply_val {
@@ -239,21 +245,34 @@ int mesh_ingress(struct __sk_buff *skb)
 	__u32 client = ip->saddr, node = ip->daddr;
 	__u16 cport = p.ports[0], pport = p.ports[1];
 
+	// A TCP segment other than a connection's first SYN belongs to a connection under way.
+	int established = 0;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)p.ports;
+		if ((void *)(th + 1) > (void *)(long)skb->data_end)
+			return TC_ACT_UNSPEC;
+		established = !(th->syn && !th->ack);
+	}
+
 	struct be_val *be = NULL;
 	struct flow_val *fv = bpf_map_lookup_elem(&flows, &fk);
 	if (fv && fv->id == pub->id) {
 		struct be_key bk = {.id = fv->id, .slot = fv->slot};
 		be = bpf_map_lookup_elem(&backends, &bk);
-		// The slot holds another task now (or none): choose again.
-		if (be && be->addr != fv->addr)
+		if (be && be->addr != fv->be.addr)
 			be = NULL;
+		// The slot holds another task now (or none): a connection under way keeps its
+		// backend (still serving it until its SIGTERM, or moved to another slot); anything
+		// else is balanced again.
+		if (!be && established)
+			be = &fv->be;
 	}
 	if (!be) {
 		__u32 slot = 0;
 		be = pick(pub, local_only, &slot);
 		if (!be)
 			return TC_ACT_OK; // no task: nftables has no rule either, the node refuses
-		struct flow_val nv = {.id = pub->id, .slot = slot, .addr = be->addr};
+		struct flow_val nv = {.id = pub->id, .slot = slot, .be = *be};
 		bpf_map_update_elem(&flows, &fk, &nv, BPF_ANY);
 	}
 	if (be->kind == KIND_REMOTE) {

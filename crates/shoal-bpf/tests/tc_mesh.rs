@@ -197,6 +197,80 @@ fn published_tcp_port_round_robin_with_reply_nat() {
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err:?}");
 }
 
+/// A connection kept open from the client, asked one line at a time.
+fn connect(ns: &Netns, to: Ipv4Addr, port: u16) -> BufReader<TcpStream> {
+    let conn = ns
+        .run(move || TcpStream::connect_timeout(&SocketAddr::from((to, port)), TIMEOUT))
+        .expect("connect to the published port");
+    conn.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    BufReader::new(conn)
+}
+
+/// The name of the task that answers one line on `conn`.
+fn ask(conn: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    conn.get_ref().write_all(b"hello\n")?;
+    let mut line = String::new();
+    if conn.read_line(&mut line)? == 0 {
+        return Err(ErrorKind::UnexpectedEof.into());
+    }
+    Ok(line.split(' ').next().unwrap_or_default().to_string())
+}
+
+/// A task leaves a published port (it is being drained): connections under way keep their
+/// task, the one that left and the one whose slot moved, until the task closes them; new
+/// connections go to the task left; a UDP flow that went to the task that left moves.
+#[test]
+fn connections_under_way_keep_their_task_when_one_leaves() {
+    let lab = Lab::new();
+    let mut mesh = lab.load();
+    let both = |p: u16| vec![lab.local(T1, p), lab.local(T2, p)];
+    mesh.apply(&config(
+        vec![
+            port(TCP, 8080, false, both(80)),
+            port(UDP, 5353, false, both(53)),
+        ],
+        &[],
+    ))
+    .expect("apply");
+    let mut to_t1 = connect(&lab.client, NODE, 8080);
+    assert_eq!(ask(&mut to_t1).expect("first connection"), "t1");
+    let mut to_t2 = connect(&lab.client, NODE, 8080);
+    assert_eq!(ask(&mut to_t2).expect("second connection"), "t2");
+    let udp_flow = lab
+        .client
+        .run(|| std::net::UdpSocket::bind("0.0.0.0:0").expect("bind"));
+    udp_flow.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let udp_ask = || {
+        udp_flow.send_to(b"hi", (NODE, 5353)).expect("send");
+        let mut buf = [0u8; 256];
+        let n = udp_flow.recv(&mut buf).expect("a UDP answer");
+        String::from_utf8_lossy(&buf[..n])
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(udp_ask(), "t1");
+    assert_eq!(udp_ask(), "t1", "a UDP flow keeps its task");
+
+    // t1 leaves both ports: t2 moves from slot 1 to slot 0, t1's slot is gone.
+    mesh.apply(&config(
+        vec![
+            port(TCP, 8080, false, vec![lab.local(T2, 80)]),
+            port(UDP, 5353, false, vec![lab.local(T2, 53)]),
+        ],
+        &[],
+    ))
+    .expect("apply");
+    for _ in 0..3 {
+        assert_eq!(ask(&mut to_t1).expect("kept by the task that left"), "t1");
+        assert_eq!(ask(&mut to_t2).expect("kept by the task that moved"), "t2");
+        let (answer, _) = tcp(&lab.client, NODE, 8080, 0).expect("new connection");
+        assert!(answer.starts_with("t2 "), "{answer}");
+    }
+    assert_eq!(udp_ask(), "t2", "the UDP flow moved off the task that left");
+}
+
 /// traffic=local over UDP: this node's tasks only, in turn, the client's address kept, and
 /// the answer comes from the published port.
 #[test]
