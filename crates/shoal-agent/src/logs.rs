@@ -35,20 +35,45 @@ impl Agent for AgentService {
                 timestamped: true,
             }));
         }
-        let path = shoal_exec::log_path(&run_dir);
-        match tokio::fs::read(&path).await {
+        // A host command's output: the rotated file and the current one, at most
+        // `LOG_MAX_BYTES` of their end (one gRPC answer stays under 4 MiB).
+        let read = tokio::task::spawn_blocking(move || shoal_exec::read_logs(&run_dir, None))
+            .await
+            .map_err(|e| Status::internal(format!("reading the task's log failed: {e}")))?;
+        match read {
             Ok(data) => Ok(Response::new(LogsResponse {
-                data,
+                data: last_bytes(data, crate::container::LOG_MAX_BYTES as usize),
                 timestamped: false,
             })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Response::new(LogsResponse {
-                data: Vec::new(),
-                timestamped: false,
-            })),
-            Err(e) => Err(Status::internal(format!(
-                "failed to read {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(Status::internal(e.to_string())),
         }
+    }
+}
+
+/// The whole lines within the last `max` bytes of `data`.
+fn last_bytes(mut data: Vec<u8>, max: usize) -> Vec<u8> {
+    if data.len() <= max {
+        return data;
+    }
+    // The first line that starts at or after the cut (the byte before it is a newline).
+    let cut = data.len() - max - 1;
+    let start = data[cut..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(data.len(), |i| cut + i + 1);
+    data.drain(..start);
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_bytes;
+
+    #[test]
+    fn the_last_bytes_are_whole_lines() {
+        assert_eq!(last_bytes(b"ab\ncd\n".to_vec(), 10), b"ab\ncd\n");
+        assert_eq!(last_bytes(b"ab\ncd\nef\n".to_vec(), 5), b"ef\n");
+        assert_eq!(last_bytes(b"ab\ncd\nef\n".to_vec(), 6), b"cd\nef\n");
+        assert_eq!(last_bytes(b"abcdef".to_vec(), 3), b"");
     }
 }

@@ -66,6 +66,16 @@ struct Local {
     forgotten: bool,
 }
 
+/// How often a host task's log is checked against its bound (conmon bounds a container's).
+const LOG_CHECK: Duration = Duration::from_secs(2);
+
+/// Rotates a host task's log once it is over [`crate::container::LOG_MAX_BYTES`].
+fn bound_log(run_dir: &std::path::Path) {
+    if let Err(e) = shoal_exec::rotate_log(run_dir, crate::container::LOG_MAX_BYTES) {
+        warn!(dir = %run_dir.display(), "failed to rotate a task's log: {e}");
+    }
+}
+
 pub fn now() -> Millis {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -509,7 +519,12 @@ impl Worker {
             self.stop(&id);
         }
 
-        let exit = running.wait_exit().await.ok();
+        let exit = loop {
+            tokio::select! {
+                exit = running.wait_exit() => break exit.ok(),
+                _ = tokio::time::sleep(LOG_CHECK) => bound_log(&spec.run_dir),
+            }
+        };
         let stopping = self.locked().get(&id).is_some_and(|l| l.stopping);
         let unhealthy = self.was_unhealthy(&id);
         use shoal_exec::TaskExit;

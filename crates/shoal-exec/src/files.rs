@@ -80,45 +80,74 @@ pub fn update_hosts(
     write_in_place(&hosts_path(run_dir), &render_hosts(hostname, own, extra))
 }
 
-/// A task's log: all of it, or its last `tail` lines. A task that never wrote has an empty log.
+/// A task's log: all of it (the older file first, if the log was rotated), or its last
+/// `tail` lines. A task that never wrote has an empty log. Both files are bounded
+/// ([`rotate_log`]), so they are read whole.
 pub fn read_logs(run_dir: &Path, tail: Option<usize>) -> Result<Vec<u8>, ExecError> {
-    let path = log_path(run_dir);
-    let mut file = match fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ExecError::io(format!("open {}", path.display()), e)),
-    };
-    let mut data = Vec::new();
-    match tail {
-        None => {
-            file.read_to_end(&mut data)
-                .map_err(|e| ExecError::io(format!("read {}", path.display()), e))?;
-            Ok(data)
-        }
-        Some(n) => {
-            // Read backwards in chunks until n+1 newlines (or the start) are seen.
-            let len = file
-                .seek(SeekFrom::End(0))
-                .map_err(|e| ExecError::io(format!("seek in {}", path.display()), e))?;
-            let mut start = len;
-            loop {
-                let chunk = start.min(64 * 1024);
-                start -= chunk;
-                file.seek(SeekFrom::Start(start))
-                    .map_err(|e| ExecError::io(format!("seek in {}", path.display()), e))?;
-                let mut buf = vec![0; chunk as usize];
-                file.read_exact(&mut buf)
-                    .map_err(|e| ExecError::io(format!("read {}", path.display()), e))?;
-                buf.extend_from_slice(&data);
-                data = buf;
-                let body = data.strip_suffix(b"\n").unwrap_or(&data);
-                if start == 0 || body.iter().filter(|&&b| b == b'\n').count() >= n {
-                    break;
-                }
-            }
-            Ok(last_lines(&data, n).to_vec())
-        }
+    let mut data = read_if_exists(&old_log_path(run_dir))?;
+    data.extend(read_if_exists(&log_path(run_dir))?);
+    Ok(match tail {
+        None => data,
+        Some(n) => last_lines(&data, n).to_vec(),
+    })
+}
+
+fn read_if_exists(path: &Path) -> Result<Vec<u8>, ExecError> {
+    match fs::read(path) {
+        Ok(data) => Ok(data),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ExecError::io(format!("read {}", path.display()), e)),
     }
+}
+
+/// Where a task's log goes when it is rotated: one older file, as docker's json-file with
+/// max-file 2.
+pub fn old_log_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("task.log.1")
+}
+
+/// Keeps a task's log bounded: once `task.log` is over `max` bytes, its last lines (at most
+/// `max` bytes) replace `task.log.1` and `task.log` starts over. The task keeps its file
+/// open for appending, so nothing has to reopen it and its next write lands at the start
+/// (logrotate's copytruncate; what the task writes during the copy itself may be lost).
+/// Returns whether it rotated.
+pub fn rotate_log(run_dir: &Path, max: u64) -> Result<bool, ExecError> {
+    let path = log_path(run_dir);
+    let len = match fs::metadata(&path) {
+        Ok(m) if m.len() > max => m.len(),
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(ExecError::io(
+                format!("read the size of {}", path.display()),
+                e,
+            ));
+        }
+    };
+    let old = old_log_path(run_dir);
+    let tmp = run_dir.join("task.log.1.tmp");
+    let io = |what: &str, e| ExecError::io(format!("{what} {}", path.display()), e);
+    let mut file = fs::File::open(&path).map_err(|e| io("open", e))?;
+    // From the byte before the last `max`: a line starts after the first newline there.
+    let from = len - max - 1;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| io("seek in", e))?;
+    let mut kept = Vec::new();
+    file.read_to_end(&mut kept).map_err(|e| io("read", e))?;
+    let start = kept
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(kept.len(), |i| i + 1);
+    fs::write(&tmp, &kept[start..])
+        .map_err(|e| ExecError::io(format!("write {}", tmp.display()), e))?;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(0))
+        .map_err(|e| ExecError::io(format!("truncate {}", path.display()), e))?;
+    fs::rename(&tmp, &old)
+        .map_err(|e| ExecError::io(format!("rename {} to {}", tmp.display(), old.display()), e))?;
+    Ok(true)
 }
 
 /// The last `n` lines of `data` (a final line without newline counts as a line).
@@ -186,5 +215,39 @@ mod tests {
         assert_eq!(tail, b"line 19997\nline 19998\nline 19999\n");
         assert_eq!(all.len(), content.len());
         assert!(missing.is_empty());
+    }
+
+    #[test]
+    fn a_log_past_its_bound_is_rotated_and_read_whole() {
+        let dir = std::env::temp_dir().join(format!("shoal-exec-rotate-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // The task's own descriptor, as `start` opens it: appending.
+        let mut task = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log_path(&dir))
+            .unwrap();
+        task.write_all(b"one\ntwo\n").unwrap();
+        assert!(!rotate_log(&dir, 8).unwrap(), "8 bytes is not over 8");
+        task.write_all(b"three\n").unwrap();
+        assert!(rotate_log(&dir, 8).unwrap());
+        // The whole lines of the last 8 bytes.
+        assert_eq!(fs::read(old_log_path(&dir)).unwrap(), b"three\n");
+        assert_eq!(fs::metadata(log_path(&dir)).unwrap().len(), 0);
+        // The task's next write lands at the start of the emptied file.
+        task.write_all(b"four\n").unwrap();
+        assert_eq!(fs::read(log_path(&dir)).unwrap(), b"four\n");
+        assert_eq!(read_logs(&dir, None).unwrap(), b"three\nfour\n");
+        assert_eq!(read_logs(&dir, Some(1)).unwrap(), b"four\n");
+        // A second rotation replaces the older file; a line longer than the bound is not
+        // kept in part.
+        task.write_all(b"5\nsix six six\n").unwrap();
+        assert!(rotate_log(&dir, 8).unwrap());
+        assert_eq!(read_logs(&dir, None).unwrap(), b"");
+        task.write_all(b"7\n8\n9\n10\n").unwrap();
+        assert!(rotate_log(&dir, 8).unwrap());
+        assert_eq!(read_logs(&dir, None).unwrap(), b"8\n9\n10\n");
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(!rotate_log(&dir, 8).unwrap(), "no log, nothing to do");
     }
 }

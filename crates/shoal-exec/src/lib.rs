@@ -6,7 +6,8 @@
 //!   [`cleanup`].
 //! - `stop`: [`stop`]: SIGTERM to the task's process group, SIGKILL after a grace period.
 //! - `join`: [`exec_in`]: a `Command` that joins a running task's namespaces (`shoal exec`).
-//! - `files`: the run directory: `resolv.conf`, `hosts`, `task.log`.
+//! - `files`: the run directory: `resolv.conf`, `hosts`, `task.log` (and `task.log.1` once
+//!   rotated, [`rotate_log`]).
 //! - `orphan`: the `pid` record of the run directory, and [`orphan::find`], a task process
 //!   that outlived the daemon that started it.
 //! - `resolve`: checks done before anything is created (program lookup, env, hostname).
@@ -31,8 +32,8 @@ mod sys;
 
 pub use error::ExecError;
 pub use files::{
-    NAMESERVER, hosts_path, log_path, read_logs, render_hosts, render_resolv_conf,
-    resolv_conf_path, update_hosts,
+    NAMESERVER, hosts_path, log_path, old_log_path, read_logs, render_hosts, render_resolv_conf,
+    resolv_conf_path, rotate_log, update_hosts,
 };
 pub use join::exec_in;
 pub use resolve::DEFAULT_PATH;

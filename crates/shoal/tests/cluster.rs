@@ -230,7 +230,45 @@ fn services_spread_scale_restart_exec_logs() {
         "lines are prefixed with the task name: {logs}"
     );
 
-    lab.ok(1, &["service", "rm", "web", "hello"]);
+    // A host task's log is bounded: 5.1 MB written, the files on disk stay near 2 MiB each
+    // (checked every 2 s) and the newest lines are kept.
+    lab.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "host",
+            "--name",
+            "chatty",
+            "--constraint",
+            "node.hostname==node1",
+            "-d",
+            "sh",
+            "-c",
+            "yes 0123456789abcdef | head -c 5100000; echo END; exec sleep 1000",
+        ],
+    );
+    let chatty = lab.wait_running("chatty", 1)[0].1.clone();
+    let run_dir = lab.dir().join("node1/data/tasks").join(&chatty);
+    let sizes = wait_for("chatty's log to be rotated", SLOW, || {
+        let size = |f: &str| std::fs::metadata(run_dir.join(f)).map_or(0, |m| m.len());
+        match (size("task.log"), size("task.log.1")) {
+            (now, old) if old > 0 && now < 1 << 20 => Ok((now, old)),
+            s => Err(format!("task.log, task.log.1: {s:?}")),
+        }
+    });
+    assert!(sizes.1 <= 2 << 20, "task.log.1 is {} bytes", sizes.1);
+    let tail = lab.ok(1, &["service", "logs", "--tail", "2", "chatty"]);
+    let lines: Vec<&str> = tail.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].ends_with("| 0123456789abcdef") && lines[1].ends_with("| END"),
+        "{lines:?}"
+    );
+    let all = lab.ok(1, &["service", "logs", "chatty"]);
+    assert!(all.len() < 3 << 20, "{} bytes of logs", all.len());
+
+    lab.ok(1, &["service", "rm", "web", "hello", "chatty"]);
     wait_for("no task processes left", SLOW, || {
         let out = lab.ok(1, &["service", "ls", "-q"]);
         if out.trim().is_empty() {

@@ -101,8 +101,14 @@ impl Worker {
                 }
             }
         }
+        let checks_per_log_check = (super::LOG_CHECK.as_millis() / WATCH.as_millis()) as u32;
+        let mut n = 0u32;
         while orphan.is_running() {
             tokio::time::sleep(WATCH).await;
+            n += 1;
+            if n.is_multiple_of(checks_per_log_check) {
+                super::bound_log(&spec.run_dir);
+            }
         }
         let stopping = self.locked().get(&id).is_some_and(|l| l.stopping);
         let mut st = if self.was_unhealthy(&id) {
