@@ -265,8 +265,17 @@ fn services_spread_scale_restart_exec_logs() {
         lines.len() == 2 && lines[0].ends_with("| 0123456789abcdef") && lines[1].ends_with("| END"),
         "{lines:?}"
     );
+    // At most 2 MiB of the task's lines in one answer (each shown after its task's prefix).
     let all = lab.ok(1, &["service", "logs", "chatty"]);
-    assert!(all.len() < 3 << 20, "{} bytes of logs", all.len());
+    let bytes: usize = all
+        .lines()
+        .map(|l| l.split_once("| ").map_or(l, |(_, line)| line).len() + 1)
+        .sum();
+    assert!(
+        bytes <= 2 << 20 && bytes > 1 << 20,
+        "{bytes} bytes in {} lines kept",
+        all.lines().count()
+    );
 
     lab.ok(1, &["service", "rm", "web", "hello", "chatty"]);
     wait_for("no task processes left", SLOW, || {
