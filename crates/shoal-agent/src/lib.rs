@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - `session`: connects to a manager, follows the leader, streams assignments in,
-//!   sends heartbeats and task status reports out.
+//!   sends heartbeats and task status reports out; `backoff`: the jittered wait before
+//!   it tries again.
 //! - `worker`: turns assignments into started and stopped task processes (through
 //!   `shoal-exec`) and reports every state change.
 //! - `network`: overlay namespaces, veths, VXLAN forwarding entries and each sandbox's
@@ -22,6 +23,7 @@
 //! manager decides.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod container;
 pub mod guard;
 pub mod logs;

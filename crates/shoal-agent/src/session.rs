@@ -34,6 +34,7 @@ pub struct Session {
     pub on_ca: Option<Arc<dyn Fn(shoal_types::state::CaTrust) + Send + Sync>>,
 }
 
+/// How often an agent that knows no manager looks at its list again.
 const RETRY: Duration = Duration::from_millis(300);
 
 /// How long the agent waits before applying a table that failed again.
@@ -55,11 +56,14 @@ impl Session {
             );
         }
         client
-            .ack_endpoints(EndpointAck {
-                node_id: self.node_id.clone(),
-                version: view.version,
-                error: failed.join("; "),
-            })
+            .ack_endpoints(shoal_rpc::deadline::request(
+                EndpointAck {
+                    node_id: self.node_id.clone(),
+                    version: view.version,
+                    error: failed.join("; "),
+                },
+                shoal_rpc::deadline::QUICK,
+            ))
             .await?;
         Ok((!failed.is_empty()).then(|| tokio::time::Instant::now() + APPLY_RETRY))
     }
@@ -76,6 +80,8 @@ impl Session {
         let mut pending: BTreeMap<String, TaskStatus> = BTreeMap::new();
         let mut next = 0usize;
         let mut hint: Option<String> = None;
+        // Tries in a row that opened no session: the wait before the next grows with them.
+        let mut failures = 0u32;
         // The last certificate refusal warned about (not repeated at every retry).
         let mut warned: Option<String> = None;
         loop {
@@ -92,7 +98,7 @@ impl Session {
                 }
             };
             match self
-                .connected(&addr, &mut reports, &mut pending, &beat)
+                .connected(&addr, &mut reports, &mut pending, &beat, &mut failures)
                 .await
             {
                 Ok(()) => warned = None,
@@ -107,9 +113,10 @@ impl Session {
                     }
                 }
             }
-            if hint.is_none() {
-                tokio::time::sleep(RETRY).await;
-            }
+            // Jittered, hint or not: the agents that lost the same leader spread out.
+            let wait = crate::backoff::delay(failures, rand::random::<f64>());
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -119,6 +126,7 @@ impl Session {
         reports: &mut mpsc::UnboundedReceiver<Report>,
         pending: &mut BTreeMap<String, TaskStatus>,
         beat: &Arc<Heartbeat>,
+        failures: &mut u32,
     ) -> Result<(), tonic::Status> {
         let channel = self
             .dialer
@@ -140,6 +148,7 @@ impl Session {
             .await?
             .into_inner();
         info!(manager = %addr, "session established");
+        *failures = 0;
         beat.follow(Some(addr.to_string()));
         let _stop_beating = StopBeating(beat);
         // Each session starts from a full table (the manager's first delta is from 0) and
@@ -361,7 +370,10 @@ async fn beat_loop(beat: Weak<Heartbeat>, dialer: shoal_rpc::Dialer) {
             }
             if let Some((_, c)) = client.as_mut() {
                 // A reply later than a period is as good as none: the next beat is due.
-                let call = c.heartbeat(HeartbeatRequest { node_id });
+                let call = c.heartbeat(shoal_rpc::deadline::request(
+                    HeartbeatRequest { node_id },
+                    period,
+                ));
                 match tokio::time::timeout(period, call).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(status)) => {
@@ -384,10 +396,13 @@ async fn send_reports(
     let updates: Vec<(&String, &TaskStatus)> = pending.iter().collect();
     let data = serde_json::to_vec(&updates).map_err(|e| tonic::Status::internal(e.to_string()))?;
     client
-        .report_status(StatusReport {
-            node_id: node_id.to_string(),
-            updates: data,
-        })
+        .report_status(shoal_rpc::deadline::request(
+            StatusReport {
+                node_id: node_id.to_string(),
+                updates: data,
+            },
+            shoal_rpc::deadline::WRITE,
+        ))
         .await?;
     pending.clear();
     Ok(())

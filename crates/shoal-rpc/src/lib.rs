@@ -8,6 +8,7 @@ pub mod pb {
 
 pub use pb::*;
 
+pub mod deadline;
 pub mod transport;
 pub use transport::{Dialer, Tls};
 

@@ -28,6 +28,49 @@ const MAX_HANDSHAKES: usize = 256;
 /// Connect timeout suited to a LAN.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A client pings its peer (HTTP/2) this often, even with no call in flight...
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and drops the connection, failing its calls and streams, when a ping is not answered
+/// within this: an agent learns that its leader's host is gone within about 5 s, not when
+/// TCP gives up retransmitting (about 15 minutes).
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// The server's pings are slower: its side only needs to let go of a dead agent's session.
+const SERVER_PING_INTERVAL: Duration = Duration::from_secs(5);
+const SERVER_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TCP keepalives under HTTP/2's pings, for a connection whose pings cannot be sent: the
+/// first probe after this much silence...
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// ...then one this often, and the connection is dropped after this many unanswered.
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const TCP_KEEPALIVE_PROBES: u32 = 3;
+/// Data sent and not acknowledged for this long closes the connection (TCP_USER_TIMEOUT):
+/// a peer that vanished while a write was in flight, which keepalives do not cover.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keepalives and the unacknowledged-data limit on a 2377 socket, either side.
+pub fn set_liveness(tcp: &TcpStream) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(tcp);
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL)
+            .with_retries(TCP_KEEPALIVE_PROBES),
+    )?;
+    sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
+}
+
+/// The HTTP/2 and TCP settings of the server on port 2377 (pings to clients, keepalives;
+/// `incoming` sets the accepted sockets' own).
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(SERVER_PING_INTERVAL))
+        .http2_keepalive_timeout(Some(SERVER_PING_TIMEOUT))
+        .tcp_keepalive(Some(TCP_KEEPALIVE_IDLE))
+        .tcp_nodelay(true)
+}
+
 /// A node's current TLS configurations. Replaced whole when its certificate is renewed or
 /// the cluster's root changes; connections already made keep the configuration they were
 /// made with, so nothing is dropped by a renewal.
@@ -104,6 +147,17 @@ impl Dialer {
         self.channel(addr, name).map_err(DialError::Transport)
     }
 
+    /// A channel to the manager at `addr`, connected now: an error means no request was
+    /// sent, so a write that fails here may be tried again elsewhere without applying twice.
+    pub async fn manager_connected(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let name = ServerName::try_from(MANAGER_NAME).expect("a valid DNS name");
+        let (endpoint, connector) = self.endpoint(addr, name)?;
+        match connector {
+            None => endpoint.connect().await,
+            Some(c) => endpoint.connect_with_connector(c).await,
+        }
+    }
+
     /// A lazily connecting channel to `addr` (`ip:port`) that expects the server to answer to
     /// `server_name` (shoal-pki's `shoal-manager`, or a node's own name).
     pub fn channel(
@@ -111,36 +165,88 @@ impl Dialer {
         addr: &str,
         server_name: ServerName<'static>,
     ) -> Result<Channel, tonic::transport::Error> {
+        let (endpoint, connector) = self.endpoint(addr, server_name)?;
+        Ok(match connector {
+            None => endpoint.connect_lazy(),
+            Some(c) => endpoint.connect_with_connector_lazy(c),
+        })
+    }
+
+    /// The endpoint's settings (deadlines, pings) and, for TLS, the connector.
+    #[allow(clippy::type_complexity)]
+    fn endpoint(
+        &self,
+        addr: &str,
+        server_name: ServerName<'static>,
+    ) -> Result<(Endpoint, Option<Connector>), tonic::transport::Error> {
         let addr = addr.strip_prefix("http://").unwrap_or(addr).to_string();
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(crate::deadline::BACKSTOP)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Some(TCP_KEEPALIVE_IDLE))
+            .http2_keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT)
             .keep_alive_while_idle(true);
         let config = match self {
-            Dialer::Plain => return Ok(endpoint.connect_lazy()),
+            Dialer::Plain => return Ok((endpoint, None)),
             Dialer::Member(tls) => Config::Member(Arc::clone(tls)),
             Dialer::Join(config) => Config::Fixed(Arc::clone(config)),
         };
-        Ok(
-            endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-                let (addr, server_name, config) =
-                    (addr.clone(), server_name.clone(), config.clone());
-                async move {
-                    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
-                        .await
-                        .map_err(|_| {
-                            io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr}"))
-                        })??;
-                    tcp.set_nodelay(true)?;
-                    let tls = TlsConnector::from(config.get())
-                        .connect(server_name, tcp)
-                        .await?;
-                    Ok::<_, io::Error>(TokioIo::new(tls))
-                }
-            })),
-        )
+        Ok((
+            endpoint,
+            Some(Connector {
+                addr,
+                server_name,
+                config,
+            }),
+        ))
+    }
+}
+
+/// Opens a 2377 connection: TCP (keepalives set) then TLS.
+#[derive(Clone)]
+struct Connector {
+    addr: String,
+    server_name: ServerName<'static>,
+    config: Config,
+}
+
+impl tower::Service<tonic::codegen::http::Uri> for Connector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, io::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), io::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+        let Connector {
+            addr,
+            server_name,
+            config,
+        } = self.clone();
+        Box::pin(async move {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect to {addr}: no answer within {CONNECT_TIMEOUT:?}"),
+                    )
+                })??;
+            set_liveness(&tcp)?;
+            let tls = TlsConnector::from(config.get())
+                .connect(server_name, tcp)
+                .await?;
+            Ok(TokioIo::new(tls))
+        })
     }
 }
 
@@ -204,7 +310,9 @@ pub fn incoming(
             let (conn_tx, acceptor) = (tx.clone(), TlsAcceptor::from(tls.server()));
             tokio::spawn(async move {
                 let _permit = permit;
-                let _ = tcp.set_nodelay(true);
+                if let Err(e) = set_liveness(&tcp) {
+                    debug!(%peer, "could not set keepalives on a cluster connection: {e}");
+                }
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = conn_tx.send(Ok(stream)).await;
@@ -244,7 +352,7 @@ pub fn incoming_plain(
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
-        conn.set_nodelay(true)?;
+        set_liveness(&conn)?;
         Ok(conn)
     })
 }

@@ -41,7 +41,7 @@ pub struct ClusterService {
 }
 
 fn not_leader(manager: &Manager) -> Status {
-    let mut status = Status::unavailable("this manager is not the leader");
+    let mut status = Status::unavailable(crate::manager::NOT_LEADER);
     if let Some((_, addr)) = manager.store.leader()
         && let Ok(v) = addr.parse()
     {
@@ -308,7 +308,9 @@ impl Cluster for ClusterService {
                 .dialer()
                 .manager(&addr)
                 .map_err(|e| Status::unavailable(e.to_string()))?;
-            return ClusterClient::new(channel).join(req).await;
+            return ClusterClient::new(channel)
+                .join(shoal_rpc::deadline::request(req, shoal_rpc::deadline::WRITE))
+                .await;
         }
         self.failed_joins.check(source)?;
         let state = self.manager.state();

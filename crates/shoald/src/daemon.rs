@@ -207,11 +207,7 @@ impl Daemon {
             gate.clone()
                 .interceptor("TaskLogs", shoal_pki::Access::Manager),
         );
-        let mut router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(30)))
-            .add_service(agent_svc);
+        let mut router = shoal_rpc::transport::server_builder().add_service(agent_svc);
         if let Some(m) = &manager {
             router = router
                 .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -100,3 +100,19 @@ pub fn source_chain(s: &tonic::Status) -> String {
     }
     out
 }
+
+/// An error and the ones under it ("transport error: tcp connect error: Connection
+/// refused"), each said once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let text = inner.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        src = inner.source();
+    }
+    out
+}

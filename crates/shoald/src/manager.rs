@@ -208,19 +208,34 @@ impl Manager {
                     ));
                 }
             };
+            // The leader this manager knows of may be gone (killed, cut off) while no new
+            // one is elected yet: a forward that was not delivered is tried again, against
+            // whichever leader this manager knows of then, until the deadline.
+            let mut last = None;
             if let Some((_, addr)) = leader {
-                let index = forward(&self.dialer, &addr, &cmd).await?;
-                // Read-your-writes on this manager: the CLI's next call (waiting for the
-                // service it just created, say) reads this manager's state.
-                if !self.store.wait_applied(index, FORWARDED_APPLY_WAIT).await {
-                    tracing::warn!(
-                        index,
-                        "a write forwarded to the leader is committed but not yet applied here after {FORWARDED_APPLY_WAIT:?}; reads on this manager may not show it yet"
-                    );
+                match forward(&self.dialer, &addr, &cmd).await {
+                    Ok(index) => {
+                        // Read-your-writes on this manager: the CLI's next call (waiting for
+                        // the service it just created, say) reads this manager's state.
+                        if !self.store.wait_applied(index, FORWARDED_APPLY_WAIT).await {
+                            tracing::warn!(
+                                index,
+                                "a write forwarded to the leader is committed but not yet applied here after {FORWARDED_APPLY_WAIT:?}; reads on this manager may not show it yet"
+                            );
+                        }
+                        return Ok(());
+                    }
+                    Err(Forward::Failed(e)) => return Err(e),
+                    Err(Forward::NotDelivered(why)) => {
+                        debug!(leader = %addr, "a forwarded write was not delivered, trying again: {why}");
+                        last = Some(why);
+                    }
                 }
-                return Ok(());
             }
             if Instant::now() > deadline {
+                if let Some(why) = last {
+                    return Err(ApiError::new(503, why));
+                }
                 let (reachable, voters) = self.store.quorum();
                 return Err(ApiError::new(
                     503,
@@ -420,23 +435,52 @@ pub(crate) struct ProposeReply {
 /// How long a follower waits to apply a write it forwarded before it answers anyway.
 const FORWARDED_APPLY_WAIT: Duration = Duration::from_secs(5);
 
+/// Why a forwarded write did not commit.
+enum Forward {
+    /// It never reached a leader (no connection, or the manager no longer leads): trying
+    /// again cannot apply it twice.
+    NotDelivered(String),
+    /// The leader refused it, or its fate is unknown (sent, no answer): not tried again.
+    Failed(ApiError),
+}
+
 /// Sends a command to the leader's `Cluster.Propose`; the index it was committed at.
-async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Result<u64, ApiError> {
-    let unavailable =
-        |e: String| ApiError::new(503, format!("cannot reach the leader at {addr}: {e}"));
-    let channel = dialer
-        .manager(addr)
-        .map_err(|e| unavailable(e.to_string()))?;
-    let data = serde_json::to_vec(cmd).map_err(|e| ApiError::new(500, e.to_string()))?;
+async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Result<u64, Forward> {
+    let data = serde_json::to_vec(cmd).map_err(|e| Forward::Failed(ApiError::new(500, e.to_string())))?;
+    // Connected first: a failure to connect means nothing was sent.
+    let channel = dialer.manager_connected(addr).await.map_err(|e| {
+        Forward::NotDelivered(format!(
+            "cannot reach the leader at {addr}: {}",
+            crate::errors::error_chain(&e)
+        ))
+    })?;
+    let request = shoal_rpc::deadline::request(shoal_rpc::json(data), shoal_rpc::deadline::WRITE);
     let reply = ClusterClient::new(channel)
-        .propose(shoal_rpc::json(data))
+        .propose(request)
         .await
         .map_err(|s| match s.code() {
             // The leader answered: it cannot commit, and says why.
             tonic::Code::Unavailable if s.message().starts_with("quorum lost") => {
-                ApiError::new(503, s.message().to_string())
+                Forward::Failed(ApiError::new(503, s.message().to_string()))
             }
-            _ => unavailable(s.message().to_string()),
+            // It no longer leads (the handler refuses before proposing).
+            tonic::Code::Unavailable if s.message() == NOT_LEADER => Forward::NotDelivered(format!(
+                "the manager at {addr} no longer leads"
+            )),
+            _ if shoal_rpc::deadline::timed_out(&s) => Forward::Failed(ApiError::new(
+                503,
+                format!(
+                    "the change was sent to the leader at {addr} and no answer came within {}s; it may still be applied, so check before trying again",
+                    shoal_rpc::deadline::WRITE.as_secs()
+                ),
+            )),
+            _ => Forward::Failed(ApiError::new(
+                503,
+                format!(
+                    "the leader at {addr} failed the change: {}; it may still be applied, so check before trying again",
+                    s.message()
+                ),
+            )),
         })?;
     match serde_json::from_slice::<ProposeReply>(&reply.into_inner().data) {
         Ok(ProposeReply {
@@ -446,10 +490,13 @@ async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Resul
         Ok(ProposeReply {
             result: CommandResult::Err(e),
             ..
-        }) => Err(apply_error(e)),
-        Err(e) => Err(ApiError::new(
+        }) => Err(Forward::Failed(apply_error(e))),
+        Err(e) => Err(Forward::Failed(ApiError::new(
             500,
             format!("the leader's reply does not parse: {e}"),
-        )),
+        ))),
     }
 }
+
+/// What a manager that does not lead answers a call that needs the leader.
+pub(crate) const NOT_LEADER: &str = "this manager is not the leader";
