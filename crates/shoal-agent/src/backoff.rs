@@ -21,9 +21,7 @@ pub const CAP: Duration = Duration::from_secs(5);
 /// ("equal jitter"): never less than half the window, so a failing manager is not hammered,
 /// and spread over the other half.
 pub fn delay(failures: u32, random: f64) -> Duration {
-    let window = FIRST
-        .saturating_mul(1u32 << failures.min(16))
-        .min(CAP);
+    let window = FIRST.saturating_mul(1u32 << failures.min(16)).min(CAP);
     let random = if random.is_finite() {
         random.clamp(0.0, 1.0)
     } else {

@@ -40,7 +40,10 @@ mod tests {
     #[test]
     fn a_request_carries_its_deadline_in_grpc_timeout() {
         let req = request((), Duration::from_millis(1500));
-        let header = req.metadata().get("grpc-timeout").expect("a grpc-timeout header");
+        let header = req
+            .metadata()
+            .get("grpc-timeout")
+            .expect("a grpc-timeout header");
         // tonic writes it in the finest unit that fits in the 8 digits gRPC allows.
         assert_eq!(header.to_str().unwrap(), "1500000u");
     }
@@ -48,8 +51,14 @@ mod tests {
     #[test]
     fn timeouts_are_told_apart_from_other_failures() {
         assert!(timed_out(&tonic::Status::cancelled("Timeout expired")));
-        assert!(timed_out(&tonic::Status::deadline_exceeded("Timeout expired")));
-        assert!(!timed_out(&tonic::Status::unavailable("connection refused")));
-        assert!(!timed_out(&tonic::Status::cancelled("operation was canceled")));
+        assert!(timed_out(&tonic::Status::deadline_exceeded(
+            "Timeout expired"
+        )));
+        assert!(!timed_out(&tonic::Status::unavailable(
+            "connection refused"
+        )));
+        assert!(!timed_out(&tonic::Status::cancelled(
+            "operation was canceled"
+        )));
     }
 }

@@ -309,7 +309,10 @@ impl Cluster for ClusterService {
                 .manager(&addr)
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             return ClusterClient::new(channel)
-                .join(shoal_rpc::deadline::request(req, shoal_rpc::deadline::WRITE))
+                .join(shoal_rpc::deadline::request(
+                    req,
+                    shoal_rpc::deadline::WRITE,
+                ))
                 .await;
         }
         self.failed_joins.check(source)?;

@@ -446,7 +446,8 @@ enum Forward {
 
 /// Sends a command to the leader's `Cluster.Propose`; the index it was committed at.
 async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Result<u64, Forward> {
-    let data = serde_json::to_vec(cmd).map_err(|e| Forward::Failed(ApiError::new(500, e.to_string())))?;
+    let data =
+        serde_json::to_vec(cmd).map_err(|e| Forward::Failed(ApiError::new(500, e.to_string())))?;
     // Connected first: a failure to connect means nothing was sent.
     let channel = dialer.manager_connected(addr).await.map_err(|e| {
         Forward::NotDelivered(format!(
@@ -472,6 +473,13 @@ async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Resul
                 format!(
                     "the change was sent to the leader at {addr} and no answer came within {}s; it may still be applied, so check before trying again",
                     shoal_rpc::deadline::WRITE.as_secs()
+                ),
+            )),
+            tonic::Code::Unavailable | tonic::Code::Unknown => Forward::Failed(ApiError::new(
+                503,
+                format!(
+                    "the connection to the leader at {addr} was lost before it answered ({}); the change may still be applied, so check before trying again",
+                    crate::errors::source_chain(&s)
                 ),
             )),
             _ => Forward::Failed(ApiError::new(
