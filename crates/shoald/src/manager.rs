@@ -233,14 +233,14 @@ impl Manager {
                 }
             }
             if Instant::now() > deadline {
-                if let Some(why) = last {
-                    return Err(ApiError::new(503, why));
-                }
                 let (reachable, voters) = self.store.quorum();
+                let last = last
+                    .map(|why| format!(" (last try: {why})"))
+                    .unwrap_or_default();
                 return Err(ApiError::new(
                     503,
                     format!(
-                        "no manager leads: this manager hears from {reachable} of {voters} managers and a change needs {}; changes are refused until enough managers are back (reads still answer)",
+                        "no manager leads: this manager hears from {reachable} of {voters} managers and a change needs {}; changes are refused until enough managers are back (reads still answer){last}",
                         voters / 2 + 1
                     ),
                 ));
