@@ -370,3 +370,100 @@ fn a_worker_cut_off_has_its_tasks_replaced_and_stops_them_when_it_returns() {
         }
     });
 }
+
+/// The leader's host vanishes without a word (its link cut: no FIN, no RST). The other
+/// managers elect a new one, the worker's agent notices through its pings and follows it
+/// (it is not marked Down), and a service placed on the worker runs; the old leader, back,
+/// follows the new one.
+#[test]
+fn leader_cut_off_agents_follow_the_new_one() {
+    let lab = Lab::up("lcut", 4, 3);
+    wait_for("node1 to lead and every node to be ready", SLOW, || {
+        let rows = nodes(&lab, 1);
+        let leader = rows.iter().any(|(h, _, m)| h == "node1" && m == "Leader");
+        let ready = rows.iter().filter(|(_, s, _)| s == "Ready").count();
+        if leader && ready == 4 {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
+    let link = |state: &str| {
+        let netns = lab.netns(1);
+        let st = Command::new("ip")
+            .args(["-n", &netns, "link", "set", "eth0", state])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip link set eth0 {state} in {netns}");
+    };
+    link("down");
+    let cut = Instant::now();
+
+    // node2 takes writes again (it waits for the new leader, so this is the failover).
+    lab.ok(
+        2,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--runtime",
+            "host",
+            "--name",
+            "w",
+            "--constraint",
+            "node.hostname==node4",
+            "sleep",
+            "600",
+        ],
+    );
+    eprintln!(
+        "node2 took a write {:?} after the leader was cut off",
+        cut.elapsed()
+    );
+    // The worker's agent followed the new leader: its task is told to it and runs.
+    wait_for("w's task running on node4", SLOW, || {
+        // Asked of node2: node1 is cut off.
+        let ps = lab.ok(
+            2,
+            &[
+                "service",
+                "ps",
+                "--format",
+                "{{.Node}} {{.CurrentState}}",
+                "w",
+            ],
+        );
+        let t: Vec<&str> = ps.lines().collect();
+        if t.len() == 1 && t[0].starts_with("node4 Running") {
+            Ok(())
+        } else {
+            Err(format!("{t:?}"))
+        }
+    });
+    let followed = cut.elapsed();
+    eprintln!("node4 ran a task from the new leader {followed:?} after the cut");
+    assert!(
+        followed <= Duration::from_secs(12),
+        "node4 took {followed:?} to follow the new leader"
+    );
+    let rows = nodes(&lab, 2);
+    assert!(
+        rows.iter().any(|(h, s, _)| h == "node4" && s == "Ready"),
+        "{rows:?}"
+    );
+
+    // The old leader comes back and follows: one leader, node1 reachable and ready.
+    link("up");
+    wait_for("node1 back as a follower", SLOW, || {
+        let rows = nodes(&lab, 2);
+        let leaders = rows.iter().filter(|(_, _, m)| m == "Leader").count();
+        let node1 = rows
+            .iter()
+            .any(|(h, s, m)| h == "node1" && s == "Ready" && m == "Reachable");
+        if leaders == 1 && node1 {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
+}
