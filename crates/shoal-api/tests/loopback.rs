@@ -36,6 +36,7 @@ fn task(id: &str, slot: u64) -> Task {
         ports: Vec::new(),
         restarts: 0,
         started_at: None,
+        ready_at: None,
         spec: fixtures::spec("vote", 1).task_template.container_spec,
         created_at: Millis(0),
         updated_at: Millis(0),

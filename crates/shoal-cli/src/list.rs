@@ -265,6 +265,7 @@ mod tests {
                 ports: Vec::new(),
                 restarts: 0,
                 started_at: None,
+                ready_at: None,
                 spec: fixtures::spec("vote", 1).task_template.container_spec,
                 created_at: Millis(at),
                 updated_at: Millis(at),

@@ -3,8 +3,9 @@
 //! outdated; applies the restart policy; trims history.
 //!
 //! A task that ended on its own (Complete, Failed, Rejected) is replaced per the restart
-//! policy, after its delay. A task the cluster took away (scale down, drain, node down) is
-//! replaced at once, wherever the scheduler finds room. Tasks of an older spec are replaced
+//! policy, after its delay. A task the cluster took away (scale down, node down) is replaced
+//! at once, wherever the scheduler finds room; one on a drained node is replaced at once too,
+//! and stops only once its replacement is ready (start-first, as in an update). Tasks of an older spec are replaced
 //! by the rollout's policy (`rollout`: parallelism, delay, order, failures).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,7 +176,7 @@ fn must_replace(state: &ClusterState, service: &Service, t: &Task) -> Option<&'s
             return Some("node down");
         }
         if !keeps_tasks(service, node) {
-            return Some("node drained or no longer satisfies constraints");
+            return Some(DRAINED);
         }
     }
     if outdated(service, t) {
@@ -185,6 +186,8 @@ fn must_replace(state: &ClusterState, service: &Service, t: &Task) -> Option<&'s
 }
 
 const UPDATED: &str = "service updated";
+/// A replicated task on such a node moves start-first (`rollout::Slot::drained_may_stop`).
+const DRAINED: &str = "node drained or no longer satisfies constraints";
 
 /// Made from an older spec that differs in what the task runs or publishes, or before a
 /// `--force`.
@@ -280,6 +283,7 @@ fn new_task(
         ports: service.spec.endpoint_spec.ports.clone(),
         restarts,
         started_at: None,
+        ready_at: None,
         created_at: now,
         updated_at: now,
     }

@@ -158,6 +158,7 @@ mod tests {
             ports: vec![],
             restarts: 0,
             started_at: None,
+            ready_at: None,
             created_at: Millis(slot),
             updated_at: Millis(slot),
         }

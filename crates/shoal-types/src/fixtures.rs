@@ -157,6 +157,7 @@ pub fn task(id: &str, service_id: &str, name: &str) -> Task {
         ports: vec![],
         restarts: 0,
         started_at: None,
+        ready_at: None,
         created_at: Millis(0),
         updated_at: Millis(0),
     }

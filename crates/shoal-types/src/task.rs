@@ -40,6 +40,10 @@ pub struct Task {
     /// that ends within `--update-monitor` of it as a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Millis>,
+    /// When it first ran and was ready (the report's time): a rollout's `--update-monitor`
+    /// and `--update-delay` count from it, as a task serves only from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }

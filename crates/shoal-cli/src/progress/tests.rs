@@ -31,6 +31,7 @@ fn task(id: &str, slot: u64, state: TaskState, at: u64, err: &str) -> TaskView {
             ports: Vec::new(),
             restarts: 0,
             started_at: None,
+            ready_at: None,
             spec: fixtures::spec("vote", 1).task_template.container_spec,
             created_at: Millis(at),
             updated_at: Millis(at),

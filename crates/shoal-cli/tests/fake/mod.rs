@@ -101,6 +101,7 @@ impl State {
                 ports: Vec::new(),
                 restarts: 0,
                 started_at: None,
+                ready_at: None,
                 spec: cs.clone(),
                 created_at: now(),
                 updated_at: now(),

@@ -3,21 +3,27 @@
 //! from the state and `now` alone, so that a new leader carries on where the last one was.
 //!
 //! A slot is one replica (or one node of a global service). It is *in flight* while its new
-//! task has not started, while an old task of it is still stopping, while it has no task at
-//! all after its old one stopped (stop-first), or for `Delay` after its new task started.
+//! task is not running and ready, while an old task of it is still stopping, while it has no
+//! task at all after its old one stopped (stop-first), or for `Delay` after its new task
+//! became ready.
 //! At most `Parallelism` slots are in flight (0: all); slots start in order. Start-first:
 //! the new task is made beside the old one, which is told to stop once the new one runs.
 //! Stop-first: the old task is told to stop; the new one is made once it has.
 //!
 //! A failure is a task of this rollout that ends on its own (fails, is rejected, exits)
-//! before it ran or within `Monitor` of starting. When failures exceed `MaxFailureRatio` of
-//! the slots, `FailureAction` applies: `pause` (no slot starts until the next `service
+//! before it was ready or within `Monitor` of becoming ready. When failures exceed
+//! `MaxFailureRatio` of the slots the rollout changes (as swarmkit's updater divides by its
+//! dirty slots), `FailureAction` applies: `pause` (no slot starts until the next `service
 //! update`), `rollback` (back to the previous spec, with its `RollbackConfig`; a rollback
 //! that fails so pauses instead, as Swarm never rolls a rollback back), `continue`. A slot
 //! whose new task failed before it ran keeps its old task (start-first) and retries the new
 //! one per the restart policy, unless `continue`, where the slot gives up its old task.
 //! The rollout is complete when no old task is left, no slot is in flight, and `Monitor` has
-//! passed since the last new task started.
+//! passed since the last new task became ready.
+//!
+//! A task on a drained node (or one its constraints no longer allow) moves as a start-first
+//! slot does, outside the rollout's parallelism: its replacement is made at once and it keeps
+//! serving until that one is ready, or cannot be (placed nowhere, or failed).
 
 use shoal_types::update::{
     MSG_COMPLETED, MSG_ROLLBACK_COMPLETED, paused_message, rollback_paused_message,
@@ -29,7 +35,8 @@ use shoal_types::{
 };
 
 use super::{
-    Changes, UPDATED, ended_on_its_own, gone, must_replace, outdated, restart_at, restarts_after,
+    Changes, DRAINED, UPDATED, ended_on_its_own, gone, must_replace, outdated, restart_at,
+    restarts_after,
 };
 
 /// One slot's tasks, sorted out.
@@ -42,6 +49,9 @@ pub(super) struct Slot<'a> {
     old_live: Vec<&'a Task>,
     /// Tasks of an older spec told to stop that have not stopped yet.
     old_stopping: bool,
+    /// Tasks on a node that no longer keeps them (drained, or constraints): they serve until
+    /// their replacement is ready.
+    drained: Vec<&'a Task>,
     /// The newest task of the slot.
     newest: Option<&'a Task>,
 }
@@ -57,10 +67,12 @@ impl<'a> Slot<'a> {
     ) -> Slot<'a> {
         let mut current: Vec<&Task> = Vec::new();
         let mut old_live = Vec::new();
+        let mut drained = Vec::new();
         for t in all.iter().filter(|t| t.desired_state <= TaskState::Running) {
             match must_replace(state, service, t) {
                 // An outdated task keeps serving until the rollout replaces it.
                 Some(why) if why == UPDATED => old_live.push(*t),
+                Some(why) if why == DRAINED => drained.push(*t),
                 Some(_) => {
                     out.shutdown.insert(t.id.clone());
                 }
@@ -80,12 +92,28 @@ impl<'a> Slot<'a> {
             current: current.pop(),
             old_live,
             old_stopping,
+            drained,
             newest: all.iter().max_by_key(|t| t.created_at).copied(),
         }
     }
 
     fn has_old(&self) -> bool {
         !self.old_live.is_empty() || self.old_stopping
+    }
+
+    /// Whether the slot's drained tasks may stop: their replacement is ready, or cannot be
+    /// (the scheduler found no node for it and said why, or it ended on its own). The node
+    /// is being emptied: nothing else keeps them.
+    pub(super) fn drained_may_stop(&self) -> bool {
+        if self.drained.is_empty() {
+            return false;
+        }
+        match self.current {
+            Some(new) => new.is_ready() || (new.node_id.is_none() && !new.status.err.is_empty()),
+            None => self
+                .newest
+                .is_some_and(|t| ended_on_its_own(t) && !self.drained.iter().any(|d| d.id == t.id)),
+        }
     }
 }
 
@@ -136,11 +164,13 @@ impl<'s> Rollout<'s> {
             moved: false,
             last_start: None,
         };
-        let mut total = 0usize;
+        let mut changed = 0usize;
         let mut failures = 0usize;
         let mut last_failed: Option<&Task> = None;
         for slot in slots.clone() {
-            total += 1;
+            if r.changes(service, slot) {
+                changed += 1;
+            }
             r.old_left |= slot.has_old();
             if r.in_flight(service, slot, out) {
                 r.in_flight += 1;
@@ -152,7 +182,7 @@ impl<'s> Rollout<'s> {
                 .filter(|t| r.owns(service, t))
                 .collect();
             for t in owned {
-                if let Some(at) = t.started_at {
+                if let Some(at) = t.ready_at {
                     r.last_start = r.last_start.max(Some(at));
                 }
                 if r.failed(t) {
@@ -166,7 +196,7 @@ impl<'s> Rollout<'s> {
             }
         }
         if let (Some(s), Some(task)) = (status.filter(|s| s.state.in_progress()), last_failed)
-            && failures as f32 / total.max(1) as f32 > config.max_failure_ratio.0
+            && failures as f32 / changed.max(1) as f32 > config.max_failure_ratio.0
         {
             r.fail(service, s, &task.id, out);
         }
@@ -184,11 +214,25 @@ impl<'s> Rollout<'s> {
         t.spec_version >= self.version && !outdated(service, t)
     }
 
-    /// A task of this rollout that ended on its own before it ran or within the monitor.
+    /// A task of this rollout that ended on its own before it was ready or within the
+    /// monitor of becoming ready.
     fn failed(&self, t: &Task) -> bool {
         ended_on_its_own(t)
-            && t.started_at
+            && t.ready_at
                 .is_none_or(|s| t.status.timestamp.0 <= s.0.saturating_add(self.config.monitor_ms))
+    }
+
+    /// Whether the rollout changes the slot (swarmkit's dirty slot): it has a task of an
+    /// older spec still meant to run, or stopped since the rollout started, or a task of the
+    /// rollout failed in it. A slot made by a scale during the rollout, or whose task already
+    /// had the spec rolled out to, is not counted.
+    fn changes(&self, service: &Service, slot: &Slot) -> bool {
+        let since = self.status.and_then(|s| s.started_at).unwrap_or(Millis(0));
+        slot.all.iter().any(|t| {
+            (outdated(service, t)
+                && (t.desired_state <= TaskState::Running || t.status.timestamp >= since))
+                || (self.owns(service, t) && self.failed(t))
+        })
     }
 
     fn fail(&mut self, service: &Service, s: &UpdateStatus, task: &str, out: &mut Changes) {
@@ -239,7 +283,7 @@ impl<'s> Rollout<'s> {
                     return true;
                 }
                 let settled = t
-                    .started_at
+                    .ready_at
                     .map(|s| Millis(s.0.saturating_add(self.config.delay_ms)));
                 match settled {
                     Some(at) if self.config.delay_ms > 0 && self.now < at => {
@@ -267,6 +311,11 @@ impl<'s> Rollout<'s> {
             out.shutdown
                 .extend(slot.old_live.iter().map(|t| t.id.clone()));
         };
+        if slot.drained_may_stop() {
+            out.shutdown
+                .extend(slot.drained.iter().map(|t| t.id.clone()));
+            self.moved = true;
+        }
         match slot.current {
             Some(new) => {
                 // Start first: the old task stops once its successor is ready.

@@ -355,6 +355,87 @@ fn a_task_that_ends_after_the_monitor_is_no_failure() {
 }
 
 #[test]
+fn the_monitor_counts_from_when_the_task_is_ready() {
+    let mut st = four_replicas(UpdateConfig {
+        monitor_ms: 1_000,
+        ..config(1, UpdateOrder::StartFirst)
+    });
+    update(&mut st, 10, command("sleep"));
+    pass(&mut st, 10);
+    let new = st
+        .tasks
+        .values()
+        .find(|t| t.spec_version == 2)
+        .unwrap()
+        .id
+        .clone();
+    let node = st.tasks[&new].node_id.clone().unwrap();
+    let mut running = TaskStatus::new(TaskState::Running, Millis(100), "");
+    running.ready = false;
+    for (status, at) in [
+        (running.clone(), 100),
+        (TaskStatus::new(TaskState::Running, Millis(900), ""), 900),
+    ] {
+        st.apply(Command::UpdateTaskStatus {
+            id: new.clone(),
+            node_id: node.clone(),
+            status,
+        })
+        .unwrap();
+        pass(&mut st, at);
+    }
+    assert_eq!(
+        (st.tasks[&new].started_at, st.tasks[&new].ready_at),
+        (Some(Millis(100)), Some(Millis(900)))
+    );
+    // 1,400 ms after it started, 600 ms after it was ready: within the monitor.
+    report(&mut st, &new, TaskState::Failed, 1_500);
+    pass(&mut st, 1_600);
+    assert_eq!(status(&st).0, UpdateState::Paused);
+}
+
+#[test]
+fn the_failure_ratio_divides_by_the_slots_the_rollout_changes() {
+    let mut st = four_replicas(UpdateConfig {
+        delay_ms: 600_000,
+        ..config(2, UpdateOrder::StartFirst)
+    });
+    let first = st.services["s1"]
+        .spec
+        .task_template
+        .container_spec
+        .command
+        .clone();
+    // Two slots get the new command; the delay holds the other two.
+    update(&mut st, 10, command("sleep"));
+    for now in [10, 20, 30, 40] {
+        pass(&mut st, now);
+        agents(&mut st, now + 1);
+    }
+    assert_eq!(running(&st), (2, 2));
+    // Back to the first command: the rollout changes those two slots only.
+    update(&mut st, 100, |s| {
+        s.task_template.container_spec.command = first;
+        s.update_config = UpdateConfig {
+            max_failure_ratio: FailureRatio(0.4),
+            ..config(1, UpdateOrder::StartFirst)
+        };
+    });
+    pass(&mut st, 100);
+    let new: Vec<String> = st
+        .tasks
+        .values()
+        .filter(|t| t.spec_version == 3)
+        .map(|t| t.id.clone())
+        .collect();
+    assert_eq!(new.len(), 1, "one slot at a time");
+    report(&mut st, &new[0], TaskState::Failed, 110);
+    pass(&mut st, 120);
+    // 1 of the 2 slots it changes is above 0.4 (1 of the service's 4 would not be).
+    assert_eq!(status(&st).0, UpdateState::Paused, "{:?}", status(&st));
+}
+
+#[test]
 fn continue_goes_on_through_failures() {
     let mut st = four_replicas(UpdateConfig {
         failure_action: FailureAction::Continue,

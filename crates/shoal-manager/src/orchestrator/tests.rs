@@ -238,8 +238,9 @@ fn tasks_of_a_down_node_come_back_elsewhere_at_once() {
 }
 
 #[test]
-fn drain_moves_tasks_away() {
+fn drain_moves_tasks_away_start_first() {
     let mut st = three_nodes_with(spec("web", 3));
+    run_all(&mut st, 1);
     st.apply(Command::UpdateNodeSpec {
         id: "n1".into(),
         availability: Some(Availability::Drain),
@@ -247,10 +248,77 @@ fn drain_moves_tasks_away() {
         at: Millis(5),
     })
     .unwrap();
+    let on_node1 = |st: &ClusterState| -> Vec<String> {
+        st.tasks
+            .values()
+            .filter(|t| t.node_id.as_deref() == Some("n1") && t.desired_state == TaskState::Running)
+            .map(|t| t.id.clone())
+            .collect()
+    };
+    let drained = on_node1(&st);
+    assert_eq!(drained.len(), 1);
+    // The replacement is made and placed elsewhere; the drained task keeps serving.
     step(&mut st, 5);
+    assert_eq!(live(&st).len(), 4, "{:?}", live(&st));
+    assert_eq!(on_node1(&st), drained);
+    // Running but not ready yet (its port does not answer): still serving.
+    let new = st
+        .tasks
+        .values()
+        .find(|t| t.status.state < TaskState::Running)
+        .map(|t| t.id.clone())
+        .unwrap();
+    let mut status = TaskStatus::new(TaskState::Running, Millis(6), "");
+    status.ready = false;
+    st.apply(Command::UpdateTaskStatus {
+        id: new.clone(),
+        node_id: st.tasks[&new].node_id.clone().unwrap(),
+        status,
+    })
+    .unwrap();
+    step(&mut st, 6);
+    assert_eq!(
+        on_node1(&st),
+        drained,
+        "not before its replacement is ready"
+    );
+    // Ready: the drained task is told to stop.
+    report(&mut st, &new, TaskState::Running, 7);
+    step(&mut st, 7);
+    assert!(on_node1(&st).is_empty());
+    assert_eq!(st.tasks[&drained[0]].desired_state, TaskState::Shutdown);
     let l = live(&st);
     assert_eq!(l.len(), 3);
     assert!(l.iter().all(|t| !t.ends_with("@node1")), "{l:?}");
+}
+
+#[test]
+fn a_drained_task_with_nowhere_to_go_stops() {
+    // One node: the replacement cannot be placed, and the scheduler says why.
+    let mut st = cluster(&[("n1", "node1")]);
+    st.apply(Command::CreateService {
+        service: service("s1", spec("web", 1)),
+    })
+    .unwrap();
+    step(&mut st, 0);
+    run_all(&mut st, 1);
+    st.apply(Command::UpdateNodeSpec {
+        id: "n1".into(),
+        availability: Some(Availability::Drain),
+        labels: None,
+        at: Millis(5),
+    })
+    .unwrap();
+    let old = st.tasks.keys().next().unwrap().clone();
+    step(&mut st, 5);
+    assert_eq!(st.tasks[&old].desired_state, TaskState::Running);
+    let plan = schedule(&st);
+    if let Some(cmd) = crate::allocator::task_errors(&st, plan.unplaced) {
+        st.apply(cmd).unwrap();
+    }
+    step(&mut st, 6);
+    assert_eq!(st.tasks[&old].desired_state, TaskState::Shutdown);
+    assert_eq!(live(&st), ["web.1@"], "the replacement waits for a node");
 }
 
 #[test]

@@ -564,6 +564,9 @@ impl ClusterState {
                         > progress(t.status.health, t.status.ready)
                     {
                         self.with_task(&id, |t| {
+                            if status.ready && t.ready_at.is_none() {
+                                t.ready_at = Some(status.timestamp);
+                            }
                             t.updated_at = status.timestamp.max(t.updated_at);
                             t.status.health = status.health;
                             t.status.ready = status.ready;
@@ -574,6 +577,12 @@ impl ClusterState {
                     self.with_task(&id, |t| {
                         if status.state == TaskState::Running && t.started_at.is_none() {
                             t.started_at = Some(status.timestamp);
+                        }
+                        if status.state == TaskState::Running
+                            && status.ready
+                            && t.ready_at.is_none()
+                        {
+                            t.ready_at = Some(status.timestamp);
                         }
                         t.updated_at = status.timestamp;
                         t.status = status;

@@ -50,6 +50,7 @@ fn task_status_never_moves_backwards() {
         ports: vec![],
         restarts: 0,
         started_at: None,
+        ready_at: None,
         created_at: Millis(1),
         updated_at: Millis(1),
     };
