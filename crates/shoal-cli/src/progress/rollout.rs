@@ -97,7 +97,7 @@ pub fn stable_line(view: &ServiceView, tasks: &[TaskView], now: Millis) -> Strin
             t.task.desired_state == TaskState::Running
                 && t.task.spec == spec.task_template.container_spec
         })
-        .filter_map(|t| t.task.started_at)
+        .filter_map(|t| t.task.ready_at.or(t.task.started_at))
         .max()
         .unwrap_or(now);
     let left = (last.0 + monitor).saturating_sub(now.0);
