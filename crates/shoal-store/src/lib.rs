@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use redb::Database;
 use shoal_types::{ClusterState, Command, CommandResult};
@@ -86,6 +86,12 @@ pub enum StoreError {
     Storage(String),
     #[error("raft failed: {0}")]
     Raft(String),
+    /// Raft stopped for good on this manager (its storage failed, or it panicked): nothing
+    /// is committed through it any more.
+    #[error(
+        "this manager's raft has stopped: {0}; fix the cause (the data directory's disk) and restart shoald"
+    )]
+    Stopped(String),
     #[error("invalid raft settings: {0}")]
     Config(String),
     /// A membership change was refused (one already in progress, unknown node, ...).
@@ -255,6 +261,9 @@ impl Store {
     pub async fn propose_indexed(&self, cmd: Command) -> Result<(CommandResult, u64), StoreError> {
         // A leader cut off from the majority would wait forever for the commit (openraft
         // 0.9's leader does not step down on its own): refuse at once, saying why.
+        if let Some(why) = self.failure() {
+            return Err(StoreError::Stopped(why));
+        }
         if self.is_leader() {
             let (reachable, voters) = self.quorum();
             if reachable * 2 <= voters {
@@ -288,7 +297,30 @@ impl Store {
     pub fn is_leader(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.inner.id)
+        m.running_state.is_ok()
+            && m.state == ServerState::Leader
+            && m.current_leader == Some(self.inner.id)
+    }
+
+    /// Why Raft stopped on this manager for good (a storage error, a panic), if it did; a
+    /// stop asked for (`shutdown`) is not a failure.
+    pub fn failure(&self) -> Option<String> {
+        failure_of(&self.inner.raft.metrics().borrow())
+    }
+
+    /// Returns once Raft has failed on this manager (see [`Store::failure`]), with why;
+    /// never if it stops because it was asked to.
+    pub async fn failed(&self) -> String {
+        let mut m = self.inner.raft.metrics();
+        loop {
+            if let Some(why) = failure_of(&m.borrow_and_update()) {
+                return why;
+            }
+            if matches!(m.borrow().running_state, Err(Fatal::Stopped)) || m.changed().await.is_err()
+            {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// The current leader's id and address, if one is known.
@@ -457,8 +489,16 @@ impl Store {
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                 StoreError::Membership(e.to_string())
             }
-            RaftError::Fatal(e) => StoreError::Raft(e.to_string()),
+            RaftError::Fatal(Fatal::Stopped) => StoreError::Raft("raft stopped".into()),
+            RaftError::Fatal(e) => StoreError::Stopped(e.to_string()),
         }
+    }
+}
+
+fn failure_of(m: &RaftMetrics<RaftId, BasicNode>) -> Option<String> {
+    match &m.running_state {
+        Ok(()) | Err(Fatal::Stopped) => None,
+        Err(e) => Some(e.to_string()),
     }
 }
 

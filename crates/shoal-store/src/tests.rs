@@ -354,3 +354,84 @@ async fn three_managers_on_loopback_replicate_and_fail_over() {
         server.abort();
     }
 }
+
+/// A Raft log that cannot be written (its disk is full) stops Raft on that manager for good,
+/// and says so: the failed write, every later proposal at once, and `failed` for the
+/// daemon, which stops the manager role on it (it is never left up with a dead Raft).
+#[test]
+fn a_full_disk_stops_raft_and_says_so() {
+    // A thread of its own: the tmpfs lives in its mount namespace, which ends with it.
+    std::thread::spawn(|| {
+        shoal_testns::private_mounts();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(mounted.success(), "mount a tmpfs on {}", path.display());
+        // Built on this thread, so its threads share the mount namespace.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let store = Store::open(&path, 1, "127.0.0.1:4009".into(), fast(1000))
+                .await
+                .expect("open");
+            store.initialize().await.expect("initialize");
+            propose_ok(&store, init_cluster()).await;
+            assert_eq!(store.failure(), None);
+            // Fill the disk.
+            let mut filler = std::fs::File::create(path.join("filler")).expect("filler");
+            let chunk = vec![0u8; 64 << 10];
+            while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
+            // Entries of 64 KiB, until one cannot be written.
+            let mut failed = None;
+            for i in 0..200 {
+                let mut spec = fixtures::spec(&format!("s{i}"), 1);
+                spec.labels.insert("pad".into(), "x".repeat(64 << 10));
+                let cmd = Command::CreateService {
+                    service: fixtures::service(&format!("id{i}"), spec),
+                };
+                match tokio::time::timeout(WAIT, store.propose(cmd)).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Err(_) => panic!("a write on a full disk hung"),
+                }
+            }
+            let err = failed.expect("a write failed on the full disk");
+            let why = tokio::time::timeout(WAIT, store.failed())
+                .await
+                .expect("failed() returns once raft has stopped");
+            assert!(why.contains("No space left on device"), "{why}");
+            assert_eq!(err, StoreError::Stopped(why.clone()), "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "this manager's raft has stopped: {why}; fix the cause (the data \
+                     directory's disk) and restart shoald"
+                )
+            );
+            assert!(!err.is_retryable());
+            assert!(!store.is_leader());
+            assert_eq!(store.failure(), Some(why.clone()));
+            // Later proposals are refused at once.
+            let later = tokio::time::timeout(
+                Duration::from_secs(1),
+                store.propose(create_service("late", "late")),
+            )
+            .await
+            .expect("refused at once");
+            assert_eq!(later, Err(StoreError::Stopped(why)));
+        });
+        drop(rt);
+        let _ = std::process::Command::new("umount").arg(&path).status();
+    })
+    .join()
+    .expect("the test's thread");
+}

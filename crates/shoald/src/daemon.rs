@@ -235,6 +235,7 @@ impl Daemon {
         if let Some(m) = &manager {
             handles.push(tokio::spawn(Arc::clone(m).run_leader_loop()));
             handles.push(tokio::spawn(Arc::clone(m).run_membership_loop()));
+            handles.push(tokio::spawn(exit_on_raft_failure(m.store.clone())));
         }
         // A manager follows the root CAs in its Raft state, a worker what its session says.
         let on_ca: Option<Arc<dyn Fn(shoal_types::state::CaTrust) + Send + Sync>> = match &manager {
@@ -648,4 +649,16 @@ fn check_cert_expiry(ms: u64) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// A manager whose Raft has failed (its log could not be written, say on a full disk) takes
+/// no part in the cluster any more, yet left up it would keep its agents' sessions and
+/// answer from a state that no longer moves. So the daemon exits, loudly, for its supervisor
+/// to start it again once the cause is fixed; its tasks keep running and are adopted then.
+async fn exit_on_raft_failure(store: shoal_store::Store) {
+    let why = store.failed().await;
+    tracing::error!(
+        "raft failed on this manager: {why}; shoald exits (fix the data directory's disk, then start it again)"
+    );
+    std::process::exit(1);
 }
