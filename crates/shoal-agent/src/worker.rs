@@ -550,8 +550,11 @@ impl Worker {
         };
         st.exit_code = exit.and_then(|e| e.code());
         info!(task = %task.name(), state = %st.state, "task ended");
-        self.network.release_task(&id).await;
+        // The report first: the manager takes an ended task out of every node's DNS, VIPs and
+        // mesh, so a task that died (SIGKILL, a crash) leaves them without waiting for this
+        // node's own cleanup of its sandbox (which can take a few hundred ms).
         self.report(&id, st);
+        self.network.release_task(&id).await;
         shoal_exec::cleanup(&spec).await;
         // Only now: `stop_all` waits for this, so a stopping daemon leaves no sandbox behind.
         self.finished(&id);

@@ -268,9 +268,10 @@ impl Worker {
         };
         st.exit_code = code;
         info!(task = %task.name(), state = %st.state, "container ended");
+        // The report first, as for a host command: the task leaves every node's paths now.
+        self.report(id, st);
         self.network.release_task(id).await;
         remove_container(rt, id).await;
-        self.report(id, st);
         shoal_exec::cleanup(spec).await;
         self.finished(id);
     }
