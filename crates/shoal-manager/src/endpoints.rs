@@ -165,10 +165,13 @@ fn service_entries(state: &ClusterState, s: &Service) -> Vec<(String, ServiceEnd
         .collect()
 }
 
-/// A task's entry on each of its networks: only while it runs, is meant to, and its node
-/// is Ready; marked ready when its agent said so (the data plane gates on that).
+/// A task's entry on each of its networks: only while it runs and its node is Ready;
+/// marked ready when its agent said so (the data plane gates on that) and it is meant to
+/// run. A task told to stop leaves every name, VIP and published port (the change its stop
+/// waits for) but keeps its forwarding entries until it has ended: connections already open
+/// to it from other nodes go on until the application closes them on its SIGTERM.
 fn task_entries(state: &ClusterState, t: &Task) -> Vec<(String, TaskEndpoint)> {
-    if t.desired_state != TaskState::Running || t.status.state != TaskState::Running {
+    if t.status.state != TaskState::Running {
         return Vec::new();
     }
     let Some(node) = t.node_id.as_ref().and_then(|n| state.nodes.get(n)) else {
@@ -190,14 +193,16 @@ fn task_entries(state: &ClusterState, t: &Task) -> Vec<(String, TaskEndpoint)> {
                 addr: a.addr,
                 node_id: node.id.clone(),
                 vtep,
-                ready: t.status.ready,
+                ready: t.status.ready && t.desired_state == TaskState::Running,
             };
             (a.network_id.clone(), e)
         })
         .collect()
 }
 
-/// The networks a node takes part in: those of the tasks it should run, and ingress.
+/// The networks a node takes part in: those of the tasks it should run or still runs, and
+/// ingress. A task told to stop (a drain) still answers the connections open to it until it
+/// ends, and its replies go through the node's forwarding entries for that network.
 pub fn node_networks<'a>(
     state: &ClusterState,
     mine: impl IntoIterator<Item = &'a Task>,
@@ -205,7 +210,7 @@ pub fn node_networks<'a>(
     // Borrowed while collecting: a node's hundreds of tasks share a few networks.
     let ids: BTreeSet<&str> = mine
         .into_iter()
-        .filter(|t| t.desired_state <= TaskState::Running)
+        .filter(|t| t.desired_state <= TaskState::Running || t.status.state == TaskState::Running)
         .flat_map(|t| t.networks.iter().map(|a| a.network_id.as_str()))
         .chain(state.ingress().map(|n| n.id.as_str()))
         .collect();
@@ -354,6 +359,23 @@ mod tests {
             }),
             "a task stops",
         );
+        assert!(
+            !table(&st)["net1"].tasks["ta"].ready,
+            "told to stop and still running: in the table (its overlay entries), not ready"
+        );
+        step(
+            &mut st,
+            Some(Command::UpdateTaskStatus {
+                id: "ta".into(),
+                node_id: "n1".into(),
+                status: TaskStatus::new(TaskState::Shutdown, Millis(3), ""),
+            }),
+            "it has stopped",
+        );
+        assert!(
+            !table(&st)["net1"].tasks.contains_key("ta"),
+            "gone once ended"
+        );
         running_task(&mut st, "tb", "n2");
         step(&mut st, None, "another task runs");
         step(
@@ -429,6 +451,20 @@ mod tests {
             view(&st, &full, "n3").networks.is_empty(),
             "node3 runs nothing on overlay1"
         );
+
+        // Told to stop (a drain), node2's only task still runs: node2 keeps the network
+        // (the task's replies go through it), and everyone sees the task, not ready.
+        st.apply(Command::SetDesiredState {
+            tasks: vec!["tb".into()],
+            state: TaskState::Shutdown,
+            at: Millis(1),
+        })
+        .unwrap();
+        let stopping = table(&st);
+        let v2 = view(&st, &stopping, "n2");
+        assert!(!v2.networks["net1"].tasks["tb"].ready);
+        assert_eq!(v2.networks["net1"].tasks.len(), 2, "node2 keeps overlay1");
+        assert_eq!(view(&st, &stopping, "n1").networks["net1"].tasks.len(), 2);
 
         // A task on a node that goes down leaves the table.
         st.apply(Command::SetNodeState {
