@@ -170,6 +170,10 @@ impl Worker {
     /// A task left the node's list (the manager deleted it): its run directory (log,
     /// generated files) goes now, or when its process has ended.
     pub(super) fn forget(&self, id: &str) {
+        // The id names a directory to delete: a plain name only.
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return;
+        }
         let now = match self.locked().get_mut(id) {
             Some(l) => {
                 l.forgotten = true;
