@@ -218,6 +218,11 @@ impl Mesh {
             .iter()
             .map(|t| (t.task.id.as_str(), t.gw_addr))
             .collect();
+        let ready_here: BTreeMap<&str, Ipv4Addr> = local
+            .iter()
+            .filter(|t| t.ready)
+            .map(|t| (t.task.id.as_str(), t.gw_addr))
+            .collect();
         let mut ports = Vec::new();
         let mut peers = BTreeSet::new();
         if let Some(ingress) = view.networks.values().find(|n| n.info.ingress) {
@@ -258,11 +263,20 @@ impl Mesh {
                         })
                         .collect();
                     backends.sort();
+                    // Told to stop (in the table, not ready) but ready here: still running.
+                    let mut leaving: Vec<Ipv4Addr> = ingress
+                        .tasks
+                        .values()
+                        .filter(|t| t.service_id == s.id && !t.ready && t.node_id == node_id)
+                        .filter_map(|t| ready_here.get(t.id.as_str()).copied())
+                        .collect();
+                    leaving.sort();
                     ports.push(Published {
                         protocol: p.protocol,
                         port,
                         target: p.target_port,
                         serve: Serve::Cluster { backends },
+                        leaving,
                     });
                 }
             }
@@ -293,6 +307,7 @@ impl Mesh {
                 serve: Serve::Local {
                     gateway_backends: backends,
                 },
+                leaving: Vec::new(),
             });
         }
         ports.sort_by_key(|p| (p.port, p.protocol as u8));

@@ -66,6 +66,11 @@ pub struct Published {
     pub port: u16,
     pub target: u16,
     pub serve: Serve,
+    /// This node's tasks of the service that are told to stop but still run (out of the
+    /// table's ready tasks, ready here): a flow another node forwards here goes to them when
+    /// no task here is ready, since that node sent it before it applied the change (the task
+    /// gets SIGTERM only once every node has). Never picked for a flow that starts here.
+    pub leaving: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +110,30 @@ fn here(backends: &[Backend]) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// The rule of chain `delivered` for a port: flows another node forwarded here, round robin
+/// over `local` (none: no rule, the node refuses).
+fn deliver(
+    chains: &mut String,
+    delivered: &mut String,
+    p: &Published,
+    matcher: &str,
+    local: &[Ipv4Addr],
+) {
+    if local.is_empty() {
+        return;
+    }
+    let l4 = proto(p.protocol);
+    let prefix = format!("d_{l4}_{}", p.port);
+    // The mark is cleared: it means something only between nodes.
+    let rr = round_robin(chains, &prefix, local.len(), |i| {
+        format!(
+            "ip dscp set 0 meta l4proto {l4} dnat to {}:{}",
+            local[i], p.target
+        )
+    });
+    let _ = writeln!(delivered, "    {matcher} {rr}");
+}
+
 /// `ip shoal_mesh`, for the node's namespace.
 pub fn render_node(m: &MeshInput) -> String {
     let mut chains = String::new();
@@ -115,8 +144,11 @@ pub fn render_node(m: &MeshInput) -> String {
         let matcher = format!("meta l4proto {l4} th dport {}", p.port);
         let local_dnat = |a: &Ipv4Addr| format!("meta l4proto {l4} dnat to {a}:{}", p.target);
         match &p.serve {
-            // No task anywhere: no rule, so the node refuses (reset, port unreachable).
-            Serve::Cluster { backends } if backends.is_empty() => {}
+            // No task anywhere: no rule, so the node refuses (reset, port unreachable); a flow
+            // forwarded here may still go to a task that is leaving.
+            Serve::Cluster { backends } if backends.is_empty() => {
+                deliver(&mut chains, &mut delivered, p, &matcher, &p.leaving);
+            }
             Serve::Cluster { backends } => {
                 let prefix = format!("c_{l4}_{}", p.port);
                 let rr = round_robin(&mut chains, &prefix, backends.len(), |i| {
@@ -143,14 +175,8 @@ pub fn render_node(m: &MeshInput) -> String {
                 }
                 let _ = writeln!(published, "    {matcher} {rr}");
                 let local = here(backends);
-                if !local.is_empty() {
-                    let prefix = format!("d_{l4}_{}", p.port);
-                    // The mark is cleared: it means something only between nodes.
-                    let rr = round_robin(&mut chains, &prefix, local.len(), |i| {
-                        format!("ip dscp set 0 {}", local_dnat(&local[i]))
-                    });
-                    let _ = writeln!(delivered, "    {matcher} {rr}");
-                }
+                let local = if local.is_empty() { &p.leaving } else { &local };
+                deliver(&mut chains, &mut delivered, p, &matcher, local);
             }
             // No local task: no rule, so the port is closed on this node.
             Serve::Local { gateway_backends } if gateway_backends.is_empty() => {}
@@ -302,6 +328,7 @@ mod tests {
                             Backend::Node(NODE2),
                         ],
                     },
+                    leaving: vec![],
                 },
                 Published {
                     protocol: Protocol::Udp,
@@ -310,6 +337,7 @@ mod tests {
                     serve: Serve::Local {
                         gateway_backends: vec![Ipv4Addr::new(172, 18, 0, 3)],
                     },
+                    leaving: vec![],
                 },
                 Published {
                     protocol: Protocol::Tcp,
@@ -318,6 +346,7 @@ mod tests {
                     serve: Serve::Local {
                         gateway_backends: vec![],
                     },
+                    leaving: vec![],
                 },
                 Published {
                     protocol: Protocol::Udp,
@@ -326,6 +355,7 @@ mod tests {
                     serve: Serve::Cluster {
                         backends: vec![Backend::Node(NODE2)],
                     },
+                    leaving: vec![Ipv4Addr::new(172, 18, 0, 4)],
                 },
             ],
             tc_marks: false,
@@ -412,6 +442,9 @@ mod tests {
               chain c_udp_7000_0 {
                 ip dscp set 43 meta l4proto udp dnat to 192.168.50.2:7000
               }
+              chain d_udp_7000_0 {
+                ip dscp set 0 meta l4proto udp dnat to 172.18.0.4:7
+              }
               chain published {
                 ip saddr @peers ip dscp 43 goto delivered
                 meta l4proto tcp th dport 8080 numgen inc mod 2 vmap { 0 : goto c_tcp_8080_0, 1 : goto c_tcp_8080_1 }
@@ -420,6 +453,7 @@ mod tests {
               }
               chain delivered {
                 meta l4proto tcp th dport 8080 numgen inc mod 1 vmap { 0 : goto d_tcp_8080_0 }
+                meta l4proto udp th dport 7000 numgen inc mod 1 vmap { 0 : goto d_udp_7000_0 }
               }
               chain prerouting {
                 type nat hook prerouting priority -100; policy accept;
