@@ -203,6 +203,22 @@ pub enum Command {
         id: String,
         force: bool,
     },
+    /// `node promote|demote`: the node's role as the cluster decides it. A manager gets its
+    /// `ManagerStatus` (its Raft id and address) here; it is added to the Raft voters once
+    /// it serves Raft (`JoinRaft`), and a demoted one is taken out by the leader's
+    /// membership loop.
+    SetNodeRole {
+        id: String,
+        role: NodeRole,
+        at: Millis,
+    },
+    /// `init --force-new-cluster` on the manager `node_id`: the Raft group is that manager
+    /// alone now, so every other manager is removed and refused from then on (an old voter
+    /// coming back cannot split the cluster).
+    ForceNewCluster {
+        node_id: String,
+        at: Millis,
+    },
     /// `join-token --rotate`: the role's old token stops working at once.
     RotateJoinToken {
         role: NodeRole,
@@ -333,6 +349,8 @@ pub enum ApplyError {
         "node {0} is a manager: one that is up leaves with `shoal leave --force` run on it; one that is down is removed with `shoal node rm --force {0}`"
     )]
     NodeIsManager(String),
+    #[error("attempting to demote the last manager of the swarm ({0}); promote another node first")]
+    LastManager(String),
     #[error("network {0} not found; create it with `shoal network create --driver overlay {0}`")]
     NoSuchNetwork(String),
     #[error("network name {0:?} is already in use")]
@@ -615,6 +633,8 @@ impl ClusterState {
             Command::AllocateTasks { allocations, at } => self.allocate_tasks(allocations, at)?,
             Command::SetVips { service_id, vips } => self.set_vips(&service_id, vips)?,
             Command::SetNodeIngress { node_id, addr } => self.set_node_ingress(&node_id, addr)?,
+            Command::SetNodeRole { id, role, at } => self.set_node_role(&id, role, at)?,
+            Command::ForceNewCluster { node_id, at } => self.force_new_cluster(&node_id, at)?,
             Command::Batch(cmds) => {
                 let mut first_err = None;
                 for c in cmds {
@@ -785,6 +805,7 @@ impl ClusterState {
 mod ca;
 mod index;
 mod network;
+mod roles;
 mod rollout;
 
 pub use ca::{CaRotation, CaTrust, NextRootPem, RootCaRecord, RotationProgress};
