@@ -246,6 +246,51 @@ impl Store {
         Ok(())
     }
 
+    /// `init --force-new-cluster` (Swarm's recovery after the majority of managers is lost),
+    /// on the Raft files in `data_dir` while no store has them open: this manager (`id`,
+    /// reachable at `addr`) keeps every entry it has and becomes the only voter, and
+    /// `commands` are appended after the new membership (so they apply once the log is
+    /// committed, with nothing in between). Open the store again afterwards: it leads at once.
+    pub async fn force_new_cluster(
+        data_dir: &Path,
+        id: RaftId,
+        addr: String,
+        commands: Vec<Command>,
+    ) -> Result<(), StoreError> {
+        let path = data_dir.join("raft.redb");
+        if !path.exists() {
+            return Err(StoreError::Storage(format!(
+                "{} does not exist: this node has no raft state to start a new cluster from",
+                path.display()
+            )));
+        }
+        let shown = path.display().to_string();
+        let forced = tokio::task::spawn_blocking(move || {
+            let db = Database::open(&path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Storage(format!(
+                    "{shown} is still open; stop this manager's raft first"
+                )),
+                e => StoreError::Storage(format!("failed to open {shown}: {e}")),
+            })?;
+            LogStore::new(Arc::new(db))
+                .map_err(storage)?
+                .force_single_voter(id, addr, commands)
+                .map_err(storage)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))??;
+        match forced {
+            Some(log_id) => {
+                tracing::warn!(raft_id = id, %log_id, "forced a new cluster: this manager is the only voter");
+                Ok(())
+            }
+            None => Err(StoreError::Storage(
+                "the raft log is empty: this node has no state to start a new cluster from"
+                    .into(),
+            )),
+        }
+    }
+
     /// Whether this store already had Raft state on disk when opened, or has some now.
     pub fn has_state(&self) -> bool {
         self.inner.had_state || self.inner.raft.metrics().borrow().last_log_index.is_some()
@@ -410,6 +455,15 @@ impl Store {
                 .inner
                 .peers
                 .answered_within(id, self.inner.reachable_window)
+    }
+
+    /// Each voter and whether it answered this manager lately (only the leader's answer is
+    /// complete: see [`Store::quorum`]).
+    pub fn voters_reachable(&self) -> Vec<(RaftId, bool)> {
+        self.members()
+            .into_iter()
+            .map(|(id, _)| (id, self.answers(id)))
+            .collect()
     }
 
     /// The voters and their addresses, by id.

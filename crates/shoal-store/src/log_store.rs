@@ -201,6 +201,70 @@ impl LogStore {
         txn.commit().map_err(|e| write_err(ErrorSubject::Logs, &e))
     }
 
+    /// `init --force-new-cluster`, with openraft stopped: keeps every entry and makes this
+    /// node the only voter, as if it had been elected alone in a new term and had appended
+    /// a membership of itself (then `commands`). Started again, openraft finds a committed
+    /// vote for this node and a membership where it alone votes, so it leads at once and
+    /// commits the log it kept. Returns the new membership entry's id.
+    pub(crate) fn force_single_voter(
+        &self,
+        id: RaftId,
+        addr: String,
+        commands: Vec<shoal_types::Command>,
+    ) -> Result<Option<LogId<RaftId>>, StorageError> {
+        let vote: Option<Vote<RaftId>> = self.read_meta(KEY_VOTE, ErrorSubject::Vote)?;
+        let Some(last) = self.read_log_state()?.last_log_id else {
+            return Ok(None);
+        };
+        let term = vote
+            .map_or(0, |v| v.leader_id().term)
+            .max(last.leader_id.term)
+            + 1;
+        let leader = openraft::CommittedLeaderId::new(term, id);
+        let membership = openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([id])],
+            std::collections::BTreeMap::from([(id, openraft::BasicNode { addr })]),
+        );
+        let at = last.index + 1;
+        let mut entries = vec![Entry::<TypeConfig> {
+            log_id: LogId::new(leader, at),
+            payload: openraft::EntryPayload::Membership(membership),
+        }];
+        for (i, cmd) in commands.into_iter().enumerate() {
+            entries.push(Entry {
+                log_id: LogId::new(leader, at + 1 + i as u64),
+                payload: openraft::EntryPayload::Normal(cmd),
+            });
+        }
+        let vote = Vote::new_committed(term, id);
+        let raw_vote = serde_json::to_vec(&vote).map_err(|e| write_err(ErrorSubject::Vote, &e))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+        {
+            let mut table = txn
+                .open_table(LOG)
+                .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+            for entry in &entries {
+                let subject = ErrorSubject::Log(entry.log_id);
+                let raw = serde_json::to_vec(entry).map_err(|e| write_err(subject.clone(), &e))?;
+                table
+                    .insert(entry.log_id.index, raw.as_slice())
+                    .map_err(|e| write_err(subject, &e))?;
+            }
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| write_err(ErrorSubject::Vote, &e))?;
+            meta.insert(KEY_VOTE, raw_vote.as_slice())
+                .map_err(|e| write_err(ErrorSubject::Vote, &e))?;
+        }
+        // One transaction: a crash leaves the old group or the new one, never half.
+        txn.commit()
+            .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
+        Ok(Some(entries[0].log_id))
+    }
+
     /// Deletes entries in `range`; when `purged` is set, records it in the same transaction.
     fn delete_range(
         &self,

@@ -435,3 +435,85 @@ fn a_full_disk_stops_raft_and_says_so() {
     .join()
     .expect("the test's thread");
 }
+
+#[tokio::test]
+async fn a_survivor_forced_into_a_new_cluster_keeps_its_state_and_leads_alone() {
+    let config = fast(1000);
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut stores = Vec::new();
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let store = Store::open(dir.path(), i as u64 + 1, addr.clone(), config.clone())
+            .await
+            .expect("open");
+        servers.push(serve(&store, listener));
+        stores.push(store);
+        addrs.push(addr);
+    }
+    stores[0].initialize().await.expect("initialize");
+    propose_ok(&stores[0], init_cluster()).await;
+    stores[0].add_manager(2, addrs[1].clone()).await.expect("add 2");
+    stores[0].add_manager(3, addrs[2].clone()).await.expect("add 3");
+    propose_ok(&stores[0], create_service("s1", "web")).await;
+    let survivor = wait_state(&stores[2], "manager 3 has the service", |s| {
+        s.services.contains_key("s1")
+    })
+    .await;
+
+    // Managers 1 and 2 are lost: 3 alone has no quorum and elects no one.
+    for (s, server) in stores.iter().zip(&servers).take(2) {
+        s.shutdown().await.expect("shutdown");
+        server.abort();
+    }
+    let s3 = stores.pop().expect("store 3");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!s3.is_leader());
+    s3.shutdown().await.expect("shutdown 3");
+    servers[2].abort();
+    drop(s3);
+
+    // A store that is open is not rewritten under it.
+    let open = Store::open(dirs[2].path(), 3, addrs[2].clone(), config.clone())
+        .await
+        .expect("open 3");
+    let err = Store::force_new_cluster(dirs[2].path(), 3, addrs[2].clone(), vec![])
+        .await
+        .expect_err("open elsewhere");
+    assert!(err.to_string().contains("is still open"), "{err}");
+    open.shutdown().await.expect("shutdown");
+    drop(open);
+
+    // A node with no raft state has nothing to keep.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = Store::force_new_cluster(empty.path(), 9, "127.0.0.1:9".into(), vec![])
+        .await
+        .expect_err("nothing on disk");
+    assert!(err.to_string().contains("no raft state"), "{err}");
+
+    Store::force_new_cluster(
+        dirs[2].path(),
+        3,
+        addrs[2].clone(),
+        vec![create_service("s2", "forced")],
+    )
+    .await
+    .expect("force a new cluster");
+    let s3 = Store::open(dirs[2].path(), 3, addrs[2].clone(), config.clone())
+        .await
+        .expect("reopen 3");
+    eventually("the survivor leads alone", || async { s3.is_leader() }).await;
+    assert_eq!(s3.members(), vec![(3, addrs[2].clone())]);
+    let st = wait_state(&s3, "the kept log and the forced command applied", |s| {
+        s.services.contains_key("s2")
+    })
+    .await;
+    assert_eq!(st.services["s1"], survivor.services["s1"]);
+    // And it takes changes again.
+    propose_ok(&s3, create_service("s3", "after")).await;
+    s3.shutdown().await.expect("shutdown");
+}
