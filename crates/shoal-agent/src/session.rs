@@ -32,6 +32,9 @@ pub struct Session {
     /// Told the root CAs the cluster trusts (`Assignments.ca`). A worker follows them; a
     /// manager has them from its own Raft state and passes `None`.
     pub on_ca: Option<Arc<dyn Fn(shoal_types::state::CaTrust) + Send + Sync>>,
+    /// Told the node's role as the cluster decided it (`Assignments.role`: `node promote`,
+    /// `node demote`); the daemon switches to it.
+    pub on_role: Option<Arc<dyn Fn(shoal_types::NodeRole) + Send + Sync>>,
 }
 
 /// How often an agent that knows no manager looks at its list again.
@@ -194,6 +197,11 @@ impl Session {
                             let trust = serde_json::from_slice(&a.ca)
                                 .map_err(|e| tonic::Status::data_loss(format!("root CAs do not parse: {e}")))?;
                             on_ca(trust);
+                        }
+                        if !a.role.is_empty() && let Some(on_role) = &self.on_role {
+                            let role = a.role.parse()
+                                .map_err(|e: String| tonic::Status::data_loss(format!("role does not parse: {e}")))?;
+                            on_role(role);
                         }
                         // Logins before the tasks that may pull with them; empty: unchanged.
                         if !a.registry_auth.is_empty() {

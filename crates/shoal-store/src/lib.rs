@@ -466,6 +466,18 @@ impl Store {
             .collect()
     }
 
+    /// Whether this manager votes in the membership the group is at or moving to (during a
+    /// change that removes it, the joint configuration's newer half does not name it).
+    pub fn is_voter(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .get_joint_config()
+            .last()
+            .is_some_and(|c| c.contains(&self.inner.id))
+    }
+
     /// The voters and their addresses, by id.
     pub fn members(&self) -> Vec<(RaftId, String)> {
         let m = self.inner.raft.metrics();

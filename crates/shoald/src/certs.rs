@@ -324,6 +324,33 @@ impl NodeCerts {
         Ok(())
     }
 
+    /// The manager role starts or stops here (`node promote|demote`): a promoted node keeps
+    /// the root CA's key it was given with its manager certificate, a demoted one forgets
+    /// it (the file too). The certificate itself comes through `install`.
+    pub fn set_root_key(&self, key_pem: Option<&[u8]>) -> Result<(), PkiError> {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        match key_pem {
+            Some(pem) => {
+                let ca = current.trust.root().clone();
+                let root = RootCa::import(
+                    ca.pem().as_bytes(),
+                    "the cluster's CA",
+                    pem,
+                    "the CA key a manager sent",
+                    SystemTime::now(),
+                )?;
+                files::save_root_ca(&self.dir, &root)?;
+                current.root = Some(Arc::new(root));
+            }
+            None => {
+                let _ = std::fs::remove_file(self.dir.join(files::ROOT_CA_KEY));
+                current.root = None;
+                current.next = None;
+            }
+        }
+        Ok(())
+    }
+
     /// Installs a renewed certificate for `key`: saved first, then used for new connections.
     pub fn install(&self, key: &NodeKey, cert: Vec<u8>) -> Result<Identity, PkiError> {
         let creds = key.certify(CertificateDer::from(cert))?;

@@ -99,6 +99,8 @@ async fn session_loop(
     let mut opened = HashMap::new();
     // The root CAs the agent was told to trust (`None`: nothing yet this session).
     let mut sent_ca: Option<shoal_types::state::CaTrust> = None;
+    // The role the agent was told (`node promote|demote`).
+    let mut sent_role: Option<NodeRole> = None;
     loop {
         if !manager.store.is_leader() {
             let _ = tx.send(Err(not_leader(manager))).await;
@@ -196,7 +198,9 @@ async fn session_loop(
         };
         let ca = state.ca_trust();
         let ca_changed = sent_ca.as_ref() != Some(&ca);
-        if tasks_changed || endpoints_changed || ca_changed {
+        let role = state.nodes.get(node_id).map(|n| n.spec.role);
+        let role_changed = role != sent_role;
+        if tasks_changed || endpoints_changed || ca_changed || role_changed {
             // An empty task list means "unchanged" to the agent (an empty one is `[]`).
             let tasks = full_list
                 .map(|l| serde_json::to_vec(&l).unwrap_or_default())
@@ -223,10 +227,15 @@ async fn session_loop(
                 } else {
                     Vec::new()
                 },
+                role: match role {
+                    Some(r) if role_changed => r.to_string(),
+                    _ => String::new(),
+                },
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
+            sent_role = role;
             if logins.is_some() {
                 sent_logins = logins;
             }
@@ -483,9 +492,26 @@ impl Cluster for ClusterService {
             info!(node = %node.hostname(), "issued a certificate from the new root CA");
         }
         info!(node = %node.hostname(), role = %node.spec.role, "renewed a node certificate");
+        // A manager (a worker promoted since its last certificate) gets what a joining
+        // manager gets: the root's key to issue with and the registry-login key.
+        let manager = node.spec.role == NodeRole::Manager;
         Ok(Response::new(RenewResponse {
             certificate,
             ca_certificate: self.certs.ca().der().to_vec(),
+            ca_key: if manager {
+                self.root()?.key_pem().into_bytes()
+            } else {
+                Vec::new()
+            },
+            registry_auth_key: if manager {
+                self.manager
+                    .logins
+                    .key()
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .to_bytes()
+            } else {
+                Vec::new()
+            },
         }))
     }
 

@@ -22,15 +22,15 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::certs::NodeCerts;
-use crate::cluster_service::ClusterService;
 use crate::errors::{internal, not_in_swarm};
 use crate::gate::Gate;
 use crate::identity::Identity;
 use crate::manager::Manager;
 use crate::networks;
+use crate::role::{ManagerSlot, Switches};
 
 /// Largest request a node accepts on 2377 outside Raft (which has its own, larger cap).
-const MAX_RPC_MESSAGE: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_RPC_MESSAGE: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -52,8 +52,8 @@ pub struct Config {
 
 pub struct Daemon {
     pub cfg: Config,
-    /// Serialises init, join and leave.
-    lifecycle: tokio::sync::Mutex<()>,
+    /// Serialises init, join, leave and role changes.
+    pub(crate) lifecycle: tokio::sync::Mutex<()>,
     pub role: RwLock<Option<Active>>,
 }
 
@@ -66,7 +66,14 @@ pub struct Active {
     pub manager: Option<Arc<Manager>>,
     pub worker: Arc<Worker>,
     pub managers: Managers,
-    tasks: Arc<Vec<JoinHandle<()>>>,
+    pub(crate) tasks: Arc<Vec<JoinHandle<()>>>,
+    /// The manager role's own tasks (leader and membership loops, root CA rotation);
+    /// stopped when the node is demoted.
+    pub(crate) manager_tasks: Arc<Vec<JoinHandle<()>>>,
+    /// Where the manager role plugs into port 2377 (`crate::role`).
+    pub(crate) slot: ManagerSlot,
+    pub(crate) switches: Switches,
+    pub(crate) gate: Gate,
 }
 
 impl Daemon {
@@ -86,7 +93,7 @@ impl Daemon {
         self.active().ok_or_else(not_in_swarm)
     }
 
-    fn raft_dir(&self) -> PathBuf {
+    pub(crate) fn raft_dir(&self) -> PathBuf {
         self.cfg.data_dir.join("raft")
     }
 
@@ -138,7 +145,7 @@ impl Daemon {
         Ok(())
     }
 
-    async fn open_manager(
+    pub(crate) async fn open_manager(
         &self,
         identity: &Identity,
         dialer: shoal_rpc::Dialer,
@@ -197,7 +204,9 @@ impl Daemon {
         let listener = tokio::net::TcpListener::bind(self.cfg.listen_addr)
             .await
             .map_err(|e| internal(&format!("failed to listen on {}", self.cfg.listen_addr), e))?;
-        let gate = Gate::new(identity.cluster_id.clone(), manager.clone());
+        let slot = ManagerSlot::default();
+        let switches = Switches::default();
+        let gate = Gate::new(identity.cluster_id.clone(), slot.clone());
         // Task logs go to managers only (the API that asks for them runs on a manager).
         let agent_svc = tonic::service::interceptor::InterceptedService::new(
             shoal_rpc::agent_server::AgentServer::new(AgentService {
@@ -207,54 +216,43 @@ impl Daemon {
             gate.clone()
                 .interceptor("TaskLogs", shoal_pki::Access::Manager),
         );
-        let mut router = shoal_rpc::transport::server_builder().add_service(agent_svc);
-        if let Some(m) = &manager {
-            router = router
-                .add_service(tonic::service::interceptor::InterceptedService::new(
-                    m.store.grpc_service(),
-                    gate.clone().interceptor("Raft", shoal_pki::Access::Manager),
-                ))
-                .add_service(
-                    shoal_rpc::cluster_server::ClusterServer::new(ClusterService {
-                        manager: Arc::clone(m),
-                        gate: gate.clone(),
-                        certs: Arc::clone(&certs),
-                        failed_joins: Default::default(),
-                        sessions: Default::default(),
-                        in_flight: Default::default(),
-                    })
-                    .max_decoding_message_size(MAX_RPC_MESSAGE),
-                );
-        }
+        // Every node mounts the manager role's services: they answer while it has the
+        // role, which `node promote|demote` switches without a new listener.
+        let router = shoal_rpc::transport::server_builder()
+            .add_service(agent_svc)
+            .add_service(switches.raft.clone())
+            .add_service(switches.cluster.clone());
         let incoming = shoal_rpc::transport::incoming(listener, certs.tls());
         handles.push(tokio::spawn(async move {
             if let Err(e) = router.serve_with_incoming(incoming).await {
                 warn!("cluster listener stopped: {e}");
             }
         }));
-        if let Some(m) = &manager {
-            handles.push(tokio::spawn(Arc::clone(m).run_leader_loop()));
-            handles.push(tokio::spawn(Arc::clone(m).run_membership_loop()));
-            handles.push(tokio::spawn(exit_on_raft_failure(m.store.clone())));
-        }
-        // A manager follows the root CAs in its Raft state, a worker what its session says.
-        let on_ca: Option<Arc<dyn Fn(shoal_types::state::CaTrust) + Send + Sync>> = match &manager {
-            Some(m) => {
-                handles.push(tokio::spawn(crate::rotation::run(
-                    Arc::clone(m),
-                    Arc::clone(&certs),
-                )));
-                None
-            }
-            None => {
-                let certs = Arc::clone(&certs);
-                Some(Arc::new(move |t| {
-                    if let Err(e) = certs.follow_session(&t) {
-                        warn!("cannot follow the cluster's root CAs: {e}");
-                    }
-                }))
-            }
+        let manager_tasks = match &manager {
+            Some(m) => crate::promotion::start_manager_role(m, &certs, &gate, &slot, &switches),
+            None => Vec::new(),
         };
+        // A manager follows the root CAs in its Raft state, a worker what its session says.
+        let on_ca: Option<Arc<dyn Fn(shoal_types::state::CaTrust) + Send + Sync>> = {
+            let (certs, slot) = (Arc::clone(&certs), slot.clone());
+            Some(Arc::new(move |t| {
+                if slot.get().is_none()
+                    && let Err(e) = certs.follow_session(&t)
+                {
+                    warn!("cannot follow the cluster's root CAs: {e}");
+                }
+            }))
+        };
+        // The role the cluster gives this node (`node promote|demote`): followed by a task
+        // of its own, since switching takes a while and must not hold the session up.
+        let (role_tx, role_rx) = tokio::sync::watch::channel(None);
+        let on_role: Option<Arc<dyn Fn(NodeRole) + Send + Sync>> = Some(Arc::new(move |r| {
+            role_tx.send_replace(Some(r));
+        }));
+        handles.push(tokio::spawn(crate::promotion::follow_role(
+            Arc::clone(self),
+            role_rx,
+        )));
         let session = Session {
             node_id: identity.node_id.clone(),
             managers: Arc::clone(&managers),
@@ -262,6 +260,7 @@ impl Daemon {
             data_plane: Some(worker.data_plane()),
             dialer: certs.dialer(),
             on_ca,
+            on_role,
         };
         handles.push(tokio::spawn(session.run(reports_rx)));
         handles.push(tokio::spawn(persist_managers(
@@ -280,6 +279,10 @@ impl Daemon {
             worker,
             managers,
             tasks: Arc::new(handles),
+            manager_tasks: Arc::new(manager_tasks),
+            slot,
+            switches,
+            gate,
         });
         Ok(())
     }
@@ -551,7 +554,8 @@ impl Daemon {
             }
         }
         active.worker.stop_all(Duration::from_secs(15)).await;
-        for h in active.tasks.iter() {
+        active.switches.off();
+        for h in active.tasks.iter().chain(active.manager_tasks.iter()) {
             h.abort();
         }
         if let Some(m) = &active.manager {
@@ -598,7 +602,7 @@ async fn persist_managers(daemon: Arc<Daemon>, managers: Managers) {
 
 /// A manager that joined asks the leader to add it to Raft, following "not the leader"
 /// hints from the manager it joined through.
-async fn join_raft(
+pub(crate) async fn join_raft(
     dialer: &shoal_rpc::Dialer,
     remote: &str,
     managers: &[String],
@@ -655,7 +659,7 @@ fn check_cert_expiry(ms: u64) -> Result<(), ApiError> {
 /// no part in the cluster any more, yet left up it would keep its agents' sessions and
 /// answer from a state that no longer moves. So the daemon exits, loudly, for its supervisor
 /// to start it again once the cause is fixed; its tasks keep running and are adopted then.
-async fn exit_on_raft_failure(store: shoal_store::Store) {
+pub(crate) async fn exit_on_raft_failure(store: shoal_store::Store) {
     let why = store.failed().await;
     tracing::error!(
         "raft failed on this manager: {why}; shoald exits (fix the data directory's disk, then start it again)"

@@ -13,6 +13,7 @@ pub fn apply_error(e: ApplyError) -> ApiError {
         | ApplyError::AlreadyInitialized
         | ApplyError::NodeNotDown(_)
         | ApplyError::NodeIsManager(_)
+        | ApplyError::LastManager(_)
         | ApplyError::NetworkNameInUse(_)
         | ApplyError::NetworkInUse { .. }
         | ApplyError::AddressInUse { .. }

@@ -2,25 +2,31 @@
 //! checked by shoal-pki's `authorize` against this cluster and its removed nodes. Never a
 //! field of the request.
 
-use std::sync::Arc;
-
 use shoal_pki::{Access, DenyList, Identity, PkiError};
 use tonic::{Request, Status};
 use tracing::info;
 
-use crate::manager::Manager;
+use crate::role::ManagerSlot;
+
+/// Whether the state names `node_id` a worker (a manager certificate it holds is stale).
+fn demoted(state: &shoal_types::ClusterState, node_id: &str) -> bool {
+    state
+        .nodes
+        .get(node_id)
+        .is_some_and(|n| n.spec.role == shoal_types::NodeRole::Worker)
+}
 
 /// The check every RPC passes first.
 #[derive(Clone)]
 pub struct Gate {
     cluster_id: String,
     /// On managers, the state's removed nodes are refused; a worker has no state and
-    /// relies on the certificates' short lives.
-    manager: Option<Arc<Manager>>,
+    /// relies on the certificates' short lives. The role may come and go (`node promote`).
+    manager: ManagerSlot,
 }
 
 impl Gate {
-    pub fn new(cluster_id: String, manager: Option<Arc<Manager>>) -> Gate {
+    pub fn new(cluster_id: String, manager: ManagerSlot) -> Gate {
         Gate {
             cluster_id,
             manager,
@@ -30,7 +36,7 @@ impl Gate {
     fn deny_list(&self) -> DenyList {
         let node_ids = self
             .manager
-            .as_ref()
+            .get()
             .and_then(|m| m.state().cluster.as_ref().map(|c| c.removed_nodes.clone()))
             .unwrap_or_default();
         DenyList {
@@ -50,10 +56,26 @@ impl Gate {
         let certs = req.peer_certs();
         let peer = shoal_pki::peer_identity(certs.as_deref().map(|c| c.as_slice()))
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        shoal_pki::authorize(peer, rpc, access, &self.cluster_id, &self.deny_list()).map_err(|e| {
-            info!(peer = ?req.remote_addr(), rpc, "{e}");
-            to_status(e)
-        })
+        let id = shoal_pki::authorize(peer, rpc, access, &self.cluster_id, &self.deny_list())
+            .map_err(|e| {
+                info!(peer = ?req.remote_addr(), rpc, "{e}");
+                to_status(e)
+            })?;
+        // A demoted manager's certificate still says manager until it is renewed: the
+        // state's word is the newer one. Not for Raft: a demoted leader replicates its own
+        // removal, and Raft's membership is the voters' own check.
+        if access == Access::Manager
+            && rpc != "Raft"
+            && let (Some(id), Some(m)) = (&id, self.manager.get())
+            && demoted(&m.state(), &id.node_id)
+        {
+            info!(node = %id.node_id, rpc, "refused: the node was demoted");
+            return Err(Status::permission_denied(format!(
+                "refused: {rpc} is for managers and node {} was demoted to a worker",
+                id.node_id
+            )));
+        }
+        Ok(id)
     }
 
     /// A member's identity (every RPC but `Join`).

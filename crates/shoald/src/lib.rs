@@ -25,8 +25,10 @@ pub mod joins;
 pub mod listeners;
 pub mod manager;
 pub mod networks;
+pub mod promotion;
 pub mod registry;
 pub mod renewal;
+pub mod role;
 pub mod rotation;
 pub mod sessions;
 

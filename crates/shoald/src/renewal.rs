@@ -36,7 +36,7 @@ pub async fn run(certs: Arc<NodeCerts>, managers: Managers) {
                 }
             }
             Renewal::Now => match renew(&certs, &managers).await {
-                Ok(new) => {
+                Ok(Renewed { identity: new, .. }) => {
                     info!(serial = %new.serial, not_after = %humantime::format_rfc3339_seconds(new.not_after), rotation = rotating, "renewed this node's certificate");
                     fraction = shoal_pki::random_fraction();
                     if certs.must_renew() {
@@ -65,7 +65,17 @@ pub async fn run(certs: Arc<NodeCerts>, managers: Managers) {
     }
 }
 
-async fn renew(certs: &NodeCerts, managers: &Managers) -> Result<shoal_pki::Identity, String> {
+/// A renewed certificate, installed, and what a manager's renewal carries besides.
+pub struct Renewed {
+    pub identity: shoal_pki::Identity,
+    /// A manager's certificate only: the root CA's key (PEM) and the registry-login key.
+    pub ca_key: Vec<u8>,
+    pub registry_auth_key: Vec<u8>,
+}
+
+/// Renews now, from the first manager in `managers` that answers (a `node promote|demote`
+/// wants the role the state gives now; `run` at its time).
+pub async fn renew(certs: &NodeCerts, managers: &Managers) -> Result<Renewed, String> {
     let key = NodeKey::generate().map_err(|e| e.to_string())?;
     let csr = key.csr().map_err(|e| e.to_string())?;
     let list = managers.read().map(|m| m.clone()).unwrap_or_default();
@@ -82,9 +92,15 @@ async fn renew(certs: &NodeCerts, managers: &Managers) -> Result<shoal_pki::Iden
         let call = client.renew_certificate(shoal_rpc::RenewRequest { csr: csr.clone() });
         match tokio::time::timeout(Duration::from_secs(10), call).await {
             Ok(Ok(reply)) => {
-                return certs
-                    .install(&key, reply.into_inner().certificate)
-                    .map_err(|e| e.to_string());
+                let reply = reply.into_inner();
+                let identity = certs
+                    .install(&key, reply.certificate)
+                    .map_err(|e| e.to_string())?;
+                return Ok(Renewed {
+                    identity,
+                    ca_key: reply.ca_key,
+                    registry_auth_key: reply.registry_auth_key,
+                });
             }
             Ok(Err(s)) => last = format!("{addr}: {}", s.message()),
             Err(_) => last = format!("{addr}: no answer within 10s"),
