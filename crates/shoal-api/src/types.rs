@@ -64,6 +64,10 @@ pub struct InitRequest {
     pub ca_cert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_key: Option<String>,
+    /// `--force-new-cluster`: on a manager that lost its quorum, start a new cluster of this
+    /// manager alone, with its state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -168,6 +172,10 @@ pub struct NodeUpdate {
     /// Label keys to remove.
     #[serde(default)]
     pub label_rm: Vec<String>,
+    /// `node promote` (manager) or `node demote` (worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "manager")]
+    pub role: Option<NodeRole>,
 }
 
 /// A service with the count of its tasks, as `GET /v1/services` returns it.

@@ -115,8 +115,8 @@ impl Backend for Fake {
     }
     async fn update_node(&self, key: String, update: NodeUpdate) -> ApiResult<()> {
         self.record(format!(
-            "update_node {key} {:?} {:?} {:?}",
-            update.availability, update.label_add, update.label_rm
+            "update_node {key} {:?} {:?} {:?} {:?}",
+            update.availability, update.label_add, update.label_rm, update.role
         ));
         Ok(())
     }
@@ -317,13 +317,14 @@ async fn node_calls_round_trip() {
         availability: Some(shoal_types::Availability::Drain),
         label_add: vec!["zone=east".into()],
         label_rm: vec!["old".into()],
+        role: Some(shoal_types::NodeRole::Manager),
     };
     c.update_node("node 2", &update).await.unwrap();
     c.remove_node("node2", false).await.unwrap();
     assert_eq!(
         calls(&d),
         [
-            "update_node node 2 Some(Drain) [\"zone=east\"] [\"old\"]",
+            "update_node node 2 Some(Drain) [\"zone=east\"] [\"old\"] Some(Manager)",
             "remove_node node2 false"
         ]
     );

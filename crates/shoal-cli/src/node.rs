@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use shoal_api::{Client, NodeUpdate};
-use shoal_types::{Availability, Node, NodeState, short_id};
+use shoal_types::{Availability, Node, NodeRole, NodeState, short_id};
 
 use crate::format::{Format, pretty_json};
 use crate::table::{self, Columns, Row, cell};
@@ -21,6 +21,16 @@ pub enum NodeCmd {
     /// Remove one or more nodes from the swarm.
     #[command(visible_alias = "remove")]
     Rm(RmArgs),
+    /// Promote one or more nodes to manager in the swarm.
+    Promote(RoleArgs),
+    /// Demote one or more nodes from manager in the swarm.
+    Demote(RoleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    #[arg(required = true, value_name = "NODE")]
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +82,46 @@ pub async fn run(client: &Client, cmd: NodeCmd) -> Result<()> {
         NodeCmd::Inspect(a) => inspect(client, a).await,
         NodeCmd::Update(a) => update(client, a).await,
         NodeCmd::Rm(a) => rm(client, a).await,
+        NodeCmd::Promote(a) => set_role(client, a, NodeRole::Manager).await,
+        NodeCmd::Demote(a) => set_role(client, a, NodeRole::Worker).await,
+    }
+}
+
+/// `node promote|demote`, with docker's messages. The node switches role on its own once
+/// the change is committed (its tasks keep running).
+async fn set_role(client: &Client, args: RoleArgs, role: NodeRole) -> Result<()> {
+    let mut failed = Vec::new();
+    for key in &args.nodes {
+        let node = match client.node(key).await {
+            Ok(n) => n,
+            Err(e) => {
+                failed.push(e.to_string());
+                continue;
+            }
+        };
+        if node.spec.role == role {
+            println!("Node {key} is already a {role}.");
+            continue;
+        }
+        let update = NodeUpdate {
+            role: Some(role),
+            ..Default::default()
+        };
+        match client.update_node(key, &update).await {
+            Ok(()) => println!("{}", role_changed(key, role)),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+fn role_changed(key: &str, role: NodeRole) -> String {
+    match role {
+        NodeRole::Manager => format!("Node {key} promoted to a manager in the swarm."),
+        NodeRole::Worker => format!("Manager {key} demoted in the swarm."),
     }
 }
 
@@ -197,6 +247,7 @@ async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
         availability: args.availability,
         label_add: args.label_add,
         label_rm: args.label_rm,
+        role: None,
     };
     client.update_node(&args.node, &update).await?;
     println!("{}", args.node);
@@ -246,6 +297,18 @@ mod tests {
             reachability: r.into(),
         });
         n
+    }
+
+    #[test]
+    fn role_messages_are_dockers() {
+        assert_eq!(
+            role_changed("node2", NodeRole::Manager),
+            "Node node2 promoted to a manager in the swarm."
+        );
+        assert_eq!(
+            role_changed("node2", NodeRole::Worker),
+            "Manager node2 demoted in the swarm."
+        );
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub struct InitArgs {
     /// The root CA's private key (PKCS#8 PEM); with --ca-cert. It is kept on the managers.
     #[arg(long, value_name = "FILE", requires = "ca_cert")]
     pub ca_key: Option<std::path::PathBuf>,
+    /// On a manager that lost its quorum (most managers gone for good): make it the only
+    /// manager of a new cluster with the state it has. The other managers are removed and
+    /// refused; they leave (`shoal leave --force`) and join again.
+    #[arg(long, conflicts_with_all = ["ingress_subnet", "dispatcher_heartbeat", "heartbeat_grace", "cert_expiry", "ca_cert", "ca_key"])]
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +129,7 @@ pub fn init_request(args: InitArgs) -> Result<InitRequest> {
         heartbeat_period_ms: heartbeat,
         heartbeat_grace: args.heartbeat_grace,
         ingress_subnet: args.ingress_subnet,
+        force_new_cluster: args.force_new_cluster,
     })
 }
 

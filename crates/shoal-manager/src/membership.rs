@@ -107,7 +107,10 @@ mod tests {
             "can't remove member from the raft: this would result in a loss of quorum (2 of 3 managers are reachable and 1 of 2 would be left; bring the others back or remove the unreachable ones first)"
         );
         // Removing the one that is down is fine: 2 of 2 left.
-        assert_eq!(removal_refused(&[(1, true), (2, true), (3, false)], 3), None);
+        assert_eq!(
+            removal_refused(&[(1, true), (2, true), (3, false)], 3),
+            None
+        );
         // Four voters, one down: removing the down one needs 3 of 4 for the joint
         // configuration, which it has; two down is refused whichever goes.
         assert_eq!(

@@ -285,8 +285,7 @@ impl Store {
                 Ok(())
             }
             None => Err(StoreError::Storage(
-                "the raft log is empty: this node has no state to start a new cluster from"
-                    .into(),
+                "the raft log is empty: this node has no state to start a new cluster from".into(),
             )),
         }
     }

@@ -457,8 +457,14 @@ async fn a_survivor_forced_into_a_new_cluster_keeps_its_state_and_leads_alone() 
     }
     stores[0].initialize().await.expect("initialize");
     propose_ok(&stores[0], init_cluster()).await;
-    stores[0].add_manager(2, addrs[1].clone()).await.expect("add 2");
-    stores[0].add_manager(3, addrs[2].clone()).await.expect("add 3");
+    stores[0]
+        .add_manager(2, addrs[1].clone())
+        .await
+        .expect("add 2");
+    stores[0]
+        .add_manager(3, addrs[2].clone())
+        .await
+        .expect("add 3");
     propose_ok(&stores[0], create_service("s1", "web")).await;
     let survivor = wait_state(&stores[2], "manager 3 has the service", |s| {
         s.services.contains_key("s1")

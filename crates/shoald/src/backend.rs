@@ -155,7 +155,11 @@ impl Backend for Api {
     }
 
     async fn init(&self, req: InitRequest) -> ApiResult<InitResponse> {
-        let (active, notes) = self.0.init(req).await?;
+        let (active, notes) = if req.force_new_cluster {
+            (self.0.force_new_cluster().await?, Vec::new())
+        } else {
+            self.0.init(req).await?
+        };
         let state = self.state()?;
         Ok(InitResponse {
             node_id: active.identity.node_id.clone(),
@@ -285,13 +289,31 @@ impl Backend for Api {
             }
         }
         let labels = (labels != node.spec.labels).then_some(labels);
-        m.propose(Command::UpdateNodeSpec {
-            id: node.id,
-            availability: update.availability,
-            labels,
-            at: shoal_agent::worker::now(),
-        })
-        .await
+        let at = shoal_agent::worker::now();
+        let mut cmds = Vec::new();
+        if update.role.is_none() || update.availability.is_some() || labels.is_some() {
+            cmds.push(Command::UpdateNodeSpec {
+                id: node.id.clone(),
+                availability: update.availability,
+                labels,
+                at,
+            });
+        }
+        // `node promote|demote`: the node follows through its session
+        // (`crate::promotion`); a demotion that would lose the quorum is refused by the
+        // leader (`Manager::refusal`).
+        if let Some(role) = update.role.filter(|r| *r != node.spec.role) {
+            cmds.push(Command::SetNodeRole {
+                id: node.id,
+                role,
+                at,
+            });
+        }
+        match cmds.len() {
+            0 => Ok(()),
+            1 => m.propose(cmds.remove(0)).await,
+            _ => m.propose(Command::Batch(cmds)).await,
+        }
     }
 
     async fn remove_node(&self, key: String, force: bool) -> ApiResult<()> {

@@ -288,6 +288,9 @@ impl Cluster for ClusterService {
         self.gate.member(&req, "Propose", Access::Manager)?;
         let cmd: Command = serde_json::from_slice(&req.into_inner().data)
             .map_err(|e| Status::invalid_argument(format!("command does not parse: {e}")))?;
+        if let Some(why) = self.manager.refusal(&cmd) {
+            return Err(Status::failed_precondition(why));
+        }
         let reply = match self.manager.store.propose_indexed(cmd).await {
             Ok((result, index)) => crate::manager::ProposeReply { result, index },
             Err(shoal_store::StoreError::NotLeader { .. }) => {

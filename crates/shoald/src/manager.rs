@@ -180,10 +180,39 @@ impl Manager {
             .map_or(1000, |c| c.heartbeat_period_ms)
     }
 
+    /// On the leader, why `cmd` must not be proposed now: a demotion that would take a
+    /// voter out of the Raft group when the rest could not commit without it (only the
+    /// leader knows who answers; a follower forwards the command and the leader checks).
+    pub fn refusal(&self, cmd: &Command) -> Option<String> {
+        if !self.store.is_leader() {
+            return None;
+        }
+        let demoted = |c: &Command| match c {
+            Command::SetNodeRole {
+                id,
+                role: shoal_types::NodeRole::Worker,
+                ..
+            } => Some(id.clone()),
+            _ => None,
+        };
+        let ids: Vec<String> = match cmd {
+            Command::Batch(cmds) => cmds.iter().filter_map(demoted).collect(),
+            c => demoted(c).into_iter().collect(),
+        };
+        let state = self.state();
+        let voters = self.store.voters_reachable();
+        ids.iter()
+            .filter_map(|id| state.nodes.get(id)?.manager_status.as_ref())
+            .find_map(|ms| shoal_manager::membership::removal_refused(&voters, ms.raft_id))
+    }
+
     /// Commits a command through the leader; Ok once it is applied here or on the leader.
     pub async fn propose(&self, cmd: Command) -> Result<(), ApiError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
+            if let Some(why) = self.refusal(&cmd) {
+                return Err(ApiError::conflict(why));
+            }
             let proposed = tokio::time::timeout(PROPOSE_TIMEOUT, self.store.propose(cmd.clone()));
             let Ok(proposed) = proposed.await else {
                 return Err(ApiError::new(
@@ -463,6 +492,10 @@ async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Resul
             // The leader answered: it cannot commit, and says why.
             tonic::Code::Unavailable if s.message().starts_with("quorum lost") => {
                 Forward::Failed(ApiError::new(503, s.message().to_string()))
+            }
+            // The leader refused the change itself (`Manager::refusal`).
+            tonic::Code::FailedPrecondition => {
+                Forward::Failed(ApiError::conflict(s.message().to_string()))
             }
             // It no longer leads (the handler refuses before proposing).
             tonic::Code::Unavailable if s.message() == NOT_LEADER => Forward::NotDelivered(format!(

@@ -112,12 +112,7 @@ impl Daemon {
             (NodeRole::Manager, Some(m)) if !m.store.is_voter() => {
                 // Promoted, but the leader has not added it yet (a failed JoinRaft, or a
                 // restart in between).
-                join_raft(
-                    &active.certs.dialer(),
-                    &first(&active),
-                    &managers(&active),
-                )
-                .await
+                join_raft(&active.certs.dialer(), &first(&active), &managers(&active)).await
             }
             (NodeRole::Worker, Some(m)) => self.demote(active, m).await,
             _ => Ok(()),
@@ -275,9 +270,9 @@ impl Daemon {
         let applied = tokio::time::timeout(
             Duration::from_secs(15),
             state.wait_for(|s| {
-                s.nodes.values().all(|n| {
-                    n.id == node_id || n.spec.role != NodeRole::Manager
-                })
+                s.nodes
+                    .values()
+                    .all(|n| n.id == node_id || n.spec.role != NodeRole::Manager)
             }),
         )
         .await;

@@ -185,7 +185,10 @@ mod tests {
         assert_eq!(grpc_status(&call().await.unwrap()), None);
         switch.off();
         assert_eq!(grpc_status(&call().await.unwrap()).unwrap().0, "14");
-        assert_eq!(<Switch<ClusterName> as NamedService>::NAME, "shoal.v1.Cluster");
+        assert_eq!(
+            <Switch<ClusterName> as NamedService>::NAME,
+            "shoal.v1.Cluster"
+        );
         assert_eq!(<Switch<RaftName> as NamedService>::NAME, "shoal.v1.Raft");
     }
 }

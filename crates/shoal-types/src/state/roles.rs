@@ -49,7 +49,11 @@ impl ClusterState {
         Ok(())
     }
 
-    pub(super) fn force_new_cluster(&mut self, node_id: &str, at: Millis) -> Result<(), ApplyError> {
+    pub(super) fn force_new_cluster(
+        &mut self,
+        node_id: &str,
+        at: Millis,
+    ) -> Result<(), ApplyError> {
         let cluster = self.cluster.as_mut().ok_or(ApplyError::NotInitialized)?;
         let node = self
             .nodes
@@ -83,8 +87,8 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures;
     use crate::Command;
+    use crate::fixtures;
 
     fn cluster(managers: &[&str], workers: &[&str]) -> ClusterState {
         let mut st = ClusterState {
