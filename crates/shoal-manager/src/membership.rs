@@ -16,6 +16,10 @@ pub fn removal_refused(voters: &[(u64, bool)], target: u64) -> Option<String> {
     }
     let reachable = voters.iter().filter(|&&(_, up)| up).count();
     let after = voters.len() - 1;
+    if after == 0 {
+        // The last one: the state refuses that with its own words (`LastManager`).
+        return None;
+    }
     let reachable_after = voters
         .iter()
         .filter(|&&(id, up)| up && id != target)
@@ -120,5 +124,7 @@ mod tests {
         assert!(removal_refused(&[(1, true), (2, true), (3, false), (4, false)], 4).is_some());
         // Not a voter (promoted, not yet added): nothing to check.
         assert_eq!(removal_refused(&[(1, true)], 9), None);
+        // The last voter: for the state to refuse, as the last manager.
+        assert_eq!(removal_refused(&[(1, true)], 1), None);
     }
 }

@@ -244,7 +244,12 @@ impl Backend for Api {
                 let ready = n.status.state == NodeState::Ready;
                 if let Some(ms) = n.manager_status.as_mut() {
                     ms.leader = Some(ms.raft_id) == leader;
-                    let reachable = raft.get(&ms.raft_id).copied().flatten().unwrap_or(ready);
+                    // A manager that is no voter (promoted, not yet added) does not count
+                    // towards the quorum: it reads as unreachable until it is added.
+                    let reachable = match raft.get(&ms.raft_id) {
+                        Some(r) => r.unwrap_or(ready),
+                        None => false,
+                    };
                     ms.reachability = if reachable {
                         "reachable"
                     } else {
