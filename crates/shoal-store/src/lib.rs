@@ -172,7 +172,7 @@ impl Store {
         })?;
         let path = data_dir.join("raft.redb");
         let shown = path.display().to_string();
-        let db = tokio::task::spawn_blocking(move || Database::create(path))
+        let db = tokio::task::spawn_blocking(move || open_db(&path, true))
             .await
             .map_err(|e| StoreError::Storage(e.to_string()))?
             .map_err(|e| match e {
@@ -266,7 +266,7 @@ impl Store {
         }
         let shown = path.display().to_string();
         let forced = tokio::task::spawn_blocking(move || {
-            let db = Database::open(&path).map_err(|e| match e {
+            let db = open_db(&path, false).map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Storage(format!(
                     "{shown} is still open; stop this manager's raft first"
                 )),
@@ -564,6 +564,29 @@ fn failure_of(m: &RaftMetrics<RaftId, BasicNode>) -> Option<String> {
     match &m.running_state {
         Ok(()) | Err(Fatal::Stopped) => None,
         Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Opens (or creates) the database file. The file stays locked for a moment after the last
+/// handle of a store that was shut down is dropped (redb closes it on the thread that drops
+/// it): a lock held by this process is waited out for `CLOSE_TIMEOUT`, so the manager role
+/// can start again at once on the same files (`init --force-new-cluster`).
+fn open_db(path: &Path, create: bool) -> Result<Database, redb::DatabaseError> {
+    let deadline = std::time::Instant::now() + CLOSE_TIMEOUT;
+    loop {
+        let res = if create {
+            Database::create(path)
+        } else {
+            Database::open(path)
+        };
+        match res {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            res => return res,
+        }
     }
 }
 

@@ -207,7 +207,16 @@ fn force_new_cluster_on_the_survivor_recovers_a_lost_quorum() {
         "{err}"
     );
 
-    let out = lab.ok(1, &["init", "--force-new-cluster"]);
+    let res = lab.shoal(1, &["init", "--force-new-cluster"]);
+    if !res.status.success() {
+        let log = std::fs::read_to_string(lab.dir().join("node1/shoald.log")).unwrap_or_default();
+        let tail = &log[log.len().saturating_sub(20000)..];
+        panic!(
+            "init --force-new-cluster failed: {}\nnode1's log ends:\n{tail}",
+            text(&res.stderr)
+        );
+    }
+    let out = text(&res.stdout);
     assert!(
         out.contains(&format!(
             "Swarm initialized: current node ({node1_id}) is now a manager."
