@@ -8,7 +8,9 @@
 // task or none (a task left, or the list changed around it), a UDP flow and a TCP SYN are
 // balanced again, and a TCP connection past its SYN stays with the backend it had (a copy is
 // in the flow): shoal cuts no established connection, the leaving task's application closes
-// it on SIGTERM.
+// it on SIGTERM. Once a local task's veth is gone (`task_veths`: the task ended, killed or
+// not) its connections are balanced again too, so that they are reset at once rather than
+// sent nowhere.
 // - a task on this node: destination rewritten to the task's gateway address and target port,
 //   the reverse entry written to `replies`, and the packet handed straight to the task's
 //   namespace with bpf_redirect_peer (no routing, netfilter or conntrack in the node's
@@ -138,6 +140,16 @@ struct {
 	__type(value, __u8);
 } peers SEC(".maps");
 
+// The host-side veths (ifindex) of this node's tasks that have `mesh_reply`: the tasks that
+// still exist.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u8);
+} task_veths SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
@@ -262,9 +274,11 @@ int mesh_ingress(struct __sk_buff *skb)
 		if (be && be->addr != fv->be.addr)
 			be = NULL;
 		// The slot holds another task now (or none): a connection under way keeps its
-		// backend (still serving it until its SIGTERM, or moved to another slot); anything
-		// else is balanced again.
-		if (!be && established)
+		// backend (still serving it until its SIGTERM, or moved to another slot) while
+		// that one exists; anything else is balanced again.
+		if (!be && established &&
+		    (fv->be.kind != KIND_LOCAL ||
+		     bpf_map_lookup_elem(&task_veths, &fv->be.ifindex)))
 			be = &fv->be;
 	}
 	if (!be) {

@@ -31,9 +31,12 @@ pub struct TcMesh {
     published: HashMap<MapData, PubKey, PubVal>,
     backends: HashMap<MapData, BeKey, BeVal>,
     peers: HashMap<MapData, [u8; 4], u8>,
+    /// The ifindex of each task veth in `tasks`: a connection under way keeps its local task
+    /// only while that task's veth exists.
+    task_veths: HashMap<MapData, u32, u8>,
     underlay: String,
-    /// Host-side veth -> its `mesh_reply` link.
-    tasks: BTreeMap<String, SchedClassifierLinkId>,
+    /// Host-side veth -> its `mesh_reply` link and its ifindex.
+    tasks: BTreeMap<String, (SchedClassifierLinkId, u32)>,
     programmed: MeshEntries,
     /// False after a failed update: every entry is written again on the next one.
     in_sync: bool,
@@ -104,6 +107,7 @@ impl TcMesh {
         let published = take_hash(&mut ebpf, "published")?;
         let backends = take_hash(&mut ebpf, "backends")?;
         let peers = take_hash(&mut ebpf, "peers")?;
+        let task_veths = take_hash(&mut ebpf, "task_veths")?;
         for name in [INGRESS, REPLY] {
             program(&mut ebpf, name)?
                 .load()
@@ -127,6 +131,7 @@ impl TcMesh {
             published,
             backends,
             peers,
+            task_veths,
             underlay: underlay.to_string(),
             tasks: BTreeMap::new(),
             programmed: MeshEntries::default(),
@@ -153,6 +158,7 @@ impl TcMesh {
     /// may be a new one under the same name).
     pub fn attach_task(&mut self, host_veth: &str) -> Result<(), BpfError> {
         self.detach_task(host_veth);
+        let index = ifindex(host_veth)?;
         let link = program(&mut self.ebpf, REPLY)?
             .attach(host_veth, TcAttachType::Ingress)
             .map_err(|source| BpfError::TcProgram {
@@ -161,15 +167,26 @@ impl TcMesh {
                 iface: host_veth.to_string(),
                 source: Box::new(source),
             })?;
-        self.tasks.insert(host_veth.to_string(), link);
-        Ok(())
+        self.tasks.insert(host_veth.to_string(), (link, index));
+        self.task_veths
+            .insert(index, 1u8, 0)
+            .map_err(|source| BpfError::Map {
+                action: "write a task veth",
+                map: "task_veths",
+                source,
+            })
     }
 
     /// Drops a task's link (its veth is gone or going; the kernel has detached it then).
+    /// Its connections under way are balanced again (to be reset) from now on.
     pub fn detach_task(&mut self, host_veth: &str) {
-        if let Some(link) = self.tasks.remove(host_veth)
-            && let Ok(prog) = program(&mut self.ebpf, REPLY)
-        {
+        let Some((link, index)) = self.tasks.remove(host_veth) else {
+            return;
+        };
+        // Nothing to do if it is not there; any other error leaves an entry that only
+        // keeps connections to a task that is gone on their way nowhere.
+        let _ = self.task_veths.remove(&index);
+        if let Ok(prog) = program(&mut self.ebpf, REPLY) {
             // A link whose device is gone is defunct; closing it is all that is left.
             let _ = prog.detach(link);
         }

@@ -269,6 +269,13 @@ fn connections_under_way_keep_their_task_when_one_leaves() {
         assert!(answer.starts_with("t2 "), "{answer}");
     }
     assert_eq!(udp_ask(), "t2", "the UDP flow moved off the task that left");
+
+    // t1 ends (its veth goes): its connection is balanced again, and t2, which knows no such
+    // connection, resets it at once rather than it waiting for a task that is gone.
+    mesh.detach_task(&gateway::gw_ifname(T1));
+    let err = ask(&mut to_t1).expect_err("the task is gone");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err:?}");
+    assert_eq!(ask(&mut to_t2).expect("t2's connection"), "t2");
 }
 
 /// traffic=local over UDP: this node's tasks only, in turn, the client's address kept, and
