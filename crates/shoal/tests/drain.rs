@@ -90,6 +90,10 @@ fn tasks(lab: &Lab, service: &str) -> Vec<Value> {
 }
 
 fn tasks_at(sock: &str, service: &str) -> Vec<Value> {
+    try_tasks_at(sock, service).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_tasks_at(sock: &str, service: &str) -> Result<Vec<Value>, String> {
     let out = std::process::Command::new("curl")
         .args([
             "-sf",
@@ -98,9 +102,11 @@ fn tasks_at(sock: &str, service: &str) -> Vec<Value> {
             &format!("http://shoal/v1/tasks?service={service}"),
         ])
         .output()
-        .expect("run curl");
-    assert!(out.status.success(), "GET /v1/tasks: {}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("tasks JSON")
+        .map_err(|e| format!("run curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("GET /v1/tasks: {}", text(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("tasks JSON: {e}"))
 }
 
 fn short(t: &Value) -> String {
@@ -252,7 +258,10 @@ fn a_drained_node_s_task_stops_once_its_replacement_is_ready() {
         std::thread::spawn(move || {
             let (mut overlap, mut samples) = (false, 0);
             while !stop.load(Ordering::Relaxed) {
-                let ts = tasks_at(&sock, "moved");
+                // The lab goes when the test fails: the sampler stops then.
+                let Ok(ts) = try_tasks_at(&sock, "moved") else {
+                    break;
+                };
                 let new_ready = ts
                     .iter()
                     .filter(|t| !old.contains(&t["ID"].as_str().unwrap().to_string()) && ready(t))
@@ -280,18 +289,22 @@ fn a_drained_node_s_task_stops_once_its_replacement_is_ready() {
     lab.ok(1, &["node", "update", "--availability", "drain", "node2"]);
     wait_for(
         "both tasks on node1 and none on node2",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         || {
             let by_node = lab.tasks_by_node("moved");
             let ts = tasks(&lab, "moved");
-            let old_gone = ts
+            let old_states: Vec<&Value> = ts
                 .iter()
                 .filter(|t| old.contains(&t["ID"].as_str().unwrap().to_string()))
-                .all(|t| t["Status"]["State"] == "shutdown" || t["Status"]["State"] == "complete");
+                .map(|t| &t["Status"]["State"])
+                .collect();
+            let old_gone = old_states
+                .iter()
+                .all(|s| ["shutdown", "complete", "failed"].contains(&s.as_str().unwrap_or("")));
             if by_node.iter().all(|(n, _)| *n == 1) && by_node.len() == 2 && old_gone {
                 Ok(())
             } else {
-                Err(format!("{by_node:?}"))
+                Err(format!("running {by_node:?}, drained tasks {old_states:?}"))
             }
         },
     );
