@@ -3,7 +3,9 @@
 //! the test fails.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod oci;
+pub mod rollout;
 pub mod upstream;
 
 use std::path::PathBuf;
