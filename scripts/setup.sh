@@ -28,6 +28,9 @@ done
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 # Containers get containers-common's seccomp profile (runc has none of its own).
 [ -f /usr/share/containers/seccomp.json ] || need+=(golang-github-containers-common)
+# The Engine API tests drive shoal with Debian's docker CLI (20.10, API 1.41); its daemons
+# (dockerd, containerd) are never started: policy-rc.d below keeps them from starting.
+[ -x /usr/bin/docker ] || need+=(docker.io)
 # Image tests build images from a static busybox (busybox-static, not the dynamic busybox).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
   need+=(busybox-static)
@@ -35,8 +38,9 @@ if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # docker-registry ships a service; the tests start their own registries, so no package
-  # may start one: policy-rc.d answers 101 (action forbidden) while installing.
+  # docker-registry and docker.io ship services; the tests start their own registries and no
+  # docker daemon, so no package may start one: policy-rc.d answers 101 (action forbidden)
+  # while installing.
   policy=/usr/sbin/policy-rc.d
   own_policy=
   if [ ! -e "$policy" ]; then

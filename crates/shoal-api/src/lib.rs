@@ -15,6 +15,7 @@
 
 mod backend;
 mod client;
+mod docker;
 mod error;
 mod server;
 pub mod tls;

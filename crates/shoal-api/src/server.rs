@@ -87,6 +87,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
     let shared: Shared = backend;
     let (router, _) = api_router().split_for_parts();
     router
+        .merge(crate::docker::router())
         .fallback(|| async {
             ApiError::not_found("no such API route; is this shoal client newer than the daemon?")
         })
@@ -283,7 +284,7 @@ async fn create_service(
     headers: HeaderMap,
     Body(spec): Body<ServiceSpec>,
 ) -> ApiResult<(StatusCode, Json<ServiceCreated>)> {
-    b.create_service_with(spec, options(&q, &headers))
+    b.create_service_with(spec, registry_options(q.query_registry, &headers))
         .await
         .map(|r| (StatusCode::CREATED, Json(r)))
 }
@@ -291,9 +292,9 @@ async fn create_service(
 const REGISTRY_AUTH: &str = "x-registry-auth";
 
 /// The image options of `service create|update`: the query and `X-Registry-Auth`.
-fn options(q: &RegistryQuery, headers: &HeaderMap) -> ServiceOptions {
+pub(crate) fn registry_options(query_registry: bool, headers: &HeaderMap) -> ServiceOptions {
     ServiceOptions {
-        query_registry: q.query_registry,
+        query_registry,
         registry_auth: headers
             .get(REGISTRY_AUTH)
             .and_then(|v| v.to_str().ok())
@@ -330,7 +331,7 @@ async fn update_service(
     headers: HeaderMap,
     Body(spec): Body<ServiceSpec>,
 ) -> ApiResult<Json<ServiceUpdated>> {
-    b.update_service_with(key, spec, options(&q, &headers))
+    b.update_service_with(key, spec, registry_options(q.query_registry, &headers))
         .await
         .map(Json)
 }
