@@ -13,7 +13,9 @@ pub fn name(t: &Task) -> String {
     format!("{}.{}.{}", t.service_name, t.slot, t.id)
 }
 
+/// The spec's container labels and Swarm's own.
 fn labels(t: &Task) -> HashMap<String, String> {
+    let own = t.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone()));
     [
         ("com.docker.swarm.service.id", t.service_id.clone()),
         ("com.docker.swarm.service.name", t.service_name.clone()),
@@ -29,6 +31,7 @@ fn labels(t: &Task) -> HashMap<String, String> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(own)
     .collect()
 }
 

@@ -155,12 +155,12 @@ fn container_from_docker(
     current: Option<&ContainerSpec>,
 ) -> Result<ContainerSpec, DockerError> {
     const P: &str = "TaskTemplate.ContainerSpec";
-    refuse_if(
-        some_nonempty_map(&c.labels),
-        &format!("{P}.Labels (--container-label)"),
-    )?;
+
     refuse_if(some_nonempty(&c.groups), &format!("{P}.Groups (--group)"))?;
-    refuse_if(c.privileges.is_some(), &format!("{P}.Privileges"))?;
+    if let Some(field) = c.privileges.as_ref().and_then(privilege_set) {
+        return Err(DockerError::unsupported(&format!("{P}.Privileges.{field}")));
+    }
+
     refuse_if(c.tty == Some(true), &format!("{P}.TTY (--tty)"))?;
     refuse_if(c.open_stdin == Some(true), &format!("{P}.OpenStdin"))?;
     refuse_if(
@@ -264,7 +264,36 @@ fn container_from_docker(
             grace => ms(grace, "StopGracePeriod")?,
         },
         healthcheck: c.health_check.map(health_from_docker).transpose()?,
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
     })
+}
+
+/// The first privilege setting that asks for more than the defaults shoal runs with (the
+/// CLI and stacks send the object with its parts empty).
+fn privilege_set(p: &d::TaskSpecContainerSpecPrivileges) -> Option<&'static str> {
+    use d::TaskSpecContainerSpecPrivilegesAppArmorModeEnum as AppArmor;
+    use d::TaskSpecContainerSpecPrivilegesSeccompModeEnum as Seccomp;
+    if p.credential_spec.is_some() {
+        return Some("CredentialSpec");
+    }
+    if p.se_linux_context.is_some() {
+        return Some("SELinuxContext (--selinux-*)");
+    }
+    if p.seccomp.as_ref().is_some_and(|s| {
+        !matches!(s.mode, None | Some(Seccomp::DEFAULT | Seccomp::EMPTY)) || s.profile.is_some()
+    }) {
+        return Some("Seccomp");
+    }
+    if p.app_armor
+        .as_ref()
+        .is_some_and(|a| !matches!(a.mode, None | Some(AppArmor::DEFAULT | AppArmor::EMPTY)))
+    {
+        return Some("AppArmor");
+    }
+    if p.no_new_privileges == Some(true) {
+        return Some("NoNewPrivileges");
+    }
+    None
 }
 
 fn health_from_docker(h: d::HealthConfig) -> Result<HealthConfig, DockerError> {
@@ -600,6 +629,7 @@ pub fn to_docker(s: &ServiceSpec) -> d::ServiceSpec {
                 capability_add: (!c.cap_add.is_empty()).then(|| c.cap_add.clone()),
                 capability_drop: (!c.cap_drop.is_empty()).then(|| c.cap_drop.clone()),
                 isolation: Some(d::TaskSpecContainerSpecIsolationEnum::DEFAULT),
+                labels: Some(to_hash(&c.labels)),
                 ..Default::default()
             }),
             resources: Some(d::TaskSpecResources {

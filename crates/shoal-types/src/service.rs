@@ -99,6 +99,10 @@ pub struct ContainerSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub healthcheck: Option<crate::health::HealthConfig>,
+    /// `--container-label` (docker's `ContainerSpec.Labels`; stacks set
+    /// `com.docker.stack.namespace`): shown on the task's container (`docker inspect`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl ContainerSpec {
@@ -121,6 +125,7 @@ impl ContainerSpec {
             dir: None,
             stop_grace_period_ms: 10_000,
             healthcheck: None,
+            labels: BTreeMap::new(),
         }
     }
 }
