@@ -64,6 +64,8 @@ struct Local {
     image: Option<String>,
     /// The task left the node's list: its run directory goes when it has ended.
     forgotten: bool,
+    /// The task as last assigned (for the node's own task list, `docker ps`).
+    task: Option<Box<Task>>,
 }
 
 /// How often a host task's log is checked against its bound (conmon bounds a container's).
@@ -204,6 +206,22 @@ impl Worker {
         }
     }
 
+    /// The tasks this node runs or is starting, as last assigned, with what the node
+    /// knows better than the assignment: whether the process runs, and its pid.
+    pub fn local_tasks(&self) -> Vec<Task> {
+        self.locked()
+            .values()
+            .filter_map(|l| {
+                let mut t = (**l.task.as_ref()?).clone();
+                t.status.pid = l.pid;
+                if l.pid.is_some() && !l.stopping && t.status.state < TaskState::Running {
+                    t.status.state = TaskState::Running;
+                }
+                Some(t)
+            })
+            .collect()
+    }
+
     pub fn run_dir(&self, task_id: &str) -> PathBuf {
         self.cfg.run_dir.join(task_id)
     }
@@ -271,7 +289,13 @@ impl Worker {
         to_start: &mut Vec<Task>,
         to_stop: &mut Vec<String>,
     ) {
-        let known = local.contains_key(&t.id);
+        let known = match local.get_mut(&t.id) {
+            Some(l) => {
+                l.task = Some(Box::new(t.clone()));
+                true
+            }
+            None => false,
+        };
         if !known
             && !t.status.state.is_terminal()
             && !self.closing.load(std::sync::atomic::Ordering::SeqCst)
@@ -301,6 +325,7 @@ impl Worker {
                         image: t.spec.image.clone(),
                         pid: survivor.container.as_ref().map(|c| c.pid as u32),
                         container: survivor.container.clone(),
+                        task: Some(Box::new(t.clone())),
                         ..Default::default()
                     },
                 );
@@ -316,6 +341,7 @@ impl Worker {
                         slot_name: t.slot_name(),
                         grace_ms: t.spec.stop_grace_period_ms,
                         image: t.spec.image.clone(),
+                        task: Some(Box::new(t.clone())),
                         ..Default::default()
                     },
                 );

@@ -133,6 +133,10 @@ pub trait Backend: Send + Sync + 'static {
     /// The host pid of a task running on *this* node (for `shoal exec`). A task elsewhere is
     /// an error naming the node that runs it.
     fn local_task_pid(&self, key: String) -> impl Future<Output = ApiResult<Pid>> + Send;
+    /// The tasks *this* node runs or is starting (`docker ps` on any node, workers too).
+    fn local_tasks(&self) -> impl Future<Output = ApiResult<Vec<shoal_types::Task>>> + Send {
+        async { Err(crate::ApiError::unavailable("this daemon runs no tasks")) }
+    }
 
     /// Every network, the ingress network included.
     fn networks(&self) -> impl Future<Output = ApiResult<Vec<Network>>> + Send;
@@ -189,6 +193,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn task(&self, key: String) -> BoxFut<'_, TaskView>;
     fn service_logs(&self, key: String) -> BoxFut<'_, Vec<LogLine>>;
     fn local_task_pid(&self, key: String) -> BoxFut<'_, Pid>;
+    fn local_tasks(&self) -> BoxFut<'_, Vec<shoal_types::Task>>;
     fn networks(&self) -> BoxFut<'_, Vec<Network>>;
     fn network(&self, key: String) -> BoxFut<'_, Network>;
     fn create_network(&self, req: NetworkCreate) -> BoxFut<'_, CreateResponse>;
@@ -281,6 +286,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn local_task_pid(&self, key: String) -> BoxFut<'_, Pid> {
         Box::pin(Backend::local_task_pid(self, key))
+    }
+    fn local_tasks(&self) -> BoxFut<'_, Vec<shoal_types::Task>> {
+        Box::pin(Backend::local_tasks(self))
     }
     fn networks(&self) -> BoxFut<'_, Vec<Network>> {
         Box::pin(Backend::networks(self))

@@ -26,15 +26,6 @@ fn lab_exec<'a>(lab: &'a Lab, node: &'a str) -> Vec<&'a str> {
     vec![SHOAL, "lab", "exec", "--name", &lab.name, node, "--"]
 }
 
-fn node_addr(lab: &Lab, node: u32) -> String {
-    let node = format!("node{node}");
-    let out = lab.ok(
-        1,
-        &["node", "inspect", "--format", "{{.Status.Addr}}", &node],
-    );
-    out.trim().to_string()
-}
-
 fn ip_in(netns: &str, args: &[&str]) -> Output {
     Command::new("ip")
         .args(["netns", "exec", netns])
@@ -216,7 +207,7 @@ fn loopback_from_outside_vxlan_from_strangers_and_task_to_task_are_dropped() {
     services(&lab);
     lab.create("--name peer --network netb --constraint node.hostname==node2 SHOAL demo client");
     lab.wait_running("peer", 1);
-    let (node1, node2) = (node_addr(&lab, 1), node_addr(&lab, 2));
+    let (node1, node2) = (lab.node_addr(1), lab.node_addr(2));
     let stranger = Stranger::new(&lab, &node1);
 
     // (a) The stranger reaches the published port on node1's address (it is published to
@@ -330,5 +321,5 @@ fn loopback_from_outside_vxlan_from_strangers_and_task_to_task_are_dropped() {
 fn tasks_are_isolated_on_the_nftables_mesh_path_too() {
     let lab = Lab::up_with("guardnft", 1, 1, &["--mesh-path", "nftables"]);
     services(&lab);
-    tasks_isolated_but_the_mesh_delivers(&lab, &node_addr(&lab, 1));
+    tasks_isolated_but_the_mesh_delivers(&lab, &lab.node_addr(1));
 }

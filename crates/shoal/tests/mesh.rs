@@ -61,21 +61,6 @@ fn data_plane(lab: &Lab, node: u32, field: &str) -> String {
     )
 }
 
-fn node_addr(lab: &Lab, node: u32) -> String {
-    lab.ok(
-        1,
-        &[
-            "node",
-            "inspect",
-            "--format",
-            "{{.Status.Addr}}",
-            &format!("node{node}"),
-        ],
-    )
-    .trim()
-    .to_string()
-}
-
 #[test]
 fn scenario_2_vip_balances_refuses_when_empty_and_drops_dead_tasks() {
     let lab = Lab::up("vip", 2, 1);
@@ -201,7 +186,7 @@ fn scenario_3_published_port_on_every_node() {
 
     for from in 1..=3 {
         for to in 1..=3 {
-            let url = format!("http://{}:8080", node_addr(&lab, to));
+            let url = format!("http://{}:8080", lab.node_addr(to));
             let seen = ids(4, || text(&curl_on_node(&lab, from, &url).stdout));
             assert_eq!(
                 seen.iter().cloned().collect::<BTreeSet<_>>(),
@@ -231,7 +216,7 @@ fn scenario_3_published_port_on_every_node() {
             SHOAL,
             "demo",
             "udp-send",
-            &format!("{}:5353", node_addr(&lab, 3)),
+            &format!("{}:5353", lab.node_addr(3)),
         ])
         .output()
         .unwrap();
@@ -265,7 +250,7 @@ fn scenario_3_published_port_on_every_node() {
     );
     lab.ok(1, &["service", "rm", "vote"]);
     for node in 1..=3 {
-        let url = format!("http://{}:8080", node_addr(&lab, node));
+        let url = format!("http://{}:8080", lab.node_addr(node));
         wait_for(
             &format!("port 8080 closed on node{node}"),
             Duration::from_secs(20),
@@ -286,7 +271,7 @@ fn traffic_local_keeps_the_client_address_and_tasks_reach_out() {
     let lab = Lab::up("local", 2, 1);
     lab.create("--name web --constraint node.hostname==node1 --publish published=8081,target=80,traffic=local SHOAL demo vote");
     lab.create("--name mesh --constraint node.hostname==node1 -p 8082:80 SHOAL demo vote");
-    let (node1, node2) = (node_addr(&lab, 1), node_addr(&lab, 2));
+    let (node1, node2) = (lab.node_addr(1), lab.node_addr(2));
 
     // traffic=local: node1 serves from its own task and the task sees node2's address.
     let page = text(&curl_on_node(&lab, 2, &format!("http://{node1}:8081")).stdout);
@@ -345,7 +330,7 @@ fn published_ports_through_nftables_when_forced() {
     );
     let votes = lab.wait_running("vote", 2);
     let expected: BTreeSet<String> = votes.iter().map(|(_, id)| id[..12].to_string()).collect();
-    let (node1, node2) = (node_addr(&lab, 1), node_addr(&lab, 2));
+    let (node1, node2) = (lab.node_addr(1), lab.node_addr(2));
     let pages: Vec<String> = (0..4)
         .map(|_| text(&curl_on_node(&lab, 2, &format!("http://{node1}:8083")).stdout))
         .collect();
@@ -476,7 +461,7 @@ fn a_removed_task_leaves_the_mesh_udp_flows_too() {
             .unwrap_or_else(|| panic!("no task on node{node}: {votes:?}"))
     };
     let (t1, t2) = (on(1), on(2));
-    let (node1, node2) = (node_addr(&lab, 1), node_addr(&lab, 2));
+    let (node1, node2) = (lab.node_addr(1), lab.node_addr(2));
     // Two flows into each node, each from another node's own namespace (a node as a
     // client is balanced over the cluster): round robin sends each pair to both tasks,
     // one of them through the other node.

@@ -562,6 +562,10 @@ impl Backend for Api {
         Ok(lines)
     }
 
+    async fn local_tasks(&self) -> ApiResult<Vec<Task>> {
+        Ok(self.0.active_or_err()?.worker.local_tasks())
+    }
+
     async fn local_task_pid(&self, key: String) -> ApiResult<Pid> {
         let active = self.0.active_or_err()?;
         // On a manager the task can be found by name; a worker only knows ids it runs.

@@ -68,6 +68,7 @@ impl Worker {
                 slot_name: t.slot_name(),
                 grace_ms: t.spec.stop_grace_period_ms,
                 pid: Some(orphan.pid),
+                task: Some(Box::new(t.clone())),
                 ..Default::default()
             },
         );

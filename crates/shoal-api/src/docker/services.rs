@@ -231,14 +231,9 @@ pub(super) async fn list_containers(
     State(b): State<Shared>,
     Query(q): Query<QueryMap>,
 ) -> ApiResult<Json<Vec<d::ContainerSummary>>> {
-    let info = b.info().await?;
     let all = flag(&q, "all");
-    let tasks = b
-        .tasks(TaskFilter {
-            service: None,
-            node: Some(info.node_id.clone()),
-        })
-        .await?;
+    let mut tasks = b.local_tasks().await?;
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.created_at));
     let names = network_names(&b).await;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -246,28 +241,29 @@ pub(super) async fn list_containers(
     Ok(Json(
         tasks
             .iter()
-            .filter(|v| all || v.task.status.state == TaskState::Running)
-            .map(|v| containers::summary(&v.task, &names, now_ms))
+            .filter(|t| all || t.status.state == TaskState::Running)
+            .map(|t| containers::summary(t, &names, now_ms))
             .collect(),
     ))
 }
 
+/// One of this node's tasks by id, id prefix or container name (`vote.1.<id>`).
 pub(super) async fn inspect_container(
     State(b): State<Shared>,
     Key(id): Key,
 ) -> ApiResult<Json<d::ContainerInspectResponse>> {
-    let info = b.info().await?;
-    let v = b
-        .task(id.clone())
-        .await
-        .map_err(|_| ApiError::not_found(format!("No such container: {id}")))?;
-    if v.task.node_id.as_deref() != Some(info.node_id.as_str()) {
-        return Err(ApiError::not_found(format!(
-            "No such container: {id} (task {} runs on node {}: ask that node's daemon)",
-            v.task.id, v.node_hostname
-        )));
+    let key = id.trim_start_matches('/');
+    let tasks = b.local_tasks().await?;
+    let mut hits = tasks
+        .iter()
+        .filter(|t| t.id.starts_with(key) || containers::name(t) == key);
+    match (hits.next(), hits.next()) {
+        (Some(t), None) => Ok(Json(containers::inspect(t, &network_names(&b).await))),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(format!(
+            "{key} names more than one container on this node: give more of its id"
+        ))),
+        (None, _) => Err(ApiError::not_found(format!("No such container: {key}"))),
     }
-    Ok(Json(containers::inspect(&v.task, &network_names(&b).await)))
 }
 
 /// Network id to name, for the containers' network settings (ids where the list fails).

@@ -124,6 +124,22 @@ impl Lab {
         text(&out.stderr)
     }
 
+    /// Node N's address on the lab network (`Status.Addr`).
+    pub fn node_addr(&self, node: u32) -> String {
+        self.ok(
+            1,
+            &[
+                "node",
+                "inspect",
+                "--format",
+                "{{.Status.Addr}}",
+                &format!("node{node}"),
+            ],
+        )
+        .trim()
+        .to_string()
+    }
+
     /// The pid of node N's shoald, found among the processes of its namespace.
     pub fn daemon_pid(&self, node: u32) -> Option<u32> {
         let out = Command::new("ip")
