@@ -434,6 +434,51 @@ fn the_seed_scenarios_through_the_docker_cli() {
         let init = d.fails(1, &["swarm", "init"]);
         assert!(init.contains("use `shoal init`"), "{bin}: {init}");
 
+        // docker node promote|demote, as `shoal node promote|demote`.
+        let out = d.ok(1, &["node", "promote", "node2"]);
+        assert!(
+            out.contains("Node node2 promoted to a manager in the swarm."),
+            "{bin}: {out}"
+        );
+        wait_for(
+            "node2 to be a reachable manager",
+            Duration::from_secs(60),
+            || {
+                let row = Docker::row(&d.ok(1, &["node", "ls"]), "node2");
+                if row.contains("Reachable") {
+                    Ok(())
+                } else {
+                    Err(row)
+                }
+            },
+        );
+        let out = d.ok(1, &["node", "demote", "node2"]);
+        assert!(
+            out.contains("Manager node2 demoted in the swarm."),
+            "{bin}: {out}"
+        );
+        wait_for(
+            "node2 to be a worker again",
+            Duration::from_secs(60),
+            || {
+                let role = d.ok(
+                    1,
+                    &[
+                        "node",
+                        "inspect",
+                        "--format",
+                        "{{.Spec.Role}} {{.ManagerStatus}}",
+                        "node2",
+                    ],
+                );
+                if role.trim() == "worker <nil>" {
+                    Ok(())
+                } else {
+                    Err(role)
+                }
+            },
+        );
+
         d.ok(1, &["service", "rm", "vote", "client"]);
         d.ok(1, &["network", "rm", "overlay1"]);
         assert_eq!(d.ok(1, &["service", "ls", "-q"]).trim(), "", "{bin}");

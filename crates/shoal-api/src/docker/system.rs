@@ -172,7 +172,7 @@ pub(super) async fn remove_node(
         .map(|_| StatusCode::OK)
 }
 
-/// `docker node update`: availability and labels. A role change is refused by name.
+/// `docker node update|promote|demote`: availability, labels and role.
 pub(super) async fn update_node(
     State(b): State<Shared>,
     Key(id): Key,
@@ -185,13 +185,6 @@ pub(super) async fn update_node(
         Some(d::NodeSpecRoleEnum::WORKER) => Some(NodeRole::Worker),
         _ => None,
     };
-    if role.is_some_and(|r| r != node.spec.role) {
-        return Err(shoal_docker::DockerError::Unsupported {
-            field: "changing a node's role through the Engine API (docker node promote/demote)"
-                .into(),
-        }
-        .into());
-    }
     let labels = spec.labels.unwrap_or_default();
     let update = NodeUpdate {
         availability: match spec.availability {
@@ -212,6 +205,7 @@ pub(super) async fn update_node(
             .filter(|k| !labels.contains_key(*k))
             .cloned()
             .collect(),
+        role: role.filter(|r| *r != node.spec.role),
     };
     b.update_node(id, update).await.map(|_| StatusCode::OK)
 }
