@@ -172,8 +172,9 @@ fn assert_kept_until_sigterm(lab: &Lab, kept: &Report, removed: &[String], from:
         let failed = run.failures(0.0, f64::MAX);
         assert!(
             failed.is_empty(),
-            "{}: a kept connection failed: {failed:?}",
-            run.name
+            "{}: a kept connection failed: {failed:?}; its last answers: {:?}",
+            run.name,
+            &run.requests[run.requests.len().saturating_sub(3)..]
         );
         let first = run.requests.first().expect("requests on the connection");
         assert!(
