@@ -233,7 +233,24 @@ impl Session {
                         debug!(messages = coalesced, version = view.version, "applying coalesced assignments");
                     }
                     if endpoints_changed {
-                        retry = self.apply_and_ack(&mut client, &view).await?;
+                        // Reports go on while the table applies (it may wait for the node's
+                        // network lock, held by the cleanup of a task that ended): a task that
+                        // died leaves the other nodes' paths without waiting for it.
+                        let mut reporter = client.clone();
+                        let apply = self.apply_and_ack(&mut client, &view);
+                        tokio::pin!(apply);
+                        retry = loop {
+                            tokio::select! {
+                                r = &mut apply => break r?,
+                                Some((id, st)) = reports.recv() => {
+                                    pending.insert(id, st);
+                                    while let Ok((id, st)) = reports.try_recv() {
+                                        pending.insert(id, st);
+                                    }
+                                    send_reports(&mut reporter, &self.node_id, pending).await?;
+                                }
+                            }
+                        };
                     }
                     // Tasks after endpoints: a new task's networks are then known here.
                     if full {
