@@ -45,9 +45,10 @@ pub enum Kind {
     /// `GET / HTTP/1.0` on a new connection per request, read to the end.
     TcpNew,
     /// HTTP/1.1 requests on one connection, kept while the server keeps it. When the server
-    /// closes it between requests (EOF before any byte of an answer, what an HTTP server does
-    /// to idle connections when it shuts down), the client opens a new one and sends the
-    /// request again, as HTTP clients do; a reset or a timeout is a failure.
+    /// closes it between requests (its FIN is there before the next request, or EOF comes
+    /// before any byte of an answer: what an HTTP server does to idle connections when it
+    /// shuts down), the client opens a new one and sends the request again, as HTTP clients
+    /// do; a reset or a timeout is a failure.
     TcpKeepAlive,
     /// HTTP/1.1 on one connection and no other: the path ends when the server closes it.
     TcpOneConnection,
@@ -370,7 +371,21 @@ async fn one(
                 *conn = Some(connect(&path.dest).await?);
             }
             let c = conn.as_mut().unwrap();
-            match http11(&mut c.stream).await {
+            // As HTTP clients do with an idle connection (hyper polls them): one the server has
+            // closed (its FIN is here) is not used again, whatever came after the FIN.
+            let mut probe = [0u8; 1];
+            let closed = match c.stream.try_read(&mut probe) {
+                Ok(0) => true,
+                Ok(_) => return Err("data from the server between answers".into()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+                Err(e) => return Err(format!("the idle connection failed: {e}")),
+            };
+            let answer = if closed {
+                Ok(None)
+            } else {
+                http11(&mut c.stream).await
+            };
+            match answer {
                 Ok(Some((by, keep))) => {
                     c.by.get_or_insert(by.clone());
                     c.answered += 1;
