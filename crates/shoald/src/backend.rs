@@ -316,15 +316,20 @@ impl Backend for Api {
         }
         match cmds.len() {
             0 => Ok(()),
-            1 => m.propose(cmds.remove(0)).await,
-            _ => m.propose(Command::Batch(cmds)).await,
+            1 => m.propose(cmds.remove(0)).await.map_err(ApiError::from),
+            _ => m
+                .propose(Command::Batch(cmds))
+                .await
+                .map_err(ApiError::from),
         }
     }
 
     async fn remove_node(&self, key: String, force: bool) -> ApiResult<()> {
         let m = self.manager()?;
         let node = Self::find_node(&m.state(), &key)?;
-        m.propose(Command::RemoveNode { id: node.id, force }).await
+        m.propose(Command::RemoveNode { id: node.id, force })
+            .await
+            .map_err(ApiError::from)
     }
 
     async fn services(&self) -> ApiResult<Vec<ServiceView>> {
@@ -444,6 +449,7 @@ impl Backend for Api {
             at: shoal_agent::worker::now(),
         })
         .await
+        .map_err(ApiError::from)
     }
 
     async fn images(&self) -> ApiResult<Vec<ImageSummary>> {
@@ -464,7 +470,9 @@ impl Backend for Api {
     async fn remove_service(&self, key: String) -> ApiResult<()> {
         let m = self.manager()?;
         let s = Self::find_service(&m.state(), &key)?;
-        m.propose(Command::RemoveService { id: s.id }).await
+        m.propose(Command::RemoveService { id: s.id })
+            .await
+            .map_err(ApiError::from)
     }
 
     async fn tasks(&self, filter: TaskFilter) -> ApiResult<Vec<TaskView>> {
@@ -671,7 +679,9 @@ impl Backend for Api {
         let n = state
             .find_network(&key)
             .ok_or_else(|| ApiError::not_found(format!("no such network: {key}")))?;
-        m.propose(Command::RemoveNetwork { id: n.id.clone() }).await
+        m.propose(Command::RemoveNetwork { id: n.id.clone() })
+            .await
+            .map_err(ApiError::from)
     }
 
     async fn endpoint_stats(&self) -> ApiResult<EndpointStats> {

@@ -50,16 +50,6 @@ fn not_leader(manager: &Manager) -> Status {
     status
 }
 
-fn to_status(e: shoal_api::ApiError) -> Status {
-    match e.status {
-        400 => Status::invalid_argument(e.message),
-        404 => Status::not_found(e.message),
-        409 => Status::already_exists(e.message),
-        503 => Status::unavailable(e.message),
-        _ => Status::internal(e.message),
-    }
-}
-
 /// Cluster addresses of the managers, from the state.
 pub fn manager_addrs(state: &shoal_types::ClusterState) -> Vec<String> {
     state
@@ -407,7 +397,7 @@ impl Cluster for ClusterService {
                 None => add,
             })
             .await
-            .map_err(to_status)?;
+            .map_err(Status::from)?;
         info!(node = %req.hostname, %role, "node joined");
         let state = self.manager.state();
         let manager = role == NodeRole::Manager;
@@ -491,7 +481,7 @@ impl Cluster for ClusterService {
             cluster,
         )?;
         if let Some(cmd) = renewed {
-            self.manager.propose(cmd).await.map_err(to_status)?;
+            self.manager.propose(cmd).await.map_err(Status::from)?;
             info!(node = %node.hostname(), "issued a certificate from the new root CA");
         }
         info!(node = %node.hostname(), role = %node.spec.role, "renewed a node certificate");
@@ -556,17 +546,14 @@ impl Cluster for ClusterService {
             })?;
         }
         if description != node.description {
-            let manager = Arc::clone(&self.manager);
-            let id = node_id.clone();
-            tokio::spawn(async move {
-                let cmd = Command::SetNodeDescription {
-                    id: id.clone(),
+            // Reported once per session: tried again while no leader takes it.
+            self.manager.propose_in_background(
+                Command::SetNodeDescription {
+                    id: node_id.clone(),
                     description,
-                };
-                if let Err(e) = manager.propose(cmd).await {
-                    warn!(node = %id, "failed to record what the node reported: {e}");
-                }
-            });
+                },
+                "record what a node reported at its session",
+            );
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let manager = Arc::clone(&self.manager);
@@ -674,10 +661,12 @@ impl Cluster for ClusterService {
                     message,
                     at: shoal_agent::worker::now(),
                 };
+                // Tried once: by a retry, the node state it carries may be stale (a node
+                // marked Down meanwhile would read Ready again).
                 let manager = Arc::clone(&self.manager);
                 tokio::spawn(async move {
                     if let Err(e) = manager.propose(cmd).await {
-                        warn!("failed to record a node's endpoint apply: {}", e.message);
+                        warn!("failed to record a node's endpoint apply: {e}");
                     }
                 });
             }

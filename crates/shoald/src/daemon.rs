@@ -549,7 +549,7 @@ impl Daemon {
                 Ok(()) => info!("this manager left the managers"),
                 Err(e) => warn!(
                     "leaving without taking this node out of the managers ({}); remove it with `shoal node rm --force` on a manager once they have a quorum",
-                    e.message
+                    e
                 ),
             }
         }

@@ -1,10 +1,105 @@
-//! How the daemon's failures reach the API: an HTTP status and a message that says what to do.
+//! The daemon's own failures (`DaemonError`) and how they reach its two edges: the HTTP API
+//! (`ApiError`: a status and a message that says what to do) and the cluster port (a gRPC
+//! `Status`). Only those two conversions know HTTP and gRPC codes.
 
 use shoal_api::ApiError;
 use shoal_types::ApplyError;
 
+/// Why a change the daemon tried to commit did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The cluster's state refused it (no such service, name in use, ...).
+    #[error(transparent)]
+    Refused(#[from] ApplyError),
+    /// The leader refused it before proposing: it would break the cluster (a demotion
+    /// that would lose the quorum, `Manager::refusal`).
+    #[error("{0}")]
+    Conflict(String),
+    /// No leader took it before the deadline (an election that does not end, a majority
+    /// gone): `last` is why the last try failed, if one was made.
+    #[error(
+        "no manager leads: this manager hears from {reachable} of {voters} managers and a change needs {}; changes are refused until enough managers are back (reads still answer){}",
+        .voters / 2 + 1,
+        .last.as_ref().map(|w| format!(" (last try: {w})")).unwrap_or_default()
+    )]
+    NoLeader {
+        reachable: usize,
+        voters: usize,
+        last: Option<String>,
+    },
+    /// The leader hears from no majority (its own words, or shoal-store's).
+    #[error("{0}")]
+    NoQuorum(String),
+    /// It never reached a leader: nothing was sent, so it cannot have applied.
+    #[error("cannot reach the leader at {addr}: {why}")]
+    Unreachable { addr: String, why: String },
+    /// It was sent and no answer came: it may have applied.
+    #[error("{0}; the change may still be applied, so check before trying again")]
+    Unknown(String),
+    /// Raft or this daemon failed.
+    #[error("{what}: {why}")]
+    Internal { what: &'static str, why: String },
+}
+
+impl DaemonError {
+    /// Whether the same change may be tried again, later or elsewhere, and succeed without
+    /// applying twice: it did not reach a leader that could commit it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::NoLeader { .. }
+                | DaemonError::NoQuorum(_)
+                | DaemonError::Unreachable { .. }
+        )
+    }
+
+    fn http_status(&self) -> u16 {
+        match self {
+            DaemonError::Refused(e) => apply_status(e),
+            DaemonError::Conflict(_) => 409,
+            DaemonError::NoLeader { .. }
+            | DaemonError::NoQuorum(_)
+            | DaemonError::Unreachable { .. }
+            | DaemonError::Unknown(_) => 503,
+            DaemonError::Internal { .. } => 500,
+        }
+    }
+}
+
+impl From<DaemonError> for ApiError {
+    fn from(e: DaemonError) -> ApiError {
+        ApiError::new(e.http_status(), e.to_string())
+    }
+}
+
+impl From<DaemonError> for tonic::Status {
+    fn from(e: DaemonError) -> tonic::Status {
+        let message = e.to_string();
+        match e {
+            DaemonError::Refused(a) => match apply_status(&a) {
+                400 => tonic::Status::invalid_argument(message),
+                404 => tonic::Status::not_found(message),
+                409 => tonic::Status::already_exists(message),
+                _ => tonic::Status::unavailable(message),
+            },
+            DaemonError::Conflict(_) => tonic::Status::failed_precondition(message),
+            // The caller may try again (an agent keeps its reports; a joining node retries).
+            DaemonError::NoLeader { .. }
+            | DaemonError::NoQuorum(_)
+            | DaemonError::Unreachable { .. } => tonic::Status::unavailable(message),
+            DaemonError::Unknown(_) => tonic::Status::unknown(message),
+            DaemonError::Internal { .. } => tonic::Status::internal(message),
+        }
+    }
+}
+
 pub fn apply_error(e: ApplyError) -> ApiError {
-    let status = match e {
+    ApiError::new(apply_status(&e), e.to_string())
+}
+
+/// The HTTP status of a refusal by the state.
+fn apply_status(e: &ApplyError) -> u16 {
+    match e {
         ApplyError::NoSuchService(_)
         | ApplyError::NoSuchNode(_)
         | ApplyError::NoSuchTask(_)
@@ -21,8 +116,7 @@ pub fn apply_error(e: ApplyError) -> ApiError {
         | ApplyError::CaRotationInProgress { .. } => 409,
         ApplyError::NotInitialized => 503,
         ApplyError::Invalid(_) => 400,
-    };
-    ApiError::new(status, e.to_string())
+    }
 }
 
 pub fn not_manager() -> ApiError {
@@ -116,4 +210,61 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = inner.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changes_that_reached_no_leader_are_retryable() {
+        let no_leader = DaemonError::NoLeader {
+            reachable: 1,
+            voters: 3,
+            last: Some("cannot reach the leader at 10.0.0.1:2377: connection refused".into()),
+        };
+        assert!(no_leader.is_retryable());
+        assert!(DaemonError::NoQuorum("quorum lost".into()).is_retryable());
+        let unreachable = DaemonError::Unreachable {
+            addr: "10.0.0.1:2377".into(),
+            why: "connection refused".into(),
+        };
+        assert!(unreachable.is_retryable());
+        assert!(!DaemonError::Unknown("no answer".into()).is_retryable());
+        assert!(!DaemonError::Conflict("it would lose the quorum".into()).is_retryable());
+        assert!(!DaemonError::Refused(ApplyError::ServiceNameInUse("web".into())).is_retryable());
+        let api = ApiError::from(no_leader);
+        assert_eq!(api.status, 503);
+        assert_eq!(
+            api.message,
+            "no manager leads: this manager hears from 1 of 3 managers and a change needs 2; changes are refused until enough managers are back (reads still answer) (last try: cannot reach the leader at 10.0.0.1:2377: connection refused)"
+        );
+    }
+
+    #[test]
+    fn each_edge_gets_its_own_code() {
+        let refused = || DaemonError::Refused(ApplyError::ServiceNameInUse("web".into()));
+        assert_eq!(ApiError::from(refused()).status, 409);
+        assert_eq!(
+            tonic::Status::from(refused()).code(),
+            tonic::Code::AlreadyExists
+        );
+        let conflict = || DaemonError::Conflict("it would lose the quorum".into());
+        assert_eq!(ApiError::from(conflict()).status, 409);
+        assert_eq!(
+            tonic::Status::from(conflict()).code(),
+            tonic::Code::FailedPrecondition
+        );
+        let unknown = DaemonError::Unknown("the leader at 10.0.0.1:2377 did not answer".into());
+        assert_eq!(
+            ApiError::from(DaemonError::Unknown("x".into())).message,
+            "x; the change may still be applied, so check before trying again"
+        );
+        assert_eq!(tonic::Status::from(unknown).code(), tonic::Code::Unknown);
+        let internal = DaemonError::Internal {
+            what: "failed to commit the change",
+            why: "raft storage failed".into(),
+        };
+        assert_eq!(tonic::Status::from(internal).code(), tonic::Code::Internal);
+    }
 }

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal_api::ApiError;
 use shoal_manager::dispatcher::{Convergence, Heartbeats};
 use shoal_manager::{allocator, changes, endpoints, orchestrator, scheduler};
 use shoal_rpc::cluster_client::ClusterClient;
@@ -13,7 +12,7 @@ use shoal_store::{Store, StoreError};
 use shoal_types::{ClusterState, Command, CommandResult, NodeState, TaskState};
 use tracing::{debug, info, warn};
 
-use crate::errors::apply_error;
+use crate::errors::DaemonError;
 
 pub struct Manager {
     pub store: Store,
@@ -52,6 +51,9 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// How long an API write waits for its commit before saying so (a write that times out may
 /// still commit later).
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many times a change proposed in the background is tried again (a second apart)
+/// while no leader takes it.
+const BACKGROUND_TRIES: u32 = 30;
 
 impl Manager {
     pub fn new(
@@ -207,34 +209,31 @@ impl Manager {
     }
 
     /// Commits a command through the leader; Ok once it is applied here or on the leader.
-    pub async fn propose(&self, cmd: Command) -> Result<(), ApiError> {
+    pub async fn propose(&self, cmd: Command) -> Result<(), DaemonError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             if let Some(why) = self.refusal(&cmd) {
-                return Err(ApiError::conflict(why));
+                return Err(DaemonError::Conflict(why));
             }
             let proposed = tokio::time::timeout(PROPOSE_TIMEOUT, self.store.propose(cmd.clone()));
             let Ok(proposed) = proposed.await else {
-                return Err(ApiError::new(
-                    503,
-                    format!(
-                        "the change was not committed within {}s (the managers may be overloaded or cut off from each other); it may still be applied, so check before trying again",
-                        PROPOSE_TIMEOUT.as_secs()
-                    ),
-                ));
+                return Err(DaemonError::Unknown(format!(
+                    "the change was not committed within {}s (the managers may be overloaded or cut off from each other)",
+                    PROPOSE_TIMEOUT.as_secs()
+                )));
             };
             let leader = match proposed {
                 Ok(CommandResult::Ok) => return Ok(()),
-                Ok(CommandResult::Err(e)) => return Err(apply_error(e)),
+                Ok(CommandResult::Err(e)) => return Err(DaemonError::Refused(e)),
                 Err(StoreError::NotLeader { leader }) => leader,
                 Err(e @ StoreError::NoQuorum { .. }) => {
-                    return Err(ApiError::new(503, e.to_string()));
+                    return Err(DaemonError::NoQuorum(e.to_string()));
                 }
                 Err(e) => {
-                    return Err(ApiError::new(
-                        500,
-                        format!("failed to commit the change: {e}"),
-                    ));
+                    return Err(DaemonError::Internal {
+                        what: "failed to commit the change",
+                        why: e.to_string(),
+                    });
                 }
             };
             // The leader this manager knows of may be gone (killed, cut off) while no new
@@ -254,28 +253,47 @@ impl Manager {
                         }
                         return Ok(());
                     }
-                    Err(Forward::Failed(e)) => return Err(e),
-                    Err(Forward::NotDelivered(why)) => {
-                        debug!(leader = %addr, "a forwarded write was not delivered, trying again: {why}");
-                        last = Some(why);
+                    Err(e) if e.is_retryable() => {
+                        debug!(leader = %addr, "a forwarded write did not reach a leader, trying again: {e}");
+                        last = Some(e.to_string());
                     }
+                    Err(e) => return Err(e),
                 }
             }
             if Instant::now() > deadline {
                 let (reachable, voters) = self.store.quorum();
-                let last = last
-                    .map(|why| format!(" (last try: {why})"))
-                    .unwrap_or_default();
-                return Err(ApiError::new(
-                    503,
-                    format!(
-                        "no manager leads: this manager hears from {reachable} of {voters} managers and a change needs {}; changes are refused until enough managers are back (reads still answer){last}",
-                        voters / 2 + 1
-                    ),
-                ));
+                return Err(DaemonError::NoLeader {
+                    reachable,
+                    voters,
+                    last,
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Proposes `cmd` from a task of its own (what an agent's call only records: its node
+    /// Ready again, what it reported). A failure that did not reach a leader is tried again
+    /// a few times, a while apart, rather than lost: the call that caused it has returned.
+    pub fn propose_in_background(self: &Arc<Self>, cmd: Command, what: &'static str) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tries = 0u32;
+            loop {
+                match me.propose(cmd.clone()).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_retryable() && tries < BACKGROUND_TRIES => {
+                        debug!("failed to {what}, trying again: {e}");
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        warn!("failed to {what}: {e}");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Called on every heartbeat or session start of a node.
@@ -289,6 +307,7 @@ impl Manager {
         if let Some(node) = state.nodes.get(node_id)
             && node.status.state != NodeState::Ready
         {
+            // Not retried here: the node's next heartbeat asks again.
             let me = Arc::clone(self);
             let id = node_id.to_string();
             tokio::spawn(async move {
@@ -435,8 +454,10 @@ impl Manager {
                 warn!("orchestration step failed: {e}");
                 // Look at everything again next time: what this pass found is not done.
                 prev = None;
-                // Do not spin on a command the state keeps refusing.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Do not spin on a command the state keeps refusing; while no majority
+                // answers, nothing will commit for a while.
+                let pause = if e.is_retryable() { 1000 } else { 200 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         }
     }
@@ -464,26 +485,24 @@ pub(crate) struct ProposeReply {
 /// How long a follower waits to apply a write it forwarded before it answers anyway.
 const FORWARDED_APPLY_WAIT: Duration = Duration::from_secs(5);
 
-/// Why a forwarded write did not commit.
-enum Forward {
-    /// It never reached a leader (no connection, or the manager no longer leads): trying
-    /// again cannot apply it twice.
-    NotDelivered(String),
-    /// The leader refused it, or its fate is unknown (sent, no answer): not tried again.
-    Failed(ApiError),
-}
-
 /// Sends a command to the leader's `Cluster.Propose`; the index it was committed at.
-async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Result<u64, Forward> {
-    let data =
-        serde_json::to_vec(cmd).map_err(|e| Forward::Failed(ApiError::new(500, e.to_string())))?;
-    // Connected first: a failure to connect means nothing was sent.
-    let channel = dialer.manager_connected(addr).await.map_err(|e| {
-        Forward::NotDelivered(format!(
-            "cannot reach the leader at {addr}: {}",
-            crate::errors::error_chain(&e)
-        ))
+async fn forward(
+    dialer: &shoal_rpc::Dialer,
+    addr: &str,
+    cmd: &Command,
+) -> Result<u64, DaemonError> {
+    let data = serde_json::to_vec(cmd).map_err(|e| DaemonError::Internal {
+        what: "failed to encode the change",
+        why: e.to_string(),
     })?;
+    // Connected first: a failure to connect means nothing was sent.
+    let channel = dialer
+        .manager_connected(addr)
+        .await
+        .map_err(|e| DaemonError::Unreachable {
+            addr: addr.to_string(),
+            why: crate::errors::error_chain(&e),
+        })?;
     let request = shoal_rpc::deadline::request(shoal_rpc::json(data), shoal_rpc::deadline::WRITE);
     let reply = ClusterClient::new(channel)
         .propose(request)
@@ -491,36 +510,26 @@ async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Resul
         .map_err(|s| match s.code() {
             // The leader answered: it cannot commit, and says why.
             tonic::Code::Unavailable if s.message().starts_with("quorum lost") => {
-                Forward::Failed(ApiError::new(503, s.message().to_string()))
+                DaemonError::NoQuorum(s.message().to_string())
             }
             // The leader refused the change itself (`Manager::refusal`).
-            tonic::Code::FailedPrecondition => {
-                Forward::Failed(ApiError::conflict(s.message().to_string()))
-            }
+            tonic::Code::FailedPrecondition => DaemonError::Conflict(s.message().to_string()),
             // It no longer leads (the handler refuses before proposing).
-            tonic::Code::Unavailable if s.message() == NOT_LEADER => Forward::NotDelivered(format!(
-                "the manager at {addr} no longer leads"
+            tonic::Code::Unavailable if s.message() == NOT_LEADER => DaemonError::Unreachable {
+                addr: addr.to_string(),
+                why: "it no longer leads".into(),
+            },
+            _ if shoal_rpc::deadline::timed_out(&s) => DaemonError::Unknown(format!(
+                "the change was sent to the leader at {addr} and no answer came within {}s",
+                shoal_rpc::deadline::WRITE.as_secs()
             )),
-            _ if shoal_rpc::deadline::timed_out(&s) => Forward::Failed(ApiError::new(
-                503,
-                format!(
-                    "the change was sent to the leader at {addr} and no answer came within {}s; it may still be applied, so check before trying again",
-                    shoal_rpc::deadline::WRITE.as_secs()
-                ),
+            tonic::Code::Unavailable | tonic::Code::Unknown => DaemonError::Unknown(format!(
+                "the connection to the leader at {addr} was lost before it answered ({})",
+                crate::errors::source_chain(&s)
             )),
-            tonic::Code::Unavailable | tonic::Code::Unknown => Forward::Failed(ApiError::new(
-                503,
-                format!(
-                    "the connection to the leader at {addr} was lost before it answered ({}); the change may still be applied, so check before trying again",
-                    crate::errors::source_chain(&s)
-                ),
-            )),
-            _ => Forward::Failed(ApiError::new(
-                503,
-                format!(
-                    "the leader at {addr} failed the change: {}; it may still be applied, so check before trying again",
-                    s.message()
-                ),
+            _ => DaemonError::Unknown(format!(
+                "the leader at {addr} failed the change: {}",
+                s.message()
             )),
         })?;
     match serde_json::from_slice::<ProposeReply>(&reply.into_inner().data) {
@@ -531,11 +540,11 @@ async fn forward(dialer: &shoal_rpc::Dialer, addr: &str, cmd: &Command) -> Resul
         Ok(ProposeReply {
             result: CommandResult::Err(e),
             ..
-        }) => Err(Forward::Failed(apply_error(e))),
-        Err(e) => Err(Forward::Failed(ApiError::new(
-            500,
-            format!("the leader's reply does not parse: {e}"),
-        ))),
+        }) => Err(DaemonError::Refused(e)),
+        Err(e) => Err(DaemonError::Internal {
+            what: "the leader's reply does not parse",
+            why: e.to_string(),
+        }),
     }
 }
 

@@ -202,7 +202,7 @@ async fn finish(manager: &Manager, r: &CaRotation) -> Result<(), String> {
             manager_token: token(),
         })
         .await
-        .map_err(|e| e.message)?;
+        .map_err(|e| e.to_string())?;
     info!(rotation = %r.id, root = %root.digest(), "root CA rotation finished: every node has a certificate from the new root; the old root is no longer trusted and the join tokens changed");
     Ok(())
 }
