@@ -182,13 +182,21 @@ fn leader_killed_while_clients_write(test: &str, managers: u32) {
         .filter(|w| w.ok)
         .map(|w| w.name.as_str())
         .collect();
+    // A manager reads its own copy: the last writes may take a moment to be applied there.
     for node in 2..=managers {
-        let listed = lab.ok(node, &["service", "ls", "--format", "{{.Name}}"]);
-        let listed: BTreeSet<&str> = listed.lines().collect();
-        let lost: Vec<&&str> = acked.difference(&listed).collect();
-        assert!(
-            lost.is_empty(),
-            "node{node} lacks acknowledged services {lost:?}"
+        wait_for(
+            &format!("node{node} to list every acknowledged service"),
+            Duration::from_secs(20),
+            || {
+                let listed = lab.ok(node, &["service", "ls", "--format", "{{.Name}}"]);
+                let listed: BTreeSet<&str> = listed.lines().collect();
+                let lost: Vec<&&str> = acked.difference(&listed).collect();
+                if lost.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("it lacks {lost:?}"))
+                }
+            },
         );
     }
     // A new leader among the survivors, node1 unreachable.
