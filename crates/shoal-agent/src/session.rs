@@ -87,8 +87,11 @@ impl Session {
         let mut failures = 0u32;
         // The last certificate refusal warned about (not repeated at every retry).
         let mut warned: Option<String> = None;
+        // The manager whose session or connection just failed without a word about the
+        // leader: likely the dead leader, which the others may still name for a moment.
+        let mut gone: Option<String> = None;
         loop {
-            let addr = match hint.take() {
+            let addr = match hint.take().filter(|h| gone.as_ref() != Some(h)) {
                 Some(a) => a,
                 None => {
                     let list = self.managers.read().map(|m| m.clone()).unwrap_or_default();
@@ -97,6 +100,9 @@ impl Session {
                         continue;
                     }
                     next = (next + 1) % list.len();
+                    if list.len() > 1 && gone.as_ref() == Some(&list[next]) {
+                        next = (next + 1) % list.len();
+                    }
                     list[next].clone()
                 }
             };
@@ -107,6 +113,13 @@ impl Session {
                 Ok(()) => warned = None,
                 Err(status) => {
                     hint = shoal_rpc::leader_hint(&status).filter(|h| h != &addr);
+                    // Skipped once, not for good: it may be back by the next round.
+                    gone = match (&hint, status.code()) {
+                        (None, tonic::Code::Unavailable | tonic::Code::Unknown) => {
+                            Some(addr.clone())
+                        }
+                        _ => None,
+                    };
                     debug!(manager = %addr, "session ended: {}", status.message());
                     if let Some(why) = certificate_refusal(&status)
                         && warned.as_ref() != Some(&why)

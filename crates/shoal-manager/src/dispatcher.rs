@@ -1,6 +1,6 @@
 //! What the dispatcher tells each agent, and which nodes it stops hearing from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use imbl::OrdMap;
 use shoal_types::diff::changes;
@@ -137,17 +137,28 @@ pub struct Heartbeats {
     last_seen: HashMap<String, u64>,
     /// When the last node was marked Down.
     last_down: Option<u64>,
+    /// Nodes not heard from since this leader took over. Their agents must first notice
+    /// that the old leader is gone (up to a few seconds when it vanished without a word)
+    /// and then find this one, so they get [`TAKEOVER_GRACE`] times the grace, as
+    /// swarmkit's dispatcher gives nodes of unknown state twice the normal grace.
+    unseen: HashSet<String>,
 }
+
+/// How many grace periods a node has to find a new leader.
+pub const TAKEOVER_GRACE: u64 = 2;
 
 impl Heartbeats {
     pub fn seen(&mut self, node_id: &str, now: u64) {
         self.last_seen.insert(node_id.to_string(), now);
+        self.unseen.remove(node_id);
     }
 
     /// Forget everything, e.g. on becoming leader: every node gets a full grace period
-    /// from `now` instead of being judged on another leader's silence.
+    /// from `now` instead of being judged on another leader's silence, and more until it
+    /// is first heard from (`TAKEOVER_GRACE`).
     pub fn reset(&mut self, state: &ClusterState, now: u64) {
         self.last_seen = state.nodes.keys().map(|id| (id.clone(), now)).collect();
+        self.unseen = state.nodes.keys().cloned().collect();
         self.last_down = None;
     }
 
@@ -177,7 +188,14 @@ impl Heartbeats {
                 let seen = *self.last_seen.entry(node.id.clone()).or_insert(now);
                 (now.saturating_sub(seen), node.id.clone())
             })
-            .filter(|(silent, _)| *silent > grace_ms)
+            .filter(|(silent, id)| {
+                let grace = if self.unseen.contains(id) {
+                    grace_ms.saturating_mul(TAKEOVER_GRACE)
+                } else {
+                    grace_ms
+                };
+                *silent > grace
+            })
             .max()
             .map(|(_, id)| id)?;
         self.last_down = Some(now);
@@ -287,6 +305,7 @@ mod tests {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
         let mut hb = Heartbeats::default();
         hb.reset(&st, 1_000);
+        hb.seen("n2", 1_000);
         hb.seen("n1", 3_000);
         assert_eq!(hb.expired(&st, 3_000, 3_000, "n1"), None);
         hb.seen("n1", 4_500);
@@ -312,6 +331,7 @@ mod tests {
         let mut st = cluster(&[("n1", "node1"), ("n2", "node2"), ("n3", "node3")]);
         let mut hb = Heartbeats::default();
         hb.reset(&st, 0);
+        hb.seen("n2", 0);
         hb.seen("n3", 1_000);
         // Both silent past the grace: the longer silent goes first, the other waits.
         assert_eq!(hb.expired(&st, 5_000, 3_000, "n1"), Some("n2".into()));
@@ -322,6 +342,22 @@ mod tests {
         assert_eq!(hb.expired(&st, 8_500, 3_000, "n1"), None);
         // Silent again past another grace period: now it goes.
         assert_eq!(hb.expired(&st, 11_000, 3_000, "n1"), Some("n3".into()));
+    }
+
+    #[test]
+    fn a_new_leader_gives_nodes_twice_the_grace_to_find_it() {
+        let st = cluster(&[("n1", "node1"), ("n2", "node2")]);
+        // n2 has not found the new leader yet: past one grace it stays, past two it goes.
+        let mut hb = Heartbeats::default();
+        hb.reset(&st, 0);
+        assert_eq!(hb.expired(&st, 4_000, 3_000, "n1"), None);
+        assert_eq!(hb.expired(&st, 6_500, 3_000, "n1"), Some("n2".into()));
+        // Heard from once, a node is judged on the normal grace.
+        let mut hb = Heartbeats::default();
+        hb.reset(&st, 0);
+        hb.seen("n2", 100);
+        assert_eq!(hb.expired(&st, 3_000, 3_000, "n1"), None);
+        assert_eq!(hb.expired(&st, 3_200, 3_000, "n1"), Some("n2".into()));
     }
 }
 
