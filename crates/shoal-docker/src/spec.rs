@@ -522,29 +522,31 @@ struct UpdateFields {
     order: Option<String>,
 }
 
-impl From<d::ServiceSpecUpdateConfig> for UpdateFields {
-    fn from(u: d::ServiceSpecUpdateConfig) -> Self {
-        UpdateFields {
+/// Moves the same six fields between docker's two update-config types and
+/// [`UpdateFields`] (the generated types share no trait to write this once with).
+macro_rules! same_fields {
+    ($from:expr, $to:ident, $how:ident(|$v:ident| $conv:expr)) => {{
+        let u = $from;
+        $to {
             parallelism: u.parallelism,
             delay: u.delay,
-            failure_action: u.failure_action.map(|a| a.to_string()),
+            failure_action: u.failure_action.$how(|$v| $conv),
             monitor: u.monitor,
             max_failure_ratio: u.max_failure_ratio,
-            order: u.order.map(|o| o.to_string()),
+            order: u.order.$how(|$v| $conv),
         }
+    }};
+}
+
+impl From<d::ServiceSpecUpdateConfig> for UpdateFields {
+    fn from(u: d::ServiceSpecUpdateConfig) -> Self {
+        same_fields!(u, UpdateFields, map(|v| v.to_string()))
     }
 }
 
 impl From<d::ServiceSpecRollbackConfig> for UpdateFields {
     fn from(u: d::ServiceSpecRollbackConfig) -> Self {
-        UpdateFields {
-            parallelism: u.parallelism,
-            delay: u.delay,
-            failure_action: u.failure_action.map(|a| a.to_string()),
-            monitor: u.monitor,
-            max_failure_ratio: u.max_failure_ratio,
-            order: u.order.map(|o| o.to_string()),
-        }
+        same_fields!(u, UpdateFields, map(|v| v.to_string()))
     }
 }
 
@@ -700,25 +702,21 @@ pub fn to_docker(s: &ServiceSpec) -> d::ServiceSpec {
                 ..Default::default()
             },
         }),
-        update_config: Some(update_to_docker(&s.update_config)).map(|u| {
-            d::ServiceSpecUpdateConfig {
-                parallelism: u.parallelism,
-                delay: u.delay,
-                failure_action: u.failure_action.as_deref().and_then(|a| a.parse().ok()),
-                monitor: u.monitor,
-                max_failure_ratio: u.max_failure_ratio,
-                order: u.order.as_deref().and_then(|o| o.parse().ok()),
-            }
+        update_config: Some({
+            use d::ServiceSpecUpdateConfig as U;
+            same_fields!(
+                update_to_docker(&s.update_config),
+                U,
+                and_then(|v| v.parse().ok())
+            )
         }),
-        rollback_config: Some(update_to_docker(&s.rollback_config)).map(|u| {
-            d::ServiceSpecRollbackConfig {
-                parallelism: u.parallelism,
-                delay: u.delay,
-                failure_action: u.failure_action.as_deref().and_then(|a| a.parse().ok()),
-                monitor: u.monitor,
-                max_failure_ratio: u.max_failure_ratio,
-                order: u.order.as_deref().and_then(|o| o.parse().ok()),
-            }
+        rollback_config: Some({
+            use d::ServiceSpecRollbackConfig as R;
+            same_fields!(
+                update_to_docker(&s.rollback_config),
+                R,
+                and_then(|v| v.parse().ok())
+            )
         }),
         networks: None,
         endpoint_spec: Some(endpoint_to_docker(&s.endpoint_spec)),
