@@ -342,14 +342,13 @@ impl Mesh {
             .replace(input.clone())
             .map(|old| rules::stale_udp_flows(&old, input))
             .unwrap_or_default();
-        if !stale.is_empty() {
-            tokio::spawn(async move {
-                if let Err(e) = shoal_lb::delete_flows(None, &stale).await {
-                    warn!(
-                        "failed to delete conntrack entries of removed published-port backends: {e}"
-                    );
-                }
-            });
+        // Before this returns, so before the endpoint table is acked: a task leaving gets its
+        // SIGTERM once every node has acked, and a UDP flow still on its way to it (the rules
+        // only steer new flows) would lose its datagrams from then until the flush.
+        if !stale.is_empty()
+            && let Err(e) = shoal_lb::delete_flows(None, &stale).await
+        {
+            warn!("failed to delete conntrack entries of removed published-port backends: {e}");
         }
         Ok(())
     }
