@@ -189,13 +189,7 @@ impl LogStore {
             let mut table = txn
                 .open_table(LOG)
                 .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-            for entry in &entries {
-                let subject = ErrorSubject::Log(entry.log_id);
-                let raw = serde_json::to_vec(entry).map_err(|e| write_err(subject.clone(), &e))?;
-                table
-                    .insert(entry.log_id.index, raw.as_slice())
-                    .map_err(|e| write_err(subject, &e))?;
-            }
+            put_entries(&mut table, &entries)?;
         }
         // Default durability (Immediate): fsynced when commit returns.
         txn.commit().map_err(|e| write_err(ErrorSubject::Logs, &e))
@@ -246,13 +240,7 @@ impl LogStore {
             let mut table = txn
                 .open_table(LOG)
                 .map_err(|e| write_err(ErrorSubject::Logs, &e))?;
-            for entry in &entries {
-                let subject = ErrorSubject::Log(entry.log_id);
-                let raw = serde_json::to_vec(entry).map_err(|e| write_err(subject.clone(), &e))?;
-                table
-                    .insert(entry.log_id.index, raw.as_slice())
-                    .map_err(|e| write_err(subject, &e))?;
-            }
+            put_entries(&mut table, &entries)?;
             let mut meta = txn
                 .open_table(META)
                 .map_err(|e| write_err(ErrorSubject::Vote, &e))?;
@@ -408,6 +396,21 @@ pub(crate) fn read_err<E: std::error::Error + 'static>(
     e: &E,
 ) -> StorageError {
     StorageIOError::new(subject, ErrorVerb::Read, AnyError::new(e)).into()
+}
+
+/// Writes log entries into the log table of an open write transaction.
+fn put_entries(
+    table: &mut redb::Table<'_, u64, &[u8]>,
+    entries: &[Entry<TypeConfig>],
+) -> Result<(), StorageError> {
+    for entry in entries {
+        let subject = ErrorSubject::Log(entry.log_id);
+        let raw = serde_json::to_vec(entry).map_err(|e| write_err(subject.clone(), &e))?;
+        table
+            .insert(entry.log_id.index, raw.as_slice())
+            .map_err(|e| write_err(subject, &e))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn write_err<E: std::error::Error + 'static>(
