@@ -38,27 +38,6 @@ impl Drop for KeepLogs {
     }
 }
 
-/// `ID|DESIRED|STATE` of every task of a service, sorted (the state without its age).
-fn tasks(lab: &Lab, service: &str) -> Vec<String> {
-    let out = lab.ok(
-        1,
-        &[
-            "service",
-            "ps",
-            "--no-trunc",
-            "--format",
-            "{{.ID}}|{{.DesiredState}}|{{.CurrentState}}",
-            service,
-        ],
-    );
-    let mut t: Vec<String> = out
-        .lines()
-        .map(|l| l.split(' ').next().unwrap_or(l).to_string())
-        .collect();
-    t.sort();
-    t
-}
-
 fn pid_of(lab: &Lab, id: &str) -> u64 {
     lab.task_json(id)["Status"]["PID"].as_u64().expect("a pid")
 }
@@ -136,7 +115,7 @@ fn containers_keep_running_while_the_daemon_restarts() {
     lab.create("--name client --network ovl --constraint node.hostname==node1 sleep 1000");
     let client = lab.wait_running("client", 1)[0].1.clone();
 
-    let web_tasks = tasks(&lab, "web");
+    let web_tasks = lab.task_states("web");
     let web_pids = |lab: &Lab| -> Vec<u64> {
         let mut p: Vec<u64> = lab
             .tasks_by_node("web")
@@ -196,7 +175,7 @@ fn containers_keep_running_while_the_daemon_restarts() {
 
     // `short`'s exit code, from its monitor's exit file.
     let short_ps = wait_for("short's exit to be reported", SLOW, || {
-        let t = tasks(&lab, "short");
+        let t = lab.task_states("short");
         match t.first() {
             Some(l) if l.ends_with("|Failed") => Ok(t),
             _ => Err(format!("{t:?}")),
@@ -268,7 +247,7 @@ fn containers_keep_running_while_the_daemon_restarts() {
     );
 
     // The same tasks and the same containers (runc ids, pids) as before.
-    assert_eq!(tasks(&lab, "web"), web_tasks);
+    assert_eq!(lab.task_states("web"), web_tasks);
     assert_eq!(web_pids(&lab), pids);
     let ids = runc_ids(&runc2);
     for id in &web_ids {

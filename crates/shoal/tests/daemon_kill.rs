@@ -15,27 +15,6 @@ use common::{Lab, text, wait_for};
 const SLOW: Duration = Duration::from_secs(60);
 const ON2: &str = "node.hostname==node2";
 
-/// `ID|DESIRED|STATE` of every task of a service, sorted (the state without its age).
-fn tasks(lab: &Lab, service: &str) -> Vec<String> {
-    let out = lab.ok(
-        1,
-        &[
-            "service",
-            "ps",
-            "--no-trunc",
-            "--format",
-            "{{.ID}}|{{.DesiredState}}|{{.CurrentState}}",
-            service,
-        ],
-    );
-    let mut t: Vec<String> = out
-        .lines()
-        .map(|l| l.split(' ').next().unwrap_or(l).to_string())
-        .collect();
-    t.sort();
-    t
-}
-
 fn pid_of(lab: &Lab, id: &str) -> u32 {
     lab.task_json(id)["Status"]["PID"].as_u64().expect("a pid") as u32
 }
@@ -160,9 +139,9 @@ fn a_killed_worker_daemon_adopts_its_tasks_and_leaves_nothing_behind() {
     lab.create("--name client --network ovl --constraint node.hostname==node1 sleep 1000");
     let client = lab.wait_running("client", 1)[0].1.clone();
 
-    let web_before = tasks(&lab, "web");
+    let web_before = lab.task_states("web");
     let web = addresses(&lab, "web");
-    let box_before = tasks(&lab, "box");
+    let box_before = lab.task_states("box");
     let boxed = addresses(&lab, "box");
     let gone = lab.tasks_by_node("gone")[0].1.clone();
     let ends = lab.tasks_by_node("ends")[0].1.clone();
@@ -204,7 +183,7 @@ fn a_killed_worker_daemon_adopts_its_tasks_and_leaves_nothing_behind() {
     // What ended unseen is reported so (its code is gone with its parent), not replaced
     // (`--restart-condition none`), and its namespace is deleted.
     let ends_ps = wait_for("ends' end to be reported", SLOW, || {
-        let t = tasks(&lab, "ends");
+        let t = lab.task_states("ends");
         match t.first() {
             Some(l) if l.ends_with("|Failed") => Ok(t),
             _ => Err(format!("{t:?}")),
@@ -242,8 +221,8 @@ fn a_killed_worker_daemon_adopts_its_tasks_and_leaves_nothing_behind() {
     });
     // Give a wrong decision (a lost report, a replacement) time to show.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(tasks(&lab, "web"), web_before);
-    assert_eq!(tasks(&lab, "box"), box_before);
+    assert_eq!(lab.task_states("web"), web_before);
+    assert_eq!(lab.task_states("box"), box_before);
     assert_eq!(addresses(&lab, "web"), web);
     assert_eq!(addresses(&lab, "box"), boxed);
     let now: Vec<u32> = web

@@ -124,6 +124,27 @@ impl Lab {
         text(&out.stderr)
     }
 
+    /// `ID|DESIRED|STATE` of every task of a service, sorted (the state without its age).
+    pub fn task_states(&self, service: &str) -> Vec<String> {
+        let out = self.ok(
+            1,
+            &[
+                "service",
+                "ps",
+                "--no-trunc",
+                "--format",
+                "{{.ID}}|{{.DesiredState}}|{{.CurrentState}}",
+                service,
+            ],
+        );
+        let mut t: Vec<String> = out
+            .lines()
+            .map(|l| l.split(' ').next().unwrap_or(l).to_string())
+            .collect();
+        t.sort();
+        t
+    }
+
     /// Node N's address on the lab network (`Status.Addr`).
     pub fn node_addr(&self, node: u32) -> String {
         self.ok(
