@@ -263,7 +263,8 @@ impl Mesh {
                         })
                         .collect();
                     backends.sort();
-                    // Told to stop (in the table, not ready) but ready here: still running.
+                    // Not ready in the table but ready here: told to stop and still running,
+                    // or ready before the table says so (another node may forward to it first).
                     let mut leaving: Vec<Ipv4Addr> = ingress
                         .tasks
                         .values()

@@ -273,7 +273,10 @@ impl NetworkAgent {
     }
 
     /// The worker found a local task ready (or no longer): its node-local published ports
-    /// follow. Cluster-wide paths follow the manager's endpoint table instead.
+    /// follow. Cluster-wide paths follow the manager's endpoint table, except the flows other
+    /// nodes forward here: they go to a task ready here even before this node's table says so,
+    /// since another node may apply the table first and forward a connection before this one
+    /// has (with no rule here, the node would answer it with a reset).
     pub async fn set_ready(&self, task_id: &str, ready: bool) {
         let mut inner = self.inner.lock().await;
         let Some(sandbox) = inner.sandboxes.get_mut(task_id) else {
@@ -283,12 +286,12 @@ impl NetworkAgent {
             return;
         }
         sandbox.ready = ready;
-        let local_ports = sandbox.task.ports.iter().any(|p| {
-            p.published_port.is_some()
-                && (p.publish_mode == shoal_types::PublishMode::Host
-                    || p.traffic == shoal_types::TrafficPolicy::Local)
-        });
-        if local_ports && let Err(e) = self.publish(&mut inner).await {
+        let published = sandbox
+            .task
+            .ports
+            .iter()
+            .any(|p| p.published_port.is_some());
+        if published && let Err(e) = self.publish(&mut inner).await {
             warn!("failed to update published ports: {e}");
         }
     }

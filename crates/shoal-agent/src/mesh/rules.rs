@@ -66,10 +66,11 @@ pub struct Published {
     pub port: u16,
     pub target: u16,
     pub serve: Serve,
-    /// This node's tasks of the service that are told to stop but still run (out of the
-    /// table's ready tasks, ready here): a flow another node forwards here goes to them when
-    /// no task here is ready, since that node sent it before it applied the change (the task
-    /// gets SIGTERM only once every node has). Never picked for a flow that starts here.
+    /// This node's tasks of the service that are ready here but not in the table's ready
+    /// tasks: told to stop but still running (the task gets SIGTERM only once every node has
+    /// applied the change), or found ready here before the table says so. A flow another node
+    /// forwards here goes to them when no task here is ready in the table, since that node
+    /// applied its table before this one did. Never picked for a flow that starts here.
     pub leaving: Vec<Ipv4Addr>,
 }
 

@@ -216,6 +216,11 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // A failed test's cluster is gone once the lab is down: what its daemons logged last
+        // is the only evidence of why (CI shows nothing else).
+        if std::thread::panicking() {
+            self.print_log_tails(80);
+        }
         let out = Command::new(SHOAL)
             .args(["lab", "down", "--name", &self.name])
             .output();
@@ -223,6 +228,24 @@ impl Drop for Lab {
             && !out.status.success()
         {
             eprintln!("shoal lab down {} failed: {}", self.name, text(&out.stderr));
+        }
+    }
+}
+
+impl Lab {
+    /// The last `lines` lines of every node's shoald log, on stderr.
+    pub fn print_log_tails(&self, lines: usize) {
+        for node in 1..=self.nodes {
+            let path = self.dir().join(format!("node{node}/shoald.log"));
+            let Ok(log) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let all: Vec<&str> = log.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            eprintln!("--- last {} lines of {} ---", tail.len(), path.display());
+            for l in tail {
+                eprintln!("{l}");
+            }
         }
     }
 }
