@@ -356,3 +356,55 @@ fn force_new_cluster_on_the_survivor_recovers_a_lost_quorum() {
     drop(lab);
     let _ = back.wait();
 }
+
+/// A worker that joined through node1 knows of no other manager until told: when node2 is
+/// promoted and node1 then demoted, with nothing else changing in between, the worker must
+/// still find the new leader, stay Ready and take new tasks (it used to be told the managers
+/// only along with a change of its own tasks, so it kept calling node1 and went Down).
+#[test]
+fn workers_follow_the_leader_when_the_manager_they_joined_through_is_demoted() {
+    let lab = Lab::up("follow", 3, 1);
+    lab.create("--name web --replicas 3 SHOAL demo client");
+    lab.wait_running("web", 3);
+    lab.ok(1, &["node", "promote", "node2"]);
+    wait_manager_status(&lab, 1, "node2", "Reachable");
+    lab.ok(1, &["node", "demote", "node1"]);
+    wait_for("node2 leading without node1", SLOW, || {
+        let rows = managers(&lab, 2);
+        let ok = rows.iter().any(|(h, ms)| h == "node2" && ms == "Leader")
+            && rows.iter().any(|(h, ms)| h == "node1" && ms.is_empty());
+        if ok { Ok(()) } else { Err(format!("{rows:?}")) }
+    });
+    // Longer than the heartbeat grace: a node whose agent lost its way would be Down by then.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        let out = lab.ok(2, &["node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+        let down: Vec<&str> = out.lines().filter(|l| !l.ends_with(" Ready")).collect();
+        assert!(
+            down.is_empty(),
+            "nodes not Ready after the demotion: {down:?}\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The CLI waits until the 6 run; the spread shows every node took its share.
+    lab.ok(2, &["service", "scale", "web=6"]);
+    let ps = lab.ok(
+        2,
+        &[
+            "service",
+            "ps",
+            "--format",
+            "{{.CurrentState}} {{.Node}}",
+            "web",
+        ],
+    );
+    let running: Vec<&str> = ps.lines().filter(|l| l.starts_with("Running")).collect();
+    assert_eq!(running.len(), 6, "{ps}");
+    for node in 1..=3 {
+        let node = format!("node{node}");
+        assert!(
+            running.iter().any(|l| l.ends_with(&node)),
+            "no web task running on {node}:\n{ps}"
+        );
+    }
+}

@@ -91,6 +91,9 @@ async fn session_loop(
     let mut sent_ca: Option<shoal_types::state::CaTrust> = None;
     // The role the agent was told (`node promote|demote`).
     let mut sent_role: Option<NodeRole> = None;
+    // The managers the agent was told of: it needs them to find the next leader when this
+    // one goes (a promotion or demotion elsewhere changes them without touching this node).
+    let mut sent_managers: Vec<String> = Vec::new();
     loop {
         if !manager.store.is_leader() {
             let _ = tx.send(Err(not_leader(manager))).await;
@@ -105,6 +108,13 @@ async fn session_loop(
                 .await;
             return;
         }
+        let nodes_changed = prev.as_ref().is_none_or(|p| !p.nodes.ptr_eq(&state.nodes));
+        let managers = if nodes_changed {
+            manager_addrs(&state)
+        } else {
+            sent_managers.clone()
+        };
+        let managers_changed = managers != sent_managers;
         let (mine_changed, mut changed_ids) = match &prev {
             Some(p) if p.version <= state.version => {
                 let ids = mine.follow(p, &state);
@@ -190,7 +200,7 @@ async fn session_loop(
         let ca_changed = sent_ca.as_ref() != Some(&ca);
         let role = state.nodes.get(node_id).map(|n| n.spec.role);
         let role_changed = role != sent_role;
-        if tasks_changed || endpoints_changed || ca_changed || role_changed {
+        if tasks_changed || endpoints_changed || ca_changed || role_changed || managers_changed {
             // An empty task list means "unchanged" to the agent (an empty one is `[]`).
             let tasks = full_list
                 .map(|l| serde_json::to_vec(&l).unwrap_or_default())
@@ -202,7 +212,7 @@ async fn session_loop(
                 version: state.version,
                 tasks,
                 tasks_delta,
-                managers: manager_addrs(&state),
+                managers: managers.clone(),
                 heartbeat_period_ms: manager.heartbeat_period_ms(),
                 endpoints: match (&delta, endpoints_changed) {
                     (Some(d), true) => serde_json::to_vec(d).unwrap_or_default(),
@@ -226,6 +236,7 @@ async fn session_loop(
                 return;
             }
             sent_role = role;
+            sent_managers = managers;
             if logins.is_some() {
                 sent_logins = logins;
             }
