@@ -21,6 +21,8 @@
 
 #define ENETUNREACH 101
 #define ECONNREFUSED 111
+#define AF_INET 2
+#define TCP_ESTABLISHED 1 // what a connected UDP socket's state says
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -131,6 +133,31 @@ struct {
 	__type(value, struct aff_val);
 } affinity SEC(".maps");
 
+// {netns cookie, backend} -> 1: a sandbox where connect4 pointed a UDP socket at that backend.
+// When the backend leaves, the loader opens `shoal_udp_close` only in those namespaces. LRU:
+// an entry of a socket long closed costs one useless walk, then it is deleted.
+struct udp_peer_key {
+	__u64 netns_cookie;
+	__u32 addr;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct udp_peer_key);
+	__type(value, __u8);
+} udp_peers SEC(".maps");
+
+// {backend address} -> 1: the backends that just left, for one pass of `shoal_udp_close`.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u8);
+} closing SEC(".maps");
+
 // Rewrites ctx's destination if it is a VIP this node balances for the socket's sandbox.
 // Returns 0 (go on, rewritten or untouched) or a positive errno to refuse with. `sticky`:
 // keep the socket's earlier backend for this VIP (unconnected UDP, per datagram).
@@ -207,6 +234,15 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, bool sticky)
 			bpf_map_update_elem(&affinity, &ak, &av, BPF_ANY);
 	}
 
+	if (!sticky && ctx->protocol == IPPROTO_UDP) {
+		// A connected UDP socket keeps this backend until it is closed (see shoal_udp_close).
+		struct udp_peer_key pk = { .netns_cookie = mk.netns_cookie, .addr = be->addr };
+		if (!bpf_map_lookup_elem(&udp_peers, &pk)) {
+			__u8 one = 1;
+			bpf_map_update_elem(&udp_peers, &pk, &one, BPF_ANY);
+		}
+	}
+
 	ctx->user_ip4 = be->addr;
 	ctx->user_port = port;
 	return 0;
@@ -261,4 +297,71 @@ int shoal_getpeername4(struct bpf_sock_addr *ctx)
 {
 	reverse_translate(ctx);
 	return 1;
+}
+
+// ---- Closing connected UDP sockets whose backend left -------------------------------------
+//
+// connect4 translates a UDP socket's VIP once, so after its task leaves the socket would send
+// into the void. Like Cilium's socket LB, such sockets are destroyed (bpf_sock_destroy, Linux
+// 6.5+, only callable from a tcp/udp socket iterator): the application gets ECONNABORTED and
+// connects again, through the VIP, to a live task. The loader opens this iterator inside each
+// namespace `udp_peers` names for a removed backend (an iterator walks the namespace it is
+// opened in), with the removed backends in `closing`.
+//
+// Kernel types are declared with CO-RE (preserve_access_index), not from a generated
+// vmlinux.h: only these few fields are read, and the loader relocates their offsets from the
+// running kernel's BTF, so the build needs no bpftool or kernel BTF.
+
+struct sock_common {
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	__u32 skc_daddr;  // network order
+	__u16 skc_dport;  // network order
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+struct udp_sock;
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__udp {
+	struct bpf_iter_meta *meta;
+	struct udp_sock *udp_sk;
+} __attribute__((preserve_access_index));
+
+// bpf_sock_destroy() is a kfunc. aya 0.14 cannot link a call to an extern kfunc, so it is
+// written here as a call to a helper with this (unused) number; the loader rewrites that one
+// instruction into a kfunc call to bpf_sock_destroy's BTF id in the running kernel
+// (src/loader.rs, KFUNC_PLACEHOLDER). Keep the number in step with it.
+static long (*const sock_destroy)(struct sock_common *sk) = (void *)0x5d0c7e57;
+
+SEC("iter/udp")
+int shoal_udp_close(struct bpf_iter__udp *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->udp_sk;
+	if (!sk)
+		return 0;
+	if (sk->__sk_common.skc_family != AF_INET || sk->__sk_common.skc_state != TCP_ESTABLISHED)
+		return 0; // not a connected IPv4 socket
+	__u32 daddr = sk->__sk_common.skc_daddr;
+	if (!bpf_map_lookup_elem(&closing, &daddr))
+		return 0;
+	// Only a socket our connect4 pointed there (through a VIP): one connected to the task's
+	// own address is the application's business.
+	struct rev_key rk = {
+		.cookie = bpf_get_socket_cookie(sk),
+		.addr = daddr,
+		.port = sk->__sk_common.skc_dport,
+	};
+	if (!bpf_map_lookup_elem(&reverse, &rk))
+		return 0;
+	if (sock_destroy(&sk->__sk_common) == 0)
+		bpf_seq_write(ctx->meta->seq, &rk.cookie, sizeof(rk.cookie));
+	return 0;
 }

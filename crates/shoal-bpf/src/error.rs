@@ -90,6 +90,25 @@ pub enum BpfError {
         source: aya::maps::MapError,
     },
 
+    #[error(
+        "failed to {action} the iterator that closes UDP sockets of removed backends: {source}"
+    )]
+    Iterator {
+        action: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error(
+        "failed to close the UDP sockets connected to removed backends in {netns}: {source}; \
+         they keep sending to a task that is gone until the application closes them"
+    )]
+    UdpClose {
+        netns: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot read the network namespace cookie of {netns}: {source}")]
     Cookie {
         netns: String,

@@ -21,26 +21,37 @@
 //! - `affinity` (LRU) {socket cookie, VIP, port} → {service, slot, address}: an unconnected
 //!   UDP socket's datagrams to a VIP keep their backend (a flow, as under conntrack) while
 //!   that slot still holds that address; once the task is gone they move, with no flush.
+//! - `udp_peers` (LRU) {netns cookie, backend} → 1: sandboxes where connect4 pointed a UDP
+//!   socket at that backend; `closing` {backend} → 1: the backends one pass of the `iter/udp`
+//!   program `shoal_udp_close` closes sockets to. A connected UDP socket keeps its backend
+//!   (connect4 ran once), so when that backend leaves, `udp_close` destroys the socket
+//!   (`bpf_sock_destroy`) inside each sandbox `udp_peers` names: the application gets
+//!   ECONNABORTED and connects again to a live task.
 //!
 //! # Layout
 //! - [`plan`]: the node's config and the ordered map operations between two configs. Pure.
 //! - [`maps`]: the byte layouts shared with the C programs. Pure.
 //! - `loader`: [`SockLb`], the programs and maps of one node (the I/O).
 //! - `cookie`: a sandbox's network-namespace cookie.
+//! - `kfunc`: the object's placeholder call made a kfunc call (`bpf_sock_destroy`). Pure.
+//! - `udp_close`: [`SockLb::close_udp`], the socket iterator run inside sandboxes (the I/O).
 //! - [`mesh_maps`] and `mesh_loader` ([`TcMesh`]): the routing mesh's published ports at tc
 //!   (`bpf/tc_mesh.c`), a different program beside the socket balancer: the maps (pure) and
 //!   the programs on the node's underlay interface and each task's gateway veth (the I/O).
 //!
-//! Architecture invariant: only `loader`, `mesh_loader` and `cookie` touch the kernel.
+//! Architecture invariant: only `loader`, `udp_close`, `mesh_loader` and `cookie` touch the
+//! kernel.
 #![forbid(unsafe_code)]
 
 mod cookie;
 mod error;
+mod kfunc;
 mod loader;
 pub mod maps;
 mod mesh_loader;
 pub mod mesh_maps;
 pub mod plan;
+mod udp_close;
 
 pub use cookie::{current_netns_cookie, netns_cookie, netns_cookie_blocking};
 pub use error::BpfError;
@@ -48,3 +59,4 @@ pub use loader::{Applied, Options, PROGRAMS, SockLb, cgroup2_root};
 pub use mesh_loader::{TcMesh, ifindex, interface_of, task_mac};
 pub use mesh_maps::{MESH_MARK, MeshBackend, MeshConfig, MeshPort};
 pub use plan::{MapOp, NodeConfig, Proto, Service, ServiceKey};
+pub use udp_close::ClosedUdp;

@@ -17,8 +17,9 @@ use crate::error::BpfError;
 use crate::maps::{NODE_SANDBOX, backend_key, backend_val, member_key};
 use crate::plan::{MapOp, NodeConfig, Programmed, plan};
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
-static BUILD_ERROR: &str = include_str!(concat!(env!("OUT_DIR"), "/sock_lb.err"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
+pub(crate) static BUILD_ERROR: &str = include_str!(concat!(env!("OUT_DIR"), "/sock_lb.err"));
 
 /// The programs, by function name in bpf/sock_lb.c.
 pub const PROGRAMS: [&str; 4] = [
@@ -54,8 +55,13 @@ pub struct Options {
 /// One node's socket-level VIP balancer.
 pub struct SockLb {
     // Owns the programs and, through them, the links: dropping it detaches them.
-    ebpf: aya::Ebpf,
+    pub(crate) ebpf: aya::Ebpf,
     membership: HashMap<MapData, [u8; 16], u8>,
+    pub(crate) udp_peers: HashMap<MapData, [u8; 16], u8>,
+    pub(crate) closing: HashMap<MapData, [u8; 4], u8>,
+    /// Why connected UDP sockets of removed backends cannot be closed here (the iterator
+    /// did not load), or None when they can.
+    pub(crate) udp_close_unavailable: Option<String>,
     services: HashMap<MapData, [u8; 8], [u8; 16]>,
     backends: HashMap<MapData, [u8; 8], [u8; 8]>,
     cgroup: PathBuf,
@@ -83,6 +89,9 @@ pub struct Applied {
     pub ops: usize,
     /// Services left out because their VIP is another service's (see [`crate::plan::Plan`]).
     pub conflicts: Vec<String>,
+    /// Backends that left a service (see [`crate::plan::Plan`]): give them to
+    /// [`SockLb::close_udp`] before the change is acknowledged.
+    pub removed: Vec<std::net::Ipv4Addr>,
 }
 
 /// Takes hash map `name` out of a loaded object, typed (both loaders' maps).
@@ -119,8 +128,26 @@ impl SockLb {
                 source: std::io::Error::other("not a directory of a cgroup v2 hierarchy"),
             });
         }
-        let mut ebpf = aya::Ebpf::load(OBJECT)?;
+        // The kfunc bpf_sock_destroy's id in this kernel, written into the object (kfunc.rs).
+        let btf = aya::Btf::from_sys_fs();
+        let destroy_id = btf.as_ref().map_err(|e| e.to_string()).and_then(|btf| {
+            btf.id_by_type_name_kind("bpf_sock_destroy", aya_obj::btf::BtfKind::Func)
+                .map_err(|e| format!("the kernel has no kfunc bpf_sock_destroy (Linux 6.5+): {e}"))
+        });
+        let (mut object, start) = aligned_copy(OBJECT);
+        let mut udp_close_unavailable = match &destroy_id {
+            Ok(id) => match crate::kfunc::patch(&mut object[start..], *id) {
+                1 => None,
+                n => Some(format!("the object has {n} calls to rewrite into bpf_sock_destroy, not 1")),
+            },
+            Err(e) => Some(e.clone()),
+        };
+        let mut ebpf = aya::EbpfLoader::new()
+            .btf(btf.as_ref().ok())
+            .load(&object[start..])?;
         let membership = take_hash(&mut ebpf, "membership")?;
+        let udp_peers = take_hash(&mut ebpf, "udp_peers")?;
+        let closing = take_hash(&mut ebpf, "closing")?;
         let services = take_hash(&mut ebpf, "services")?;
         let backends = take_hash(&mut ebpf, "backends")?;
         let dir = File::open(&cgroup).map_err(|source| BpfError::Cgroup {
@@ -154,9 +181,21 @@ impl SockLb {
                     source,
                 })?;
         }
+        if let (None, Ok(btf)) = (&udp_close_unavailable, &btf) {
+            udp_close_unavailable = crate::udp_close::load_iterator(&mut ebpf, btf).err();
+        }
+        if let Some(why) = &udp_close_unavailable {
+            warn!(
+                "eBPF VIP balancer: a UDP socket connected through a VIP will keep its task \
+                 after that task leaves (it cannot be closed here: {why})"
+            );
+        }
         Ok(SockLb {
             ebpf,
             membership,
+            udp_peers,
+            closing,
+            udp_close_unavailable,
             services,
             backends,
             cgroup,
@@ -256,6 +295,7 @@ impl SockLb {
         Ok(Applied {
             ops: p.ops.len(),
             conflicts: p.conflicts,
+            removed: p.removed,
         })
     }
 
@@ -313,6 +353,16 @@ impl SockLb {
             source,
         })
     }
+}
+
+/// A copy of `bytes` starting at an 8-byte aligned address (the ELF parser reads its headers
+/// in place and needs them aligned), and where it starts in the returned buffer.
+fn aligned_copy(bytes: &[u8]) -> (Vec<u8>, usize) {
+    let mut buf = vec![0u8; bytes.len() + 8];
+    let start = buf.as_ptr().align_offset(8);
+    buf[start..start + bytes.len()].copy_from_slice(bytes);
+    buf.truncate(start + bytes.len());
+    (buf, start)
 }
 
 /// Deleting what is already gone is success (the goal is its absence).

@@ -164,6 +164,9 @@ impl Programmed {
 pub struct Plan {
     pub ops: Vec<MapOp>,
     pub conflicts: Vec<String>,
+    /// Addresses that were a service's backends and no longer are (sorted, once each): UDP
+    /// sockets connected to them through the VIP must be closed (`SockLb::close_udp`).
+    pub removed: Vec<Ipv4Addr>,
 }
 
 /// Unchanged services cost a lookup and a comparison each, no allocation: an endpoint change
@@ -177,6 +180,7 @@ pub fn plan(state: &mut Programmed, desired: &NodeConfig) -> Plan {
     let mut drop_backends = Vec::new();
     // Keys given up in this plan; deleted at the end unless another service takes them.
     let mut released: BTreeSet<SvcKey> = BTreeSet::new();
+    let mut removed: BTreeSet<Ipv4Addr> = BTreeSet::new();
 
     // One pass over both sorted maps side by side: unchanged services cost a comparison.
     let mut gone: Vec<ServiceKey> = Vec::new();
@@ -206,6 +210,7 @@ pub fn plan(state: &mut Programmed, desired: &NodeConfig) -> Plan {
     }
     for key in gone {
         if let Some(old) = state.services.remove(&key) {
+            removed.extend(old.slots.iter().copied());
             release(state, &old, &mut released);
             drop_backends.extend(all_slots(&old));
         }
@@ -228,6 +233,8 @@ pub fn plan(state: &mut Programmed, desired: &NodeConfig) -> Plan {
             other => {
                 if let Some(e) = other {
                     drop_backends.extend(all_slots(&e));
+                    // Now another network's entry: its old backends are gone from this one.
+                    removed.extend(e.slots.iter().filter(|a| !svc.backends.contains(a)));
                 }
                 let i = state.next_service;
                 state.next_service += 1;
@@ -235,6 +242,7 @@ pub fn plan(state: &mut Programmed, desired: &NodeConfig) -> Plan {
             }
         };
         let slots = assign_slots(&old_slots, &svc.backends);
+        removed.extend(old_slots.iter().filter(|a| !slots.contains(a)));
         for (slot, addr) in slots.iter().enumerate() {
             if old_slots.get(slot) != Some(addr) {
                 put_backends.push(MapOp::PutBackend {
@@ -294,7 +302,11 @@ pub fn plan(state: &mut Programmed, desired: &NodeConfig) -> Plan {
     ops.append(&mut put_services);
     ops.extend(released.into_iter().map(|key| MapOp::DeleteService { key }));
     ops.append(&mut drop_backends);
-    Plan { ops, conflicts }
+    Plan {
+        ops,
+        conflicts,
+        removed: removed.into_iter().collect(),
+    }
 }
 
 /// Gives up `e`'s keys (their deletion is decided at the end of the plan).

@@ -285,3 +285,29 @@ fn a_vip_change_moves_the_key() {
         ]
     );
 }
+
+#[test]
+fn backends_that_leave_are_reported_once_and_kept_ones_never() {
+    let removed = |from: &Programmed, to: &NodeConfig| {
+        let mut next = from.clone();
+        let p = plan(&mut next, to);
+        (p.removed, next)
+    };
+    let (r, s) = removed(
+        &Programmed::default(),
+        &config(&[("net1", "web", 100, &[11, 12, 13]), ("net1", "db", 101, &[21])]),
+    );
+    assert!(r.is_empty(), "a new service removes nothing: {r:?}");
+    // 12 replaced by 14, 13 gone, 11 kept; `db` untouched.
+    let (r, s) = removed(
+        &s,
+        &config(&[("net1", "web", 100, &[11, 14]), ("net1", "db", 101, &[21])]),
+    );
+    assert_eq!(r, [ip(12), ip(13)]);
+    // A service that goes takes all its backends.
+    let (r, s) = removed(&s, &config(&[("net1", "web", 100, &[11, 14])]));
+    assert_eq!(r, [ip(21)]);
+    // Nothing changed: nothing removed.
+    let (r, _) = removed(&s, &config(&[("net1", "web", 100, &[11, 14])]));
+    assert!(r.is_empty(), "{r:?}");
+}
