@@ -3,9 +3,13 @@
 //! one table per sandbox).
 //!
 //! With eBPF an endpoint change is a few map writes for the service that changed, whatever the
-//! number of sandboxes, and VIP flows have no conntrack entry to flush. The nftables fallback
-//! costs one table update per sandbox per change (O(sandboxes)) and keeps today's conntrack
-//! handling. `shoald --vip-balancer auto|ebpf|nftables` chooses; `auto` tries eBPF first.
+//! number of sandboxes, and VIP flows have no conntrack entry to flush; a UDP socket connected
+//! through a VIP to a backend that left is destroyed (its application gets ECONNABORTED and
+//! connects again), in the sandboxes that have one. The nftables fallback costs one table
+//! update per sandbox per change (O(sandboxes)) and deletes the conntrack entries of UDP flows
+//! to removed backends, so that their next datagram is balanced again. Either way before
+//! `apply` returns, so before the change is acked and the leaving task gets SIGTERM.
+//! `shoald --vip-balancer auto|ebpf|nftables` chooses; `auto` tries eBPF first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -73,6 +77,9 @@ pub enum VipError {
     Ebpf(shoal_bpf::BpfError),
 }
 
+/// Sandboxes whose conntrack entries the nftables fallback flushes at once.
+const FLUSH_PARALLELISM: usize = 4;
+
 /// The node's balancer. Shared by every sandbox of the node.
 #[derive(Debug)]
 pub struct VipBalancer {
@@ -85,8 +92,8 @@ enum State {
     Ebpf {
         // Boxed: the loader is large and there is one per node.
         lb: Box<shoal_bpf::SockLb>,
-        /// Task id -> its sandbox's netns cookie.
-        sandboxes: BTreeMap<String, u64>,
+        /// Task id -> its sandbox's netns cookie and namespace name.
+        sandboxes: BTreeMap<String, (u64, String)>,
         /// The view last applied and the config made from it: the next config is that
         /// one with the changed services' entries made again. `None` after a failure.
         applied: Option<(Arc<EndpointView>, shoal_bpf::NodeConfig)>,
@@ -204,7 +211,7 @@ impl VipBalancer {
                 lb.add_sandbox(cookie, networks).map_err(|e| {
                     format!("failed to register the task with the VIP balancer: {e}")
                 })?;
-                sandboxes.insert(task_id.to_string(), cookie);
+                sandboxes.insert(task_id.to_string(), (cookie, netns.to_string()));
             }
             State::Nftables { sandboxes } => {
                 // Idle connections must outlive Swarm's 15 minutes (moby #31208).
@@ -232,7 +239,7 @@ impl VipBalancer {
         let mut state = self.state.lock().await;
         match &mut *state {
             State::Ebpf { lb, sandboxes, .. } => {
-                if let Some(cookie) = sandboxes.remove(task_id)
+                if let Some((cookie, _)) = sandboxes.remove(task_id)
                     && let Err(e) = lb.remove_sandbox(cookie)
                 {
                     warn!(
@@ -251,7 +258,11 @@ impl VipBalancer {
     pub async fn apply(&self, view: &Arc<EndpointView>) {
         let mut state = self.state.lock().await;
         match &mut *state {
-            State::Ebpf { lb, applied, .. } => {
+            State::Ebpf {
+                lb,
+                applied,
+                sandboxes,
+            } => {
                 let cfg = match applied.take() {
                     Some((old, mut cfg)) => {
                         update_node_config(&mut cfg, &old, view);
@@ -259,37 +270,63 @@ impl VipBalancer {
                     }
                     None => node_config(view),
                 };
-                match lb.apply(&cfg) {
-                    Ok(_) => *applied = Some((Arc::clone(view), cfg)),
-                    Err(e) => warn!("failed to update the eBPF VIP balancer: {e}"),
+                let removed = match lb.apply(&cfg) {
+                    Ok(a) => {
+                        *applied = Some((Arc::clone(view), cfg));
+                        a.removed
+                    }
+                    Err(e) => {
+                        warn!("failed to update the eBPF VIP balancer: {e}");
+                        return;
+                    }
+                };
+                // A UDP socket connected through a VIP keeps the backend connect() gave it:
+                // once that task is gone it would send into the void. Closed now, before the
+                // ack, so that its application connects again while the task still answers.
+                let netns: HashMap<u64, &str> =
+                    sandboxes.values().map(|(c, n)| (*c, n.as_str())).collect();
+                match lb
+                    .close_udp(&removed, |c| netns.get(&c).map(|n| n.to_string()))
+                    .await
+                {
+                    Ok(c) if c.sockets > 0 => info!(
+                        sockets = c.sockets,
+                        sandboxes = c.namespaces,
+                        "closed UDP sockets connected through a VIP to removed backends"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => warn!("{e}"),
                 }
             }
             State::Nftables { sandboxes } => {
+                let mut flushes = Vec::new();
                 for s in sandboxes.values_mut() {
                     let cfg = sandbox_config(view, &s.networks);
                     if &cfg == s.lb.programmed() {
                         continue;
                     }
                     match s.lb.update(cfg).await {
-                        // UDP flows (and TCP handshakes) to removed backends go, or UDP keeps
-                        // reaching a dead task; established TCP stays until the task's own
-                        // SIGTERM handling closes it. In the background: the new rules already
-                        // send no new flow there, and the endpoint ack need not wait for a
-                        // conntrack dump per sandbox.
-                        Ok(stale) if !stale.is_empty() => {
-                            let netns = s.netns.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = shoal_lb::flush_conntrack(&netns, &stale).await {
-                                    warn!(%netns, "failed to flush conntrack entries of removed backends: {e}");
-                                }
-                            });
-                        }
+                        Ok(stale) if !stale.is_empty() => flushes.push((s.netns.clone(), stale)),
                         Ok(_) => {}
                         Err(e) => {
                             warn!(netns = %s.netns, "failed to update the VIP balancer: {e}")
                         }
                     }
                 }
+                // UDP flows (and TCP handshakes) to removed backends go, so that their next
+                // datagram is balanced again; established TCP stays until the task's own
+                // SIGTERM handling closes it. Before the ack: the task gets SIGTERM once
+                // every node has acked, and a UDP flow still pinned to it by its conntrack
+                // entry would lose its datagrams from then until the flush. A few sandboxes
+                // at a time (each is a thread in its namespace and a conntrack dump).
+                use futures::StreamExt;
+                futures::stream::iter(flushes)
+                    .for_each_concurrent(FLUSH_PARALLELISM, |(netns, stale)| async move {
+                        if let Err(e) = shoal_lb::flush_conntrack(&netns, &stale).await {
+                            warn!(%netns, "failed to flush conntrack entries of removed backends: {e}");
+                        }
+                    })
+                    .await;
             }
         }
     }

@@ -161,21 +161,101 @@ fn a_killed_task_leaves_dns_and_the_vip_within_a_second() {
 }
 
 /// A UDP client that `connect()`s its socket to the VIP once and then only sends (many
-/// resolvers, syslog and metrics clients do): its datagrams must move to another task when
-/// theirs is replaced, as a flow does (Swarm's IPVS: the socket talks to the VIP, each
-/// datagram is balanced). The eBPF balancer rewrites such a socket's destination to one task
-/// when it connects, so when that task goes, every later datagram goes to an address nobody
-/// answers.
+/// resolvers, syslog and metrics clients do), through an update --force that replaces every
+/// task, beside a client that sends each datagram to the VIP (`sendto`, one flow).
+///
+/// The eBPF balancer translates a connected socket's VIP once, at connect(): when its task
+/// leaves, the node destroys the socket before it acks the change (so before the task gets
+/// SIGTERM). The client sees its next request fail with ECONNABORTED ("Software caused
+/// connection abort", not a timeout), connects again and is answered by a live task. No
+/// datagram is lost: a timeout on either path fails the test.
 #[test]
-#[ignore = "issue 11: the eBPF VIP balancer pins a connected UDP socket to the task it connected to (README, Known limits): once that task is replaced its datagrams are refused or lost"]
-fn a_connected_udp_socket_follows_the_vip_through_an_update() {
+fn a_connected_udp_socket_is_aborted_when_its_task_leaves_and_connects_again() {
     let _one = one_lab();
     let lab = Lab::up("rudp", 2, 1);
+    let (report, events, old) = connected_udp_through_an_update(&lab);
+    let (_, from, to) = events.0[0].clone();
+    let flow = report.path("vip udp flow");
+    assert!(
+        flow.failures(0.0, f64::MAX).is_empty(),
+        "the unconnected flow lost datagrams: {:?}",
+        flow.failures(0.0, f64::MAX)
+    );
+    let run = report.path("vip udp connected");
+    let mut aborts = 0;
+    for (i, r) in run.requests.iter().enumerate() {
+        let Some(e) = &r.error else { continue };
+        assert!(
+            e.ends_with("Software caused connection abort (os error 103)"),
+            "request {i} at {:.3} failed otherwise than by an abort: {e}",
+            r.start
+        );
+        assert!(
+            r.start >= from && r.start <= to,
+            "an abort at {:.3}, outside the update ({from:.3}-{to:.3})",
+            r.start
+        );
+        // Aborted because its task left: it had answered the request before, and the socket
+        // connected again is answered by another one.
+        let before = run.requests[..i].iter().rev().find_map(|r| r.by.clone());
+        let after = run.requests.get(i + 1).map(|r| (r.by.clone(), r.error.clone()));
+        let Some((Some(next), None)) = after else {
+            panic!("request {i}'s abort was not followed by an answer: {after:?}");
+        };
+        assert!(
+            before.as_ref().is_some_and(|b| old.contains(b)) && before.as_ref() != Some(&next),
+            "abort {i}: answered by {before:?} before, {next} after"
+        );
+        aborts += 1;
+    }
+    assert!(
+        aborts >= 1,
+        "the connected socket was never aborted, though every task it could talk to was replaced"
+    );
+    let last = run.requests.last().and_then(|r| r.by.clone());
+    assert!(
+        last.as_ref().is_some_and(|l| !old.contains(l)),
+        "the connected socket still talks to an old task at the end: {last:?} (old: {old:?})"
+    );
+    eprintln!("connected UDP: {aborts} abort(s), each followed by an answer from another task");
+}
+
+/// The same with the nftables fallback forced: the socket is connected to the VIP itself and
+/// conntrack holds its backend; the node deletes that entry before it acks the change (not
+/// in the background after), so the socket's next datagram is balanced to a live task. No
+/// request fails on either path, and the connected socket ends on a new task.
+#[test]
+fn a_connected_udp_socket_moves_to_a_live_task_with_the_nftables_fallback() {
+    let _one = one_lab();
+    let lab = Lab::up_with("rudpnft", 2, 1, &["--vip-balancer", "nftables"]);
+    let (report, events, old) = connected_udp_through_an_update(&lab);
+    events.assert_nothing_failed(&report);
+    let last = report
+        .path("vip udp connected")
+        .requests
+        .last()
+        .and_then(|r| r.by.clone());
+    assert!(
+        last.as_ref().is_some_and(|l| !old.contains(l)),
+        "the connected socket still talks to an old task at the end: {last:?} (old: {old:?})"
+    );
+}
+
+/// `web` (2 tasks on node2, UDP 9000) and a probe on node1 sending to its VIP from a connected
+/// socket and from an unconnected one, through `service update --force web`. Returns the
+/// load's report, the update event (covered by both paths) and the short ids of the replaced
+/// tasks.
+fn connected_udp_through_an_update(lab: &Lab) -> (common::load::Report, Events, Vec<String>) {
     lab.ok(1, &["network", "create", "ovl"]);
     lab.create("--name probe --network ovl --constraint node.hostname==node1 SHOAL demo client");
     lab.create("--name web --network ovl --replicas 2 --constraint node.hostname==node2 --update-monitor 1s SHOAL demo vote --port 8000 --udp 9000");
     let (_, probe) = lab.wait_running("probe", 1).remove(0);
-    let netns = netns_of(&lab, &probe);
+    let old: Vec<String> = lab
+        .wait_running("web", 2)
+        .iter()
+        .map(|(_, id)| short(id))
+        .collect();
+    let netns = netns_of(lab, &probe);
     let vip = lookup_in(&netns, "web").expect("web's VIP")[0];
     let paths = vec![
         Path::new("vip udp connected", Kind::UdpConnected, addr(vip, 9000)),
@@ -185,8 +265,15 @@ fn a_connected_udp_socket_follows_the_vip_through_an_update() {
     std::thread::sleep(Duration::from_secs(1));
     let mut events = Events::default();
     events.run("update --force", || {
-        change(&lab, &["service", "update", "--force", "web"], "web", 2);
+        change(lab, &["service", "update", "--force", "web"], "web", 2);
     });
     std::thread::sleep(Duration::from_secs(1));
-    events.assert_nothing_failed(&load.stop());
+    let report = load.stop();
+    let (what, from, to) = &events.0[0];
+    report.assert_covered(what, *from, *to);
+    eprintln!(
+        "{what} ({from:.3}-{to:.3}): failed/sent per path: {}",
+        report.summary(*from, *to)
+    );
+    (report, events, old)
 }

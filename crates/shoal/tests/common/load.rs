@@ -57,7 +57,10 @@ pub enum Kind {
     /// Every datagram from one socket (one source port), sent to the destination each time
     /// (`sendto`): one UDP flow for the whole run, as conntrack (and Swarm's IPVS) sees one.
     UdpFlow,
-    /// Every datagram from one socket `connect()`ed to the destination once (`send`).
+    /// Every datagram from one socket `connect()`ed to the destination once (`send`). When
+    /// the socket fails (the eBPF balancer aborts it once its task left: ECONNABORTED), the
+    /// request fails with the socket's error and the next one connects a new socket, as an
+    /// application does; a timeout is a lost datagram.
     UdpConnected,
     /// A DNS query for the name (A records) to 127.0.0.11; `by` is the addresses answered,
     /// sorted, joined by spaces. Fails only when no answer comes.
@@ -458,18 +461,27 @@ async fn one(
                 *flow = Some(s);
             }
             let s = flow.as_ref().unwrap();
-            if path.kind == Kind::UdpConnected {
+            let sent = if path.kind == Kind::UdpConnected {
                 s.send(b"load").await
             } else {
                 s.send_to(b"load", addr).await
-            }
-            .map_err(|e| format!("send on the UDP flow to {addr}: {e}"))?;
+            };
             let mut buf = [0u8; 2048];
-            let n = s
-                .recv(&mut buf)
-                .await
-                .map_err(|e| format!("receive on the UDP flow: {e}"))?;
-            answer(&buf[..n])
+            let received = match sent {
+                Ok(_) => s.recv(&mut buf).await,
+                Err(e) => Err(e),
+            };
+            match received {
+                Ok(n) => answer(&buf[..n]),
+                Err(e) if path.kind == Kind::UdpConnected => {
+                    // An aborted socket is no longer connected, so a send says "destination
+                    // address required"; its pending error (SO_ERROR) says why.
+                    let why = s.take_error().ok().flatten().unwrap_or(e);
+                    *flow = None;
+                    Err(format!("the UDP socket connected to {addr} failed: {why}"))
+                }
+                Err(e) => Err(format!("send or receive on the UDP flow to {addr}: {e}")),
+            }
         }
     }
 }
