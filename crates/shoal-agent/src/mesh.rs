@@ -321,8 +321,8 @@ impl Mesh {
     }
 
     /// Programs the node's table if it changed (one atomic transaction), then deletes the
-    /// conntrack entries of UDP flows to backends that left (in the background: the new rules
-    /// already send no new flow there).
+    /// conntrack entries of UDP flows to backends that left (before returning, so before the
+    /// ack: the new rules already send no new flow there, the entries pin the old ones).
     pub async fn apply(&mut self, input: &MeshInput) -> Result<(), String> {
         // The tc maps first (a plan of what changed; nothing when nothing did): a task that
         // left gets no new flow from the underlay.

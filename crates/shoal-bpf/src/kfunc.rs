@@ -60,11 +60,7 @@ mod tests {
     #[test]
     fn the_compiled_object_has_exactly_one_placeholder() {
         let mut object = crate::loader::OBJECT.to_vec();
-        assert!(
-            !object.is_empty(),
-            "{}",
-            crate::loader::BUILD_ERROR
-        );
+        assert!(!object.is_empty(), "{}", crate::loader::BUILD_ERROR);
         assert_eq!(patch(&mut object, 1), 1);
     }
 }

@@ -138,7 +138,9 @@ impl SockLb {
         let mut udp_close_unavailable = match &destroy_id {
             Ok(id) => match crate::kfunc::patch(&mut object[start..], *id) {
                 1 => None,
-                n => Some(format!("the object has {n} calls to rewrite into bpf_sock_destroy, not 1")),
+                n => Some(format!(
+                    "the object has {n} calls to rewrite into bpf_sock_destroy, not 1"
+                )),
             },
             Err(e) => Some(e.clone()),
         };

@@ -295,7 +295,10 @@ fn backends_that_leave_are_reported_once_and_kept_ones_never() {
     };
     let (r, s) = removed(
         &Programmed::default(),
-        &config(&[("net1", "web", 100, &[11, 12, 13]), ("net1", "db", 101, &[21])]),
+        &config(&[
+            ("net1", "web", 100, &[11, 12, 13]),
+            ("net1", "db", 101, &[21]),
+        ]),
     );
     assert!(r.is_empty(), "a new service removes nothing: {r:?}");
     // 12 replaced by 14, 13 gone, 11 kept; `db` untouched.

@@ -31,8 +31,9 @@ pub(crate) fn load_iterator(ebpf: &mut aya::Ebpf, btf: &aya::Btf) -> Result<(), 
         .ok_or_else(|| format!("the object has no program {PROGRAM}"))?
         .try_into()
         .map_err(|e| format!("{PROGRAM} is not an iterator: {e}"))?;
-    prog.load("udp", btf)
-        .map_err(|e| format!("the kernel refused {PROGRAM} (bpf_sock_destroy needs Linux 6.5+): {e}"))
+    prog.load("udp", btf).map_err(|e| {
+        format!("the kernel refused {PROGRAM} (bpf_sock_destroy needs Linux 6.5+): {e}")
+    })
 }
 
 /// What [`SockLb::close_udp`] did.

@@ -30,7 +30,11 @@ fn ask(s: &UdpSocket) -> std::io::Result<String> {
 fn a_connected_udp_socket_of_a_removed_backend_is_aborted_and_only_it() {
     let lab = Lab::new();
     let mut lb = SockLb::load(&Options::default()).expect("load the eBPF balancer (are we root?)");
-    assert_eq!(lb.udp_close_unavailable(), None, "this kernel has bpf_sock_destroy");
+    assert_eq!(
+        lb.udp_close_unavailable(),
+        None,
+        "this kernel has bpf_sock_destroy"
+    );
     lb.add_sandbox(lab.a.cookie(), &["net1".into()])
         .expect("sandbox");
     lb.apply(&config(&[B1, B2], &[])).expect("apply");
@@ -65,11 +69,18 @@ fn a_connected_udp_socket_of_a_removed_backend_is_aborted_and_only_it() {
 
     // Aborted, not left to time out: the socket is no longer connected (a send says so) and
     // the abort is its pending error (a receive says so).
-    let send = connected.send(b"hello").expect_err("send on an aborted socket");
+    let send = connected
+        .send(b"hello")
+        .expect_err("send on an aborted socket");
     assert_eq!(send.raw_os_error(), Some(libc::EDESTADDRREQ), "{send}");
-    let recv = connected.recv(&mut buf).expect_err("receive on an aborted socket");
+    let recv = connected
+        .recv(&mut buf)
+        .expect_err("receive on an aborted socket");
     assert_eq!(recv.raw_os_error(), Some(libc::ECONNABORTED), "{recv}");
-    assert_eq!(recv.to_string(), "Software caused connection abort (os error 103)");
+    assert_eq!(
+        recv.to_string(),
+        "Software caused connection abort (os error 103)"
+    );
     // Connected again through the VIP: a live task answers.
     connected.connect(vip).expect("connect to the VIP again");
     let name = if left == B1 { "b1" } else { "b2" };

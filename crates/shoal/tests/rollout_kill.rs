@@ -1,6 +1,7 @@
 //! A task killed under load (issue 11), on the lab of tests/common/rollout.rs: at most 0.1%
 //! of the requests fail and the task is out of every node's DNS and VIP within 1 s, asked
-//! from a probe task on each node; and a UDP socket connected to a VIP through an update.
+//! from a probe task on each node; and a UDP socket connected to a VIP through an update, on
+//! the eBPF balancer and on the nftables fallback.
 
 mod common;
 
@@ -162,7 +163,8 @@ fn a_killed_task_leaves_dns_and_the_vip_within_a_second() {
 
 /// A UDP client that `connect()`s its socket to the VIP once and then only sends (many
 /// resolvers, syslog and metrics clients do), through an update --force that replaces every
-/// task, beside a client that sends each datagram to the VIP (`sendto`, one flow).
+/// task, beside a client that sends each datagram to the VIP (`sendto`, one flow) and a
+/// keep-alive TCP connection.
 ///
 /// The eBPF balancer translates a connected socket's VIP once, at connect(): when its task
 /// leaves, the node destroys the socket before it acks the change (so before the task gets
@@ -175,12 +177,10 @@ fn a_connected_udp_socket_is_aborted_when_its_task_leaves_and_connects_again() {
     let lab = Lab::up("rudp", 2, 1);
     let (report, events, old) = connected_udp_through_an_update(&lab);
     let (_, from, to) = events.0[0].clone();
-    let flow = report.path("vip udp flow");
-    assert!(
-        flow.failures(0.0, f64::MAX).is_empty(),
-        "the unconnected flow lost datagrams: {:?}",
-        flow.failures(0.0, f64::MAX)
-    );
+    for path in ["vip udp flow", "vip tcp keep-alive"] {
+        let failed = report.path(path).failures(0.0, f64::MAX);
+        assert!(failed.is_empty(), "{path}: {failed:?}");
+    }
     let run = report.path("vip udp connected");
     let mut aborts = 0;
     for (i, r) in run.requests.iter().enumerate() {
@@ -198,7 +198,10 @@ fn a_connected_udp_socket_is_aborted_when_its_task_leaves_and_connects_again() {
         // Aborted because its task left: it had answered the request before, and the socket
         // connected again is answered by another one.
         let before = run.requests[..i].iter().rev().find_map(|r| r.by.clone());
-        let after = run.requests.get(i + 1).map(|r| (r.by.clone(), r.error.clone()));
+        let after = run
+            .requests
+            .get(i + 1)
+            .map(|r| (r.by.clone(), r.error.clone()));
         let Some((Some(next), None)) = after else {
             panic!("request {i}'s abort was not followed by an answer: {after:?}");
         };
@@ -222,8 +225,9 @@ fn a_connected_udp_socket_is_aborted_when_its_task_leaves_and_connects_again() {
 
 /// The same with the nftables fallback forced: the socket is connected to the VIP itself and
 /// conntrack holds its backend; the node deletes that entry before it acks the change (not
-/// in the background after), so the socket's next datagram is balanced to a live task. No
-/// request fails on either path, and the connected socket ends on a new task.
+/// in the background after), so the socket's next datagram is balanced to a live task; the
+/// keep-alive TCP connection is not cut. No request fails on any path, and the connected
+/// socket ends on a new task.
 #[test]
 fn a_connected_udp_socket_moves_to_a_live_task_with_the_nftables_fallback() {
     let _one = one_lab();
@@ -241,8 +245,9 @@ fn a_connected_udp_socket_moves_to_a_live_task_with_the_nftables_fallback() {
     );
 }
 
-/// `web` (2 tasks on node2, UDP 9000) and a probe on node1 sending to its VIP from a connected
-/// socket and from an unconnected one, through `service update --force web`. Returns the
+/// `web` (2 tasks on node2, UDP 9000, TCP 8000) and a probe on node1 sending to its VIP from
+/// a connected UDP socket, an unconnected one and a keep-alive TCP connection, through
+/// `service update --force web`. Returns the
 /// load's report, the update event (covered by both paths) and the short ids of the replaced
 /// tasks.
 fn connected_udp_through_an_update(lab: &Lab) -> (common::load::Report, Events, Vec<String>) {
@@ -260,6 +265,9 @@ fn connected_udp_through_an_update(lab: &Lab) -> (common::load::Report, Events, 
     let paths = vec![
         Path::new("vip udp connected", Kind::UdpConnected, addr(vip, 9000)),
         Path::new("vip udp flow", Kind::UdpFlow, addr(vip, 9000)),
+        // Established TCP is never cut by shoal (by the flush neither): the task's own
+        // SIGTERM handling closes it, and the client opens a new one.
+        Path::new("vip tcp keep-alive", Kind::TcpKeepAlive, addr(vip, 8000)),
     ];
     let load = Load::start(vec![(netns, paths)], PACE, MOST, MAX);
     std::thread::sleep(Duration::from_secs(1));
