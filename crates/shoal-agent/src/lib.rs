@@ -17,6 +17,8 @@
 //! - `mesh`: the routing mesh (gateway, published ports at tc or in nftables).
 //! - `guard`: the node's guard table (loopback from outside, VXLAN from non-members and
 //!   task-to-task through the gateway dropped).
+//! - `counts`: the data plane's per-backend connection counters (eBPF maps) named with the
+//!   services and tasks of the applied endpoint view (pure), for shoald's `/metrics`.
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!
 //! Architecture invariant: the agent never writes cluster state; it reports, and the
@@ -25,6 +27,7 @@
 
 pub mod backoff;
 pub mod container;
+pub mod counts;
 pub mod guard;
 pub mod logs;
 pub mod mesh;
@@ -58,4 +61,6 @@ pub struct AgentConfig {
     pub vip_balancer: std::sync::Arc<vip::VipBalancer>,
     /// How published ports are served (`--mesh-path`).
     pub mesh_path: mesh::MeshPathChoice,
+    /// What every sandbox's DNS server counts (shoald's `/metrics`).
+    pub dns_metrics: std::sync::Arc<shoal_dns::DnsMetrics>,
 }

@@ -184,6 +184,14 @@ impl Mesh {
     }
 
     /// The path published ports take on this node.
+    /// New flows the tc program sent to each backend (empty on the nftables path).
+    pub fn connection_counts(&self) -> Vec<shoal_bpf::MeshCount> {
+        self.tc
+            .as_ref()
+            .map(|tc| tc.connection_counts())
+            .unwrap_or_default()
+    }
+
     pub fn info(&self) -> MeshPathInfo {
         self.info.clone()
     }

@@ -95,6 +95,7 @@ impl NetworkAgent {
         upstream: Upstream,
         vip: Arc<VipBalancer>,
         mesh_path: MeshPathChoice,
+        dns_metrics: Arc<shoal_dns::DnsMetrics>,
     ) -> NetworkAgent {
         let mesh = Mesh::new(&node_id, vtep, mesh_path);
         NetworkAgent {
@@ -102,7 +103,7 @@ impl NetworkAgent {
             node_id,
             vtep,
             upstream,
-            dns: DnsRuntime::default(),
+            dns: DnsRuntime::default().with_metrics(dns_metrics),
             vip,
             inner: Mutex::new(Inner {
                 view: Arc::new(EndpointView::default()),
@@ -121,6 +122,24 @@ impl NetworkAgent {
     /// node inspect`).
     pub fn vip_balancer_kind(&self) -> VipBalancerInfo {
         self.vip.info()
+    }
+
+    /// What the node's data plane counted per backend (`crate::counts`), read now.
+    pub async fn dataplane_counts(&self) -> crate::counts::DataplaneCounts {
+        let vip = self.vip.connection_counts().await;
+        let inner = self.inner.lock().await;
+        let local: std::collections::HashMap<Ipv4Addr, String> = inner
+            .sandboxes
+            .values()
+            .filter_map(|s| Some((s.gw_addr?, s.task.name())))
+            .collect();
+        let mesh = crate::counts::label_mesh(&inner.mesh.connection_counts(), &local);
+        crate::counts::DataplaneCounts {
+            vip_balancer: self.vip.kind(),
+            mesh_path: self.mesh_path.kind,
+            vip,
+            mesh,
+        }
     }
 
     /// The routing mesh's path on this node, and why if it is the nftables fallback.

@@ -177,6 +177,20 @@ impl VipBalancer {
         }
     }
 
+    /// Connections the eBPF balancer sent to each backend, named with the view it last
+    /// applied (`crate::counts`); empty with nftables, which counts nothing per backend.
+    pub async fn connection_counts(&self) -> Vec<crate::counts::VipCount> {
+        let state = self.state.lock().await;
+        match &*state {
+            State::Ebpf {
+                lb,
+                applied: Some((view, _)),
+                ..
+            } => crate::counts::label_vip(view, &lb.connection_counts()),
+            _ => Vec::new(),
+        }
+    }
+
     /// "ebpf" or "nftables".
     pub fn kind(&self) -> &'static str {
         self.info.kind

@@ -109,6 +109,7 @@ impl Worker {
             cfg.upstream.clone(),
             Arc::clone(&cfg.vip_balancer),
             cfg.mesh_path,
+            Arc::clone(&cfg.dns_metrics),
         );
         let oci = std::sync::OnceLock::new();
         let mut survivors = None;
@@ -163,6 +164,11 @@ impl Worker {
     /// Applies an endpoint table; what failed (empty when all of it applied).
     pub async fn apply_endpoints(&self, view: Arc<EndpointView>) -> Vec<String> {
         self.network.apply_view(view).await
+    }
+
+    /// The data plane's per-backend connection counters, named (`/metrics`, the dashboard).
+    pub async fn dataplane_counts(&self) -> crate::counts::DataplaneCounts {
+        self.network.dataplane_counts().await
     }
 
     /// The VIP balancer this node uses (`shoal node inspect`).

@@ -158,6 +158,40 @@ struct {
 	__type(value, __u8);
 } closing SEC(".maps");
 
+// {VIP, backend address} -> connections the programs sent to that backend: a connect() (TCP,
+// connected UDP) or an unconnected UDP socket's first datagram to the VIP (or its first after
+// its backend left). Read by shoald at scrape time (`shoal_vip_backend_connections_total`).
+// LRU: the pairs of backends long gone age out instead of filling the map; a live pair is
+// touched at every connection, so it is not the one evicted.
+struct conn_key {
+	__u32 vip;   // network order
+	__u32 addr;  // network order
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, __u64);
+} conns SEC(".maps");
+
+static __always_inline void count_connection(__u32 vip, __u32 addr)
+{
+	struct conn_key ck = { .vip = vip, .addr = addr };
+	__u64 *n = bpf_map_lookup_elem(&conns, &ck);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return;
+	}
+	__u64 one = 1;
+	// Another CPU may have made the entry since the lookup: then add to its count.
+	if (bpf_map_update_elem(&conns, &ck, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&conns, &ck);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+}
+
 // Rewrites ctx's destination if it is a VIP this node balances for the socket's sandbox.
 // Returns 0 (go on, rewritten or untouched) or a positive errno to refuse with. `sticky`:
 // keep the socket's earlier backend for this VIP (unconnected UDP, per datagram).
@@ -202,6 +236,7 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, bool sticky)
 				be = 0; // the flow's task is gone: pick anew
 		}
 	}
+	bool fresh = !be; // a new connection or flow, not a datagram of a flow under way
 	if (!be) {
 		__u32 n = __sync_fetch_and_add(&svc->rr, 1);
 		bk.slot = n % count;
@@ -243,6 +278,8 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, bool sticky)
 		}
 	}
 
+	if (fresh)
+		count_connection(ctx->user_ip4, be->addr);
 	ctx->user_ip4 = be->addr;
 	ctx->user_port = port;
 	return 0;

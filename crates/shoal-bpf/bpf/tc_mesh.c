@@ -165,6 +165,41 @@ struct {
 	__type(value, struct reply_val);
 } replies SEC(".maps");
 
+// {published port, protocol, kind, backend address} -> new flows (TCP connections, UDP flows)
+// sent to that backend: the task's gateway address (KIND_LOCAL) or the node the flow is
+// forwarded to (KIND_REMOTE). Read by shoald at scrape time
+// (`shoal_mesh_backend_connections_total`). LRU: pairs of backends long gone age out.
+struct conn_key {
+	__u32 addr;  // network order
+	__u16 port;  // network order
+	__u8 proto;
+	__u8 kind;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, __u64);
+} conns SEC(".maps");
+
+static __always_inline void count_connection(__u16 port, __u8 proto, struct be_val *be)
+{
+	struct conn_key ck = {.addr = be->addr, .port = port, .proto = proto, .kind = be->kind};
+	__u64 *n = bpf_map_lookup_elem(&conns, &ck);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return;
+	}
+	__u64 one = 1;
+	// Another CPU may have made the entry since the lookup: then add to its count.
+	if (bpf_map_update_elem(&conns, &ck, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&conns, &ck);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+}
+
 struct parsed {
 	struct iphdr *ip;
 	__u16 *ports; // [source, destination]
@@ -288,6 +323,7 @@ int mesh_ingress(struct __sk_buff *skb)
 			return TC_ACT_OK; // no task: nftables has no rule either, the node refuses
 		struct flow_val nv = {.id = pub->id, .slot = slot, .be = *be};
 		bpf_map_update_elem(&flows, &fk, &nv, BPF_ANY);
+		count_connection(pport, pk.proto, be);
 	}
 	if (be->kind == KIND_REMOTE) {
 		skb->mark = MESH_MARK | be->index;

@@ -27,6 +27,8 @@
 //!   (connect4 ran once), so when that backend leaves, `udp_close` destroys the socket
 //!   (`bpf_sock_destroy`) inside each sandbox `udp_peers` names: the application gets
 //!   ECONNABORTED and connects again to a live task.
+//! - `conns` (LRU) {VIP, backend} → connections sent there (a connect, or an unconnected UDP
+//!   socket's first datagram to the VIP): [`SockLb::connection_counts`], for `/metrics`.
 //!
 //! # Layout
 //! - [`plan`]: the node's config and the ordered map operations between two configs. Pure.
@@ -57,6 +59,6 @@ pub use cookie::{current_netns_cookie, netns_cookie, netns_cookie_blocking};
 pub use error::BpfError;
 pub use loader::{Applied, Options, PROGRAMS, SockLb, cgroup2_root};
 pub use mesh_loader::{TcMesh, ifindex, interface_of, task_mac};
-pub use mesh_maps::{MESH_MARK, MeshBackend, MeshConfig, MeshPort};
+pub use mesh_maps::{MESH_MARK, MeshBackend, MeshConfig, MeshCount, MeshPort};
 pub use plan::{MapOp, NodeConfig, Proto, Service, ServiceKey};
 pub use udp_close::ClosedUdp;

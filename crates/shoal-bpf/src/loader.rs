@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
@@ -64,6 +65,8 @@ pub struct SockLb {
     pub(crate) udp_close_unavailable: Option<String>,
     services: HashMap<MapData, [u8; 8], [u8; 16]>,
     backends: HashMap<MapData, [u8; 8], [u8; 8]>,
+    /// {VIP, backend} -> connections sent there, counted by the programs (read, never written).
+    conns: HashMap<MapData, [u8; 8], u64>,
     cgroup: PathBuf,
     programmed: Programmed,
     /// False after a failed update: the maps are emptied and rewritten on the next one.
@@ -152,6 +155,7 @@ impl SockLb {
         let closing = take_hash(&mut ebpf, "closing")?;
         let services = take_hash(&mut ebpf, "services")?;
         let backends = take_hash(&mut ebpf, "backends")?;
+        let conns = take_hash(&mut ebpf, "conns")?;
         let dir = File::open(&cgroup).map_err(|source| BpfError::Cgroup {
             path: cgroup.clone(),
             source,
@@ -200,6 +204,7 @@ impl SockLb {
             udp_close_unavailable,
             services,
             backends,
+            conns,
             cgroup,
             programmed: Programmed::default(),
             in_sync: true,
@@ -219,6 +224,19 @@ impl SockLb {
             .filter_map(|name| self.ebpf.program(name))
             .filter_map(|p| p.info().ok())
             .map(|info| info.id())
+            .collect()
+    }
+
+    /// Connections the programs sent to each backend of each VIP since they were loaded:
+    /// (VIP, backend address, count), read from the kernel's counters as they are now.
+    pub fn connection_counts(&self) -> Vec<(Ipv4Addr, Ipv4Addr, u64)> {
+        self.conns
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, n)| {
+                let (vip, addr) = crate::maps::decode_conn_key(&k);
+                (vip, addr, n)
+            })
             .collect()
     }
 

@@ -88,6 +88,14 @@ pub fn backend_val(addr: Ipv4Addr, port: u16) -> [u8; 8] {
     v
 }
 
+/// `struct conn_key`: {VIP be32, backend address be32} -> (VIP, backend).
+pub fn decode_conn_key(k: &[u8; 8]) -> (Ipv4Addr, Ipv4Addr) {
+    (
+        Ipv4Addr::new(k[0], k[1], k[2], k[3]),
+        Ipv4Addr::new(k[4], k[5], k[6], k[7]),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +119,9 @@ mod tests {
         };
         assert_eq!(SvcVal::decode(&v.encode()), (v, 0));
         assert_eq!(&member_key(1, 2)[8..12], &2u32.to_ne_bytes());
+        assert_eq!(
+            decode_conn_key(&[10, 0, 0, 2, 10, 0, 0, 9]),
+            (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 9))
+        );
     }
 }

@@ -34,6 +34,8 @@ pub struct TcMesh {
     /// The ifindex of each task veth in `tasks`: a connection under way keeps its local task
     /// only while that task's veth exists.
     task_veths: HashMap<MapData, u32, u8>,
+    /// New flows per backend, counted by `mesh_ingress` (read, never written).
+    conns: HashMap<MapData, [u8; 8], u64>,
     underlay: String,
     /// Host-side veth -> its `mesh_reply` link and its ifindex.
     tasks: BTreeMap<String, (SchedClassifierLinkId, u32)>,
@@ -108,6 +110,7 @@ impl TcMesh {
         let backends = take_hash(&mut ebpf, "backends")?;
         let peers = take_hash(&mut ebpf, "peers")?;
         let task_veths = take_hash(&mut ebpf, "task_veths")?;
+        let conns = take_hash(&mut ebpf, "conns")?;
         for name in [INGRESS, REPLY] {
             program(&mut ebpf, name)?
                 .load()
@@ -132,11 +135,22 @@ impl TcMesh {
             backends,
             peers,
             task_veths,
+            conns,
             underlay: underlay.to_string(),
             tasks: BTreeMap::new(),
             programmed: MeshEntries::default(),
             in_sync: true,
         })
+    }
+
+    /// New flows `mesh_ingress` sent to each backend of each published port since it was
+    /// loaded, read from the kernel's counters as they are now.
+    pub fn connection_counts(&self) -> Vec<crate::mesh_maps::MeshCount> {
+        self.conns
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, n)| crate::mesh_maps::MeshCount::decode(&k, n))
+            .collect()
     }
 
     /// The interface `mesh_ingress` is attached to.

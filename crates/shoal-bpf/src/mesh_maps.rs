@@ -50,6 +50,31 @@ pub struct MeshConfig {
     pub ports: Vec<MeshPort>,
 }
 
+/// One backend's count of new flows through a published port (`struct conn_key` → u64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MeshCount {
+    pub port: u16,
+    pub proto: u8,
+    /// True: a task on this node (`addr` is its gateway address); false: forwarded to the
+    /// node at `addr`.
+    pub local: bool,
+    pub addr: Ipv4Addr,
+    pub count: u64,
+}
+
+impl MeshCount {
+    /// From `struct conn_key` {addr be32, port be16, proto u8, kind u8} and its count.
+    pub fn decode(k: &[u8; 8], count: u64) -> MeshCount {
+        MeshCount {
+            addr: Ipv4Addr::new(k[0], k[1], k[2], k[3]),
+            port: u16::from_be_bytes([k[4], k[5]]),
+            proto: k[6],
+            local: k[7] == KIND_LOCAL,
+            count,
+        }
+    }
+}
+
 pub type PubKey = [u8; 8];
 pub type PubVal = [u8; 16];
 pub type BeKey = [u8; 8];

@@ -42,6 +42,10 @@ fn tcp_round_robin_keeps_the_source_address_and_shows_the_vip() {
         seen.push(name);
     }
     assert_eq!(seen, ["b1", "b2", "b1", "b2"]);
+    // The programs' own counters: one per connection, per backend of the VIP.
+    let mut counts = lb.connection_counts();
+    counts.sort();
+    assert_eq!(counts, [(VIP, B1, 2), (VIP, B2, 2)]);
 
     // Every port of the VIP is balanced, VIP port = backend port: 9999 has no server.
     let err = tcp_request(&lab.a, VIP, 9999, TIMEOUT).expect_err("no server on 9999");
@@ -156,6 +160,15 @@ fn udp_replies_come_from_the_vip() {
     let (n, from) = connected.recv_from(&mut buf).expect("reply");
     assert_eq!(from, vip);
     assert_eq!(split(&String::from_utf8_lossy(&buf[..n])).1, A.to_string());
+
+    // Counted per flow, not per datagram: `first` began a flow twice (to a, then to b once
+    // a was gone), `second` once, the connected socket once (its connect).
+    let (a_addr, b_addr) = if a == "b1" { (B1, B2) } else { (B2, B1) };
+    let mut counts = lb.connection_counts();
+    counts.sort();
+    let mut want = vec![(VIP, a_addr, 1), (VIP, b_addr, 3)];
+    want.sort();
+    assert_eq!(counts, want);
 }
 
 /// Namespaces a node does not know are left alone: no translation, no refusal.

@@ -22,6 +22,8 @@
 //!   what the general path sends, which answers everything else.
 //! - [`upstream`]: [`Upstream`] (the host's resolvers) and forwarding of names that are not
 //!   the cluster's, over the client's transport.
+//! - [`metrics`]: [`DnsMetrics`], queries by type and rcode, forwards, upstream failures and
+//!   answer latency, counted by the serving loops and read by shoald's `/metrics`.
 //! - [`server`]: [`DnsServer`], binding inside a namespace, the TCP loop; `udp`: the batched
 //!   UDP loop (`recvmmsg`/`sendmmsg`, buffers per thread); `runtime`: [`DnsRuntime`].
 //!
@@ -33,6 +35,7 @@
 pub mod answer;
 mod error;
 pub mod message;
+pub mod metrics;
 pub mod node;
 mod runtime;
 pub mod server;
@@ -44,6 +47,7 @@ pub mod zone;
 pub use answer::{Outcome, answer, servfail};
 pub use error::DnsError;
 pub use message::{Parsed, encode_reply, encode_reply_into, parse_request, udp_limit};
+pub use metrics::DnsMetrics;
 pub use node::{NodeZones, Scope};
 pub use runtime::DnsRuntime;
 pub use server::DnsServer;

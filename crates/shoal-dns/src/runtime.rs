@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::error::DnsError;
+use crate::metrics::DnsMetrics;
 
 /// Threads when none are asked for: the node's cores, at most this many (DNS is a small part
 /// of what a node does; four threads answer far more than a node's tasks ask).
@@ -28,6 +29,8 @@ pub struct DnsRuntime {
     workers: Mutex<Option<Arc<Workers>>>,
     /// Round robin over the threads for what a sandbox has one of (its TCP listener).
     next: AtomicUsize,
+    /// What every server on these threads counts (the node's `/metrics`).
+    metrics: Arc<DnsMetrics>,
 }
 
 #[derive(Debug)]
@@ -44,7 +47,19 @@ impl DnsRuntime {
             threads: threads.max(1),
             workers: Mutex::new(None),
             next: AtomicUsize::new(0),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same, counting into `metrics` (shared with the daemon's `/metrics`).
+    pub fn with_metrics(mut self, metrics: Arc<DnsMetrics>) -> DnsRuntime {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The counters of every server on these threads.
+    pub fn metrics(&self) -> &Arc<DnsMetrics> {
+        &self.metrics
     }
 
     /// How many threads serve (and so how many UDP sockets each sandbox gets).

@@ -73,6 +73,7 @@ pub(crate) struct Shared {
     pub(crate) upstream: Upstream,
     pub(crate) forwards: Arc<Semaphore>,
     connections: Arc<Semaphore>,
+    pub(crate) metrics: Arc<crate::metrics::DnsMetrics>,
 }
 
 impl DnsServer {
@@ -142,6 +143,7 @@ impl DnsServer {
             upstream,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
             connections: Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS)),
+            metrics: Arc::clone(runtime.metrics()),
         });
         // Registered with the I/O driver of the thread that serves it (hence `enter`): the
         // socket's wakeups then never cross threads.
@@ -377,6 +379,7 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
         timeout(TCP_IDLE, stream.read_exact(&mut packet))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stalled mid-message"))??;
+        let received = std::time::Instant::now();
         // Clone the Arc and let go of the lock at once: an update must not wait on us.
         let zones = shared.zones.borrow().clone();
         let mut reply = Vec::new();
@@ -390,15 +393,20 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> io::Result<
         ) {
             Step::Nothing => return Ok(()),
             Step::Reply => {}
-            Step::Forward(request) => match shared.upstream.forward_tcp(&packet).await {
-                Some(bytes) => reply = bytes,
-                None => {
-                    if !encode_reply_into(&servfail(&request), MAX_TCP_MESSAGE, &mut reply) {
-                        return Ok(());
+            Step::Forward(request) => {
+                shared.metrics.forwarded();
+                match shared.upstream.forward_tcp(&packet).await {
+                    Some(bytes) => reply = bytes,
+                    None => {
+                        shared.metrics.upstream_failed();
+                        if !encode_reply_into(&servfail(&request), MAX_TCP_MESSAGE, &mut reply) {
+                            return Ok(());
+                        }
                     }
                 }
-            },
+            }
         }
+        shared.metrics.answered(&packet, &reply, received.elapsed());
         let Ok(len) = u16::try_from(reply.len()) else {
             return Ok(());
         };

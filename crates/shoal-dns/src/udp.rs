@@ -11,7 +11,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use nix::errno::Errno;
@@ -47,6 +47,7 @@ enum Later {
         request: Message,
         query: Vec<u8>,
         peer: SocketAddr,
+        received: Instant,
     },
     Send(Vec<u8>, SocketAddr),
 }
@@ -91,6 +92,7 @@ impl Buffers {
         later: &mut Vec<Later>,
     ) -> io::Result<()> {
         let count = self.receive(fd, v6)?;
+        let received = Instant::now();
         // One look at the zones per batch: an update applies from the next batch.
         let zones = shared.zones.borrow().clone();
         let mut out = 0;
@@ -108,6 +110,7 @@ impl Buffers {
                 reply,
             ) {
                 Step::Reply => {
+                    shared.metrics.answered(packet, reply, received.elapsed());
                     self.peers[out] = Some(peer);
                     out += 1;
                 }
@@ -118,6 +121,7 @@ impl Buffers {
                             request,
                             query,
                             peer,
+                            received,
                         });
                     }
                 }
@@ -232,7 +236,15 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
                     request,
                     query,
                     peer,
-                } => forward(&socket, &shared, &mut forwards, request, query, peer),
+                    received,
+                } => forward(
+                    &socket,
+                    &shared,
+                    &mut forwards,
+                    (request, query),
+                    peer,
+                    received,
+                ),
             }
         }
     }
@@ -242,9 +254,9 @@ fn forward(
     socket: &Arc<UdpSocket>,
     shared: &Arc<Shared>,
     forwards: &mut JoinSet<()>,
-    request: Message,
-    query: Vec<u8>,
+    (request, query): (Message, Vec<u8>),
     peer: SocketAddr,
+    received: Instant,
 ) {
     let Ok(permit) = shared.forwards.clone().try_acquire_owned() else {
         tracing::debug!(%peer, "dns: too many forwarded queries in flight; dropped one");
@@ -253,13 +265,18 @@ fn forward(
     let shared = shared.clone();
     // Weak: once the loop is gone, the socket closes even while forwards finish.
     let socket = Arc::downgrade(socket);
+    shared.metrics.forwarded();
     forwards.spawn(async move {
         let _permit = permit;
         let reply = match shared.upstream.forward_udp(&query).await {
             Some(reply) => Some(reply),
-            None => encode_reply(&servfail(&request), udp_limit(&request)),
+            None => {
+                shared.metrics.upstream_failed();
+                encode_reply(&servfail(&request), udp_limit(&request))
+            }
         };
         if let Some(reply) = reply {
+            shared.metrics.answered(&query, &reply, received.elapsed());
             send_weak(&socket, &reply, peer);
         }
     });

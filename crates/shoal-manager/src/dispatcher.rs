@@ -376,9 +376,20 @@ pub struct Convergence {
     service_changed: HashMap<String, u64>,
     /// Change-to-last-ack latencies, newest last, bounded.
     samples: std::collections::VecDeque<u64>,
+    /// The last [`RECENT`] changes settled, with their versions.
+    recent: std::collections::VecDeque<Settled>,
 }
 
 const MAX_SAMPLES: usize = 10_000;
+const RECENT: usize = 20;
+
+/// An endpoint-table change (the state version it came with) and how long it took to reach
+/// every Ready node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub version: u64,
+    pub took_ms: u64,
+}
 
 /// Latency figures of endpoint propagation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -435,18 +446,35 @@ impl Convergence {
             .all(|n| self.synced.get(n).is_some_and(|v| *v >= version))
     }
 
-    /// Records the latency of every change that has now reached all `ready` nodes.
-    pub fn settle(&mut self, now: u64, ready: &[String]) {
+    /// Records the latency of every change that has now reached all `ready` nodes, and
+    /// returns those latencies (ms), oldest change first.
+    pub fn settle(&mut self, now: u64, ready: &[String]) -> Vec<u64> {
+        let mut settled = Vec::new();
         while let Some(&(version, at)) = self.pending.front() {
             if !self.synced_everywhere(version, ready) {
                 break;
             }
             self.pending.pop_front();
-            self.samples.push_back(now.saturating_sub(at));
+            let took = now.saturating_sub(at);
+            settled.push(took);
+            self.samples.push_back(took);
             if self.samples.len() > MAX_SAMPLES {
                 self.samples.pop_front();
             }
+            self.recent.push_back(Settled {
+                version,
+                took_ms: took,
+            });
+            if self.recent.len() > RECENT {
+                self.recent.pop_front();
+            }
         }
+        settled
+    }
+
+    /// The last changes that reached every Ready node, newest last (the dashboard).
+    pub fn recent(&self) -> Vec<Settled> {
+        self.recent.iter().copied().collect()
     }
 
     /// (nodes that have the service's last change, Ready nodes).
@@ -494,11 +522,18 @@ mod convergence_tests {
         c.table_changed(5, 1_000, ["svc".to_string()]);
         c.sent("a", 5);
         c.unchanged("b", 5);
-        c.settle(1_010, &ready);
+        assert_eq!(c.settle(1_010, &ready), Vec::<u64>::new());
         assert_eq!(c.stats().count, 0, "a has not acked");
         assert_eq!(c.service_progress("svc", &ready), (1, 2));
         c.acked("a", 5);
-        c.settle(1_030, &ready);
+        assert_eq!(c.settle(1_030, &ready), [30]);
+        assert_eq!(
+            c.recent(),
+            [Settled {
+                version: 5,
+                took_ms: 30
+            }]
+        );
         assert_eq!(
             c.stats(),
             ConvergenceStats {

@@ -338,6 +338,11 @@ impl Store {
         self.inner.state.clone()
     }
 
+    /// openraft's metrics watch (term, log indexes, leader), for shoald's `/metrics`.
+    pub fn raft_metrics(&self) -> watch::Receiver<RaftMetrics<RaftId, BasicNode>> {
+        self.inner.raft.metrics()
+    }
+
     pub fn is_leader(&self) -> bool {
         let m = self.inner.raft.metrics();
         let m = m.borrow();

@@ -48,6 +48,8 @@ pub struct Config {
     pub vip_balancer: Arc<shoal_agent::vip::VipBalancer>,
     /// `--mesh-path`.
     pub mesh_path: shoal_agent::mesh::MeshPathChoice,
+    /// What `/metrics` serves (`--metrics-addr`), shared by every activation of the roles.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub struct Daemon {
@@ -166,6 +168,7 @@ impl Daemon {
             identity.node_id.clone(),
             &self.cfg.data_dir,
             dialer,
+            Arc::clone(&self.cfg.metrics),
         ))
     }
 
@@ -195,6 +198,7 @@ impl Daemon {
                 upstream: self.cfg.upstream.clone(),
                 vip_balancer: Arc::clone(&self.cfg.vip_balancer),
                 mesh_path: self.cfg.mesh_path,
+                dns_metrics: Arc::clone(&self.cfg.metrics.dns),
             },
             reports_tx,
         );

@@ -11,12 +11,15 @@
 //! - `images`: `image ls|rm|prune` over the agent's store.
 //! - `registry`: image pinning and registry logins on managers (sealed, handed to nodes).
 //! - `listeners`: where the API is served (`-H`, TLS) and the data dir's mode.
+//! - `web`: the `--metrics-addr` listener: `/metrics` (series defined in `metrics`) and the
+//!   read-only dashboard (`dashboard`, its data; `dashboard/`, the page).
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod certs;
 pub mod cluster_service;
 pub mod daemon;
+pub mod dashboard;
 pub mod errors;
 pub mod gate;
 pub mod identity;
@@ -24,6 +27,7 @@ pub mod images;
 pub mod joins;
 pub mod listeners;
 pub mod manager;
+pub mod metrics;
 pub mod networks;
 pub mod promotion;
 pub mod registry;
@@ -31,6 +35,7 @@ pub mod renewal;
 pub mod role;
 pub mod rotation;
 pub mod sessions;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,6 +114,20 @@ pub struct Args {
     /// registries (127.0.0.0/8, localhost) always are, as docker does.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// Where to serve Prometheus metrics (/metrics) and the read-only dashboard (/), as
+    /// dockerd's --metrics-addr; plain HTTP without authentication, so keep it on loopback or
+    /// a network only operators reach. An empty value serves neither.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9323", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{e}: give IP:PORT, e.g. 127.0.0.1:9323, or \"\" for none"))
 }
 
 fn parse_mesh_choice(s: &str) -> Result<shoal_agent::mesh::MeshPathChoice, String> {
@@ -164,6 +183,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Once per daemon, before anything else: `--vip-balancer ebpf` fails here, at start.
     let vip_balancer = Arc::new(shoal_agent::vip::VipBalancer::select(args.vip_balancer)?);
+    let metrics = Arc::new(metrics::Metrics::default());
+    // Bound before anything starts, so that a port in use fails the daemon at once.
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(web::bind(addr).await?),
+        None => None,
+    };
     let cfg = daemon::Config {
         hostname,
         data_dir: args.data_dir.clone(),
@@ -175,6 +200,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registries.clone(),
         vip_balancer,
         mesh_path: args.mesh_path,
+        metrics: Arc::clone(&metrics),
         upstream: if args.dns_upstream.is_empty() {
             shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf").unwrap_or(
                 shoal_dns::Upstream {
@@ -218,6 +244,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("the API server on {name} failed"))
         });
     }
+    // Not among `servers`: it is ended, not drained, at shutdown (a dashboard's event
+    // stream never closes on its own), and its failure does not stop the daemon.
+    let metrics_server = metrics_listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        info!(addr = ?addr, "metrics and dashboard listening (/metrics, /)");
+        let router = web::router(Arc::clone(&daemon), metrics);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                warn!(error = %e, "the metrics listener failed");
+            }
+        })
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let failed = tokio::select! {
         _ = tokio::signal::ctrl_c() => None,
@@ -229,6 +267,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }),
     };
     let _ = stop.send(true);
+    if let Some(h) = metrics_server {
+        h.abort();
+    }
     while servers.join_next().await.is_some() {}
     let remove_sockets = || {
         for spec in &plan.listeners {

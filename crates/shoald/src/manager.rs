@@ -31,6 +31,8 @@ pub struct Manager {
     pub logins: crate::registry::Logins,
     /// How this manager reaches the leader (TLS with its certificate).
     dialer: shoal_rpc::Dialer,
+    /// The node's `/metrics` (proposal and convergence latency, heartbeats missed).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub use endpoints::EndpointTable;
@@ -61,9 +63,11 @@ impl Manager {
         node_id: String,
         data_dir: &std::path::Path,
         dialer: shoal_rpc::Dialer,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Manager> {
         Arc::new(Manager {
             dialer,
+            metrics,
             logins: crate::registry::Logins::new(data_dir),
             store,
             node_id,
@@ -132,7 +136,9 @@ impl Manager {
             }
             Progress::Disconnected => c.disconnected(node),
         }
-        c.settle(self.mono_ms(), &Self::ready_nodes(state));
+        for took_ms in c.settle(self.mono_ms(), &Self::ready_nodes(state)) {
+            self.metrics.endpoints_converged(took_ms);
+        }
     }
 
     /// Drain before stop: a task that is to stop keeps running (its agent is told it is
@@ -215,8 +221,14 @@ impl Manager {
             if let Some(why) = self.refusal(&cmd) {
                 return Err(DaemonError::Conflict(why));
             }
+            let began = Instant::now();
             let proposed = tokio::time::timeout(PROPOSE_TIMEOUT, self.store.propose(cmd.clone()));
-            let Ok(proposed) = proposed.await else {
+            let proposed = proposed.await;
+            // Only a commit made here counts (a follower's store refuses with NotLeader).
+            if let Ok(Ok(_)) = &proposed {
+                self.metrics.proposal_committed(began.elapsed());
+            }
+            let Ok(proposed) = proposed else {
                 return Err(DaemonError::Unknown(format!(
                     "the change was not committed within {}s (the managers may be overloaded or cut off from each other)",
                     PROPOSE_TIMEOUT.as_secs()
@@ -399,6 +411,7 @@ impl Manager {
                     .map_or(3000, |c| c.heartbeat_grace_ms());
                 if let Some(id) = hb.expired(&state, now, grace, &self.node_id) {
                     info!(node = %id, grace_ms = grace, "node missed its heartbeats; marking it down");
+                    self.metrics.heartbeats_missed(&id);
                     cmds.push(Command::SetNodeState {
                         id,
                         state: NodeState::Down,
@@ -470,7 +483,7 @@ pub enum Progress {
     Disconnected,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -69,6 +69,10 @@ pub fn start_manager_role(
         tokio::spawn(Arc::clone(m).run_membership_loop()),
         tokio::spawn(crate::daemon::exit_on_raft_failure(m.store.clone())),
         tokio::spawn(crate::rotation::run(Arc::clone(m), Arc::clone(certs))),
+        tokio::spawn(crate::metrics::count_leader_changes(
+            m.store.clone(),
+            Arc::clone(&m.metrics),
+        )),
     ]
 }
 
