@@ -96,11 +96,12 @@ fn lower<T: std::fmt::Debug>(v: T) -> String {
     format!("{v:?}").to_lowercase()
 }
 
-/// The snapshot a manager serves (`state`: its copy; `recent`: the leader's settled
-/// endpoint changes, empty elsewhere).
+/// The snapshot a manager serves (`state`: its copy; `leader`: the Raft id of the leader it
+/// knows; `recent`: the leader's settled endpoint changes, empty elsewhere).
 pub fn snapshot(
     node: &str,
     state: &ClusterState,
+    leader: Option<u64>,
     recent: &[Settled],
     dataplane: DataplaneCounts,
 ) -> Snapshot {
@@ -125,7 +126,10 @@ pub fn snapshot(
             state: lower(n.status.state),
             availability: lower(&n.spec.availability),
             addr: n.status.addr.clone(),
-            leader: n.manager_status.as_ref().is_some_and(|m| m.leader),
+            leader: n
+                .manager_status
+                .as_ref()
+                .is_some_and(|m| Some(m.raft_id) == leader),
         })
         .collect();
     let services = state

@@ -118,15 +118,19 @@ pub struct Args {
     /// dockerd's --metrics-addr; plain HTTP without authentication, so keep it on loopback or
     /// a network only operators reach. An empty value serves neither.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9323", value_parser = parse_metrics_addr)]
-    pub metrics_addr: Option<SocketAddr>,
+    pub metrics_addr: MetricsAddr,
 }
 
-fn parse_metrics_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+/// `--metrics-addr`: an address, or none (an empty value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
     if s.is_empty() {
-        return Ok(None);
+        return Ok(MetricsAddr(None));
     }
     s.parse()
-        .map(Some)
+        .map(|a| MetricsAddr(Some(a)))
         .map_err(|e| format!("{e}: give IP:PORT, e.g. 127.0.0.1:9323, or \"\" for none"))
 }
 
@@ -185,7 +189,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let vip_balancer = Arc::new(shoal_agent::vip::VipBalancer::select(args.vip_balancer)?);
     let metrics = Arc::new(metrics::Metrics::default());
     // Bound before anything starts, so that a port in use fails the daemon at once.
-    let metrics_listener = match args.metrics_addr {
+    let metrics_listener = match args.metrics_addr.0 {
         Some(addr) => Some(web::bind(addr).await?),
         None => None,
     };
@@ -372,5 +376,22 @@ mod tests {
                 .insecure_registries
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn metrics_addr_defaults_to_dockerds_port_on_loopback_and_may_be_off() {
+        let addr = |args: &[&str]| {
+            Args::try_parse_from([&["shoald"], args].concat())
+                .map(|a| a.metrics_addr.0)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(addr(&[]), Ok(Some("127.0.0.1:9323".parse().unwrap())));
+        assert_eq!(addr(&["--metrics-addr", ""]), Ok(None));
+        assert_eq!(
+            addr(&["--metrics-addr", "0.0.0.0:9400"]),
+            Ok(Some("0.0.0.0:9400".parse().unwrap()))
+        );
+        let err = addr(&["--metrics-addr", "9323"]).unwrap_err();
+        assert!(err.contains("give IP:PORT"), "{err}");
     }
 }

@@ -107,7 +107,8 @@ impl Web {
         match &active.manager {
             Some(m) => {
                 let recent = crate::manager::lock(&m.convergence).recent();
-                dashboard::snapshot(&node, &m.state(), &recent, dataplane)
+                let leader = m.store.leader().map(|(id, _)| id);
+                dashboard::snapshot(&node, &m.state(), leader, &recent, dataplane)
             }
             None => dashboard::unavailable(
                 &node,
