@@ -19,6 +19,7 @@
 //!   task-to-task through the gateway dropped).
 //! - `counts`: the data plane's per-backend connection counters (eBPF maps) named with the
 //!   services and tasks of the applied endpoint view (pure), for shoald's `/metrics`.
+//! - `metrics`: the agent's Prometheus series (image pull durations).
 //! - `logs`: the `Agent` gRPC service (task logs) that managers call.
 //!
 //! Architecture invariant: the agent never writes cluster state; it reports, and the
@@ -31,6 +32,7 @@ pub mod counts;
 pub mod guard;
 pub mod logs;
 pub mod mesh;
+pub mod metrics;
 pub mod network;
 pub mod session;
 pub mod vip;
@@ -63,4 +65,6 @@ pub struct AgentConfig {
     pub mesh_path: mesh::MeshPathChoice,
     /// What every sandbox's DNS server counts (shoald's `/metrics`).
     pub dns_metrics: std::sync::Arc<shoal_dns::DnsMetrics>,
+    /// The agent's own series (shoald's `/metrics`).
+    pub metrics: std::sync::Arc<metrics::AgentMetrics>,
 }

@@ -85,6 +85,8 @@ const DOM_STATE: &str = r#"JSON.stringify({
   tasks: [...document.querySelectorAll('.node-tasks')].map(n =>
     n.dataset.node + ':' + n.querySelectorAll('li.task[data-state=running][data-desired=running]').length).sort(),
   updates: Number(document.body.dataset.updates || 0),
+  connections: [...document.querySelectorAll('#backends tr.backend td.count')]
+    .reduce((n, td) => n + Number(td.textContent), 0),
   marker: window.__marker ?? null,
 })"#;
 
@@ -98,7 +100,9 @@ fn dashboard_shows_a_service_and_follows_a_scale_live() {
     let lab = Lab::up("dash", 2, 1);
     lab.ok(1, &["network", "create", "ovl"]);
     lab.create("--name web --network ovl --replicas 2 SHOAL demo vote");
+    lab.create("--name client --network ovl --constraint node.hostname==node1 SHOAL demo client");
     lab.wait_running("web", 2);
+    let (_, client) = lab.wait_running("client", 1)[0].clone();
 
     let profile = std::env::temp_dir().join(format!("shoal-chromium-{}", lab.name));
     let log = std::fs::File::create(lab.dir().join("chromium.log")).unwrap();
@@ -165,6 +169,25 @@ fn dashboard_shows_a_service_and_follows_a_scale_live() {
                 .unwrap_or(0);
             if s["running"] == "2" && listed == 2 {
                 Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    // One connection through the VIP from node1 shows in the backends' counts (node1's eBPF
+    // balancer counted it; the page gets the figure pushed).
+    let out = lab.in_task(1, &client, &["curl", "-s", "--max-time", "5", "web"]);
+    assert!(
+        text(&out.stdout).contains("Processed by container ID"),
+        "{out:?}"
+    );
+    wait_for(
+        "the page to count the connection",
+        Duration::from_secs(30),
+        || {
+            let s = dom_state(&mut page);
+            if s["connections"] == 1 {
+                Ok(())
             } else {
                 Err(s.to_string())
             }

@@ -199,6 +199,7 @@ impl Daemon {
                 vip_balancer: Arc::clone(&self.cfg.vip_balancer),
                 mesh_path: self.cfg.mesh_path,
                 dns_metrics: Arc::clone(&self.cfg.metrics.dns),
+                metrics: Arc::clone(&self.cfg.metrics.agent),
             },
             reports_tx,
         );

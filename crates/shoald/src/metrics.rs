@@ -2,7 +2,8 @@
 //! defined here: names, help, labels, buckets (`prometheus-client`).
 //!
 //! Two kinds:
-//! - counted as things happen: DNS (shoal-dns's own `DnsMetrics`, registered here), Raft
+//! - counted as things happen: DNS (shoal-dns's own `DnsMetrics`) and image pulls
+//!   (shoal-agent's `AgentMetrics`), both defined in their crates and registered here; Raft
 //!   proposal latency, endpoint convergence latency, heartbeats missed, leader changes;
 //! - read at scrape time ([`Scrape`]): the data plane's per-backend connection counters (the
 //!   eBPF programs' maps: counted by the kernel, not sampled), Raft's term and log indexes
@@ -40,8 +41,6 @@ const CONVERGENCE_BUCKETS: [f64; 12] = [
 const PROPOSAL_BUCKETS: [f64; 12] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
-/// A pull takes from a fraction of a second (a cached image) to minutes.
-const PULL_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
 
 /// The node's metrics: what is counted as it happens, and the registries that encode them.
 #[derive(Debug)]
@@ -54,7 +53,8 @@ pub struct Metrics {
     convergence: Histogram,
     heartbeats_missed: Family<Labels, Counter>,
     leader_changes: Counter,
-    pulls: Family<Labels, Histogram>,
+    /// The agent's series (image pulls), handed to every activation of the agent.
+    pub agent: Arc<shoal_agent::metrics::AgentMetrics>,
 }
 
 impl Default for Metrics {
@@ -64,9 +64,7 @@ impl Default for Metrics {
         let convergence = Histogram::new(CONVERGENCE_BUCKETS);
         let heartbeats_missed = Family::<Labels, Counter>::default();
         let leader_changes = Counter::default();
-        let pulls = Family::<Labels, Histogram>::new_with_constructor(
-            (|| Histogram::new(PULL_BUCKETS)) as fn() -> Histogram,
-        );
+        let agent = Arc::new(shoal_agent::metrics::AgentMetrics::default());
         let mut node = Registry::default();
         dns.register(&mut node);
         node.register(
@@ -74,11 +72,7 @@ impl Default for Metrics {
             "Times this manager saw the Raft group's leader change (a new leader elected or learned)",
             leader_changes.clone(),
         );
-        node.register(
-            "shoal_image_pull_duration_seconds",
-            "Time this node took to get a task's image (a pull from the registry, or the store's copy), by outcome",
-            pulls.clone(),
-        );
+        agent.register(&mut node);
         let mut leader = Registry::default();
         leader.register(
             "shoal_raft_proposal_duration_seconds",
@@ -103,7 +97,7 @@ impl Default for Metrics {
             convergence,
             heartbeats_missed,
             leader_changes,
-            pulls,
+            agent,
         }
     }
 }
@@ -125,14 +119,6 @@ impl Metrics {
 
     pub fn leader_changed(&self) {
         self.leader_changes.inc();
-    }
-
-    /// A task's image was made ready (`ok`) or not (`error`) after `took`.
-    pub fn image_pulled(&self, ok: bool, took: Duration) {
-        let outcome = if ok { "ok" } else { "error" };
-        self.pulls
-            .get_or_create(&vec![("outcome", outcome.to_string())])
-            .observe(took.as_secs_f64());
     }
 
     /// The text of one scrape: OpenMetrics (`openmetrics`, what Prometheus asks for first)

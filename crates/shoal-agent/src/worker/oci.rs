@@ -66,9 +66,14 @@ impl Worker {
         let prepared = async {
             let rt = self.oci()?;
             let login = self.login_for(&task.service_id);
+            let began = std::time::Instant::now();
             let image = self
                 .pull_reporting(&rt, &id, &image_name, login.as_ref())
-                .await?;
+                .await;
+            self.cfg
+                .metrics
+                .image_pulled(image.is_ok(), began.elapsed());
+            let image = image?;
             Ok::<_, String>((rt, image))
         }
         .await;

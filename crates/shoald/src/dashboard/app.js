@@ -104,7 +104,7 @@ function renderService(name, s) {
       const c = counted.find((c) => c.vip === v.addr && c.task.endsWith("." + t.id));
       rows.push(el("tr", { class: "backend", "data-task": t.name },
         el("td", {}, v.addr), el("td", {}, v.network), el("td", {}, t.name + " (" + t.node + ")"),
-        el("td", {}, c ? c.backend : ""), el("td", { class: "count" }, c ? c.count : 0)));
+        el("td", {}, c ? c.backend : t.addr), el("td", { class: "count" }, c ? c.count : 0)));
     }
   }
   fill(document.querySelector("#backends tbody"), rows);
