@@ -20,7 +20,8 @@ for pair in \
   nsenter:util-linux unshare:util-linux kill:procps sysctl:procps \
   python3:python3 gcc:gcc g++:g++ strip:binutils ldd:libc-bin \
   clang:clang llvm-strip:llvm bpftool:bpftool \
-  docker-registry:docker-registry skopeo:skopeo umoci:umoci runc:runc conmon:conmon; do
+  docker-registry:docker-registry skopeo:skopeo umoci:umoci runc:runc conmon:conmon \
+  promtool:prometheus chromium:chromium; do
   cmd=${pair%%:*} pkg=${pair#*:}
   type -P "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -38,9 +39,9 @@ if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # docker-registry and docker.io ship services; the tests start their own registries and no
-  # docker daemon, so no package may start one: policy-rc.d answers 101 (action forbidden)
-  # while installing.
+  # docker-registry, docker.io and prometheus ship services; the tests start their own
+  # registries and Prometheus (tests/metrics.rs) and no docker daemon, so no package may
+  # start one: policy-rc.d answers 101 (action forbidden) while installing.
   policy=/usr/sbin/policy-rc.d
   own_policy=
   if [ ! -e "$policy" ]; then

@@ -170,7 +170,7 @@ fn metrics_on_every_node_counted_by_the_data_plane_and_read_by_prometheus() {
     };
     let nxdomain = |m: &str| sum(m, "shoal_dns_queries_total", &["rcode=\"NXDOMAIN\""]);
     let before = scrape(&lab, 2);
-    assert_eq!(lab.dig(2, &client, &["vote"]), [vip.clone()]);
+    assert_eq!(lab.dig(2, &client, &["vote"]), std::slice::from_ref(&vip));
     let after = scrape(&lab, 2);
     assert_eq!(a_noerror(&after), a_noerror(&before) + 1, "{after}");
     assert_eq!(nxdomain(&after), nxdomain(&before), "{after}");

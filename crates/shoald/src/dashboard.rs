@@ -122,9 +122,9 @@ pub fn snapshot(
         .map(|n| NodeRow {
             id: n.id.clone(),
             hostname: n.description.hostname.clone(),
-            role: lower(&n.spec.role),
+            role: lower(n.spec.role),
             state: lower(n.status.state),
-            availability: lower(&n.spec.availability),
+            availability: lower(n.spec.availability),
             addr: n.status.addr.clone(),
             leader: n
                 .manager_status
@@ -176,7 +176,7 @@ pub fn snapshot(
                             "{}:{}/{}",
                             p.published_port.unwrap_or(0),
                             p.target_port,
-                            lower(&p.protocol)
+                            lower(p.protocol)
                         )
                     })
                     .collect(),
