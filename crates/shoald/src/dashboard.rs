@@ -242,3 +242,55 @@ pub fn unavailable(node: &str, why: String, dataplane: DataplaneCounts) -> Snaps
         dataplane,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_types::TaskState::{Failed, Running};
+
+    #[test]
+    fn a_service_lists_its_tasks_with_their_nodes_and_what_runs() {
+        let st = crate::metrics::state_with_tasks(&[
+            (1, "n1", Failed, 0),
+            (1, "n2", Running, 1),
+            (2, "n1", Running, 0),
+        ]);
+        let leader = st.nodes["n1"].manager_status.as_ref().map(|m| m.raft_id);
+        let recent = [Settled {
+            version: 7,
+            took_ms: 4,
+        }];
+        let snap = snapshot("node1", &st, leader, &recent, DataplaneCounts::default());
+        let web = &snap.services[0];
+        assert_eq!(
+            (web.name.as_str(), web.desired, web.running),
+            ("web", Some(3), 2)
+        );
+        let tasks: Vec<(&str, &str, &str)> = web
+            .tasks
+            .iter()
+            .map(|t| (t.name.as_str(), t.node.as_str(), t.state.as_str()))
+            .collect();
+        // By slot, the newest task of a slot first.
+        assert_eq!(
+            tasks,
+            [
+                ("web.1", "node2", "running"),
+                ("web.1", "node1", "failed"),
+                ("web.2", "node1", "running")
+            ]
+        );
+        assert_eq!(snap.convergence[0].took_ms, 4);
+        assert_eq!(snap.nodes.len(), 2);
+        // A manager's snapshot has no top-level error (a worker's says why it has no view).
+        let json = serde_json::to_value(&snap).unwrap();
+        assert!(json.get("error").is_none(), "{json}");
+        let worker = serde_json::to_value(unavailable(
+            "node2",
+            "a worker".into(),
+            DataplaneCounts::default(),
+        ))
+        .unwrap();
+        assert_eq!(worker["error"], "a worker");
+    }
+}

@@ -331,10 +331,58 @@ pub fn raft_status(store: &shoal_store::Store) -> RaftStatus {
     }
 }
 
+/// A state with service `web` and tasks (slot, node, state, restarts), for this module's
+/// tests and the dashboard's.
+#[cfg(test)]
+pub(crate) fn state_with_tasks(tasks: &[(u64, &str, shoal_types::TaskState, u64)]) -> ClusterState {
+    use shoal_types::{Command, fixtures};
+    let mut st = fixtures::cluster(&[("n1", "node1"), ("n2", "node2")]);
+    st.apply(Command::CreateService {
+        service: fixtures::service("s1", fixtures::spec("web", 3)),
+    })
+    .expect("create web");
+    let tasks = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (slot, node, state, restarts))| {
+            let mut t = fixtures::task(&format!("t{i}"), "s1", "web");
+            t.slot = *slot;
+            t.node_id = Some(node.to_string());
+            t.status.state = *state;
+            t.restarts = *restarts;
+            t.created_at = shoal_types::time::Millis(i as u64);
+            if state.is_terminal() {
+                t.desired_state = shoal_types::TaskState::Shutdown;
+            }
+            t
+        })
+        .collect();
+    st.apply(Command::CreateTasks { tasks }).expect("tasks");
+    st
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shoal_agent::counts::VipCount;
+    use shoal_types::TaskState::{Failed, Running};
+
+    #[test]
+    fn tasks_are_counted_by_state_and_restarts_by_slot() {
+        // Slot 1 failed twice (its third task runs with restarts 2), slot 2 never did.
+        let st = state_with_tasks(&[
+            (1, "n1", Failed, 0),
+            (1, "n1", Failed, 1),
+            (1, "n2", Running, 2),
+            (2, "n2", Running, 0),
+        ]);
+        let by_state = tasks_by_state(&st);
+        assert_eq!(by_state[&("web".to_string(), "running".to_string())], 2);
+        assert_eq!(by_state[&("web".to_string(), "failed".to_string())], 2);
+        assert_eq!(restarts_by_service(&st)["web"], 2);
+        // A service with no task yet shows 0 restarts rather than nothing.
+        assert_eq!(restarts_by_service(&state_with_tasks(&[]))["web"], 0);
+    }
 
     fn scrape() -> Scrape {
         Scrape {
