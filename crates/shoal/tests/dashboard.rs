@@ -104,7 +104,9 @@ fn dashboard_shows_a_service_and_follows_a_scale_live() {
     lab.wait_running("web", 2);
     let (_, client) = lab.wait_running("client", 1)[0].clone();
 
-    let profile = std::env::temp_dir().join(format!("shoal-chromium-{}", lab.name));
+    // In the lab's directory: `lab down` removes whatever Chromium's helpers still wrote
+    // after the browser itself ended.
+    let profile = lab.dir().join("chromium-profile");
     let log = std::fs::File::create(lab.dir().join("chromium.log")).unwrap();
     // `ip netns exec` execs Chromium itself: the child's pid is Chromium's.
     let child = Command::new("ip")
