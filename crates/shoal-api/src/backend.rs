@@ -149,6 +149,15 @@ pub trait Backend: Send + Sync + 'static {
     /// A network that services use, or the ingress network, is a conflict (409).
     fn remove_network(&self, key: String) -> impl Future<Output = ApiResult<()>> + Send;
 
+    /// The cluster's events (`shoal events`, docker's `/events`): managers only.
+    fn events(&self) -> impl Future<Output = ApiResult<EventFeed>> + Send {
+        async {
+            Err(crate::ApiError::unavailable(
+                "this daemon keeps no cluster events",
+            ))
+        }
+    }
+
     /// How long endpoint-table changes took to reach every node.
     fn endpoint_stats(&self) -> impl Future<Output = ApiResult<EndpointStats>> + Send;
     /// Forgets the samples [`Backend::endpoint_stats`] summarises.
@@ -198,6 +207,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn network(&self, key: String) -> BoxFut<'_, Network>;
     fn create_network(&self, req: NetworkCreate) -> BoxFut<'_, CreateResponse>;
     fn remove_network(&self, key: String) -> BoxFut<'_, ()>;
+    fn events(&self) -> BoxFut<'_, EventFeed>;
     fn endpoint_stats(&self) -> BoxFut<'_, EndpointStats>;
     fn reset_endpoint_stats(&self) -> BoxFut<'_, ()>;
 }
@@ -301,6 +311,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn remove_network(&self, key: String) -> BoxFut<'_, ()> {
         Box::pin(Backend::remove_network(self, key))
+    }
+    fn events(&self) -> BoxFut<'_, EventFeed> {
+        Box::pin(Backend::events(self))
     }
     fn endpoint_stats(&self) -> BoxFut<'_, EndpointStats> {
         Box::pin(Backend::endpoint_stats(self))

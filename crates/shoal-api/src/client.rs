@@ -435,19 +435,43 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| self.protocol(format!("failed to build the request: {e}")))?;
-        let (status, bytes) = match &self.host {
+        let (resp, conn) = self.send(req).await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.http_error(e))?
+            .to_bytes();
+        drop(conn);
+        if status.is_success() {
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            serde_json::from_slice(bytes)
+                .map_err(|e| self.protocol(format!("failed to decode the answer: {e}")))
+        } else {
+            Err(api_error(status, &bytes))
+        }
+    }
+
+    /// Sends `req` on a new connection; the response's body is read through the returned
+    /// [`Conn`], which closes the connection when dropped.
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> ClientResult<(hyper::Response<hyper::body::Incoming>, Conn)> {
+        match &self.host {
             Host::Unix(path) => {
                 let io = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|e| self.connect_error(e))?;
-                self.exchange(io, req).await?
+                self.exchange(io, req).await
             }
             Host::Tcp { host, port } => {
                 let io = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(|e| self.connect_error(e))?;
                 match &self.tls {
-                    None => self.exchange(io, req).await?,
+                    None => self.exchange(io, req).await,
                     Some(config) => {
                         let name = ServerName::try_from(host.clone())
                             .map_err(|_| ClientError::InvalidHost(self.host.to_string()))?;
@@ -455,36 +479,77 @@ impl Client {
                             .connect(name, io)
                             .await
                             .map_err(|e| self.handshake_error(e))?;
-                        self.exchange(io, req).await?
+                        self.exchange(io, req).await
                     }
                 }
             }
-        };
-        if status.is_success() {
-            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            serde_json::from_slice(bytes)
-                .map_err(|e| self.protocol(format!("failed to decode the answer: {e}")))
-        } else {
-            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => b.message,
-                Err(_) => {
-                    let text = String::from_utf8_lossy(&bytes).trim().to_string();
-                    if text.is_empty() {
-                        status.canonical_reason().unwrap_or("error").to_lowercase()
-                    } else {
-                        text
-                    }
-                }
-            };
-            Err(ClientError::Api(ApiError::new(status.as_u16(), message)))
         }
+    }
+
+    /// `shoal events`: calls `on_event` with each event as it arrives, until the daemon
+    /// ends the stream (`until` passed) or `on_event` returns false.
+    pub async fn events(
+        &self,
+        query: &EventQuery,
+        mut on_event: impl FnMut(shoal_types::Event) -> bool,
+    ) -> ClientResult<()> {
+        let mut params = Vec::new();
+        if let Some(s) = query.since {
+            params.push(format!("since={s}"));
+        }
+        if let Some(u) = query.until {
+            params.push(format!("until={u}"));
+        }
+        if let Some(f) = &query.filters {
+            params.push(format!("filters={}", encode(f)));
+        }
+        let path = if params.is_empty() {
+            "/v1/events".to_string()
+        } else {
+            format!("/v1/events?{}", params.join("&"))
+        };
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(hyper::header::HOST, "shoal")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.protocol(format!("failed to build the request: {e}")))?;
+        let (resp, _conn) = self.send(req).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| self.http_error(e))?
+                .to_bytes();
+            return Err(api_error(status, &bytes));
+        }
+        // One JSON object a line; a frame may hold several lines or part of one.
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.http_error(e))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let event = serde_json::from_slice(&line)
+                    .map_err(|e| self.protocol(format!("failed to decode an event: {e}")))?;
+                if !on_event(event) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn exchange<IO>(
         &self,
         io: IO,
         req: Request<Full<Bytes>>,
-    ) -> ClientResult<(StatusCode, Bytes)>
+    ) -> ClientResult<(hyper::Response<hyper::body::Incoming>, Conn)>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -492,15 +557,10 @@ impl Client {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(http)?;
-        // The connection future drives the socket; it ends when the response is read and
-        // `sender` is dropped.
+        // The connection future drives the socket while the body is read; `Conn` stops it.
         let driver = tokio::spawn(conn);
         let resp = sender.send_request(req).await.map_err(http)?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
-        drop(sender);
-        driver.abort();
-        Ok((status, bytes))
+        Ok((resp, Conn(driver)))
     }
 
     fn connect_error(&self, source: std::io::Error) -> ClientError {
@@ -557,6 +617,31 @@ impl Client {
             detail,
         }
     }
+}
+
+/// An open connection: dropping it closes the socket.
+struct Conn(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A daemon's error answer: its `{"message"}`, else its text, else the status's name.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let message = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => b.message,
+        Err(_) => {
+            let text = String::from_utf8_lossy(bytes).trim().to_string();
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                text
+            }
+        }
+    };
+    ClientError::Api(ApiError::new(status.as_u16(), message))
 }
 
 /// Percent-encodes one path segment or query value.

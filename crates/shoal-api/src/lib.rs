@@ -7,6 +7,7 @@
 //! - `backend`: the [`Backend`] trait shoald implements.
 //! - `server`: [`router`] (every route also described in [`openapi`]) and [`serve`].
 //! - `client`: [`Client`], what the CLI talks through.
+//! - `events`: the event streams of `/v1/events` and docker's `/events`.
 //! - `tls`: the TLS configs of both sides (`--tlsverify`) and [`tls::TlsListener`].
 //!
 //! API boundary: this crate knows nothing of Raft, gRPC or the agent; it turns HTTP into
@@ -17,6 +18,7 @@ mod backend;
 mod client;
 mod docker;
 mod error;
+mod events;
 mod server;
 pub mod tls;
 mod types;

@@ -41,7 +41,8 @@ type Shared = Arc<dyn DynBackend>;
         (name = "system", description = "This daemon and its swarm membership"),
         (name = "nodes"), (name = "services"), (name = "tasks"), (name = "networks"),
         (name = "images", description = "The local node's images"),
-        (name = "endpoints", description = "The service endpoint tables nodes apply")
+        (name = "endpoints", description = "The service endpoint tables nodes apply"),
+        (name = "events", description = "The cluster's events, as `docker events`")
     )
 )]
 struct ApiDoc;
@@ -74,6 +75,7 @@ fn api_router() -> OpenApiRouter<Shared> {
         .routes(routes!(list_networks, create_network))
         .routes(routes!(get_network, remove_network))
         .routes(routes!(endpoint_stats, reset_endpoint_stats))
+        .routes(routes!(events))
         .routes(routes!(openapi_json))
 }
 
@@ -373,6 +375,32 @@ async fn service_logs(
     Path(key): Path<String>,
 ) -> ApiResult<Json<Vec<LogLine>>> {
     b.service_logs(key).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+    responses((status = 200, description = "a stream of events, one JSON object a line (Type, Action, Actor.ID, Actor.Attributes, Time)", content_type = "application/x-ndjson"), (status = 400, description = "invalid filters", body = ErrorBody), (status = 503, description = "not a manager", body = ErrorBody)))]
+async fn events(
+    State(b): State<Shared>,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<axum::response::Response> {
+    let mut filter = shoal_types::EventFilter::default();
+    if let Some(json) = q.filters.as_deref().filter(|j| !j.is_empty()) {
+        let raw: std::collections::BTreeMap<String, Vec<String>> = serde_json::from_str(json)
+            .map_err(|e| ApiError::bad_request(format!("invalid filters {json:?}: {e}")))?;
+        for (k, vs) in raw {
+            for v in vs {
+                filter.insert(&k, &v).map_err(ApiError::bad_request)?;
+            }
+        }
+    }
+    let feed = b.events().await?;
+    Ok(crate::events::respond(
+        feed,
+        q.since.map(shoal_types::Millis),
+        q.until.map(shoal_types::Millis),
+        filter,
+        crate::events::json_line::<shoal_types::Event>,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskFilter),

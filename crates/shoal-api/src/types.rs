@@ -428,3 +428,27 @@ fn query_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> 
         ))),
     }
 }
+
+/// Query of `GET /v1/events`, as `shoal events` sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Also the kept events from this time on (ms since the epoch); without it or `until`,
+    /// only events from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// End the stream once this time has passed (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// `{"type":["service"],"event":["create"]}`: values of one key are alternatives, every
+    /// key must match (keys: type, event, scope, service, node, network, task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<String>,
+}
+
+/// What a daemon's event feed gives a subscriber: the events it keeps, oldest first, and
+/// the ones after them as they happen (none lost or repeated between the two).
+pub struct EventFeed {
+    pub past: Vec<shoal_types::Event>,
+    pub live: tokio::sync::broadcast::Receiver<shoal_types::Event>,
+}

@@ -11,6 +11,8 @@
 //!   `progress` shows convergence and follows rollouts.
 //! - `format`: the `--format` template evaluator; `table`: docker-style tables.
 //! - `image`: `image ls|rm|prune`, `login`/`logout`, the image flags of `service create|update`.
+//! - `events`: `shoal events`, the cluster's events as `docker events` prints them.
+//! - `docs`: `completion` (shell scripts) and the hidden `gen-man` (man pages).
 //! - `exec`: `shoal exec`; `lab`: `lab ...`; `demo`: the demo apps.
 //! - `remote`: `-H`, `--tlsverify` and the certificate files: which daemon, and how.
 //!
@@ -21,6 +23,8 @@
 pub mod ca;
 pub mod container_opts;
 pub mod demo;
+pub mod docs;
+pub mod events;
 pub mod exec;
 pub mod format;
 pub mod health_opts;
@@ -98,6 +102,14 @@ pub enum Command {
     Logout(image::LogoutArgs),
     /// Run a command in a task on this node: shoal exec vote.1 -- ip addr.
     Exec(exec::ExecArgs),
+    /// Stream the cluster's events (service, node, task and network changes) from a
+    /// manager, as `docker events`.
+    Events(events::EventsArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completion(docs::CompletionArgs),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    GenMan(docs::GenManArgs),
     /// A cluster in network namespaces on this machine.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -126,6 +138,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    run_with(args, &[]).await
+}
+
+/// [`run`], with the clap trees of the programs shipped beside `shoal` (`shoald`), whose
+/// man pages `gen-man` writes too.
+pub async fn run_with<I, T>(args: I, daemons: &[clap::Command]) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -137,7 +159,7 @@ where
             return e.exit_code();
         }
     };
-    match dispatch(cli).await {
+    match dispatch(cli, daemons).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -182,13 +204,14 @@ fn unknown_flag(e: &clap::Error) -> Option<String> {
     Some(format!("unknown flag: {flag}\nSee '{command} --help'."))
 }
 
-/// `fn main` of the `shoal` binary: runs [`run`] on a single-threaded runtime and exits.
-pub fn main() -> ! {
+/// `fn main` of the `shoal` binary: runs [`run_with`] on a single-threaded runtime and
+/// exits.
+pub fn main(daemons: &[clap::Command]) -> ! {
     let code = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(run(std::env::args_os())),
+        Ok(rt) => rt.block_on(run_with(std::env::args_os(), daemons)),
         Err(e) => {
             eprintln!("Error: failed to start the async runtime: {e}");
             1
@@ -197,7 +220,7 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+async fn dispatch(cli: Cli, daemons: &[clap::Command]) -> anyhow::Result<i32> {
     let ok = |r: anyhow::Result<()>| r.map(|()| 0);
     // Made on first use, so that `lab` and `demo` don't depend on a valid -H.
     let client = || remote::client(&cli.host, &cli.tls);
@@ -222,6 +245,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Login(a) => ok(image::login(a)),
         Command::Logout(a) => ok(image::logout(a)),
         Command::Exec(a) => exec::run(&client()?, a).await,
+        Command::Events(a) => ok(events::run(&client()?, a).await),
+        Command::Completion(a) => ok(docs::completion(a)),
+        Command::GenMan(a) => ok(docs::gen_man(a, daemons)),
         Command::Lab(cmd) => lab::lab(cmd).await,
         Command::Demo(cmd) => demo::demo(cmd).await,
     }

@@ -10,8 +10,10 @@
 //! - [`spec`]: docker's `ServiceSpec` to shoal's and back.
 //! - [`objects`]: nodes, services, tasks, networks, `/info` and `/version`.
 //! - [`filters`]: the `filters` query parameter.
+//! - [`events`]: `/events`: shoal's events as `EventMessage`s, docker's timestamps and filters.
 
 pub mod containers;
+pub mod events;
 pub mod filters;
 pub mod objects;
 pub mod spec;

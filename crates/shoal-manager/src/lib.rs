@@ -8,6 +8,8 @@
 //! - `scheduler`: which node each pending task goes to (spread, constraints).
 //! - `dispatcher`: which tasks each agent is told about, and which nodes missed heartbeats.
 //! - `changes`: what changed between two states, so that a pass looks only at that.
+//! - `events`: `docker events`-style events from the difference between two states, and
+//!   the ring a manager keeps them in.
 //! - `membership`: which Raft voters the state no longer names as managers.
 //!
 //! Architecture invariant: nothing here does I/O or reads a clock. Inputs are a
@@ -19,6 +21,7 @@ pub mod allocator;
 pub mod changes;
 pub mod dispatcher;
 pub mod endpoints;
+pub mod events;
 pub mod membership;
 pub mod orchestrator;
 pub mod scheduler;

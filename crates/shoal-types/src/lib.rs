@@ -4,6 +4,7 @@
 //! - `ids`: random hex ids and their short forms.
 //! - `node`, `service`, `task`: the objects, with docker's field names when serialised.
 //! - `constraint`: placement constraints (`node.hostname==x`), parsed and matched.
+//! - `event`: cluster events as `docker events` shows them, and their `--filter`.
 //! - `update`: update and rollback policies, and where a rollout stands.
 //! - `health`: health checks (docker's `HealthConfig`, the probe state machine) and the
 //!   readiness rules that gate DNS, VIPs and the mesh.
@@ -19,6 +20,7 @@ pub mod constraint;
 pub mod diff;
 pub mod dns_name;
 pub mod endpoint;
+pub mod event;
 pub mod health;
 pub mod ids;
 pub mod mount;
@@ -31,6 +33,7 @@ pub mod time;
 pub mod update;
 
 pub use constraint::Constraint;
+pub use event::{Action, Actor, Event, EventFilter, EventType};
 pub use ids::{new_id, short_id};
 pub use network::{Attachment, Ipam, Network};
 pub use node::{Availability, Node, NodeRole, NodeState};

@@ -132,6 +132,10 @@ fn node_ready(state: &ClusterState, t: &Task) -> bool {
 }
 
 impl Backend for Api {
+    async fn events(&self) -> ApiResult<shoal_api::EventFeed> {
+        Ok(self.manager()?.events.subscribe())
+    }
+
     async fn info(&self) -> ApiResult<Info> {
         let cfg = &self.0.cfg;
         Ok(match self.0.active() {

@@ -5,6 +5,7 @@
 //! - `manager`: the manager role at run time (proposals, the leader's control loop).
 //! - `cluster_service`: the `Cluster` gRPC service (joins, agent sessions, reports).
 //! - `backend`: the HTTP API (`shoal-api`'s `Backend`) over the daemon.
+//! - `events`: the manager's event feed (`shoal events`), kept in a ring for `--since`.
 //! - `identity`: what a node remembers across restarts.
 //! - `certs`: the node's certificates (files, TLS configurations); `renewal` renews them;
 //!   `gate`: who may call what on 2377, by certificate; `joins`: failed joins rate-limited.
@@ -21,6 +22,7 @@ pub mod cluster_service;
 pub mod daemon;
 pub mod dashboard;
 pub mod errors;
+pub mod events;
 pub mod gate;
 pub mod identity;
 pub mod images;

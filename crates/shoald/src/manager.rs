@@ -33,6 +33,8 @@ pub struct Manager {
     dialer: shoal_rpc::Dialer,
     /// The node's `/metrics` (proposal and convergence latency, heartbeats missed).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The cluster's events as this manager applies them (`shoal events`).
+    pub events: crate::events::Feed,
 }
 
 pub use endpoints::EndpointTable;
@@ -76,6 +78,7 @@ impl Manager {
             convergence: Mutex::new(Convergence::default()),
             acked: tokio::sync::Notify::new(),
             started: Instant::now(),
+            events: Default::default(),
         })
     }
 

@@ -67,6 +67,7 @@ pub fn start_manager_role(
     vec![
         tokio::spawn(Arc::clone(m).run_leader_loop()),
         tokio::spawn(Arc::clone(m).run_membership_loop()),
+        tokio::spawn(crate::events::run(Arc::clone(m))),
         tokio::spawn(crate::daemon::exit_on_raft_failure(m.store.clone())),
         tokio::spawn(crate::rotation::run(Arc::clone(m), Arc::clone(certs))),
         tokio::spawn(crate::metrics::count_leader_changes(

@@ -6,6 +6,7 @@
 //! conversions are shoal-docker's; this module calls the backend and answers in docker's
 //! status codes and `{"message"}` errors.
 
+mod events;
 mod services;
 mod system;
 
@@ -68,6 +69,7 @@ pub(crate) fn router() -> Router<Shared> {
             .route("/tasks/{id}", get(services::get_task))
             .route("/containers/json", get(services::list_containers))
             .route("/containers/{id}/json", get(services::inspect_container))
+            .route("/events", get(events::events))
             .route("/distribution/{*name}", get(system::no_distribution))
             .route("/secrets", get(system::empty_list))
             .route("/configs", get(system::empty_list))

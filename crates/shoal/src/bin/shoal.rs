@@ -1,4 +1,7 @@
 //! `shoal`: the CLI.
+use clap::CommandFactory;
+
 fn main() {
-    shoal_cli::main()
+    // shoald's flags, for `shoal gen-man` to write its page beside the CLI's.
+    shoal_cli::main(&[shoald::Args::command()])
 }
