@@ -21,7 +21,8 @@ for pair in \
   python3:python3 gcc:gcc g++:g++ strip:binutils ldd:libc-bin \
   clang:clang llvm-strip:llvm bpftool:bpftool \
   docker-registry:docker-registry skopeo:skopeo umoci:umoci runc:runc conmon:conmon \
-  promtool:prometheus chromium:chromium; do
+  promtool:prometheus chromium:chromium \
+  man:man-db dpkg-deb:dpkg systemd-analyze:systemd; do
   cmd=${pair%%:*} pkg=${pair#*:}
   type -P "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -90,3 +91,8 @@ for tool in fmt clippy; do
     rustup component add "$([ "$tool" = fmt ] && echo rustfmt || echo clippy)"
   fi
 done
+# scripts/package.sh and crates/shoal/tests/package.rs build the .deb with cargo-deb.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb"
+  cargo install cargo-deb --locked --version 3.8.0
+fi

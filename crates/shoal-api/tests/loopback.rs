@@ -7,13 +7,37 @@ use std::sync::{Arc, Mutex};
 
 use shoal_api::*;
 use shoal_types::{
-    Millis, Network, Node, NodeRole, ServiceSpec, Task, TaskState, TaskStatus, fixtures,
+    Action, Actor, Event, EventType, Millis, Network, Node, NodeRole, ServiceSpec, Task, TaskState,
+    TaskStatus, fixtures,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
 struct Fake {
     calls: Mutex<Vec<String>>,
+    /// The live side of `events` (made by the first subscriber).
+    events: Mutex<Option<tokio::sync::broadcast::Sender<Event>>>,
+}
+
+fn event(kind: EventType, action: Action, id: &str, name: &str, ms: u64) -> Event {
+    Event {
+        kind,
+        action,
+        actor: Actor {
+            id: id.into(),
+            attributes: [("name".to_string(), name.to_string())].into(),
+        },
+        time: Millis(ms),
+    }
+}
+
+/// What the fake manager kept: a service made at 1 s, its task at 2 s, a node down at 3 s.
+fn kept() -> Vec<Event> {
+    vec![
+        event(EventType::Service, Action::Create, "s1", "web", 1_000),
+        event(EventType::Task, Action::Create, "t1", "web.1", 2_000),
+        event(EventType::Node, Action::Update, "n1", "node1", 3_000),
+    ]
 }
 
 impl Fake {
@@ -227,6 +251,14 @@ impl Backend for Fake {
     async fn reset_endpoint_stats(&self) -> ApiResult<()> {
         self.record("reset_endpoint_stats".into());
         Ok(())
+    }
+    async fn events(&self) -> ApiResult<EventFeed> {
+        let mut tx = self.events.lock().unwrap();
+        let tx = tx.get_or_insert_with(|| tokio::sync::broadcast::channel(16).0);
+        Ok(EventFeed {
+            past: kept(),
+            live: tx.subscribe(),
+        })
     }
 }
 
@@ -633,6 +665,7 @@ async fn openapi_document_lists_every_route() {
         ("delete", "/v1/networks/{key}"),
         ("get", "/v1/endpoints/stats"),
         ("delete", "/v1/endpoints/stats"),
+        ("get", "/v1/events"),
         ("get", "/v1/openapi.json"),
     ];
     let paths = doc["paths"].as_object().unwrap();
@@ -665,4 +698,117 @@ fn every_response_has_a_description() {
             }
         }
     }
+}
+
+/// `shoal events` through the client: what a query returns and when the stream ends.
+async fn events_of(d: &Daemon, q: EventQuery) -> Vec<String> {
+    let mut got = Vec::new();
+    d.client
+        .events(&q, |e| {
+            got.push(format!("{} {} {}", e.kind, e.action, e.actor.id));
+            true
+        })
+        .await
+        .unwrap();
+    got
+}
+
+#[tokio::test]
+async fn events_are_bounded_filtered_and_live() {
+    let d = start();
+    // --since/--until in the past: the kept events in the range, then the stream ends.
+    let q = |since, until, filters: Option<&str>| EventQuery {
+        since,
+        until,
+        filters: filters.map(String::from),
+    };
+    assert_eq!(
+        events_of(&d, q(Some(0), Some(2_500), None)).await,
+        ["service create s1", "task create t1"]
+    );
+    assert_eq!(
+        events_of(&d, q(Some(1_500), Some(3_000), None)).await,
+        ["task create t1", "node update n1"]
+    );
+    assert_eq!(
+        events_of(&d, q(None, Some(1_000), None)).await,
+        ["service create s1"]
+    );
+    assert_eq!(
+        events_of(
+            &d,
+            q(Some(0), Some(3_000), Some(r#"{"type":["node","service"]}"#))
+        )
+        .await,
+        ["service create s1", "node update n1"]
+    );
+    let err = d
+        .client
+        .events(&q(None, None, Some(r#"{"type":["container"]}"#)), |_| true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert!(
+        err.to_string().contains(
+            "invalid filter 'type=container': events are of type service, node, task or network"
+        ),
+        "{err}"
+    );
+
+    // Live: with no --since, none of the kept ones, then what happens.
+    let client = d.client.clone();
+    let live = tokio::spawn(async move {
+        let mut got = Vec::new();
+        client
+            .events(&EventQuery::default(), |e| {
+                got.push(e.actor.id);
+                got.len() < 2
+            })
+            .await
+            .unwrap();
+        got
+    });
+    let tx = loop {
+        let tx = d.fake.events.lock().unwrap().clone();
+        match tx {
+            Some(tx) if tx.receiver_count() > 0 => break tx,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    };
+    tx.send(event(
+        EventType::Service,
+        Action::Remove,
+        "s1",
+        "web",
+        9_000,
+    ))
+    .unwrap();
+    tx.send(event(
+        EventType::Network,
+        Action::Create,
+        "net9",
+        "front",
+        9_001,
+    ))
+    .unwrap();
+    assert_eq!(live.await.unwrap(), ["s1", "net9"]);
+
+    // docker's /events: its shape and timestamps, no task events.
+    let out = raw(
+        &d,
+        "GET /v1.41/events?since=0&until=3.000000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = out.split("\r\n\r\n").nth(1).unwrap();
+    // Chunked: the chunks' sizes are lines too.
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.is_object())
+        .collect();
+    let types: Vec<&str> = lines.iter().map(|e| e["Type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["service", "node"], "{out}");
+    assert_eq!(lines[0]["scope"], "swarm");
+    assert_eq!(lines[0]["timeNano"], 1_000_000_000u64);
+    assert_eq!(lines[0]["Actor"]["Attributes"]["name"], "web");
 }

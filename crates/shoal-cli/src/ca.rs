@@ -2,10 +2,12 @@
 //! new one with `--rotate` and wait, showing progress, until every node has a certificate
 //! from it (or return at once with `--detach`).
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shoal_api::{CaRotateRequest, CaRotationStatus, Client, ClusterCa};
 
 use crate::swarm::read_flag_file;
@@ -70,10 +72,33 @@ async fn rotate(client: &Client, args: CaArgs) -> Result<()> {
         return Ok(());
     }
     let mut last = String::new();
+    // A bar of the nodes renewed on a terminal; the same lines as ever elsewhere (scripts
+    // read them).
+    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "Rotating the root CA {spinner} [{bar:40}] {pos}/{len} nodes {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
     loop {
         let now = client.ca().await?;
         match &now.rotation {
             Some(r) => {
+                if let Some(bar) = &bar {
+                    bar.set_length(r.total as u64);
+                    bar.set_position(r.renewed as u64);
+                    bar.set_message(if r.waiting.is_empty() {
+                        String::new()
+                    } else {
+                        format!("(waiting for {})", r.waiting.join(", "))
+                    });
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
                 let line = format!("Rotating the root CA: {}", progress(r));
                 if !args.quiet && line != last {
                     eprintln!("{line}");
@@ -81,6 +106,9 @@ async fn rotate(client: &Client, args: CaArgs) -> Result<()> {
                 }
             }
             None if now.digest == target => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
                 if !args.quiet {
                     eprintln!(
                         "Root CA rotation done: every node has a certificate from the new root, the old root is trusted no more, and the join tokens changed (`shoal join-token worker|manager`)."

@@ -1,5 +1,6 @@
 //! `shoal lab`: a cluster in network namespaces on this machine (see shoal-lab).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -172,7 +173,26 @@ async fn up(args: LabUpArgs) -> Result<i32> {
             .flat_map(|d| ["--cert-expiry".to_string(), d.clone()])
             .collect(),
     };
-    let lab = shoal_lab::up(&spec).await?;
+    // A spinner while the namespaces, daemons and cluster come up, on a terminal only: the
+    // lines below are what scripts and the lab tests read.
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let s =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+            s.set_style(style);
+        }
+        s.set_message(format!(
+            "starting lab {} ({} nodes, {} managers)",
+            args.name, args.nodes, args.managers
+        ));
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    });
+    let lab = shoal_lab::up(&spec).await;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let lab = lab?;
     println!(
         "lab {} is up: {} nodes on {}",
         lab.name,
