@@ -43,7 +43,10 @@ pub struct Shared {
 
 impl Shared {
     fn error(&self, what: String) {
-        let mut e = self.session_errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self
+            .session_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *e.entry(what).or_default() += 1;
     }
 }
@@ -291,8 +294,11 @@ async fn beat_loop(
     tokio::time::sleep(Duration::from_millis(first)).await;
     loop {
         let forced = shared.beat_override_ms.load(Ordering::Relaxed);
-        let period =
-            Duration::from_millis(if forced > 0 { forced } else { told.load(Ordering::Relaxed) });
+        let period = Duration::from_millis(if forced > 0 {
+            forced
+        } else {
+            told.load(Ordering::Relaxed)
+        });
         let call = client.heartbeat(shoal_rpc::deadline::request(
             HeartbeatRequest {
                 node_id: node_id.clone(),
@@ -339,8 +345,7 @@ async fn report(
     node_id: &str,
     updates: &[(String, TaskStatus)],
 ) -> Result<(), tonic::Status> {
-    let data =
-        serde_json::to_vec(&updates).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let data = serde_json::to_vec(&updates).map_err(|e| tonic::Status::internal(e.to_string()))?;
     client
         .report_status(shoal_rpc::deadline::request(
             StatusReport {

@@ -110,7 +110,11 @@ async fn main() -> anyhow::Result<()> {
     };
     // The lab's own nodes run nothing: every task goes to the simulated nodes.
     for n in &ctx.lab.nodes {
-        cli(&ctx, &["node", "update", "--availability", "drain", &n.name]).await?;
+        cli(
+            &ctx,
+            &["node", "update", "--availability", "drain", &n.name],
+        )
+        .await?;
     }
     *ctx.shared.watched.lock().unwrap() = "web".into();
     let down_seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -119,7 +123,10 @@ async fn main() -> anyhow::Result<()> {
         Arc::clone(&down_seen),
     ));
 
-    eprintln!("== baseline: {} nodes, {} tasks", args.base_nodes, args.base_tasks);
+    eprintln!(
+        "== baseline: {} nodes, {} tasks",
+        args.base_nodes, args.base_tasks
+    );
     let base = stage(&mut ctx, args.base_nodes, args.base_tasks, true).await?;
     eprintln!("== target: {} nodes, {} tasks", args.nodes, args.tasks);
     let big = stage(&mut ctx, args.nodes, args.tasks, false).await?;
@@ -128,13 +135,22 @@ async fn main() -> anyhow::Result<()> {
 
     print(&base, &big);
     let errors = ctx.shared.session_errors.lock().unwrap().clone();
-    println!("sessions opened: {} (one per node unless one ended)",
-        ctx.slots.iter().map(|s| s.sessions.load(Ordering::Relaxed)).sum::<u64>());
+    println!(
+        "sessions opened: {} (one per node unless one ended)",
+        ctx.slots
+            .iter()
+            .map(|s| s.sessions.load(Ordering::Relaxed))
+            .sum::<u64>()
+    );
     println!("sessions ended, by reason: {errors:?}");
     let protocol = ctx.shared.protocol_errors.load(Ordering::Relaxed);
     println!("messages that did not parse or apply: {protocol}");
     let down = down_seen.lock().unwrap().clone();
-    println!("simulated nodes ever seen not Ready: {} {:?}", down.len(), down);
+    println!(
+        "simulated nodes ever seen not Ready: {} {:?}",
+        down.len(),
+        down
+    );
     if protocol > 0 {
         bail!("{protocol} session messages did not parse or apply");
     }
@@ -211,25 +227,57 @@ async fn stage(ctx: &mut Ctx, nodes: usize, tasks: usize, first: bool) -> anyhow
         tokio::spawn(a.run());
     }
     let join = t.elapsed();
-    eprintln!("{} nodes joined in {:.1} s", nodes - from, join.as_secs_f64());
+    eprintln!(
+        "{} nodes joined in {:.1} s",
+        nodes - from,
+        join.as_secs_f64()
+    );
     // Steady: every node's acked ingress view lists every Ready node (the simulated ones
     // and the lab's).
     let all = (nodes + ctx.lab.nodes.len()) as u64;
     let slots = ctx.slots.clone();
-    until("every node's view to list every node", Duration::from_secs(600), || {
-        slots.iter().all(|s| s.ingress_nodes.load(Ordering::Relaxed) == all)
-    })
+    until(
+        "every node's view to list every node",
+        Duration::from_secs(600),
+        || {
+            slots
+                .iter()
+                .all(|s| s.ingress_nodes.load(Ordering::Relaxed) == all)
+        },
+    )
     .await?;
-    eprintln!("every node has a view of all {all} nodes, {:.1} s after the first join", t.elapsed().as_secs_f64());
+    eprintln!(
+        "every node has a view of all {all} nodes, {:.1} s after the first join",
+        t.elapsed().as_secs_f64()
+    );
 
     if first {
-        cli(ctx, &["service", "create", "-d", "--runtime", "host", "--name", "web",
-            "--replicas", "2", "-p", "8080:80", "sleep", "1000000"]).await?;
+        cli(
+            ctx,
+            &[
+                "service",
+                "create",
+                "-d",
+                "--runtime",
+                "host",
+                "--name",
+                "web",
+                "--replicas",
+                "2",
+                "-p",
+                "8080:80",
+                "sleep",
+                "1000000",
+            ],
+        )
+        .await?;
     }
     let slots = ctx.slots.clone();
-    until("web's 2 tasks on every node", Duration::from_secs(300), || {
-        slots.iter().all(|s| s.watched.lock().unwrap().0 == 2)
-    })
+    until(
+        "web's 2 tasks on every node",
+        Duration::from_secs(300),
+        || slots.iter().all(|s| s.watched.lock().unwrap().0 == 2),
+    )
     .await?;
 
     // Placement: from the API call until every task is in its node's hands, and until
@@ -237,30 +285,67 @@ async fn stage(ctx: &mut Ctx, nodes: usize, tasks: usize, first: bool) -> anyhow
     let name = format!("bulk{nodes}");
     let base_live = ctx.shared.live.load(Ordering::Relaxed);
     let t = Instant::now();
-    cli(ctx, &["service", "create", "-d", "--runtime", "host", "--name", &name,
-        "--replicas", &tasks.to_string(), "sleep", "1000000"]).await?;
+    cli(
+        ctx,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--runtime",
+            "host",
+            "--name",
+            &name,
+            "--replicas",
+            &tasks.to_string(),
+            "sleep",
+            "1000000",
+        ],
+    )
+    .await?;
     let shared = Arc::clone(&ctx.shared);
-    until(&format!("{tasks} tasks delivered"), Duration::from_secs(900), || {
-        shared.delivered.lock().unwrap().get(&name).copied().unwrap_or(0) >= tasks as u64
-    })
+    until(
+        &format!("{tasks} tasks delivered"),
+        Duration::from_secs(900),
+        || {
+            shared
+                .delivered
+                .lock()
+                .unwrap()
+                .get(&name)
+                .copied()
+                .unwrap_or(0)
+                >= tasks as u64
+        },
+    )
     .await?;
     let delivered = t.elapsed();
-    eprintln!("{tasks} tasks delivered to their nodes in {:.2} s", delivered.as_secs_f64());
+    eprintln!(
+        "{tasks} tasks delivered to their nodes in {:.2} s",
+        delivered.as_secs_f64()
+    );
     loop {
         let s = ctx.api.service(&name).await?;
         if s.status.running_tasks >= tasks as u64 {
             break;
         }
         if t.elapsed() > Duration::from_secs(900) {
-            bail!("{name}: {} of {tasks} running after 900 s", s.status.running_tasks);
+            bail!(
+                "{name}: {} of {tasks} running after 900 s",
+                s.status.running_tasks
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let running = t.elapsed();
-    eprintln!("{tasks} tasks recorded running in {:.2} s", running.as_secs_f64());
+    eprintln!(
+        "{tasks} tasks recorded running in {:.2} s",
+        running.as_secs_f64()
+    );
     let live = ctx.shared.live.load(Ordering::Relaxed) - base_live;
     if live != tasks as i64 {
-        bail!("{live} tasks of {name} told to run on the simulated nodes, not {tasks} (a task twice?)");
+        bail!(
+            "{live} tasks of {name} told to run on the simulated nodes, not {tasks} (a task twice?)"
+        );
     }
     load.push(stats::load());
 
@@ -273,9 +358,11 @@ async fn stage(ctx: &mut Ctx, nodes: usize, tasks: usize, first: bool) -> anyhow
         let t = Instant::now();
         cli(ctx, &["service", "scale", "-d", &format!("web={want}")]).await?;
         let slots = ctx.slots.clone();
-        until(&format!("web={want} on every node"), Duration::from_secs(120), || {
-            slots.iter().all(|s| s.watched.lock().unwrap().0 == want)
-        })
+        until(
+            &format!("web={want} on every node"),
+            Duration::from_secs(120),
+            || slots.iter().all(|s| s.watched.lock().unwrap().0 == want),
+        )
         .await?;
         let per: Vec<Duration> = ctx
             .slots
@@ -297,9 +384,15 @@ async fn stage(ctx: &mut Ctx, nodes: usize, tasks: usize, first: bool) -> anyhow
     let leader = leader_pid(ctx).await?;
     let window = Duration::from_secs(ctx.args.beat_window);
     let measure = |shared: Arc<Shared>| async move {
-        let (c0, b0) = (stats::cpu_time(leader), shared.beats_ok.load(Ordering::Relaxed));
+        let (c0, b0) = (
+            stats::cpu_time(leader),
+            shared.beats_ok.load(Ordering::Relaxed),
+        );
         tokio::time::sleep(window).await;
-        let (c1, b1) = (stats::cpu_time(leader), shared.beats_ok.load(Ordering::Relaxed));
+        let (c1, b1) = (
+            stats::cpu_time(leader),
+            shared.beats_ok.load(Ordering::Relaxed),
+        );
         (c1.zip(c0).map(|(a, b)| a.saturating_sub(b)), b1 - b0)
     };
     ctx.shared.beat_override_ms.store(0, Ordering::Relaxed);
@@ -349,9 +442,11 @@ async fn stage(ctx: &mut Ctx, nodes: usize, tasks: usize, first: bool) -> anyhow
     // The next stage starts without this one's tasks.
     cli(ctx, &["service", "rm", &name]).await?;
     let shared = Arc::clone(&ctx.shared);
-    until(&format!("{name}'s tasks stopped"), Duration::from_secs(900), || {
-        shared.live.load(Ordering::Relaxed) <= base_live
-    })
+    until(
+        &format!("{name}'s tasks stopped"),
+        Duration::from_secs(900),
+        || shared.live.load(Ordering::Relaxed) <= base_live,
+    )
     .await?;
     Ok(stage)
 }
@@ -373,48 +468,124 @@ async fn leader_pid(ctx: &Ctx) -> anyhow::Result<u32> {
 }
 
 fn print(base: &Stage, big: &Stage) {
-    let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}x", a / b)
+        } else {
+            "-".into()
+        }
+    };
     println!();
-    println!("control plane: {} nodes / {} tasks, beside {} nodes / {} tasks (same run, same 3 managers)",
-        big.nodes, big.tasks, base.nodes, base.tasks);
-    println!("  load average during each stage: {} / {}", big.load.join(" "), base.load.join(" "));
-    let per_join = |s: &Stage, from: usize| s.join.as_secs_f64() * 1000.0 / (s.nodes - from).max(1) as f64;
-    println!("  joins: {:.1} ms per node ({} joined) vs {:.1} ms ({} joined)",
-        per_join(big, base.nodes), big.nodes - base.nodes, per_join(base, 0), base.nodes);
-    println!("  placement, API call until every task is in its node's hands: {:.2} s vs {:.2} s \
+    println!(
+        "control plane: {} nodes / {} tasks, beside {} nodes / {} tasks (same run, same 3 managers)",
+        big.nodes, big.tasks, base.nodes, base.tasks
+    );
+    println!(
+        "  load average during each stage: {} / {}",
+        big.load.join(" "),
+        base.load.join(" ")
+    );
+    let per_join =
+        |s: &Stage, from: usize| s.join.as_secs_f64() * 1000.0 / (s.nodes - from).max(1) as f64;
+    println!(
+        "  joins: {:.1} ms per node ({} joined) vs {:.1} ms ({} joined)",
+        per_join(big, base.nodes),
+        big.nodes - base.nodes,
+        per_join(base, 0),
+        base.nodes
+    );
+    println!(
+        "  placement, API call until every task is in its node's hands: {:.2} s vs {:.2} s \
         (swarmkit's scheduler benchmark: 100k tasks on 1k nodes in 22.6 s)",
-        big.delivered.as_secs_f64(), base.delivered.as_secs_f64());
-    println!("    per 1,000 tasks: {:.3} s vs {:.3} s ({})",
+        big.delivered.as_secs_f64(),
+        base.delivered.as_secs_f64()
+    );
+    println!(
+        "    per 1,000 tasks: {:.3} s vs {:.3} s ({})",
         big.delivered.as_secs_f64() * 1000.0 / big.tasks as f64,
         base.delivered.as_secs_f64() * 1000.0 / base.tasks as f64,
-        ratio(big.delivered.as_secs_f64() / big.tasks as f64, base.delivered.as_secs_f64() / base.tasks as f64));
-    println!("  ... until the managers record every task running: {:.2} s vs {:.2} s",
-        big.running.as_secs_f64(), base.running.as_secs_f64());
+        ratio(
+            big.delivered.as_secs_f64() / big.tasks as f64,
+            base.delivered.as_secs_f64() / base.tasks as f64
+        )
+    );
+    println!(
+        "  ... until the managers record every task running: {:.2} s vs {:.2} s",
+        big.running.as_secs_f64(),
+        base.running.as_secs_f64()
+    );
     for (what, a, b) in [
-        ("  endpoint change, API call until ALL nodes acked", &big.change_all, &base.change_all),
-        ("  endpoint change, API call until a node acked (every node)", &big.change_node, &base.change_node),
+        (
+            "  endpoint change, API call until ALL nodes acked",
+            &big.change_all,
+            &base.change_all,
+        ),
+        (
+            "  endpoint change, API call until a node acked (every node)",
+            &big.change_node,
+            &base.change_node,
+        ),
     ] {
-        let (a50, a99, b50, b99) = (percentile(a, 50.0), percentile(a, 99.0), percentile(b, 50.0), percentile(b, 99.0));
-        println!("{what} ({} samples vs {}): p50 {} ms vs {} ms ({}), p99 {} ms vs {} ms ({}), max {} ms",
-            a.len(), b.len(), ms(a50), ms(b50), ratio(a50.as_secs_f64(), b50.as_secs_f64()),
-            ms(a99), ms(b99), ratio(a99.as_secs_f64(), b99.as_secs_f64()), ms(percentile(a, 100.0)));
+        let (a50, a99, b50, b99) = (
+            percentile(a, 50.0),
+            percentile(a, 99.0),
+            percentile(b, 50.0),
+            percentile(b, 99.0),
+        );
+        println!(
+            "{what} ({} samples vs {}): p50 {} ms vs {} ms ({}), p99 {} ms vs {} ms ({}), max {} ms",
+            a.len(),
+            b.len(),
+            ms(a50),
+            ms(b50),
+            ratio(a50.as_secs_f64(), b50.as_secs_f64()),
+            ms(a99),
+            ms(b99),
+            ratio(a99.as_secs_f64(), b99.as_secs_f64()),
+            ms(percentile(a, 100.0))
+        );
     }
     if let (Some(a), Some(b)) = (&big.leader_stats, &base.leader_stats) {
-        println!("  the leader's own figure (commit until all acked, {} vs {} changes): p50 {} ms vs {} ms, p99 {} ms vs {} ms",
-            a.count, b.count, a.p50_ms, b.p50_ms, a.p99_ms, b.p99_ms);
+        println!(
+            "  the leader's own figure (commit until all acked, {} vs {} changes): p50 {} ms vs {} ms, p99 {} ms vs {} ms",
+            a.count, b.count, a.p50_ms, b.p50_ms, a.p99_ms, b.p99_ms
+        );
     }
-    let us = |d: Option<Duration>| d.map_or("?".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e6));
-    println!("  leader CPU per heartbeat (marginal): {} µs vs {} µs ({}); heartbeats/s at rest {:.0} vs {:.0}, fast {:.0} vs {:.0}",
-        us(big.beat_cost), us(base.beat_cost),
-        match (big.beat_cost, base.beat_cost) { (Some(a), Some(b)) => ratio(a.as_secs_f64(), b.as_secs_f64()), _ => "-".into() },
-        big.beats_per_s.0, base.beats_per_s.0, big.beats_per_s.1, base.beats_per_s.1);
+    let us =
+        |d: Option<Duration>| d.map_or("?".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e6));
+    println!(
+        "  leader CPU per heartbeat (marginal): {} µs vs {} µs ({}); heartbeats/s at rest {:.0} vs {:.0}, fast {:.0} vs {:.0}",
+        us(big.beat_cost),
+        us(base.beat_cost),
+        match (big.beat_cost, base.beat_cost) {
+            (Some(a), Some(b)) => ratio(a.as_secs_f64(), b.as_secs_f64()),
+            _ => "-".into(),
+        },
+        big.beats_per_s.0,
+        base.beats_per_s.0,
+        big.beats_per_s.1,
+        base.beats_per_s.1
+    );
     if let Some(c) = big.beat_cost {
         let per_node = c.as_secs_f64() * big.beats_per_s.0 / big.nodes as f64;
-        println!("    per node at the leader's period: {:.2} µs of CPU a second ({:.3}% of a core for {} nodes)",
-            per_node * 1e6, per_node * big.nodes as f64 * 100.0, big.nodes);
+        println!(
+            "    per node at the leader's period: {:.2} µs of CPU a second ({:.3}% of a core for {} nodes)",
+            per_node * 1e6,
+            per_node * big.nodes as f64 * 100.0,
+            big.nodes
+        );
     }
-    println!("  leader CPU at rest (sessions open, heartbeats at the period): {:.1}% vs {:.1}% of a core",
-        big.rest_cpu.as_secs_f64() * 100.0, base.rest_cpu.as_secs_f64() * 100.0);
-    let rss = |s: &Stage| s.rss_kib.iter().map(|(n, k)| format!("{n} {} MiB", k / 1024)).collect::<Vec<_>>().join(", ");
+    println!(
+        "  leader CPU at rest (sessions open, heartbeats at the period): {:.1}% vs {:.1}% of a core",
+        big.rest_cpu.as_secs_f64() * 100.0,
+        base.rest_cpu.as_secs_f64() * 100.0
+    );
+    let rss = |s: &Stage| {
+        s.rss_kib
+            .iter()
+            .map(|(n, k)| format!("{n} {} MiB", k / 1024))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!("  manager RSS: {} vs {}", rss(big), rss(base));
 }

@@ -76,7 +76,8 @@ mod tests {
 
     #[test]
     fn cpu_ticks_after_a_name_with_spaces_and_parentheses() {
-        let stat = "1234 (shoald (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 12 0 99 0 0";
+        let stat =
+            "1234 (shoald (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 12 0 99 0 0";
         assert_eq!(cpu_ticks(stat), Some(325));
         assert_eq!(cpu_ticks("garbage"), None);
     }
