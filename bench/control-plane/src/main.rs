@@ -178,11 +178,30 @@ async fn cli(ctx: &Ctx, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Polls `f` every 20 ms until it holds; fails after `limit`.
-async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+async fn until(what: &str, limit: Duration, f: impl FnMut() -> bool) -> anyhow::Result<()> {
+    until_with(what, limit, f, String::new).await
+}
+
+/// `until`, saying how far it got every 10 s (`progress`).
+async fn until_with(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> bool,
+    progress: impl Fn() -> String,
+) -> anyhow::Result<()> {
     let start = Instant::now();
+    let mut said = Instant::now();
     while !f() {
         if start.elapsed() > limit {
-            bail!("timed out after {limit:?} waiting for {what}");
+            bail!(
+                "timed out after {limit:?} waiting for {what} ({})",
+                progress()
+            );
+        }
+        if said.elapsed() > Duration::from_secs(10) {
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!("  waiting for {what}: {secs:.0} s, {}", progress());
+            said = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -303,18 +322,26 @@ async fn stage(ctx: &mut Ctx, nodes: usize, tasks: usize, first: bool) -> anyhow
     )
     .await?;
     let shared = Arc::clone(&ctx.shared);
-    until(
+    let delivered_now = || {
+        shared
+            .delivered
+            .lock()
+            .unwrap()
+            .get(&name)
+            .copied()
+            .unwrap_or(0)
+    };
+    until_with(
         &format!("{tasks} tasks delivered"),
         Duration::from_secs(900),
+        || delivered_now() >= tasks as u64,
         || {
-            shared
-                .delivered
-                .lock()
-                .unwrap()
-                .get(&name)
-                .copied()
-                .unwrap_or(0)
-                >= tasks as u64
+            format!(
+                "{} delivered, {} told to run now, session ends {:?}",
+                delivered_now(),
+                shared.live.load(Ordering::Relaxed),
+                shared.session_errors.lock().unwrap()
+            )
         },
     )
     .await?;

@@ -30,6 +30,23 @@ use crate::{RaftId, TypeConfig};
 /// chunks (bytes as JSON arrays) can pass tonic's 4 MiB default.
 pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// Most bytes of entries one AppendEntries carries (one entry is sent whatever its size):
+/// what a busy follower takes in well within openraft's 250 ms for the call.
+pub(crate) const APPEND_BUDGET: usize = 1024 * 1024;
+
+/// How many of the first entries, of these serialized sizes, fit in `budget` bytes: at least
+/// one (an entry is never split), all of them if they fit.
+pub(crate) fn prefix_within(sizes: &[usize], budget: usize) -> usize {
+    let mut total = 0usize;
+    for (i, s) in sizes.iter().enumerate() {
+        total = total.saturating_add(*s);
+        if total > budget {
+            return i.max(1);
+        }
+    }
+    sizes.len()
+}
+
 /// When each peer last answered an RPC from this node. Only a leader sends to every voter
 /// (heartbeats), so only a leader's view is meaningful.
 #[derive(Default)]
@@ -157,9 +174,39 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId>>> {
+        // openraft sends up to `max_payload_entries` (300) entries at once and gives the call
+        // one heartbeat interval (250 ms), whatever their size: a follower that fell behind
+        // by a few hundred large entries (1,000 tasks made in one) was sent the same batch of
+        // hundreds of MiB again and again, each time out of time, and never caught up (with
+        // two such followers the leader lost its quorum for good). A batch is cut to
+        // APPEND_BUDGET bytes instead, at least one entry, and the cut reported as a partial
+        // success (openraft's way for a network to send a prefix): the next call carries on.
+        // Sized one by one, only up to the budget (what is past it is not sent anyway).
+        let mut sizes = Vec::new();
+        if rpc.entries.len() > 1 {
+            for e in &rpc.entries {
+                sizes.push(serde_json::to_vec(e).map_or(0, |b| b.len()));
+                if sizes.iter().sum::<usize>() > APPEND_BUDGET {
+                    break;
+                }
+            }
+        }
+        let keep = match sizes.iter().sum::<usize>() > APPEND_BUDGET {
+            true => prefix_within(&sizes, APPEND_BUDGET),
+            false => rpc.entries.len(),
+        };
+        let mut rpc = rpc;
+        let cut = keep < rpc.entries.len();
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|e| e.log_id);
         // Below openraft's own (hard) timeout, so a slow peer shows as our Timeout error.
-        self.call(RPCTypes::AppendEntries, &rpc, option.soft_ttl())
-            .await
+        let r = self
+            .call(RPCTypes::AppendEntries, &rpc, option.soft_ttl())
+            .await?;
+        Ok(match r {
+            AppendEntriesResponse::Success if cut => AppendEntriesResponse::PartialSuccess(last),
+            other => other,
+        })
     }
 
     async fn install_snapshot(
@@ -250,4 +297,19 @@ fn reply<T: Serialize>(res: &T) -> Result<Response<Json>, Status> {
     let data = serde_json::to_vec(res)
         .map_err(|e| Status::internal(format!("failed to encode raft reply: {e}")))?;
     Ok(Response::new(json(data)))
+}
+
+#[cfg(test)]
+mod append_tests {
+    use super::prefix_within;
+
+    #[test]
+    fn an_append_is_cut_to_the_budget_but_never_below_one_entry() {
+        assert_eq!(prefix_within(&[], 100), 0);
+        assert_eq!(prefix_within(&[10, 20, 30], 100), 3);
+        assert_eq!(prefix_within(&[40, 40, 40], 100), 2);
+        assert_eq!(prefix_within(&[40, 60, 1], 100), 2);
+        assert_eq!(prefix_within(&[500, 1], 100), 1);
+        assert_eq!(prefix_within(&[50, 500], 100), 1);
+    }
 }
