@@ -466,15 +466,17 @@ async fn stage(ctx: &mut Ctx, nodes: usize, tasks: usize, first: bool) -> anyhow
         rss_kib,
         load,
     };
-    // The next stage starts without this one's tasks.
-    cli(ctx, &["service", "rm", &name]).await?;
-    let shared = Arc::clone(&ctx.shared);
-    until(
-        &format!("{name}'s tasks stopped"),
-        Duration::from_secs(900),
-        || shared.live.load(Ordering::Relaxed) <= base_live,
-    )
-    .await?;
+    // The next stage starts without this one's tasks (after the last, the lab goes).
+    if first {
+        cli(ctx, &["service", "rm", &name]).await?;
+        let shared = Arc::clone(&ctx.shared);
+        until(
+            &format!("{name}'s tasks stopped"),
+            Duration::from_secs(900),
+            || shared.live.load(Ordering::Relaxed) <= base_live,
+        )
+        .await?;
+    }
     Ok(stage)
 }
 
