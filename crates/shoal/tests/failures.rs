@@ -1,6 +1,7 @@
 //! A node that cannot apply an endpoint table (issue 12): it does not ack it, its status
-//! says what failed, it tries again, and once the cause is gone the table applies, the
-//! status clears and the task it waited for runs.
+//! says what failed, the service's endpoints do not count it as synced, it tries again, and
+//! once the cause is gone the table applies, the status clears, the service reads synced on
+//! every node and the task it waited for runs.
 
 mod common;
 
@@ -79,11 +80,41 @@ fn a_table_that_does_not_apply_is_not_acked_and_is_retried() {
             }
         },
     );
+    // The leader counts node1 (nothing of ovl to apply) and not node2.
+    let synced = || {
+        field(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.ServiceStatus.EndpointNodesSynced}}/{{.ServiceStatus.EndpointNodes}}",
+            "web",
+        ])
+    };
+    wait_for(
+        "web's endpoints to read synced on 1 of 2 nodes",
+        SLOW,
+        || match synced() {
+            s if s == "1/2" => Ok(()),
+            s => Err(s),
+        },
+    );
+    assert!(
+        message().starts_with("endpoint table not applied: "),
+        "node2 still fails to apply the table while web reads 1/2"
+    );
     drop(obstacle);
     wait_for("node2's status to clear", SLOW, || {
         let m = message();
         if m.is_empty() { Ok(()) } else { Err(m) }
     });
+    wait_for(
+        "web's endpoints to read synced on both nodes",
+        SLOW,
+        || match synced() {
+            s if s == "2/2" => Ok(()),
+            s => Err(s),
+        },
+    );
     lab.wait_running("web", 1);
 }
 

@@ -16,7 +16,7 @@ use shoal_types::{
 };
 
 use crate::daemon::Daemon;
-use crate::errors::{internal, not_manager};
+use crate::errors::{DaemonError, internal, not_manager};
 use crate::manager::Manager;
 use crate::{images, networks, registry};
 
@@ -24,7 +24,7 @@ use crate::{images, networks, registry};
 pub struct Api(pub Arc<Daemon>);
 
 impl Api {
-    fn manager(&self) -> ApiResult<Arc<Manager>> {
+    fn manager(&self) -> Result<Arc<Manager>, DaemonError> {
         self.0.active_or_err()?.manager.ok_or_else(not_manager)
     }
 
@@ -33,12 +33,12 @@ impl Api {
     }
 
     /// This node's image service (its agent's store).
-    fn images(&self) -> Result<shoal_image::Images, ApiError> {
+    fn images(&self) -> Result<shoal_image::Images, DaemonError> {
         self.0
             .active_or_err()?
             .worker
             .images()
-            .map_err(|e| ApiError::internal(format!("this node's image store: {e}")))
+            .map_err(|e| crate::errors::internal("failed to open this node's image store", e))
     }
 
     fn find_service(state: &ClusterState, key: &str) -> ApiResult<Service> {
@@ -57,7 +57,9 @@ impl Api {
 
     /// A service with its task counts and how far its last endpoint change has got. Only
     /// the leader tracks propagation; elsewhere the endpoint counts are 0 (unknown).
-    fn view(m: &Manager, state: &std::sync::Arc<ClusterState>, s: Service) -> ServiceView {
+    /// A service as `service ls|inspect` show it; `(synced, nodes)`: how far its last
+    /// endpoint change has reached (`Manager::services_progress`).
+    fn view(state: &ClusterState, s: Service, (synced, nodes): (usize, usize)) -> ServiceView {
         let running = state
             .tasks_of(&s.id)
             .filter(|t| {
@@ -71,18 +73,6 @@ impl Api {
                 .tasks_of(&s.id)
                 .filter(|t| t.desired_state == TaskState::Running)
                 .count() as u64,
-        };
-        let (synced, nodes) = if m.store.is_leader() {
-            // Computing the table records a change the sessions have not seen yet, so a
-            // fresh change never reads as already synced.
-            m.endpoint_table(state);
-            let ready = Manager::ready_nodes(state);
-            m.convergence
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .service_progress(&s.id, &ready)
-        } else {
-            (0, 0)
         };
         ServiceView {
             // The sealed login is for managers only: `service inspect` never shows it.
@@ -190,7 +180,7 @@ impl Backend for Api {
     }
 
     async fn leave(&self, force: bool) -> ApiResult<()> {
-        self.0.leave(force).await
+        Ok(self.0.leave(force).await?)
     }
 
     async fn join_token(&self, role: NodeRole) -> ApiResult<JoinToken> {
@@ -220,23 +210,22 @@ impl Backend for Api {
     }
 
     async fn ca(&self) -> ApiResult<ClusterCa> {
-        crate::rotation::ca_view(&self.0.active_or_err()?)
+        Ok(crate::rotation::ca_view(&self.0.active_or_err()?)?)
     }
 
     async fn rotate_ca(&self, req: CaRotateRequest) -> ApiResult<ClusterCa> {
         let active = self.0.active_or_err()?;
         crate::rotation::start(&active, req).await?;
-        crate::rotation::ca_view(&active)
+        Ok(crate::rotation::ca_view(&active)?)
     }
 
     async fn nodes(&self) -> ApiResult<Vec<Node>> {
         let m = self.manager()?;
         let state = m.state();
-        let leader = m.store.leader().map(|(id, _)| id);
+        let leader = m.leader().map(|(id, _)| id);
         // Only the leader knows which managers answer Raft; elsewhere, use the node state.
         let raft: std::collections::HashMap<u64, Option<bool>> = m
-            .store
-            .manager_status()
+            .raft_members()
             .into_iter()
             .map(|s| (s.id, s.reachable))
             .collect();
@@ -298,7 +287,7 @@ impl Backend for Api {
             }
         }
         let labels = (labels != node.spec.labels).then_some(labels);
-        let at = shoal_agent::worker::now();
+        let at = self.0.clock.now().wall;
         let mut cmds = Vec::new();
         if update.role.is_none() || update.availability.is_some() || labels.is_some() {
             cmds.push(Command::UpdateNodeSpec {
@@ -339,11 +328,13 @@ impl Backend for Api {
     async fn services(&self) -> ApiResult<Vec<ServiceView>> {
         let m = self.manager()?;
         let state = m.state();
+        let progress = m.services_progress(&state, state.services.keys().map(String::as_str));
         let mut v: Vec<ServiceView> = state
             .services
             .values()
             .cloned()
-            .map(|s| Self::view(&m, &state, s))
+            .zip(progress)
+            .map(|(s, p)| Self::view(&state, s, p))
             .collect();
         v.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
         Ok(v)
@@ -353,7 +344,8 @@ impl Backend for Api {
         let m = self.manager()?;
         let state = m.state();
         let s = Self::find_service(&state, &key)?;
-        Ok(Self::view(&m, &state, s))
+        let progress = m.services_progress(&state, [s.id.as_str()])[0];
+        Ok(Self::view(&state, s, progress))
     }
 
     async fn create_service(&self, spec: ServiceSpec) -> ApiResult<CreateResponse> {
@@ -375,7 +367,7 @@ impl Backend for Api {
         networks::resolve_networks(&m.state(), &mut spec)?;
         let (warnings, login) = registry::prepare_image(self.images(), &mut spec, &opts).await?;
         let registry_auth = login.map(|l| m.logins.seal(&l)).transpose()?;
-        let now = shoal_agent::worker::now();
+        let now = self.0.clock.now().wall;
         let id = ids::new_id();
         let service = Service {
             id: id.clone(),
@@ -437,7 +429,7 @@ impl Backend for Api {
         m.propose(Command::UpdateService {
             id: s.id,
             spec,
-            at: shoal_agent::worker::now(),
+            at: self.0.clock.now().wall,
         })
         .await?;
         Ok(ServiceUpdated { warnings })
@@ -450,7 +442,7 @@ impl Backend for Api {
             id: s.id,
             rollout: None,
             message: String::new(),
-            at: shoal_agent::worker::now(),
+            at: self.0.clock.now().wall,
         })
         .await
         .map_err(ApiError::from)
@@ -458,17 +450,17 @@ impl Backend for Api {
 
     async fn images(&self) -> ApiResult<Vec<ImageSummary>> {
         let w = self.0.active_or_err()?.worker;
-        images::list(self.images()?, &w.image_users()).await
+        Ok(images::list(self.images()?, &w.image_users()).await?)
     }
 
     async fn remove_image(&self, name: String) -> ApiResult<Vec<String>> {
         let w = self.0.active_or_err()?.worker;
-        images::remove(self.images()?, &name, &w.image_users()).await
+        Ok(images::remove(self.images()?, &name, &w.image_users()).await?)
     }
 
     async fn prune_images(&self) -> ApiResult<ImagesPruned> {
         let w = self.0.active_or_err()?.worker;
-        images::prune(self.images()?, &w.image_users()).await
+        Ok(images::prune(self.images()?, &w.image_users()).await?)
     }
 
     async fn remove_service(&self, key: String) -> ApiResult<()> {
@@ -670,7 +662,7 @@ impl Backend for Api {
             id.clone(),
             &want,
             &networks::cluster_reserved(&state, networks::host_reserved()),
-            shoal_agent::worker::now(),
+            self.0.clock.now().wall,
         )?;
         network.labels = req.labels;
         m.propose(Command::CreateNetwork { network }).await?;
@@ -690,16 +682,12 @@ impl Backend for Api {
 
     async fn endpoint_stats(&self) -> ApiResult<EndpointStats> {
         let m = self.manager()?;
-        if !m.store.is_leader() {
+        if !m.is_leader() {
             return Err(ApiError::unavailable(
                 "only the leader measures endpoint propagation; ask the leader",
             ));
         }
-        let s = m
-            .convergence
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats();
+        let s = m.endpoint_stats();
         Ok(EndpointStats {
             count: s.count,
             p50_ms: s.p50_ms,
@@ -710,10 +698,7 @@ impl Backend for Api {
 
     async fn reset_endpoint_stats(&self) -> ApiResult<()> {
         let m = self.manager()?;
-        m.convergence
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reset_samples();
+        m.reset_endpoint_stats();
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use shoal_manager::dispatcher::{NodeTasks, Told};
+use shoal_manager::dispatcher::{NodeSession, Update};
 use shoal_pki::Access;
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_rpc::cluster_server::Cluster;
@@ -26,8 +26,7 @@ use tracing::{info, warn};
 
 use crate::certs::NodeCerts;
 use crate::gate::{Gate, acting_for};
-use crate::manager::{Manager, Progress};
-use shoal_types::endpoint::EndpointView;
+use crate::manager::Manager;
 
 pub struct ClusterService {
     pub manager: Arc<Manager>,
@@ -42,7 +41,7 @@ pub struct ClusterService {
 
 fn not_leader(manager: &Manager) -> Status {
     let mut status = Status::unavailable(crate::manager::NOT_LEADER);
-    if let Some((_, addr)) = manager.store.leader()
+    if let Some((_, addr)) = manager.leader()
         && let Ok(v) = addr.parse()
     {
         status.metadata_mut().insert(shoal_rpc::LEADER_METADATA, v);
@@ -50,52 +49,25 @@ fn not_leader(manager: &Manager) -> Status {
     status
 }
 
-/// Cluster addresses of the managers, from the state.
-pub fn manager_addrs(state: &shoal_types::ClusterState) -> Vec<String> {
-    state
-        .nodes
-        .values()
-        .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
-        .collect()
-}
+pub use shoal_manager::dispatcher::manager_addrs;
 
 /// Streams a node's assignments and endpoint deltas until the agent goes away or this
-/// manager stops leading.
-///
-/// Each state change costs the session the size of the change, not of the cluster: its
-/// node's tasks follow the difference between successive states (`NodeTasks`), the view is
-/// cut from the shared table by reference, and the delta walks only what differs.
+/// manager stops leading. What to send is `NodeSession`'s decision; this loop waits for a
+/// reason to look again, adds what needs the daemon (registry logins, the manager list)
+/// and sends it.
 async fn session_loop(
     manager: &Arc<Manager>,
     node_id: &str,
     tx: tokio::sync::mpsc::Sender<Result<Assignments, Status>>,
     mut replaced: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let mut state_rx = manager.store.state();
-    // What the agent has been told of its tasks; `None` until the whole list is sent.
-    let mut told: Option<Told> = None;
-    // The state the node's tasks and networks were last followed to.
-    let mut prev: Option<Arc<shoal_types::ClusterState>> = None;
-    let mut mine = NodeTasks::default();
-    let mut networks: Vec<String> = Vec::new();
-    // Tasks that may be held running while their removal propagates (drain before stop).
-    let mut draining: Vec<String> = Vec::new();
-    let mut last_held: Vec<String> = Vec::new();
-    // The view as the agent has it (the base of the next delta), and the table it came from.
-    let mut sent = EndpointView::default();
-    let mut sent_table: Option<Arc<crate::manager::EndpointTable>> = None;
+    let mut state_rx = manager.watch_state();
+    let mut session = NodeSession::new(node_id);
     // The registry logins the agent has (`--with-registry-auth`), and those opened so far.
     let mut sent_logins: Option<BTreeMap<String, shoal_image::AuthConfig>> = None;
     let mut opened = HashMap::new();
-    // The root CAs the agent was told to trust (`None`: nothing yet this session).
-    let mut sent_ca: Option<shoal_types::state::CaTrust> = None;
-    // The role the agent was told (`node promote|demote`).
-    let mut sent_role: Option<NodeRole> = None;
-    // The managers the agent was told of: it needs them to find the next leader when this
-    // one goes (a promotion or demotion elsewhere changes them without touching this node).
-    let mut sent_managers: Vec<String> = Vec::new();
     loop {
-        if !manager.store.is_leader() {
+        if !manager.is_leader() {
             let _ = tx.send(Err(not_leader(manager))).await;
             return;
         }
@@ -108,154 +80,39 @@ async fn session_loop(
                 .await;
             return;
         }
-        let nodes_changed = prev.as_ref().is_none_or(|p| !p.nodes.ptr_eq(&state.nodes));
-        let managers = if nodes_changed {
-            manager_addrs(&state)
-        } else {
-            sent_managers.clone()
-        };
-        let managers_changed = managers != sent_managers;
-        let (mine_changed, mut changed_ids) = match &prev {
-            Some(p) if p.version <= state.version => {
-                let ids = mine.follow(p, &state);
-                (!ids.is_empty() || !p.networks.ptr_eq(&state.networks), ids)
-            }
-            _ => {
-                mine = NodeTasks::new(node_id, &state);
-                told = None;
-                (true, Vec::new())
-            }
-        };
-        prev = Some(Arc::clone(&state));
-        if mine_changed {
-            networks = shoal_manager::endpoints::node_networks(&state, mine.all());
-            draining = mine
-                .assigned()
-                .filter(|t| Manager::may_drain(t))
-                .map(|t| t.id.clone())
-                .collect();
-        }
+        // The table first: it records the change a stop waits for, so the drain below
+        // sees that change as not yet synced.
         let table = manager.endpoint_table(&state);
-        let held = manager.held_for_drain(&state, draining.iter().filter_map(|id| mine.get(id)));
-        // A task held or let go since last time is told again.
-        changed_ids.extend(
-            held.iter()
-                .filter(|id| !last_held.contains(id))
-                .chain(last_held.iter().filter(|id| !held.contains(id)))
-                .cloned(),
-        );
-        let told_as = |t: &shoal_types::Task| {
-            if held.contains(&t.id) {
-                TaskState::Running
+        let draining = session.follow(&state);
+        let held = manager.held_for_drain(&state, draining);
+        let (update, progress) = session.next(&state, &table, held);
+        if let Some(update) = update {
+            // Logins go with the task changes that may need them, before the agent starts
+            // them. Only services with a login matter (usually none): their tasks on this
+            // node, not every task of the node at each change.
+            let logins = if update.tasks_changed() {
+                let mine = session.tasks();
+                let with_login = state
+                    .services_with_login()
+                    .flat_map(|s| state.tasks_of(&s.id))
+                    .filter_map(|t| mine.get(&t.id))
+                    .filter(|t| t.status.state >= TaskState::Assigned);
+                let now = manager.logins.for_tasks(&state, with_login, &mut opened);
+                (sent_logins.as_ref() != Some(&now)).then_some(now)
             } else {
-                t.desired_state
-            }
-        };
-        // The whole list once per session, then only what changed.
-        let (full_list, task_delta) = match told.as_mut() {
-            None => {
-                let (t, list) = Told::full(mine.assigned().map(|t| (t, told_as(t))));
-                told = Some(t);
-                (Some(list), None)
-            }
-            Some(t) if !changed_ids.is_empty() => {
-                let now = changed_ids.iter().map(|id| {
-                    let task = mine
-                        .get(id)
-                        .filter(|t| t.status.state >= TaskState::Assigned);
-                    (id.as_str(), task.map(|t| (t, told_as(t))))
-                });
-                let d = t.delta(now);
-                (None, (!d.is_empty()).then_some(d))
-            }
-            Some(_) => (None, None),
-        };
-        let tasks_changed = full_list.is_some() || task_delta.is_some();
-        // The node's view depends on the table and on the networks of its tasks: with
-        // neither changed there is nothing to compute (most state changes are elsewhere).
-        let unchanged_table = sent_table.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table));
-        let (view, delta) = if unchanged_table && !mine_changed && sent.version != 0 {
-            (None, None)
-        } else {
-            let view = shoal_manager::endpoints::node_view(state.version, &table, &networks);
-            let delta = sent.diff(&view);
-            (Some(view), Some(delta))
-        };
-        let endpoints_changed = delta.as_ref().is_some_and(|d| !d.is_empty()) || sent.version == 0;
-        // Logins go with the task changes that may need them, before the agent starts them.
-        let logins = if tasks_changed {
-            // Only services with a login matter (usually none): their tasks on this node,
-            // not every task of the node at each change.
-            let with_login = state
-                .services_with_login()
-                .flat_map(|s| state.tasks_of(&s.id))
-                .filter_map(|t| mine.get(&t.id))
-                .filter(|t| t.status.state >= TaskState::Assigned);
-            let now = manager.logins.for_tasks(&state, with_login, &mut opened);
-            (sent_logins.as_ref() != Some(&now)).then_some(now)
-        } else {
-            None
-        };
-        let ca = state.ca_trust();
-        let ca_changed = sent_ca.as_ref() != Some(&ca);
-        let role = state.nodes.get(node_id).map(|n| n.spec.role);
-        let role_changed = role != sent_role;
-        if tasks_changed || endpoints_changed || ca_changed || role_changed || managers_changed {
-            // An empty task list means "unchanged" to the agent (an empty one is `[]`).
-            let tasks = full_list
-                .map(|l| serde_json::to_vec(&l).unwrap_or_default())
-                .unwrap_or_default();
-            let tasks_delta = task_delta
-                .map(|d| serde_json::to_vec(&d).unwrap_or_default())
-                .unwrap_or_default();
-            let msg = Assignments {
-                version: state.version,
-                tasks,
-                tasks_delta,
-                managers: managers.clone(),
-                heartbeat_period_ms: manager.heartbeat_period_ms(),
-                endpoints: match (&delta, endpoints_changed) {
-                    (Some(d), true) => serde_json::to_vec(d).unwrap_or_default(),
-                    _ => Vec::new(),
-                },
-                registry_auth: logins
-                    .as_ref()
-                    .map(|l| serde_json::to_vec(l).unwrap_or_default())
-                    .unwrap_or_default(),
-                ca: if ca_changed {
-                    serde_json::to_vec(&ca).unwrap_or_default()
-                } else {
-                    Vec::new()
-                },
-                role: match role {
-                    Some(r) if role_changed => r.to_string(),
-                    _ => String::new(),
-                },
+                None
             };
+            let msg = assignments(update, logins.as_ref(), manager.heartbeat_period_ms());
             if tx.send(Ok(msg)).await.is_err() {
                 return;
             }
-            sent_role = role;
-            sent_managers = managers;
             if logins.is_some() {
                 sent_logins = logins;
             }
-            sent_ca = Some(ca);
-            last_held = held;
-            sent_table = Some(Arc::clone(&table));
-            if let (true, Some(view)) = (endpoints_changed, view) {
-                manager.endpoints_progress(node_id, &state, Progress::Sent(view.version));
-                sent = view;
-            } else {
-                manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
-            }
-        } else {
-            last_held = held;
-            sent_table = Some(Arc::clone(&table));
-            manager.endpoints_progress(node_id, &state, Progress::Unchanged(state.version));
         }
-        // Wake on a state change, or after a while to notice a leadership loss.
-        // ...or an ack, which may release a task held for draining.
+        manager.view_progress(node_id, &state, progress);
+        // Wake on a state change, or after a while to notice a leadership loss, or on an
+        // ack, which may release a task held for draining.
         tokio::select! {
             _ = &mut replaced => {
                 let _ = tx
@@ -266,17 +123,85 @@ async fn session_loop(
                 return;
             }
             _ = state_rx.changed() => {}
-            _ = manager.acked.notified() => {}
+            _ = manager.acked() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
     }
 }
 
-/// How a node's status message starts while its last endpoint table did not apply whole.
-const APPLY_FAILED: &str = "endpoint table not applied: ";
+/// The message that carries `update` (an empty field means "unchanged" to the agent; an
+/// empty task list is `[]`).
+fn assignments(
+    update: Update,
+    logins: Option<&BTreeMap<String, shoal_image::AuthConfig>>,
+    heartbeat_period_ms: u64,
+) -> Assignments {
+    fn json<T: serde::Serialize>(v: Option<&T>) -> Vec<u8> {
+        v.map(|v| serde_json::to_vec(v).unwrap_or_default())
+            .unwrap_or_default()
+    }
+    Assignments {
+        version: update.version,
+        tasks: json(update.tasks.as_ref()),
+        tasks_delta: json(update.task_delta.as_ref()),
+        managers: update.managers,
+        heartbeat_period_ms,
+        endpoints: json(update.endpoints.as_ref()),
+        registry_auth: json(logins),
+        ca: json(update.ca.as_ref()),
+        role: update.role.map(|r| r.to_string()).unwrap_or_default(),
+    }
+}
 
 /// The most task statuses one report may carry (an agent sends what changed since its last).
 const MAX_REPORTED_TASKS: usize = 10_000;
+
+/// A node's description with what its agent reported at the start of its session (an
+/// empty field: not reported, kept as it was).
+fn reported_description(
+    was: &NodeDescription,
+    req: &SessionRequest,
+) -> Result<NodeDescription, Status> {
+    let mut description = was.clone();
+    if !req.data_plane.is_empty() {
+        let data_plane: DataPlane = serde_json::from_slice(&req.data_plane).map_err(|e| {
+            Status::invalid_argument(format!("data plane report does not parse: {e}"))
+        })?;
+        description.data_plane = Some(data_plane);
+    }
+    if !req.host_networks.is_empty() {
+        description.host_networks = serde_json::from_slice(&req.host_networks)
+            .map_err(|e| Status::invalid_argument(format!("host networks do not parse: {e}")))?;
+    }
+    if !req.resources.is_empty() {
+        description.resources = serde_json::from_slice(&req.resources)
+            .map_err(|e| Status::invalid_argument(format!("node resources do not parse: {e}")))?;
+    }
+    Ok(description)
+}
+
+/// The commands that record a status report of `node_id` (bounded: a report carries what
+/// changed since the agent's last).
+fn status_updates(node_id: &str, data: &[u8]) -> Result<Command, Status> {
+    let updates: Vec<(String, TaskStatus)> = serde_json::from_slice(data)
+        .map_err(|e| Status::invalid_argument(format!("status report does not parse: {e}")))?;
+    if updates.len() > MAX_REPORTED_TASKS {
+        return Err(Status::invalid_argument(format!(
+            "a status report of {} tasks is more than the {MAX_REPORTED_TASKS} a report may carry; send it in parts",
+            updates.len()
+        )));
+    }
+    Ok(Command::Batch(
+        updates
+            .into_iter()
+            .map(|(task, status)| Command::UpdateTaskStatus {
+                id: task,
+                node_id: node_id.to_string(),
+                status,
+            })
+            .collect(),
+    ))
+}
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<Assignments, Status>> + Send>>;
 
@@ -292,7 +217,7 @@ impl Cluster for ClusterService {
         if let Some(why) = self.manager.refusal(&cmd) {
             return Err(Status::failed_precondition(why));
         }
-        let reply = match self.manager.store.propose_indexed(cmd).await {
+        let reply = match self.manager.propose_here(cmd).await {
             Ok((result, index)) => crate::manager::ProposeReply { result, index },
             Err(shoal_store::StoreError::NotLeader { .. }) => {
                 return Err(not_leader(&self.manager));
@@ -310,8 +235,8 @@ impl Cluster for ClusterService {
         self.gate.admit(&req, "Join", Access::Joining)?;
         let source = req.remote_addr().map(|a| a.ip());
         let req = req.into_inner();
-        if !self.manager.store.is_leader() {
-            let Some((_, addr)) = self.manager.store.leader() else {
+        if !self.manager.is_leader() {
+            let Some((_, addr)) = self.manager.leader() else {
                 return Err(Status::unavailable(
                     "the managers have no leader right now; retry shortly",
                 ));
@@ -369,7 +294,7 @@ impl Cluster for ClusterService {
         let (certificate, renewed) =
             crate::certs::issue(&self.certs, &req.csr, &req.node_id, role, cluster)?;
         let raft_id = shoal_types::ids::raft_id_of(&req.node_id);
-        let now = shoal_agent::worker::now();
+        let now = self.manager.now().wall;
         let node = Node {
             id: req.node_id.clone(),
             created_at: now,
@@ -442,7 +367,7 @@ impl Cluster for ClusterService {
         req: Request<JoinRaftRequest>,
     ) -> Result<Response<StatusAck>, Status> {
         let id = self.gate.member(&req, "JoinRaft", Access::Manager)?;
-        if !self.manager.store.is_leader() {
+        if !self.manager.is_leader() {
             return Err(not_leader(&self.manager));
         }
         let state = self.manager.state();
@@ -458,8 +383,7 @@ impl Cluster for ClusterService {
         };
         info!(node = %id.node_id, raft_id = status.raft_id, "adding a manager to the raft group");
         self.manager
-            .store
-            .add_manager(status.raft_id, status.addr)
+            .add_raft_voter(status.raft_id, status.addr)
             .await
             .map_err(|e| {
                 Status::unavailable(format!("failed to add the manager to the raft group: {e}"))
@@ -529,7 +453,7 @@ impl Cluster for ClusterService {
         let req = req.into_inner();
         acting_for(&id, &req.node_id)?;
         let node_id = id.node_id;
-        if !self.manager.store.is_leader() {
+        if !self.manager.is_leader() {
             return Err(not_leader(&self.manager));
         }
         let Some(node) = self.manager.state().nodes.get(&node_id).cloned() else {
@@ -538,24 +462,7 @@ impl Cluster for ClusterService {
             )));
         };
         self.manager.seen(&node_id);
-        let mut description = node.description.clone();
-        if !req.data_plane.is_empty() {
-            let data_plane: DataPlane = serde_json::from_slice(&req.data_plane).map_err(|e| {
-                Status::invalid_argument(format!("data plane report does not parse: {e}"))
-            })?;
-            description.data_plane = Some(data_plane);
-        }
-        if !req.host_networks.is_empty() {
-            description.host_networks =
-                serde_json::from_slice(&req.host_networks).map_err(|e| {
-                    Status::invalid_argument(format!("host networks do not parse: {e}"))
-                })?;
-        }
-        if !req.resources.is_empty() {
-            description.resources = serde_json::from_slice(&req.resources).map_err(|e| {
-                Status::invalid_argument(format!("node resources do not parse: {e}"))
-            })?;
-        }
+        let description = reported_description(&node.description, &req)?;
         if description != node.description {
             // Reported once per session: tried again while no leader takes it.
             self.manager.propose_in_background(
@@ -573,8 +480,7 @@ impl Cluster for ClusterService {
         tokio::spawn(async move {
             session_loop(&manager, &node_id, tx, ticket.replaced).await;
             if sessions.close(&node_id, ticket.id) {
-                let state = manager.state();
-                manager.endpoints_progress(&node_id, &state, Progress::Disconnected);
+                manager.disconnected(&node_id);
             }
         });
         Ok(Response::new(Box::pin(
@@ -589,7 +495,7 @@ impl Cluster for ClusterService {
         let id = self.gate.member(&req, "Heartbeat", Access::Member)?;
         acting_for(&id, &req.get_ref().node_id)?;
         let _call = self.in_flight.enter(&id.node_id, "Heartbeat")?;
-        if !self.manager.store.is_leader() {
+        if !self.manager.is_leader() {
             return Err(not_leader(&self.manager));
         }
         let node_id = id.node_id;
@@ -610,26 +516,10 @@ impl Cluster for ClusterService {
         let req = req.into_inner();
         acting_for(&id, &req.node_id)?;
         let _call = self.in_flight.enter(&id.node_id, "ReportStatus")?;
-        let updates: Vec<(String, TaskStatus)> = serde_json::from_slice(&req.updates)
-            .map_err(|e| Status::invalid_argument(format!("status report does not parse: {e}")))?;
-        if updates.len() > MAX_REPORTED_TASKS {
-            return Err(Status::invalid_argument(format!(
-                "a status report of {} tasks is more than the {MAX_REPORTED_TASKS} a report may carry; send it in parts",
-                updates.len()
-            )));
-        }
-        let node_id = id.node_id;
-        let cmds = updates
-            .into_iter()
-            .map(|(task, status)| Command::UpdateTaskStatus {
-                id: task,
-                node_id: node_id.clone(),
-                status,
-            })
-            .collect();
-        match self.manager.store.propose(Command::Batch(cmds)).await {
+        let cmds = status_updates(&id.node_id, &req.updates)?;
+        match self.manager.propose_here(cmds).await {
             // A report about a task that no longer exists is not the agent's problem.
-            Ok(CommandResult::Ok) | Ok(CommandResult::Err(_)) => Ok(Response::new(StatusAck {})),
+            Ok((CommandResult::Ok | CommandResult::Err(_), _)) => Ok(Response::new(StatusAck {})),
             Err(shoal_store::StoreError::NotLeader { .. }) => Err(not_leader(&self.manager)),
             Err(e) => {
                 warn!("failed to record task status: {e}");
@@ -646,42 +536,10 @@ impl Cluster for ClusterService {
         let req = req.into_inner();
         acting_for(&id, &req.node_id)?;
         let _call = self.in_flight.enter(&id.node_id, "AckEndpoints")?;
-        let state = self.manager.state();
         // A table the node could not apply whole is not an ack: the node stays unsynced
         // (convergence waits) and its status says why until an apply succeeds.
-        if req.error.is_empty() {
-            self.manager
-                .endpoints_progress(&id.node_id, &state, Progress::Acked(req.version));
-        }
-        if let Some(node) = state.nodes.get(&id.node_id) {
-            let said = &node.status.message;
-            let now = if req.error.is_empty() {
-                // Only a message of ours is cleared.
-                (said.starts_with(APPLY_FAILED)).then(String::new)
-            } else {
-                let text = format!("{APPLY_FAILED}{}", req.error);
-                (said != &text).then_some(text)
-            };
-            if let Some(message) = now {
-                if !req.error.is_empty() {
-                    warn!(node = %id.node_id, version = req.version, "{message}");
-                }
-                let cmd = Command::SetNodeState {
-                    id: id.node_id.clone(),
-                    state: node.status.state,
-                    message,
-                    at: shoal_agent::worker::now(),
-                };
-                // Tried once: by a retry, the node state it carries may be stale (a node
-                // marked Down meanwhile would read Ready again).
-                let manager = Arc::clone(&self.manager);
-                tokio::spawn(async move {
-                    if let Err(e) = manager.propose(cmd).await {
-                        warn!("failed to record a node's endpoint apply: {e}");
-                    }
-                });
-            }
-        }
+        self.manager
+            .endpoints_acked(&id.node_id, req.version, &req.error);
         Ok(Response::new(StatusAck {}))
     }
 }
@@ -691,5 +549,115 @@ impl ClusterService {
         self.certs
             .root()
             .ok_or_else(|| Status::internal("this manager has no root CA key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_types::fixtures::*;
+    use shoal_types::{Millis, Task, TaskDelta};
+
+    #[test]
+    fn an_update_becomes_a_message_whose_empty_fields_mean_unchanged() {
+        let quiet = Update {
+            managers: vec!["10.0.0.1:2377".into()],
+            ..Update::default()
+        };
+        let msg = assignments(quiet, None, 1000);
+        assert!(msg.tasks.is_empty() && msg.tasks_delta.is_empty() && msg.endpoints.is_empty());
+        assert!(msg.ca.is_empty() && msg.role.is_empty() && msg.registry_auth.is_empty());
+        assert_eq!(msg.managers, ["10.0.0.1:2377"]);
+        // A whole list with no task in it is not "unchanged": the agent stops everything.
+        let update = Update {
+            version: 7,
+            tasks: Some(Vec::new()),
+            task_delta: Some(TaskDelta {
+                upsert: Vec::<Task>::new(),
+                remove: vec!["ta".into()],
+            }),
+            role: Some(NodeRole::Manager),
+            ..Update::default()
+        };
+        let msg = assignments(update, Some(&BTreeMap::new()), 1000);
+        assert_eq!(msg.version, 7);
+        assert_eq!(msg.tasks, b"[]");
+        let delta: TaskDelta = serde_json::from_slice(&msg.tasks_delta).unwrap();
+        assert_eq!(delta.remove, ["ta"]);
+        assert_eq!(msg.role, "manager");
+        assert_eq!(msg.registry_auth, b"{}");
+    }
+
+    #[test]
+    fn a_session_keeps_what_its_agent_did_not_report() {
+        let was = node("n1", "node1").description;
+        let none = SessionRequest::default();
+        assert_eq!(reported_description(&was, &none).unwrap(), was);
+        let resources = shoal_types::node::Resources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 1 << 30,
+        };
+        let req = SessionRequest {
+            resources: serde_json::to_vec(&resources).unwrap(),
+            ..Default::default()
+        };
+        let now = reported_description(&was, &req).unwrap();
+        assert_eq!(now.resources, resources);
+        assert_eq!(now.host_networks, was.host_networks);
+        let bad = SessionRequest {
+            host_networks: b"{".to_vec(),
+            ..Default::default()
+        };
+        let err = reported_description(&was, &bad).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with("host networks do not parse"));
+    }
+
+    #[test]
+    fn a_status_report_is_recorded_for_its_node_and_bounded() {
+        let st = TaskStatus::new(TaskState::Running, Millis(1), "");
+        let data = serde_json::to_vec(&[("ta", &st)]).unwrap();
+        let Command::Batch(cmds) = status_updates("n2", &data).unwrap() else {
+            panic!("a batch")
+        };
+        assert_eq!(
+            cmds,
+            [Command::UpdateTaskStatus {
+                id: "ta".into(),
+                node_id: "n2".into(),
+                status: st.clone(),
+            }]
+        );
+        let many: Vec<(String, TaskStatus)> = (0..=MAX_REPORTED_TASKS)
+            .map(|i| (format!("t{i}"), st.clone()))
+            .collect();
+        let err = status_updates("n2", &serde_json::to_vec(&many).unwrap()).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "a status report of 10001 tasks is more than the 10000 a report may carry; send it in parts"
+        );
+        let err = status_updates("n2", b"not json").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn the_managers_are_the_nodes_with_a_manager_status() {
+        // (Used by `Join`'s reply and by every session message.)
+        let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
+        assert!(manager_addrs(&st).is_empty());
+        st.apply(Command::AddNode {
+            node: Node {
+                manager_status: Some(ManagerStatus {
+                    raft_id: 3,
+                    addr: "10.0.0.3:2377".into(),
+                    leader: false,
+                    reachability: String::new(),
+                }),
+                ..node("n3", "node3")
+            },
+            at: Millis(0),
+        })
+        .unwrap();
+        assert_eq!(manager_addrs(&st), ["10.0.0.3:2377"]);
     }
 }

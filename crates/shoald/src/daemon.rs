@@ -9,8 +9,7 @@ use std::time::Duration;
 use shoal_agent::AgentConfig;
 use shoal_agent::logs::AgentService;
 use shoal_agent::session::{Managers, Session};
-use shoal_agent::worker::{self, Worker};
-use shoal_api::ApiError;
+use shoal_agent::worker::Worker;
 use shoal_pki::{JoinToken, NodeKey};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreConfig};
@@ -22,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::certs::NodeCerts;
-use crate::errors::{internal, not_in_swarm};
+use crate::errors::{DaemonError, internal, not_in_swarm};
 use crate::gate::Gate;
 use crate::identity::Identity;
 use crate::manager::Manager;
@@ -57,6 +56,8 @@ pub struct Daemon {
     /// Serialises init, join, leave and role changes.
     pub(crate) lifecycle: tokio::sync::Mutex<()>,
     pub role: RwLock<Option<Active>>,
+    /// Where the daemon and its manager role read the time.
+    pub clock: Arc<dyn shoal_manager::clock::Clock>,
 }
 
 /// A node that is part of a cluster.
@@ -84,6 +85,7 @@ impl Daemon {
             cfg,
             lifecycle: tokio::sync::Mutex::new(()),
             role: RwLock::new(None),
+            clock: crate::clock::SystemClock::shared(),
         })
     }
 
@@ -91,7 +93,7 @@ impl Daemon {
         self.role.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn active_or_err(&self) -> Result<Active, ApiError> {
+    pub fn active_or_err(&self) -> Result<Active, DaemonError> {
         self.active().ok_or_else(not_in_swarm)
     }
 
@@ -99,27 +101,14 @@ impl Daemon {
         self.cfg.data_dir.join("raft")
     }
 
-    /// The node's address as others see it: `--advertise-addr`, or the listen address.
-    fn advertise(&self, requested: Option<String>) -> Result<(String, String), ApiError> {
-        let ip = requested
-            .or_else(|| self.cfg.advertise_addr.clone())
-            .or_else(|| {
-                (!self.cfg.listen_addr.ip().is_unspecified())
-                    .then(|| self.cfg.listen_addr.ip().to_string())
-            })
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "could not choose an address to advertise; pass --advertise-addr IP",
-                )
-            })?;
-        let ip = ip.split(':').next().unwrap_or(&ip).to_string();
-        ip.parse::<std::net::IpAddr>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "invalid advertise address {ip:?}: expected an IP address"
-            ))
-        })?;
-        let cluster_addr = format!("{ip}:{}", self.cfg.listen_addr.port());
-        Ok((ip, cluster_addr))
+    /// The node's address as others see it: the request's, `--advertise-addr`, or the
+    /// listen address; and its cluster address.
+    fn advertise(&self, requested: Option<String>) -> Result<(String, String), DaemonError> {
+        advertise(
+            requested,
+            self.cfg.advertise_addr.clone(),
+            self.cfg.listen_addr,
+        )
     }
 
     /// Resumes the role recorded in the data dir, if any (daemon start).
@@ -137,13 +126,13 @@ impl Daemon {
             NodeRole::Manager => Some(
                 self.open_manager(&identity, certs.dialer())
                     .await
-                    .map_err(|e| anyhow::anyhow!(e.message))?,
+                    .map_err(anyhow::Error::from)?,
             ),
             NodeRole::Worker => None,
         };
         self.activate(identity, manager, certs)
             .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+            .map_err(anyhow::Error::from)?;
         Ok(())
     }
 
@@ -151,7 +140,7 @@ impl Daemon {
         &self,
         identity: &Identity,
         dialer: shoal_rpc::Dialer,
-    ) -> Result<Arc<Manager>, ApiError> {
+    ) -> Result<Arc<Manager>, DaemonError> {
         let store = Store::open(
             &self.raft_dir(),
             ids::raft_id_of(&identity.node_id),
@@ -169,6 +158,7 @@ impl Daemon {
             &self.cfg.data_dir,
             dialer,
             Arc::clone(&self.cfg.metrics),
+            Arc::clone(&self.clock),
         ))
     }
 
@@ -178,9 +168,9 @@ impl Daemon {
         identity: Identity,
         manager: Option<Arc<Manager>>,
         certs: Arc<NodeCerts>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), DaemonError> {
         let vtep: std::net::Ipv4Addr = identity.addr.parse().map_err(|_| {
-            ApiError::bad_request(format!(
+            DaemonError::Invalid(format!(
                 "the node address {} is not an IPv4 address; VXLAN needs one",
                 identity.addr
             ))
@@ -208,7 +198,7 @@ impl Daemon {
 
         let listener = tokio::net::TcpListener::bind(self.cfg.listen_addr)
             .await
-            .map_err(|e| internal(&format!("failed to listen on {}", self.cfg.listen_addr), e))?;
+            .map_err(|e| internal(format!("failed to listen on {}", self.cfg.listen_addr), e))?;
         let slot = ManagerSlot::default();
         let switches = Switches::default();
         let gate = Gate::new(identity.cluster_id.clone(), slot.clone());
@@ -297,7 +287,7 @@ impl Daemon {
     pub async fn init(
         self: &Arc<Self>,
         req: shoal_api::InitRequest,
-    ) -> Result<(Active, Vec<String>), ApiError> {
+    ) -> Result<(Active, Vec<String>), DaemonError> {
         let shoal_api::InitRequest {
             advertise_addr: advertise,
             heartbeat_period_ms: heartbeat_ms,
@@ -310,8 +300,8 @@ impl Daemon {
         } = req;
         let _guard = self.lifecycle.lock().await;
         if self.active().is_some() {
-            return Err(ApiError::conflict(
-                "this node is already part of a swarm; run `shoal leave` first",
+            return Err(DaemonError::Conflict(
+                "this node is already part of a swarm; run `shoal leave` first".into(),
             ));
         }
         // A given root CA (`--ca-cert`/`--ca-key`) is checked before anything is made.
@@ -324,12 +314,12 @@ impl Daemon {
                     "--ca-key",
                     std::time::SystemTime::now(),
                 )
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                .map_err(|e| DaemonError::Invalid(e.to_string()))?,
             ),
             (None, None) => None,
             _ => {
-                return Err(ApiError::bad_request(
-                    "--ca-cert and --ca-key go together: give both (the root CA's certificate and its key) or neither",
+                return Err(DaemonError::Invalid(
+                    "--ca-cert and --ca-key go together: give both (the root CA's certificate and its key) or neither".into(),
                 ));
             }
         };
@@ -349,7 +339,7 @@ impl Daemon {
             ids::new_id(),
             &ingress_req,
             &reserved,
-            worker::now(),
+            self.clock.now().wall,
         )?;
         let cert_expiry_ms = cert_expiry_ms.unwrap_or(shoal_types::state::DEFAULT_CERT_EXPIRY_MS);
         check_cert_expiry(cert_expiry_ms)?;
@@ -373,11 +363,10 @@ impl Daemon {
         let digest = certs.ca().digest();
         let manager = self.open_manager(&identity, certs.dialer()).await?;
         manager
-            .store
-            .initialize()
+            .initialize_raft()
             .await
             .map_err(|e| internal("failed to initialise raft", e))?;
-        let now = worker::now();
+        let now = self.clock.now().wall;
         let info = ClusterInfo {
             id: identity.cluster_id.clone(),
             created_at: now,
@@ -437,14 +426,14 @@ impl Daemon {
         token: &str,
         remote: &str,
         advertise: Option<String>,
-    ) -> Result<Active, ApiError> {
+    ) -> Result<Active, DaemonError> {
         let _guard = self.lifecycle.lock().await;
         if self.active().is_some() {
-            return Err(ApiError::conflict(
-                "this node is already part of a swarm; run `shoal leave` first",
+            return Err(DaemonError::Conflict(
+                "this node is already part of a swarm; run `shoal leave` first".into(),
             ));
         }
-        let token = JoinToken::parse(token).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let token = JoinToken::parse(token).map_err(|e| DaemonError::Invalid(e.to_string()))?;
         let (addr, cluster_addr) = self.advertise(advertise)?;
         let node_id = ids::new_id();
         // The key never leaves this node: the manager signs its CSR.
@@ -458,7 +447,7 @@ impl Daemon {
                 .map_err(|e| internal("failed to make the join TLS configuration", e))?,
         ));
         let channel = dialer.manager(remote).map_err(|e| {
-            ApiError::bad_request(format!("invalid manager address {remote:?}: {e}"))
+            DaemonError::Invalid(format!("invalid manager address {remote:?}: {e}"))
         })?;
         let req = shoal_rpc::JoinRequest {
             token: token.to_string(),
@@ -475,10 +464,9 @@ impl Daemon {
         )
         .await;
         let reply = match reply {
-            Err(_) => Err(ApiError::new(
-                503,
-                format!("timed out joining through {remote}; is the manager reachable?"),
-            )),
+            Err(_) => Err(DaemonError::Unavailable(format!(
+                "timed out joining through {remote}; is the manager reachable?"
+            ))),
             Ok(Err(s)) => Err(crate::errors::join_error(remote, &s)),
             Ok(Ok(r)) => Ok(r.into_inner()),
         }?;
@@ -528,12 +516,12 @@ impl Daemon {
     }
 
     /// Leaves the cluster: stops every task and forgets the membership.
-    pub async fn leave(self: &Arc<Self>, force: bool) -> Result<(), ApiError> {
+    pub async fn leave(self: &Arc<Self>, force: bool) -> Result<(), DaemonError> {
         let _guard = self.lifecycle.lock().await;
         let active = self.active_or_err()?;
         if active.manager.is_some() && !force {
-            return Err(ApiError::conflict(
-                "this node is a manager; leaving would weaken the raft group. Use `shoal leave --force` to leave anyway",
+            return Err(DaemonError::Conflict(
+                "this node is a manager; leaving would weaken the raft group. Use `shoal leave --force` to leave anyway".into(),
             ));
         }
         if let Some(m) = &active.manager {
@@ -546,7 +534,7 @@ impl Daemon {
                     id: id.clone(),
                     state: shoal_types::NodeState::Down,
                     message: "left the cluster".into(),
-                    at: shoal_agent::worker::now(),
+                    at: self.clock.now().wall,
                 },
                 Command::RemoveNode { id, force: true },
             ]);
@@ -564,7 +552,7 @@ impl Daemon {
             h.abort();
         }
         if let Some(m) = &active.manager {
-            let _ = m.store.shutdown().await;
+            let _ = m.shutdown_raft().await;
         }
         *self.role.write().unwrap_or_else(|p| p.into_inner()) = None;
         Identity::remove(&self.cfg.data_dir)
@@ -580,7 +568,7 @@ impl Daemon {
         if let Some(active) = self.active() {
             active.worker.shutdown(Duration::from_secs(15)).await;
             if let Some(m) = &active.manager {
-                let _ = m.store.shutdown().await;
+                let _ = m.shutdown_raft().await;
             }
         }
     }
@@ -611,7 +599,7 @@ pub(crate) async fn join_raft(
     dialer: &shoal_rpc::Dialer,
     remote: &str,
     managers: &[String],
-) -> Result<(), ApiError> {
+) -> Result<(), DaemonError> {
     let mut targets: Vec<String> = std::iter::once(remote.to_string())
         .chain(managers.iter().cloned())
         .collect();
@@ -623,7 +611,7 @@ pub(crate) async fn join_raft(
         };
         let channel = dialer
             .manager(&addr)
-            .map_err(|e| ApiError::bad_request(format!("invalid manager address {addr:?}: {e}")))?;
+            .map_err(|e| DaemonError::Invalid(format!("invalid manager address {addr:?}: {e}")))?;
         let mut client = ClusterClient::new(channel);
         let call = client.join_raft(shoal_rpc::JoinRaftRequest {});
         match tokio::time::timeout(Duration::from_secs(40), call).await {
@@ -641,18 +629,43 @@ pub(crate) async fn join_raft(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    Err(ApiError::new(
-        503,
-        format!("joined as a manager, but the leader did not add this node to Raft: {last}"),
-    ))
+    Err(DaemonError::Unavailable(format!(
+        "joined as a manager, but the leader did not add this node to Raft: {last}"
+    )))
+}
+
+/// The address to advertise (the first of `requested`, `configured`, `listen`'s IP if it
+/// names one; a port given with it is dropped) and the cluster address (that IP, the
+/// listen port).
+fn advertise(
+    requested: Option<String>,
+    configured: Option<String>,
+    listen: std::net::SocketAddr,
+) -> Result<(String, String), DaemonError> {
+    let ip = requested
+        .or(configured)
+        .or_else(|| (!listen.ip().is_unspecified()).then(|| listen.ip().to_string()))
+        .ok_or_else(|| {
+            DaemonError::Invalid(
+                "could not choose an address to advertise; pass --advertise-addr IP".into(),
+            )
+        })?;
+    let ip = ip.split(':').next().unwrap_or(&ip).to_string();
+    ip.parse::<std::net::IpAddr>().map_err(|_| {
+        DaemonError::Invalid(format!(
+            "invalid advertise address {ip:?}: expected an IP address"
+        ))
+    })?;
+    let cluster_addr = format!("{ip}:{}", listen.port());
+    Ok((ip, cluster_addr))
 }
 
 /// `--cert-expiry`: at least a minute (renewal needs some of the lifetime), at most the
 /// root's 20 years.
-fn check_cert_expiry(ms: u64) -> Result<(), ApiError> {
+fn check_cert_expiry(ms: u64) -> Result<(), DaemonError> {
     let max = shoal_pki::ROOT_CA_VALIDITY.as_millis() as u64;
     if !(60_000..=max).contains(&ms) {
-        return Err(ApiError::bad_request(format!(
+        return Err(DaemonError::Invalid(format!(
             "invalid --cert-expiry {}: node certificates must be valid for at least 1m and at most 20 years",
             humantime::format_duration(Duration::from_millis(ms))
         )));
@@ -664,10 +677,60 @@ fn check_cert_expiry(ms: u64) -> Result<(), ApiError> {
 /// no part in the cluster any more, yet left up it would keep its agents' sessions and
 /// answer from a state that no longer moves. So the daemon exits, loudly, for its supervisor
 /// to start it again once the cause is fixed; its tasks keep running and are adopted then.
-pub(crate) async fn exit_on_raft_failure(store: shoal_store::Store) {
-    let why = store.failed().await;
+pub(crate) async fn exit_on_raft_failure(manager: Arc<Manager>) {
+    let why = manager.raft_failed().await;
     tracing::error!(
         "raft failed on this manager: {why}; shoald exits (fix the data directory's disk, then start it again)"
     );
     std::process::exit(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_address_is_the_first_given_with_the_listen_port() {
+        let any: std::net::SocketAddr = "0.0.0.0:2377".parse().unwrap();
+        let one: std::net::SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let ok = |r: Result<(String, String), DaemonError>| r.unwrap();
+        assert_eq!(
+            ok(advertise(
+                Some("10.0.0.9:1234".into()),
+                Some("10.0.0.8".into()),
+                one
+            )),
+            ("10.0.0.9".to_string(), "10.0.0.9:4000".to_string())
+        );
+        assert_eq!(
+            ok(advertise(None, Some("10.0.0.8".into()), any)).1,
+            "10.0.0.8:2377"
+        );
+        assert_eq!(ok(advertise(None, None, one)).0, "10.0.0.5");
+        assert_eq!(
+            advertise(None, None, any).unwrap_err().to_string(),
+            "could not choose an address to advertise; pass --advertise-addr IP"
+        );
+        let err = advertise(Some("eth0".into()), None, any).unwrap_err();
+        assert!(matches!(err, DaemonError::Invalid(_)));
+        assert_eq!(
+            err.to_string(),
+            "invalid advertise address \"eth0\": expected an IP address"
+        );
+    }
+
+    #[test]
+    fn certificate_lifetimes_are_bounded() {
+        assert!(check_cert_expiry(60_000).is_ok());
+        assert!(check_cert_expiry(90 * 24 * 3600 * 1000).is_ok());
+        assert_eq!(
+            check_cert_expiry(59_000).unwrap_err().to_string(),
+            "invalid --cert-expiry 59s: node certificates must be valid for at least 1m and at most 20 years"
+        );
+        let too_long = shoal_pki::ROOT_CA_VALIDITY.as_millis() as u64 + 1;
+        assert!(matches!(
+            check_cert_expiry(too_long),
+            Err(DaemonError::Invalid(_))
+        ));
+    }
 }

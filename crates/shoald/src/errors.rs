@@ -1,13 +1,33 @@
 //! The daemon's own failures (`DaemonError`) and how they reach its two edges: the HTTP API
 //! (`ApiError`: a status and a message that says what to do) and the cluster port (a gRPC
-//! `Status`). Only those two conversions know HTTP and gRPC codes.
+//! `Status`). Only those two conversions know HTTP and gRPC codes; inside the daemon
+//! (roles, joins, networks, images, the CA) every failure is a `DaemonError`, and callers
+//! that retry ask it whether that can help (`DaemonError::is_retryable`).
 
 use shoal_api::ApiError;
 use shoal_types::ApplyError;
 
-/// Why a change the daemon tried to commit did not commit.
+/// What went wrong in the daemon: a change that did not commit, a request it cannot
+/// serve, a peer that did not answer, or a failure of its own.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The request is wrong (an address, a token, a subnet, a flag): fix it and ask again.
+    #[error("{0}")]
+    Invalid(String),
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// This node is not in a swarm.
+    #[error("this node is not part of a swarm; run `shoal init` or `shoal join` first")]
+    NotInSwarm,
+    /// What was asked needs a manager.
+    #[error("this node is not a manager; run it on a manager")]
+    NotManager,
+    /// Another node that was needed did not answer, or did not do its part yet (a manager
+    /// to join through, to renew a certificate, the leader to add a voter): nothing was
+    /// done here, and a later try may succeed.
+    #[error("{0}")]
+    Unavailable(String),
     /// The cluster's state refused it (no such service, name in use, ...).
     #[error(transparent)]
     Refused(#[from] ApplyError),
@@ -38,7 +58,7 @@ pub enum DaemonError {
     Unknown(String),
     /// Raft or this daemon failed.
     #[error("{what}: {why}")]
-    Internal { what: &'static str, why: String },
+    Internal { what: String, why: String },
 }
 
 impl DaemonError {
@@ -50,13 +70,17 @@ impl DaemonError {
             DaemonError::NoLeader { .. }
                 | DaemonError::NoQuorum(_)
                 | DaemonError::Unreachable { .. }
+                | DaemonError::Unavailable(_)
         )
     }
 
     fn http_status(&self) -> u16 {
         match self {
+            DaemonError::Invalid(_) => 400,
+            DaemonError::NotFound(_) => 404,
             DaemonError::Refused(e) => apply_status(e),
             DaemonError::Conflict(_) => 409,
+            DaemonError::NotInSwarm | DaemonError::NotManager | DaemonError::Unavailable(_) => 503,
             DaemonError::NoLeader { .. }
             | DaemonError::NoQuorum(_)
             | DaemonError::Unreachable { .. }
@@ -82,19 +106,20 @@ impl From<DaemonError> for tonic::Status {
                 409 => tonic::Status::already_exists(message),
                 _ => tonic::Status::unavailable(message),
             },
-            DaemonError::Conflict(_) => tonic::Status::failed_precondition(message),
+            DaemonError::Invalid(_) => tonic::Status::invalid_argument(message),
+            DaemonError::NotFound(_) => tonic::Status::not_found(message),
+            DaemonError::Conflict(_) | DaemonError::NotInSwarm | DaemonError::NotManager => {
+                tonic::Status::failed_precondition(message)
+            }
             // The caller may try again (an agent keeps its reports; a joining node retries).
             DaemonError::NoLeader { .. }
             | DaemonError::NoQuorum(_)
-            | DaemonError::Unreachable { .. } => tonic::Status::unavailable(message),
+            | DaemonError::Unreachable { .. }
+            | DaemonError::Unavailable(_) => tonic::Status::unavailable(message),
             DaemonError::Unknown(_) => tonic::Status::unknown(message),
             DaemonError::Internal { .. } => tonic::Status::internal(message),
         }
     }
-}
-
-pub fn apply_error(e: ApplyError) -> ApiError {
-    ApiError::new(apply_status(&e), e.to_string())
 }
 
 /// The HTTP status of a refusal by the state.
@@ -119,43 +144,44 @@ fn apply_status(e: &ApplyError) -> u16 {
     }
 }
 
-pub fn not_manager() -> ApiError {
-    ApiError::new(503, "this node is not a manager; run it on a manager")
+pub fn not_manager() -> DaemonError {
+    DaemonError::NotManager
 }
 
-pub fn not_in_swarm() -> ApiError {
-    ApiError::new(
-        503,
-        "this node is not part of a swarm; run `shoal init` or `shoal join` first",
-    )
+pub fn not_in_swarm() -> DaemonError {
+    DaemonError::NotInSwarm
 }
 
-pub fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(500, format!("{what}: {e}"))
+/// A failure of this daemon's own: `what` it was doing, and the error.
+pub fn internal(what: impl Into<String>, e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::Internal {
+        what: what.into(),
+        why: e.to_string(),
+    }
 }
 
 /// A join refused or failed, as the user should read it.
-pub fn join_error(remote: &str, s: &tonic::Status) -> ApiError {
+pub fn join_error(remote: &str, s: &tonic::Status) -> DaemonError {
     match s.code() {
         tonic::Code::PermissionDenied
         | tonic::Code::InvalidArgument
         | tonic::Code::ResourceExhausted
         | tonic::Code::AlreadyExists
-        | tonic::Code::FailedPrecondition => ApiError::bad_request(s.message().to_string()),
+        | tonic::Code::FailedPrecondition => DaemonError::Invalid(s.message().to_string()),
         // The TLS handshake: the manager's certificate does not chain to the token's CA.
         tonic::Code::Unavailable | tonic::Code::Unknown
             if s.message().contains("certificate") || format!("{s:?}").contains("certificate") =>
         {
-            ApiError::bad_request(format!(
+            DaemonError::Invalid(format!(
                 "the manager at {remote} is not one of the token's cluster: its certificate does not chain to the root CA the token pins ({}); check the address and the token",
                 pki_refusal(s).unwrap_or_else(|| source_chain(s))
             ))
         }
-        tonic::Code::Unavailable => ApiError::new(
-            503,
-            format!("cannot reach a manager at {remote}: {}", source_chain(s)),
-        ),
-        _ => ApiError::new(503, format!("join failed: {}", s.message())),
+        tonic::Code::Unavailable => DaemonError::Unavailable(format!(
+            "cannot reach a manager at {remote}: {}",
+            source_chain(s)
+        )),
+        _ => DaemonError::Unavailable(format!("join failed: {}", s.message())),
     }
 }
 
@@ -261,10 +287,7 @@ mod tests {
             "x; the change may still be applied, so check before trying again"
         );
         assert_eq!(tonic::Status::from(unknown).code(), tonic::Code::Unknown);
-        let internal = DaemonError::Internal {
-            what: "failed to commit the change",
-            why: "raft storage failed".into(),
-        };
+        let internal = internal("failed to commit the change", "raft storage failed");
         assert_eq!(tonic::Status::from(internal).code(), tonic::Code::Internal);
     }
 }

@@ -57,9 +57,9 @@ impl Feed {
 
 /// Follows the applied state and the leader for as long as this node is a manager.
 pub async fn run(m: Arc<Manager>) {
-    let mut state_rx = m.store.state();
+    let mut state_rx = m.watch_state();
     let mut prev = state_rx.borrow_and_update().clone();
-    let mut leader = m.store.leader().map(|(id, _)| id);
+    let mut leader = m.leader().map(|(id, _)| id);
     loop {
         tokio::select! {
             r = state_rx.changed() => if r.is_err() { return },
@@ -74,7 +74,7 @@ pub async fn run(m: Arc<Manager>) {
         } else {
             between(&prev, &state, now)
         };
-        let now_leader = m.store.leader().map(|(id, _)| id);
+        let now_leader = m.leader().map(|(id, _)| id);
         events.extend(leader_changed(&state, leader, now_leader, now));
         leader = now_leader;
         prev = state;

@@ -1,14 +1,16 @@
 //! `image ls|rm|prune` for this node: its agent's image store, and the local tasks whose
 //! containers use an image (which `rm` refuses and `prune` keeps).
 
-use shoal_api::{ApiError, ApiResult, ImageSummary, ImagesPruned};
+use shoal_api::{ImageSummary, ImagesPruned};
+
+use crate::errors::DaemonError;
 use shoal_image::store::find;
 use shoal_image::{ImageError, ImageRecord, ImageRef, Images};
 
-fn image_error(e: ImageError) -> ApiError {
+fn image_error(e: ImageError) -> DaemonError {
     match e {
-        ImageError::NoSuchImage(_) => ApiError::not_found(e.to_string()),
-        other => ApiError::internal(other.to_string()),
+        ImageError::NoSuchImage(_) => DaemonError::NotFound(e.to_string()),
+        other => crate::errors::internal("the image store failed", other),
     }
 }
 
@@ -61,7 +63,10 @@ fn summary(
     }
 }
 
-pub async fn list(images: Images, users: &[(String, String)]) -> ApiResult<Vec<ImageSummary>> {
+pub async fn list(
+    images: Images,
+    users: &[(String, String)],
+) -> Result<Vec<ImageSummary>, DaemonError> {
     let records = images.list().await.map_err(image_error)?;
     Ok(records
         .iter()
@@ -70,8 +75,8 @@ pub async fn list(images: Images, users: &[(String, String)]) -> ApiResult<Vec<I
 }
 
 /// docker's refusal: "conflict: unable to remove repository reference …".
-fn conflict(name: &str, image: &ImageRecord, tasks: &[&str]) -> ApiError {
-    ApiError::conflict(format!(
+fn conflict(name: &str, image: &ImageRecord, tasks: &[&str]) -> DaemonError {
+    DaemonError::Conflict(format!(
         "conflict: unable to remove repository reference \"{name}\" - container {} is using \
          its referenced image {} (remove the service first)",
         tasks.join(", "),
@@ -83,21 +88,24 @@ pub async fn remove(
     images: Images,
     name: &str,
     users: &[(String, String)],
-) -> ApiResult<Vec<String>> {
+) -> Result<Vec<String>, DaemonError> {
     let in_use: Vec<String> = users.iter().map(|(_, i)| i.clone()).collect();
     match images.remove(name, &in_use).await {
         Ok(lines) => Ok(lines),
         Err(ImageError::InUse { .. }) => {
             let records = images.list().await.map_err(image_error)?;
             let image = find(&records, name)
-                .ok_or_else(|| ApiError::not_found(format!("No such image: {name}")))?;
+                .ok_or_else(|| DaemonError::NotFound(format!("No such image: {name}")))?;
             Err(conflict(name, image, &users_of(&records, image, users)))
         }
         Err(e) => Err(image_error(e)),
     }
 }
 
-pub async fn prune(images: Images, users: &[(String, String)]) -> ApiResult<ImagesPruned> {
+pub async fn prune(
+    images: Images,
+    users: &[(String, String)],
+) -> Result<ImagesPruned, DaemonError> {
     let in_use: Vec<String> = users.iter().map(|(_, i)| i.clone()).collect();
     let gone = images.prune(&in_use).await.map_err(image_error)?;
     let mut out = ImagesPruned::default();
@@ -143,7 +151,7 @@ mod tests {
         ];
         let tasks = users_of(&records, &records[0], &users);
         assert_eq!(tasks, ["web.1.x"]);
-        let e = conflict("busybox", &records[0], &tasks);
+        let e = shoal_api::ApiError::from(conflict("busybox", &records[0], &tasks));
         assert_eq!(e.status, 409);
         assert_eq!(
             e.message,

@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod certs;
+pub mod clock;
 pub mod cluster_service;
 pub mod daemon;
 pub mod dashboard;

@@ -3,30 +3,30 @@
 //! (joins, agent sessions, heartbeats, status reports).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use shoal_manager::dispatcher::{Convergence, Heartbeats};
-use shoal_manager::{allocator, changes, endpoints, orchestrator, scheduler};
+use shoal_manager::clock::{Clock, Now};
+use shoal_manager::dispatcher::{ConvergenceStats, Dispatcher, ViewProgress};
+use shoal_manager::{allocator, changes, orchestrator, scheduler};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
-use shoal_types::{ClusterState, Command, CommandResult, NodeState, TaskState};
+use shoal_types::{ClusterState, Command, CommandResult, Task};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::errors::DaemonError;
 
 pub struct Manager {
-    pub store: Store,
-    /// This node's id: the leader never marks its own node Down.
-    node_id: String,
-    /// Leader-only bookkeeping; reset whenever this node becomes leader.
-    heartbeats: Mutex<Heartbeats>,
-    /// The endpoint table of the newest state version, shared by every agent session.
-    endpoints: Mutex<TableCache>,
-    /// How far endpoint changes have reached (leader only).
-    pub convergence: Mutex<Convergence>,
+    /// The Raft store: private, so that what reads it and what writes through it is
+    /// visible here (a read path must not write).
+    store: Store,
+    /// The leader's dispatcher (heartbeats, endpoint table and convergence, drains). One
+    /// lock, taken briefly per call; the per-node work of sessions is done outside it.
+    dispatcher: Mutex<Dispatcher>,
     /// Woken on every endpoint ack: sessions re-check the tasks they hold for draining.
-    pub acked: tokio::sync::Notify,
-    started: Instant,
+    acked: tokio::sync::Notify,
+    /// Where every time the manager's logic is given comes from.
+    clock: Arc<dyn Clock>,
     /// The sealing key of registry logins (`--with-registry-auth`).
     pub logins: crate::registry::Logins,
     /// How this manager reaches the leader (TLS with its certificate).
@@ -37,18 +37,7 @@ pub struct Manager {
     pub events: crate::events::Feed,
 }
 
-pub use endpoints::EndpointTable;
-
-/// The endpoint table of the newest state version, with the state it was made from (the
-/// next one is made from it and the difference between the two states).
-#[derive(Default)]
-struct TableCache {
-    state: Arc<ClusterState>,
-    table: Arc<EndpointTable>,
-}
-
-/// The longest a stopping task is kept running while its endpoint removal propagates.
-const DRAIN_LIMIT_MS: u64 = 10_000;
+pub use shoal_manager::endpoints::EndpointTable;
 
 /// How long a write waits for a leader to be elected before giving up.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -66,122 +55,194 @@ impl Manager {
         data_dir: &std::path::Path,
         dialer: shoal_rpc::Dialer,
         metrics: Arc<crate::metrics::Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Manager> {
         Arc::new(Manager {
             dialer,
             metrics,
             logins: crate::registry::Logins::new(data_dir),
             store,
-            node_id,
-            heartbeats: Mutex::new(Heartbeats::default()),
-            endpoints: Mutex::new(TableCache::default()),
-            convergence: Mutex::new(Convergence::default()),
+            dispatcher: Mutex::new(Dispatcher::new(&node_id)),
             acked: tokio::sync::Notify::new(),
-            started: Instant::now(),
             events: Default::default(),
+            clock,
         })
+    }
+
+    /// The time, as the manager's logic is given it.
+    pub fn now(&self) -> Now {
+        self.clock.now()
     }
 
     pub fn state(&self) -> Arc<ClusterState> {
         self.store.state().borrow().clone()
     }
 
-    /// The endpoint table at `state`'s version, computed once per version from the previous
-    /// one. A change of the table is recorded so its propagation can be measured.
+    /// The state as it changes.
+    pub fn watch_state(&self) -> tokio::sync::watch::Receiver<Arc<ClusterState>> {
+        self.store.state()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.store.is_leader()
+    }
+
+    /// The leader this manager knows of: its Raft id and cluster address.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        self.store.leader()
+    }
+
+    pub fn is_voter(&self) -> bool {
+        self.store.is_voter()
+    }
+
+    pub fn raft_id(&self) -> u64 {
+        self.store.id()
+    }
+
+    /// Raft's figures now (term, indexes, leadership), for `/metrics`.
+    pub fn raft_status(&self) -> crate::metrics::RaftStatus {
+        crate::metrics::raft_status(&self.store)
+    }
+
+    /// Counts the leader changes this manager sees until the role stops.
+    pub async fn count_leader_changes(self: Arc<Self>) {
+        crate::metrics::count_leader_changes(self.store.clone(), Arc::clone(&self.metrics)).await
+    }
+
+    /// Each Raft voter, whether it leads and (on the leader) whether it answers.
+    pub fn raft_members(&self) -> Vec<shoal_store::ManagerStatus> {
+        self.store.manager_status()
+    }
+
+    /// Commits `cmd` on this manager, which must lead (the `Propose` handler, what agents
+    /// report); the result and the index of its log entry.
+    pub async fn propose_here(&self, cmd: Command) -> Result<(CommandResult, u64), StoreError> {
+        self.store.propose_indexed(cmd).await
+    }
+
+    /// Makes this manager's Raft a cluster of one (`init`).
+    pub async fn initialize_raft(&self) -> Result<(), StoreError> {
+        self.store.initialize().await
+    }
+
+    /// Adds a joined manager to the Raft group as a voter (leader only).
+    pub async fn add_raft_voter(&self, raft_id: u64, addr: String) -> Result<(), StoreError> {
+        self.store.add_manager(raft_id, addr).await
+    }
+
+    /// The Raft gRPC service, to mount on port 2377.
+    pub fn raft_service(
+        &self,
+    ) -> shoal_rpc::raft_server::RaftServer<impl shoal_rpc::raft_server::Raft> {
+        self.store.grpc_service()
+    }
+
+    /// Stops Raft (its files stay).
+    pub async fn shutdown_raft(&self) -> Result<(), StoreError> {
+        self.store.shutdown().await
+    }
+
+    /// Resolves with the reason once this manager's Raft has failed for good.
+    pub async fn raft_failed(&self) -> String {
+        self.store.failed().await
+    }
+
+    /// The endpoint table at `state`'s version (sessions; recorded as a change the first
+    /// time a version changes it, for convergence).
     pub fn endpoint_table(&self, state: &Arc<ClusterState>) -> Arc<EndpointTable> {
-        let mut cache = lock(&self.endpoints);
-        if cache.state.version == state.version {
-            return Arc::clone(&cache.table);
-        }
-        // A caller holding an older state (sessions and API calls read the state at their
-        // own pace) gets its table but must not rewind the cache: that would record the
-        // newer change a second time under the older version, and a service could read as
-        // synced before its last change has reached anyone.
-        if state.version < cache.state.version {
-            return Arc::new(endpoints::table(state));
-        }
-        let table = endpoints::update_table(&cache.table, &cache.state, state);
-        if table == *cache.table {
-            // The same Arc, so that sessions can tell with a pointer comparison that no
-            // node's view needs computing again (most state changes leave the table alone).
-            cache.state = Arc::clone(state);
-            return Arc::clone(&cache.table);
-        }
-        let changed = endpoints::changed_services(&cache.table, &table);
-        lock(&self.convergence).table_changed(state.version, self.mono_ms(), changed);
-        let table = Arc::new(table);
-        *cache = TableCache {
-            state: Arc::clone(state),
-            table: Arc::clone(&table),
-        };
-        table
+        let now = self.now();
+        self.dispatch(|d| d.table(state, now))
     }
 
-    /// Ready nodes: the ones an endpoint change must reach.
-    pub fn ready_nodes(state: &ClusterState) -> Vec<String> {
-        state
-            .nodes
-            .values()
-            .filter(|n| n.status.state == NodeState::Ready)
-            .map(|n| n.id.clone())
-            .collect()
+    /// What a session did with its node's view.
+    pub fn view_progress(&self, node: &str, state: &ClusterState, progress: ViewProgress) {
+        let now = self.now();
+        self.dispatch(|d| d.on_view(node, progress, state, now));
     }
 
-    /// Records what a session did with a version of the table, and settles changes.
-    pub fn endpoints_progress(&self, node: &str, state: &ClusterState, event: Progress) {
-        let mut c = lock(&self.convergence);
-        match event {
-            Progress::Sent(v) => c.sent(node, v),
-            Progress::Unchanged(v) => c.unchanged(node, v),
-            Progress::Acked(v) => {
-                c.acked(node, v);
-                self.acked.notify_waiters();
-            }
-            Progress::Disconnected => c.disconnected(node),
+    /// The live session of `node` ended.
+    pub fn disconnected(&self, node: &str) {
+        let (state, now) = (self.state(), self.now());
+        self.dispatch(|d| d.on_disconnect(node, &state, now));
+    }
+
+    /// An agent applied its view up to `version`, or says what failed. What its node's
+    /// status must say about it is proposed (tried once: by a retry, the node state it
+    /// carries may be stale, and a node marked Down meanwhile would read Ready again).
+    pub fn endpoints_acked(self: &Arc<Self>, node: &str, version: u64, error: &str) {
+        let (state, now) = (self.state(), self.now());
+        let report = self.dispatch(|d| d.on_ack(node, version, error, &state, now));
+        if error.is_empty() {
+            self.acked.notify_waiters();
+        } else {
+            warn!(%node, version, "endpoint table not applied: {error}");
         }
-        for took_ms in c.settle(self.mono_ms(), &Self::ready_nodes(state)) {
-            self.metrics.endpoints_converged(took_ms);
+        if let Some(cmd) = report {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = me.propose(cmd).await {
+                    warn!("failed to record a node's endpoint apply: {e}");
+                }
+            });
         }
     }
 
-    /// Drain before stop: a task that is to stop keeps running (its agent is told it is
-    /// still desired) until the endpoint change that took it out of DNS and the VIPs has
-    /// reached every Ready node, so that no new connection is sent to a task that is
-    /// going away. Bounded by `DRAIN_LIMIT_MS`, so a slow node cannot hold a stop forever.
-    /// Whether a task is one that may be held: to stop, still running, with an address.
-    pub fn may_drain(t: &shoal_types::Task) -> bool {
-        t.desired_state == TaskState::Shutdown
-            && t.status.state == TaskState::Running
-            && !t.networks.is_empty()
+    /// Resolves at the next successful endpoint ack.
+    pub fn acked(&self) -> tokio::sync::futures::Notified<'_> {
+        self.acked.notified()
     }
 
-    /// Of `tasks` (those that `may_drain`), the ids of the ones held running now.
+    /// Of `tasks` (a session's that may drain), the ids of those held running now.
     pub fn held_for_drain<'a>(
         &self,
         state: &ClusterState,
-        tasks: impl IntoIterator<Item = &'a shoal_types::Task>,
+        tasks: impl IntoIterator<Item = &'a Task>,
     ) -> Vec<String> {
-        let now = shoal_agent::worker::now();
-        let mut tasks = tasks
-            .into_iter()
-            .filter(|t| Self::may_drain(t) && now.since(t.updated_at) < DRAIN_LIMIT_MS)
-            .peekable();
-        if tasks.peek().is_none() {
-            return Vec::new();
-        }
-        let ready = Self::ready_nodes(state);
-        let c = lock(&self.convergence);
-        tasks
-            .filter(|t| {
-                let (synced, of) = c.service_progress(&t.service_id, &ready);
-                synced < of
-            })
-            .map(|t| t.id.clone())
-            .collect()
+        let now = self.now();
+        lock(&self.dispatcher).drain(state, tasks, now)
     }
 
-    pub fn mono_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    /// For each of `services`, (Ready nodes that have its last endpoint change, Ready
+    /// nodes); (0, 0) on a manager that does not lead (only the leader follows sessions).
+    /// Reads only.
+    pub fn services_progress<'a>(
+        &self,
+        state: &ClusterState,
+        services: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(usize, usize)> {
+        if !self.is_leader() {
+            return services.into_iter().map(|_| (0, 0)).collect();
+        }
+        lock(&self.dispatcher).services_progress(state, services)
+    }
+
+    /// Runs `f` on the dispatcher, then records in the metrics the endpoint changes it saw
+    /// reach every node.
+    fn dispatch<R>(&self, f: impl FnOnce(&mut Dispatcher) -> R) -> R {
+        let (r, settled) = {
+            let mut d = lock(&self.dispatcher);
+            let r = f(&mut d);
+            (r, d.take_settled())
+        };
+        for took_ms in settled {
+            self.metrics.endpoints_converged(took_ms);
+        }
+        r
+    }
+
+    /// The last endpoint changes that reached every Ready node, newest last (the leader's).
+    pub fn recent_convergence(&self) -> Vec<shoal_manager::dispatcher::Settled> {
+        lock(&self.dispatcher).recent()
+    }
+
+    /// Latency figures of endpoint propagation (the leader's).
+    pub fn endpoint_stats(&self) -> ConvergenceStats {
+        lock(&self.dispatcher).stats()
+    }
+
+    pub fn reset_endpoint_stats(&self) {
+        lock(&self.dispatcher).reset_stats();
     }
 
     pub fn heartbeat_period_ms(&self) -> u64 {
@@ -198,18 +259,7 @@ impl Manager {
         if !self.store.is_leader() {
             return None;
         }
-        let demoted = |c: &Command| match c {
-            Command::SetNodeRole {
-                id,
-                role: shoal_types::NodeRole::Worker,
-                ..
-            } => Some(id.clone()),
-            _ => None,
-        };
-        let ids: Vec<String> = match cmd {
-            Command::Batch(cmds) => cmds.iter().filter_map(demoted).collect(),
-            c => demoted(c).into_iter().collect(),
-        };
+        let ids = demoted(cmd);
         let state = self.state();
         let voters = self.store.voters_reachable();
         ids.iter()
@@ -240,16 +290,7 @@ impl Manager {
             let leader = match proposed {
                 Ok(CommandResult::Ok) => return Ok(()),
                 Ok(CommandResult::Err(e)) => return Err(DaemonError::Refused(e)),
-                Err(StoreError::NotLeader { leader }) => leader,
-                Err(e @ StoreError::NoQuorum { .. }) => {
-                    return Err(DaemonError::NoQuorum(e.to_string()));
-                }
-                Err(e) => {
-                    return Err(DaemonError::Internal {
-                        what: "failed to commit the change",
-                        why: e.to_string(),
-                    });
-                }
+                Err(e) => commit_failure(e)?,
             };
             // The leader this manager knows of may be gone (killed, cut off) while no new
             // one is elected yet: a forward that was not delivered is tried again, against
@@ -313,25 +354,13 @@ impl Manager {
 
     /// Called on every heartbeat or session start of a node.
     pub fn seen(self: &Arc<Self>, node_id: &str) {
-        let now = self.mono_ms();
-        self.heartbeats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .seen(node_id, now);
-        let state = self.state();
-        if let Some(node) = state.nodes.get(node_id)
-            && node.status.state != NodeState::Ready
-        {
+        let (state, now) = (self.state(), self.now());
+        let ready = lock(&self.dispatcher).on_heartbeat(node_id, &state, now);
+        if let Some(cmd) = ready {
             // Not retried here: the node's next heartbeat asks again.
             let me = Arc::clone(self);
             let id = node_id.to_string();
             tokio::spawn(async move {
-                let cmd = Command::SetNodeState {
-                    id: id.clone(),
-                    state: NodeState::Ready,
-                    message: String::new(),
-                    at: shoal_agent::worker::now(),
-                };
                 if let Err(e) = me.propose(cmd).await {
                     warn!(node = %id, "failed to mark node ready: {e}");
                 }
@@ -386,49 +415,42 @@ impl Manager {
             // At least 1 ms, so that a wall clock behind the due time does not spin.
             let wake = wakeups
                 .next()
-                .map(|at| Duration::from_millis(at.since(shoal_agent::worker::now()).max(1)));
+                .map(|at| Duration::from_millis(at.since(self.now().wall).max(1)));
             tokio::select! {
                 _ = tick.tick() => {}
                 r = state_rx.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
             }
             if !self.store.is_leader() {
+                if was_leader {
+                    lock(&self.dispatcher).on_follower();
+                }
                 was_leader = false;
                 prev = None;
                 wakeups.clear();
                 continue;
             }
             let state = state_rx.borrow_and_update().clone();
-            let now = self.mono_ms();
+            let now = self.now();
             let mut cmds = Vec::new();
-            {
-                let mut hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
-                if !was_leader {
-                    info!("this manager is the leader");
-                    hb.reset(&state, now);
-                    was_leader = true;
+            if !was_leader {
+                info!("this manager is the leader");
+                was_leader = true;
+            }
+            if let Some(cmd) = self.dispatch(|d| d.on_state(&state, now)) {
+                if let Command::SetNodeState { id, .. } = &cmd {
+                    let grace_ms = Dispatcher::grace_ms(&state);
+                    info!(node = %id, grace_ms, "node missed its heartbeats; marking it down");
+                    self.metrics.heartbeats_missed(id);
                 }
-                let grace = state
-                    .cluster
-                    .as_ref()
-                    .map_or(3000, |c| c.heartbeat_grace_ms());
-                if let Some(id) = hb.expired(&state, now, grace, &self.node_id) {
-                    info!(node = %id, grace_ms = grace, "node missed its heartbeats; marking it down");
-                    self.metrics.heartbeats_missed(&id);
-                    cmds.push(Command::SetNodeState {
-                        id,
-                        state: NodeState::Down,
-                        message: "heartbeat failure".into(),
-                        at: shoal_agent::worker::now(),
-                    });
-                }
+                cmds.push(cmd);
             }
             let mut changed = match &prev {
                 Some(p) if p.version <= state.version => changes::between(p, &state),
                 _ => changes::Changes::everything(),
             };
             prev = Some(Arc::clone(&state));
-            let wall = shoal_agent::worker::now();
+            let wall = now.wall;
             if !changed.all {
                 changed.services.extend(wakeups.due(wall).cloned());
             }
@@ -479,13 +501,6 @@ impl Manager {
     }
 }
 
-pub enum Progress {
-    Sent(u64),
-    Unchanged(u64),
-    Acked(u64),
-    Disconnected,
-}
-
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -508,7 +523,7 @@ async fn forward(
     cmd: &Command,
 ) -> Result<u64, DaemonError> {
     let data = serde_json::to_vec(cmd).map_err(|e| DaemonError::Internal {
-        what: "failed to encode the change",
+        what: "failed to encode the change".into(),
         why: e.to_string(),
     })?;
     // Connected first: a failure to connect means nothing was sent.
@@ -523,31 +538,7 @@ async fn forward(
     let reply = ClusterClient::new(channel)
         .propose(request)
         .await
-        .map_err(|s| match s.code() {
-            // The leader answered: it cannot commit, and says why.
-            tonic::Code::Unavailable if s.message().starts_with("quorum lost") => {
-                DaemonError::NoQuorum(s.message().to_string())
-            }
-            // The leader refused the change itself (`Manager::refusal`).
-            tonic::Code::FailedPrecondition => DaemonError::Conflict(s.message().to_string()),
-            // It no longer leads (the handler refuses before proposing).
-            tonic::Code::Unavailable if s.message() == NOT_LEADER => DaemonError::Unreachable {
-                addr: addr.to_string(),
-                why: "it no longer leads".into(),
-            },
-            _ if shoal_rpc::deadline::timed_out(&s) => DaemonError::Unknown(format!(
-                "the change was sent to the leader at {addr} and no answer came within {}s",
-                shoal_rpc::deadline::WRITE.as_secs()
-            )),
-            tonic::Code::Unavailable | tonic::Code::Unknown => DaemonError::Unknown(format!(
-                "the connection to the leader at {addr} was lost before it answered ({})",
-                crate::errors::source_chain(&s)
-            )),
-            _ => DaemonError::Unknown(format!(
-                "the leader at {addr} failed the change: {}",
-                s.message()
-            )),
-        })?;
+        .map_err(|s| forward_error(addr, &s))?;
     match serde_json::from_slice::<ProposeReply>(&reply.into_inner().data) {
         Ok(ProposeReply {
             result: CommandResult::Ok,
@@ -558,11 +549,157 @@ async fn forward(
             ..
         }) => Err(DaemonError::Refused(e)),
         Err(e) => Err(DaemonError::Internal {
-            what: "the leader's reply does not parse",
+            what: "the leader's reply does not parse".into(),
             why: e.to_string(),
         }),
     }
 }
 
+/// The nodes a command demotes: their voters would leave the Raft group.
+fn demoted(cmd: &Command) -> Vec<String> {
+    let one = |c: &Command| match c {
+        Command::SetNodeRole {
+            id,
+            role: shoal_types::NodeRole::Worker,
+            ..
+        } => Some(id.clone()),
+        _ => None,
+    };
+    match cmd {
+        Command::Batch(cmds) => cmds.iter().filter_map(one).collect(),
+        c => one(c).into_iter().collect(),
+    }
+}
+
+/// What a commit that failed on this manager means: the leader to forward it to (if one
+/// is known), or why it failed.
+fn commit_failure(e: StoreError) -> Result<Option<(u64, String)>, DaemonError> {
+    match e {
+        StoreError::NotLeader { leader } => Ok(leader),
+        e @ StoreError::NoQuorum { .. } => Err(DaemonError::NoQuorum(e.to_string())),
+        e => Err(crate::errors::internal("failed to commit the change", e)),
+    }
+}
+
+/// What a forwarded write's failed call to the leader at `addr` means, and so whether it
+/// may be sent again (`DaemonError::is_retryable`).
+fn forward_error(addr: &str, s: &tonic::Status) -> DaemonError {
+    match s.code() {
+        // The leader answered: it cannot commit, and says why.
+        tonic::Code::Unavailable if s.message().starts_with("quorum lost") => {
+            DaemonError::NoQuorum(s.message().to_string())
+        }
+        // The leader refused the change itself (`Manager::refusal`).
+        tonic::Code::FailedPrecondition => DaemonError::Conflict(s.message().to_string()),
+        // It no longer leads (the handler refuses before proposing).
+        tonic::Code::Unavailable if s.message() == NOT_LEADER => DaemonError::Unreachable {
+            addr: addr.to_string(),
+            why: "it no longer leads".into(),
+        },
+        _ if shoal_rpc::deadline::timed_out(s) => DaemonError::Unknown(format!(
+            "the change was sent to the leader at {addr} and no answer came within {}s",
+            shoal_rpc::deadline::WRITE.as_secs()
+        )),
+        tonic::Code::Unavailable | tonic::Code::Unknown => DaemonError::Unknown(format!(
+            "the connection to the leader at {addr} was lost before it answered ({})",
+            crate::errors::source_chain(s)
+        )),
+        _ => DaemonError::Unknown(format!(
+            "the leader at {addr} failed the change: {}",
+            s.message()
+        )),
+    }
+}
+
 /// What a manager that does not lead answers a call that needs the leader.
 pub(crate) const NOT_LEADER: &str = "this manager is not the leader";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_types::{Millis, NodeRole};
+
+    const LEADER: &str = "10.0.0.1:2377";
+
+    #[test]
+    fn a_forwarded_write_is_sent_again_only_when_the_leader_did_not_take_it() {
+        let lost = StoreError::NoQuorum {
+            reachable: 1,
+            voters: 3,
+        };
+        // As the leader's `Propose` handler answers it.
+        let e = forward_error(LEADER, &tonic::Status::unavailable(lost.to_string()));
+        assert!(matches!(e, DaemonError::NoQuorum(_)), "{e:?}");
+        assert!(e.is_retryable());
+        let e = forward_error(LEADER, &tonic::Status::unavailable(NOT_LEADER));
+        assert_eq!(
+            e.to_string(),
+            "cannot reach the leader at 10.0.0.1:2377: it no longer leads"
+        );
+        assert!(e.is_retryable());
+        // Refused by the leader: asking again gets the same answer.
+        let e = forward_error(
+            LEADER,
+            &tonic::Status::failed_precondition("it would lose the quorum"),
+        );
+        assert!(matches!(e, DaemonError::Conflict(_)) && !e.is_retryable());
+        // Sent and unanswered: it may have applied, so it is not sent again.
+        let e = forward_error(LEADER, &tonic::Status::deadline_exceeded("Timeout expired"));
+        assert_eq!(
+            e.to_string(),
+            "the change was sent to the leader at 10.0.0.1:2377 and no answer came within 20s; the change may still be applied, so check before trying again"
+        );
+        assert!(!e.is_retryable());
+        let e = forward_error(LEADER, &tonic::Status::unavailable("connection reset"));
+        assert!(matches!(e, DaemonError::Unknown(_)) && !e.is_retryable());
+    }
+
+    #[test]
+    fn a_commit_that_failed_here_says_where_to_forward_or_why() {
+        let leader = Some((7, LEADER.to_string()));
+        assert_eq!(
+            commit_failure(StoreError::NotLeader {
+                leader: leader.clone()
+            })
+            .unwrap(),
+            leader
+        );
+        assert_eq!(
+            commit_failure(StoreError::NotLeader { leader: None }).unwrap(),
+            None,
+            "no leader known: wait for one"
+        );
+        let e = commit_failure(StoreError::NoQuorum {
+            reachable: 1,
+            voters: 3,
+        })
+        .unwrap_err();
+        assert!(e.is_retryable());
+        assert!(e.to_string().starts_with("quorum lost: 1 of 3 managers"));
+        let e = commit_failure(StoreError::Stopped("disk full".into())).unwrap_err();
+        assert!(!e.is_retryable());
+        assert!(
+            e.to_string().starts_with(
+                "failed to commit the change: this manager's raft has stopped: disk full"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn demotions_are_found_alone_or_in_a_batch() {
+        let demote = |id: &str, role| Command::SetNodeRole {
+            id: id.into(),
+            role,
+            at: Millis(0),
+        };
+        assert_eq!(demoted(&demote("n2", NodeRole::Worker)), ["n2"]);
+        assert!(demoted(&demote("n2", NodeRole::Manager)).is_empty());
+        let batch = Command::Batch(vec![
+            demote("n2", NodeRole::Worker),
+            demote("n3", NodeRole::Manager),
+            demote("n4", NodeRole::Worker),
+        ]);
+        assert_eq!(demoted(&batch), ["n2", "n4"]);
+    }
+}

@@ -4,8 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::errors::DaemonError;
 use ipnet::Ipv4Net;
-use shoal_api::ApiError;
 use shoal_manager::allocator::{self, overlaps};
 pub use shoal_net::host::{Reserved, host_reserved};
 use shoal_types::network::{Ipam, parse_subnet};
@@ -63,7 +63,7 @@ pub fn plan_network(
     req: &NetworkRequest<'_>,
     reserved: &[Reserved],
     at: shoal_types::Millis,
-) -> Result<Network, ApiError> {
+) -> Result<Network, DaemonError> {
     let NetworkRequest {
         name,
         subnet,
@@ -71,17 +71,17 @@ pub fn plan_network(
         attachable,
         ingress,
     } = *req;
-    shoal_types::service::validate_name("network", name).map_err(ApiError::bad_request)?;
+    shoal_types::service::validate_name("network", name).map_err(DaemonError::Invalid)?;
     if state.find_network(name).is_some_and(|n| n.name == name) {
-        return Err(ApiError::conflict(format!(
+        return Err(DaemonError::Conflict(format!(
             "network name {name:?} is already in use"
         )));
     }
     let subnet = match subnet {
         Some(s) => {
-            let net = parse_subnet(s).map_err(ApiError::bad_request)?;
+            let net = parse_subnet(s).map_err(DaemonError::Invalid)?;
             if let Some(r) = conflict(net, reserved) {
-                return Err(ApiError::bad_request(format!(
+                return Err(DaemonError::Invalid(format!(
                     "subnet {net} overlaps {}; choose another --subnet",
                     r.what
                 )));
@@ -91,12 +91,13 @@ pub fn plan_network(
         None => {
             let pool: Ipv4Net = allocator::DEFAULT_POOL
                 .parse()
-                .map_err(|e| ApiError::internal(format!("{e}")))?;
+                .map_err(|e| crate::errors::internal("failed to read the host's addresses", e))?;
             let avoid: Vec<Ipv4Net> = reserved.iter().map(|r| r.net).collect();
             allocator::choose_subnet(state, pool, allocator::DEFAULT_SUBNET_LEN, &avoid)
                 .ok_or_else(|| {
-                    ApiError::conflict(
-                        "the default address pool 10.0.0.0/8 has no free /24 left; pass --subnet",
+                    DaemonError::Conflict(
+                        "the default address pool 10.0.0.0/8 has no free /24 left; pass --subnet"
+                            .into(),
                     )
                 })?
         }
@@ -104,17 +105,17 @@ pub fn plan_network(
     let gateway = match gateway {
         Some(g) => {
             let g: Ipv4Addr = g.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid gateway {g:?}: expected an IPv4 address"))
+                DaemonError::Invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
             })?;
             if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
-                return Err(ApiError::bad_request(format!(
+                return Err(DaemonError::Invalid(format!(
                     "gateway {g} is not a host address of subnet {subnet}"
                 )));
             }
             g
         }
         None => subnet.hosts().next().ok_or_else(|| {
-            ApiError::bad_request(format!("subnet {subnet} has no host addresses"))
+            DaemonError::Invalid(format!("subnet {subnet} has no host addresses"))
         })?,
     };
     Ok(Network {
@@ -141,19 +142,19 @@ pub const INGRESS_SUBNET: &str = "10.255.0.0/16";
 pub fn ingress_subnet(
     requested: Option<&str>,
     reserved: &[Reserved],
-) -> Result<(String, Option<String>), ApiError> {
+) -> Result<(String, Option<String>), DaemonError> {
     if let Some(s) = requested {
         return Ok((s.to_string(), None));
     }
     let default: Ipv4Net = INGRESS_SUBNET
         .parse()
-        .map_err(|e| ApiError::internal(format!("{e}")))?;
+        .map_err(|e| crate::errors::internal("failed to read the host's addresses", e))?;
     let Some(r) = conflict(default, reserved) else {
         return Ok((INGRESS_SUBNET.to_string(), None));
     };
     for second in (1..=254u8).rev() {
         let candidate = Ipv4Net::new(Ipv4Addr::new(10, second, 0, 0), 16)
-            .map_err(|e| ApiError::internal(format!("{e}")))?;
+            .map_err(|e| crate::errors::internal("failed to read the host's addresses", e))?;
         if conflict(candidate, reserved).is_none() {
             let note = format!(
                 "ingress network: {INGRESS_SUBNET} overlaps {}, so the ingress network uses {candidate} \
@@ -163,16 +164,16 @@ pub fn ingress_subnet(
             return Ok((candidate.to_string(), Some(note)));
         }
     }
-    Err(ApiError::bad_request(
-        "no free /16 for the ingress network in 10.0.0.0/8; pass --ingress-subnet",
+    Err(DaemonError::Invalid(
+        "no free /16 for the ingress network in 10.0.0.0/8; pass --ingress-subnet".into(),
     ))
 }
 
 /// Replaces network names in a spec by ids, as docker stores them.
-pub fn resolve_networks(state: &ClusterState, spec: &mut ServiceSpec) -> Result<(), ApiError> {
+pub fn resolve_networks(state: &ClusterState, spec: &mut ServiceSpec) -> Result<(), DaemonError> {
     for att in &mut spec.task_template.networks {
         let n = state.find_network(&att.target).ok_or_else(|| {
-            ApiError::not_found(format!(
+            DaemonError::NotFound(format!(
                 "network {} not found; create it with `shoal network create --driver overlay {}`",
                 att.target, att.target
             ))
@@ -182,7 +183,9 @@ pub fn resolve_networks(state: &ClusterState, spec: &mut ServiceSpec) -> Result<
     let mut seen = std::collections::BTreeSet::new();
     for att in &spec.task_template.networks {
         if !seen.insert(att.target.clone()) {
-            return Err(ApiError::bad_request("the same network is given twice"));
+            return Err(DaemonError::Invalid(
+                "the same network is given twice".into(),
+            ));
         }
     }
     Ok(())
@@ -230,7 +233,7 @@ mod tests {
         let reserved = cluster_reserved(&st, vec![]);
         let err = plan_network(&st, "x".into(), &req, &reserved, Default::default()).unwrap_err();
         assert_eq!(
-            err.message,
+            err.to_string(),
             "subnet 10.77.0.0/16 overlaps the host's address 10.77.0.1 (lo) on node node2; choose another --subnet"
         );
         // A subnet of its own is chosen around it.
@@ -281,10 +284,9 @@ mod tests {
         };
         let err = plan_network(&st, "x".into(), &req, &r, Default::default()).unwrap_err();
         assert!(
-            err.message
+            err.to_string()
                 .contains("overlaps the host's address 192.0.2.2"),
-            "{}",
-            err.message
+            "{err}"
         );
         let req = NetworkRequest {
             name: "net",

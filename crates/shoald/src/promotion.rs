@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_api::ApiError;
+use crate::errors::DaemonError;
 use shoal_pki::Access;
 use shoal_store::Store;
 use shoal_types::{Command, NodeRole};
@@ -35,8 +35,10 @@ use crate::role::{ManagerSlot, Switches};
 /// How long a demoted manager waits for the leader to take it out of the voters before it
 /// stops anyway (the leader finishes the removal without it).
 const LEAVE_VOTERS_WAIT: Duration = Duration::from_secs(30);
-/// How long a failed switch waits before it is tried again.
+/// How long a switch that a peer did not answer waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(3);
+/// How long a role switch that failed here waits before it is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 /// Plugs manager `m` into port 2377 and starts its loops; returns the loops' handles.
 pub fn start_manager_role(
@@ -49,7 +51,7 @@ pub fn start_manager_role(
     switches
         .raft
         .on(tonic::service::interceptor::InterceptedService::new(
-            m.store.grpc_service(),
+            m.raft_service(),
             gate.clone().interceptor("Raft", Access::Manager),
         ));
     switches.cluster.on(
@@ -68,12 +70,9 @@ pub fn start_manager_role(
         tokio::spawn(Arc::clone(m).run_leader_loop()),
         tokio::spawn(Arc::clone(m).run_membership_loop()),
         tokio::spawn(crate::events::run(Arc::clone(m))),
-        tokio::spawn(crate::daemon::exit_on_raft_failure(m.store.clone())),
+        tokio::spawn(crate::daemon::exit_on_raft_failure(Arc::clone(m))),
         tokio::spawn(crate::rotation::run(Arc::clone(m), Arc::clone(certs))),
-        tokio::spawn(crate::metrics::count_leader_changes(
-            m.store.clone(),
-            Arc::clone(&m.metrics),
-        )),
+        tokio::spawn(Arc::clone(m).count_leader_changes()),
     ]
 }
 
@@ -84,7 +83,7 @@ async fn stop_manager_role(active: &Active, m: &Manager) {
     for h in active.manager_tasks.iter() {
         h.abort();
     }
-    if let Err(e) = m.store.shutdown().await {
+    if let Err(e) = m.shutdown_raft().await {
         warn!("the manager role's raft store did not stop cleanly: {e}");
     }
 }
@@ -96,8 +95,15 @@ pub async fn follow_role(daemon: Arc<Daemon>, mut wanted: watch::Receiver<Option
         if let Some(want) = want
             && let Err(e) = daemon.switch_role(want).await
         {
-            warn!(role = %want, "{}; trying again", e.message);
-            tokio::time::sleep(RETRY).await;
+            // A peer that did not answer yet is asked again soon; a failure of this node's
+            // own (its disk, its keys) is not fixed by asking again at once.
+            let wait = if e.is_retryable() {
+                RETRY
+            } else {
+                RETRY_AFTER_FAILURE
+            };
+            warn!(role = %want, "failed to switch roles: {e}; trying again in {wait:?}");
+            tokio::time::sleep(wait).await;
             continue;
         }
         if wanted.changed().await.is_err() {
@@ -107,14 +113,14 @@ pub async fn follow_role(daemon: Arc<Daemon>, mut wanted: watch::Receiver<Option
 }
 
 impl Daemon {
-    async fn switch_role(self: &Arc<Self>, want: NodeRole) -> Result<(), ApiError> {
+    async fn switch_role(self: &Arc<Self>, want: NodeRole) -> Result<(), DaemonError> {
         let _guard = self.lifecycle.lock().await;
         let Some(active) = self.active() else {
             return Ok(());
         };
         match (want, active.manager.clone()) {
             (NodeRole::Manager, None) => self.promote(active).await,
-            (NodeRole::Manager, Some(m)) if !m.store.is_voter() => {
+            (NodeRole::Manager, Some(m)) if !m.is_voter() => {
                 // Promoted, but the leader has not added it yet (a failed JoinRaft, or a
                 // restart in between).
                 join_raft(&active.certs.dialer(), &first(&active), &managers(&active)).await
@@ -124,20 +130,19 @@ impl Daemon {
         }
     }
 
-    async fn promote(self: &Arc<Self>, active: Active) -> Result<(), ApiError> {
+    async fn promote(self: &Arc<Self>, active: Active) -> Result<(), DaemonError> {
         info!("this node was promoted: starting the manager role");
         let renewed = crate::renewal::renew(&active.certs, &active.managers)
             .await
             .map_err(|e| {
-                ApiError::new(
-                    503,
-                    format!("promoted, but no manager renewed this node's certificate: {e}"),
-                )
+                DaemonError::Unavailable(format!(
+                    "promoted, but no manager renewed this node's certificate: {e}"
+                ))
             })?;
         if renewed.identity.role != shoal_pki::Role::Manager || renewed.ca_key.is_empty() {
-            return Err(ApiError::new(
-                503,
-                "promoted, but the manager that renewed this node's certificate did not know yet",
+            return Err(DaemonError::Unavailable(
+                "promoted, but the manager that renewed this node's certificate did not know yet"
+                    .into(),
             ));
         }
         active
@@ -176,13 +181,13 @@ impl Daemon {
         Ok(())
     }
 
-    async fn demote(self: &Arc<Self>, active: Active, m: Arc<Manager>) -> Result<(), ApiError> {
+    async fn demote(self: &Arc<Self>, active: Active, m: Arc<Manager>) -> Result<(), DaemonError> {
         info!("this node was demoted: leaving the managers");
         let deadline = tokio::time::Instant::now() + LEAVE_VOTERS_WAIT;
-        while m.store.is_voter() && tokio::time::Instant::now() < deadline {
+        while m.is_voter() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if m.store.is_voter() {
+        if m.is_voter() {
             warn!(
                 "the leader has not taken this node out of the raft voters after {LEAVE_VOTERS_WAIT:?}; stopping the manager role anyway (the leader finishes the removal)"
             );
@@ -225,19 +230,19 @@ impl Daemon {
     /// then the role starts again on them: a new Store, Manager and port-2377 services, the
     /// same machinery as a promotion, so nothing holds the old store. Agents' sessions to
     /// the old one end and reconnect.
-    pub async fn force_new_cluster(self: &Arc<Self>) -> Result<Active, ApiError> {
+    pub async fn force_new_cluster(self: &Arc<Self>) -> Result<Active, DaemonError> {
         let _guard = self.lifecycle.lock().await;
         let active = self.active().ok_or_else(|| {
-            ApiError::bad_request(
-                "--force-new-cluster recovers a manager's state, and this node is not part of a swarm; run `shoal init` without it",
+            DaemonError::Invalid(
+                "--force-new-cluster recovers a manager's state, and this node is not part of a swarm; run `shoal init` without it".into(),
             )
         })?;
         let Some(m) = active.manager.clone() else {
-            return Err(ApiError::bad_request(
-                "this node is a worker: --force-new-cluster runs on a manager that kept the cluster's state",
+            return Err(DaemonError::Invalid(
+                "this node is a worker: --force-new-cluster runs on a manager that kept the cluster's state".into(),
             ));
         };
-        let raft_id = m.store.id();
+        let raft_id = m.raft_id();
         warn!("forcing a new cluster: this manager will be the only one");
         stop_manager_role(&active, &m).await;
         drop(m);
@@ -247,7 +252,7 @@ impl Daemon {
             active.identity.cluster_addr.clone(),
             vec![Command::ForceNewCluster {
                 node_id: active.identity.node_id.clone(),
-                at: shoal_agent::worker::now(),
+                at: self.clock.now().wall,
             }],
         )
         .await;
@@ -271,7 +276,7 @@ impl Daemon {
         *self.role.write().unwrap_or_else(|p| p.into_inner()) = Some(next.clone());
         forced.map_err(|e| internal("failed to start a new cluster", e))?;
         let node_id = next.identity.node_id.clone();
-        let mut state = m.store.state();
+        let mut state = m.watch_state();
         let applied = tokio::time::timeout(
             Duration::from_secs(15),
             state.wait_for(|s| {
@@ -282,9 +287,9 @@ impl Daemon {
         )
         .await;
         if !matches!(applied, Ok(Ok(_))) {
-            return Err(ApiError::new(
-                503,
-                "the new cluster did not apply its state within 15s; check this daemon's log",
+            return Err(DaemonError::Unavailable(
+                "the new cluster did not apply its state within 15s; check this daemon's log"
+                    .into(),
             ));
         }
         info!("this manager alone is the new cluster; the others are refused");

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use shoal_api::{ApiError, ApiResult, ServiceOptions};
+use shoal_api::ServiceOptions;
+
+use crate::errors::DaemonError;
 use shoal_image::{AuthConfig, ImageRef, Images, SealKey};
 use shoal_types::{ClusterState, Runtime, ServiceSpec, Task, TaskState};
 use tracing::warn;
@@ -38,10 +40,10 @@ impl Logins {
         Ok(loaded)
     }
 
-    pub fn seal(&self, auth: &AuthConfig) -> ApiResult<String> {
+    pub fn seal(&self, auth: &AuthConfig) -> Result<String, DaemonError> {
         self.key()
             .and_then(|k| k.seal_auth(auth))
-            .map_err(|e| ApiError::internal(e.to_string()))
+            .map_err(|e| crate::errors::internal("failed to seal the registry login", e))
     }
 
     /// The logins of the services of `tasks` (the tasks a node is told about), opened, by
@@ -100,19 +102,19 @@ pub fn unpinned_warning(image: &str, why: &str) -> String {
 /// to the digest the registry has now (unless `--no-resolve-image`, or the reference has a
 /// digest), and reads the login. Returns the warnings for the user and the login, if any.
 pub async fn prepare_image(
-    images: ApiResult<Images>,
+    images: Result<Images, DaemonError>,
     spec: &mut ServiceSpec,
     opts: &ServiceOptions,
-) -> ApiResult<(Vec<String>, Option<AuthConfig>)> {
+) -> Result<(Vec<String>, Option<AuthConfig>), DaemonError> {
     let cs = &mut spec.task_template.container_spec;
     if cs.runtime != Runtime::Oci {
         return Ok((vec![], None));
     }
     let given = cs.image.clone().unwrap_or_default();
-    let reference = ImageRef::parse(&given).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let reference = ImageRef::parse(&given).map_err(|e| DaemonError::Invalid(e.to_string()))?;
     let auth = match &opts.registry_auth {
         Some(h) => {
-            Some(AuthConfig::from_header(h).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            Some(AuthConfig::from_header(h).map_err(|e| DaemonError::Invalid(e.to_string()))?)
         }
         None => None,
     };
@@ -145,13 +147,18 @@ mod tests {
         assert!(w.ends_with("(cannot reach registry reg:5000)"));
     }
 
-    fn prepare(image: &str, opts: ServiceOptions) -> ApiResult<(String, Vec<String>, bool)> {
+    fn prepare(
+        image: &str,
+        opts: ServiceOptions,
+    ) -> Result<(String, Vec<String>, bool), DaemonError> {
         let mut spec = shoal_types::fixtures::spec("a", 1);
         let cs = &mut spec.task_template.container_spec;
         cs.runtime = Runtime::Oci;
         cs.image = Some(image.into());
         // No image store: any call to a registry would fail the test with this error.
-        let none = Err(ApiError::internal("no registry may be asked here"));
+        let none = Err(DaemonError::Unavailable(
+            "no registry may be asked here".into(),
+        ));
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -184,10 +191,11 @@ mod tests {
             query_registry: false,
             registry_auth: Some("%%".into()),
         };
-        assert_eq!(prepare("reg:5000/app:1", bad).unwrap_err().status, 400);
+        let err = shoal_api::ApiError::from(prepare("reg:5000/app:1", bad).unwrap_err());
+        assert_eq!(err.status, 400);
         // A tag to resolve does ask (here: the store that is not there).
         let err = prepare("reg:5000/app:1", ServiceOptions::default()).unwrap_err();
-        assert_eq!(err.message, "no registry may be asked here");
+        assert_eq!(err.to_string(), "no registry may be asked here");
     }
 
     #[test]

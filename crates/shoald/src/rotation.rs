@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shoal_api::{ApiError, ApiResult, CaRotateRequest, CaRotationStatus, ClusterCa};
+use shoal_api::{CaRotateRequest, CaRotationStatus, ClusterCa};
 use shoal_pki::{JoinToken, RootCa, Trust, Validity};
 use shoal_types::Command;
 use shoal_types::state::{CaRotation, RootCaRecord};
@@ -27,12 +27,12 @@ use tracing::{info, warn};
 
 use crate::certs::NodeCerts;
 use crate::daemon::Active;
-use crate::errors::{internal, not_manager};
+use crate::errors::{DaemonError, internal, not_manager};
 use crate::manager::Manager;
 
 /// What `shoal ca` shows: the root (on a manager, the one its state records), and the
 /// rotation in progress.
-pub fn ca_view(active: &Active) -> ApiResult<ClusterCa> {
+pub fn ca_view(active: &Active) -> Result<ClusterCa, DaemonError> {
     let mut ca = active.certs.ca();
     let mut rotation = None;
     if let Some(m) = &active.manager {
@@ -83,21 +83,23 @@ pub fn ca_view(active: &Active) -> ApiResult<ClusterCa> {
 
 /// Starts a rotation. A second one while one runs is refused (the state decides, so two
 /// racing starts cannot both win); Swarm would start over from the newer root instead.
-pub async fn start(active: &Active, req: CaRotateRequest) -> ApiResult<()> {
+pub async fn start(active: &Active, req: CaRotateRequest) -> Result<(), DaemonError> {
     let m = active.manager.as_ref().ok_or_else(not_manager)?;
     let state = m.state();
     if let Some((_, p)) = state.ca_rotation() {
-        return Err(crate::errors::apply_error(
+        return Err(DaemonError::Refused(
             shoal_types::ApplyError::CaRotationInProgress {
                 renewed: p.renewed,
                 total: p.total,
             },
         ));
     }
-    let current = active
-        .certs
-        .root()
-        .ok_or_else(|| ApiError::internal("this manager has no root CA key"))?;
+    let current = active.certs.root().ok_or_else(|| {
+        internal(
+            "failed to rotate the root CA",
+            "this manager has no root CA key",
+        )
+    })?;
     let now = SystemTime::now();
     let next = match (req.ca_cert, req.ca_key) {
         (Some(cert), Some(key)) => RootCa::import(
@@ -107,26 +109,26 @@ pub async fn start(active: &Active, req: CaRotateRequest) -> ApiResult<()> {
             "--ca-key",
             now,
         )
-        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        .map_err(|e| DaemonError::Invalid(e.to_string()))?,
         (None, None) => RootCa::generate(
             &active.identity.cluster_id,
             Validity::starting(now, shoal_pki::ROOT_CA_VALIDITY),
         )
         .map_err(|e| internal("failed to make the new root CA", e))?,
         _ => {
-            return Err(ApiError::bad_request(
-                "--ca-cert and --ca-key go together: give both (the new root CA's certificate and its key) or neither",
+            return Err(DaemonError::Invalid(
+                "--ca-cert and --ca-key go together: give both (the new root CA's certificate and its key) or neither".into(),
             ));
         }
     };
     if next.cert() == current.cert() {
-        return Err(ApiError::bad_request(
-            "--ca-cert is the cluster's current root CA; give a new one (or neither flag for one made by the manager)",
+        return Err(DaemonError::Invalid(
+            "--ca-cert is the cluster's current root CA; give a new one (or neither flag for one made by the manager)".into(),
         ));
     }
     let cross = next
         .cross_signed_by(&current)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| DaemonError::Invalid(e.to_string()))?;
     // The pair is checked here, before any node is told of it.
     Trust::rotating(current.cert().clone(), next.cert().clone(), cross.clone())
         .map_err(|e| internal("the cross-signed root does not verify", e))?;
@@ -137,7 +139,7 @@ pub async fn start(active: &Active, req: CaRotateRequest) -> ApiResult<()> {
         .map_err(|e| internal("failed to seal the new root CA's key", e))?;
     let rotation = CaRotation {
         id: shoal_types::ids::new_id(),
-        started_at: shoal_agent::worker::now(),
+        started_at: m.now().wall,
         root: RootCaRecord {
             cert: next.cert().pem(),
             key_sealed,
@@ -154,7 +156,7 @@ pub async fn start(active: &Active, req: CaRotateRequest) -> ApiResult<()> {
 /// On every manager: follows the state's root and rotation (keys and trust), and on the
 /// leader ends a rotation once every node that is not Down has renewed.
 pub async fn run(manager: Arc<Manager>, certs: Arc<NodeCerts>) {
-    let mut states = manager.store.state();
+    let mut states = manager.watch_state();
     let mut finished: Option<String> = None;
     loop {
         let state = states.borrow_and_update().clone();
@@ -172,7 +174,7 @@ pub async fn run(manager: Arc<Manager>, certs: Arc<NodeCerts>) {
         }
         if let Some((r, p)) = state.ca_rotation()
             && p.done()
-            && manager.store.is_leader()
+            && manager.is_leader()
             && finished.as_deref() != Some(r.id.as_str())
         {
             match finish(&manager, r).await {

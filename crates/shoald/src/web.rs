@@ -80,12 +80,10 @@ impl Web {
             None => Default::default(),
         };
         let manager = active.as_ref().and_then(|a| a.manager.clone());
-        let raft = manager
-            .as_ref()
-            .map(|m| crate::metrics::raft_status(&m.store));
+        let raft = manager.as_ref().map(|m| m.raft_status());
         let leader = manager
             .as_ref()
-            .filter(|m| m.store.is_leader())
+            .filter(|m| m.is_leader())
             .map(|m| m.state());
         Scrape {
             dataplane,
@@ -106,8 +104,8 @@ impl Web {
         let dataplane = active.worker.dataplane_counts().await;
         match &active.manager {
             Some(m) => {
-                let recent = crate::manager::lock(&m.convergence).recent();
-                let leader = m.store.leader().map(|(id, _)| id);
+                let recent = m.recent_convergence();
+                let leader = m.leader().map(|(id, _)| id);
                 dashboard::snapshot(&node, &m.state(), leader, &recent, dataplane)
             }
             None => dashboard::unavailable(
@@ -165,7 +163,7 @@ async fn events(State(web): State<Web>) -> Response {
                 .daemon
                 .active()
                 .and_then(|a| a.manager)
-                .map(|m| m.store.state());
+                .map(|m| m.watch_state());
             match state {
                 Some(mut rx) => {
                     // A change made since the snapshot was taken goes out at once.
