@@ -66,7 +66,7 @@ pub async fn run(m: Arc<Manager>) {
             _ = tokio::time::sleep(LEADER_POLL) => {}
         }
         let state = state_rx.borrow_and_update().clone();
-        let now = shoal_agent::worker::now();
+        let now = m.now().wall;
         // An empty state is the one before the log is read back: what the log holds was
         // not created now.
         let mut events = if Arc::ptr_eq(&prev, &state) || prev.version == 0 {
