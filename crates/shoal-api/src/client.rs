@@ -602,10 +602,17 @@ fn encode(s: &str) -> String {
 
 /// `path` with `?queryRegistry=false` when the image is not to be resolved.
 fn with_query(path: &str, opts: &ServiceOptions) -> String {
-    if opts.query_registry {
+    let mut query = Vec::new();
+    if !opts.query_registry {
+        query.push("queryRegistry=false".to_string());
+    }
+    if let Some(v) = opts.version {
+        query.push(format!("version={v}"));
+    }
+    if query.is_empty() {
         path.to_string()
     } else {
-        format!("{path}?queryRegistry=false")
+        format!("{path}?{}", query.join("&"))
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `server`: [`router`] (every route also described in [`openapi`]) and [`serve`].
 //! - `client`: [`Client`], what the CLI talks through.
 //! - `events`: the event streams of `/v1/events` and docker's `/events`.
+//! - `logs`: following a service's log (new lines of a later read), for both sides.
 //! - `tls`: the TLS configs of both sides (`--tlsverify`) and [`tls::TlsListener`].
 //!
 //! API boundary: this crate knows nothing of Raft, gRPC or the agent; it turns HTTP into
@@ -19,6 +20,7 @@ mod client;
 mod docker;
 mod error;
 mod events;
+pub mod logs;
 mod server;
 pub mod tls;
 mod types;

@@ -302,6 +302,7 @@ pub(crate) fn registry_options(query_registry: bool, headers: &HeaderMap) -> Ser
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(str::to_string),
+        version: None,
     }
 }
 
@@ -325,7 +326,7 @@ async fn remove_service(State(b): State<Shared>, Path(key): Path<String>) -> Don
 #[utoipa::path(post, path = "/v1/services/{key}/update", tag = "services",
     params(("key" = String, Path, description = "service id, id prefix or name"), RegistryQuery, ("X-Registry-Auth" = Option<String>, Header, description = "as for create; without it the service keeps its login")),
     request_body(content = Object, description = "the whole new docker-like ServiceSpec"),
-    responses((status = 200, description = "updated", body = ServiceUpdated), (status = 400, description = "invalid request", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody)))]
+    responses((status = 200, description = "updated", body = ServiceUpdated), (status = 400, description = "invalid request", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 409, description = "update out of sequence: the service changed since the given version", body = ErrorBody)))]
 async fn update_service(
     State(b): State<Shared>,
     Path(key): Path<String>,
@@ -333,9 +334,11 @@ async fn update_service(
     headers: HeaderMap,
     Body(spec): Body<ServiceSpec>,
 ) -> ApiResult<Json<ServiceUpdated>> {
-    b.update_service_with(key, spec, registry_options(q.query_registry, &headers))
-        .await
-        .map(Json)
+    let opts = ServiceOptions {
+        version: q.version,
+        ..registry_options(q.query_registry, &headers)
+    };
+    b.update_service_with(key, spec, opts).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/services/{key}/rollback", tag = "services",

@@ -243,6 +243,9 @@ pub struct ServiceUpdated {
 pub struct ServiceOptions {
     pub query_registry: bool,
     pub registry_auth: Option<String>,
+    /// `update` only: the service's version the new spec was made from (`?version=N`, as
+    /// docker's); the manager refuses the update if the service changed since.
+    pub version: Option<u64>,
 }
 
 impl Default for ServiceOptions {
@@ -250,6 +253,7 @@ impl Default for ServiceOptions {
         ServiceOptions {
             query_registry: true,
             registry_auth: None,
+            version: None,
         }
     }
 }
@@ -258,6 +262,7 @@ impl std::fmt::Debug for ServiceOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceOptions")
             .field("query_registry", &self.query_registry)
+            .field("version", &self.version)
             .field(
                 "registry_auth",
                 &self.registry_auth.as_ref().map(|_| "<redacted>"),
@@ -273,6 +278,10 @@ pub struct RegistryQuery {
     /// Resolve the image's tag to a digest and pin the service to it (default true).
     #[serde(default = "yes")]
     pub query_registry: bool,
+    /// `update` only: the service's version (`Version.Index`) the spec was made from; the
+    /// update is refused ("update out of sequence") if the service changed since.
+    #[serde(default)]
+    pub version: Option<u64>,
 }
 
 fn yes() -> bool {

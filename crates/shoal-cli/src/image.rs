@@ -31,6 +31,7 @@ pub fn service_options(opts: &ImageOpts, image: Option<&str>) -> Result<ServiceO
     let mut out = ServiceOptions {
         query_registry: !opts.no_resolve_image,
         registry_auth: None,
+        version: None,
     };
     if !opts.with_registry_auth {
         return Ok(out);

@@ -6,6 +6,7 @@
 //! - `swarm`: `init`, `join`, `join-token`, `leave`.
 //! - `node`: `node ls|inspect|update|rm`.
 //! - `network`: `network create|ls|inspect|rm`.
+//! - `stack`: `stack deploy|ls|ps|services|rm` (compose files read by shoal-compose).
 //! - `service`: `service ...`; `spec` builds a `ServiceSpec` from flags (`update_opts`: the
 //!   `--update-*`/`--rollback-*` policies); `list` makes the rows of `service ls|ps`;
 //!   `progress` shows convergence and follows rollouts.
@@ -38,6 +39,7 @@ pub mod progress;
 pub mod remote;
 pub mod service;
 pub mod spec;
+pub mod stack;
 pub mod swarm;
 pub mod table;
 pub mod update_opts;
@@ -93,6 +95,9 @@ pub enum Command {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Deploy compose files as stacks (docker's `stack`).
+    #[command(subcommand)]
+    Stack(stack::StackCmd),
     /// Manage this node's images.
     #[command(subcommand)]
     Image(image::ImageCmd),
@@ -241,6 +246,7 @@ async fn dispatch(cli: Cli, daemons: &[clap::Command]) -> anyhow::Result<i32> {
         Command::Node(cmd) => ok(node::run(&client()?, cmd).await),
         Command::Service(cmd) => ok(service::run(&client()?, cmd).await),
         Command::Network(cmd) => network::run(&client()?, cmd).await,
+        Command::Stack(cmd) => ok(stack::run(&client()?, cmd).await),
         Command::Image(cmd) => ok(image::run(&client()?, cmd).await),
         Command::Login(a) => ok(image::login(a)),
         Command::Logout(a) => ok(image::logout(a)),

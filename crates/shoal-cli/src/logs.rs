@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
+use shoal_api::logs::{Follow, Nanos, nanos, rfc3339_nanos};
 use shoal_api::{Client, LogLine};
 
 use crate::service::{LogsArgs, log_prefix};
-
-/// Nanoseconds since the Unix epoch.
-type Nanos = i128;
 
 /// `--since`: an RFC 3339 time (`2026-12-01T05:43:56Z`, an offset or fraction allowed) or
 /// a duration before `now` (`10m`, `1h30m`), as docker takes it.
@@ -24,38 +22,6 @@ pub fn parse_since(s: &str, now: SystemTime) -> Result<Nanos, String> {
     })?;
     let then = now.checked_sub(ago).unwrap_or(UNIX_EPOCH);
     Ok(nanos(then))
-}
-
-fn nanos(t: SystemTime) -> Nanos {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as Nanos,
-        Err(e) => -(e.duration().as_nanos() as Nanos),
-    }
-}
-
-/// An RFC 3339 time as conmon writes it (`…T05:43:56.002791099+00:00`) or with `Z`.
-/// humantime reads only UTC (`Z` or none), so the offset is taken off here.
-pub fn rfc3339_nanos(s: &str) -> Option<Nanos> {
-    let (base, offset) = match s.strip_suffix('Z') {
-        Some(b) => (b, 0),
-        None => {
-            let cut = s.len().checked_sub(6)?;
-            let (b, off) = (s.get(..cut)?, s.get(cut..)?);
-            let sign = match off.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (h, m) = off[1..].split_once(':')?;
-            let minutes = h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?;
-            (b, sign * minutes * 60)
-        }
-    };
-    if !base.contains('T') {
-        return None;
-    }
-    let t = humantime::parse_rfc3339_weak(base).ok()?;
-    Some(nanos(t) - Nanos::from(offset) * 1_000_000_000)
 }
 
 /// What `service logs` prints of one poll: per task, the lines after `since` (lines
@@ -95,42 +61,6 @@ pub fn render(l: &LogLine, timestamps: bool, no_trunc: bool) -> String {
     }
 }
 
-/// Where following has got to in one task's log.
-#[derive(Debug, Default)]
-struct Seen {
-    /// Host commands' lines: how many were printed (their log only grows).
-    count: usize,
-    /// Containers' lines: the time of the last one printed (their log may start over
-    /// when it reaches its size limit, so a count would be wrong).
-    last: Option<Nanos>,
-}
-
-/// The lines of a later poll that were not printed yet, and notes them as printed.
-fn new_lines<'a>(lines: &'a [LogLine], seen: &mut BTreeMap<String, Seen>) -> Vec<&'a LogLine> {
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut out = Vec::new();
-    for l in lines {
-        let s = seen.entry(l.task.clone()).or_default();
-        match l.timestamp.as_deref().and_then(rfc3339_nanos) {
-            Some(t) => {
-                if s.last.is_none_or(|last| t > last) {
-                    s.last = Some(t);
-                    out.push(l);
-                }
-            }
-            None => {
-                let n = count.entry(&l.task).or_default();
-                *n += 1;
-                if *n > s.count {
-                    s.count = *n;
-                    out.push(l);
-                }
-            }
-        }
-    }
-    out
-}
-
 pub async fn run(client: &Client, a: &LogsArgs) -> Result<()> {
     let since = a
         .since
@@ -146,12 +76,12 @@ pub async fn run(client: &Client, a: &LogsArgs) -> Result<()> {
         return Ok(());
     }
     // Everything up to now counts as seen, printed or not.
-    let mut seen = BTreeMap::new();
-    new_lines(&lines, &mut seen);
+    let mut seen = Follow::default();
+    seen.new_lines(&lines);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let lines = client.service_logs(&a.service).await?;
-        for l in new_lines(&lines, &mut seen) {
+        for l in seen.new_lines(&lines) {
             println!("{}", render(l, a.timestamps, a.no_trunc));
         }
     }
@@ -207,27 +137,5 @@ mod tests {
             "2026-12-01T00:00:01Z a.1@node1    | a1"
         );
         assert_eq!(render(&lines[1], true, false), "b.1@node1    | b1");
-    }
-
-    #[test]
-    fn following_prints_what_is_new_also_after_a_log_starts_over() {
-        let mut seen = BTreeMap::new();
-        let first = vec![
-            line("a.1", Some("2026-12-01T00:00:01Z"), "a1"),
-            line("b.1", None, "b1"),
-        ];
-        assert_eq!(new_lines(&first, &mut seen).len(), 2);
-        // a's log started over (only its newest line is left); b's grew.
-        let later = vec![
-            line("a.1", Some("2026-12-01T00:00:05Z"), "a5"),
-            line("b.1", None, "b1"),
-            line("b.1", None, "b2"),
-        ];
-        let new: Vec<&str> = new_lines(&later, &mut seen)
-            .iter()
-            .map(|l| l.line.as_str())
-            .collect();
-        assert_eq!(new, ["a5", "b2"]);
-        assert!(new_lines(&later, &mut seen).is_empty());
     }
 }

@@ -159,11 +159,11 @@ pub fn convert(mut merged: Value, file: &str, ctx: Context<'_>) -> Result<Stack,
 
         let mut container_labels = labels(svc.labels.clone(), &at("labels"), &invalid)?;
         container_labels.insert(NAMESPACE_LABEL.into(), ns.into());
-        container_labels.insert(IMAGE_LABEL.into(), image.clone());
 
         let deploy = svc.deploy.clone().unwrap_or_default();
         let mut service_labels = labels(deploy.labels.clone(), &at("deploy.labels"), &invalid)?;
         service_labels.insert(NAMESPACE_LABEL.into(), ns.into());
+        service_labels.insert(IMAGE_LABEL.into(), image.clone());
 
         let resources = deploy.resources.clone().unwrap_or_default();
         let limits = resources.limits.unwrap_or_default();

@@ -30,7 +30,7 @@ pub use plan::{Step, plan};
 
 /// The label docker's `stack deploy` puts on a stack's services, containers and networks.
 pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
-/// The container label with the image as the file names it.
+/// The service label with the image as the file names it.
 pub const IMAGE_LABEL: &str = "com.docker.stack.image";
 
 /// A compose file as read: `name` is how errors name it (the path given to `-c`).

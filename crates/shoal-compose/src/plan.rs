@@ -7,9 +7,21 @@ use shoal_types::{Service, ServiceSpec};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Create(ServiceSpec),
-    Update { id: String, spec: ServiceSpec },
-    Unchanged { id: String, name: String },
-    Remove { id: String, name: String },
+    /// `version`: the service's version the spec was compared with; the update is refused
+    /// if the service changed since (another deploy, a `service update`).
+    Update {
+        id: String,
+        version: u64,
+        spec: ServiceSpec,
+    },
+    Unchanged {
+        id: String,
+        name: String,
+    },
+    Remove {
+        id: String,
+        name: String,
+    },
 }
 
 /// `desired`: the file's services, networks given by id (as the cluster stores them).
@@ -47,6 +59,7 @@ pub fn plan(
         } else {
             steps.push(Step::Update {
                 id: cur.id.clone(),
+                version: cur.version,
                 spec,
             });
         }

@@ -146,16 +146,16 @@ fn services_read_as_docker_stack_deploy_sends_them() {
     );
     assert_eq!(
         c.labels,
-        [
-            ("com.docker.stack.image", "r:5000/anoy/vote:latest"),
-            ("com.docker.stack.namespace", "app"),
-            ("tier", "front"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        [("com.docker.stack.namespace", "app"), ("tier", "front")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     );
     assert_eq!(front.labels.get("team").map(String::as_str), Some("web"));
+    assert_eq!(
+        front.labels.get(IMAGE_LABEL).map(String::as_str),
+        Some("r:5000/anoy/vote:latest")
+    );
     assert_eq!(
         front.labels.get(NAMESPACE_LABEL).map(String::as_str),
         Some("app")
@@ -402,6 +402,7 @@ fn a_redeploy_touches_only_what_changed() {
         [
             Step::Update {
                 id: "id-front".into(),
+                version: current[0].version,
                 spec: changed.clone()
             },
             Step::Unchanged {

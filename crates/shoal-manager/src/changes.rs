@@ -221,6 +221,7 @@ mod tests {
             id: "s2".into(),
             spec: spec("web", 3),
             at: Millis(3),
+            expected_version: None,
         })
         .unwrap();
         let c = between(&old, &st);
@@ -236,6 +237,7 @@ mod tests {
             id: "s2".into(),
             spec: constrained,
             at: Millis(4),
+            expected_version: None,
         })
         .unwrap();
         let c = between(&old, &st);

@@ -347,6 +347,7 @@ mod tests {
                 id: "s1".into(),
                 spec,
                 at: Millis(2),
+                expected_version: None,
             }),
             "a TTL",
         );

@@ -143,6 +143,7 @@ async fn a_restarted_manager_comes_back_with_every_service() {
             id: "s1".into(),
             spec: fixtures::spec("web", 5),
             at: Millis(7),
+            expected_version: None,
         },
     )
     .await;

@@ -1,13 +1,15 @@
 //! The real docker CLI drives a shoal cluster through the Engine API shoald serves beside
-//! its own: the seed's three scenarios, scale, update, logs, `docker ps`, and a compose
-//! stack deployed, redeployed with a new image and removed. Debian's docker.io CLI (20.10,
+//! its own: the seed's three scenarios, scale, update, logs (`-f` too), `docker ps`, and a
+//! compose stack deployed, redeployed with a new image and removed. Debian's docker.io CLI (20.10,
 //! API 1.41; `scripts/setup.sh` installs it, its daemons never run) is required; a newer
 //! CLI at /usr/local/bin/docker (which negotiates down) runs the same steps when present.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -70,6 +72,18 @@ impl Docker<'_> {
         text(&out.stderr)
     }
 
+    /// `docker ARGS` left running, its stdout piped (a follower).
+    fn spawn(&self, node: u32, args: &[&str]) -> Child {
+        Command::new(self.bin)
+            .args(args)
+            .env("DOCKER_HOST", self.lab.socket(node))
+            .env("DOCKER_CONFIG", self.lab.dir().join("docker-config"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn docker")
+    }
+
     /// The line of a table that names `name` in a column of its own.
     fn row(table: &str, name: &str) -> String {
         table
@@ -80,49 +94,18 @@ impl Docker<'_> {
     }
 }
 
-fn registry(lab: &Lab) -> String {
-    let info: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(lab.dir().join("lab.json")).expect("lab.json"),
-    )
-    .expect("lab.json is JSON");
-    info["registry"]
-        .as_str()
-        .expect("a lab registry")
-        .to_string()
-}
-
-/// Tags the lab registry's `repo:latest` as `repo:tag` too (the same manifest), from node1.
-fn retag(lab: &Lab, repo: &str, tag: &str) {
-    let reg = registry(lab);
-    let manifest = lab
-        .dir()
-        .join(format!("{}.manifest", repo.replace('/', "_")));
-    let media = "application/vnd.oci.image.manifest.v1+json";
-    let curl = |args: &[&str]| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &lab.netns(1), "curl", "-sSf"])
-            .args(args)
-            .output()
-            .expect("run curl");
-        assert!(out.status.success(), "curl {args:?}: {}", text(&out.stderr));
-    };
-    let m = manifest.to_str().unwrap();
-    curl(&[
-        "-H",
-        &format!("Accept: {media}"),
-        "-o",
-        m,
-        &format!("http://{reg}/v2/{repo}/manifests/latest"),
-    ]);
-    curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        &format!("Content-Type: {media}"),
-        "--data-binary",
-        &format!("@{m}"),
-        &format!("http://{reg}/v2/{repo}/manifests/{tag}"),
-    ]);
+/// The lines `child` prints, gathered by a thread as they come.
+fn follow_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let out = child.stdout.take().expect("piped stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
 }
 
 /// The container ids `curl URL` sees over `tries` requests, from node `from`'s namespace.
@@ -357,7 +340,35 @@ fn the_seed_scenarios_through_the_docker_cli() {
             "{bin}: node1:8080 from node2"
         );
 
+        // `service logs -f` follows: the task a scale-up starts shows up in the stream.
+        let mut follow = d.spawn(1, &["service", "logs", "-f", "vote"]);
+        let lines = follow_lines(&mut follow);
         d.ok(1, &["service", "scale", "vote=3"]);
+        let seen = wait_for(
+            "the new task's line in `service logs -f`",
+            Duration::from_secs(60),
+            || {
+                let got = lines.lock().unwrap().clone();
+                if got
+                    .iter()
+                    .any(|l| l.starts_with("vote.3.") && l.contains("| vote: serving on port 80"))
+                {
+                    Ok(got)
+                } else {
+                    Err(got)
+                }
+            },
+        );
+        assert!(
+            seen.iter().any(|l| l.starts_with("vote.1.")),
+            "{bin}: the lines before the scale came first: {seen:?}"
+        );
+        assert!(
+            follow.try_wait().unwrap().is_none(),
+            "{bin}: `service logs -f` is still following"
+        );
+        follow.kill().unwrap();
+        follow.wait().unwrap();
         assert!(
             Docker::row(&d.ok(1, &["service", "ls"]), "vote").contains("3/3"),
             "{bin}"

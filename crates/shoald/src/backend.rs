@@ -430,6 +430,7 @@ impl Backend for Api {
             id: s.id,
             spec,
             at: self.0.clock.now().wall,
+            expected_version: opts.version,
         })
         .await?;
         Ok(ServiceUpdated { warnings })

@@ -138,7 +138,8 @@ fn apply_status(e: &ApplyError) -> u16 {
         | ApplyError::NetworkInUse { .. }
         | ApplyError::AddressInUse { .. }
         | ApplyError::PortInUse { .. }
-        | ApplyError::CaRotationInProgress { .. } => 409,
+        | ApplyError::CaRotationInProgress { .. }
+        | ApplyError::OutOfSequence { .. } => 409,
         ApplyError::NotInitialized => 503,
         ApplyError::Invalid(_) => 400,
     }

@@ -184,12 +184,14 @@ mod tests {
         let opts = ServiceOptions {
             query_registry: false,
             registry_auth: Some(auth.to_header()),
+            version: None,
         };
         let (image, _, login) = prepare("reg:5000/app:1", opts).unwrap();
         assert_eq!((image.as_str(), login), ("reg:5000/app:1", true));
         let bad = ServiceOptions {
             query_registry: false,
             registry_auth: Some("%%".into()),
+            version: None,
         };
         let err = shoal_api::ApiError::from(prepare("reg:5000/app:1", bad).unwrap_err());
         assert_eq!(err.status, 400);

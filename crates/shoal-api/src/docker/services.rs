@@ -1,11 +1,13 @@
 //! `/services`, `/tasks` and this node's tasks as `/containers`.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use shoal_docker::filters::Filters;
 use shoal_docker::models as d;
 use shoal_docker::{containers, objects, spec};
@@ -13,8 +15,9 @@ use shoal_types::{Service, TaskState};
 
 use super::{Key, QueryMap, Shared, flag};
 use crate::error::{ApiError, ApiResult};
+use crate::logs::Follow;
 use crate::server::registry_options;
-use crate::types::{ServiceView, TaskFilter, TaskView};
+use crate::types::{LogLine, ServiceView, TaskFilter, TaskView};
 
 fn filters(q: &QueryMap, accepted: &[&str]) -> ApiResult<Filters> {
     Ok(Filters::parse(
@@ -66,7 +69,8 @@ pub(super) async fn create(
 }
 
 /// `POST /services/{id}/update?version=N`: refused when the service changed since the
-/// client read version N, as Swarm does ("update out of sequence").
+/// client read version N, as Swarm does ("update out of sequence"). The manager checks N
+/// when it applies the update, so two clients that read the same version cannot both win.
 pub(super) async fn update(
     State(b): State<Shared>,
     Key(id): Key,
@@ -80,41 +84,81 @@ pub(super) async fn update(
         .ok_or_else(|| ApiError::bad_request("the update needs the version it was made from (?version=N, the service's Version.Index)"))?
         .parse()
         .map_err(|_| ApiError::bad_request("version must be a number (the service's Version.Index)"))?;
-    if version != current.version {
-        return Err(ApiError::new(
-            500,
-            format!(
+    if q.get("rollback").is_some_and(|r| r == "previous") {
+        // A rollback names no spec to check against later: checked here.
+        if version != current.version {
+            return Err(ApiError::conflict(format!(
                 "update out of sequence: service {} is at version {} and this update was made from version {version}; read it again and retry",
                 current.spec.name, current.version
-            ),
-        ));
-    }
-    if q.get("rollback").is_some_and(|r| r == "previous") {
+            )));
+        }
         b.rollback_service(current.id).await?;
         return Ok(Json(serde_json::json!({"Warnings": []})));
     }
     let spec = spec::from_docker(shoal_docker::parse(&body)?, Some(&current.spec))?;
-    let r = b
-        .update_service_with(current.id, spec, registry_options(true, &headers))
-        .await?;
+    let opts = crate::ServiceOptions {
+        version: Some(version),
+        ..registry_options(true, &headers)
+    };
+    let r = b.update_service_with(current.id, spec, opts).await?;
     Ok(Json(serde_json::json!({"Warnings": r.warnings})))
 }
 
-/// docker's log stream: each line framed with its stream (1, stdout) and length, prefixed
-/// with the details the CLI reads to name the task and node (`?details=1`).
+/// How often a followed log is read again for new lines.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How log lines are written to docker's stream: each framed with its stream (1, stdout)
+/// and length, after the time (`?timestamps=1`) and the details the CLI reads to name the
+/// task and node (`?details=1`).
+struct Framing {
+    service_id: String,
+    /// Node hostname to id.
+    nodes: BTreeMap<String, String>,
+    details: bool,
+    timestamps: bool,
+}
+
+impl Framing {
+    fn frames<'a>(&self, lines: impl IntoIterator<Item = &'a LogLine>) -> Vec<u8> {
+        let mut body = Vec::new();
+        for l in lines {
+            let mut text = String::new();
+            if self.timestamps
+                && let Some(ts) = &l.timestamp
+            {
+                text.push_str(ts);
+                text.push(' ');
+            }
+            if self.details {
+                let task_id = l.task.rsplit('.').next().unwrap_or_default();
+                let node_id = self.nodes.get(&l.node).cloned().unwrap_or_default();
+                text.push_str(&format!(
+                    "com.docker.swarm.node.id={node_id},com.docker.swarm.service.id={},com.docker.swarm.task.id={task_id} ",
+                    self.service_id
+                ));
+            }
+            text.push_str(&l.line);
+            text.push('\n');
+            body.push(1u8);
+            body.extend_from_slice(&[0, 0, 0]);
+            body.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            body.extend_from_slice(text.as_bytes());
+        }
+        body
+    }
+}
+
+/// `GET /services/{id}/logs`: the tasks' logs as docker's multiplexed stream; with
+/// `?follow=1` the stream stays open and carries each new line (the logs are read again
+/// every second, as `shoal service logs -f` does) until the client goes or the service is
+/// removed.
 pub(super) async fn logs(
     State(b): State<Shared>,
     Key(id): Key,
     Query(q): Query<QueryMap>,
-) -> ApiResult<impl IntoResponse> {
-    if flag(&q, "follow") {
-        return Err(ApiError::new(
-            501,
-            "following a service's logs (--follow) is not supported by shoal yet: run it without -f",
-        ));
-    }
+) -> ApiResult<Response> {
     let svc = b.service(id.clone()).await?.service;
-    let lines = b.service_logs(id).await?;
+    let lines = b.service_logs(id.clone()).await?;
     let nodes: BTreeMap<String, String> = b
         .nodes()
         .await
@@ -122,37 +166,45 @@ pub(super) async fn logs(
         .into_iter()
         .map(|n| (n.description.hostname.clone(), n.id))
         .collect();
-    let details = flag(&q, "details");
-    let timestamps = flag(&q, "timestamps");
-    let mut body = Vec::new();
-    for l in lines {
-        let mut text = String::new();
-        if timestamps && let Some(ts) = &l.timestamp {
-            text.push_str(ts);
-            text.push(' ');
-        }
-        if details {
-            let task_id = l.task.rsplit('.').next().unwrap_or_default();
-            let node_id = nodes.get(&l.node).cloned().unwrap_or_default();
-            text.push_str(&format!(
-                "com.docker.swarm.node.id={node_id},com.docker.swarm.service.id={},com.docker.swarm.task.id={task_id} ",
-                svc.id
-            ));
-        }
-        text.push_str(&l.line);
-        text.push('\n');
-        body.push(1u8);
-        body.extend_from_slice(&[0, 0, 0]);
-        body.extend_from_slice(&(text.len() as u32).to_be_bytes());
-        body.extend_from_slice(text.as_bytes());
+    let framing = Framing {
+        service_id: svc.id,
+        nodes,
+        details: flag(&q, "details"),
+        timestamps: flag(&q, "timestamps"),
+    };
+    let first = framing.frames(&lines);
+    let content_type = [(
+        header::CONTENT_TYPE,
+        "application/vnd.docker.multiplexed-stream",
+    )];
+    if !flag(&q, "follow") {
+        return Ok((content_type, first).into_response());
     }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/vnd.docker.multiplexed-stream",
-        )],
-        body,
-    ))
+    // Everything read so far is sent; later reads send only what is new.
+    let mut seen = Follow::default();
+    seen.new_lines(&lines);
+    let first = (!first.is_empty()).then_some(first);
+    let stream = futures::stream::unfold(
+        (b, id, seen, framing, first),
+        |(b, id, mut seen, framing, first)| async move {
+            if let Some(chunk) = first {
+                let next = (b, id, seen, framing, None);
+                return Some((Ok::<_, Infallible>(Bytes::from(chunk)), next));
+            }
+            loop {
+                tokio::time::sleep(FOLLOW_POLL).await;
+                // The service is gone (or this node can no longer read it): the stream
+                // ends, as dockerd's does when a service is removed.
+                let lines = b.service_logs(id.clone()).await.ok()?;
+                let new = seen.new_lines(&lines);
+                if !new.is_empty() {
+                    let chunk = Bytes::from(framing.frames(new));
+                    return Some((Ok(chunk), (b, id, seen, framing, None)));
+                }
+            }
+        },
+    );
+    Ok((content_type, Body::from_stream(stream)).into_response())
 }
 
 /// Tasks with their services' specs, for the filters and the task spec docker shows.

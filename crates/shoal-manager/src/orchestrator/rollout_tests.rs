@@ -141,6 +141,7 @@ fn update(st: &mut ClusterState, at: u64, change: impl FnOnce(&mut ServiceSpec))
         id: "s1".into(),
         spec: s,
         at: Millis(at),
+        expected_version: None,
     })
     .unwrap();
 }

@@ -98,6 +98,7 @@ fn scale_up_and_down() {
         id: "s1".into(),
         spec: s.clone(),
         at: Millis(1),
+        expected_version: None,
     })
     .unwrap();
     step(&mut st, 1);
@@ -107,6 +108,7 @@ fn scale_up_and_down() {
         id: "s1".into(),
         spec: s,
         at: Millis(2),
+        expected_version: None,
     })
     .unwrap();
     step(&mut st, 2);
@@ -351,6 +353,7 @@ fn changed_command_replaces_tasks_one_slot_at_a_time_start_first() {
         id: "s1".into(),
         spec: s,
         at: Millis(1),
+        expected_version: None,
     })
     .unwrap();
     let shut = |st: &ClusterState| {
@@ -402,6 +405,7 @@ fn an_update_waits_for_the_successor_to_be_ready_not_only_to_run() {
         id: "s1".into(),
         spec: s,
         at: Millis(1),
+        expected_version: None,
     })
     .unwrap();
     step(&mut st, 1);
@@ -521,6 +525,7 @@ fn max_attempts_above_the_kept_history_is_reached() {
         id: "s1".into(),
         spec: s,
         at: Millis(1_000),
+        expected_version: None,
     })
     .unwrap();
     step(&mut st, 1_001);

@@ -231,6 +231,11 @@ pub enum Command {
         id: String,
         spec: ServiceSpec,
         at: Millis,
+        /// The service's version the update was made from (docker's `?version=`): checked
+        /// here, in the log's order, so that of two updates made from the same version the
+        /// second is refused ("update out of sequence") instead of undoing the first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_version: Option<u64>,
     },
     RemoveService {
         id: String,
@@ -367,6 +372,15 @@ pub enum ApplyError {
         "a root CA rotation is already in progress ({renewed} of {total} nodes have a certificate from the new root); wait for it to finish: `shoal ca` shows its progress"
     )]
     CaRotationInProgress { renewed: usize, total: usize },
+    /// docker's words, so that its CLI's users recognise them.
+    #[error(
+        "update out of sequence: service {service} is at version {version} and this update was made from version {expected}; read it again and retry"
+    )]
+    OutOfSequence {
+        service: String,
+        version: u64,
+        expected: u64,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -476,7 +490,12 @@ impl ClusterState {
                 }
                 self.index.add_service(&service);
             }
-            Command::UpdateService { id, spec, at } => self.update_service(&id, spec, at)?,
+            Command::UpdateService {
+                id,
+                spec,
+                at,
+                expected_version,
+            } => self.update_service(&id, spec, at, expected_version)?,
             Command::RollbackService {
                 id,
                 rollout,

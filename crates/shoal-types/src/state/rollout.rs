@@ -11,6 +11,7 @@ impl ClusterState {
         id: &str,
         spec: ServiceSpec,
         at: Millis,
+        expected_version: Option<u64>,
     ) -> Result<(), ApplyError> {
         spec.validate().map_err(ApplyError::Invalid)?;
         self.check_networks(&spec)?;
@@ -19,6 +20,15 @@ impl ClusterState {
             .services
             .get_mut(id)
             .ok_or_else(|| ApplyError::NoSuchService(id.to_string()))?;
+        if let Some(expected) = expected_version
+            && expected != svc.version
+        {
+            return Err(ApplyError::OutOfSequence {
+                service: svc.spec.name.clone(),
+                version: svc.version,
+                expected,
+            });
+        }
         if spec.name != svc.spec.name {
             return Err(ApplyError::Invalid("a service can't be renamed".into()));
         }

@@ -236,6 +236,7 @@ fn a_published_port_belongs_to_one_service() {
         id: "s1".into(),
         spec: web,
         at: Millis(1),
+        expected_version: None,
     })
     .unwrap();
 }
@@ -273,6 +274,7 @@ fn two_host_mode_services_cannot_share_a_port() {
             id: "s3".into(),
             spec: host("db", "published=8080,target=81,mode=host"),
             at: Millis(1),
+            expected_version: None,
         })
         .unwrap_err();
     assert!(matches!(err, ApplyError::PortInUse { ref service, .. } if service == "web"));
@@ -342,6 +344,7 @@ fn a_sealed_login_is_replaced_kept_by_updates_and_absent_from_older_services() {
         id: "s1".into(),
         spec: spec("web", 3),
         at: Millis(5),
+        expected_version: None,
     })
     .unwrap();
     assert_eq!(
@@ -410,4 +413,46 @@ fn a_running_task_becomes_healthy_and_ready_and_keeps_its_start_time() {
     let old: TaskStatus =
         serde_json::from_str(r#"{"Timestamp":1,"State":"running","Message":"started"}"#).unwrap();
     assert!(old.ready && old.health.is_none());
+}
+
+#[test]
+fn of_two_updates_made_from_one_version_the_second_is_out_of_sequence() {
+    let mut st = cluster(&[("n1", "node1")]);
+    st.apply(Command::CreateService {
+        service: service("s1", spec("web", 1)),
+    })
+    .unwrap();
+    let read = st.services["s1"].version;
+    let update = |replicas, expected_version| Command::UpdateService {
+        id: "s1".into(),
+        spec: spec("web", replicas),
+        at: Millis(5),
+        expected_version,
+    };
+    // Both clients read `read`; the log orders their updates and the first one wins.
+    st.apply(update(3, Some(read))).unwrap();
+    let before = st.clone();
+    let err = st.apply(update(5, Some(read))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "update out of sequence: service web is at version {} and this update was made from version {read}; read it again and retry",
+            read + 1
+        )
+    );
+    assert_eq!(st, before, "the refused update changed nothing");
+    assert_eq!(
+        st.services["s1"].spec.mode,
+        crate::ServiceMode::Replicated { replicas: 3 }
+    );
+    // Made from the version now current, it applies; without a version, as before.
+    st.apply(update(5, Some(read + 1))).unwrap();
+    st.apply(update(6, None)).unwrap();
+    assert_eq!(
+        st.services["s1"].spec.mode,
+        crate::ServiceMode::Replicated { replicas: 6 }
+    );
+    // A command logged before the field existed reads without it.
+    let json = serde_json::to_string(&update(2, None)).unwrap();
+    assert!(!json.contains("expected_version"), "{json}");
 }

@@ -419,3 +419,49 @@ impl Lab {
             .unwrap()
     }
 }
+
+/// The lab registry's address (`shoal lab up --registry`).
+pub fn registry(lab: &Lab) -> String {
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.dir().join("lab.json")).expect("lab.json"),
+    )
+    .expect("lab.json is JSON");
+    info["registry"]
+        .as_str()
+        .expect("a lab registry")
+        .to_string()
+}
+
+/// Tags the lab registry's `repo:latest` as `repo:tag` too (the same manifest), from node1.
+pub fn retag(lab: &Lab, repo: &str, tag: &str) {
+    let reg = registry(lab);
+    let manifest = lab
+        .dir()
+        .join(format!("{}.manifest", repo.replace('/', "_")));
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let curl = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.netns(1), "curl", "-sSf"])
+            .args(args)
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "curl {args:?}: {}", text(&out.stderr));
+    };
+    let m = manifest.to_str().unwrap();
+    curl(&[
+        "-H",
+        &format!("Accept: {media}"),
+        "-o",
+        m,
+        &format!("http://{reg}/v2/{repo}/manifests/latest"),
+    ]);
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &format!("Content-Type: {media}"),
+        "--data-binary",
+        &format!("@{m}"),
+        &format!("http://{reg}/v2/{repo}/manifests/{tag}"),
+    ]);
+}
