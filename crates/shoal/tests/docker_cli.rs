@@ -355,7 +355,7 @@ fn the_seed_scenarios_through_the_docker_cli() {
                 {
                     Ok(got)
                 } else {
-                    Err(got)
+                    Err(got.join("\n"))
                 }
             },
         );

@@ -111,7 +111,10 @@ pub(super) async fn swarm_leave(
 
 /// `swarm init|join|update|unlock`: shoal's own CLI does these (`shoal init`, `shoal join`):
 /// they take options docker's requests do not carry (the data dir, the lab's addresses).
-pub(super) async fn unsupported_swarm() -> ApiError {
+///
+/// The body is read before the answer: a reply sent while the client still writes its body
+/// ends in a reset, which the CLI reports as "broken pipe" instead of this message.
+pub(super) async fn unsupported_swarm(_body: axum::body::Bytes) -> ApiError {
     ApiError::new(
         501,
         "this swarm operation is not served through the Docker Engine API by shoal: use `shoal init`, `shoal join` or `shoal swarm …` (autolock and swarm updates are not implemented)",
