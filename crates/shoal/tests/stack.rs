@@ -270,10 +270,19 @@ fn shoal_stack_deploy_matches_docker_and_redeploys_only_what_changed() {
     let mut tasks = lab.dig(bnode, &btask, &["tasks.front"]);
     tasks.sort();
     assert_eq!(tasks, fronts, "tasks.front answers the front end's tasks");
-    assert_eq!(
-        lab.dig(bnode, &btask, &["db"]),
-        [lab.task_addr(&btask)],
-        "the alias `db` answers the back end's task (dnsrr)"
+    // The back end has a health check: its names answer once it is healthy.
+    let baddr = lab.task_addr(&btask);
+    wait_for(
+        "the alias `db` to answer the back end's task (dnsrr)",
+        Duration::from_secs(30),
+        || {
+            let got = lab.dig(bnode, &btask, &["db"]);
+            if got == [baddr.clone()] {
+                Ok(())
+            } else {
+                Err(got.join(" "))
+            }
+        },
     );
     let ps = lab.ok(
         1,
