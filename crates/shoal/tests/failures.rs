@@ -98,10 +98,9 @@ fn a_table_that_does_not_apply_is_not_acked_and_is_retried() {
             s => Err(s),
         },
     );
-    assert!(
-        message().starts_with("endpoint table not applied: "),
-        "node2 still fails to apply the table while web reads 1/2"
-    );
+    // Not asserted here: that node2's status still says so at this instant. web's task on
+    // node2 cannot start without the overlay, so between its restarts (5 s apart) node2
+    // has nothing of ovl to apply, its apply succeeds and its status clears, as it should.
     drop(obstacle);
     wait_for("node2's status to clear", SLOW, || {
         let m = message();
