@@ -160,7 +160,12 @@ async fn ls(client: &Client, a: LsArgs) -> Result<()> {
     let format = Format::parse(a.format.as_deref()).map_err(anyhow::Error::msg)?;
     let mut services = client.services().await?;
     services.sort_by(|x, y| x.service.spec.name.cmp(&y.service.spec.name));
-    if a.quiet {
+    print_services(&services, a.quiet, &format)
+}
+
+/// `service ls` and `stack services`: ids only with `-q`, else the table or `--format`.
+pub(crate) fn print_services(services: &[ServiceView], quiet: bool, format: &Format) -> Result<()> {
+    if quiet {
         services
             .iter()
             .for_each(|s| println!("{}", short_id(&s.service.id)));
@@ -169,7 +174,7 @@ async fn ls(client: &Client, a: LsArgs) -> Result<()> {
     let rows: Vec<_> = services.iter().map(list::service_row).collect();
     print!(
         "{}",
-        list::render_services(&rows, &format).map_err(anyhow::Error::msg)?
+        list::render_services(&rows, format).map_err(anyhow::Error::msg)?
     );
     Ok(())
 }

@@ -270,18 +270,7 @@ async fn services(client: &Client, a: ServicesArgs) -> Result<()> {
     if services.is_empty() {
         return Err(nothing_found(&a.name));
     }
-    if a.quiet {
-        services
-            .iter()
-            .for_each(|s| println!("{}", short_id(&s.service.id)));
-        return Ok(());
-    }
-    let rows: Vec<_> = services.iter().map(list::service_row).collect();
-    print!(
-        "{}",
-        list::render_services(&rows, &format).map_err(anyhow::Error::msg)?
-    );
-    Ok(())
+    crate::service::print_services(&services, a.quiet, &format)
 }
 
 async fn ps(client: &Client, a: PsArgs) -> Result<()> {
