@@ -24,7 +24,14 @@ else
 fi
 BIN=$PWD/target/$PROFILE
 LAB=cp$$
-trap '"$BIN/shoal" lab down --name "$LAB" >/dev/null 2>&1 || true' EXIT
+# LOGS=DIR keeps each manager's shoald log (DIR/nodeN.log) when the lab is taken down.
+keep_logs() {
+  if [[ -n ${LOGS:-} ]]; then
+    mkdir -p "$LOGS"
+    for n in 1 2 3; do cp "/run/shoal-lab/$LAB/node$n/shoald.log" "$LOGS/node$n.log" 2>/dev/null || true; done
+  fi
+}
+trap 'keep_logs; "$BIN/shoal" lab down --name "$LAB" >/dev/null 2>&1 || true' EXIT
 # Each simulated node holds two connections to the leader, as an agent does.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 SHOALD_BIN=$BIN/shoald "$BIN/shoal" lab up --nodes 3 --managers 3 --name "$LAB" \

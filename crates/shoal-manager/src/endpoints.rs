@@ -432,7 +432,8 @@ mod tests {
             let mine = st
                 .tasks
                 .values()
-                .filter(|t| t.node_id.as_deref() == Some(node));
+                .filter(|t| t.node_id.as_deref() == Some(node))
+                .map(|t| &**t);
             node_view(st.version, full, &node_networks(st, mine))
         };
         let v1 = view(&st, &full, "n1");

@@ -9,6 +9,7 @@
 //! by the rollout's policy (`rollout`: parallelism, delay, order, failures).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use shoal_types::{
     ClusterState, Command, Millis, Node, NodeState, RestartCondition, Service, Task, TaskState,
@@ -20,8 +21,10 @@ use crate::TASK_HISTORY_LIMIT;
 /// The most tasks one pass creates. A pass is one Raft entry, and a task is about a
 /// kilobyte: `--replicas 100000` in one entry would be over 64 MiB, more than a follower
 /// takes, and would stall the log. Larger changes take several passes, each a moment after
-/// the last commits.
-pub const MAX_CREATE_PER_PASS: usize = 1000;
+/// the last commits. 5,000 (an entry of about 5 MiB, sent alone: shoal-store's AppendEntries
+/// budget is 1 MiB but at least one entry) placed 100,000 tasks on 1,000 nodes in 22.5 s,
+/// 2,500 in 30.4 s and 1,000 in 51.6 s, with no Raft call out of time (bench/control-plane).
+pub const MAX_CREATE_PER_PASS: usize = 5000;
 
 /// Returns the commands that move the state towards what the services ask for.
 /// `new_id` makes ids for new tasks (random in the daemon, predictable in tests).
@@ -71,7 +74,9 @@ pub fn reconcile_pass(
     match scope {
         Some(ids) => {
             for id in ids {
-                by_service.insert(id, state.tasks_of(id).collect());
+                let mut tasks = Vec::with_capacity(state.task_count_of(id));
+                tasks.extend(state.tasks_of(id));
+                by_service.insert(id, tasks);
             }
         }
         None => {
@@ -97,7 +102,7 @@ pub fn reconcile_pass(
             &mut out,
             ids.iter().flat_map(|id| state.tasks_of(id)),
         ),
-        None => collect_garbage(state, &mut out, state.tasks.values()),
+        None => collect_garbage(state, &mut out, state.tasks.values().map(Arc::as_ref)),
     }
     out.limit_creations(now);
     let due = std::mem::take(&mut out.due);
@@ -111,6 +116,8 @@ pub fn reconcile_pass(
 struct Changes {
     shutdown: BTreeSet<String>,
     create: Vec<Task>,
+    /// Services with a task this pass did not make: it had made [`MAX_CREATE_PER_PASS`].
+    later: BTreeSet<String>,
     delete: Vec<String>,
     due: BTreeMap<String, Millis>,
     /// Rollout status changes (`SetUpdateStatus`, `RollbackService`).
@@ -124,18 +131,27 @@ impl Changes {
         *earliest = (*earliest).min(at);
     }
 
-    /// Keeps at most [`MAX_CREATE_PER_PASS`] new tasks; the services whose tasks were left
-    /// out are due at once, so the next pass (right after this one commits) makes them.
-    /// A rollout of such a service does not complete in this pass.
+    /// Adds the task `make` makes for `service`, unless this pass has made
+    /// [`MAX_CREATE_PER_PASS`] already: then the task is not made (`limit_creations` puts
+    /// the service off to the next pass). Making every missing task and keeping the first
+    /// 5,000 made 100,000 tasks in the first pass of `--replicas 100000`, 95,000 in the
+    /// second, and so on.
+    fn create(&mut self, service: &Service, make: impl FnOnce() -> Task) {
+        if self.create.len() < MAX_CREATE_PER_PASS {
+            self.create.push(make());
+        } else if !self.later.contains(&service.id) {
+            self.later.insert(service.id.clone());
+        }
+    }
+
+    /// The services whose tasks were left out are due at once, so the next pass (right
+    /// after this one commits) makes them. A rollout of such a service does not complete
+    /// in this pass.
     fn limit_creations(&mut self, now: Millis) {
-        if self.create.len() <= MAX_CREATE_PER_PASS {
+        let later = std::mem::take(&mut self.later);
+        if later.is_empty() {
             return;
         }
-        let later: BTreeSet<String> = self
-            .create
-            .drain(MAX_CREATE_PER_PASS..)
-            .map(|t| t.service_id)
-            .collect();
         self.rollouts
             .retain(|c| !matches!(c, Command::SetUpdateStatus { id, .. } if later.contains(id)));
         for id in later {
@@ -305,14 +321,21 @@ fn replicated(
     new_id: &mut dyn FnMut() -> String,
     out: &mut Changes,
 ) {
-    let mut by_slot: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
-    for t in tasks {
-        by_slot.entry(t.slot).or_default().push(t);
-    }
-    let top = replicas.max(by_slot.keys().max().copied().unwrap_or(0));
-    let mut slots = Vec::new();
+    // The tasks by slot: sorted, then taken a run at a time as the slots are walked (a
+    // map of 100,000 slots was most of a pass's time at that scale).
+    let mut by_slot: Vec<&Task> = tasks.to_vec();
+    by_slot.sort_by_key(|t| t.slot);
+    let top = replicas.max(by_slot.last().map_or(0, |t| t.slot));
+    let mut rest = by_slot.as_slice();
+    let mut slots = Vec::with_capacity(replicas as usize);
     for n in 1..=top {
-        let slot_tasks = by_slot.get(&n).map(Vec::as_slice).unwrap_or(&[]);
+        // Slot 0 (none) and any below `n` were seen already; they belong to no slot here.
+        while rest.first().is_some_and(|t| t.slot < n) {
+            rest = &rest[1..];
+        }
+        let len = rest.iter().take_while(|t| t.slot == n).count();
+        let (slot_tasks, after) = rest.split_at(len);
+        rest = after;
         if n > replicas {
             out.shutdown.extend(
                 slot_tasks

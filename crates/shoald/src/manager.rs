@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_manager::clock::{Clock, Now};
-use shoal_manager::dispatcher::{ConvergenceStats, Dispatcher, ViewProgress};
+use shoal_manager::dispatcher::{
+    ChangeCache, ChangedByNode, ConvergenceStats, Dispatcher, ViewProgress,
+};
 use shoal_manager::{allocator, changes, orchestrator, scheduler};
 use shoal_rpc::cluster_client::ClusterClient;
 use shoal_store::{Store, StoreError};
@@ -35,6 +37,13 @@ pub struct Manager {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The cluster's events as this manager applies them (`shoal events`).
     pub events: crate::events::Feed,
+    /// Agents' status reports, committed together (group commit).
+    reports: crate::reports::Reports,
+    /// The tasks changed between two states by node, walked once for every session.
+    changes: Mutex<ChangeCache>,
+    /// Whether this manager leads, as the leader loop last saw it (every 250 ms): sessions
+    /// wait on it to end when leadership is lost, rather than each waking every second.
+    leading: tokio::sync::watch::Sender<bool>,
 }
 
 pub use shoal_manager::endpoints::EndpointTable;
@@ -58,6 +67,9 @@ impl Manager {
         clock: Arc<dyn Clock>,
     ) -> Arc<Manager> {
         Arc::new(Manager {
+            reports: crate::reports::Reports::start(store.clone()),
+            changes: Mutex::default(),
+            leading: tokio::sync::watch::Sender::new(false),
             dialer,
             metrics,
             logins: crate::registry::Logins::new(data_dir),
@@ -85,6 +97,11 @@ impl Manager {
 
     pub fn is_leader(&self) -> bool {
         self.store.is_leader()
+    }
+
+    /// Changes when the leader loop sees this manager gain or lose the leadership.
+    pub fn watch_leading(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leading.subscribe()
     }
 
     /// The leader this manager knows of: its Raft id and cluster address.
@@ -117,6 +134,12 @@ impl Manager {
 
     /// Commits `cmd` on this manager, which must lead (the `Propose` handler, what agents
     /// report); the result and the index of its log entry.
+    /// Commits one agent's task status updates here (leader only), in one entry with the
+    /// other reports that arrive meanwhile.
+    pub async fn report_status(&self, updates: Vec<Command>) -> Result<(), StoreError> {
+        self.reports.commit(updates).await
+    }
+
     pub async fn propose_here(&self, cmd: Command) -> Result<(CommandResult, u64), StoreError> {
         self.store.propose_indexed(cmd).await
     }
@@ -153,6 +176,12 @@ impl Manager {
     pub fn endpoint_table(&self, state: &Arc<ClusterState>) -> Arc<EndpointTable> {
         let now = self.now();
         self.dispatch(|d| d.table(state, now))
+    }
+
+    /// The tasks that changed from `old` to `new`, by node (sessions woken by one state
+    /// change share the walk).
+    pub fn changed_by_node(&self, old: &ClusterState, new: &ClusterState) -> Arc<ChangedByNode> {
+        lock(&self.changes).between(old, new)
     }
 
     /// What a session did with its node's view.
@@ -357,13 +386,15 @@ impl Manager {
         let (state, now) = (self.state(), self.now());
         let ready = lock(&self.dispatcher).on_heartbeat(node_id, &state, now);
         if let Some(cmd) = ready {
-            // Not retried here: the node's next heartbeat asks again.
+            // Not retried here: the node's next heartbeat after this one ends asks again
+            // (the dispatcher hands out one such proposal per node at a time).
             let me = Arc::clone(self);
             let id = node_id.to_string();
             tokio::spawn(async move {
                 if let Err(e) = me.propose(cmd).await {
                     warn!(node = %id, "failed to mark node ready: {e}");
                 }
+                lock(&me.dispatcher).on_mark_ready_ended(&id, now);
             });
         }
     }
@@ -421,7 +452,10 @@ impl Manager {
                 r = state_rx.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {}
             }
-            if !self.store.is_leader() {
+            let leads = self.store.is_leader();
+            self.leading
+                .send_if_modified(|l| std::mem::replace(l, leads) != leads);
+            if !leads {
                 if was_leader {
                     lock(&self.dispatcher).on_follower();
                 }
@@ -432,6 +466,7 @@ impl Manager {
             }
             let state = state_rx.borrow_and_update().clone();
             let now = self.now();
+            let began = Instant::now();
             let mut cmds = Vec::new();
             if !was_leader {
                 info!("this manager is the leader");
@@ -445,6 +480,7 @@ impl Manager {
                 }
                 cmds.push(cmd);
             }
+            cmds.extend(self.dispatch(|d| d.apply_failures_cleared(&state, now)));
             let mut changed = match &prev {
                 Some(p) if p.version <= state.version => changes::between(p, &state),
                 _ => changes::Changes::everything(),
@@ -461,9 +497,10 @@ impl Manager {
                 changed.scope(),
             );
             wakeups.record(changed.scope(), pass.due);
+            // Allocation and scheduling read the state as the pass leaves it (30,000
+            // replicas took a minute when each step was an entry of its own).
+            let state = changed.with_pass(state, &pass.commands);
             cmds.extend(pass.commands);
-            // Allocation and scheduling read the state as it was; tasks created above are
-            // allocated and placed on the next pass, a moment later.
             vip_waiters.update(&state, &changed);
             if changed.allocate() {
                 // A freed address may be the one a service waits for as its VIP.
@@ -487,8 +524,17 @@ impl Manager {
             if cmds.is_empty() {
                 continue;
             }
-            debug!(count = cmds.len(), "proposing orchestration");
-            if let Err(e) = self.propose(Command::Batch(cmds)).await {
+            let decided = began.elapsed();
+            let count = cmds.len();
+            let result = self.propose(Command::Batch(cmds)).await;
+            debug!(
+                count,
+                version = state.version,
+                decide_ms = decided.as_millis() as u64,
+                commit_ms = (began.elapsed() - decided).as_millis() as u64,
+                "orchestration pass"
+            );
+            if let Err(e) = result {
                 warn!("orchestration step failed: {e}");
                 // Look at everything again next time: what this pass found is not done.
                 prev = None;

@@ -201,6 +201,7 @@ fn a_full_network_says_why_its_tasks_wait() {
         .tasks
         .values()
         .filter(|t| t.status.state == TaskState::New)
+        .map(|t| &**t)
         .collect();
     assert_eq!(waiting.len(), 2);
     for t in waiting {

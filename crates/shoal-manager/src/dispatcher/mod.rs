@@ -8,10 +8,12 @@
 //! (`on_heartbeat`, `on_ack`); every method takes the time as a [`Now`] and returns the
 //! commands to propose. A session's own part is a [`NodeSession`], owned by its task.
 
+pub mod by_node;
 pub mod convergence;
 pub mod heartbeats;
 pub mod session;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use shoal_types::{ClusterState, Command, NodeState, Task};
@@ -19,6 +21,7 @@ use shoal_types::{ClusterState, Command, NodeState, Task};
 use crate::clock::Now;
 use crate::endpoints::{self, EndpointTable};
 
+pub use by_node::{ChangeCache, ChangedByNode};
 pub use convergence::{Convergence, ConvergenceStats, Settled};
 pub use heartbeats::{Heartbeats, TAKEOVER_GRACE};
 pub use session::{NodeSession, NodeTasks, Told, Update, ViewProgress, manager_addrs, may_drain};
@@ -29,8 +32,21 @@ pub const DRAIN_LIMIT_MS: u64 = 10_000;
 /// How a node's status message starts while its last endpoint table did not apply whole.
 pub const APPLY_FAILED: &str = "endpoint table not applied: ";
 
+/// How long a node's status keeps saying its endpoint table did not apply after the last
+/// failure, even once a later table applied. A failure that recurs (a task that restarts
+/// into a network its node cannot set up fails within milliseconds, and the node's next
+/// table, without that network, applies) then reads as one ongoing failure in `node
+/// inspect` instead of a blink no operator would see.
+pub const APPLY_FAILED_HOLD_MS: u64 = 10_000;
+
 /// The grace when the cluster has no heartbeat settings yet.
 const DEFAULT_GRACE_MS: u64 = 3_000;
+
+/// How long a proposal marking a node Ready may stay without an outcome before the node's
+/// next heartbeat asks again. Longer than shoald lets a proposal take (a leader wait plus
+/// the commit timeout), so normally the proposal's end, reported through
+/// [`Dispatcher::on_mark_ready_ended`], comes first; this only covers an end never reported.
+pub const MARK_READY_RETRY_MS: u64 = 30_000;
 
 /// The leader's dispatcher state. Not `Sync` on purpose: the daemon holds it under one
 /// lock, taken briefly per call.
@@ -50,6 +66,39 @@ pub struct Dispatcher {
     /// Latencies (ms) of the changes that reached every Ready node since the last
     /// `take_settled`, for the daemon's metrics.
     settled: Vec<u64>,
+    ready: ReadyList,
+    /// Nodes whose "mark Ready" proposal is in flight, with when it was handed out
+    /// (monotonic ms). A node that is not Ready beats every period until that proposal
+    /// commits; without this, each beat would propose another Raft write (one per beat per
+    /// node while a cluster of Down nodes comes back, or while commits are slow).
+    marking_ready: HashMap<String, u64>,
+    /// Nodes whose status says an endpoint table did not apply: when it last failed
+    /// (monotonic ms) and whether a table applied since (the status clears once
+    /// [`APPLY_FAILED_HOLD_MS`] has passed).
+    apply_failed: HashMap<String, ApplyFailure>,
+}
+
+#[derive(Debug)]
+struct ApplyFailure {
+    last_ms: u64,
+    applied_since: bool,
+}
+
+impl ApplyFailure {
+    /// Whether the status still says so at `now` whatever applied since.
+    fn held(&self, now: Now) -> bool {
+        now.mono_ms.saturating_sub(self.last_ms) < APPLY_FAILED_HOLD_MS
+    }
+}
+
+/// The Ready nodes, listed again only when the nodes change; convergence compares the
+/// generation to know the list is the same one.
+#[derive(Debug, Default)]
+struct ReadyList {
+    /// The nodes the list was made from.
+    from: imbl::OrdMap<String, shoal_types::Node>,
+    ids: Vec<String>,
+    generation: u64,
 }
 
 /// Ready nodes: the ones an endpoint change must reach.
@@ -72,6 +121,9 @@ impl Dispatcher {
             state: Arc::default(),
             table: Arc::default(),
             settled: Vec::new(),
+            ready: Default::default(),
+            marking_ready: HashMap::new(),
+            apply_failed: HashMap::new(),
         }
     }
 
@@ -81,8 +133,16 @@ impl Dispatcher {
     pub fn on_state(&mut self, state: &ClusterState, now: Now) -> Option<Command> {
         if !self.leading {
             self.heartbeats.reset(state, now.mono_ms);
+            self.marking_ready.clear();
             self.leading = true;
         }
+        // Done once the state shows the node Ready (or it is gone).
+        self.marking_ready.retain(|id, _| {
+            state
+                .nodes
+                .get(id)
+                .is_some_and(|n| n.status.state != NodeState::Ready)
+        });
         let id = self
             .heartbeats
             .expired(state, now.mono_ms, Self::grace_ms(state), &self.own)?;
@@ -97,6 +157,8 @@ impl Dispatcher {
     /// This manager no longer leads: the next `on_state` starts afresh.
     pub fn on_follower(&mut self) {
         self.leading = false;
+        self.marking_ready.clear();
+        self.apply_failed.clear();
     }
 
     /// The grace a node has at `state`, in milliseconds.
@@ -108,16 +170,39 @@ impl Dispatcher {
     }
 
     /// A heartbeat (or a session start) of `node`; the command that marks it Ready again
-    /// if it is not.
+    /// if it is not, unless one is already in flight for it: at most one per node until
+    /// the state shows it Ready, the caller reports that proposal ended
+    /// ([`Dispatcher::on_mark_ready_ended`]), or [`MARK_READY_RETRY_MS`] passed.
     pub fn on_heartbeat(&mut self, node: &str, state: &ClusterState, now: Now) -> Option<Command> {
         self.heartbeats.seen(node, now.mono_ms);
         let n = state.nodes.get(node)?;
-        (n.status.state != NodeState::Ready).then(|| Command::SetNodeState {
+        if n.status.state == NodeState::Ready {
+            self.marking_ready.remove(node);
+            return None;
+        }
+        if self
+            .marking_ready
+            .get(node)
+            .is_some_and(|&at| now.mono_ms.saturating_sub(at) < MARK_READY_RETRY_MS)
+        {
+            return None;
+        }
+        self.marking_ready.insert(node.to_string(), now.mono_ms);
+        Some(Command::SetNodeState {
             id: node.to_string(),
             state: NodeState::Ready,
             message: String::new(),
             at: now.wall,
         })
+    }
+
+    /// The proposal `on_heartbeat` returned for `node` at `issued` (its `now`) has ended,
+    /// committed or not: the node's next heartbeat may ask again if it is still not Ready.
+    /// The end of an older proposal, one asked again since, changes nothing.
+    pub fn on_mark_ready_ended(&mut self, node: &str, issued: Now) {
+        if self.marking_ready.get(node) == Some(&issued.mono_ms) {
+            self.marking_ready.remove(node);
+        }
     }
 
     /// The endpoint table at `state`'s version, computed once per version from the previous
@@ -177,9 +262,21 @@ impl Dispatcher {
         let n = state.nodes.get(node)?;
         let said = &n.status.message;
         let message = if error.is_empty() {
-            // Only a message of ours is cleared.
+            // Only a message of ours is cleared, and not while it is held.
+            if let Some(f) = self.apply_failed.get_mut(node)
+                && f.held(now)
+            {
+                f.applied_since = true;
+                return None;
+            }
+            self.apply_failed.remove(node);
             said.starts_with(APPLY_FAILED).then(String::new)
         } else {
+            let f = ApplyFailure {
+                last_ms: now.mono_ms,
+                applied_since: false,
+            };
+            self.apply_failed.insert(node.to_string(), f);
             let text = format!("{APPLY_FAILED}{error}");
             (said != &text).then_some(text)
         }?;
@@ -189,6 +286,31 @@ impl Dispatcher {
             message,
             at: now.wall,
         })
+    }
+
+    /// The commands that clear the status of nodes whose endpoint table applied since
+    /// their last failure, once [`APPLY_FAILED_HOLD_MS`] has passed since it. Called at
+    /// every pass of the leader loop.
+    pub fn apply_failures_cleared(&mut self, state: &ClusterState, now: Now) -> Vec<Command> {
+        let mut cmds = Vec::new();
+        self.apply_failed.retain(|id, f| {
+            let Some(n) = state.nodes.get(id) else {
+                return false;
+            };
+            if !f.applied_since || f.held(now) {
+                return true;
+            }
+            if n.status.message.starts_with(APPLY_FAILED) {
+                cmds.push(Command::SetNodeState {
+                    id: id.clone(),
+                    state: n.status.state,
+                    message: String::new(),
+                    at: now.wall,
+                });
+            }
+            false
+        });
+        cmds
     }
 
     /// The live session of `node` ended: it starts from a full table next time.
@@ -254,7 +376,20 @@ impl Dispatcher {
     }
 
     fn settle(&mut self, state: &ClusterState, now: Now) {
-        let settled = self.convergence.settle(now.mono_ms, &ready_nodes(state));
+        if !self.convergence.has_pending() {
+            return;
+        }
+        // The Ready nodes are listed again only when the nodes changed.
+        if !self.ready.from.ptr_eq(&state.nodes) {
+            self.ready = ReadyList {
+                from: state.nodes.clone(),
+                ids: ready_nodes(state),
+                generation: self.ready.generation + 1,
+            };
+        }
+        let settled = self
+            .convergence
+            .settle(now.mono_ms, &self.ready.ids, self.ready.generation);
         self.settled.extend(settled);
     }
 

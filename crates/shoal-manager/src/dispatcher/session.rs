@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use imbl::OrdMap;
-use shoal_types::diff::changes;
 use shoal_types::endpoint::{EndpointDelta, EndpointView};
 use shoal_types::state::CaTrust;
 use shoal_types::{ClusterState, NodeRole, Task, TaskDelta, TaskState};
 
+use super::by_node::{ChangedByNode, changed_by_node};
 use crate::endpoints::{self, EndpointTable};
 
 /// The tasks that name one node, kept up to date from the difference between successive
@@ -19,7 +19,7 @@ use crate::endpoints::{self, EndpointTable};
 #[derive(Debug, Clone, Default)]
 pub struct NodeTasks {
     node_id: String,
-    mine: OrdMap<String, Task>,
+    mine: OrdMap<String, Arc<Task>>,
 }
 
 impl NodeTasks {
@@ -39,9 +39,20 @@ impl NodeTasks {
     /// Follows the state from `old` to `new`; returns the ids of this node's tasks that
     /// changed, came or went.
     pub fn follow(&mut self, old: &ClusterState, new: &ClusterState) -> Vec<String> {
+        let by = changed_by_node(old, new);
+        self.follow_changed(&by, new)
+    }
+
+    /// Like [`NodeTasks::follow`], given the state's changes by node (worked out once for
+    /// every session: [`super::ChangeCache`]).
+    pub fn follow_changed(&mut self, by: &ChangedByNode, new: &ClusterState) -> Vec<String> {
         let mut changed = Vec::new();
-        for (id, _, now) in changes(&old.tasks, &new.tasks) {
-            match now.filter(|t| t.node_id.as_deref() == Some(self.node_id.as_str())) {
+        for id in by.get(&self.node_id).into_iter().flatten() {
+            match new
+                .tasks
+                .get(id)
+                .filter(|t| t.node_id.as_deref() == Some(self.node_id.as_str()))
+            {
                 Some(t) => {
                     self.mine.insert(id.clone(), t.clone());
                     changed.push(id.clone());
@@ -58,7 +69,7 @@ impl NodeTasks {
 
     /// Every task that names this node, whatever its state.
     pub fn all(&self) -> impl Iterator<Item = &Task> {
-        self.mine.values()
+        self.mine.values().map(Arc::as_ref)
     }
 
     /// The tasks the agent is responsible for: every task assigned to it that still
@@ -69,10 +80,11 @@ impl NodeTasks {
         self.mine
             .values()
             .filter(|t| t.status.state >= TaskState::Assigned)
+            .map(Arc::as_ref)
     }
 
     pub fn get(&self, id: &str) -> Option<&Task> {
-        self.mine.get(id)
+        self.mine.get(id).map(Arc::as_ref)
     }
 }
 
@@ -241,9 +253,19 @@ impl NodeSession {
     /// Follows the node's tasks to `state`; returns the tasks that may be held for draining
     /// (ask [`super::Dispatcher::drain`] which are held now).
     pub fn follow(&mut self, state: &Arc<ClusterState>) -> impl Iterator<Item = &Task> {
+        self.follow_with(state, |old, new| Arc::new(changed_by_node(old, new)))
+    }
+
+    /// Like [`NodeSession::follow`], with the state's changes by node from `by_node` (the
+    /// leader's sessions share a [`super::ChangeCache`]).
+    pub fn follow_with(
+        &mut self,
+        state: &Arc<ClusterState>,
+        by_node: impl FnOnce(&ClusterState, &ClusterState) -> Arc<ChangedByNode>,
+    ) -> impl Iterator<Item = &Task> {
         let (mine_changed, changed_ids) = match &self.prev {
             Some(p) if p.version <= state.version => {
-                let ids = self.mine.follow(p, state);
+                let ids = self.mine.follow_changed(&by_node(p, state), state);
                 (!ids.is_empty() || !p.networks.ptr_eq(&state.networks), ids)
             }
             // The first state of the session (or an older one: a new leader's log): the

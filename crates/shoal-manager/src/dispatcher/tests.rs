@@ -128,6 +128,97 @@ fn a_new_leader_gives_every_node_a_fresh_grace_and_more_to_find_it() {
     assert_eq!(d.on_state(&st, clock.now()), down("n3", clock.now().wall));
 }
 
+fn ready(id: &str, at: Millis) -> Option<Command> {
+    Some(Command::SetNodeState {
+        id: id.into(),
+        state: NodeState::Ready,
+        message: String::new(),
+        at,
+    })
+}
+
+#[test]
+fn a_node_that_is_not_ready_gets_one_ready_proposal_in_flight_not_one_per_beat() {
+    let (mut st, mut d, clock) = three();
+    d.on_state(&st, clock.now());
+    set_node(&mut st, "n2", NodeState::Down);
+    // It beats again: one proposal, then none while it is in flight, beat after beat.
+    let first = clock.now();
+    assert_eq!(d.on_heartbeat("n2", &st, first), ready("n2", first.wall));
+    for _ in 0..10 {
+        clock.advance(1_000);
+        assert_eq!(d.on_heartbeat("n2", &st, clock.now()), None);
+        d.on_heartbeat("n3", &st, clock.now());
+        assert_eq!(d.on_state(&st, clock.now()), None);
+    }
+    // Another node's proposal is its own.
+    set_node(&mut st, "n3", NodeState::Down);
+    assert_eq!(
+        d.on_heartbeat("n3", &st, clock.now()),
+        ready("n3", clock.now().wall)
+    );
+    // Committed: the state shows n2 Ready, and nothing more is asked.
+    set_node(&mut st, "n2", NodeState::Ready);
+    d.on_state(&st, clock.now());
+    d.on_mark_ready_ended("n2", first);
+    clock.advance(1_000);
+    assert_eq!(d.on_heartbeat("n2", &st, clock.now()), None);
+    // Down again later: its next beat asks again at once.
+    set_node(&mut st, "n2", NodeState::Down);
+    clock.advance(1_000);
+    assert_eq!(
+        d.on_heartbeat("n2", &st, clock.now()),
+        ready("n2", clock.now().wall)
+    );
+}
+
+#[test]
+fn a_ready_proposal_that_failed_or_got_no_answer_is_asked_again() {
+    let (mut st, mut d, clock) = three();
+    d.on_state(&st, clock.now());
+    set_node(&mut st, "n2", NodeState::Down);
+    let first = clock.now();
+    assert_eq!(d.on_heartbeat("n2", &st, first), ready("n2", first.wall));
+    // It failed (no quorum, say): the next beat asks again.
+    clock.advance(1_000);
+    d.on_mark_ready_ended("n2", first);
+    let second = clock.now();
+    assert_eq!(d.on_heartbeat("n2", &st, second), ready("n2", second.wall));
+    // The end of an older proposal does not free the newer one still in flight.
+    d.on_mark_ready_ended("n2", first);
+    clock.advance(1_000);
+    assert_eq!(d.on_heartbeat("n2", &st, clock.now()), None);
+    // No end reported for the retry period: asked again, once.
+    clock.advance(MARK_READY_RETRY_MS - 1_000 - 1);
+    assert_eq!(d.on_heartbeat("n2", &st, clock.now()), None);
+    clock.advance(1);
+    assert_eq!(
+        d.on_heartbeat("n2", &st, clock.now()),
+        ready("n2", clock.now().wall)
+    );
+    assert_eq!(d.on_heartbeat("n2", &st, clock.now()), None);
+}
+
+#[test]
+fn a_ready_proposal_of_a_past_leadership_does_not_hold_back_the_next() {
+    let (mut st, mut d, clock) = three();
+    d.on_state(&st, clock.now());
+    set_node(&mut st, "n2", NodeState::Down);
+    assert_eq!(
+        d.on_heartbeat("n2", &st, clock.now()),
+        ready("n2", clock.now().wall)
+    );
+    // Another manager leads for a while, then this one again: what it proposed before may
+    // have been lost with its term, so the node's next beat asks afresh.
+    d.on_follower();
+    clock.advance(5_000);
+    d.on_state(&st, clock.now());
+    assert_eq!(
+        d.on_heartbeat("n2", &st, clock.now()),
+        ready("n2", clock.now().wall)
+    );
+}
+
 /// A service `s1` on overlay `net1` with one running task, `ta`, on n2.
 fn with_running_task(st: &mut Arc<ClusterState>) {
     apply(
@@ -190,7 +281,7 @@ fn stop_ta(st: &mut Arc<ClusterState>, clock: &FakeClock) -> Task {
             at: clock.now().wall,
         },
     );
-    st.tasks["ta"].clone()
+    (*st.tasks["ta"]).clone()
 }
 
 #[test]
@@ -297,20 +388,61 @@ fn a_failed_apply_is_not_converged_is_reported_and_its_retry_settles_it() {
         ),
         None
     );
-    // The agent's retry applies it: converged, and the status clears.
+    // The agent's retry applies it: converged at once; the status says it failed until
+    // the hold has passed since the failure.
     clock.advance(2_000);
+    assert_eq!(d.on_ack("n3", v, "", &st, clock.now()), None);
+    assert_eq!(d.services_progress(&st, ["s1"]), [(3, 3)]);
+    assert!(d.drain(&st, [&ta], clock.now()).is_empty());
+    assert_eq!(d.stats().max_ms, 2_200);
+    assert!(d.apply_failures_cleared(&st, clock.now()).is_empty());
+    clock.advance(APPLY_FAILED_HOLD_MS - 2_000 - 1);
+    assert!(d.apply_failures_cleared(&st, clock.now()).is_empty());
+    clock.advance(1);
     assert_eq!(
-        d.on_ack("n3", v, "", &st, clock.now()),
-        Some(Command::SetNodeState {
+        d.apply_failures_cleared(&st, clock.now()),
+        [Command::SetNodeState {
             id: "n3".into(),
             state: NodeState::Ready,
             message: String::new(),
             at: clock.now().wall,
-        })
+        }]
     );
-    assert_eq!(d.services_progress(&st, ["s1"]), [(3, 3)]);
-    assert!(d.drain(&st, [&ta], clock.now()).is_empty());
-    assert_eq!(d.stats().max_ms, 2_200);
+    assert!(
+        d.apply_failures_cleared(&st, clock.now()).is_empty(),
+        "once"
+    );
+}
+
+#[test]
+fn a_failure_that_recurs_between_applies_stays_on_the_status() {
+    let (mut st, mut d, clock) = three();
+    let v = st.version;
+    let error = "failed to set up overlay network overlay1";
+    let said = format!("{APPLY_FAILED}{error}");
+    // A task restarts into the network every 5 s; between, the node's table applies.
+    for round in 0..4 {
+        let report = d.on_ack("n3", v, error, &st, clock.now());
+        if round == 0 {
+            apply(&mut st, report.expect("the first failure is reported"));
+        } else {
+            assert_eq!(report, None, "round {round}: the status already says it");
+        }
+        clock.advance(20);
+        assert_eq!(d.on_ack("n3", v, "", &st, clock.now()), None);
+        clock.advance(4_980);
+        assert!(d.apply_failures_cleared(&st, clock.now()).is_empty());
+        assert_eq!(st.nodes["n3"].status.message, said);
+    }
+    // It stops failing: cleared once the hold has passed since the last failure.
+    clock.advance(APPLY_FAILED_HOLD_MS - 5_000);
+    assert_eq!(d.apply_failures_cleared(&st, clock.now()).len(), 1);
+    // Still failing when the hold runs out (no apply since): nothing cleared.
+    d.on_ack("n3", v, error, &st, clock.now());
+    clock.advance(APPLY_FAILED_HOLD_MS * 2);
+    assert!(d.apply_failures_cleared(&st, clock.now()).is_empty());
+    // An apply after the hold clears at once.
+    assert!(d.on_ack("n3", v, "", &st, clock.now()).is_some());
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn service_create_scale_and_remove_in_order() {
     );
     let mut t = fixtures::task("t1", "s1", "web");
     t.node_id = Some("n1".into());
-    s1.tasks.insert("t1".into(), t.clone());
+    s1.tasks.insert("t1".into(), std::sync::Arc::new(t.clone()));
     assert_eq!(
         lines(&between(&s0, &s1, Millis(5))),
         [
@@ -51,7 +51,7 @@ fn service_create_scale_and_remove_in_order() {
     svc.spec.mode = shoal_types::ServiceMode::Replicated { replicas: 3 };
     s2.services.insert("s1".into(), svc);
     t.status.state = TaskState::Running;
-    s2.tasks.insert("t1".into(), t.clone());
+    s2.tasks.insert("t1".into(), std::sync::Arc::new(t.clone()));
     assert_eq!(
         lines(&between(&s1, &s2, Millis(6))),
         [
@@ -63,7 +63,7 @@ fn service_create_scale_and_remove_in_order() {
     // A status message alone (a pull's progress) is no event.
     let mut s3 = s2.clone();
     t.status.message = "pulling image: 1MB of 2MB".into();
-    s3.tasks.insert("t1".into(), t.clone());
+    s3.tasks.insert("t1".into(), std::sync::Arc::new(t.clone()));
     assert!(between(&s2, &s3, Millis(7)).is_empty());
 
     // Removed: the task goes with its service, task first.
@@ -89,12 +89,12 @@ fn task_failure_says_why_and_desired_state_moves() {
         fixtures::service("s1", fixtures::spec("web", 1)),
     );
     let mut t = fixtures::task("t1", "s1", "web");
-    s0.tasks.insert("t1".into(), t.clone());
+    s0.tasks.insert("t1".into(), std::sync::Arc::new(t.clone()));
     let mut s1 = s0.clone();
     t.status.state = TaskState::Failed;
     t.status.err = "exit code 3".into();
     t.desired_state = TaskState::Shutdown;
-    s1.tasks.insert("t1".into(), t);
+    s1.tasks.insert("t1".into(), std::sync::Arc::new(t));
     assert_eq!(
         lines(&between(&s0, &s1, Millis(1))),
         [

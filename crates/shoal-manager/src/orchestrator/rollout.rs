@@ -339,8 +339,7 @@ impl<'s> Rollout<'s> {
                     }
                     match restart_at(service, Some(failed)) {
                         Some(at) if self.now >= at => {
-                            out.create
-                                .push(create(restarts_after(service, Some(failed))));
+                            out.create(service, || create(restarts_after(service, Some(failed))));
                         }
                         Some(at) => out.due(service, at),
                         None => {}
@@ -353,7 +352,7 @@ impl<'s> Rollout<'s> {
                 self.budget -= 1;
                 self.moved = true;
                 match self.config.order {
-                    UpdateOrder::StartFirst => out.create.push(create(0)),
+                    UpdateOrder::StartFirst => out.create(service, || create(0)),
                     UpdateOrder::StopFirst => stop_old(out),
                 }
             }
@@ -368,7 +367,7 @@ impl<'s> Rollout<'s> {
                         if last.is_some_and(|t| outdated(service, t)) {
                             self.moved = true;
                         }
-                        out.create.push(create(restarts_after(service, last)));
+                        out.create(service, || create(restarts_after(service, last)));
                     }
                     Some(at) => out.due(service, at),
                     None => {}

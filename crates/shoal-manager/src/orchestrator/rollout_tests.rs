@@ -113,6 +113,7 @@ fn running(st: &ClusterState) -> (usize, usize) {
         .tasks
         .values()
         .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .map(|t| &**t)
         .collect();
     let new = run
         .iter()

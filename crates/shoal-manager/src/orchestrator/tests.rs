@@ -568,7 +568,7 @@ fn a_task_taken_away_is_no_restart_attempt() {
 fn a_large_service_is_created_in_passes_of_bounded_size() {
     let mut st = cluster(&[("n1", "node1")]);
     st.apply(Command::CreateService {
-        service: service("s1", spec("web", 2_500)),
+        service: service("s1", spec("web", 2 * MAX_CREATE_PER_PASS as u64 + 500)),
     })
     .unwrap();
     let mut n = 0;
@@ -598,5 +598,8 @@ fn a_large_service_is_created_in_passes_of_bounded_size() {
     assert_eq!(made, [MAX_CREATE_PER_PASS, MAX_CREATE_PER_PASS, 500, 0]);
     let mut slots: Vec<u64> = st.tasks.values().map(|t| t.slot).collect();
     slots.sort();
-    assert_eq!(slots, (1..=2_500).collect::<Vec<u64>>());
+    assert_eq!(
+        slots,
+        (1..=2 * MAX_CREATE_PER_PASS as u64 + 500).collect::<Vec<u64>>()
+    );
 }

@@ -6,6 +6,7 @@
 //! racing proposals cannot both succeed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use imbl::{OrdMap, OrdSet};
 
@@ -29,8 +30,11 @@ pub struct ClusterState {
     pub cluster: Option<ClusterInfo>,
     pub nodes: OrdMap<String, Node>,
     pub services: OrdMap<String, Service>,
-    /// Changed only by `apply`, which keeps `index` in step.
-    pub tasks: OrdMap<String, Task>,
+    /// Changed only by `apply`, which keeps `index` in step. Behind an `Arc`: a copy of
+    /// the map (every state change copies the B-tree leaves it touches, with their 64
+    /// tasks) then copies pointers, not tasks, and comparing two states (imbl's diff, by
+    /// `==`) takes a task that did not change as equal by its pointer alone.
+    pub tasks: OrdMap<String, Arc<Task>>,
     #[serde(default)]
     pub networks: OrdMap<String, Network>,
     /// Bumped by every command that changed something; agents and watchers compare it.
@@ -48,7 +52,7 @@ struct StateRepr {
     cluster: Option<ClusterInfo>,
     nodes: OrdMap<String, Node>,
     services: OrdMap<String, Service>,
-    tasks: OrdMap<String, Task>,
+    tasks: OrdMap<String, Arc<Task>>,
     #[serde(default)]
     networks: OrdMap<String, Network>,
     version: u64,
@@ -56,7 +60,7 @@ struct StateRepr {
 
 impl From<StateRepr> for ClusterState {
     fn from(r: StateRepr) -> ClusterState {
-        let index = Index::build(r.tasks.values(), r.services.values());
+        let index = Index::build(r.tasks.values().map(Arc::as_ref), r.services.values());
         ClusterState {
             cluster: r.cluster,
             nodes: r.nodes,
@@ -534,8 +538,8 @@ impl ClusterState {
                 for t in tasks {
                     if self.services.contains_key(&t.service_id) {
                         let after = Footprint::of(&t);
-                        let before = self.tasks.insert(t.id.clone(), t);
-                        let before = before.as_ref().map(Footprint::of);
+                        let before = self.tasks.insert(t.id.clone(), Arc::new(t));
+                        let before = before.as_deref().map(Footprint::of);
                         self.index.replace(before.as_ref(), Some(&after));
                     }
                 }
@@ -645,7 +649,7 @@ impl ClusterState {
                     if let Some(t) = self.tasks.get_mut(&id)
                         && t.status.state <= TaskState::Pending
                     {
-                        t.status.err = err;
+                        Arc::make_mut(t).status.err = err;
                     }
                 }
             }
@@ -757,15 +761,38 @@ impl ClusterState {
             .values()
             .filter(|t| t.slot_name() == key)
             .max_by_key(|t| (t.desired_state <= TaskState::Running, t.created_at))
+            .map(Arc::as_ref)
     }
 
-    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+    /// How many tasks `service_id` has (any state).
+    pub fn task_count_of(&self, service_id: &str) -> usize {
         self.index
             .by_service
             .get(service_id)
-            .into_iter()
-            .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.tasks.get(id))
+            .map_or(0, |ids| ids.len())
+    }
+
+    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        let ids = self.index.by_service.get(service_id);
+        // A service with a good part of the cluster's tasks is read by one walk of the task
+        // map (in the same id order): a lookup per task made reading a service of 100,000
+        // tasks, which the orchestrator does at every pass, 100,000 descents of the map.
+        let walk = ids.is_some_and(|ids| ids.len() * 8 > self.tasks.len());
+        let looked_up: Box<dyn Iterator<Item = &'a Task> + 'a> = if walk {
+            Box::new(
+                self.tasks
+                    .values()
+                    .filter(move |t| t.service_id == service_id)
+                    .map(Arc::as_ref),
+            )
+        } else {
+            Box::new(
+                ids.into_iter()
+                    .flat_map(|ids| ids.iter())
+                    .filter_map(|id| self.tasks.get(id).map(Arc::as_ref)),
+            )
+        };
+        looked_up
     }
 
     /// The tasks desired Running that wait in `state`: New (for addresses) or Pending (for
@@ -778,7 +805,7 @@ impl ClusterState {
         };
         ids.into_iter()
             .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.tasks.get(id).map(Arc::as_ref))
     }
 
     /// The services that carry a registry login (`Service::registry_auth`).
@@ -806,7 +833,7 @@ impl ClusterState {
 
     /// Changes one task and keeps the indexes in step; `None` if there is no such task.
     fn with_task<R>(&mut self, id: &str, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
-        let t = self.tasks.get_mut(id)?;
+        let t = Arc::make_mut(self.tasks.get_mut(id)?);
         let before = Footprint::of(t);
         let r = f(t);
         let after = Footprint::of(t);
@@ -817,7 +844,7 @@ impl ClusterState {
     /// Whether the indexes are what a rebuild from the tasks and services gives (tests).
     #[cfg(any(test, feature = "test-util"))]
     pub fn index_is_consistent(&self) -> bool {
-        self.index == Index::build(self.tasks.values(), self.services.values())
+        self.index == Index::build(self.tasks.values().map(Arc::as_ref), self.services.values())
     }
 }
 
