@@ -4,6 +4,7 @@
 #
 #   sudo bench/scale/run.sh                 # STAGES="10 100 300" tasks per node, 1,000 at the end
 #   STAGES="10 100" CHANGES=20 sudo bench/scale/run.sh     # quicker
+#   BIN=/tmp/before sudo bench/scale/run.sh  # binaries copied there (shoal, shoald), no build
 #
 # Stages: services of 2 replicas (idle processes, one web service) are added until the lab
 # runs STAGE tasks per node; at each stage CHANGES endpoint changes (scale web 3<->2, each
@@ -22,8 +23,21 @@ STAGES=${STAGES:-"10 100 300"}
 CHANGES=${CHANGES:-30}
 PROBES=${PROBES:-200}
 FINAL=${FINAL:-1000}
-cargo build --release -q -p shoal
-SHOAL=$PWD/target/release/shoal
+# Each figure is a percentile of these samples: none would leave nothing to report.
+for v in CHANGES PROBES; do
+    if ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
+        echo "bench/scale: $v=${!v} must be a whole number of at least 1" >&2
+        exit 2
+    fi
+done
+# BIN=DIR: the shoal and shoald in DIR instead of this checkout's release build (to run a
+# copy of the binaries from before a change against those after it, back to back).
+if [ -n "${BIN:-}" ]; then
+    SHOAL=$BIN/shoal
+else
+    cargo build --release -q -p shoal
+    SHOAL=$PWD/target/release/shoal
+fi
 LAB=scale$$
 trap '"$SHOAL" lab down --name "$LAB" >/dev/null 2>&1 || true' EXIT
 "$SHOAL" lab up --nodes 3 --name "$LAB" >/dev/null

@@ -53,6 +53,8 @@ struct Inner {
     /// Set by `leave`: a view that arrives after it (the session is not stopped yet) must
     /// not set the data plane up again.
     left: bool,
+    /// The last `publish` from `apply_view` failed: the next view publishes whatever changed.
+    publish_failed: bool,
     /// The node's DNS zones, which every sandbox's DNS server follows.
     zones: Zones,
 }
@@ -113,6 +115,7 @@ impl NetworkAgent {
                 mesh,
                 guard: Guard::default(),
                 left: false,
+                publish_failed: false,
                 zones: Zones::new(),
             }),
         }
@@ -369,7 +372,7 @@ impl NetworkAgent {
         if inner.left {
             return failed;
         }
-        inner.view = Arc::clone(&view);
+        let old_view = std::mem::replace(&mut inner.view, Arc::clone(&view));
         // The nodes' VXLAN is let in before forwarding entries point at them (the members
         // first: a table made now starts with them).
         if let Err(e) = inner.guard.follow(&view).await {
@@ -425,9 +428,19 @@ impl NetworkAgent {
                 ));
             }
         }
-        if let Err(e) = self.publish(&mut inner).await {
-            warn!("failed to update published ports: {e}");
-            failed.push(format!("failed to update published ports: {e}"));
+        // Published ports follow the ingress network and the local tasks, whose changes
+        // publish on their own (`prepare_task`, `set_ready`, `release_task`): a change of
+        // another network leaves them as they are, and making the mesh's input walks every
+        // local task. Again after a failure, until one succeeds.
+        if inner.publish_failed || ingress_of(&old_view) != ingress_of(&view) {
+            match self.publish(&mut inner).await {
+                Ok(()) => inner.publish_failed = false,
+                Err(e) => {
+                    inner.publish_failed = true;
+                    warn!("failed to update published ports: {e}");
+                    failed.push(format!("failed to update published ports: {e}"));
+                }
+            }
         }
         failed
     }
@@ -593,6 +606,12 @@ fn remote_changes(
         gone.into_iter().map(|a| (a, None)).collect();
     changes.extend(now.into_iter().map(|(a, v)| (a, Some(v))));
     changes
+}
+
+/// The view's ingress network, if any (compared between versions: the maps are persistent,
+/// so an unchanged network compares equal at once).
+fn ingress_of(view: &EndpointView) -> Option<&shoal_types::endpoint::NetworkEndpoints> {
+    view.networks.values().find(|n| n.info.ingress)
 }
 
 fn subnets(view: &EndpointView) -> Vec<Ipv4Net> {

@@ -129,8 +129,13 @@ impl Session {
                     }
                 }
             }
-            // Jittered, hint or not: the agents that lost the same leader spread out.
-            let wait = crate::backoff::delay(failures, rand::random::<f64>());
+            // Jittered, hint or not: the agents that lost the same leader spread out. A
+            // manager that answered and named the leader is followed after the first,
+            // shortest window, however many tries failed before: the window grown while
+            // no leader was elected (up to 5 s) kept workers from a new leader for 1-8 s
+            // after it existed (bench/failover).
+            let rounds = if hint.is_some() { 0 } else { failures };
+            let wait = crate::backoff::delay(rounds, rand::random::<f64>());
             failures = failures.saturating_add(1);
             tokio::time::sleep(wait).await;
         }

@@ -11,7 +11,7 @@
 //! `apply` returns, so before the change is acked and the leaving task gets SIGTERM.
 //! `shoald --vip-balancer auto|ebpf|nftables` chooses; `auto` tries eBPF first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use shoal_types::EndpointMode;
 use shoal_types::diff::changes;
-use shoal_types::endpoint::EndpointView;
+use shoal_types::endpoint::{EndpointView, ServiceTasks};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -94,13 +94,21 @@ enum State {
         lb: Box<shoal_bpf::SockLb>,
         /// Task id -> its sandbox's netns cookie and namespace name.
         sandboxes: BTreeMap<String, (u64, String)>,
-        /// The view last applied and the config made from it: the next config is that
-        /// one with the changed services' entries made again. `None` after a failure.
-        applied: Option<(Arc<EndpointView>, shoal_bpf::NodeConfig)>,
+        /// `None` after a failure.
+        applied: Option<Applied>,
     },
     Nftables {
         sandboxes: BTreeMap<String, NftSandbox>,
     },
+}
+
+/// The view last applied and the config made from it: the next config is that one with the
+/// changed services' entries made again, their tasks found through `tasks`.
+#[derive(Debug)]
+struct Applied {
+    view: Arc<EndpointView>,
+    cfg: shoal_bpf::NodeConfig,
+    tasks: ServiceTasks,
 }
 
 struct NftSandbox {
@@ -184,7 +192,7 @@ impl VipBalancer {
         match &*state {
             State::Ebpf {
                 lb,
-                applied: Some((view, _)),
+                applied: Some(Applied { view, .. }),
                 ..
             } => crate::counts::label_vip(view, &lb.connection_counts()),
             _ => Vec::new(),
@@ -277,16 +285,32 @@ impl VipBalancer {
                 applied,
                 sandboxes,
             } => {
-                let cfg = match applied.take() {
-                    Some((old, mut cfg)) => {
-                        update_node_config(&mut cfg, &old, view);
-                        cfg
+                // The services that changed alone, from the config and index kept beside
+                // the last view: nothing here walks every service or task of a network.
+                let (cfg, tasks, result) = match applied.take() {
+                    Some(Applied {
+                        view: old,
+                        mut cfg,
+                        mut tasks,
+                    }) => {
+                        tasks.follow(&old, view);
+                        let changed = update_node_config(&mut cfg, &tasks, &old, view);
+                        let result = lb.apply_changes(&cfg, &changed);
+                        (cfg, tasks, result)
                     }
-                    None => node_config(view),
+                    None => {
+                        let cfg = node_config(view);
+                        let result = lb.apply(&cfg);
+                        (cfg, ServiceTasks::of(view), result)
+                    }
                 };
-                let removed = match lb.apply(&cfg) {
+                let removed = match result {
                     Ok(a) => {
-                        *applied = Some((Arc::clone(view), cfg));
+                        *applied = Some(Applied {
+                            view: Arc::clone(view),
+                            cfg,
+                            tasks,
+                        });
                         a.removed
                     }
                     Err(e) => {
@@ -297,12 +321,15 @@ impl VipBalancer {
                 // A UDP socket connected through a VIP keeps the backend connect() gave it:
                 // once that task is gone it would send into the void. Closed now, before the
                 // ack, so that its application connects again while the task still answers.
-                let netns: HashMap<u64, &str> =
-                    sandboxes.values().map(|(c, n)| (*c, n.as_str())).collect();
-                match lb
-                    .close_udp(&removed, |c| netns.get(&c).map(|n| n.to_string()))
-                    .await
-                {
+                // Asked only for a sandbox that has such a socket (rare): a search then is
+                // cheaper than a map of every sandbox made at every change.
+                let netns_of = |c: u64| {
+                    sandboxes
+                        .values()
+                        .find(|(cookie, _)| *cookie == c)
+                        .map(|(_, n)| n.clone())
+                };
+                match lb.close_udp(&removed, netns_of).await {
                     Ok(c) if c.sockets > 0 => info!(
                         sockets = c.sockets,
                         sandboxes = c.namespaces,
@@ -417,41 +444,46 @@ pub fn node_config(view: &EndpointView) -> shoal_bpf::NodeConfig {
 
 /// `cfg`, made by [`node_config`] from `old`, turned into what it makes from `new`: only the
 /// entries of services whose VIP or tasks changed are made again (the views' maps are
-/// persistent, so finding them walks the change, not the network).
-pub fn update_node_config(cfg: &mut shoal_bpf::NodeConfig, old: &EndpointView, new: &EndpointView) {
+/// persistent, so finding them walks the change, not the network), their tasks found through
+/// `tasks` (which has followed `new` already) instead of a walk of the network's tasks.
+/// Returns the keys of the entries that may differ, for `SockLb::apply_changes`.
+pub fn update_node_config(
+    cfg: &mut shoal_bpf::NodeConfig,
+    tasks: &ServiceTasks,
+    old: &EndpointView,
+    new: &EndpointView,
+) -> BTreeSet<shoal_bpf::ServiceKey> {
+    let mut touched = BTreeSet::new();
     for (_, was, now) in changes(&old.networks, &new.networks) {
         let id = was.or(now).map(|n| n.info.id.clone()).unwrap_or_default();
         let (Some(was), Some(now)) = (was, now) else {
             // A network came or went: all of its entries.
-            cfg.services.retain(|(net, _), _| *net != id);
+            cfg.services.retain(|key, _| {
+                let other = key.0 != id;
+                if !other {
+                    touched.insert(key.clone());
+                }
+                other
+            });
             if let Some(n) = now {
                 let one = EndpointView {
                     version: new.version,
                     networks: std::iter::once((id.clone(), n.clone())).collect(),
                 };
-                cfg.services.extend(node_config(&one).services);
+                let services = node_config(&one).services;
+                touched.extend(services.keys().cloned());
+                cfg.services.extend(services);
             }
             continue;
         };
         let services = was.changed_services(now);
-        if services.is_empty() {
-            continue;
-        }
         for sid in &services {
-            cfg.services.remove(&(id.clone(), sid.to_string()));
+            let key = (id.clone(), sid.to_string());
+            cfg.services.remove(&key);
+            touched.insert(key);
         }
         if now.info.ingress {
             continue;
-        }
-        // The changed services' tasks, in one pass over the network's tasks.
-        let mut backends: HashMap<&str, Vec<std::net::Ipv4Addr>> = HashMap::new();
-        for t in now.tasks.values() {
-            if t.ready && services.contains(t.service_id.as_str()) {
-                backends
-                    .entry(&t.service_id)
-                    .or_default()
-                    .push(t.addr.addr());
-            }
         }
         for sid in services {
             let Some(s) = now.services.get(sid) else {
@@ -460,7 +492,11 @@ pub fn update_node_config(cfg: &mut shoal_bpf::NodeConfig, old: &EndpointView, n
             let (EndpointMode::Vip, Some(vip)) = (s.mode, s.vip) else {
                 continue;
             };
-            let mut b = backends.remove(sid).unwrap_or_default();
+            let mut b: Vec<std::net::Ipv4Addr> = tasks
+                .tasks(&id, now, sid)
+                .filter(|t| t.ready)
+                .map(|t| t.addr.addr())
+                .collect();
             b.sort();
             cfg.services.insert(
                 (id.clone(), sid.to_string()),
@@ -472,6 +508,7 @@ pub fn update_node_config(cfg: &mut shoal_bpf::NodeConfig, old: &EndpointView, n
             );
         }
     }
+    touched
 }
 
 /// What one sandbox's nftables balancer programs: the VIPs of the sandbox's networks.

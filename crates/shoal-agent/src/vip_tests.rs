@@ -167,11 +167,20 @@ fn the_updated_node_config_equals_a_full_build() {
         let n = v.networks.get_mut("ingress").expect("ingress");
         n.tasks.remove("t9");
     }));
+    let mut tasks = ServiceTasks::of(&start);
     for (i, step) in steps.iter().enumerate() {
         let mut new = old.clone();
         step(&mut new);
-        update_node_config(&mut cfg, &old, &new);
+        let before = cfg.clone();
+        tasks.follow(&old, &new);
+        let touched = update_node_config(&mut cfg, &tasks, &old, &new);
         assert_eq!(cfg, node_config(&new), "step {i}");
+        // Every entry that differs is among those said to (what the eBPF plan visits).
+        for key in before.services.keys().chain(cfg.services.keys()) {
+            if before.services.get(key) != cfg.services.get(key) {
+                assert!(touched.contains(key), "step {i}: {key:?} not reported");
+            }
+        }
         old = new;
     }
 }

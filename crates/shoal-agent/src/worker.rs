@@ -20,8 +20,10 @@ use crate::container::OciRuntime;
 
 mod adopt;
 mod health;
+mod log_pace;
 mod oci;
 use crate::network::NetworkAgent;
+use log_pace::{LogPace, bound_log};
 
 /// A task status change for the manager: (task id, new status).
 pub type Report = (String, TaskStatus);
@@ -66,16 +68,6 @@ struct Local {
     forgotten: bool,
     /// The task as last assigned (for the node's own task list, `docker ps`).
     task: Option<Box<Task>>,
-}
-
-/// How often a host task's log is checked against its bound (conmon bounds a container's).
-const LOG_CHECK: Duration = Duration::from_secs(2);
-
-/// Rotates a host task's log once it is over [`crate::container::LOG_MAX_BYTES`].
-fn bound_log(run_dir: &std::path::Path) {
-    if let Err(e) = shoal_exec::rotate_log(run_dir, crate::container::LOG_MAX_BYTES) {
-        warn!(dir = %run_dir.display(), "failed to rotate a task's log: {e}");
-    }
 }
 
 pub fn now() -> Millis {
@@ -551,10 +543,11 @@ impl Worker {
             self.stop(&id);
         }
 
+        let mut pace = LogPace::default();
         let exit = loop {
             tokio::select! {
                 exit = running.wait_exit() => break exit.ok(),
-                _ = tokio::time::sleep(LOG_CHECK) => bound_log(&spec.run_dir),
+                _ = tokio::time::sleep(pace.wait()) => bound_log(&spec.run_dir, &mut pace),
             }
         };
         let stopping = self.locked().get(&id).is_some_and(|l| l.stopping);

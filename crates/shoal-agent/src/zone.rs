@@ -7,7 +7,7 @@ use std::sync::Arc;
 use shoal_dns::{NetworkZone, NodeZones, Protocol, ServiceView, ServiceZone, SrvPort, TaskView};
 use shoal_types::diff::changes;
 use shoal_types::endpoint::{
-    EndpointView, NetworkEndpoints, ServiceEndpoint, TASK_TTL, TaskEndpoint, VIP_TTL,
+    EndpointView, NetworkEndpoints, ServiceEndpoint, ServiceTasks, TASK_TTL, TaskEndpoint, VIP_TTL,
 };
 use shoal_types::{EndpointMode, Protocol as PortProtocol};
 use tokio::sync::watch;
@@ -21,6 +21,8 @@ pub struct Zones {
     tx: watch::Sender<Arc<NodeZones>>,
     /// The endpoint table the published zones were built from.
     view: Arc<EndpointView>,
+    /// Its tasks by service: a changed service's tasks without a walk of the network's.
+    tasks: ServiceTasks,
 }
 
 impl Default for Zones {
@@ -34,6 +36,7 @@ impl Zones {
         Zones {
             tx: watch::Sender::new(Arc::new(NodeZones::new())),
             view: Arc::new(EndpointView::default()),
+            tasks: ServiceTasks::default(),
         }
     }
 
@@ -58,6 +61,7 @@ impl Zones {
         view: &Arc<EndpointView>,
         mut build: impl FnMut(&str, &ServiceEndpoint, &[&TaskEndpoint]) -> ServiceZone,
     ) -> usize {
+        self.tasks.follow(&self.view, view);
         let mut zones = NodeZones::clone(&self.tx.borrow());
         let mut changed = 0;
         let gone: Vec<String> = zones
@@ -82,11 +86,10 @@ impl Zones {
                         continue;
                     }
                     let mut zone = NetworkZone::clone(zone);
-                    let tasks = tasks_by_service(n, |sid| services.contains(sid));
                     for sid in services {
                         let part = n.services.get(sid).map(|s| {
-                            let tasks = tasks.get(sid).map_or(&[][..], Vec::as_slice);
-                            Arc::new(build(&n.info.name, s, tasks))
+                            let tasks: Vec<&TaskEndpoint> = self.tasks.tasks(id, n, sid).collect();
+                            Arc::new(build(&n.info.name, s, &tasks))
                         });
                         zone.set_service(sid, part);
                     }

@@ -149,6 +149,19 @@ struct {
 	__type(value, __u8);
 } udp_peers SEC(".maps");
 
+// {backend address} -> 1: the backends that are in some `udp_peers` entry. A backend that
+// leaves is looked up here first, so the common removal (no UDP socket was ever connected to
+// it) costs one lookup instead of a walk of `udp_peers` (a walk of its 65,536 buckets, however
+// few entries it holds). Not LRU: an entry must not be evicted while `udp_peers` names its
+// address; the loader deletes it with the backend's `udp_peers` entries.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u8);
+} udp_backends SEC(".maps");
+
 // {backend address} -> 1: the backends that just left, for one pass of `shoal_udp_close`.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -274,6 +287,10 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, bool sticky)
 		struct udp_peer_key pk = { .netns_cookie = mk.netns_cookie, .addr = be->addr };
 		if (!bpf_map_lookup_elem(&udp_peers, &pk)) {
 			__u8 one = 1;
+			// The address first: the loader trusts its absence to mean no entry here.
+			__u32 addr = be->addr;
+			if (!bpf_map_lookup_elem(&udp_backends, &addr))
+				bpf_map_update_elem(&udp_backends, &addr, &one, BPF_ANY);
 			bpf_map_update_elem(&udp_peers, &pk, &one, BPF_ANY);
 		}
 	}

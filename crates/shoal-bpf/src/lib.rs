@@ -22,7 +22,9 @@
 //!   UDP socket's datagrams to a VIP keep their backend (a flow, as under conntrack) while
 //!   that slot still holds that address; once the task is gone they move, with no flush.
 //! - `udp_peers` (LRU) {netns cookie, backend} → 1: sandboxes where connect4 pointed a UDP
-//!   socket at that backend; `closing` {backend} → 1: the backends one pass of the `iter/udp`
+//!   socket at that backend, and `udp_backends` {backend} → 1 the addresses it names (a
+//!   backend that leaves is looked up there, so `udp_peers` is walked only when some sandbox
+//!   connected a UDP socket to it); `closing` {backend} → 1: the backends one pass of the `iter/udp`
 //!   program `shoal_udp_close` closes sockets to. A connected UDP socket keeps its backend
 //!   (connect4 ran once), so when that backend leaves, `udp_close` destroys the socket
 //!   (`bpf_sock_destroy`) inside each sandbox `udp_peers` names: the application gets

@@ -4,7 +4,7 @@
 //! Links are not pinned: they live as long as this process holds their fds, so the programs
 //! are detached when the [`SockLb`] is dropped and also when the daemon dies, SIGKILL included.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use tracing::warn;
 
 use crate::error::BpfError;
 use crate::maps::{NODE_SANDBOX, backend_key, backend_val, member_key};
-use crate::plan::{MapOp, NodeConfig, Programmed, plan};
+use crate::plan::{MapOp, NodeConfig, Programmed, ServiceKey, plan, plan_changes};
 
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
@@ -59,6 +59,8 @@ pub struct SockLb {
     pub(crate) ebpf: aya::Ebpf,
     membership: HashMap<MapData, [u8; 16], u8>,
     pub(crate) udp_peers: HashMap<MapData, [u8; 16], u8>,
+    /// The backend addresses `udp_peers` names (written by connect4 with it).
+    pub(crate) udp_backends: HashMap<MapData, [u8; 4], u8>,
     pub(crate) closing: HashMap<MapData, [u8; 4], u8>,
     /// Why connected UDP sockets of removed backends cannot be closed here (the iterator
     /// did not load), or None when they can.
@@ -152,6 +154,7 @@ impl SockLb {
             .load(&object[start..])?;
         let membership = take_hash(&mut ebpf, "membership")?;
         let udp_peers = take_hash(&mut ebpf, "udp_peers")?;
+        let udp_backends = take_hash(&mut ebpf, "udp_backends")?;
         let closing = take_hash(&mut ebpf, "closing")?;
         let services = take_hash(&mut ebpf, "services")?;
         let backends = take_hash(&mut ebpf, "backends")?;
@@ -200,6 +203,7 @@ impl SockLb {
             ebpf,
             membership,
             udp_peers,
+            udp_backends,
             closing,
             udp_close_unavailable,
             services,
@@ -297,10 +301,35 @@ impl SockLb {
 
     /// Brings the service and backend maps to `desired`; returns what it took.
     pub fn apply(&mut self, desired: &NodeConfig) -> Result<Applied, BpfError> {
-        if !self.in_sync {
-            self.clear()?;
-        }
-        let p = plan(&mut self.programmed, desired);
+        self.apply_planned(desired, None)
+    }
+
+    /// [`SockLb::apply`] when only the services `changed` may differ from the last config
+    /// applied (a superset is fine): the plan visits them alone (`plan::plan_changes`), so a
+    /// change costs the same whatever the number of services. After a failed update, the
+    /// whole of `desired` is written again.
+    pub fn apply_changes(
+        &mut self,
+        desired: &NodeConfig,
+        changed: &BTreeSet<ServiceKey>,
+    ) -> Result<Applied, BpfError> {
+        self.apply_planned(desired, Some(changed))
+    }
+
+    fn apply_planned(
+        &mut self,
+        desired: &NodeConfig,
+        changed: Option<&BTreeSet<ServiceKey>>,
+    ) -> Result<Applied, BpfError> {
+        let p = match changed {
+            Some(changed) if self.in_sync => plan_changes(&mut self.programmed, desired, changed),
+            _ => {
+                if !self.in_sync {
+                    self.clear()?;
+                }
+                plan(&mut self.programmed, desired)
+            }
+        };
         for c in &p.conflicts {
             warn!("eBPF VIP balancer: {c}; that VIP keeps its first service");
         }

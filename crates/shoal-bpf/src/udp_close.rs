@@ -69,14 +69,29 @@ impl SockLb {
     /// before the change is acknowledged (the task is told to stop after that).
     pub async fn close_udp(
         &mut self,
-        removed: &[Ipv4Addr],
+        removed_addrs: &[Ipv4Addr],
         netns_of: impl Fn(u64) -> Option<String>,
     ) -> Result<ClosedUdp, BpfError> {
         let mut done = ClosedUdp::default();
-        if removed.is_empty() || self.udp_close_unavailable.is_some() {
+        if removed_addrs.is_empty() || self.udp_close_unavailable.is_some() {
             return Ok(done);
         }
-        let removed: BTreeSet<Ipv4Addr> = removed.iter().copied().collect();
+        // A lookup per removed backend first: with no UDP socket ever connected to one of
+        // them (the common case), `udp_peers` is not walked (a walk reads every bucket of the
+        // map, one bpf() call per entry, on every scale-down).
+        let mut removed: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        for a in removed_addrs {
+            match self.udp_backends.get(&a.octets(), 0) {
+                Ok(_) => {
+                    removed.insert(*a);
+                }
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => return Err(map_err("read", "udp_backends", source)),
+            }
+        }
+        if removed.is_empty() {
+            return Ok(done);
+        }
         let mut by_netns: BTreeMap<u64, Vec<[u8; 16]>> = BTreeMap::new();
         for key in self.udp_peers.keys() {
             let key = key.map_err(|source| map_err("read", "udp_peers", source))?;
@@ -86,6 +101,8 @@ impl SockLb {
             }
         }
         if by_netns.is_empty() {
+            // LRU evicted them: nothing to close, nothing to look up next time.
+            self.forget_udp_backends(&removed)?;
             return Ok(done);
         }
         let closing: Vec<[u8; 4]> = by_netns
@@ -123,7 +140,19 @@ impl SockLb {
             ignore_missing(self.closing.remove(a))
                 .map_err(|source| map_err("delete", "closing", source))?;
         }
+        // After a failed walk the entries stay, and their addresses with them (tried again).
+        if outcome.is_ok() {
+            self.forget_udp_backends(&removed)?;
+        }
         outcome.map(|()| done)
+    }
+
+    fn forget_udp_backends(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<(), BpfError> {
+        for a in addrs {
+            ignore_missing(self.udp_backends.remove(&a.octets()))
+                .map_err(|source| map_err("delete", "udp_backends", source))?;
+        }
+        Ok(())
     }
 
     /// One pass of the iterator in namespace `netns`: how many sockets it destroyed.

@@ -20,7 +20,7 @@ use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrStorage, bind, setsockopt, socket, sockopt,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
@@ -30,7 +30,7 @@ use crate::error::DnsError;
 use crate::message::{MAX_TCP_MESSAGE, Parsed, encode_reply_into, parse_request, udp_limit};
 use crate::node::NodeZones;
 use crate::runtime::DnsRuntime;
-use crate::udp::serve_udp;
+use crate::udp::{self, serve_udp};
 use crate::upstream::Upstream;
 use crate::wire::{self, Scratch, Transport};
 
@@ -150,11 +150,8 @@ impl DnsServer {
         let mut ready = Vec::with_capacity(udp.len());
         for (i, socket) in udp.into_iter().enumerate() {
             let handle = &handles[i % handles.len()];
-            socket
-                .set_nonblocking(true)
-                .map_err(|e| bind_error("udp", udp_addr, e))?;
             let _entered = handle.enter();
-            let socket = UdpSocket::from_std(socket).map_err(|e| bind_error("udp", udp_addr, e))?;
+            let socket = udp::register(socket).map_err(|e| bind_error("udp", udp_addr, e))?;
             ready.push((handle, socket));
         }
         let tcp_handle = &handles[runtime.next_index() % handles.len()];

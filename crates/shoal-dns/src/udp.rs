@@ -5,6 +5,12 @@
 //! into a reply buffer that is reused, and one `sendmmsg` sends all replies. The buffers
 //! belong to the thread, not to the socket: a thread serves many sandboxes' sockets but runs
 //! one batch at a time, so they cost memory per thread and nothing per sandbox.
+//!
+//! The socket is registered for reading only. tokio's `UdpSocket` always asks epoll for
+//! writability too, and on loopback every reply sent frees its buffer at once, which queues
+//! an EPOLLOUT edge: the thread's next `epoll_wait` then returned at once with nothing to
+//! read, one wasted wakeup per batch (as many `epoll_wait`s as `recvmmsg`s under dnsperf).
+//! Writes wait for room only in the rare case the socket is full, on a duplicate of it.
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -19,11 +25,13 @@ use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
 };
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
 use crate::answer::servfail;
 use crate::message::{encode_reply, udp_limit};
+use crate::metrics::Tally;
 use crate::server::{Shared, Step, step};
 use crate::wire::{Scratch, Transport};
 
@@ -64,6 +72,7 @@ struct Buffers {
     rx_v6: MultiHeaders<SockaddrStorage>,
     tx: MultiHeaders<SockaddrStorage>,
     scratch: Scratch,
+    tally: Tally,
 }
 
 impl Buffers {
@@ -77,6 +86,7 @@ impl Buffers {
             rx_v6: MultiHeaders::preallocate(BATCH, None),
             tx: MultiHeaders::preallocate(BATCH, None),
             scratch: Scratch::default(),
+            tally: Tally::default(),
         }
     }
 
@@ -110,7 +120,7 @@ impl Buffers {
                 reply,
             ) {
                 Step::Reply => {
-                    shared.metrics.answered(packet, reply, received.elapsed());
+                    self.tally.count(packet, reply);
                     self.peers[out] = Some(peer);
                     out += 1;
                 }
@@ -128,6 +138,11 @@ impl Buffers {
                 Step::Nothing => {}
             }
         }
+        // One clock read and one add per class for the whole batch: its replies were all
+        // ready now, and leave together.
+        shared
+            .metrics
+            .answered_batch(&mut self.tally, received.elapsed());
         self.send(fd, out, later);
         if count < BATCH {
             Err(io::ErrorKind::WouldBlock.into())
@@ -201,10 +216,20 @@ fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
+/// A sandbox's UDP socket as its DNS thread waits on it: for reading only (see the module
+/// docs). Made on that thread's runtime (inside its `enter`), so its wakeups stay there.
+pub(crate) fn register(socket: std::net::UdpSocket) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    socket.set_nonblocking(true)?;
+    // The safe constructor: its replacement is `unsafe` (the crate forbids it) because an
+    // arbitrary `AsRawFd` could change its fd while registered; a `UdpSocket` owns its fd.
+    #[expect(deprecated, reason = "sound for an owned std socket; see above")]
+    AsyncFd::with_interest(socket, Interest::READABLE)
+}
+
 /// Serves one of a sandbox's UDP sockets until aborted. Runs on a DNS thread's own runtime.
-pub(crate) async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
+pub(crate) async fn serve_udp(socket: AsyncFd<std::net::UdpSocket>, shared: Arc<Shared>) {
     let fd = socket.as_raw_fd();
-    let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+    let v6 = socket.get_ref().local_addr().is_ok_and(|a| a.is_ipv6());
     let socket = Arc::new(socket);
     let mut forwards = JoinSet::new();
     let mut later = Vec::new();
@@ -212,14 +237,16 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
         // Reap finished forwards so the set stays the size of what is in flight.
         while forwards.try_join_next().is_some() {}
         let result = match socket.readable().await {
-            Ok(()) => socket.try_io(Interest::READABLE, || {
-                BUFFERS.with_borrow_mut(|b| b.serve(fd, v6, &shared, &mut later))
-            }),
+            // `try_io` clears the readiness when the batch ends in WouldBlock.
+            Ok(mut guard) => match guard
+                .try_io(|_| BUFFERS.with_borrow_mut(|b| b.serve(fd, v6, &shared, &mut later)))
+            {
+                Ok(result) => result,
+                Err(_would_block) => Ok(()),
+            },
             Err(error) => Err(error),
         };
-        if let Err(error) = result
-            && error.kind() != io::ErrorKind::WouldBlock
-        {
+        if let Err(error) = result {
             // Errors here are per-datagram (e.g. a queued ICMP error): keep serving, but
             // pause a moment so that an error that does not go away cannot spin a core.
             tracing::debug!(%error, "dns: udp receive failed");
@@ -228,9 +255,7 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
         for item in later.drain(..) {
             match item {
                 Later::Send(bytes, peer) => {
-                    if let Err(error) = socket.send_to(&bytes, peer).await {
-                        tracing::debug!(%error, %peer, "dns: udp send failed");
-                    }
+                    send_when_writable(socket.get_ref(), &bytes, peer).await
                 }
                 Later::Forward {
                     request,
@@ -250,8 +275,20 @@ pub(crate) async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
     }
 }
 
+/// Sends a reply the full socket refused, once it has room: through a duplicate registered
+/// for writing (the socket itself is registered for reading only), dropped again after.
+async fn send_when_writable(socket: &std::net::UdpSocket, bytes: &[u8], peer: SocketAddr) {
+    let sent = match socket.try_clone().and_then(UdpSocket::from_std) {
+        Ok(dup) => dup.send_to(bytes, peer).await.map(drop),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = sent {
+        tracing::debug!(%error, %peer, "dns: udp send failed");
+    }
+}
+
 fn forward(
-    socket: &Arc<UdpSocket>,
+    socket: &Arc<AsyncFd<std::net::UdpSocket>>,
     shared: &Arc<Shared>,
     forwards: &mut JoinSet<()>,
     (request, query): (Message, Vec<u8>),
@@ -283,9 +320,9 @@ fn forward(
 }
 
 /// Sends without holding the socket across an await (see the caller).
-fn send_weak(socket: &Weak<UdpSocket>, bytes: &[u8], peer: SocketAddr) {
+fn send_weak(socket: &Weak<AsyncFd<std::net::UdpSocket>>, bytes: &[u8], peer: SocketAddr) {
     if let Some(socket) = socket.upgrade()
-        && let Err(error) = socket.try_send_to(bytes, peer)
+        && let Err(error) = socket.get_ref().send_to(bytes, peer)
     {
         tracing::debug!(%error, %peer, "dns: udp send of a forwarded reply failed");
     }

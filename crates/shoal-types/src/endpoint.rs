@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::diff::changes;
 use crate::{EndpointMode, PortConfig};
 
+mod by_service;
+pub use by_service::ServiceTasks;
+
 /// Default DNS TTL for a VIP: it does not change while the service lives.
 pub const VIP_TTL: u32 = 60;
 /// Default DNS TTL for task addresses (dnsrr, `tasks.`, task names): short, because they

@@ -102,13 +102,14 @@ impl Worker {
                 }
             }
         }
-        let checks_per_log_check = (super::LOG_CHECK.as_millis() / WATCH.as_millis()) as u32;
-        let mut n = 0u32;
+        let mut pace = super::LogPace::default();
+        let mut waited = std::time::Duration::ZERO;
         while orphan.is_running() {
             tokio::time::sleep(WATCH).await;
-            n += 1;
-            if n.is_multiple_of(checks_per_log_check) {
-                super::bound_log(&spec.run_dir);
+            waited += WATCH;
+            if waited >= pace.wait() {
+                waited = std::time::Duration::ZERO;
+                super::bound_log(&spec.run_dir, &mut pace);
             }
         }
         let stopping = self.locked().get(&id).is_some_and(|l| l.stopping);
