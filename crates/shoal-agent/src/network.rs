@@ -239,7 +239,11 @@ impl NetworkAgent {
             self.release_task(&task.id).await;
             return result;
         }
-        if let Err(e) = self.publish(&mut inner).await {
+        // A task that publishes no port is not in the mesh's input (`MeshInput` reads local
+        // tasks only for their published ports): nothing to remake, at no cost per local task.
+        if publishes(task)
+            && let Err(e) = self.publish(&mut inner).await
+        {
             warn!("failed to update published ports: {e}");
         }
         result
@@ -308,11 +312,7 @@ impl NetworkAgent {
             return;
         }
         sandbox.ready = ready;
-        let published = sandbox
-            .task
-            .ports
-            .iter()
-            .any(|p| p.published_port.is_some());
+        let published = publishes(&sandbox.task);
         if published && let Err(e) = self.publish(&mut inner).await {
             warn!("failed to update published ports: {e}");
         }
@@ -352,7 +352,9 @@ impl NetworkAgent {
             }
             inner.mesh.free_addr(addr);
         }
-        if let Err(e) = self.publish(&mut inner).await {
+        if publishes(&sandbox.task)
+            && let Err(e) = self.publish(&mut inner).await
+        {
             warn!("failed to update published ports: {e}");
         }
         for (net, _, _) in &sandbox.attachments {
@@ -645,4 +647,9 @@ fn programmed(desired: &Desired) -> Current {
         neighbours: remotes.keys().copied().collect(),
         fdb: remotes,
     }
+}
+
+/// Whether the task publishes a port: only then is it part of the mesh's input.
+fn publishes(task: &Task) -> bool {
+    task.ports.iter().any(|p| p.published_port.is_some())
 }

@@ -116,6 +116,11 @@ pub enum BpfError {
         source: nix::errno::Errno,
     },
 
+    #[error(
+        "failed to make the kernel count eBPF run times (BPF_ENABLE_STATS): {0}; it needs root and Linux 5.8 or later"
+    )]
+    RunStats(std::io::Error),
+
     #[error(transparent)]
     Netns(#[from] shoal_net::NetError),
 }

@@ -59,7 +59,7 @@ mod udp_close;
 
 pub use cookie::{current_netns_cookie, netns_cookie, netns_cookie_blocking};
 pub use error::BpfError;
-pub use loader::{Applied, Options, PROGRAMS, SockLb, cgroup2_root};
+pub use loader::{Applied, Options, PROGRAMS, SockLb, cgroup2_root, enable_run_stats};
 pub use mesh_loader::{TcMesh, ifindex, interface_of, task_mac};
 pub use mesh_maps::{MESH_MARK, MeshBackend, MeshConfig, MeshCount, MeshPort};
 pub use plan::{MapOp, NodeConfig, Proto, Service, ServiceKey};

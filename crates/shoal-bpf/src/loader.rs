@@ -231,6 +231,26 @@ impl SockLb {
             .collect()
     }
 
+    /// The time the kernel spent in the connect4 program and how many times it ran, as its
+    /// counters are now. The kernel counts only while some process holds the fd of
+    /// [`enable_run_stats`] (a benchmark's way to see the balancer's own cost per connect).
+    pub fn connect4_runs(&self) -> Result<(std::time::Duration, u64), BpfError> {
+        let info = self
+            .ebpf
+            .program("shoal_connect4")
+            .ok_or(BpfError::Missing {
+                kind: "program",
+                name: "shoal_connect4",
+            })?
+            .info()
+            .map_err(|source| BpfError::Program {
+                action: "read the counters of",
+                program: "shoal_connect4",
+                source,
+            })?;
+        Ok((info.run_time(), info.run_count()))
+    }
+
     /// Connections the programs sent to each backend of each VIP since they were loaded:
     /// (VIP, backend address, count), read from the kernel's counters as they are now.
     pub fn connection_counts(&self) -> Vec<(Ipv4Addr, Ipv4Addr, u64)> {
@@ -420,4 +440,10 @@ pub(crate) fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
+}
+
+/// Makes the kernel count the run time of every eBPF program (`BPF_ENABLE_STATS`) while the
+/// returned fd is open; closing it stops the counting (it costs two clock reads per run).
+pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd, BpfError> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| BpfError::RunStats(e.io_error))
 }

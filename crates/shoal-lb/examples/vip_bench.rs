@@ -149,7 +149,16 @@ fn ms(d: Duration) -> f64 {
 /// Per-connection times of four paths: direct and VIP from the nftables sandbox, direct and
 /// VIP from the eBPF sandbox, interleaved in blocks of 100 so that drift in the machine's load
 /// hits all alike. Direct alternates b1/b2 like round robin does.
-fn bench_connections(nft: &Netns, ebpf: &Netns, conns: usize) -> [Vec<Duration>; 4] {
+///
+/// Also returns the kernel's own time in the connect4 program per run during the eBPF
+/// sandbox's direct blocks and its VIP blocks (ns): the balancer's part of a connection,
+/// without the client's and the scheduler's noise around it.
+fn bench_connections(
+    nft: &Netns,
+    ebpf: &Netns,
+    conns: usize,
+    sock_lb: &shoal_bpf::SockLb,
+) -> ([Vec<Duration>; 4], [f64; 2]) {
     // A socket keeps the namespace it was made in, but `connect` makes its own: run each
     // block on a thread inside the right sandbox.
     let block = |ns: &Netns, to: [SocketAddr; 2], warm: bool| {
@@ -169,16 +178,32 @@ fn bench_connections(nft: &Netns, ebpf: &Netns, conns: usize) -> [Vec<Duration>;
         SocketAddr::from((B2, DIRECT_PORT)),
     ];
     let vip = [SocketAddr::from((VIP, PORT)); 2];
+    let runs = || {
+        sock_lb
+            .connect4_runs()
+            .expect("read connect4's run counters")
+    };
+    // (time, runs) in connect4 during the eBPF direct and VIP blocks.
+    let mut kernel = [(Duration::ZERO, 0u64); 2];
+    let mut timed = |k: usize, f: &mut dyn FnMut() -> Vec<Duration>| {
+        let (t0, n0) = runs();
+        let samples = f();
+        let (t1, n1) = runs();
+        kernel[k].0 += t1.saturating_sub(t0);
+        kernel[k].1 += n1.saturating_sub(n0);
+        samples
+    };
     let mut out: [Vec<Duration>; 4] = Default::default();
     let mut first = true;
     while out[0].len() < conns {
         out[0].extend(block(nft, direct, first));
         out[1].extend(block(nft, vip, first));
-        out[2].extend(block(ebpf, direct, first));
-        out[3].extend(block(ebpf, vip, first));
+        out[2].extend(timed(0, &mut || block(ebpf, direct, first)));
+        out[3].extend(timed(1, &mut || block(ebpf, vip, first)));
         first = false;
     }
-    out
+    let per_run = |(t, n): (Duration, u64)| t.as_nanos() as f64 / n.max(1) as f64;
+    (out, [per_run(kernel[0]), per_run(kernel[1])])
 }
 
 /// The two kinds of endpoint change of one service, alternately: its second task replaced
@@ -287,16 +312,18 @@ async fn main() {
     }
     let mut sock_lb = shoal_bpf::SockLb::load(&shoal_bpf::Options::default())
         .expect("load the eBPF balancer (root, Linux 5.18+)");
+    // The kernel counts program run times only while this fd is open (the whole run).
+    let _run_stats = shoal_bpf::enable_run_stats().expect("enable eBPF run-time statistics");
     sock_lb
         .add_sandbox(cookie(&ebpf), &["net".to_string()])
         .expect("register the eBPF client");
     let mut idle: Vec<Netns> = Vec::new();
 
     println!(
-        "{conns} connections per path and run; p50/p99 in µs; Δ and × are VIP against direct from the same sandbox, same run"
+        "{conns} connections per path and run; p50/p99 in µs; Δ and × are VIP against direct from the same sandbox, same run;\nconnect4 ns: the kernel's mean time in the eBPF connect4 program per run during the eBPF sandbox's direct / VIP blocks"
     );
     println!(
-        "{:>8} {:>5} | {:>13} {:>13} {:>8} {:>6} | {:>13} {:>13} {:>8} {:>6}",
+        "{:>8} {:>5} | {:>13} {:>13} {:>8} {:>6} | {:>13} {:>13} {:>8} {:>6} | {:>13}",
         "services",
         "sbox",
         "eBPF direct",
@@ -306,7 +333,8 @@ async fn main() {
         "nft direct",
         "nft VIP",
         "Δp50",
-        "×p50"
+        "×p50",
+        "connect4 ns"
     );
     let mut update_lines = Vec::new();
     for &n in &sizes {
@@ -342,12 +370,12 @@ async fn main() {
                     tables.push(Balancer::create(&ns.name, &nft_cfg).await.expect("create"));
                 }
             }
-            let mut paths = bench_connections(&lab.client, &ebpf, conns);
+            let (mut paths, kernel_ns) = bench_connections(&lab.client, &ebpf, conns, &sock_lb);
             let [nd, nv, ed, ev] = &mut paths;
             let (nd, nv, ed, ev) = (p50_p99(nd), p50_p99(nv), p50_p99(ed), p50_p99(ev));
             let cell = |p: (Duration, Duration)| format!("{:>6.1} {:>6.1}", us(p.0), us(p.1));
             println!(
-                "{n:>8} {s:>5} | {} {} {:>+7.1}µ {:>5.3}x | {} {} {:>+7.1}µ {:>5.3}x",
+                "{n:>8} {s:>5} | {} {} {:>+7.1}µ {:>5.3}x | {} {} {:>+7.1}µ {:>5.3}x | {:>6.0} {:>6.0}",
                 cell(ed),
                 cell(ev),
                 us(ev.0) - us(ed.0),
@@ -356,6 +384,8 @@ async fn main() {
                 cell(nv),
                 us(nv.0) - us(nd.0),
                 nv.0.as_secs_f64() / nd.0.as_secs_f64(),
+                kernel_ns[0],
+                kernel_ns[1],
             );
 
             let mut e_repl = ebpf_updates(&mut sock_lb, &mut bpf_cfg, updates, true);
