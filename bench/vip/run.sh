@@ -8,7 +8,7 @@
 # bench's own sandboxes, and go when the bench exits).
 # Run as root from anywhere: bash bench/vip/run.sh
 #
-# Knobs (environment): SERVICES="1 1000 10000" SANDBOXES="1 300" PORTS=1 CONNS=4000
+# Knobs (environment): SERVICES="1 1000 10000" SANDBOXES="1 300" PORTS=1 CONNS=4000 AGED=70000
 #   UPDATES=100 NFT_MANY_MAX=1000 LIMIT=1500 (seconds before the run is stopped)
 set -euo pipefail
 
@@ -16,6 +16,7 @@ export SERVICES=${SERVICES:-"1 1000 10000"}
 export SANDBOXES=${SANDBOXES:-"1 300"}
 export PORTS=${PORTS:-1}
 export CONNS=${CONNS:-4000}
+export AGED=${AGED:-70000}
 export UPDATES=${UPDATES:-100}
 export NFT_MANY_MAX=${NFT_MANY_MAX:-1000}
 LIMIT=${LIMIT:-1500}

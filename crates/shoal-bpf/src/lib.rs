@@ -17,7 +17,9 @@
 //!   port 0 / proto 0 = every port of the VIP (what shoal uses, as Swarm's fwmark does).
 //! - `backends` {service index, slot} → {address, port}.
 //! - `reverse` (LRU) {socket cookie, backend, port} → {VIP, port}: replies to unconnected UDP
-//!   and `getpeername()` show the VIP the program asked for.
+//!   and `getpeername()` show the VIP the program asked for. `rev_ports`, one byte per port,
+//!   marks the backend ports `reverse` can name, so getpeername4 and recvmsg4 (which run in
+//!   every `accept()` and receive on the node) look there only for such a peer port.
 //! - `affinity` (LRU) {socket cookie, VIP, port} → {service, slot, address}: an unconnected
 //!   UDP socket's datagrams to a VIP keep their backend (a flow, as under conntrack) while
 //!   that slot still holds that address; once the task is gone they move, with no flush.

@@ -235,17 +235,26 @@ impl SockLb {
     /// counters are now. The kernel counts only while some process holds the fd of
     /// [`enable_run_stats`] (a benchmark's way to see the balancer's own cost per connect).
     pub fn connect4_runs(&self) -> Result<(std::time::Duration, u64), BpfError> {
+        self.program_runs("shoal_connect4")
+    }
+
+    /// The same for getpeername4, which also runs in every `accept()` on the node.
+    pub fn getpeername4_runs(&self) -> Result<(std::time::Duration, u64), BpfError> {
+        self.program_runs("shoal_getpeername4")
+    }
+
+    fn program_runs(&self, name: &'static str) -> Result<(std::time::Duration, u64), BpfError> {
         let info = self
             .ebpf
-            .program("shoal_connect4")
+            .program(name)
             .ok_or(BpfError::Missing {
                 kind: "program",
-                name: "shoal_connect4",
+                name,
             })?
             .info()
             .map_err(|source| BpfError::Program {
                 action: "read the counters of",
-                program: "shoal_connect4",
+                program: name,
                 source,
             })?;
         Ok((info.run_time(), info.run_count()))
