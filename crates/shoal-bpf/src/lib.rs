@@ -17,9 +17,12 @@
 //!   port 0 / proto 0 = every port of the VIP (what shoal uses, as Swarm's fwmark does).
 //! - `backends` {service index, slot} → {address, port}.
 //! - `reverse` (LRU) {socket cookie, backend, port} → {VIP, port}: replies to unconnected UDP
-//!   and `getpeername()` show the VIP the program asked for. `rev_ports`, one byte per port,
-//!   marks the backend ports `reverse` can name, so getpeername4 and recvmsg4 (which run in
-//!   every `accept()` and receive on the node) look there only for such a peer port.
+//!   and `getpeername()` show the VIP the program asked for. A TCP socket's entry is deleted
+//!   when it closes (the `cgroup/sock_release` program, [`RELEASE_PROGRAM`]), so the map holds
+//!   live sockets and connect4's insert never has to evict. `rev_ports`, one byte per port,
+//!   marks the backend ports `reverse` can name, so getpeername4, recvmsg4 and sock_release
+//!   (which run in every `accept()`, receive and close on the node) look there only for
+//!   such a peer port.
 //! - `affinity` (LRU) {socket cookie, VIP, port} → {service, slot, address}: an unconnected
 //!   UDP socket's datagrams to a VIP keep their backend (a flow, as under conntrack) while
 //!   that slot still holds that address; once the task is gone they move, with no flush.
@@ -61,7 +64,9 @@ mod udp_close;
 
 pub use cookie::{current_netns_cookie, netns_cookie, netns_cookie_blocking};
 pub use error::BpfError;
-pub use loader::{Applied, Options, PROGRAMS, SockLb, cgroup2_root, enable_run_stats};
+pub use loader::{
+    Applied, Options, PROGRAMS, RELEASE_PROGRAM, SockLb, cgroup2_root, enable_run_stats,
+};
 pub use mesh_loader::{TcMesh, ifindex, interface_of, task_mac};
 pub use mesh_maps::{MESH_MARK, MeshBackend, MeshConfig, MeshCount, MeshPort};
 pub use plan::{MapOp, NodeConfig, Proto, Service, ServiceKey};

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 use tracing::warn;
 
@@ -29,6 +29,10 @@ pub const PROGRAMS: [&str; 4] = [
     "shoal_recvmsg4",
     "shoal_getpeername4",
 ];
+
+/// The cgroup/sock_release program: drops a closing TCP socket's `reverse` entry, so that
+/// connect4's inserts find room instead of evicting (bpf/sock_lb.c says why).
+pub const RELEASE_PROGRAM: &str = "shoal_sock_release";
 
 /// Where a cgroup v2 hierarchy may be mounted: at the top on a pure v2 system, at `unified`
 /// on a hybrid v1/v2 one (like the development machine).
@@ -62,6 +66,8 @@ pub struct SockLb {
     /// The backend addresses `udp_peers` names (written by connect4 with it).
     pub(crate) udp_backends: HashMap<MapData, [u8; 4], u8>,
     pub(crate) closing: HashMap<MapData, [u8; 4], u8>,
+    /// {socket cookie, backend, port} → {VIP, port}: read here only to count its entries.
+    reverse: HashMap<MapData, [u8; 16], [u8; 8]>,
     /// Why connected UDP sockets of removed backends cannot be closed here (the iterator
     /// did not load), or None when they can.
     pub(crate) udp_close_unavailable: Option<String>,
@@ -156,6 +162,7 @@ impl SockLb {
         let udp_peers = take_hash(&mut ebpf, "udp_peers")?;
         let udp_backends = take_hash(&mut ebpf, "udp_backends")?;
         let closing = take_hash(&mut ebpf, "closing")?;
+        let reverse = take_hash(&mut ebpf, "reverse")?;
         let services = take_hash(&mut ebpf, "services")?;
         let backends = take_hash(&mut ebpf, "backends")?;
         let conns = take_hash(&mut ebpf, "conns")?;
@@ -190,6 +197,30 @@ impl SockLb {
                     source,
                 })?;
         }
+        let release: &mut CgroupSock = ebpf
+            .program_mut(RELEASE_PROGRAM)
+            .ok_or(BpfError::Missing {
+                kind: "program",
+                name: RELEASE_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|source| BpfError::Program {
+                action: "open",
+                program: RELEASE_PROGRAM,
+                source,
+            })?;
+        release.load().map_err(|source| BpfError::Program {
+            action: "load",
+            program: RELEASE_PROGRAM,
+            source,
+        })?;
+        release
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(|source| BpfError::Program {
+                action: "attach",
+                program: RELEASE_PROGRAM,
+                source,
+            })?;
         if let (None, Ok(btf)) = (&udp_close_unavailable, &btf) {
             udp_close_unavailable = crate::udp_close::load_iterator(&mut ebpf, btf).err();
         }
@@ -205,6 +236,7 @@ impl SockLb {
             udp_peers,
             udp_backends,
             closing,
+            reverse,
             udp_close_unavailable,
             services,
             backends,
@@ -225,10 +257,17 @@ impl SockLb {
     pub fn program_ids(&self) -> Vec<u32> {
         PROGRAMS
             .iter()
+            .chain([&RELEASE_PROGRAM])
             .filter_map(|name| self.ebpf.program(name))
             .filter_map(|p| p.info().ok())
             .map(|info| info.id())
             .collect()
+    }
+
+    /// Entries in `reverse` (sockets connected or sending through a VIP, as the kernel
+    /// holds them now): a closed TCP socket's goes with it.
+    pub fn reverse_entries(&self) -> usize {
+        self.reverse.keys().filter(Result::is_ok).count()
     }
 
     /// The time the kernel spent in the connect4 program and how many times it ran, as its
@@ -241,6 +280,11 @@ impl SockLb {
     /// The same for getpeername4, which also runs in every `accept()` on the node.
     pub fn getpeername4_runs(&self) -> Result<(std::time::Duration, u64), BpfError> {
         self.program_runs("shoal_getpeername4")
+    }
+
+    /// The same for sock_release, which runs when any TCP or UDP socket on the node closes.
+    pub fn sock_release_runs(&self) -> Result<(std::time::Duration, u64), BpfError> {
+        self.program_runs(RELEASE_PROGRAM)
     }
 
     fn program_runs(&self, name: &'static str) -> Result<(std::time::Duration, u64), BpfError> {

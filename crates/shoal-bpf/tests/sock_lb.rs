@@ -222,7 +222,7 @@ fn two_nodes_on_one_kernel_do_not_interfere() {
 
     let ids1 = node1.program_ids();
     let ids2 = node2.program_ids();
-    assert_eq!(ids1.len(), 4);
+    assert_eq!(ids1.len(), 5);
     let attached = attached_ids(&root);
     for id in ids1.iter().chain(&ids2) {
         assert!(attached.contains(id), "{id} not in {attached:?}");
@@ -274,7 +274,7 @@ fn a_killed_loader_leaves_nothing_attached() {
         }
         line.clear();
     }
-    assert_eq!(ids.len(), 4, "holder printed {line:?}");
+    assert_eq!(ids.len(), 5, "holder printed {line:?}");
     let attached = attached_ids(&root);
     assert!(ids.iter().all(|id| attached.contains(id)), "{attached:?}");
     child.kill().expect("SIGKILL");
@@ -302,6 +302,48 @@ fn hold_programs_until_killed() {
     let ids: Vec<String> = lb.program_ids().iter().map(u32::to_string).collect();
     println!("ids {}", ids.join(","));
     std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A TCP socket connected through the VIP keeps its `reverse` entry (getpeername shows the
+/// VIP) while it is open, and the entry goes when it closes (sock_release), so the map holds
+/// live sockets only and never has to evict one.
+#[test]
+fn a_closed_tcp_socket_leaves_no_reverse_entry() {
+    let lab = Lab::new();
+    let mut lb = load();
+    lb.add_sandbox(lab.a.cookie(), &["net1".into()])
+        .expect("sandbox");
+    lb.apply(&config(&[B1, B2], &[])).expect("apply");
+    assert_eq!(lb.reverse_entries(), 0);
+
+    let open: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            lab.a
+                .run(|| {
+                    std::net::TcpStream::connect_timeout(
+                        &SocketAddr::from((VIP, TCP_PORT)),
+                        TIMEOUT,
+                    )
+                })
+                .expect("connect via VIP")
+        })
+        .collect();
+    for conn in &open {
+        assert_eq!(
+            conn.peer_addr().expect("peer"),
+            SocketAddr::from((VIP, TCP_PORT))
+        );
+    }
+    assert_eq!(lb.reverse_entries(), 5, "one entry per open socket");
+    drop(open);
+    for _ in 0..20 {
+        tcp_request(&lab.a, VIP, TCP_PORT, TIMEOUT).expect("tcp via VIP");
+    }
+    assert_eq!(
+        lb.reverse_entries(),
+        0,
+        "closed sockets left entries behind"
+    );
 }
 
 /// A cgroup that is not a cgroup v2 directory is a clear error, not a panic.

@@ -158,7 +158,7 @@ fn bench_connections(
     ebpf: &Netns,
     conns: usize,
     sock_lb: &shoal_bpf::SockLb,
-) -> ([Vec<Duration>; 4], [f64; 3]) {
+) -> ([Vec<Duration>; 4], [f64; 4]) {
     // A socket keeps the namespace it was made in, but `connect` makes its own: run each
     // block on a thread inside the right sandbox.
     let block = |ns: &Netns, to: [SocketAddr; 2], warm: bool| {
@@ -186,16 +186,19 @@ fn bench_connections(
             sock_lb
                 .getpeername4_runs()
                 .expect("read getpeername4's run counters"),
+            sock_lb
+                .sock_release_runs()
+                .expect("read sock_release's run counters"),
         ]
     };
     // (time, runs) in connect4 during the eBPF direct and VIP blocks, then getpeername4's
-    // (it runs in the backends' accept()) during both.
-    let mut kernel = [(Duration::ZERO, 0u64); 3];
+    // (it runs in the backends' accept()) and sock_release's (every close) during both.
+    let mut kernel = [(Duration::ZERO, 0u64); 4];
     let mut timed = |k: usize, f: &mut dyn FnMut() -> Vec<Duration>| {
         let before = runs();
         let samples = f();
         let after = runs();
-        for (slot, p) in [(k, 0), (2, 1)] {
+        for (slot, p) in [(k, 0), (2, 1), (3, 2)] {
             kernel[slot].0 += after[p].0.saturating_sub(before[p].0);
             kernel[slot].1 += after[p].1.saturating_sub(before[p].1);
         }
@@ -213,7 +216,12 @@ fn bench_connections(
     let per_run = |(t, n): (Duration, u64)| t.as_nanos() as f64 / n.max(1) as f64;
     (
         out,
-        [per_run(kernel[0]), per_run(kernel[1]), per_run(kernel[2])],
+        [
+            per_run(kernel[0]),
+            per_run(kernel[1]),
+            per_run(kernel[2]),
+            per_run(kernel[3]),
+        ],
     )
 }
 
@@ -332,10 +340,10 @@ async fn main() {
     let mut idle: Vec<Netns> = Vec::new();
 
     println!(
-        "{conns} connections per path and run; p50/p99 in µs; Δ and × are VIP against direct from the same sandbox, same run;\nkernel ns/run: the kernel's mean time per run in the eBPF connect4 program during the eBPF sandbox's direct / VIP blocks, and in getpeername4 (run by every accept()) during both"
+        "{conns} connections per path and run; p50/p99 in µs; Δ and × are VIP against direct from the same sandbox, same run;\nkernel ns/run: the kernel's mean time per run in the eBPF connect4 program during the eBPF sandbox's direct / VIP blocks, and in getpeername4 (run by every accept()) and sock_release (every close) during both"
     );
     println!(
-        "{:>8} {:>5} | {:>13} {:>13} {:>8} {:>6} | {:>13} {:>13} {:>8} {:>6} | {:>20}",
+        "{:>8} {:>5} | {:>13} {:>13} {:>8} {:>6} | {:>13} {:>13} {:>8} {:>6} | {:>27}",
         "services",
         "sbox",
         "eBPF direct",
@@ -405,7 +413,7 @@ async fn main() {
             let (nd, nv, ed, ev) = (p50_p99(nd), p50_p99(nv), p50_p99(ed), p50_p99(ev));
             let cell = |p: (Duration, Duration)| format!("{:>6.1} {:>6.1}", us(p.0), us(p.1));
             println!(
-                "{n:>8} {s:>5} | {} {} {:>+7.1}µ {:>5.3}x | {} {} {:>+7.1}µ {:>5.3}x | {:>6.0} {:>6.0} {:>6.0}",
+                "{n:>8} {s:>5} | {} {} {:>+7.1}µ {:>5.3}x | {} {} {:>+7.1}µ {:>5.3}x | {:>6.0} {:>6.0} {:>6.0} {:>6.0}",
                 cell(ed),
                 cell(ev),
                 us(ev.0) - us(ed.0),
@@ -417,6 +425,7 @@ async fn main() {
                 kernel_ns[0],
                 kernel_ns[1],
                 kernel_ns[2],
+                kernel_ns[3],
             );
 
             let mut e_repl = ebpf_updates(&mut sock_lb, &mut bpf_cfg, updates, true);

@@ -30,7 +30,7 @@ fn log(lab: &Lab, node: u32) -> String {
 
 /// The ids of the VIP balancer's eBPF programs a process holds, from its fds (`prog_id` in
 /// the fdinfo of its program and link fds): the cgroup socket-address programs (prog_type
-/// 18) and their cgroup links. The routing mesh's tc programs (prog_type 3, tcx links) are
+/// 18) and their cgroup links, and the cgroup link of the sock_release program. The routing mesh's tc programs (prog_type 3, tcx links) are
 /// the daemon's too, and not counted here.
 fn programs_of(pid: u32) -> BTreeSet<u64> {
     let dir = format!("/proc/{pid}/fd");
@@ -84,7 +84,11 @@ fn ebpf_balancer_one_per_node_across_the_cluster() {
             "node{n}: {}",
             log(&lab, n)
         );
-        assert_eq!(programs_of(*pid).len(), 4, "node{n}'s own four programs");
+        assert_eq!(
+            programs_of(*pid).len(),
+            5,
+            "node{n}'s own five programs (four socket-address ones and sock_release)"
+        );
     }
     let held: Vec<u64> = pids.iter().flat_map(|p| programs_of(*p)).collect();
 
