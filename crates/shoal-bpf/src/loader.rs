@@ -106,6 +106,32 @@ pub struct Applied {
 }
 
 /// Takes hash map `name` out of a loaded object, typed (both loaders' maps).
+/// The program `name` of the object, as the kind the caller asks for.
+fn program<'a, P>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut P, BpfError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(BpfError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(failed("open", name))
+}
+
+/// What failed doing `action` to the program `program`.
+fn failed(
+    action: &'static str,
+    program: &'static str,
+) -> impl FnOnce(aya::programs::ProgramError) -> BpfError {
+    move |source| BpfError::Program {
+        action,
+        program,
+        source,
+    }
+}
+
 pub(crate) fn take_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut aya::Ebpf,
     name: &'static str,
@@ -171,56 +197,18 @@ impl SockLb {
             source,
         })?;
         for name in PROGRAMS {
-            let prog: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(BpfError::Missing {
-                    kind: "program",
-                    name,
-                })?
-                .try_into()
-                .map_err(|source| BpfError::Program {
-                    action: "open",
-                    program: name,
-                    source,
-                })?;
-            prog.load().map_err(|source| BpfError::Program {
-                action: "load",
-                program: name,
-                source,
-            })?;
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            prog.load().map_err(failed("load", name))?;
             // Through a bpf link (aya uses one on 5.7+), which the kernel always attaches as
             // multi; it refuses any flag on a link, so "Single" (no flag) is what asks for it.
             prog.attach(&dir, CgroupAttachMode::Single)
-                .map_err(|source| BpfError::Program {
-                    action: "attach",
-                    program: name,
-                    source,
-                })?;
+                .map_err(failed("attach", name))?;
         }
-        let release: &mut CgroupSock = ebpf
-            .program_mut(RELEASE_PROGRAM)
-            .ok_or(BpfError::Missing {
-                kind: "program",
-                name: RELEASE_PROGRAM,
-            })?
-            .try_into()
-            .map_err(|source| BpfError::Program {
-                action: "open",
-                program: RELEASE_PROGRAM,
-                source,
-            })?;
-        release.load().map_err(|source| BpfError::Program {
-            action: "load",
-            program: RELEASE_PROGRAM,
-            source,
-        })?;
+        let release: &mut CgroupSock = program(&mut ebpf, RELEASE_PROGRAM)?;
+        release.load().map_err(failed("load", RELEASE_PROGRAM))?;
         release
             .attach(&dir, CgroupAttachMode::Single)
-            .map_err(|source| BpfError::Program {
-                action: "attach",
-                program: RELEASE_PROGRAM,
-                source,
-            })?;
+            .map_err(failed("attach", RELEASE_PROGRAM))?;
         if let (None, Ok(btf)) = (&udp_close_unavailable, &btf) {
             udp_close_unavailable = crate::udp_close::load_iterator(&mut ebpf, btf).err();
         }
@@ -296,11 +284,7 @@ impl SockLb {
                 name,
             })?
             .info()
-            .map_err(|source| BpfError::Program {
-                action: "read the counters of",
-                program: name,
-                source,
-            })?;
+            .map_err(failed("read the counters of", name))?;
         Ok((info.run_time(), info.run_count()))
     }
 
