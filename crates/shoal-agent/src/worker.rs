@@ -357,6 +357,8 @@ impl Worker {
             to_stop.push(t.id.clone());
         } else if !t.status.state.is_terminal() {
             self.report(&t.id, status(TaskState::Shutdown, "shutdown"));
+            // No process here: if one ended while the daemon was dead, its namespace stayed.
+            adopt::delete_task_netns(&t.id);
         }
     }
 

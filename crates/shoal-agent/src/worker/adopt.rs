@@ -190,7 +190,10 @@ impl Worker {
 
     /// After a full task list: run directories of tasks neither listed nor local (deleted
     /// while this daemon was not running, or by an older daemon that kept them) are removed,
-    /// except `keep`'s (processes being stopped, which remove theirs).
+    /// except `keep`'s (processes being stopped, which remove theirs), and so are their
+    /// namespaces: such a task has no process here, and one whose process ended while the
+    /// daemon was dead left its namespace mounted (the chaos test found one after a worker's
+    /// daemon was killed again and again).
     pub(super) fn remove_unlisted_run_dirs(&self, listed: &HashSet<&str>, keep: &HashSet<String>) {
         let Ok(entries) = std::fs::read_dir(&self.cfg.run_dir) else {
             return;
@@ -200,6 +203,7 @@ impl Worker {
             let name = e.file_name();
             let Some(id) = name.to_str() else { continue };
             if !listed.contains(id) && !local.contains_key(id) && !keep.contains(id) {
+                delete_task_netns(id);
                 remove_run_dir(&e.path());
             }
         }
