@@ -105,7 +105,6 @@ pub struct Applied {
     pub removed: Vec<std::net::Ipv4Addr>,
 }
 
-/// Takes hash map `name` out of a loaded object, typed (both loaders' maps).
 /// The program `name` of the object, as the kind the caller asks for.
 fn program<'a, P>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut P, BpfError>
 where
@@ -132,6 +131,7 @@ fn failed(
     }
 }
 
+/// Takes hash map `name` out of a loaded object, typed (both loaders' maps).
 pub(crate) fn take_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut aya::Ebpf,
     name: &'static str,
