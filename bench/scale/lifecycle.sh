@@ -5,7 +5,7 @@
 # Everything is named shoalbench-life-<pid>-... and removed on exit, also on failure.
 # Run as root from anywhere: bash bench/scale/lifecycle.sh
 #
-# Knobs (environment): PADS="0 300 900" TASKS=200 ROUNDS=3
+# Knobs (environment): PADS="0 300 900" TASKS=200 ROUNDS=3 BALLAST_MB=0
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p shoal-exec --example task_start_bench

@@ -4,12 +4,15 @@
 //! named namespaces on the machine (a bind mount each under `/run/netns`, as a lab of 3 nodes
 //! at 300 tasks per node has), and print the CPU time per task: this process's (every thread,
 //! the short-lived namespace threads included) and the task's own (reaped children, what the
-//! child does between fork and exec included), beside the first count's figures (the same-run
-//! baseline; the target is flat).
+//! child does between its creation and exec included), beside the first count's figures
+//! (the same-run baseline; the target is flat).
 //!
 //! Knobs (environment): `PADS="0 300 900"` (other namespaces), `TASKS=200` (tasks per count),
 //! `ROUNDS=3` (the counts are visited this many times, interleaved, and the median is
-//! printed, so that load from other work on the machine hits every count alike).
+//! printed, so that load from other work on the machine hits every count alike),
+//! `BALLAST_MB=0` (this many MiB allocated and written before measuring, so that the
+//! process starting tasks has a daemon's RSS, 60-100 MiB on a busy node: what a start costs
+//! may grow with the starter's memory, as fork's did).
 //!
 //! Everything it makes is named `shoalbench-life-<pid>-...` and removed on exit, also when
 //! it fails (a guard deletes the namespaces and the run directory).
@@ -117,6 +120,9 @@ async fn main() {
     let pads = list("PADS", "0 300 900");
     let tasks = list("TASKS", "200")[0];
     let rounds = list("ROUNDS", "3")[0];
+    let ballast_mb = list("BALLAST_MB", "0")[0];
+    // Written, so that every page is resident (and has a page-table entry).
+    let ballast = std::hint::black_box(vec![1u8; ballast_mb << 20]);
     let prefix = format!("shoalbench-life-{}", std::process::id());
     let mut guard = Guard {
         run_dir: std::env::temp_dir().join(&prefix),
@@ -125,7 +131,7 @@ async fn main() {
     };
     println!(
         "a task's life (fresh netns, lo up, /bin/true in its sandbox, wait, cleanup), \
-         {tasks} tasks per count, median of {rounds} rounds"
+         {tasks} tasks per count, median of {rounds} rounds, {ballast_mb} MiB of ballast"
     );
     let mut samples: Vec<Vec<Sample>> = pads.iter().map(|_| Vec::new()).collect();
     let mut serial = 0usize;
@@ -173,4 +179,5 @@ async fn main() {
             sum / base
         );
     }
+    drop(ballast);
 }

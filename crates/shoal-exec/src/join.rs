@@ -2,8 +2,9 @@
 
 use std::os::fd::OwnedFd;
 
+use crate::entry::JoinEntry;
 use crate::error::ExecError;
-use crate::sys::{JoinEntry, join_on_spawn};
+use crate::sys::join_on_spawn;
 
 fn open_ns(pid: u32, kind: &str) -> Result<OwnedFd, ExecError> {
     let path = format!("/proc/{pid}/ns/{kind}");

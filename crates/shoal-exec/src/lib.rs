@@ -11,7 +11,12 @@
 //! - `orphan`: the `pid` record of the run directory, and [`orphan::find`], a task process
 //!   that outlived the daemon that started it.
 //! - `resolve`: checks done before anything is created (program lookup, env, hostname).
-//! - `sys`: the one unsafe module: what a child does between fork and exec.
+//! - `entry`: what a child does before exec: enter a task's sandbox, or join a running
+//!   task's namespaces.
+//! - `pidfd`: a task's process held by its pidfd: `wait` and `try_wait`, reaping it.
+//! - `sys`: the one unsafe module: starting a task's process (clone with CLONE_VM and
+//!   CLONE_VFORK, `entry` run before exec), waitid on a pidfd, and the `pre_exec` of a
+//!   `shoal exec` child.
 //!
 //! A task's run directory holds `resolv.conf` (nameserver 127.0.0.11, `ndots:0`), `hosts`,
 //! `task.log` and `pid` (the process's pid and start time). The task is the leader of its
@@ -21,10 +26,12 @@
 //! netlink and never changes the namespaces of its caller's threads.
 #![deny(unsafe_code)]
 
+mod entry;
 mod error;
 mod files;
 mod join;
 pub mod orphan;
+mod pidfd;
 mod resolve;
 mod sandbox;
 mod stop;

@@ -2,19 +2,19 @@
 
 use std::ffi::{CString, OsString};
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::OnceLock;
 
+use crate::entry::SandboxEntry;
 use crate::error::ExecError;
 use crate::files::{self, hosts_path, log_path, resolv_conf_path};
+use crate::pidfd::PidfdChild;
 use crate::resolve::{check_hostname, resolve_program, short_id, task_env};
-use crate::sys::{SandboxEntry, enter_sandbox_on_spawn};
+use crate::sys::{Program, spawn_in_sandbox};
 
 /// What to run and how to isolate it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,15 +59,6 @@ impl TaskExit {
     pub fn success(self) -> bool {
         self == TaskExit::Code(0)
     }
-
-    fn from_status(status: std::process::ExitStatus) -> Self {
-        match (status.code(), status.signal()) {
-            (Some(code), _) => TaskExit::Code(code),
-            (None, Some(sig)) => TaskExit::Signal(sig),
-            // Neither exited nor signalled cannot be reported by wait(2) for a reaped child.
-            (None, None) => TaskExit::Code(-1),
-        }
-    }
 }
 
 impl fmt::Display for TaskExit {
@@ -90,8 +81,7 @@ pub struct Running {
     /// The network namespace it runs in.
     pub netns: String,
     /// Reaped only through `wait`, so the pid stays ours until then.
-    child: tokio::process::Child,
-    exit: Option<TaskExit>,
+    child: PidfdChild,
 }
 
 impl Running {
@@ -102,17 +92,10 @@ impl Running {
 
     /// Waits for the process to end and says how. Cancel-safe; later calls return the same.
     pub async fn wait_exit(&mut self) -> Result<TaskExit, ExecError> {
-        if let Some(exit) = self.exit {
-            return Ok(exit);
-        }
-        let status = self
-            .child
+        self.child
             .wait()
             .await
-            .map_err(|e| ExecError::io(format!("wait for task process {}", self.pid), e))?;
-        let exit = TaskExit::from_status(status);
-        self.exit = Some(exit);
-        Ok(exit)
+            .map_err(|e| ExecError::io(format!("wait for task process {}", self.pid), e))
     }
 
     /// Waits for the process to end: `Some(code)` if it exited, `None` if a signal killed it
@@ -129,14 +112,9 @@ impl Running {
 
     /// The exit, if the process has ended, without blocking.
     pub fn try_exit(&mut self) -> Result<Option<TaskExit>, ExecError> {
-        if self.exit.is_none() {
-            let status = self
-                .child
-                .try_wait()
-                .map_err(|e| ExecError::io(format!("check task process {}", self.pid), e))?;
-            self.exit = status.map(TaskExit::from_status);
-        }
-        Ok(self.exit)
+        self.child
+            .try_wait()
+            .map_err(|e| ExecError::io(format!("check task process {}", self.pid), e))
     }
 }
 
@@ -252,40 +230,41 @@ pub async fn start(spec: &SandboxSpec) -> Result<Running, ExecError> {
         workdir: cstring(Path::new(workdir))?,
     };
 
-    let mut cmd = tokio::process::Command::new(&resolved);
-    cmd.arg0(program)
-        .args(&spec.command[1..])
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(false);
-    enter_sandbox_on_spawn(&mut cmd, entry);
-    let child = cmd.spawn().map_err(|source| match source.kind() {
+    let spawn_error = |source: std::io::Error| match source.kind() {
         std::io::ErrorKind::NotFound => ExecError::NotFound(program.clone()),
         _ => ExecError::Spawn {
             program: program.clone(),
             source,
         },
-    })?;
-    let pid = child.id().ok_or_else(|| {
-        ExecError::io(
-            "read the pid of the new task",
-            std::io::Error::other("process already reaped"),
-        )
-    })?;
+    };
+    let nul = |_| spawn_error(std::io::Error::other("an argument contains NUL"));
+    let to_execute = Program {
+        path: cstring(&resolved)?,
+        argv: spec
+            .command
+            .iter()
+            .map(|a| CString::new(a.as_str()))
+            .collect::<Result<_, _>>()
+            .map_err(nul)?,
+        // task_env has refused NUL already.
+        envp: env
+            .iter()
+            .map(|(k, v)| CString::new(format!("{k}={v}")))
+            .collect::<Result<_, _>>()
+            .map_err(nul)?,
+    };
+    let stdin = File::open("/dev/null").map_err(|e| ExecError::io("open /dev/null", e))?;
+    let (pid, pidfd) =
+        spawn_in_sandbox(&to_execute, [stdin.into(), out.into(), err.into()], &entry)
+            .map_err(spawn_error)?;
+    let child = PidfdChild::new(pid, pidfd)
+        .map_err(|e| ExecError::io(format!("watch task process {pid}"), e))?;
     // So that a daemon started after this one died finds the process again (`orphan`).
     if let Err(e) = crate::orphan::record(run_dir, pid) {
         tracing::warn!(task = %spec.task_id, pid, "a restarted daemon will not find this task: {e}");
     }
     tracing::debug!(task = %spec.task_id, pid, netns = %netns, "task started");
-    Ok(Running {
-        pid,
-        netns,
-        child,
-        exit: None,
-    })
+    Ok(Running { pid, netns, child })
 }
 
 /// Removes what `start` created outside the run directory: the task's fresh network

@@ -332,3 +332,166 @@ async fn exec_in_joins_the_tasks_namespaces() {
         Err(ExecError::NoSuchProcess(_))
     ));
 }
+
+/// Processes (zombies included) whose name is `comm`.
+fn processes_named(comm: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_program_that_cannot_be_executed_in_the_sandbox_is_not_found_and_leaves_nothing() {
+    // The script exists (so the checks before anything is created pass), its interpreter
+    // does not: execve itself fails with ENOENT, in the child, inside the sandbox.
+    let mut f = Fixture::new("ne", &[]);
+    std::fs::create_dir_all(&f.spec.run_dir).unwrap();
+    let script = f.spec.run_dir.join("no-interpreter.sh");
+    // Written by another process: a write fd of this one, inherited by a child that another
+    // test starts meanwhile, would make execve fail with ETXTBSY instead.
+    let made = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "printf '#!/no/such/interpreter\\n' >\"$0\"; chmod 755 \"$0\"",
+        ])
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    f.spec.command = vec![script.to_str().unwrap().into(), "arg".into()];
+    // The child is named after the thread that starts it until it execs: a child left
+    // unreaped would be a zombie of this name.
+    nix::sys::prctl::set_name(c"shoal-noexec").unwrap();
+    let err = start(&f.spec).await.unwrap_err();
+    assert!(
+        matches!(&err, ExecError::NotFound(p) if *p == f.spec.command[0]),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("executable file not found: {}", script.display())
+    );
+    assert_eq!(processes_named("shoal-noexec"), Vec::<u32>::new());
+    cleanup(&f.spec).await;
+    assert!(!shoal_net::netns_exists(
+        &task_netns_name(&f.spec.task_id).unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn try_exit_says_none_while_running_and_the_exit_after() {
+    let f = Fixture::new("tx", &[]);
+    let gate = f.spec.run_dir.with_extension("gate");
+    let _ = std::fs::remove_file(&gate);
+    let mut f = f;
+    f.spec.command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "while [ ! -e {} ]; do sleep 0.02; done; exit 3",
+            gate.display()
+        ),
+    ];
+    let mut running = start(&f.spec).await.unwrap();
+    f.pid = Some(running.pid);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(running.try_exit().unwrap(), None);
+    std::fs::write(&gate, "").unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(20), running.wait_exit())
+        .await
+        .expect("task did not finish in 20s");
+    let _ = std::fs::remove_file(&gate);
+    assert_eq!(exit.unwrap(), TaskExit::Code(3));
+    // Reaped once; every later call says the same.
+    assert_eq!(running.try_exit().unwrap(), Some(TaskExit::Code(3)));
+    assert_eq!(running.wait_exit().await.unwrap(), TaskExit::Code(3));
+    assert_eq!(running.wait().await, Some(3));
+}
+
+#[tokio::test]
+async fn a_task_killed_from_outside_reports_the_signal() {
+    let mut f = Fixture::new("kx", &["sleep", "100"]);
+    let mut running = start(&f.spec).await.unwrap();
+    f.pid = Some(running.pid);
+    assert_eq!(running.try_exit().unwrap(), None);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(20), running.wait_exit())
+        .await
+        .expect("task did not end in 20s")
+        .unwrap();
+    assert_eq!(exit, TaskExit::Signal(9));
+    assert_eq!(running.try_exit().unwrap(), Some(TaskExit::Signal(9)));
+    assert_eq!(running.wait().await, None);
+    // Reaped: the pid is no longer ours, not even as a zombie.
+    assert!(!std::path::Path::new(&format!("/proc/{}", running.pid)).exists());
+}
+
+/// The `Sig...` line of a /proc status text, as a bit mask.
+fn sig_line(status: &str, name: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:\t")))
+        .unwrap_or_else(|| panic!("no {name} in {status}"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+#[tokio::test]
+async fn the_task_gets_the_starters_signal_mask_and_sigpipe_back() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    // A mask on the thread that starts the task (this test's runtime runs on this thread).
+    let mut usr2 = SigSet::empty();
+    usr2.add(Signal::SIGUSR2);
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&usr2), None).unwrap();
+    let mut f = Fixture::new("sm", &["cat", "/proc/self/status"]);
+    let (exit, log) = f.run().await;
+    pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&usr2), None).unwrap();
+    assert!(exit.success(), "{log}");
+    let bit = |s: Signal| 1u64 << (s as i32 - 1);
+    // The starter's mask, not the all-blocked one of the moment of the clone.
+    assert_eq!(sig_line(&log, "SigBlk"), bit(Signal::SIGUSR2), "{log}");
+    // Ignored signals stay ignored across exec, but SIGPIPE (which Rust ignores) is reset,
+    // as std's Command does.
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert_ne!(sig_line(&ours, "SigIgn") & bit(Signal::SIGPIPE), 0);
+    assert_eq!(
+        sig_line(&log, "SigIgn"),
+        sig_line(&ours, "SigIgn") & !bit(Signal::SIGPIPE),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn stdin_is_dev_null_and_no_fd_of_the_sandbox_reaches_the_task() {
+    let mut f = Fixture::new("io", &["sh", "-c", "ls -l /proc/$$/fd/"]);
+    let (exit, log) = f.run().await;
+    assert!(exit.success(), "{log}");
+    let fds: std::collections::BTreeMap<u32, &str> = log
+        .lines()
+        .filter_map(|l| {
+            let (left, target) = l.split_once(" -> ")?;
+            Some((left.rsplit(' ').next()?.parse().ok()?, target))
+        })
+        .collect();
+    let log_file = log_path(&f.spec.run_dir);
+    assert_eq!(fds.get(&0), Some(&"/dev/null"), "{log}");
+    assert_eq!(fds.get(&1), Some(&log_file.to_str().unwrap()), "{log}");
+    assert_eq!(fds.get(&2), Some(&log_file.to_str().unwrap()), "{log}");
+    // What the test's environment leaks (a lock held by a wrapper, say) may be inherited as
+    // by any child; the namespaces and the pidfd opened for the task may not.
+    assert!(
+        fds.values()
+            .all(|t| !t.contains("pidfd") && !t.contains("net:[") && !t.contains("mnt:[")),
+        "{log}"
+    );
+}
