@@ -101,6 +101,13 @@ pub fn page(id: &str, client: &str) -> String {
     )
 }
 
+/// How long `vote` goes on serving after SIGTERM. shoal takes a task out of every path
+/// before SIGTERM, but a client may have connected a moment before: its connection is in
+/// the listen backlog, or accepted with its request not yet read, and a graceful shutdown
+/// at once would reset the first and close the second unanswered (hyper closes connections
+/// it sees idle). Serving a little longer, as a Kubernetes preStop sleep does, answers them.
+const LAME_DUCK: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn vote(port: u16) -> Result<i32> {
     let id = hostname();
     // GET routes answer HEAD too (axum drops the body).
@@ -117,12 +124,18 @@ async fn vote(port: u16) -> Result<i32> {
             .with_context(|| format!("failed to listen on port {port}"))?,
     };
     println!("vote: serving on port {port} as container {}", hostname());
-    // On SIGTERM: stop accepting, finish the requests in flight, exit.
+    // On SIGTERM: serve for LAME_DUCK more, then stop accepting, finish the requests in
+    // flight and exit.
+    let stop = async {
+        terminated().await;
+        println!("vote: SIGTERM; serving {LAME_DUCK:?} more, then stopping");
+        tokio::time::sleep(LAME_DUCK).await;
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(terminated())
+    .with_graceful_shutdown(stop)
     .await
     .context("the HTTP server failed")?;
     println!("vote: stopped");
@@ -169,16 +182,30 @@ async fn udp_send(args: &UdpSendArgs) -> Result<i32> {
     }
 }
 
-/// One request on a fresh connection; Ok if the answer is a 200.
-async fn one_request(target: SocketAddr) -> std::io::Result<bool> {
+/// One request on a fresh connection; Err says why it failed (the step, or what came back
+/// instead of a 200).
+async fn one_request(target: SocketAddr) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(target).await?;
+    let mut stream = tokio::net::TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     stream
         .write_all(b"GET / HTTP/1.0\r\nHost: load\r\n\r\n")
-        .await?;
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await?;
-    Ok(reply.starts_with(b"HTTP/1.1 200") || reply.starts_with(b"HTTP/1.0 200"))
+    stream
+        .read_to_end(&mut reply)
+        .await
+        .map_err(|e| format!("receive: {e}"))?;
+    if reply.starts_with(b"HTTP/1.1 200") || reply.starts_with(b"HTTP/1.0 200") {
+        Ok(())
+    } else if reply.is_empty() {
+        Err("the connection closed with no answer".into())
+    } else {
+        let line = String::from_utf8_lossy(&reply);
+        Err(format!("answer {:?}", line.lines().next().unwrap_or("")))
+    }
 }
 
 async fn load(args: &LoadArgs) -> Result<i32> {
@@ -194,11 +221,10 @@ async fn load(args: &LoadArgs) -> Result<i32> {
     let mut first_error = None;
     while std::time::Instant::now() < end {
         match tokio::time::timeout(std::time::Duration::from_secs(2), one_request(target)).await {
-            Ok(Ok(true)) => ok += 1,
-            Ok(Ok(false)) => failed += 1,
+            Ok(Ok(())) => ok += 1,
             Ok(Err(e)) => {
                 failed += 1;
-                first_error.get_or_insert(e.to_string());
+                first_error.get_or_insert(e);
             }
             Err(_) => {
                 failed += 1;
