@@ -355,7 +355,8 @@ impl VipBalancer {
                     }
                 }
                 // UDP flows (and TCP handshakes) to removed backends go, so that their next
-                // datagram is balanced again; established TCP stays until the task's own
+                // datagram is balanced again (a reply already on its way still comes from
+                // the VIP: `update` kept it, map `orphans`); established TCP stays until the task's own
                 // SIGTERM handling closes it. Before the ack: the task gets SIGTERM once
                 // every node has acked, and a UDP flow still pinned to it by its conntrack
                 // entry would lose its datagrams from then until the flush. A few sandboxes

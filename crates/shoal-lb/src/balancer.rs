@@ -5,8 +5,8 @@ use crate::conntrack::ensure_tcp_timeout;
 use crate::error::LbError;
 use crate::model::{LbConfig, check_vips, validate_service};
 use crate::netlink::{encode, encode_delete_table};
-use crate::plan::{Changes, StaleFlows, plan_changes, removed_changes};
-use crate::text::{render_create, render_update};
+use crate::plan::{Changes, Op, StaleFlows, orphan_ops, plan_changes, removed_changes};
+use crate::text::{render_create, render_orphans, render_update};
 
 /// How updates reach the kernel. Both send one atomic transaction per update.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,7 +93,9 @@ impl Balancer {
     /// [`Balancer::programmed`] stay as they were, and the error names the failing command.
     ///
     /// Returns the flows that went to backends `new` no longer has for their VIP: flush them
-    /// with [`crate::flush_conntrack`], or UDP flows keep reaching dead tasks. `new` is taken
+    /// with [`crate::flush_conntrack`], or UDP flows keep reaching dead tasks. Their late UDP
+    /// replies are kept first (map `orphans`, a transaction of its own whose failure is only
+    /// logged: the update has applied). `new` is taken
     /// by value because it becomes the balancer's record (no copy of 10,000 services per
     /// update).
     ///
@@ -114,9 +116,34 @@ impl Balancer {
             self.programmed = new;
             return Ok(Vec::new());
         }
+        let text = match self.transport {
+            Transport::Netlink => String::new(),
+            Transport::Nft => render_update(&self.programmed, &new),
+        };
+        self.transact(&ops, text).await?;
+        if !stale.is_empty() {
+            let text = match self.transport {
+                Transport::Netlink => String::new(),
+                Transport::Nft => render_orphans(&stale),
+            };
+            if let Err(e) = self.transact(&orphan_ops(&stale), text).await {
+                tracing::warn!(
+                    netns = %self.netns,
+                    "failed to keep the late UDP replies of removed backends (they may be lost): {e}"
+                );
+            }
+        }
+        let old = std::mem::replace(&mut self.programmed, new);
+        // Freeing 10,000 services takes ~0.2 ms: not on the caller's time.
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(stale)
+    }
+
+    /// Sends `ops` as one transaction: a netlink batch, or `text` through `nft -f -`.
+    async fn transact(&mut self, ops: &[Op], text: String) -> Result<(), LbError> {
         match self.transport {
             Transport::Netlink => {
-                let batch = encode(&ops, self.seq);
+                let batch = encode(ops, self.seq);
                 self.seq = next_seq(self.seq, batch.messages.len());
                 let mut socket = match self.socket.take() {
                     Some(socket) => socket,
@@ -129,18 +156,13 @@ impl Balancer {
                 .await
                 .map_err(|_| LbError::NetnsThread(self.netns.clone()))?;
                 self.socket = Some(socket);
-                result?;
+                result
             }
             Transport::Nft => {
-                let text = render_update(&self.programmed, &new);
                 let name = self.netns.clone();
-                in_netns(&self.netns, move || run_nft(&name, &text)).await?;
+                in_netns(&self.netns, move || run_nft(&name, &text)).await
             }
         }
-        let old = std::mem::replace(&mut self.programmed, new);
-        // Freeing 10,000 services takes ~0.2 ms: not on the caller's time.
-        tokio::task::spawn_blocking(move || drop(old));
-        Ok(stale)
     }
 
     /// Deletes the table (one transaction). Connections already translated keep their

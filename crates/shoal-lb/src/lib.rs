@@ -55,8 +55,10 @@ pub use conntrack::{
 pub use ctnetlink::FlowFilter;
 pub use error::LbError;
 pub use model::{LbConfig, Ports, Proto, VipService};
-pub use plan::{Op, SHARDS, Shard, StaleFlows, plan, removed_backends};
-pub use text::{render_create, render_update};
+pub use plan::{
+    ORPHAN_TIMEOUT_MS, Op, SHARDS, Shard, StaleFlows, orphan_ops, plan, removed_backends,
+};
+pub use text::{render_create, render_orphans, render_update};
 
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@
 use std::net::Ipv4Addr;
 
 use crate::model::Ports;
-use crate::plan::{JumpKey, Op, Shard};
+use crate::plan::{JumpKey, ORPHAN_TIMEOUT_MS, Op, Shard};
 use crate::text::{Cmd, SetRef, TABLE, group};
 
 // linux/netlink.h
@@ -67,6 +67,7 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -468,6 +469,7 @@ fn encode_element(w: &mut Writer, set: SetRef, op: &Op) {
         Op::AddBackend {
             vip, slot, addr, ..
         } => (backend_key_bytes(*vip, *slot), Some(Data::Addr(*addr))),
+        Op::AddOrphan { backend, vip } => (backend.octets().to_vec(), Some(Data::Addr(*vip))),
         _ => return,
     };
     debug_assert!(matches!(
@@ -481,6 +483,7 @@ fn encode_element(w: &mut Writer, set: SetRef, op: &Op) {
                 SetRef::Backends(_),
                 Op::AddBackend { .. } | Op::DelBackend { .. }
             )
+            | (SetRef::Orphans, Op::AddOrphan { .. })
     ));
     let elem = w.nest(NFTA_LIST_ELEM);
     let k = w.nest(NFTA_SET_ELEM_KEY);
@@ -501,6 +504,10 @@ fn encode_element(w: &mut Writer, set: SetRef, op: &Op) {
             w.nest_end(v);
             w.nest_end(d);
         }
+    }
+    if let Op::AddOrphan { .. } = op {
+        // Milliseconds, network order; the map has `flags timeout`.
+        w.attr(NFTA_SET_ELEM_TIMEOUT, &ORPHAN_TIMEOUT_MS.to_be_bytes());
     }
     w.nest_end(elem);
 }

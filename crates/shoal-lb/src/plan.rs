@@ -119,6 +119,14 @@ pub enum Op {
     DelChain(String),
     /// Delete a backend map (empty by then).
     DelShard(Shard),
+    /// For [`ORPHAN_TIMEOUT_MS`], give a UDP datagram from `backend` that matches no
+    /// conntrack entry the source address `vip` (map `orphans`).
+    AddOrphan {
+        /// A backend that left `vip`.
+        backend: Ipv4Addr,
+        /// The VIP its replies came from.
+        vip: Ipv4Addr,
+    },
 }
 
 /// Everything that is programmed for some services, as sets that can be diffed.
@@ -328,6 +336,30 @@ pub struct StaleFlows {
 /// services that differ are looked at.
 pub fn removed_backends(old: &LbConfig, new: &LbConfig) -> Vec<StaleFlows> {
     removed_changes(&Changes::of(old, new))
+}
+
+/// How long a removed backend's late UDP replies still reach their clients from the VIP.
+///
+/// Deleting a UDP flow's conntrack entry (so that its next datagram is balanced again) also
+/// drops its reverse NAT: a reply already on its way from the removed backend would arrive
+/// from the backend's own address, and a socket connected to the VIP discards it. The
+/// `orphan_replies` chain gives such a datagram (one that matches no entry) the VIP's address
+/// back. The window covers replies to requests sent before the flush; the kernel expires the
+/// element, so no clock runs here.
+pub const ORPHAN_TIMEOUT_MS: u64 = 10_000;
+
+/// The [`Op::AddOrphan`]s for `stale`: one per backend address. A task has one address per
+/// network and so one VIP there; should an address still appear twice, the first VIP wins.
+pub fn orphan_ops(stale: &[StaleFlows]) -> Vec<Op> {
+    let mut seen = BTreeSet::new();
+    stale
+        .iter()
+        .filter(|f| seen.insert(f.backend))
+        .map(|f| Op::AddOrphan {
+            backend: f.backend,
+            vip: f.vip,
+        })
+        .collect()
 }
 
 /// [`removed_backends`] from changes found already.

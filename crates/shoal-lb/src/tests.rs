@@ -6,8 +6,8 @@ use expect_test::{Expect, expect};
 
 use crate::model::{LbConfig, Proto, VipService};
 use crate::netlink::{Ack, encode, parse_acks};
-use crate::plan::{StaleFlows, plan, removed_backends};
-use crate::text::{render_create, render_update};
+use crate::plan::{StaleFlows, orphan_ops, plan, removed_backends};
+use crate::text::{render_create, render_orphans, render_update};
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, last)
@@ -54,6 +54,11 @@ fn create_renders_the_whole_table() {
         		type ipv4_addr : verdict
         	}
 
+        	map orphans {
+        		type ipv4_addr : ipv4_addr
+        		flags timeout
+        	}
+
         	chain nat_output {
         		type nat hook output priority -100; policy accept;
         		ip daddr . meta l4proto . th dport vmap @ports
@@ -68,6 +73,11 @@ fn create_renders_the_whole_table() {
         	chain refuse {
         		meta l4proto tcp reject with tcp reset
         		reject
+        	}
+
+        	chain orphan_replies {
+        		type filter hook prerouting priority mangle; policy accept;
+        		ct state new meta l4proto udp ip saddr set ip saddr map @orphans
         	}
         }
     "#]]
@@ -238,6 +248,43 @@ fn removed_backends_lists_only_what_left() {
         }]
     );
     assert!(removed_backends(&seed(&[10]), &seed(&[10])).is_empty());
+}
+
+#[test]
+fn late_replies_of_removed_backends_are_kept_one_element_per_backend() {
+    let stale = [
+        StaleFlows {
+            vip: ip(9),
+            backend: ip(10),
+        },
+        StaleFlows {
+            vip: ip(7),
+            backend: ip(8),
+        },
+        // The same address again (it cannot be a backend of two VIPs on one network): one
+        // element, so the transaction cannot clash with itself.
+        StaleFlows {
+            vip: ip(12),
+            backend: ip(10),
+        },
+    ];
+    expect![[r#"
+        add element ip shoal orphans { 10.0.0.10 timeout 10s : 10.0.0.9, 10.0.0.8 timeout 10s : 10.0.0.7 }
+    "#]]
+    .assert_eq(&render_orphans(&stale));
+    assert_eq!(render_orphans(&[]), "");
+    // The netlink batch: begin, one NEWSETELEM (0x0a0c), end; its text is what nft takes.
+    let batch = encode(&orphan_ops(&stale), 7);
+    let types: Vec<u16> = message_types(&batch.bytes);
+    assert_eq!(types, [0x0010, 0x0a0c, 0x0011]);
+    assert_eq!(batch.describe(8), render_orphans(&stale).trim_end());
+    // Each element carries its timeout: 10,000 ms, 8 bytes in network order.
+    let timeout = [0u8, 0, 0, 0, 0, 0, 0x27, 0x10];
+    assert_eq!(
+        batch.bytes.windows(8).filter(|w| *w == timeout).count(),
+        2,
+        "one timeout per element"
+    );
 }
 
 #[test]

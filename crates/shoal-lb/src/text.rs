@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::model::{LbConfig, Ports};
-use crate::plan::{JumpKey, Op, Shard, plan};
+use crate::plan::{JumpKey, ORPHAN_TIMEOUT_MS, Op, Shard, StaleFlows, orphan_ops, plan};
 
 /// The table's family and name. Nothing else in a sandbox is ever touched.
 pub const TABLE: &str = "shoal";
@@ -28,6 +28,11 @@ table ip shoal {
 		type ipv4_addr : verdict
 	}
 
+	map orphans {
+		type ipv4_addr : ipv4_addr
+		flags timeout
+	}
+
 	chain nat_output {
 		type nat hook output priority -100; policy accept;
 		ip daddr . meta l4proto . th dport vmap @ports
@@ -42,6 +47,11 @@ table ip shoal {
 	chain refuse {
 		meta l4proto tcp reject with tcp reset
 		reject
+	}
+
+	chain orphan_replies {
+		type filter hook prerouting priority mangle; policy accept;
+		ct state new meta l4proto udp ip saddr set ip saddr map @orphans
 	}
 }
 ";
@@ -70,6 +80,17 @@ pub fn render_update(old: &LbConfig, new: &LbConfig) -> String {
     out
 }
 
+/// The transaction that keeps the late UDP replies of `stale`'s backends (see
+/// [`crate::plan::ORPHAN_TIMEOUT_MS`]). Empty if `stale` is.
+pub fn render_orphans(stale: &[StaleFlows]) -> String {
+    let mut out = String::new();
+    for cmd in group(&orphan_ops(stale)) {
+        out.push_str(&cmd.text());
+        out.push('\n');
+    }
+    out
+}
+
 /// The sets element ops go to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum SetRef {
@@ -77,6 +98,7 @@ pub(crate) enum SetRef {
     Ports,
     Addrs,
     Backends(Shard),
+    Orphans,
 }
 
 impl SetRef {
@@ -86,6 +108,7 @@ impl SetRef {
             SetRef::Ports => "ports".to_string(),
             SetRef::Addrs => "addrs".to_string(),
             SetRef::Backends(shard) => shard.name(),
+            SetRef::Orphans => "orphans".to_string(),
         }
     }
 
@@ -117,6 +140,7 @@ fn element_target(op: &Op) -> Option<(bool, SetRef)> {
         Op::AddVip(_) => Some((true, SetRef::Vips)),
         Op::DelBackend { shard, .. } => Some((false, SetRef::Backends(*shard))),
         Op::AddBackend { shard, .. } => Some((true, SetRef::Backends(*shard))),
+        Op::AddOrphan { .. } => Some((true, SetRef::Orphans)),
         _ => None,
     }
 }
@@ -160,6 +184,9 @@ pub(crate) fn element_text(op: &Op) -> String {
         Op::AddBackend {
             vip, slot, addr, ..
         } => format!("{vip} . {slot} : {addr}"),
+        Op::AddOrphan { backend, vip } => {
+            format!("{backend} timeout {}s : {vip}", ORPHAN_TIMEOUT_MS / 1000)
+        }
         _ => String::new(),
     }
 }

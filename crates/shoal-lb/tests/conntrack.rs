@@ -104,3 +104,84 @@ async fn flush_body() {
     // Nothing left to delete.
     assert_eq!(flush_conntrack(&lab.client.name, &stale).await.unwrap(), 0);
 }
+
+/// A UDP server in `ns` on `port` that answers its first datagram only when told to, and
+/// says when that datagram has arrived.
+fn delayed_udp_server(
+    ns: &Netns,
+    port: u16,
+) -> (
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<&'static str>,
+) {
+    let socket = ns.run(move || std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind"));
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
+    let (answer, answer_rx) = std::sync::mpsc::channel::<&'static str>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        let (_, peer) = socket.recv_from(&mut buf).expect("recv");
+        let _ = arrived_tx.send(());
+        if let Ok(text) = answer_rx.recv() {
+            let _ = socket.send_to(text.as_bytes(), peer);
+        }
+    });
+    (arrived, answer)
+}
+
+/// The flush deletes a UDP flow's entry, and with it its reverse NAT; a reply of the removed
+/// backend still on its way must reach the socket connected to the VIP (which discards
+/// datagrams from any other address), and the flow's next datagram goes to a live backend.
+#[tokio::test]
+async fn a_late_reply_of_a_removed_backend_still_comes_from_the_vip() {
+    use shoal_lb::Transport;
+    const PORT: u16 = 7070;
+    for transport in [Transport::Netlink, Transport::Nft] {
+        let lab = Lab::named("shoaltest-late");
+        // `any` balances every port of VIP_ANY; b2 answers late on PORT, b1 at once.
+        let mut lb = Balancer::create_with(&lab.client.name, &config(&[], &[B2]), transport)
+            .await
+            .expect("create");
+        let (arrived, answer) = delayed_udp_server(&lab.b2, PORT);
+        serve_udp(&lab.b1, "b1", PORT);
+        let socket = udp_socket(&lab.client, VIP_ANY, PORT);
+        socket.send(b"hello").unwrap();
+        arrived.recv_timeout(TIMEOUT).expect("b2 got the datagram");
+        let stale = lb.update(config(&[], &[B1])).await.expect("update");
+        assert_eq!(
+            stale,
+            [StaleFlows {
+                vip: VIP_ANY,
+                backend: B2
+            }]
+        );
+        let listing = lab
+            .client
+            .cmd("nft", &["list", "map", "ip", "shoal", "orphans"]);
+        assert!(
+            listing.contains("10.77.0.12 timeout 10s expires") && listing.contains(": 10.77.0.101"),
+            "{transport:?}: {listing}"
+        );
+        assert_eq!(
+            flush_conntrack(&lab.client.name, &stale).await.unwrap(),
+            1,
+            "{transport:?}: the flow to b2"
+        );
+        answer.send("late b2").unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, from) = socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("{transport:?}: the late reply was lost: {e}"));
+        assert_eq!(&buf[..n], b"late b2", "{transport:?}");
+        assert_eq!(
+            from,
+            std::net::SocketAddr::from((VIP_ANY, PORT)),
+            "{transport:?}"
+        );
+        // The flow's next datagram is balanced again, to the live backend.
+        assert_eq!(
+            backend(&udp_request(&socket).expect("udp moved")),
+            "b1",
+            "{transport:?}"
+        );
+    }
+}

@@ -151,7 +151,8 @@ pub fn config(web: &[Ipv4Addr], any: &[Ipv4Addr]) -> LbConfig {
 }
 
 /// `nft list table ip shoal` inside `ns`, normalised for comparison: each set, map and chain
-/// as a block, element lists sorted (the kernel lists hash sets in no fixed order).
+/// as a block, element lists sorted (the kernel lists hash sets in no fixed order), without
+/// the time left of elements that expire.
 pub fn listing_blocks(ns: &Netns) -> std::collections::BTreeMap<String, Vec<String>> {
     let text = ns.cmd("nft", &["list", "table", "ip", "shoal"]);
     let mut blocks = std::collections::BTreeMap::new();
@@ -175,7 +176,22 @@ pub fn listing_blocks(ns: &Netns) -> std::collections::BTreeMap<String, Vec<Stri
         if elements.as_ref().is_some_and(|e| e.ends_with('}')) {
             let all = elements.take().unwrap_or_default();
             let inner = all.trim_start_matches("elements = {").trim_end_matches('}');
-            let mut items: Vec<String> = inner.split(',').map(|s| s.trim().to_string()).collect();
+            // An element's time left (`expires 9s976ms`) differs from one listing to the next.
+            let mut items: Vec<String> = inner
+                .split(',')
+                .map(|s| {
+                    let mut words = s.split_whitespace();
+                    let mut kept = Vec::new();
+                    while let Some(w) = words.next() {
+                        if w == "expires" {
+                            words.next();
+                        } else {
+                            kept.push(w);
+                        }
+                    }
+                    kept.join(" ")
+                })
+                .collect();
             items.sort();
             if let Some((_, body)) = current.as_mut() {
                 body.push(format!("elements = {{ {} }}", items.join(", ")));
