@@ -18,6 +18,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # replaces the sampling options (e.g. "-F 499 --call-graph dwarf" for Rust's callers).
 PROFILE = os.environ.get("PROFILE")
 PERF_ARGS = os.environ.get("PERF_ARGS", "-F 999 -g").split()
+# Before each stage's measured changes: SETTLE seconds for the work the growth left (reports,
+# the last services' DNS and VIP entries), then WARMUP changes not counted (what a node does
+# once, at its first change, is not billed to the first stage and so does not flatter the
+# later ones).
+SETTLE = float(os.environ.get("SETTLE", "5"))
+WARMUP = int(os.environ.get("WARMUP", "5"))
 
 
 def shoal(*args, check=True):
@@ -111,13 +117,18 @@ shoal("network", "create", "--subnet", "10.10.0.0/16", "ovl")
 shoal("service", "create", "--runtime", "host", "--name", "client", "--mode", "global", "--network", "ovl", SHOAL, "demo", "client")
 threading.Thread(target=watch, daemon=True).start()
 
-print(f"3-node lab, one /16 overlay; {CHANGES} endpoint changes per stage (scale web 3<->2)")
+print(f"3-node lab, one /16 overlay; {CHANGES} endpoint changes per stage (scale web 3<->2), "
+      f"after {SETTLE:g} s of rest and {WARMUP} changes not counted")
 print(f"{'tasks/node':>10} {'tasks':>6} {'cpu ms/change n1':>17} {'n2':>7} {'n3':>7} {'vs first':>9} {'RSS MiB n1/n2/n3':>18} {'live threads only, vs first':>28}")
 first = None
 first_live = None
 replicas = 2
 for per_node in STAGES:
     total, _ = grow_to(3 * per_node)
+    time.sleep(SETTLE)
+    for _ in range(WARMUP):
+        replicas = 5 - replicas
+        shoal("service", "scale", f"web={replicas}")
     pids = daemons()
     before = {n: cpu_ms(p) for n, p in pids.items()}
     before_live = {n: live_threads_ms(p) for n, p in pids.items()}

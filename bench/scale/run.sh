@@ -7,7 +7,8 @@
 #   BIN=/tmp/before sudo bench/scale/run.sh  # binaries copied there (shoal, shoald), no build
 #
 # Stages: services of 2 replicas (idle processes, one web service) are added until the lab
-# runs STAGE tasks per node; at each stage CHANGES endpoint changes (scale web 3<->2, each
+# runs STAGE tasks per node; at each stage, after SETTLE seconds (5) and WARMUP changes not
+# counted (5), CHANGES endpoint changes (scale web 3<->2, each
 # waited for until every node acked it) are made and each node's shoald CPU time (its
 # process CPU-time clock: every thread, ended ones included) is divided by CHANGES.
 # Baseline, same run: the first stage's figure (the target is flat: ratio ~1). Daemon RSS
