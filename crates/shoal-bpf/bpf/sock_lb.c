@@ -5,7 +5,7 @@
 // A VIP:port is rewritten to a backend's address when a socket connects (TCP, connected UDP)
 // or sends a datagram (unconnected UDP), so packets leave with the backend as destination:
 // no NAT, no conntrack, the client's source address kept. Replies to unconnected UDP and
-// getpeername() are rewritten back to the VIP from the `reverse` map.
+// getpeername() are rewritten back to the VIP from `tcp_slots` (TCP) or the `reverse` map.
 //
 // Several shoal nodes may share one kernel and one cgroup tree (the lab): every node loads its
 // own copy of these programs and maps, attached with BPF_F_ALLOW_MULTI, and each acts only on
@@ -108,9 +108,36 @@ struct {
 	__type(value, struct rev_val);
 } reverse SEC(".maps");
 
+// A connected TCP socket's VIP, in the slot its socket cookie names (cookie % TCP_SLOTS). The
+// kernel hands out cookies in sequence, so consecutive connects write consecutive slots: a
+// store into warm memory, with no hashing and no lock, where an insert into `reverse` cost a
+// cache miss on a random bucket under its lock (the larger part of connect4's time per VIP
+// connect, perf; bench/vip). The slot is cleared when the socket closes (sock_release), so an
+// occupied slot is a live socket: connect4 moves such an occupant (a connection open while
+// TCP_SLOTS more sockets got cookies) into `reverse` before taking the slot, and readers fall
+// back to `reverse` on a miss here. `cookie` 0 = empty (the kernel's cookies start at 1).
+#define TCP_SLOTS 65536
+
+struct tcp_slot {
+	__u64 cookie;
+	__u32 addr;  // backend, network order
+	__u32 vip;   // network order
+	__u16 port;  // backend port, network order
+	__u16 vport; // VIP port, network order
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TCP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tcp_slot);
+} tcp_slots SEC(".maps");
+
 // One byte per port (network order, as `reverse` keys it): 1 once some connect4/sendmsg4
-// sent a VIP to a backend on that port. A `reverse` entry exists only for such a port, so
-// getpeername4 and recvmsg4 look there only when their peer's port is marked: an accept()
+// sent a VIP to a backend on that port. A `reverse` entry or a `tcp_slots` slot exists only
+// for such a port, so getpeername4 and recvmsg4 look there only when their peer's port is
+// marked: an accept()
 // (its peer is a client's ephemeral port) no longer costs a miss in the large, cold LRU map
 // and a new socket cookie (0.8-0.9 us per accept on a busy node, bench/vip). Bytes, not
 // bits: a byte store needs no atomic read-modify-write. Never cleared (a stale mark only
@@ -223,6 +250,28 @@ static __always_inline void count_connection(__u32 vip, __u32 addr)
 	}
 }
 
+// Records a connecting TCP socket's VIP in its slot of `tcp_slots` (see there).
+static __always_inline void put_tcp_slot(__u64 cookie, struct rev_key *rk, struct rev_val *rv)
+{
+	__u32 idx = (__u32)cookie % TCP_SLOTS;
+	struct tcp_slot *ts = bpf_map_lookup_elem(&tcp_slots, &idx);
+	if (!ts) {
+		bpf_map_update_elem(&reverse, rk, rv, BPF_ANY);
+		return;
+	}
+	if (ts->cookie && ts->cookie != cookie) {
+		// A live socket TCP_SLOTS cookies older: it keeps its VIP in `reverse`.
+		struct rev_key ok = { .cookie = ts->cookie, .addr = ts->addr, .port = ts->port };
+		struct rev_val ov = { .vip = ts->vip, .port = ts->vport };
+		bpf_map_update_elem(&reverse, &ok, &ov, BPF_ANY);
+	}
+	ts->addr = rk->addr;
+	ts->port = rk->port;
+	ts->vip = rv->vip;
+	ts->vport = rv->port;
+	ts->cookie = cookie;
+}
+
 // Rewrites ctx's destination if it is a VIP this node balances for the socket's sandbox.
 // Returns 0 (go on, rewritten or untouched) or a positive errno to refuse with. `sticky`:
 // keep the socket's earlier backend for this VIP (unconnected UDP, per datagram).
@@ -298,7 +347,10 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, bool sticky)
 		// The mark before the entry: a reader that sees the entry sees the mark.
 		if (marks && !marks->port[port])
 			marks->port[port] = 1;
-		bpf_map_update_elem(&reverse, &rk, &rv, BPF_ANY);
+		if (!sticky && ctx->protocol == IPPROTO_TCP)
+			put_tcp_slot(cookie, &rk, &rv);
+		else
+			bpf_map_update_elem(&reverse, &rk, &rv, BPF_ANY);
 	}
 
 	if (sticky) {
@@ -362,6 +414,17 @@ static __always_inline void reverse_translate(struct bpf_sock_addr *ctx)
 		.addr = ctx->user_ip4,
 		.port = (__u16)ctx->user_port,
 	};
+	if (ctx->protocol == IPPROTO_TCP) {
+		__u32 idx = (__u32)rk.cookie % TCP_SLOTS;
+		struct tcp_slot *ts = bpf_map_lookup_elem(&tcp_slots, &idx);
+		if (ts && ts->cookie == rk.cookie) {
+			if (ts->addr == rk.addr && ts->port == rk.port) {
+				ctx->user_ip4 = ts->vip;
+				ctx->user_port = ts->vport;
+			}
+			return;
+		}
+	}
 	struct rev_val *rv = bpf_map_lookup_elem(&reverse, &rk);
 	if (rv) {
 		ctx->user_ip4 = rv->vip;
@@ -369,12 +432,13 @@ static __always_inline void reverse_translate(struct bpf_sock_addr *ctx)
 	}
 }
 
-// A TCP socket's `reverse` entry goes with the socket: the map then holds live sockets only,
-// and connect4's insert takes a free entry instead of evicting one under the LRU's lock (every
-// VIP connect evicted once the map was full: 1.3-1.5 us more than a direct connect, against
-// 0.7 us on a map with room; bench/vip). UDP entries are left to the LRU: an unconnected
-// socket has one per peer. `rev_ports` keeps this to one array read for a socket whose peer
-// port no VIP connection went to (accepted sockets, most of the host's).
+// A TCP socket's VIP goes with the socket: its `tcp_slots` slot is emptied (so an occupied slot
+// is a live socket), or, for a socket moved into `reverse`, that entry is deleted, so that
+// `reverse` holds live sockets only and its inserts never evict one under the LRU's lock
+// (every VIP connect evicted once the map was full: 1.3-1.5 us more than a direct connect;
+// bench/vip). UDP entries are left to the LRU: an unconnected socket has one per peer.
+// `rev_ports` keeps this to one array read for a socket whose peer port no VIP connection
+// went to (accepted sockets, most of the host's).
 SEC("cgroup/sock_release")
 int shoal_sock_release(struct bpf_sock *sk)
 {
@@ -390,7 +454,12 @@ int shoal_sock_release(struct bpf_sock *sk)
 		.addr = sk->dst_ip4,
 		.port = port,
 	};
-	bpf_map_delete_elem(&reverse, &rk);
+	__u32 idx = (__u32)rk.cookie % TCP_SLOTS;
+	struct tcp_slot *ts = bpf_map_lookup_elem(&tcp_slots, &idx);
+	// Compare and swap: a connect4 on another CPU may be taking the slot for a newer socket.
+	if (ts && __sync_val_compare_and_swap(&ts->cookie, rk.cookie, 0) == rk.cookie)
+		return 1;
+	bpf_map_delete_elem(&reverse, &rk); // moved there by a newer socket, or none
 	return 1;
 }
 

@@ -16,13 +16,17 @@
 //! - `services` {VIP, port, proto} → {service index, network index, backend count, rr counter};
 //!   port 0 / proto 0 = every port of the VIP (what shoal uses, as Swarm's fwmark does).
 //! - `backends` {service index, slot} → {address, port}.
-//! - `reverse` (LRU) {socket cookie, backend, port} → {VIP, port}: replies to unconnected UDP
-//!   and `getpeername()` show the VIP the program asked for. A TCP socket's entry is deleted
-//!   when it closes (the `cgroup/sock_release` program, [`RELEASE_PROGRAM`]), so the map holds
-//!   live sockets and connect4's insert never has to evict. `rev_ports`, one byte per port,
-//!   marks the backend ports `reverse` can name, so getpeername4, recvmsg4 and sock_release
-//!   (which run in every `accept()`, receive and close on the node) look there only for
-//!   such a peer port.
+//! - `tcp_slots` (array, slot = socket cookie % 65,536) {cookie, backend, port, VIP, VIP
+//!   port}: a connected TCP socket's VIP, so that `getpeername()` shows it. Cookies come in
+//!   sequence, so connect4 writes the slot after the last one (warm memory, no hash, no lock);
+//!   the `cgroup/sock_release` program ([`RELEASE_PROGRAM`]) empties it when the socket
+//!   closes, and a live occupant of a slot connect4 needs again is moved to `reverse`.
+//! - `reverse` (LRU) {socket cookie, backend, port} → {VIP, port}: the same for UDP (replies
+//!   to unconnected UDP show the VIP) and for those moved TCP sockets, whose entries
+//!   sock_release deletes, so the map does not evict live TCP sockets. `rev_ports`, one byte
+//!   per port, marks the backend ports these maps can name, so getpeername4, recvmsg4 and
+//!   sock_release (which run in every `accept()`, receive and close on the node) look there
+//!   only for such a peer port.
 //! - `affinity` (LRU) {socket cookie, VIP, port} → {service, slot, address}: an unconnected
 //!   UDP socket's datagrams to a VIP keep their backend (a flow, as under conntrack) while
 //!   that slot still holds that address; once the task is gone they move, with no flush.

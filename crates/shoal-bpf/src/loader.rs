@@ -9,7 +9,7 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 use tracing::warn;
@@ -30,8 +30,9 @@ pub const PROGRAMS: [&str; 4] = [
     "shoal_getpeername4",
 ];
 
-/// The cgroup/sock_release program: drops a closing TCP socket's `reverse` entry, so that
-/// connect4's inserts find room instead of evicting (bpf/sock_lb.c says why).
+/// The cgroup/sock_release program: empties a closing TCP socket's `tcp_slots` slot (or
+/// deletes its `reverse` entry), so that an occupied slot is a live socket and `reverse` never
+/// evicts one (bpf/sock_lb.c says why).
 pub const RELEASE_PROGRAM: &str = "shoal_sock_release";
 
 /// Where a cgroup v2 hierarchy may be mounted: at the top on a pure v2 system, at `unified`
@@ -68,6 +69,8 @@ pub struct SockLb {
     pub(crate) closing: HashMap<MapData, [u8; 4], u8>,
     /// {socket cookie, backend, port} → {VIP, port}: read here only to count its entries.
     reverse: HashMap<MapData, [u8; 16], [u8; 8]>,
+    /// `struct tcp_slot` by slot (connected TCP sockets' VIPs): read here only to count them.
+    tcp_slots: Array<MapData, [u8; 24]>,
     /// Why connected UDP sockets of removed backends cannot be closed here (the iterator
     /// did not load), or None when they can.
     pub(crate) udp_close_unavailable: Option<String>,
@@ -136,10 +139,19 @@ pub(crate) fn take_hash<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut aya::Ebpf,
     name: &'static str,
 ) -> Result<HashMap<MapData, K, V>, BpfError> {
+    take_map(ebpf, name, HashMap::try_from)
+}
+
+/// Takes map `name` out of a loaded object as the kind `open` makes of it.
+fn take_map<M>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    open: impl FnOnce(Map) -> Result<M, MapError>,
+) -> Result<M, BpfError> {
     let map: Map = ebpf
         .take_map(name)
         .ok_or(BpfError::Missing { kind: "map", name })?;
-    HashMap::try_from(map).map_err(|source| BpfError::Map {
+    open(map).map_err(|source| BpfError::Map {
         action: "open",
         map: name,
         source,
@@ -189,6 +201,7 @@ impl SockLb {
         let udp_backends = take_hash(&mut ebpf, "udp_backends")?;
         let closing = take_hash(&mut ebpf, "closing")?;
         let reverse = take_hash(&mut ebpf, "reverse")?;
+        let tcp_slots = take_map(&mut ebpf, "tcp_slots", Array::try_from)?;
         let services = take_hash(&mut ebpf, "services")?;
         let backends = take_hash(&mut ebpf, "backends")?;
         let conns = take_hash(&mut ebpf, "conns")?;
@@ -225,6 +238,7 @@ impl SockLb {
             udp_backends,
             closing,
             reverse,
+            tcp_slots,
             udp_close_unavailable,
             services,
             backends,
@@ -252,10 +266,17 @@ impl SockLb {
             .collect()
     }
 
-    /// Entries in `reverse` (sockets connected or sending through a VIP, as the kernel
-    /// holds them now): a closed TCP socket's goes with it.
+    /// Sockets whose peer the programs show as a VIP, as the kernel holds them now: occupied
+    /// `tcp_slots` slots and `reverse` entries (a closed TCP socket's go with it). Reads all
+    /// 65,536 slots, one syscall each: for tests, not a hot path.
     pub fn reverse_entries(&self) -> usize {
-        self.reverse.keys().filter(Result::is_ok).count()
+        let slots = self
+            .tcp_slots
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|slot| slot[..8] != [0; 8])
+            .count();
+        slots + self.reverse.keys().filter(Result::is_ok).count()
     }
 
     /// The time the kernel spent in the connect4 program and how many times it ran, as its

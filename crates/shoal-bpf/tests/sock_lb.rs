@@ -304,9 +304,9 @@ fn hold_programs_until_killed() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// A TCP socket connected through the VIP keeps its `reverse` entry (getpeername shows the
-/// VIP) while it is open, and the entry goes when it closes (sock_release), so the map holds
-/// live sockets only and never has to evict one.
+/// A TCP socket connected through the VIP keeps its entry (a `tcp_slots` slot; getpeername
+/// shows the VIP) while it is open, and the entry goes when it closes (sock_release), so an
+/// occupied slot is a live socket.
 #[test]
 fn a_closed_tcp_socket_leaves_no_reverse_entry() {
     let lab = Lab::new();
@@ -339,6 +339,73 @@ fn a_closed_tcp_socket_leaves_no_reverse_entry() {
     for _ in 0..20 {
         tcp_request(&lab.a, VIP, TCP_PORT, TIMEOUT).expect("tcp via VIP");
     }
+    assert_eq!(
+        lb.reverse_entries(),
+        0,
+        "closed sockets left entries behind"
+    );
+}
+
+/// The socket cookie the kernel gave `fd` (SO_COOKIE makes one if it had none).
+fn socket_cookie(fd: std::os::fd::RawFd) -> u64 {
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: SO_COOKIE writes a u64 into the buffer of `len` bytes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_COOKIE: {}", std::io::Error::last_os_error());
+    cookie
+}
+
+/// A TCP socket keeps its VIP in the `tcp_slots` slot its cookie names (cookie % 65,536); when
+/// a newer socket needs that slot while the older one is still open, the older one's VIP moves
+/// to `reverse`, so both still show the VIP, and both entries go when they close.
+#[test]
+fn a_live_socket_keeps_its_vip_when_a_newer_one_takes_its_slot() {
+    use std::os::fd::AsRawFd;
+    const SLOTS: u64 = 65_536; // TCP_SLOTS in bpf/sock_lb.c
+    let lab = Lab::new();
+    let mut lb = load();
+    lb.add_sandbox(lab.a.cookie(), &["net1".into()])
+        .expect("sandbox");
+    lb.apply(&config(&[B1, B2], &[])).expect("apply");
+    let vip = SocketAddr::from((VIP, TCP_PORT));
+    let connect = || {
+        lab.a
+            .run(move || std::net::TcpStream::connect_timeout(&vip, TIMEOUT))
+            .expect("connect via VIP")
+    };
+    let old = connect();
+    let old_slot = socket_cookie(old.as_raw_fd()) % SLOTS;
+    // Cookies come from one counter for the whole kernel: take them (with sockets that do
+    // nothing else) up to the one before the old socket's slot, then connect. Another test's
+    // sockets may take the cookie first: then go round again.
+    let mut newer = None;
+    for _ in 0..5 {
+        loop {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+            if (socket_cookie(s.as_raw_fd()) + 1) % SLOTS == old_slot {
+                break;
+            }
+        }
+        let conn = connect();
+        if socket_cookie(conn.as_raw_fd()) % SLOTS == old_slot {
+            newer = Some(conn);
+            break;
+        }
+    }
+    let newer = newer.expect("a connect with the old socket's slot in 5 rounds");
+    assert_eq!(old.peer_addr().expect("peer"), vip, "the older socket");
+    assert_eq!(newer.peer_addr().expect("peer"), vip, "the newer socket");
+    assert_eq!(lb.reverse_entries(), 2, "one slot and one `reverse` entry");
+    drop((old, newer));
     assert_eq!(
         lb.reverse_entries(),
         0,
