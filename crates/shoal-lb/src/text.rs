@@ -62,29 +62,26 @@ table ip shoal {
 pub fn render_create(cfg: &LbConfig) -> String {
     let mut out = String::from("add table ip shoal\ndelete table ip shoal\n");
     out.push_str(SKELETON);
-    for cmd in group(&plan(&LbConfig::default(), cfg)) {
-        out.push_str(&cmd.text());
-        out.push('\n');
-    }
+    out.push_str(&render_ops(&plan(&LbConfig::default(), cfg)));
     out
 }
 
 /// One transaction that turns the table programmed for `old` into the one for `new`: only
 /// what changed, never a flush of the table, never a listing. Empty if nothing changed.
 pub fn render_update(old: &LbConfig, new: &LbConfig) -> String {
-    let mut out = String::new();
-    for cmd in group(&plan(old, new)) {
-        out.push_str(&cmd.text());
-        out.push('\n');
-    }
-    out
+    render_ops(&plan(old, new))
 }
 
 /// The transaction that keeps the late UDP replies of `stale`'s backends (see
 /// [`crate::plan::ORPHAN_TIMEOUT_MS`]). Empty if `stale` is.
 pub fn render_orphans(stale: &[StaleFlows]) -> String {
+    render_ops(&orphan_ops(stale))
+}
+
+/// `ops` as nft commands, one per line, grouped as [`group`] does.
+fn render_ops(ops: &[Op]) -> String {
     let mut out = String::new();
-    for cmd in group(&orphan_ops(stale)) {
+    for cmd in group(ops) {
         out.push_str(&cmd.text());
         out.push('\n');
     }
