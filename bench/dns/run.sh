@@ -7,6 +7,8 @@
 # Knobs (environment): SERVICES=1000 TASKS=3 DURATION=10 CLIENTS=4 OUTSTANDING=100
 #   RATE=20000 (offered load of the fixed-rate run) THREADS=2 (workers of every server but
 #   dnsmasq, which has one) SERVERS="shoal nsd knot unbound" (dnsmasq too if named) ROUNDS=3
+#   PERF_EVENTS (optional, e.g. "context-switches,syscalls:sys_enter_epoll_wait"): perf stat
+#   counts of those events in each server's processes during the fixed-rate run, per query
 set -euo pipefail
 
 SERVICES=${SERVICES:-1000}
@@ -18,6 +20,7 @@ RATE=${RATE:-20000}
 THREADS=${THREADS:-2}
 SERVERS=${SERVERS:-"shoal nsd knot unbound"}
 ROUNDS=${ROUNDS:-3}
+PERF_EVENTS=${PERF_EVENTS:-}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NS="shoalbench-dns-$$"
@@ -248,10 +251,23 @@ measure() {
     in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" \
         >"$WORK/max.txt" 2>&1
     before=$(ticks "${PID[$s]}")
+    local perf=
+    if [ -n "$PERF_EVENTS" ]; then
+        # Counted over the whole fixed-rate run (every thread of every server process).
+        perf stat -x, -e "$PERF_EVENTS" -p "$(tree "${PID[$s]}" | paste -sd,)" -o "$WORK/perf.txt" \
+            -- sleep "$DURATION" 2>/dev/null &
+        perf=$!
+    fi
     # -v prints one line per query ("> NOERROR name A 0.000061"): the p99 comes from those.
     in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" \
         -Q "$RATE" -v >"$WORK/rate.txt" 2>&1
     after=$(ticks "${PID[$s]}")
+    if [ -n "$perf" ]; then
+        wait "$perf" || true
+        awk -F, -v s="$s" -v r="$round" -v n="$(field "Queries completed:" "$WORK/rate.txt")" \
+            '$1 ~ /^[0-9]+$/ && n > 0 { printf "%s\t%s\t%s\t%.3f\n", s, r, $3, $1 / n }' \
+            "$WORK/perf.txt" >>"$WORK/perf.tsv"
+    fi
     # The server's CPU time for the same work: less sensitive than qps to whatever else the
     # machine is doing.
     cpu=$(awk -v a="$before" -v b="$after" -v hz="$(getconf CLK_TCK)" \
@@ -316,3 +332,9 @@ awk -F'\t' '
         }
         printf "\n"
     }' "$WORK/median.tsv" "$WORK/median.tsv" | row
+
+if [ -s "$WORK/perf.tsv" ]; then
+    echo
+    echo "perf stat during the fixed-rate runs, events per query answered (PERF_EVENTS):"
+    sort -k3,3 -k1,1 -k2,2n "$WORK/perf.tsv" | awk -F'\t' '{printf "  %-40s %-8s round %s: %s\n", $3, $1, $2, $4}'
+fi
