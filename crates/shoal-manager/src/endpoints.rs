@@ -210,11 +210,17 @@ pub fn node_networks<'a>(
     // Borrowed while collecting: a node's hundreds of tasks share a few networks.
     let ids: BTreeSet<&str> = mine
         .into_iter()
-        .filter(|t| t.desired_state <= TaskState::Running || t.status.state == TaskState::Running)
+        .filter(|t| takes_part(t))
         .flat_map(|t| t.networks.iter().map(|a| a.network_id.as_str()))
         .chain(state.ingress().map(|n| n.id.as_str()))
         .collect();
     ids.into_iter().map(str::to_string).collect()
+}
+
+/// Whether a task's networks are among its node's ([`node_networks`]): it should run, or
+/// still runs.
+pub fn takes_part(t: &Task) -> bool {
+    t.desired_state <= TaskState::Running || t.status.state == TaskState::Running
 }
 
 /// One node's view, cut from the full table: the networks it takes part in (a copy of a

@@ -11,6 +11,7 @@
 pub mod by_node;
 pub mod convergence;
 pub mod heartbeats;
+pub mod node_tasks;
 pub mod session;
 
 use std::collections::HashMap;

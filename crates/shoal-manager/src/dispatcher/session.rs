@@ -4,89 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use imbl::OrdMap;
 use shoal_types::endpoint::{EndpointDelta, EndpointView};
 use shoal_types::state::CaTrust;
 use shoal_types::{ClusterState, NodeRole, Task, TaskDelta, TaskState};
 
 use super::by_node::{ChangedByNode, changed_by_node};
+pub use super::node_tasks::NodeTasks;
 use crate::endpoints::{self, EndpointTable};
-
-/// The tasks that name one node, kept up to date from the difference between successive
-/// states (the state's maps are persistent, so that difference costs the size of the
-/// change): a session follows its node without reading every task of the cluster at each
-/// state change.
-#[derive(Debug, Clone, Default)]
-pub struct NodeTasks {
-    node_id: String,
-    mine: OrdMap<String, Arc<Task>>,
-}
-
-impl NodeTasks {
-    pub fn new(node_id: &str, state: &ClusterState) -> NodeTasks {
-        let mine = state
-            .tasks
-            .values()
-            .filter(|t| t.node_id.as_deref() == Some(node_id))
-            .map(|t| (t.id.clone(), t.clone()))
-            .collect();
-        NodeTasks {
-            node_id: node_id.to_string(),
-            mine,
-        }
-    }
-
-    /// Follows the state from `old` to `new`; returns the ids of this node's tasks that
-    /// changed, came or went.
-    pub fn follow(&mut self, old: &ClusterState, new: &ClusterState) -> Vec<String> {
-        let by = changed_by_node(old, new);
-        self.follow_changed(&by, new)
-    }
-
-    /// Like [`NodeTasks::follow`], given the state's changes by node (worked out once for
-    /// every session: [`super::ChangeCache`]).
-    pub fn follow_changed(&mut self, by: &ChangedByNode, new: &ClusterState) -> Vec<String> {
-        let mut changed = Vec::new();
-        for id in by.get(&self.node_id).into_iter().flatten() {
-            match new
-                .tasks
-                .get(id)
-                .filter(|t| t.node_id.as_deref() == Some(self.node_id.as_str()))
-            {
-                Some(t) => {
-                    self.mine.insert(id.clone(), t.clone());
-                    changed.push(id.clone());
-                }
-                None => {
-                    if self.mine.remove(id).is_some() {
-                        changed.push(id.clone());
-                    }
-                }
-            }
-        }
-        changed
-    }
-
-    /// Every task that names this node, whatever its state.
-    pub fn all(&self) -> impl Iterator<Item = &Task> {
-        self.mine.values().map(Arc::as_ref)
-    }
-
-    /// The tasks the agent is responsible for: every task assigned to it that still
-    /// exists. The agent starts those desired Running and stops the others. (A global task
-    /// names its node from birth, but is the agent's only once the allocator has given it
-    /// its addresses and the scheduler has confirmed it: Assigned.)
-    pub fn assigned(&self) -> impl Iterator<Item = &Task> {
-        self.mine
-            .values()
-            .filter(|t| t.status.state >= TaskState::Assigned)
-            .map(Arc::as_ref)
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Task> {
-        self.mine.get(id).map(Arc::as_ref)
-    }
-}
 
 /// What a session has told its agent of each task: the desired state as told (drain before
 /// stop may hold a task running) and the state the task was in. Only these matter to an
@@ -180,8 +104,6 @@ pub struct NodeSession {
     mine_changed: bool,
     changed_ids: Vec<String>,
     networks: Vec<String>,
-    /// Tasks that may be held running while their removal propagates (`may_drain`).
-    draining: Vec<String>,
     /// Those held at the last message.
     last_held: Vec<String>,
     /// The view as the agent has it (the base of the next delta), and the table it was
@@ -239,7 +161,6 @@ impl NodeSession {
             mine_changed: false,
             changed_ids: Vec::new(),
             networks: Vec::new(),
-            draining: Vec::new(),
             last_held: Vec::new(),
             sent: EndpointView::default(),
             sent_table: None,
@@ -284,15 +205,9 @@ impl NodeSession {
         self.mine_changed = mine_changed;
         self.changed_ids = changed_ids;
         if mine_changed {
-            self.networks = endpoints::node_networks(state, self.mine.all());
-            self.draining = self
-                .mine
-                .assigned()
-                .filter(|t| may_drain(t))
-                .map(|t| t.id.clone())
-                .collect();
+            self.networks = self.mine.networks(state);
         }
-        self.draining.iter().filter_map(|id| self.mine.get(id))
+        self.mine.draining().filter_map(|id| self.mine.get(id))
     }
 
     /// The node's tasks as followed.
@@ -408,54 +323,6 @@ mod tests {
     use super::*;
     use shoal_types::fixtures::*;
     use shoal_types::{Command, Millis};
-
-    #[test]
-    fn node_tasks_follow_the_state() {
-        let mut st = cluster(&[("n1", "node1"), ("n2", "node2")]);
-        st.apply(Command::CreateService {
-            service: service("s1", spec("vote", 2)),
-        })
-        .unwrap();
-        let mut mine = NodeTasks::new("n1", &st);
-        let ids = |m: &NodeTasks| m.all().map(|t| t.id.clone()).collect::<Vec<_>>();
-        let task = |id: &str| {
-            let mut t = task(id, "s1", "vote");
-            t.status = shoal_types::TaskStatus::new(TaskState::Pending, Millis(0), "");
-            t.slot = id.len() as u64;
-            t
-        };
-        let steps = vec![
-            Command::CreateTasks {
-                tasks: vec![task("ta"), task("tb"), task("tc")],
-            },
-            Command::AssignTasks {
-                assignments: vec![("ta".into(), "n1".into()), ("tb".into(), "n2".into())],
-                at: Millis(1),
-            },
-            Command::AssignTasks {
-                assignments: vec![("tc".into(), "n1".into())],
-                at: Millis(2),
-            },
-            Command::SetDesiredState {
-                tasks: vec!["tb".into()],
-                state: TaskState::Shutdown,
-                at: Millis(3),
-            },
-            Command::DeleteTasks {
-                tasks: vec!["ta".into()],
-            },
-        ];
-        let expect_changed = [false, true, true, false, true];
-        for (cmd, want) in steps.into_iter().zip(expect_changed) {
-            let old = st.clone();
-            let what = format!("{cmd:?}");
-            st.apply(cmd).unwrap();
-            assert_eq!(!mine.follow(&old, &st).is_empty(), want, "{what}");
-            assert_eq!(ids(&mine), ids(&NodeTasks::new("n1", &st)), "{what}");
-        }
-        assert_eq!(ids(&mine), ["tc"]);
-        assert_eq!(mine.assigned().count(), 1);
-    }
 
     /// A task is told again only when what the agent acts on changed.
     #[test]
