@@ -9,6 +9,7 @@
 #   dnsmasq, which has one) SERVERS="shoal nsd knot unbound" (dnsmasq too if named) ROUNDS=3
 #   PERF_EVENTS (optional, e.g. "context-switches,syscalls:sys_enter_epoll_wait"): perf stat
 #   counts of those events in each server's processes during the fixed-rate run, per query
+#   SHOAL_BIN (optional): a dns_bench_server binary to run instead of building this checkout's
 set -euo pipefail
 
 SERVICES=${SERVICES:-1000}
@@ -79,9 +80,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     restore_policy
 fi
 
-echo "building the bench server (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p shoal-dns --example dns_bench_server)
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/dns_bench_server"
+if [ -n "${SHOAL_BIN:-}" ]; then
+    # Another build of the bench server (e.g. copied from an older checkout): to compare
+    # two versions of shoal-dns against the same baselines, run once with each.
+    BIN=$SHOAL_BIN
+    [ -x "$BIN" ] || die "SHOAL_BIN=$BIN is not an executable (build one with: cargo build --release -p shoal-dns --example dns_bench_server)"
+else
+    echo "building the bench server (release)..." >&2
+    (cd "$ROOT" && cargo build --release -q -p shoal-dns --example dns_bench_server)
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/dns_bench_server"
+fi
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
