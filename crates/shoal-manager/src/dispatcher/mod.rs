@@ -25,7 +25,8 @@ use crate::endpoints::{self, EndpointTable};
 pub use by_node::{ChangeCache, ChangedByNode};
 pub use convergence::{Convergence, ConvergenceStats, Settled};
 pub use heartbeats::{Heartbeats, TAKEOVER_GRACE};
-pub use session::{NodeSession, NodeTasks, Told, Update, ViewProgress, manager_addrs, may_drain};
+pub use node_tasks::NodeTasks;
+pub use session::{NodeSession, Told, Update, ViewProgress, manager_addrs, may_drain};
 
 /// The longest a stopping task is kept running while its endpoint removal propagates.
 pub const DRAIN_LIMIT_MS: u64 = 10_000;

@@ -9,7 +9,7 @@ use shoal_types::state::CaTrust;
 use shoal_types::{ClusterState, NodeRole, Task, TaskDelta, TaskState};
 
 use super::by_node::{ChangedByNode, changed_by_node};
-pub use super::node_tasks::NodeTasks;
+use super::node_tasks::NodeTasks;
 use crate::endpoints::{self, EndpointTable};
 
 /// What a session has told its agent of each task: the desired state as told (drain before
