@@ -233,11 +233,11 @@ done
 
 # CPU time (user + system, in clock ticks) used so far by a process and its children alive
 # (NSD serves from forked processes), all threads included.
-ticks() {
+ticks() { # pid [fields: "$12 + $13" both (default), "$12" user, "$13" system]
     local total=0 p
     for p in $(tree "$1"); do
         # Fields 14 and 15, counted after the command name: NSD's have spaces in them.
-        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{t = $12 + $13} END {print t + 0}')))
+        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk "{t = ${2:-\$12 + \$13}} END {print t + 0}")))
     done
     echo "$total"
 }
@@ -259,6 +259,9 @@ measure() {
     in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" \
         >"$WORK/max.txt" 2>&1
     before=$(ticks "${PID[$s]}")
+    local user_before sys_before
+    user_before=$(ticks "${PID[$s]}" '$12')
+    sys_before=$(ticks "${PID[$s]}" '$13')
     local perf=
     if [ -n "$PERF_EVENTS" ]; then
         # Counted over the whole fixed-rate run (every thread of every server process).
@@ -270,10 +273,16 @@ measure() {
     in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" \
         -Q "$RATE" -v >"$WORK/rate.txt" 2>&1
     after=$(ticks "${PID[$s]}")
+    # The same split into user and system time (the kernel's share is most of it).
+    awk -v s="$s" -v r="$round" -v u="$(($(ticks "${PID[$s]}" '$12') - user_before))" \
+        -v k="$(($(ticks "${PID[$s]}" '$13') - sys_before))" -v hz="$(getconf CLK_TCK)" \
+        -v n="$(field "Queries completed:" "$WORK/rate.txt")" \
+        'BEGIN { if (n > 0) printf "%s\t%s\t%.0f\t%.0f\n", s, r, u / hz * 1e8 / n, k / hz * 1e8 / n }' \
+        >>"$WORK/split.tsv"
     if [ -n "$perf" ]; then
         wait "$perf" || true
         awk -F, -v s="$s" -v r="$round" -v n="$(field "Queries completed:" "$WORK/rate.txt")" \
-            '$1 ~ /^[0-9]+$/ && n > 0 { printf "%s\t%s\t%s\t%.3f\n", s, r, $3, $1 / n }' \
+            '$1 ~ /^[0-9.]+$/ && n > 0 { printf "%s\t%s\t%s\t%.3f\n", s, r, $3, $1 / n }' \
             "$WORK/perf.txt" >>"$WORK/perf.tsv"
     fi
     # The server's CPU time for the same work: less sensitive than qps to whatever else the
@@ -340,6 +349,10 @@ awk -F'\t' '
         }
         printf "\n"
     }' "$WORK/median.tsv" "$WORK/median.tsv" | row
+
+echo
+echo "user / system CPU ms per 100k queries at the fixed rate (the cpu/100k column split):"
+sort -k1,1 -k2,2n "$WORK/split.tsv" | awk -F'\t' '{printf "  %-8s round %s: %6s user %6s system\n", $1, $2, $3, $4}'
 
 if [ -s "$WORK/perf.tsv" ]; then
     echo
