@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use shoal_dns::{DnsRuntime, DnsServer, Upstream};
@@ -17,12 +18,15 @@ use shoal_net::overlay::{self, OverlaySpec};
 use shoal_types::Task;
 use shoal_types::endpoint::{EndpointView, TaskEndpoint};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::guard::Guard;
 use crate::mesh::{self, LocalTask, Mesh, MeshPathChoice, MeshPathInfo};
 use crate::vip::{VipBalancer, VipBalancerInfo};
 use crate::zone::Zones;
+
+/// An endpoint table that waited this long for the network lock is logged (debug).
+const LOCK_WAIT_SAID: Duration = Duration::from_millis(5);
 
 pub struct NetworkAgent {
     node_id: String,
@@ -163,6 +167,7 @@ impl NetworkAgent {
     /// server. On error nothing of the task's is left behind.
     pub async fn prepare_task(&self, task: &Task, netns: &str) -> Result<(), String> {
         let mut inner = self.inner.lock().await;
+        let held = Instant::now();
         if inner.left {
             return Err("the node has left the cluster".into());
         }
@@ -246,6 +251,11 @@ impl NetworkAgent {
         {
             warn!("failed to update published ports: {e}");
         }
+        debug!(
+            task = %task.id,
+            held_ms = held.elapsed().as_millis() as u64,
+            "plugged the task into its networks"
+        );
         result
     }
 
@@ -324,6 +334,7 @@ impl NetworkAgent {
         let Some(sandbox) = inner.sandboxes.remove(task_id) else {
             return;
         };
+        let held = Instant::now();
         for (net, addr, _) in &sandbox.attachments {
             if let Some(locals) = inner.locals.get_mut(net) {
                 // Another sandbox's attachment at the same address (the table moved it) stays.
@@ -363,6 +374,11 @@ impl NetworkAgent {
             }
         }
         drop(sandbox.netns);
+        debug!(
+            task = task_id,
+            held_ms = held.elapsed().as_millis() as u64,
+            "released the task's networks"
+        );
     }
 
     /// A new endpoint table: overlays for its networks, forwarding entries for remote
@@ -370,7 +386,18 @@ impl NetworkAgent {
     /// failed (empty when all of it applied): the session acks only a whole apply.
     pub async fn apply_view(&self, view: Arc<EndpointView>) -> Vec<String> {
         let mut failed = Vec::new();
+        let asked = Instant::now();
         let mut inner = self.inner.lock().await;
+        // A task's start or release holds the lock across its kernel work, and the table
+        // waits: said, so that a slow apply can be told from a slow kernel.
+        let waited = asked.elapsed();
+        if waited >= LOCK_WAIT_SAID {
+            debug!(
+                waited_ms = waited.as_millis() as u64,
+                version = view.version,
+                "the endpoint table waited for the node's network lock"
+            );
+        }
         if inner.left {
             return failed;
         }
