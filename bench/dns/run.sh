@@ -9,6 +9,7 @@
 #   dnsmasq, which has one) SERVERS="shoal nsd knot unbound" (dnsmasq too if named) ROUNDS=3
 #   PERF_EVENTS (optional, e.g. "context-switches,syscalls:sys_enter_epoll_wait"): perf stat
 #   counts of those events in each server's processes during the fixed-rate run, per query
+#   DNSPERF_THREADS=1 (dnsperf -T)
 #   SHOAL_BIN (optional): a dns_bench_server binary to run instead of building this checkout's
 set -euo pipefail
 
@@ -22,6 +23,9 @@ THREADS=${THREADS:-2}
 SERVERS=${SERVERS:-"shoal nsd knot unbound"}
 ROUNDS=${ROUNDS:-3}
 PERF_EVENTS=${PERF_EVENTS:-}
+# dnsperf's own threads (-T): 1 sends every query from one thread, as dnsperf does by
+# default; more spread the sending over the CPUs, as a node's many clients do.
+DNSPERF_THREADS=${DNSPERF_THREADS:-1}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NS="shoalbench-dns-$$"
@@ -256,7 +260,7 @@ avg_ms() { sed -n 's/^ *Average Latency (s): *\([0-9.]*\).*/\1/p' "$1" | awk '{p
 measure() {
     local s=$1 round=$2 addr=${ADDR[$1]} before after cpu p99
     echo "round $round, $s ($addr): ${DURATION}s at full speed, then ${DURATION}s at $RATE qps..." >&2
-    in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" \
+    in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -T "$DNSPERF_THREADS" -q "$OUTSTANDING" \
         >"$WORK/max.txt" 2>&1
     before=$(ticks "${PID[$s]}")
     local user_before sys_before
@@ -270,7 +274,7 @@ measure() {
         perf=$!
     fi
     # -v prints one line per query ("> NOERROR name A 0.000061"): the p99 comes from those.
-    in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" \
+    in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -T "$DNSPERF_THREADS" -q "$OUTSTANDING" \
         -Q "$RATE" -v >"$WORK/rate.txt" 2>&1
     after=$(ticks "${PID[$s]}")
     # The same split into user and system time (the kernel's share is most of it).
@@ -314,7 +318,7 @@ row() { awk -F'\t' '{printf "%-13s %5s | %9s %7s %6s | %9s %7s %7s %6s %9s\n", $
 
 echo
 echo "$SERVICES services x $TASKS tasks; $(wc -l <"$WORK/queries.txt") queries (A and AAAA of" \
-    "services, tasks. names and missing names); dnsperf -c $CLIENTS -q $OUTSTANDING, ${DURATION}s" \
+    "services, tasks. names and missing names); dnsperf -c $CLIENTS -T $DNSPERF_THREADS -q $OUTSTANDING, ${DURATION}s" \
     "per run, fixed rate $RATE qps; cpu/100k = server CPU ms per 100k queries at that rate;" \
     "$(nproc) cores shared by servers and dnsperf"
 header
