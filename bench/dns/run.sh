@@ -235,13 +235,13 @@ for q in "svc0.bench A" "svc1.bench A" "svc$last.bench A" "tasks.svc0.bench A" \
     done
 done
 
-# CPU time (user + system, in clock ticks) used so far by a process and its children alive
-# (NSD serves from forked processes), all threads included.
-ticks() { # pid [fields: "$12 + $13" both (default), "$12" user, "$13" system]
+# User ('$12') or system ('$13') CPU time, in clock ticks, used so far by a process and its
+# children alive (NSD serves from forked processes), all threads included.
+ticks() { # pid field
     local total=0 p
     for p in $(tree "$1"); do
         # Fields 14 and 15, counted after the command name: NSD's have spaces in them.
-        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk "{t = ${2:-\$12 + \$13}} END {print t + 0}")))
+        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk "{t = $2} END {print t + 0}")))
     done
     echo "$total"
 }
@@ -258,12 +258,10 @@ avg_ms() { sed -n 's/^ *Average Latency (s): *\([0-9.]*\).*/\1/p' "$1" | awk '{p
 # One round for server $1: full speed, then fixed rate. Appends a row to results.tsv:
 # server round | maxqps avg_ms lost% | rateqps avg_ms p99_ms lost% cpu_ms_per_100k
 measure() {
-    local s=$1 round=$2 addr=${ADDR[$1]} before after cpu p99
+    local s=$1 round=$2 addr=${ADDR[$1]} user_before sys_before user sys n cpu p99
     echo "round $round, $s ($addr): ${DURATION}s at full speed, then ${DURATION}s at $RATE qps..." >&2
     in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -T "$DNSPERF_THREADS" -q "$OUTSTANDING" \
         >"$WORK/max.txt" 2>&1
-    before=$(ticks "${PID[$s]}")
-    local user_before sys_before
     user_before=$(ticks "${PID[$s]}" '$12')
     sys_before=$(ticks "${PID[$s]}" '$13')
     local perf=
@@ -276,24 +274,23 @@ measure() {
     # -v prints one line per query ("> NOERROR name A 0.000061"): the p99 comes from those.
     in_ns dnsperf -s "$addr" -d "$WORK/queries.txt" -l "$DURATION" -c "$CLIENTS" -T "$DNSPERF_THREADS" -q "$OUTSTANDING" \
         -Q "$RATE" -v >"$WORK/rate.txt" 2>&1
-    after=$(ticks "${PID[$s]}")
-    # The same split into user and system time (the kernel's share is most of it).
-    awk -v s="$s" -v r="$round" -v u="$(($(ticks "${PID[$s]}" '$12') - user_before))" \
-        -v k="$(($(ticks "${PID[$s]}" '$13') - sys_before))" -v hz="$(getconf CLK_TCK)" \
-        -v n="$(field "Queries completed:" "$WORK/rate.txt")" \
+    user=$(($(ticks "${PID[$s]}" '$12') - user_before))
+    sys=$(($(ticks "${PID[$s]}" '$13') - sys_before))
+    n=$(field "Queries completed:" "$WORK/rate.txt")
+    # The cpu/100k column split into user and system time (the kernel's share is most of it).
+    awk -v s="$s" -v r="$round" -v u="$user" -v k="$sys" -v hz="$(getconf CLK_TCK)" -v n="$n" \
         'BEGIN { if (n > 0) printf "%s\t%s\t%.0f\t%.0f\n", s, r, u / hz * 1e8 / n, k / hz * 1e8 / n }' \
         >>"$WORK/split.tsv"
     if [ -n "$perf" ]; then
         wait "$perf" || true
-        awk -F, -v s="$s" -v r="$round" -v n="$(field "Queries completed:" "$WORK/rate.txt")" \
+        awk -F, -v s="$s" -v r="$round" -v n="$n" \
             '$1 ~ /^[0-9.]+$/ && n > 0 { printf "%s\t%s\t%s\t%.3f\n", s, r, $3, $1 / n }' \
             "$WORK/perf.txt" >>"$WORK/perf.tsv"
     fi
     # The server's CPU time for the same work: less sensitive than qps to whatever else the
     # machine is doing.
-    cpu=$(awk -v a="$before" -v b="$after" -v hz="$(getconf CLK_TCK)" \
-        -v n="$(field "Queries completed:" "$WORK/rate.txt")" \
-        'BEGIN{ if (n > 0) printf "%.0f", (b - a) / hz * 1000 * 100000 / n; else print "-" }')
+    cpu=$(awk -v t="$((user + sys))" -v hz="$(getconf CLK_TCK)" -v n="$n" \
+        'BEGIN{ if (n > 0) printf "%.0f", t / hz * 1000 * 100000 / n; else print "-" }')
     p99=$(awk '/^> /{print $NF}' "$WORK/rate.txt" | sort -g |
         awk '{v[NR]=$1} END {if (NR==0) print "-"; else printf "%.3f", v[int(NR*0.99)+1]*1000}')
     printf '%s\t%s\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n' "$s" "$round" \
