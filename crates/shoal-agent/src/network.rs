@@ -329,12 +329,63 @@ impl NetworkAgent {
     }
 
     /// After a task's process has exited: unplug it and stop its DNS server.
+    ///
+    /// In three steps, so that the slow part holds no lock: deleting a veth waits in the
+    /// kernel (tens of ms on a busy node, `bench/scale/README.md`), and a table that waited
+    /// for the lock meanwhile reached the node's clients that much later.
+    /// 1. Locked: the task leaves the node's state, its VIPs, DNS and published ports.
+    /// 2. Unlocked: its veths are deleted from the sandbox's end. Those names are the
+    ///    sandbox's own, so this cannot touch a newer task's veth; the host ends' names
+    ///    (made from the addresses) stay reserved meanwhile, as below.
+    /// 3. Locked again: the gateway address is freed and the overlays reconciled. What
+    ///    step 2 could not delete is deleted here by name, as before.
     pub async fn release_task(&self, task_id: &str) {
         let mut inner = self.inner.lock().await;
-        let Some(sandbox) = inner.sandboxes.remove(task_id) else {
+        let Some(mut sandbox) = inner.sandboxes.remove(task_id) else {
             return;
         };
         let held = Instant::now();
+        self.vip.release_sandbox(task_id).await;
+        if let Some(dns) = sandbox.dns.take() {
+            dns.stop().await;
+        }
+        if let Some(addr) = sandbox.gw_addr {
+            // Its address stays taken until its veth is gone (`gateway::gw_ifname`).
+            inner.mesh.task_detached(addr);
+        }
+        if publishes(&sandbox.task)
+            && let Err(e) = self.publish(&mut inner).await
+        {
+            warn!("failed to update published ports: {e}");
+        }
+        // Its overlay attachments stay in `locals` meanwhile: a reconcile in between plans
+        // nothing for them, and a newer task given the same address replaces them there
+        // (its veth made after the old one is deleted by name, under the lock).
+        let first = held.elapsed();
+        drop(inner);
+
+        let mut ifnames: Vec<&str> = sandbox.attachments.iter().map(|a| a.2.as_str()).collect();
+        if sandbox.gw_addr.is_some() {
+            ifnames.push(mesh::TASK_GW_IF);
+        }
+        let unplugged = Instant::now();
+        if let Err(e) = unplug(&sandbox.netns, &ifnames).await {
+            debug!(task = task_id, "veths left to delete by name: {e}");
+        }
+        let unplugged = unplugged.elapsed();
+
+        let mut inner = self.inner.lock().await;
+        let held = Instant::now();
+        if let Some(addr) = sandbox.gw_addr {
+            // Gone with the sandbox's end unless that failed: then deleted here.
+            if let Err(e) = shoal_net::gateway::detach_gateway(addr).await {
+                warn!(
+                    task = task_id,
+                    "failed to detach the task from the gateway bridge: {e}"
+                );
+            }
+            inner.mesh.free_addr(addr);
+        }
         for (net, addr, _) in &sandbox.attachments {
             if let Some(locals) = inner.locals.get_mut(net) {
                 // Another sandbox's attachment at the same address (the table moved it) stays.
@@ -349,34 +400,15 @@ impl NetworkAgent {
                 }
             }
         }
-        self.vip.release_sandbox(task_id).await;
-        if let Some(dns) = sandbox.dns {
-            dns.stop().await;
-        }
-        if let Some(addr) = sandbox.gw_addr {
-            inner.mesh.task_detached(addr);
-            if let Err(e) = shoal_net::gateway::detach_gateway(addr).await {
-                warn!(
-                    task = task_id,
-                    "failed to detach the task from the gateway bridge: {e}"
-                );
-            }
-            inner.mesh.free_addr(addr);
-        }
-        if publishes(&sandbox.task)
-            && let Err(e) = self.publish(&mut inner).await
-        {
-            warn!("failed to update published ports: {e}");
-        }
         for (net, _, _) in &sandbox.attachments {
             if let Err(e) = self.reconcile(&mut inner, net).await {
                 warn!(task = task_id, network = %net, "failed to detach task: {e}");
             }
         }
-        drop(sandbox.netns);
         debug!(
             task = task_id,
-            held_ms = held.elapsed().as_millis() as u64,
+            held_ms = (first + held.elapsed()).as_millis() as u64,
+            unlocked_ms = unplugged.as_millis() as u64,
             "released the task's networks"
         );
     }
@@ -605,6 +637,19 @@ impl NetworkAgent {
             Err(e) => Err(format!("failed to program overlay {}: {e}", ov.spec.netns)),
         }
     }
+}
+
+/// Deletes a sandbox's veths from its own end (each takes its host end with it); how many
+/// were there.
+async fn unplug(netns: &str, ifnames: &[&str]) -> Result<usize, shoal_net::NetError> {
+    let nl = shoal_net::Netlink::in_netns(netns).await?;
+    let mut deleted = 0;
+    for name in ifnames {
+        if nl.delete_link_if_present(name).await? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 /// The gateway bridge, behind the guard: `route_localnet` is not turned on without it.

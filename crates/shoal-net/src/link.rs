@@ -296,6 +296,26 @@ impl Netlink {
         self.add_route(Ipv4Addr::UNSPECIFIED, 0, gateway).await
     }
 
+    /// Deletes link `name` if it is there (for a veth, both ends go), and says whether it
+    /// was. Another caller deleting it first counts as not there.
+    pub async fn delete_link_if_present(&self, name: &str) -> Result<bool> {
+        let Some(link) = self.link(name).await? else {
+            return Ok(false);
+        };
+        match self.handle.link().del(link.index).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.is_some_and(|c| -c.get() == nix::libc::ENODEV) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(NetError::netlink(
+                format!("delete {name} in {}", self.place()),
+                e,
+            )),
+        }
+    }
+
     /// Deletes link `name` (for a veth, both ends go).
     pub async fn delete_link(&self, name: &str) -> Result<()> {
         let index = self.index_of(name).await?;

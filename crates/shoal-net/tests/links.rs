@@ -99,6 +99,24 @@ async fn bridge_veth_address_route_and_delete() {
 }
 
 #[tokio::test]
+async fn deleting_a_veth_from_its_far_end_if_present() {
+    let hub = TestNs::new("far");
+    let leaf = TestNs::new("fare");
+    let h = Netlink::in_netns(hub.name()).await.unwrap();
+    let l = Netlink::in_netns(leaf.name()).await.unwrap();
+    h.create_veth("vleaf", "eth0").await.unwrap();
+    h.move_to_netns("eth0", leaf.name()).await.unwrap();
+
+    // The sandbox's end goes, and the hub's end with it.
+    assert!(l.delete_link_if_present("eth0").await.unwrap());
+    assert!(link_line(leaf.name(), "eth0").is_none());
+    assert!(link_line(hub.name(), "vleaf").is_none());
+    // Gone already: said, not an error.
+    assert!(!l.delete_link_if_present("eth0").await.unwrap());
+    assert!(!h.delete_link_if_present("vleaf").await.unwrap());
+}
+
+#[tokio::test]
 async fn rename_and_mtu() {
     let ns = TestNs::new("ren");
     let n = Netlink::in_netns(ns.name()).await.unwrap();
