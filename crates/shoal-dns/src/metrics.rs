@@ -44,10 +44,32 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.5, 2.5,
 ];
 
+/// DNS threads counted apart (`shoal_dns_thread_answers`); a thread past them counts in the last.
+const THREADS_COUNTED: usize = 16;
+
+/// A counter alone on its cache line: each DNS thread adds to its own, and two threads
+/// writing the same line would move it between cores at every batch.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+std::thread_local! {
+    /// The DNS thread this is (`runtime::Workers`), for the answers counted per thread.
+    static THREAD_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Called once by each DNS thread as it starts.
+pub(crate) fn set_thread_index(i: usize) {
+    THREAD_INDEX.with(|t| t.set(i.min(THREADS_COUNTED - 1)));
+}
+
 /// A node's DNS counters. Cheap to update from every DNS thread.
 #[derive(Debug)]
 pub struct DnsMetrics {
     queries: [[AtomicU64; RCODES]; OTHER + 1],
+    /// UDP answers from the zones, by the DNS thread that sent them: how the kernel spread
+    /// the queries.
+    by_thread: [Padded; THREADS_COUNTED],
     forwarded: AtomicU64,
     upstream_failures: AtomicU64,
     /// Answers per latency bucket (not cumulative; the last is +Inf), their total in ns.
@@ -59,6 +81,7 @@ impl Default for DnsMetrics {
     fn default() -> DnsMetrics {
         DnsMetrics {
             queries: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            by_thread: std::array::from_fn(|_| Padded::default()),
             forwarded: AtomicU64::new(0),
             upstream_failures: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -160,7 +183,18 @@ impl DnsMetrics {
         }
         if answers > 0 {
             self.took(answers, took);
+            let thread = THREAD_INDEX.with(std::cell::Cell::get);
+            self.by_thread[thread]
+                .0
+                .fetch_add(answers, Ordering::Relaxed);
         }
+    }
+
+    /// UDP answers sent by DNS thread `i` so far.
+    pub fn thread_answers(&self, i: usize) -> u64 {
+        self.by_thread
+            .get(i)
+            .map_or(0, |n| n.0.load(Ordering::Relaxed))
     }
 
     /// `answers` answers that each took `took`.
@@ -251,6 +285,23 @@ impl Collector for Counters {
                     let labels = [("type", class.qtype()), ("rcode", class.rcode())];
                     ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
                 }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "shoal_dns_thread_answers",
+                "UDP answers from the node's zones (not forwarded), by the DNS thread that sent them: how the queries were spread over the threads",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, n) in m.by_thread.iter().enumerate() {
+                let n = n.0.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let thread = i.to_string();
+                let labels = [("thread", thread.as_str())];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
         for (name, help, value) in [
@@ -379,5 +430,40 @@ mod tests {
         assert_eq!(latency[3], 3);
         assert_eq!(latency.iter().sum::<u64>(), 3);
         assert_eq!(m.latency_sum_ns.load(Ordering::Relaxed), 600_000);
+    }
+
+    #[test]
+    fn answers_are_counted_by_the_thread_that_sent_them() {
+        let m = std::sync::Arc::new(DnsMetrics::default());
+        let batch = |m: &DnsMetrics, n: usize| {
+            let mut tally = Tally::default();
+            for _ in 0..n {
+                tally.count(&query("web.", 1), &reply(0));
+            }
+            m.answered_batch(&mut tally, Duration::from_micros(20));
+        };
+        for (thread, answers) in [(1, 3), (2, 5), (40, 2)] {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                set_thread_index(thread);
+                batch(&m, answers);
+            })
+            .join()
+            .unwrap();
+        }
+        assert_eq!(m.thread_answers(0), 0);
+        assert_eq!(m.thread_answers(1), 3);
+        assert_eq!(m.thread_answers(2), 5);
+        // Past the counted threads: the last counter.
+        assert_eq!(m.thread_answers(THREADS_COUNTED - 1), 2);
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("shoal_dns_thread_answers_total{thread=\"2\"} 5"),
+            "{text}"
+        );
+        assert!(!text.contains("thread=\"0\""), "{text}");
     }
 }

@@ -150,6 +150,12 @@ impl DnsServer {
         let mut ready = Vec::with_capacity(udp.len());
         for (i, socket) in udp.into_iter().enumerate() {
             let handle = &handles[i % handles.len()];
+            if let Some(cpu) = workers.cpus[i % handles.len()] {
+                // Not fatal: the socket still takes its share by hash.
+                if let Err(error) = socket2::SockRef::from(&socket).set_cpu_affinity(cpu) {
+                    tracing::warn!(%error, cpu, "dns: cannot steer a socket to its thread's CPU");
+                }
+            }
             let _entered = handle.enter();
             let socket = udp::register(socket).map_err(|e| bind_error("udp", udp_addr, e))?;
             ready.push((handle, socket));
