@@ -5,7 +5,7 @@
 //! dnsmasq hosts file and an authoritative zone file for NSD and Knot) and the dnsperf query
 //! file, so every server answers exactly the same names with the same records.
 //!
-//! Usage: dns_bench_server --netns NAME [--services 1000] [--tasks 3] [--threads 2]
+//! Usage: dns_bench_server --netns NAME [--services 1000] [--tasks 3] [--threads 2] [--steer on]
 //!        [--write-unbound FILE] [--write-hosts FILE] [--write-zone FILE] [--write-queries FILE]
 
 use std::fmt::Write as _;
@@ -25,6 +25,8 @@ struct Args {
     services: u32,
     tasks: u32,
     threads: usize,
+    /// Steer by CPU when the threads are as many as the CPUs, as the daemon does.
+    steer: bool,
     unbound: Option<String>,
     hosts: Option<String>,
     queries: Option<String>,
@@ -37,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
         services: 1000,
         tasks: 3,
         threads: 2,
+        steer: true,
         unbound: None,
         hosts: None,
         queries: None,
@@ -51,6 +54,13 @@ fn parse_args() -> Result<Args, String> {
             "--services" => args.services = number(value()?)?,
             "--tasks" => args.tasks = number(value()?)?,
             "--threads" => args.threads = number(value()?)?.max(1) as usize,
+            "--steer" => {
+                args.steer = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(format!("--steer: {v:?} is neither on nor off")),
+                }
+            }
             "--write-unbound" => args.unbound = Some(value()?),
             "--write-hosts" => args.hosts = Some(value()?),
             "--write-queries" => args.queries = Some(value()?),
@@ -199,6 +209,11 @@ fn main() {
     // The servers run on the DNS threads, as in the daemon; this runtime only waits for a
     // signal.
     let dns = DnsRuntime::new(args.threads);
+    let dns = if args.steer {
+        dns
+    } else {
+        dns.without_steering()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
