@@ -10,8 +10,9 @@
 #   PERF_EVENTS (optional, e.g. "context-switches,syscalls:sys_enter_epoll_wait"): perf stat
 #   counts of those events in each server's processes during the fixed-rate run, per query
 #   DNSPERF_THREADS=1 (dnsperf -T)
-#   STEER=on (shoal-dns steers each query to the DNS thread on the CPU that received it when
-#   it has one thread per CPU, as the daemon does; off: the kernel spreads them by hash)
+#   STEER=off (on: shoal-dns steers each query to the DNS thread on the CPU that received it,
+#   one thread pinned per CPU, as shoald --dns-steering cpu; off: the kernel spreads them by
+#   hash, the daemon's default)
 #   SHOAL_BIN (optional): a dns_bench_server binary to run instead of building this checkout's
 set -euo pipefail
 
@@ -28,7 +29,7 @@ PERF_EVENTS=${PERF_EVENTS:-}
 # dnsperf's own threads (-T): 1 sends every query from one thread, as dnsperf does by
 # default; more spread the sending over the CPUs, as a node's many clients do.
 DNSPERF_THREADS=${DNSPERF_THREADS:-1}
-STEER=${STEER:-on}
+STEER=${STEER:-off}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NS="shoalbench-dns-$$"
@@ -103,9 +104,9 @@ ip -n "$NS" link set lo up
 in_ns() { ip netns exec "$NS" "$@"; }
 
 # shoal-dns; it also writes the baselines' data and the query file.
-# Only said when off, so that a SHOAL_BIN built before the flag still runs.
+# Only said when on, so that a SHOAL_BIN built before the flag still runs.
 STEER_ARGS=()
-[ "$STEER" = on ] || STEER_ARGS=(--steer "$STEER")
+[ "$STEER" = off ] || STEER_ARGS=(--steer "$STEER")
 "$BIN" --netns "$NS" --services "$SERVICES" --tasks "$TASKS" --threads "$THREADS" "${STEER_ARGS[@]}" \
     --write-unbound "$WORK/local-data.conf" --write-hosts "$WORK/hosts" \
     --write-zone "$WORK/bench.zone" --write-queries "$WORK/queries.txt" >"$WORK/shoal.log" 2>&1 &

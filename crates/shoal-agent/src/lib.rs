@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub mesh_path: mesh::MeshPathChoice,
     /// What every sandbox's DNS server counts (shoald's `/metrics`).
     pub dns_metrics: std::sync::Arc<shoal_dns::DnsMetrics>,
+    /// `--dns-steering cpu`: each query to the DNS thread on the CPU that received it.
+    pub dns_steer_by_cpu: bool,
     /// The agent's own series (shoald's `/metrics`).
     pub metrics: std::sync::Arc<metrics::AgentMetrics>,
 }

@@ -102,6 +102,7 @@ impl NetworkAgent {
         vip: Arc<VipBalancer>,
         mesh_path: MeshPathChoice,
         dns_metrics: Arc<shoal_dns::DnsMetrics>,
+        dns_steer_by_cpu: bool,
     ) -> NetworkAgent {
         let mesh = Mesh::new(&node_id, vtep, mesh_path);
         NetworkAgent {
@@ -109,7 +110,14 @@ impl NetworkAgent {
             node_id,
             vtep,
             upstream,
-            dns: DnsRuntime::default().with_metrics(dns_metrics),
+            dns: {
+                let dns = DnsRuntime::default().with_metrics(dns_metrics);
+                if dns_steer_by_cpu {
+                    dns.steered_by_cpu()
+                } else {
+                    dns
+                }
+            },
             vip,
             inner: Mutex::new(Inner {
                 view: Arc::new(EndpointView::default()),

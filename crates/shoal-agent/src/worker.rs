@@ -102,6 +102,7 @@ impl Worker {
             Arc::clone(&cfg.vip_balancer),
             cfg.mesh_path,
             Arc::clone(&cfg.dns_metrics),
+            cfg.dns_steer_by_cpu,
         );
         let oci = std::sync::OnceLock::new();
         let mut survivors = None;

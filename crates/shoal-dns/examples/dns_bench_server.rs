@@ -5,7 +5,7 @@
 //! dnsmasq hosts file and an authoritative zone file for NSD and Knot) and the dnsperf query
 //! file, so every server answers exactly the same names with the same records.
 //!
-//! Usage: dns_bench_server --netns NAME [--services 1000] [--tasks 3] [--threads 2] [--steer on]
+//! Usage: dns_bench_server --netns NAME [--services 1000] [--tasks 3] [--threads 2] [--steer off|on]
 //!        [--write-unbound FILE] [--write-hosts FILE] [--write-zone FILE] [--write-queries FILE]
 
 use std::fmt::Write as _;
@@ -25,7 +25,7 @@ struct Args {
     services: u32,
     tasks: u32,
     threads: usize,
-    /// Steer by CPU when the threads are as many as the CPUs, as the daemon does.
+    /// Steer by CPU when the threads are as many as the CPUs (shoald --dns-steering cpu).
     steer: bool,
     unbound: Option<String>,
     hosts: Option<String>,
@@ -39,7 +39,7 @@ fn parse_args() -> Result<Args, String> {
         services: 1000,
         tasks: 3,
         threads: 2,
-        steer: true,
+        steer: false,
         unbound: None,
         hosts: None,
         queries: None,
@@ -210,9 +210,9 @@ fn main() {
     // signal.
     let dns = DnsRuntime::new(args.threads);
     let dns = if args.steer {
-        dns
+        dns.steered_by_cpu()
     } else {
-        dns.without_steering()
+        dns
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -8,14 +8,15 @@
 //! them), each socket stays on its thread for its whole life, and a thread's receive buffers
 //! serve all of its sockets. Threads start with the first server, not before.
 //!
-//! Steering by CPU: when there is one thread per CPU the daemon may use, thread i is pinned
-//! to the i-th of those CPUs and its sockets take the queries that CPU received
-//! (SO_INCOMING_CPU: the reuseport group picks the socket of the receiving CPU). On loopback
-//! that is the client's own CPU, so a query is answered where it was asked, with no wakeup
-//! across cores and the data still in that core's cache. bench/dns measured it: with a client
-//! sending from two threads, less CPU per query than NSD and Knot and a higher top rate;
-//! with a client sending from one, a lower top rate (its queries all wait for one thread).
-//! With fewer threads than CPUs, nothing is pinned and the kernel spreads queries by hash.
+//! Steering by CPU (asked for with [`DnsRuntime::steered_by_cpu`]; off by default): when there
+//! is one thread per CPU the daemon may use, thread i is pinned to the i-th of those CPUs and
+//! its sockets take the queries that CPU received (SO_INCOMING_CPU: the reuseport group picks
+//! the socket of the receiving CPU). On loopback that is the client's own CPU, so a query is
+//! answered where it was asked, with no wakeup across cores. bench/dns measured it: 15–30%
+//! less CPU per query than hashing, but a client that asks from one CPU gets one DNS thread,
+//! sharing that CPU with it: 0.5–0.7× hashing's top rate, and higher latency. Hence off
+//! unless the operator knows the node's clients ask from every CPU. Otherwise, and with fewer
+//! threads than CPUs, nothing is pinned and the kernel spreads queries by hash.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,7 +59,7 @@ impl DnsRuntime {
     pub fn new(threads: usize) -> DnsRuntime {
         DnsRuntime {
             threads: threads.max(1),
-            steer: true,
+            steer: false,
             workers: Mutex::new(None),
             next: AtomicUsize::new(0),
             metrics: Arc::default(),
@@ -71,11 +72,10 @@ impl DnsRuntime {
         self
     }
 
-    /// Never pins nor steers: the kernel spreads each sandbox's queries over its sockets by
-    /// hash (to compare, and where the node's CPUs are shared with something that must not
-    /// wait for a pinned thread).
-    pub fn without_steering(mut self) -> DnsRuntime {
-        self.steer = false;
+    /// Steers each query to the thread on the CPU that received it, when the threads are
+    /// as many as the CPUs this process may use (see the module's doc for the trade-off).
+    pub fn steered_by_cpu(mut self) -> DnsRuntime {
+        self.steer = true;
         self
     }
 
@@ -103,7 +103,16 @@ impl DnsRuntime {
             return Ok(workers.clone());
         }
         let cpus = if self.steer {
-            placement(self.threads, &allowed_cpus())
+            let allowed = allowed_cpus();
+            let cpus = placement(self.threads, &allowed);
+            if cpus.iter().all(Option::is_none) {
+                tracing::warn!(
+                    threads = self.threads,
+                    ?allowed,
+                    "dns: steering by CPU needs one DNS thread per CPU this process may use; queries are spread by hash"
+                );
+            }
+            cpus
         } else {
             vec![None; self.threads]
         };

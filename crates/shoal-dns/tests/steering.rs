@@ -88,7 +88,9 @@ fn a_query_is_answered_by_the_thread_on_the_cpu_that_sent_it() {
         "steering needs two CPUs this process may use; it has {cpus:?}"
     );
     let metrics = Arc::new(DnsMetrics::default());
-    let runtime = DnsRuntime::new(cpus.len()).with_metrics(metrics.clone());
+    let runtime = DnsRuntime::new(cpus.len())
+        .steered_by_cpu()
+        .with_metrics(metrics.clone());
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = serve(&runtime, &tokio);
     let pinned: Vec<Option<usize>> = cpus.iter().copied().map(Some).collect();
@@ -109,9 +111,8 @@ fn without_steering_the_kernel_spreads_the_same_queries() {
     let cpus = allowed_cpus();
     assert!(cpus.len() >= 2, "needs two CPUs; it has {cpus:?}");
     let metrics = Arc::new(DnsMetrics::default());
-    let runtime = DnsRuntime::new(cpus.len())
-        .without_steering()
-        .with_metrics(metrics.clone());
+    // The default.
+    let runtime = DnsRuntime::new(cpus.len()).with_metrics(metrics.clone());
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = serve(&runtime, &tokio);
     assert_eq!(runtime.steered_cpus(), Some(vec![None; cpus.len()]));

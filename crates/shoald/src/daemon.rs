@@ -47,6 +47,8 @@ pub struct Config {
     pub vip_balancer: Arc<shoal_agent::vip::VipBalancer>,
     /// `--mesh-path`.
     pub mesh_path: shoal_agent::mesh::MeshPathChoice,
+    /// `--dns-steering cpu`.
+    pub dns_steer_by_cpu: bool,
     /// What `/metrics` serves (`--metrics-addr`), shared by every activation of the roles.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -189,6 +191,7 @@ impl Daemon {
                 vip_balancer: Arc::clone(&self.cfg.vip_balancer),
                 mesh_path: self.cfg.mesh_path,
                 dns_metrics: Arc::clone(&self.cfg.metrics.dns),
+                dns_steer_by_cpu: self.cfg.dns_steer_by_cpu,
                 metrics: Arc::clone(&self.cfg.metrics.agent),
             },
             reports_tx,

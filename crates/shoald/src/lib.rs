@@ -115,6 +115,12 @@ pub struct Args {
     /// a warning), `tc` (published ports fail if it cannot load) or `nftables`.
     #[arg(long, default_value = "auto", value_parser = parse_mesh_choice)]
     pub mesh_path: shoal_agent::mesh::MeshPathChoice,
+    /// How the DNS threads share each sandbox's queries: `hash` (the kernel spreads them) or
+    /// `cpu` (one DNS thread pinned per CPU takes the queries its CPU receives: less CPU per
+    /// query when clients ask from every CPU, but one busy client's queries get one thread;
+    /// needs as many DNS threads as CPUs, else hash with a warning).
+    #[arg(long, default_value = "hash", value_parser = ["hash", "cpu"])]
+    pub dns_steering: String,
     /// A registry (HOST:PORT) to pull images from over plain HTTP; repeatable. Loopback
     /// registries (127.0.0.0/8, localhost) always are, as docker does.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
@@ -209,6 +215,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         insecure_registries: args.insecure_registries.clone(),
         vip_balancer,
         mesh_path: args.mesh_path,
+        dns_steer_by_cpu: args.dns_steering == "cpu",
         metrics: Arc::clone(&metrics),
         upstream: if args.dns_upstream.is_empty() {
             shoal_dns::Upstream::from_resolv_conf("/etc/resolv.conf").unwrap_or(
@@ -398,5 +405,21 @@ mod tests {
         );
         let err = addr(&["--metrics-addr", "9323"]).unwrap_err();
         assert!(err.contains("give IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn dns_steering_is_hash_unless_cpu_is_asked_for() {
+        let steering = |args: &[&str]| {
+            Args::try_parse_from([&["shoald"], args].concat())
+                .map(|a| a.dns_steering)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(steering(&[]).as_deref(), Ok("hash"));
+        assert_eq!(steering(&["--dns-steering", "cpu"]).as_deref(), Ok("cpu"));
+        let err = steering(&["--dns-steering", "core"]).unwrap_err();
+        assert!(
+            err.contains("'core'") && err.contains("[possible values: hash, cpu]"),
+            "{err}"
+        );
     }
 }
