@@ -5,6 +5,7 @@
 #   sudo bench/scale/run.sh                 # STAGES="10 100 300" tasks per node, 1,000 at the end
 #   STAGES="10 100" CHANGES=20 sudo bench/scale/run.sh     # quicker
 #   BIN=/tmp/before sudo bench/scale/run.sh  # binaries copied there (shoal, shoald), no build
+#   LOGS=/tmp/scale-logs SHOAL_LOG=info,shoal_agent::network=debug sudo bench/scale/run.sh
 #
 # Stages: services of 2 replicas (idle processes, one web service) are added until the lab
 # runs STAGE tasks per node; at each stage, after SETTLE seconds (5) and WARMUP changes not
@@ -40,6 +41,16 @@ else
     SHOAL=$PWD/target/release/shoal
 fi
 LAB=scale$$
-trap '"$SHOAL" lab down --name "$LAB" >/dev/null 2>&1 || true' EXIT
+# LOGS=DIR: each node's shoald.log is copied there (as nodeN.log) before the lab goes, e.g.
+# with SHOAL_LOG=info,shoal_agent::network=debug for the agent's lock timings.
+keep_logs() {
+    [ -n "${LOGS:-}" ] || return 0
+    mkdir -p "$LOGS"
+    for log in /run/shoal-lab/"$LAB"/node*/shoald.log; do
+        [ -f "$log" ] && cp "$log" "$LOGS/$(basename "$(dirname "$log")").log"
+    done
+    return 0
+}
+trap 'keep_logs; "$SHOAL" lab down --name "$LAB" >/dev/null 2>&1 || true' EXIT
 "$SHOAL" lab up --nodes 3 --name "$LAB" >/dev/null
 python3 "$(dirname "$0")/driver.py" "$SHOAL" "$LAB" "$STAGES" "$CHANGES" "$PROBES" "$FINAL"
