@@ -377,7 +377,9 @@ impl NetworkAgent {
             ifnames.push(mesh::TASK_GW_IF);
         }
         let unplugged = Instant::now();
-        if let Err(e) = unplug(&sandbox.netns, &ifnames).await {
+        if !ifnames.is_empty()
+            && let Err(e) = unplug(&sandbox.netns, &ifnames).await
+        {
             debug!(task = task_id, "veths left to delete by name: {e}");
         }
         let unplugged = unplugged.elapsed();
