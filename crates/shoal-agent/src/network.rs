@@ -649,17 +649,13 @@ impl NetworkAgent {
     }
 }
 
-/// Deletes a sandbox's veths from its own end (each takes its host end with it); how many
-/// were there.
-async fn unplug(netns: &str, ifnames: &[&str]) -> Result<usize, shoal_net::NetError> {
+/// Deletes a sandbox's veths from its own end (each takes its host end with it).
+async fn unplug(netns: &str, ifnames: &[&str]) -> Result<(), shoal_net::NetError> {
     let nl = shoal_net::Netlink::in_netns(netns).await?;
-    let mut deleted = 0;
     for name in ifnames {
-        if nl.delete_link_if_present(name).await? {
-            deleted += 1;
-        }
+        nl.delete_link_if_present(name).await?;
     }
-    Ok(deleted)
+    Ok(())
 }
 
 /// The gateway bridge, behind the guard: `route_localnet` is not turned on without it.

@@ -151,13 +151,9 @@ pub async fn attach_gateway(
 /// Removes a sandbox's gateway veth (both ends go, and the node's route to it). False if it
 /// was not there.
 pub async fn detach_gateway(addr: Ipv4Addr) -> Result<bool> {
-    let nl = Netlink::current()?;
-    let host = gw_ifname(addr);
-    if nl.link(&host).await?.is_none() {
-        return Ok(false);
-    }
-    nl.delete_link(&host).await?;
-    Ok(true)
+    Netlink::current()?
+        .delete_link_if_present(&gw_ifname(addr))
+        .await
 }
 
 /// Sets a sysctl under /proc/sys in namespace `netns` (opened from a thread inside it, as

@@ -141,12 +141,8 @@ pub async fn detach(spec: &OverlaySpec, addr: Ipv4Addr) -> Result<bool> {
 }
 
 async fn detach_in(ov: &Netlink, spec: &OverlaySpec, addr: Ipv4Addr) -> Result<bool> {
-    let host = host_ifname(spec.vni, addr);
-    match ov.delete_link(&host).await {
-        Ok(()) => Ok(true),
-        Err(NetError::NoSuchLink { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
+    ov.delete_link_if_present(&host_ifname(spec.vni, addr))
+        .await
 }
 
 /// Makes remote endpoint `addr` reachable through the node with underlay address `vtep`:
